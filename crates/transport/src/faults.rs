@@ -1,0 +1,158 @@
+//! Fault injection for tests: a transport wrapper that misbehaves on the way out.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::session::{SessionChannel, SessionSender};
+use crate::{DeliveryKind, NodeId, SessionConfig, SessionId, Transport, TransportError};
+
+/// One kind of misbehaviour, applied to this node's outgoing messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Drop each message with this probability (0.0..=1.0).
+    Drop(f64),
+    /// Drop every message to this node.
+    DropTo(NodeId),
+    /// Deliver each message after this delay.
+    Delay(Duration),
+    /// Deliver each message twice.
+    Duplicate,
+    /// Hold each message back and send it after the next one (swaps pairs).
+    Reorder,
+    /// Flip one byte of each payload (at a random position).
+    Corrupt,
+    /// Send a different (corrupted) version of each broadcast to the recipients listed.
+    EquivocateBroadcastTo(Vec<NodeId>),
+}
+
+/// The faults a [`FaultyTransport`] applies, in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaultPlan {
+    /// Faults applied to every outgoing message.
+    pub faults: Vec<Fault>,
+}
+
+impl FaultPlan {
+    /// A plan with one fault.
+    pub fn single(fault: Fault) -> Self {
+        Self {
+            faults: vec![fault],
+        }
+    }
+}
+
+/// Wraps a transport and applies a [`FaultPlan`] to everything this node sends.
+#[derive(Clone)]
+pub struct FaultyTransport<T> {
+    inner: T,
+    plan: FaultPlan,
+}
+
+impl<T: Transport> FaultyTransport<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T, plan: FaultPlan) -> Self {
+        Self { inner, plan }
+    }
+}
+
+impl<T: Transport> Transport for FaultyTransport<T> {
+    fn local_node(&self) -> NodeId {
+        self.inner.local_node()
+    }
+
+    fn open_session(
+        &self,
+        session: SessionId,
+        config: SessionConfig,
+    ) -> Result<SessionChannel, TransportError> {
+        let plan = self.plan.clone();
+        Ok(self
+            .inner
+            .open_session(session, config)?
+            .wrap_sender(move |inner| {
+                Arc::new(FaultySender {
+                    inner,
+                    plan,
+                    held: Mutex::new(None),
+                })
+            }))
+    }
+}
+
+type Held = (SessionId, NodeId, DeliveryKind, Vec<u8>);
+
+struct FaultySender {
+    inner: Arc<dyn SessionSender>,
+    plan: FaultPlan,
+    held: Mutex<Option<Held>>,
+}
+
+fn corrupt(payload: &mut [u8]) {
+    if !payload.is_empty() {
+        let i = rand::thread_rng().gen_range(0..payload.len());
+        payload[i] ^= 0x5a;
+    }
+}
+
+impl SessionSender for FaultySender {
+    fn send(
+        &self,
+        session: SessionId,
+        to: NodeId,
+        kind: DeliveryKind,
+        mut payload: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        let mut copies = 1;
+        let mut delay = None;
+        for fault in &self.plan.faults {
+            match fault {
+                Fault::Drop(p) if rand::thread_rng().gen_bool(p.clamp(0.0, 1.0)) => return Ok(()),
+                Fault::DropTo(node) if *node == to => return Ok(()),
+                Fault::Delay(d) => delay = Some(*d),
+                Fault::Duplicate => copies = 2,
+                Fault::Corrupt => corrupt(&mut payload),
+                Fault::EquivocateBroadcastTo(nodes)
+                    if kind == DeliveryKind::Broadcast && nodes.contains(&to) =>
+                {
+                    corrupt(&mut payload)
+                }
+                Fault::Reorder => {
+                    let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                    match held.take() {
+                        None => {
+                            *held = Some((session, to, kind, payload));
+                            return Ok(());
+                        }
+                        Some(previous) => {
+                            drop(held);
+                            self.inner.send(session, to, kind, payload.clone())?;
+                            let (s, t, k, p) = previous;
+                            return self.inner.send(s, t, k, p);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        match delay {
+            Some(d) => {
+                let inner = self.inner.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    for _ in 0..copies {
+                        let _ = inner.send(session, to, kind, payload.clone());
+                    }
+                });
+                Ok(())
+            }
+            None => {
+                for _ in 0..copies {
+                    self.inner.send(session, to, kind, payload.clone())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Authenticated, session-multiplexed message transport for MPC protocols.
+//!
+//! A [`Transport`] connects one node to a fixed set of peers. MPC protocols run in
+//! *sessions*, each named by a [`SessionId`] that all participants agree on (it is the
+//! hash of the protocol's execution id). A node opens a session with
+//! [`Transport::open_session`] and gets a [`SessionChannel`]: a private inbox of
+//! [`InboundMessage`]s and a way to send direct or broadcast messages to the
+//! session's participants.
+//!
+//! The rules every implementation keeps:
+//! - the `from` of an inbound message is the **authenticated** sender, set by the
+//!   transport (in-memory: the sending endpoint; libp2p: the noise-authenticated peer),
+//!   never read from the payload;
+//! - messages from nodes that are not participants of the session are dropped;
+//! - messages for a finished (closed) session are rejected; messages for a session not
+//!   yet opened are held (bounded in count and time) until it is opened;
+//! - payloads larger than [`MAX_MESSAGE_SIZE`] are refused;
+//! - a session that hears nothing for its idle timeout fails with
+//!   [`TransportError::Timeout`] naming the parties it is still waiting for.
+//!
+//! ```
+//! use transport::{InMemoryNetwork, NodeId, SessionId, SessionConfig, Destination, Transport};
+//! # tokio_test_block_on(async {
+//! let network = InMemoryNetwork::new();
+//! let (alice, bob) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
+//! let a = network.endpoint(alice);
+//! let b = network.endpoint(bob);
+//! let session = SessionId::from_bytes([7; 32]);
+//! let config = SessionConfig::new(vec![alice, bob]);
+//! let mut on_a = a.open_session(session, config.clone()).unwrap();
+//! let mut on_b = b.open_session(session, config).unwrap();
+//! on_a.send(Destination::Direct(bob), b"hello".to_vec()).unwrap();
+//! let msg = on_b.recv().await.unwrap();
+//! assert_eq!(msg.from, alice); // set by the transport, not by the payload
+//! assert_eq!(msg.payload, b"hello");
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod faults;
+mod memory;
+mod session;
+
+pub use faults::{Fault, FaultPlan, FaultyTransport};
+pub use memory::{InMemoryNetwork, InMemoryTransport};
+pub use session::{SessionChannel, SessionHub, SessionInbox, SessionOutbox, SessionSender};
+
+use std::fmt;
+use std::time::Duration;
+
+/// Largest payload a transport accepts, in bytes (4 MiB: CGGMP21 aux-info proofs are the
+/// largest messages, a few hundred KiB for committees of tens of parties).
+pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// Default idle timeout of a session: how long it may hear nothing before failing.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Identity of a node: its ed25519 public key (32 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct NodeId([u8; 32]);
+
+impl NodeId {
+    /// Wraps 32 bytes (an ed25519 public key) as a node id.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+    /// Parses 64 hex characters.
+    pub fn from_hex(s: &str) -> Result<Self, TransportError> {
+        let bytes = hex::decode(s).map_err(|_| TransportError::InvalidNodeId(s.to_owned()))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| TransportError::InvalidNodeId(s.to_owned()))?;
+        Ok(Self(arr))
+    }
+    /// Full hex encoding.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({})", &self.to_hex()[..12])
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex()[..12])
+    }
+}
+
+/// Name of a protocol session (32 bytes, a hash of the protocol execution id).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct SessionId([u8; 32]);
+
+impl SessionId {
+    /// Wraps 32 bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({})", &hex::encode(self.0)[..12])
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0)[..12])
+    }
+}
+
+/// Where an outgoing message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// To every other participant of the session.
+    Broadcast,
+    /// To one participant.
+    Direct(NodeId),
+}
+
+/// How an inbound message was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum DeliveryKind {
+    /// Sent to all participants (the sender claims so: protocols echo-check broadcasts).
+    Broadcast,
+    /// Sent to this node only.
+    Direct,
+}
+
+/// A message received in a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// Authenticated sender, set by the transport.
+    pub from: NodeId,
+    /// Broadcast or direct.
+    pub kind: DeliveryKind,
+    /// Opaque protocol bytes.
+    pub payload: Vec<u8>,
+}
+
+/// Options of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Every participant, the local node included. Order is meaningful to protocols
+    /// (it fixes party indices) and must be the same at every participant.
+    pub participants: Vec<NodeId>,
+    /// How long the session may hear nothing before failing with
+    /// [`TransportError::Timeout`]. Default [`DEFAULT_IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+}
+
+impl SessionConfig {
+    /// A session among `participants` with the default idle timeout.
+    pub fn new(participants: Vec<NodeId>) -> Self {
+        Self {
+            participants,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+    /// Sets the idle timeout.
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+}
+
+/// A node's connection to its peers, carrying many concurrent sessions.
+pub trait Transport: Send + Sync + 'static {
+    /// This node's identity.
+    fn local_node(&self) -> NodeId;
+
+    /// Opens a session. Fails if the session is already open or was finished on this
+    /// node, or if the local node is not among the participants.
+    fn open_session(
+        &self,
+        session: SessionId,
+        config: SessionConfig,
+    ) -> Result<SessionChannel, TransportError>;
+}
+
+/// Everything that can go wrong in a transport.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// No message arrived for the idle timeout; `silent` are the participants this node
+    /// has heard least from (those it is still waiting for).
+    #[error("session {session} timed out waiting for {silent:?}")]
+    Timeout {
+        /// The session that timed out.
+        session: SessionId,
+        /// Participants that fell silent.
+        silent: Vec<NodeId>,
+    },
+    /// The session was already opened on this node, or has finished.
+    #[error("session {0} was already opened or has finished")]
+    SessionReused(SessionId),
+    /// The local node is not a participant of the session it tried to open.
+    #[error("local node is not among the participants of session {0}")]
+    NotAParticipant(SessionId),
+    /// The participant list is malformed (duplicates, fewer than two nodes).
+    #[error("invalid participant list: {0}")]
+    InvalidParticipants(String),
+    /// A message was addressed to a node outside the session.
+    #[error("{to} is not a participant of session {session}")]
+    UnknownRecipient {
+        /// The session.
+        session: SessionId,
+        /// The bad recipient.
+        to: NodeId,
+    },
+    /// A payload exceeded [`MAX_MESSAGE_SIZE`].
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    MessageTooLarge {
+        /// Size of the refused payload.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The transport shut down or the session was closed.
+    #[error("transport closed")]
+    Closed,
+    /// A frame could not be decoded.
+    #[error("malformed frame: {0}")]
+    MalformedFrame(String),
+    /// A node id string is not 64 hex characters.
+    #[error("invalid node id {0:?}")]
+    InvalidNodeId(String),
+    /// An inbound message was refused (the reason says why); nothing was delivered.
+    #[error("message from {from} for session {session} rejected: {reason}")]
+    Rejected {
+        /// The session the message named.
+        session: SessionId,
+        /// Its authenticated sender.
+        from: NodeId,
+        /// Why it was refused.
+        reason: RejectReason,
+    },
+    /// Network-level failure (libp2p).
+    #[error("network error: {0}")]
+    Network(String),
+}
+
+/// Why an inbound message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    /// The session already finished on this node.
+    #[error("session finished")]
+    SessionFinished,
+    /// The sender is not a participant of the session.
+    #[error("sender is not a participant")]
+    SenderNotParticipant,
+    /// Too many messages are held for sessions this node has not opened yet.
+    #[error("backlog for unopened sessions is full")]
+    BacklogFull,
+    /// The payload exceeds [`MAX_MESSAGE_SIZE`].
+    #[error("payload too large")]
+    TooLarge,
+}

@@ -1,0 +1,108 @@
+//! In-process transport: every endpoint shares one router. For tests and benchmarks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::session::{SessionChannel, SessionHub, SessionSender};
+use crate::{
+    DeliveryKind, InboundMessage, NodeId, SessionConfig, SessionId, Transport, TransportError,
+};
+
+/// A set of in-process endpoints that can reach each other.
+///
+/// Authentication is by construction: a message's sender is the endpoint it was sent
+/// from, whatever its payload says.
+#[derive(Clone, Default)]
+pub struct InMemoryNetwork {
+    hubs: Arc<Mutex<HashMap<NodeId, SessionHub>>>,
+}
+
+impl InMemoryNetwork {
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Creates (or re-creates, dropping all its sessions) the endpoint of `node`.
+    pub fn endpoint(&self, node: NodeId) -> InMemoryTransport {
+        let hub = SessionHub::new(node);
+        self.hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node, hub.clone());
+        InMemoryTransport {
+            hub,
+            network: self.clone(),
+        }
+    }
+
+    fn hub_of(&self, node: &NodeId) -> Option<SessionHub> {
+        self.hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned()
+    }
+}
+
+/// One node's endpoint on an [`InMemoryNetwork`].
+#[derive(Clone)]
+pub struct InMemoryTransport {
+    hub: SessionHub,
+    network: InMemoryNetwork,
+}
+
+struct InMemorySender {
+    from: NodeId,
+    network: InMemoryNetwork,
+}
+
+impl SessionSender for InMemorySender {
+    fn send(
+        &self,
+        session: SessionId,
+        to: NodeId,
+        kind: DeliveryKind,
+        payload: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        let hub = self
+            .network
+            .hub_of(&to)
+            .ok_or_else(|| TransportError::Network(format!("no endpoint for {to}")))?;
+        let msg = InboundMessage {
+            from: self.from,
+            kind,
+            payload,
+        };
+        if let Err(e) = hub.deliver(session, msg) {
+            // The receiver refused it; like a real network, the sender is not told.
+            tracing::warn!(%session, %to, error = %e, "in-memory delivery refused");
+        }
+        Ok(())
+    }
+}
+
+impl Transport for InMemoryTransport {
+    fn local_node(&self) -> NodeId {
+        self.hub.local_node()
+    }
+
+    fn open_session(
+        &self,
+        session: SessionId,
+        config: SessionConfig,
+    ) -> Result<SessionChannel, TransportError> {
+        let sender = Arc::new(InMemorySender {
+            from: self.hub.local_node(),
+            network: self.network.clone(),
+        });
+        self.hub.open(session, config, sender)
+    }
+}
+
+impl InMemoryTransport {
+    /// The session table of this endpoint (to inject messages in tests).
+    pub fn hub(&self) -> &SessionHub {
+        &self.hub
+    }
+}
