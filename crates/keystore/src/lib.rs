@@ -1,0 +1,78 @@
+//! Encrypted, generation-aware storage of threshold key shares.
+//!
+//! ```
+//! use keystore::{Generation, GenerationRecords, KdfParams, KeyId, Keystore, SecretBytes, Unlock};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let unlock = Unlock::passphrase("correct horse battery staple");
+//! // Real deployments use `Keystore::open` (Argon2id m=64 MiB, t=3, p=1).
+//! let mut store = Keystore::open_with_kdf(dir.path(), &unlock, KdfParams::insecure_for_tests())?;
+//!
+//! let key = KeyId::new("sequencer-key")?;
+//! let records = GenerationRecords::share_and_aux(
+//!     SecretBytes::new(b"serialized key share".to_vec()),
+//!     SecretBytes::new(b"serialized aux info".to_vec()),
+//! );
+//! store.put_generation(&key, Generation(1), &records)?; // written inactive
+//! store.activate(&key, Generation(1))?; // atomic switch
+//! store.close()?;
+//!
+//! let mut store = Keystore::open(dir.path(), &unlock)?; // stored KDF params are reused
+//! let (generation, loaded) = store.load_active(&key)?;
+//! assert_eq!(generation, Generation(1));
+//! assert_eq!(loaded.key_share().unwrap().expose(), b"serialized key share");
+//! # Ok::<(), keystore::KeystoreError>(())
+//! ```
+//!
+//! # Design
+//!
+//! * **Storage**: a [rusty-leveldb](rusty_leveldb) directory, plus an advisory
+//!   lock file `KEYSTORE.LOCK` held exclusively while a [`Keystore`] is open
+//!   ([`KeystoreError::Locked`] otherwise).
+//! * **Keys**: at creation a random 16-byte salt and the [`KdfParams`] are
+//!   stored in a metadata record. A passphrase is stretched with Argon2id; a
+//!   key file (32 raw bytes or 64 hex chars) goes through HKDF-SHA256 with
+//!   the same salt. The metadata also holds a *key-check value* (a sealed
+//!   constant bound to the metadata), so a wrong credential is reported as
+//!   [`KeystoreError::WrongPassphrase`] / [`KeystoreError::WrongKeyFile`]
+//!   rather than as tampering.
+//! * **Records**: `version (1) | nonce (12, OsRng) | AES-256-GCM ciphertext+tag`,
+//!   with associated data = domain string + key id + generation + record
+//!   name, so records moved between keys, generations or names fail with
+//!   [`KeystoreError::Tampered`]. The active-generation pointer and each
+//!   generation's manifest (list of record names) are sealed too, so they
+//!   cannot be silently rolled back or truncated either.
+//! * **Generations**: written inactive by [`Keystore::put_generation`] (one
+//!   synced batch), switched by [`Keystore::activate`] (one synced record
+//!   write). A crash at any point leaves the previously active generation
+//!   intact and active.
+//! * **Deletion**: [`Keystore::delete_key`] / [`Keystore::retire_generation`]
+//!   delete in one synced batch, then compact the whole database; LevelDB
+//!   files made obsolete are overwritten with zeros before being unlinked.
+//!   This guarantees the ciphertext is gone from the store's files; whether
+//!   the underlying blocks are physically erased depends on the filesystem
+//!   and device (copy-on-write filesystems, SSDs and snapshots may retain
+//!   them), which is one more reason records are encrypted.
+//! * **Secrets** ([`SecretBytes`], [`Passphrase`], the master key) are
+//!   zeroized on drop and print as `[REDACTED]`.
+//!
+//! The API is byte-oriented: callers serialize key shares themselves.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod env;
+mod error;
+mod kdf;
+mod seal;
+mod secret;
+mod store;
+mod types;
+
+pub use error::{KeystoreError, Result};
+pub use kdf::{generate_key_file, KdfParams, Unlock, UnlockMethod, SALT_LEN};
+pub use secret::{Passphrase, SecretBytes};
+pub use store::{Keystore, LOCK_FILE_NAME};
+pub use types::{
+    Generation, GenerationRecords, KeyId, RecordName, MAX_KEY_ID_LEN, MAX_RECORD_NAME_LEN,
+};

@@ -1,0 +1,790 @@
+//! The [`Keystore`] itself.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use rusty_leveldb::{LdbIterator, Options, StatusCode, WriteBatch, DB};
+
+use crate::env::SecureEnv;
+use crate::error::{KeystoreError, Result};
+use crate::kdf::{random_salt, KdfParams, Unlock, UnlockMethod, SALT_LEN};
+use crate::seal::{self, Ad};
+use crate::secret::MasterKey;
+use crate::types::{Generation, GenerationRecords, KeyId, RecordName};
+
+/// Name of the advisory lock file inside the store directory.
+pub const LOCK_FILE_NAME: &str = "KEYSTORE.LOCK";
+
+const META_KEY: &[u8] = b"meta";
+const META_MAGIC: &[u8; 8] = b"MPCKSTR1";
+const META_FORMAT_VERSION: u8 = 1;
+const META_HEADER_LEN: usize = 8 + 1 + 1 + SALT_LEN + 4 * 3;
+const KEY_CHECK_PLAINTEXT: &[u8] = b"mpc-keystore key-check v1";
+const KEY_PREFIX: &[u8] = b"k/";
+
+/// Database key layout (key ids and record names cannot contain `/`):
+///
+/// ```text
+/// meta                                  -> header | sealed key-check value
+/// k/<key id>/a                          -> sealed active generation (u64 BE)
+/// k/<key id>/g/<gen, 20 digits>/m       -> sealed manifest (record names)
+/// k/<key id>/g/<gen, 20 digits>/r/<name>-> sealed record
+/// ```
+fn key_prefix(id: &KeyId) -> Vec<u8> {
+    format!("k/{id}/").into_bytes()
+}
+fn active_key(id: &KeyId) -> Vec<u8> {
+    format!("k/{id}/a").into_bytes()
+}
+fn gen_prefix(id: &KeyId, g: Generation) -> Vec<u8> {
+    format!("k/{id}/g/{:020}/", g.0).into_bytes()
+}
+fn manifest_key(id: &KeyId, g: Generation) -> Vec<u8> {
+    format!("k/{id}/g/{:020}/m", g.0).into_bytes()
+}
+fn record_key(id: &KeyId, g: Generation, name: &RecordName) -> Vec<u8> {
+    format!("k/{id}/g/{:020}/r/{name}", g.0).into_bytes()
+}
+
+/// An encrypted, generation-aware store of key shares in a LevelDB directory.
+///
+/// * Every secret record is sealed with AES-256-GCM under the master key
+///   derived at [`open`](Keystore::open), with a fresh random nonce and
+///   associated data binding it to its key id, generation and record name.
+/// * Each key id has any number of write-once generations and at most one
+///   *active* generation; [`activate`](Keystore::activate) switches it with a
+///   single synced write, so a crash leaves either the old or the new
+///   generation active, never a mix.
+/// * [`delete_key`](Keystore::delete_key) and
+///   [`retire_generation`](Keystore::retire_generation) remove the records
+///   and compact the database so the ciphertext is gone from its files.
+/// * The directory is exclusively locked (`KEYSTORE.LOCK`) while open.
+///
+/// The store never keeps plaintext in memory: [`load`](Keystore::load)
+/// returns freshly decrypted [`SecretBytes`](crate::SecretBytes) owned (and zeroized) by the
+/// caller.
+///
+/// `Keystore` is not `Send` (rusty-leveldb uses `Rc` internally): keep it on
+/// one thread, e.g. owned by a dedicated blocking task.
+pub struct Keystore {
+    // Field order matters: the database is closed before the lock is released.
+    // `None` only if reopening during a purge failed.
+    db: Option<DB>,
+    key: MasterKey,
+    method: UnlockMethod,
+    path: PathBuf,
+    _lock: File,
+}
+
+impl fmt::Debug for Keystore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keystore")
+            .field("path", &self.path)
+            .field("unlock_method", &self.method)
+            .field("master_key", &"[REDACTED]")
+            .finish()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeystoreError + '_ {
+    move |source| KeystoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn corrupt(reason: impl Into<String>) -> KeystoreError {
+    KeystoreError::Corrupt {
+        reason: reason.into(),
+    }
+}
+
+impl Keystore {
+    /// Opens the store in directory `path`, creating it (with the default
+    /// [`KdfParams`]) if it does not exist yet.
+    ///
+    /// Errors: [`KeystoreError::WrongPassphrase`] / [`KeystoreError::WrongKeyFile`]
+    /// if the credential does not match, [`KeystoreError::Locked`] if the store
+    /// is open elsewhere, [`KeystoreError::UnlockMethodMismatch`] if the store
+    /// was created with the other unlock method.
+    pub fn open(path: impl AsRef<Path>, unlock: &Unlock) -> Result<Keystore> {
+        Self::open_with_kdf(path, unlock, KdfParams::default())
+    }
+
+    /// Like [`open`](Keystore::open), but a newly created store uses
+    /// `kdf_params`. An existing store always uses the parameters stored in
+    /// it, whatever is passed here.
+    pub fn open_with_kdf(
+        path: impl AsRef<Path>,
+        unlock: &Unlock,
+        kdf_params: KdfParams,
+    ) -> Result<Keystore> {
+        let path = path.as_ref().to_owned();
+        if !path.exists() {
+            create_private_dir(&path)?;
+        }
+        let lock_path = path.join(LOCK_FILE_NAME);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        if let Err(e) = fs2::FileExt::try_lock_exclusive(&lock) {
+            return Err(if e.kind() == fs2::lock_contended_error().kind() {
+                KeystoreError::Locked { path: lock_path }
+            } else {
+                KeystoreError::Io {
+                    path: lock_path,
+                    source: e,
+                }
+            });
+        }
+
+        let mut db = open_db(&path)?;
+
+        let key = match get(&mut db, META_KEY)? {
+            Some(meta) => unlock_existing(&meta, unlock)?,
+            None => create_new(&mut db, unlock, kdf_params)?,
+        };
+        Ok(Keystore {
+            db: Some(db),
+            key,
+            method: unlock.method(),
+            path,
+            _lock: lock,
+        })
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores a new generation of `key_id`, **inactive**. All records and the
+    /// generation's manifest are written in one synced batch. Generations are
+    /// write-once: an existing one gives [`KeystoreError::GenerationExists`].
+    pub fn put_generation(
+        &mut self,
+        key_id: &KeyId,
+        generation: Generation,
+        records: &GenerationRecords,
+    ) -> Result<()> {
+        if records.is_empty() {
+            return Err(KeystoreError::EmptyGeneration);
+        }
+        if get(self.db()?, &manifest_key(key_id, generation))?.is_some() {
+            return Err(KeystoreError::GenerationExists {
+                key_id: key_id.clone(),
+                generation,
+            });
+        }
+        let mut batch = WriteBatch::default();
+        let mut manifest = Vec::new();
+        manifest.extend_from_slice(&(records.len() as u32).to_be_bytes());
+        for (name, secret) in records.iter() {
+            manifest.extend_from_slice(&(name.as_str().len() as u16).to_be_bytes());
+            manifest.extend_from_slice(name.as_str().as_bytes());
+            let sealed = seal::seal(
+                &self.key,
+                &Ad::Record(key_id, generation, name),
+                secret.expose(),
+            );
+            batch.put(&record_key(key_id, generation, name), &sealed);
+        }
+        let sealed_manifest = seal::seal(&self.key, &Ad::Manifest(key_id, generation), &manifest);
+        batch.put(&manifest_key(key_id, generation), &sealed_manifest);
+        self.db()?.write(batch, true)?;
+        Ok(())
+    }
+
+    /// Makes `generation` the active generation of `key_id`, atomically (one
+    /// synced record write). The generation is fully decrypted and verified
+    /// first, so a damaged generation is never activated.
+    pub fn activate(&mut self, key_id: &KeyId, generation: Generation) -> Result<()> {
+        drop(self.load(key_id, generation)?);
+        let sealed = seal::seal(&self.key, &Ad::Active(key_id), &generation.0.to_be_bytes());
+        let mut batch = WriteBatch::default();
+        batch.put(&active_key(key_id), &sealed);
+        self.db()?.write(batch, true)?;
+        Ok(())
+    }
+
+    /// The active generation of `key_id`, or `None` if none was activated yet.
+    /// Unknown keys give [`KeystoreError::UnknownKey`].
+    pub fn active_generation(&mut self, key_id: &KeyId) -> Result<Option<Generation>> {
+        match get(self.db()?, &active_key(key_id))? {
+            Some(sealed) => {
+                let plain = seal::open(&self.key, &Ad::Active(key_id), &sealed)
+                    .filter(|p| p.len() == 8)
+                    .ok_or_else(|| KeystoreError::TamperedActivePointer {
+                        key_id: key_id.clone(),
+                    })?;
+                let mut g = [0u8; 8];
+                g.copy_from_slice(plain.expose());
+                Ok(Some(Generation(u64::from_be_bytes(g))))
+            }
+            None if self.key_exists(key_id)? => Ok(None),
+            None => Err(KeystoreError::UnknownKey(key_id.clone())),
+        }
+    }
+
+    /// Decrypts and returns every record of one generation.
+    ///
+    /// Errors: [`KeystoreError::UnknownKey`], [`KeystoreError::UnknownGeneration`],
+    /// [`KeystoreError::Tampered`] if any record (or the manifest) fails
+    /// authentication, [`KeystoreError::MissingRecord`] if a listed record is gone.
+    pub fn load(&mut self, key_id: &KeyId, generation: Generation) -> Result<GenerationRecords> {
+        let names = self.manifest(key_id, generation)?;
+        let mut out = GenerationRecords::new();
+        for name in names {
+            let sealed =
+                get(self.db()?, &record_key(key_id, generation, &name))?.ok_or_else(|| {
+                    KeystoreError::MissingRecord {
+                        key_id: key_id.clone(),
+                        generation,
+                        record: name.clone(),
+                    }
+                })?;
+            let secret = seal::open(&self.key, &Ad::Record(key_id, generation, &name), &sealed)
+                .ok_or_else(|| KeystoreError::Tampered {
+                    key_id: key_id.clone(),
+                    generation,
+                    record: name.to_string(),
+                })?;
+            out.insert(name, secret);
+        }
+        Ok(out)
+    }
+
+    /// Loads the active generation: `(generation, records)`.
+    /// [`KeystoreError::NoActiveGeneration`] if none was activated.
+    pub fn load_active(&mut self, key_id: &KeyId) -> Result<(Generation, GenerationRecords)> {
+        let g = self
+            .active_generation(key_id)?
+            .ok_or_else(|| KeystoreError::NoActiveGeneration(key_id.clone()))?;
+        Ok((g, self.load(key_id, g)?))
+    }
+
+    /// All key ids that have at least one generation, sorted.
+    pub fn list_keys(&mut self) -> Result<Vec<KeyId>> {
+        let mut keys: Vec<KeyId> = Vec::new();
+        for k in self.keys_with_prefix(KEY_PREFIX)? {
+            let rest = &k[KEY_PREFIX.len()..];
+            let end = rest
+                .iter()
+                .position(|&b| b == b'/')
+                .ok_or_else(|| corrupt("malformed database key"))?;
+            let id = std::str::from_utf8(&rest[..end])
+                .ok()
+                .and_then(|s| KeyId::new(s).ok())
+                .ok_or_else(|| corrupt("malformed key id in database"))?;
+            if keys.last() != Some(&id) {
+                keys.push(id);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The stored generations of `key_id`, ascending.
+    /// [`KeystoreError::UnknownKey`] if there are none.
+    pub fn generations(&mut self, key_id: &KeyId) -> Result<Vec<Generation>> {
+        let mut prefix = key_prefix(key_id);
+        prefix.extend_from_slice(b"g/");
+        let mut gens = Vec::new();
+        for k in self.keys_with_prefix(&prefix)? {
+            let rest = &k[prefix.len()..];
+            if rest.len() == 22 && rest.ends_with(b"/m") {
+                let g = std::str::from_utf8(&rest[..20])
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| corrupt("malformed generation number in database"))?;
+                gens.push(Generation(g));
+            }
+        }
+        if gens.is_empty() {
+            return Err(KeystoreError::UnknownKey(key_id.clone()));
+        }
+        Ok(gens)
+    }
+
+    /// Returns the sealed (encrypted, authenticated) bytes of one record
+    /// exactly as stored: `version | nonce | ciphertext+tag`. Safe to copy
+    /// into encrypted backups; also lets tests verify secure deletion.
+    pub fn sealed_record(
+        &mut self,
+        key_id: &KeyId,
+        generation: Generation,
+        name: &RecordName,
+    ) -> Result<Vec<u8>> {
+        self.manifest(key_id, generation)?;
+        get(self.db()?, &record_key(key_id, generation, name))?.ok_or_else(|| {
+            KeystoreError::MissingRecord {
+                key_id: key_id.clone(),
+                generation,
+                record: name.clone(),
+            }
+        })
+    }
+
+    /// Deletes a generation that is **not** active (e.g. the pre-reshare
+    /// generation once the new committee confirmed), then compacts the
+    /// database so its ciphertext is gone from the files.
+    /// [`KeystoreError::GenerationActive`] if it is the active one.
+    pub fn retire_generation(&mut self, key_id: &KeyId, generation: Generation) -> Result<()> {
+        // Existence check first so unknown keys/generations get typed errors.
+        if get(self.db()?, &manifest_key(key_id, generation))?.is_none() {
+            return Err(self.missing_generation(key_id, generation)?);
+        }
+        if let Ok(Some(active)) = self.active_generation(key_id) {
+            if active == generation {
+                return Err(KeystoreError::GenerationActive {
+                    key_id: key_id.clone(),
+                    generation,
+                });
+            }
+        }
+        let keys = self.keys_with_prefix(&gen_prefix(key_id, generation))?;
+        self.delete_and_purge(keys)
+    }
+
+    /// Deletes every generation of `key_id` and its active pointer in one
+    /// synced batch, then compacts the database so the ciphertext is gone from
+    /// its files. Plaintext is never cached by the store, so there is no
+    /// in-memory copy left to zeroize (records already returned by
+    /// [`load`](Keystore::load) are zeroized when the caller drops them).
+    pub fn delete_key(&mut self, key_id: &KeyId) -> Result<()> {
+        let keys = self.keys_with_prefix(&key_prefix(key_id))?;
+        if keys.is_empty() {
+            return Err(KeystoreError::UnknownKey(key_id.clone()));
+        }
+        self.delete_and_purge(keys)
+    }
+
+    /// Flushes and closes the store, releasing the lock. (Dropping the store
+    /// does the same but cannot report errors.)
+    pub fn close(mut self) -> Result<()> {
+        if let Some(mut db) = self.db.take() {
+            db.close()?;
+        }
+        Ok(())
+    }
+
+    fn db(&mut self) -> Result<&mut DB> {
+        self.db.as_mut().ok_or_else(|| {
+            KeystoreError::Database(
+                "database handle was lost when reopening after a purge failed; reopen the keystore"
+                    .into(),
+            )
+        })
+    }
+
+    fn delete_and_purge(&mut self, keys: Vec<Vec<u8>>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for k in &keys {
+            batch.delete(k);
+        }
+        self.db()?.write(batch, true)?;
+        self.purge()
+    }
+
+    /// Rewrites the database so deleted values are dropped from every file:
+    /// the memtable is flushed to a table (and the old write-ahead log
+    /// deleted), and all levels are compacted, dropping shadowed values and
+    /// tombstones. Obsolete files are shredded by [`SecureEnv`].
+    ///
+    /// The database is closed and reopened first: rusty-leveldb 4.0 never
+    /// releases the "oldest snapshot" marker once any read took a snapshot,
+    /// which makes compactions keep every obsolete value. A fresh handle has
+    /// no snapshots, so this compaction really drops them.
+    fn purge(&mut self) -> Result<()> {
+        if let Some(mut db) = self.db.take() {
+            db.close()?;
+        }
+        let db = self.db.insert(open_db(&self.path)?);
+        db.compact_range(b"\x00", b"\xff")?;
+        Ok(())
+    }
+
+    fn manifest(&mut self, key_id: &KeyId, generation: Generation) -> Result<Vec<RecordName>> {
+        let Some(sealed) = get(self.db()?, &manifest_key(key_id, generation))? else {
+            return Err(self.missing_generation(key_id, generation)?);
+        };
+        let tampered = || KeystoreError::Tampered {
+            key_id: key_id.clone(),
+            generation,
+            record: "manifest".into(),
+        };
+        let plain = seal::open(&self.key, &Ad::Manifest(key_id, generation), &sealed)
+            .ok_or_else(tampered)?;
+        parse_manifest(plain.expose()).ok_or_else(tampered)
+    }
+
+    fn missing_generation(
+        &mut self,
+        key_id: &KeyId,
+        generation: Generation,
+    ) -> Result<KeystoreError> {
+        Ok(if self.key_exists(key_id)? {
+            KeystoreError::UnknownGeneration {
+                key_id: key_id.clone(),
+                generation,
+            }
+        } else {
+            KeystoreError::UnknownKey(key_id.clone())
+        })
+    }
+
+    fn key_exists(&mut self, key_id: &KeyId) -> Result<bool> {
+        Ok(!self.keys_with_prefix(&key_prefix(key_id))?.is_empty())
+    }
+
+    fn keys_with_prefix(&mut self, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mut it = self.db()?.new_iter()?;
+        it.seek(prefix);
+        let mut out = Vec::new();
+        while let Some((k, _)) = it.current() {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push(k.to_vec());
+            if !it.advance() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn open_db(path: &Path) -> Result<DB> {
+    let opts = Options {
+        env: Rc::new(Box::new(SecureEnv::new())),
+        create_if_missing: true,
+        paranoid_checks: true,
+        // Never append to an old write-ahead log: each open turns the
+        // previous log into a table and deletes (shreds) it.
+        reuse_logs: false,
+        ..Options::default()
+    };
+    DB::open(path, opts).map_err(|s| {
+        if s.code == StatusCode::LockError {
+            KeystoreError::Locked {
+                path: path.join("LOCK"),
+            }
+        } else {
+            KeystoreError::from(s)
+        }
+    })
+}
+
+fn parse_manifest(mut b: &[u8]) -> Option<Vec<RecordName>> {
+    let take = |b: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+        if b.len() < n {
+            return None;
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Some(h.to_vec())
+    };
+    let count = u32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
+    let mut names = Vec::new();
+    for _ in 0..count {
+        let len = u16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?) as usize;
+        let name = String::from_utf8(take(&mut b, len)?).ok()?;
+        names.push(RecordName::new(name).ok()?);
+    }
+    b.is_empty().then_some(names)
+}
+
+fn get(db: &mut DB, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    let snap = db.get_snapshot();
+    Ok(db.get_at(&snap, key)?.map(|b| b.to_vec()))
+}
+
+fn create_private_dir(path: &Path) -> Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(path).map_err(io_err(path))
+}
+
+fn encode_header(method: UnlockMethod, salt: &[u8; SALT_LEN], p: KdfParams) -> Vec<u8> {
+    let mut h = Vec::with_capacity(META_HEADER_LEN);
+    h.extend_from_slice(META_MAGIC);
+    h.push(META_FORMAT_VERSION);
+    h.push(method.to_byte());
+    h.extend_from_slice(salt);
+    h.extend_from_slice(&p.memory_kib.to_be_bytes());
+    h.extend_from_slice(&p.iterations.to_be_bytes());
+    h.extend_from_slice(&p.parallelism.to_be_bytes());
+    h
+}
+
+fn create_new(db: &mut DB, unlock: &Unlock, params: KdfParams) -> Result<MasterKey> {
+    // A crash between creating the database and writing the metadata leaves
+    // an empty database, which is simply initialised again here.
+    let mut it = db.new_iter()?;
+    it.seek_to_first();
+    if it.valid() {
+        return Err(corrupt(
+            "metadata record is missing but the store holds data",
+        ));
+    }
+    params.validate()?;
+    let salt = random_salt();
+    let key = unlock.derive(&salt, params)?;
+    let header = encode_header(unlock.method(), &salt, params);
+    let mut meta = header.clone();
+    meta.extend(seal::seal(
+        &key,
+        &Ad::KeyCheck(&header),
+        KEY_CHECK_PLAINTEXT,
+    ));
+    let mut batch = WriteBatch::default();
+    batch.put(META_KEY, &meta);
+    db.write(batch, true)?;
+    Ok(key)
+}
+
+fn unlock_existing(meta: &[u8], unlock: &Unlock) -> Result<MasterKey> {
+    if meta.len() < META_HEADER_LEN || &meta[..8] != META_MAGIC {
+        return Err(corrupt("metadata record is malformed"));
+    }
+    let (header, check) = meta.split_at(META_HEADER_LEN);
+    if header[8] != META_FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "unsupported keystore format version {}",
+            header[8]
+        )));
+    }
+    let method = UnlockMethod::from_byte(header[9])
+        .ok_or_else(|| corrupt("unknown unlock method in metadata"))?;
+    if method != unlock.method() {
+        return Err(KeystoreError::UnlockMethodMismatch {
+            store: method,
+            given: unlock.method(),
+        });
+    }
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&header[10..10 + SALT_LEN]);
+    let u32_at = |i: usize| u32::from_be_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+    let params = KdfParams {
+        memory_kib: u32_at(10 + SALT_LEN),
+        iterations: u32_at(14 + SALT_LEN),
+        parallelism: u32_at(18 + SALT_LEN),
+    };
+    params.validate()?;
+    let key = unlock.derive(&salt, params)?;
+    match seal::open(&key, &Ad::KeyCheck(header), check) {
+        Some(p) if p.expose() == KEY_CHECK_PLAINTEXT => Ok(key),
+        _ => Err(match unlock {
+            Unlock::Passphrase(_) => KeystoreError::WrongPassphrase,
+            Unlock::KeyFile(p) => KeystoreError::WrongKeyFile { path: p.clone() },
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Tests that modify raw database values, which the public API cannot do.
+
+    use super::*;
+    use crate::secret::SecretBytes;
+
+    fn open(dir: &Path) -> Keystore {
+        Keystore::open_with_kdf(
+            dir,
+            &Unlock::passphrase("pw"),
+            KdfParams::insecure_for_tests(),
+        )
+        .unwrap()
+    }
+
+    fn id(s: &str) -> KeyId {
+        KeyId::new(s).unwrap()
+    }
+
+    fn recs(share: &[u8]) -> GenerationRecords {
+        GenerationRecords::share_and_aux(
+            SecretBytes::from_slice(share),
+            SecretBytes::from_slice(b"aux"),
+        )
+    }
+
+    fn raw_get(ks: &mut Keystore, k: &[u8]) -> Vec<u8> {
+        get(ks.db().unwrap(), k).unwrap().unwrap()
+    }
+
+    fn raw_put(ks: &mut Keystore, k: &[u8], v: &[u8]) {
+        let mut b = WriteBatch::default();
+        b.put(k, v);
+        ks.db().unwrap().write(b, true).unwrap();
+    }
+
+    fn share_name() -> RecordName {
+        RecordName::new(RecordName::KEY_SHARE).unwrap()
+    }
+
+    #[test]
+    fn tampered_record_is_detected_and_other_keys_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ks = open(dir.path());
+        let (victim, other) = (id("victim"), id("other"));
+        ks.put_generation(&victim, Generation(1), &recs(b"victim share"))
+            .unwrap();
+        ks.put_generation(&other, Generation(1), &recs(b"other share"))
+            .unwrap();
+        ks.activate(&other, Generation(1)).unwrap();
+        let rk = record_key(&victim, Generation(1), &share_name());
+        let original = raw_get(&mut ks, &rk);
+        // Flip one byte at every position: version, nonce, ciphertext, tag.
+        for pos in 0..original.len() {
+            let mut bad = original.clone();
+            bad[pos] ^= 0x80;
+            raw_put(&mut ks, &rk, &bad);
+            let err = ks.load(&victim, Generation(1)).unwrap_err();
+            assert!(
+                matches!(&err, KeystoreError::Tampered { key_id, generation: Generation(1), record }
+                    if key_id == &victim && record == "key_share"),
+                "byte {pos}: {err:?}"
+            );
+            // A damaged generation is never activated.
+            assert!(matches!(
+                ks.activate(&victim, Generation(1)),
+                Err(KeystoreError::Tampered { .. })
+            ));
+        }
+        // Truncated record.
+        raw_put(&mut ks, &rk, &original[..10]);
+        assert!(matches!(
+            ks.load(&victim, Generation(1)),
+            Err(KeystoreError::Tampered { .. })
+        ));
+        // Nothing else was lost; restoring the bytes restores the record.
+        let (_, o) = ks.load_active(&other).unwrap();
+        assert_eq!(o.key_share().unwrap().expose(), b"other share");
+        raw_put(&mut ks, &rk, &original);
+        assert_eq!(
+            ks.load(&victim, Generation(1))
+                .unwrap()
+                .key_share()
+                .unwrap()
+                .expose(),
+            b"victim share"
+        );
+    }
+
+    #[test]
+    fn record_swapped_between_keys_generations_or_names_fails_authentication() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ks = open(dir.path());
+        let (a, b) = (id("a"), id("b"));
+        ks.put_generation(&a, Generation(1), &recs(b"a1")).unwrap();
+        ks.put_generation(&a, Generation(2), &recs(b"a2")).unwrap();
+        ks.put_generation(&b, Generation(1), &recs(b"b1")).unwrap();
+        let aux = RecordName::new(RecordName::AUX_INFO).unwrap();
+
+        // Other key, same generation and name.
+        let from_b = raw_get(&mut ks, &record_key(&b, Generation(1), &share_name()));
+        raw_put(
+            &mut ks,
+            &record_key(&a, Generation(1), &share_name()),
+            &from_b,
+        );
+        assert!(matches!(
+            ks.load(&a, Generation(1)),
+            Err(KeystoreError::Tampered { .. })
+        ));
+
+        // Same key, other generation (a rollback of the share).
+        let from_g1 = raw_get(&mut ks, &record_key(&a, Generation(1), &aux));
+        raw_put(&mut ks, &record_key(&a, Generation(2), &aux), &from_g1);
+        assert!(matches!(
+            ks.load(&a, Generation(2)),
+            Err(KeystoreError::Tampered { .. })
+        ));
+
+        // Same key and generation, other record name.
+        let share_b = raw_get(&mut ks, &record_key(&b, Generation(1), &share_name()));
+        raw_put(&mut ks, &record_key(&b, Generation(1), &aux), &share_b);
+        assert!(matches!(
+            ks.load(&b, Generation(1)),
+            Err(KeystoreError::Tampered { .. })
+        ));
+
+        // Manifest moved from another generation.
+        let m1 = raw_get(&mut ks, &manifest_key(&a, Generation(1)));
+        raw_put(&mut ks, &manifest_key(&a, Generation(2)), &m1);
+        assert!(matches!(
+            ks.load(&a, Generation(2)),
+            Err(KeystoreError::Tampered { ref record, .. }) if record == "manifest"
+        ));
+    }
+
+    #[test]
+    fn tampered_or_replayed_active_pointer_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ks = open(dir.path());
+        let (a, b) = (id("a"), id("b"));
+        ks.put_generation(&a, Generation(1), &recs(b"a1")).unwrap();
+        ks.put_generation(&b, Generation(5), &recs(b"b5")).unwrap();
+        ks.activate(&a, Generation(1)).unwrap();
+        ks.activate(&b, Generation(5)).unwrap();
+        let pointer_b = raw_get(&mut ks, &active_key(&b));
+        raw_put(&mut ks, &active_key(&a), &pointer_b);
+        assert!(matches!(
+            ks.active_generation(&a),
+            Err(KeystoreError::TamperedActivePointer { ref key_id }) if key_id == &a
+        ));
+        assert_eq!(ks.active_generation(&b).unwrap(), Some(Generation(5)));
+    }
+
+    #[test]
+    fn removed_record_listed_in_manifest_is_reported_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ks = open(dir.path());
+        let a = id("a");
+        ks.put_generation(&a, Generation(1), &recs(b"a1")).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.delete(&record_key(&a, Generation(1), &share_name()));
+        ks.db().unwrap().write(batch, true).unwrap();
+        assert!(matches!(
+            ks.load(&a, Generation(1)),
+            Err(KeystoreError::MissingRecord { ref record, .. }) if record.as_str() == "key_share"
+        ));
+    }
+
+    #[test]
+    fn crash_before_metadata_write_is_recovered_and_foreign_data_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // An empty LevelDB (crash right after creation) is initialised normally.
+        drop(open_db(dir.path()).unwrap());
+        let mut ks = open(dir.path());
+        ks.put_generation(&id("a"), Generation(1), &recs(b"a1"))
+            .unwrap();
+        drop(ks);
+
+        // A LevelDB with data but no keystore metadata is refused, untouched.
+        let other = tempfile::tempdir().unwrap();
+        {
+            let mut db = open_db(other.path()).unwrap();
+            db.put(b"foreign", b"data").unwrap();
+            db.close().unwrap();
+        }
+        let err = Keystore::open(other.path(), &Unlock::passphrase("pw")).unwrap_err();
+        assert!(matches!(err, KeystoreError::Corrupt { .. }), "{err:?}");
+        let mut db = open_db(other.path()).unwrap();
+        assert_eq!(
+            get(&mut db, b"foreign").unwrap().as_deref(),
+            Some(&b"data"[..])
+        );
+    }
+}

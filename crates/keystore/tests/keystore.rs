@@ -1,0 +1,690 @@
+//! End-to-end behaviour of the keystore on a real directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use keystore::{
+    Generation, GenerationRecords, KdfParams, KeyId, Keystore, KeystoreError, RecordName,
+    SecretBytes, Unlock,
+};
+use rand_core::{OsRng, RngCore};
+
+const PASS: &str = "operator passphrase for tests";
+
+fn unlock() -> Unlock {
+    Unlock::passphrase(PASS)
+}
+
+fn open(dir: &Path) -> Keystore {
+    Keystore::open_with_kdf(dir, &unlock(), KdfParams::insecure_for_tests()).unwrap()
+}
+
+fn key(id: &str) -> KeyId {
+    KeyId::new(id).unwrap()
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    OsRng.fill_bytes(&mut v);
+    v
+}
+
+fn records(share: &[u8], aux: &[u8]) -> GenerationRecords {
+    GenerationRecords::share_and_aux(SecretBytes::from_slice(share), SecretBytes::from_slice(aux))
+}
+
+/// Every regular file below `dir`, recursively.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Files below `dir` that contain `needle` anywhere.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    all_files(dir)
+        .into_iter()
+        .filter(|p| {
+            let data = std::fs::read(p).unwrap();
+            data.windows(needle.len()).any(|w| w == needle)
+        })
+        .collect()
+}
+
+#[test]
+fn deleted_key_is_unrecoverable_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (doomed, kept) = (key("doomed"), key("kept"));
+    let doomed_share = random_bytes(64);
+    let ciphertexts;
+    {
+        let mut ks = open(dir.path());
+        ks.put_generation(&doomed, Generation(1), &records(&doomed_share, b"aux-1"))
+            .unwrap();
+        ks.activate(&doomed, Generation(1)).unwrap();
+        ks.put_generation(
+            &doomed,
+            Generation(2),
+            &records(&random_bytes(64), b"aux-2"),
+        )
+        .unwrap();
+        ks.put_generation(&kept, Generation(1), &records(b"kept share", b"kept aux"))
+            .unwrap();
+        ks.activate(&kept, Generation(1)).unwrap();
+        ks.close().unwrap();
+    }
+    {
+        // Reopen once so the records also live in table files, not just the log.
+        let mut ks = open(dir.path());
+        let mut cts = Vec::new();
+        for g in [1, 2] {
+            for name in [RecordName::KEY_SHARE, RecordName::AUX_INFO] {
+                let sealed = ks
+                    .sealed_record(&doomed, Generation(g), &RecordName::new(name).unwrap())
+                    .unwrap();
+                // Skip version byte and nonce: look for the ciphertext body.
+                cts.push(sealed[13..].to_vec());
+            }
+        }
+        for ct in &cts {
+            assert!(
+                !files_containing(dir.path(), ct).is_empty(),
+                "sanity: ciphertext is on disk before deletion"
+            );
+        }
+        ciphertexts = cts;
+        ks.delete_key(&doomed).unwrap();
+        assert!(
+            matches!(ks.load_active(&doomed), Err(KeystoreError::UnknownKey(k)) if k == doomed)
+        );
+        for ct in &ciphertexts {
+            assert_eq!(
+                files_containing(dir.path(), ct),
+                Vec::<PathBuf>::new(),
+                "right after delete_key"
+            );
+        }
+        ks.close().unwrap();
+    }
+    let mut ks = open(dir.path());
+    assert!(matches!(
+        ks.load(&doomed, Generation(1)),
+        Err(KeystoreError::UnknownKey(_))
+    ));
+    assert!(matches!(
+        ks.generations(&doomed),
+        Err(KeystoreError::UnknownKey(_))
+    ));
+    assert_eq!(ks.list_keys().unwrap(), vec![kept.clone()]);
+    for ct in &ciphertexts {
+        assert_eq!(
+            files_containing(dir.path(), ct),
+            Vec::<PathBuf>::new(),
+            "after reopen"
+        );
+    }
+    let (_, kept_recs) = ks.load_active(&kept).unwrap();
+    assert_eq!(kept_recs.key_share().unwrap().expose(), b"kept share");
+}
+
+#[test]
+fn stored_generation_round_trips_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = key("rollup-sequencer");
+    let share = random_bytes(1000);
+    let aux = random_bytes(5000);
+    {
+        let mut ks = open(dir.path());
+        let mut recs = records(&share, &aux);
+        recs.insert(
+            RecordName::new("extra-1").unwrap(),
+            SecretBytes::new(vec![]),
+        );
+        ks.put_generation(&id, Generation(7), &recs).unwrap();
+        ks.activate(&id, Generation(7)).unwrap();
+        ks.close().unwrap();
+    }
+    // Reopening with the default KdfParams must use the stored (cheap) ones.
+    let mut ks = Keystore::open(dir.path(), &unlock()).unwrap();
+    assert_eq!(ks.list_keys().unwrap(), vec![id.clone()]);
+    assert_eq!(ks.generations(&id).unwrap(), vec![Generation(7)]);
+    assert_eq!(ks.active_generation(&id).unwrap(), Some(Generation(7)));
+    let (g, loaded) = ks.load_active(&id).unwrap();
+    assert_eq!(g, Generation(7));
+    assert_eq!(loaded.len(), 3);
+    assert_eq!(loaded.key_share().unwrap().expose(), &share[..]);
+    assert_eq!(loaded.aux_info().unwrap().expose(), &aux[..]);
+    assert!(loaded.get("extra-1").unwrap().is_empty());
+}
+
+#[test]
+fn no_plaintext_share_bytes_appear_in_any_store_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = random_bytes(64);
+    let aux = random_bytes(64);
+    let id = key("k1");
+    let check = |when: &str| {
+        for secret in [&share, &aux] {
+            for window in std::iter::once(&secret[..]).chain(secret.chunks(16)) {
+                assert_eq!(
+                    files_containing(dir.path(), window),
+                    Vec::<PathBuf>::new(),
+                    "plaintext found on disk {when}"
+                );
+            }
+        }
+    };
+    {
+        let mut ks = open(dir.path());
+        ks.put_generation(&id, Generation(1), &records(&share, &aux))
+            .unwrap();
+        ks.activate(&id, Generation(1)).unwrap();
+        check("while open (write-ahead log)");
+        ks.close().unwrap();
+    }
+    check("after close");
+    let mut ks = open(dir.path()); // moves the log into a table file
+    check("after reopen (table files)");
+    assert_eq!(
+        ks.load_active(&id).unwrap().1.key_share().unwrap().expose(),
+        &share[..]
+    );
+    assert!(
+        all_files(dir.path()).len() >= 3,
+        "sanity: scanned the store's files"
+    );
+}
+
+#[test]
+fn wrong_passphrase_is_rejected_with_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = key("k");
+    {
+        let mut ks = open(dir.path());
+        ks.put_generation(&id, Generation(1), &records(b"s", b"a"))
+            .unwrap();
+        ks.activate(&id, Generation(1)).unwrap();
+    }
+    let err = Keystore::open(dir.path(), &Unlock::passphrase("not the passphrase")).unwrap_err();
+    assert!(matches!(err, KeystoreError::WrongPassphrase), "{err:?}");
+    assert!(!err.to_string().contains("not the passphrase"));
+    // Nothing was lost by the failed attempt.
+    let mut ks = open(dir.path());
+    assert_eq!(
+        ks.load_active(&id).unwrap().1.key_share().unwrap().expose(),
+        b"s"
+    );
+}
+
+#[test]
+fn key_file_unlocks_and_wrong_or_malformed_key_file_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let kf = dir.path().join("master.key");
+    keystore::generate_key_file(&kf).unwrap();
+    assert!(
+        matches!(
+            keystore::generate_key_file(&kf),
+            Err(KeystoreError::Io { .. })
+        ),
+        "an existing key file is never overwritten"
+    );
+    let id = key("k");
+    {
+        let mut ks = Keystore::open(&store, &Unlock::key_file(&kf)).unwrap();
+        ks.put_generation(&id, Generation(1), &records(b"share", b"aux"))
+            .unwrap();
+    }
+    // The same key as 32 raw bytes unlocks too.
+    let hex_text = std::fs::read_to_string(&kf).unwrap();
+    let raw = dir.path().join("raw.key");
+    std::fs::write(&raw, hex::decode(hex_text.trim()).unwrap()).unwrap();
+    let mut ks = Keystore::open(&store, &Unlock::key_file(&raw)).unwrap();
+    assert_eq!(
+        ks.load(&id, Generation(1))
+            .unwrap()
+            .key_share()
+            .unwrap()
+            .expose(),
+        b"share"
+    );
+    drop(ks);
+
+    let other = dir.path().join("other.key");
+    keystore::generate_key_file(&other).unwrap();
+    let err = Keystore::open(&store, &Unlock::key_file(&other)).unwrap_err();
+    assert!(
+        matches!(err, KeystoreError::WrongKeyFile { ref path } if path == &other),
+        "{err:?}"
+    );
+
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, b"too short").unwrap();
+    let err = Keystore::open(&store, &Unlock::key_file(&bad)).unwrap_err();
+    assert!(
+        matches!(err, KeystoreError::InvalidKeyFile { .. }),
+        "{err:?}"
+    );
+
+    let err = Keystore::open(&store, &unlock()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KeystoreError::UnlockMethodMismatch {
+                store: keystore::UnlockMethod::KeyFile,
+                given: keystore::UnlockMethod::Passphrase
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn second_handle_in_same_process_gets_locked_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = open(dir.path());
+    let err = Keystore::open(dir.path(), &unlock()).unwrap_err();
+    assert!(
+        matches!(err, KeystoreError::Locked { ref path } if path.ends_with(keystore::LOCK_FILE_NAME)),
+        "{err:?}"
+    );
+    drop(ks);
+    open(dir.path()); // released on drop
+}
+
+#[test]
+fn generation_switch_is_explicit_and_old_generation_stays_loadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = key("k");
+    let mut ks = open(dir.path());
+    ks.put_generation(&id, Generation(1), &records(b"old share", b"old aux"))
+        .unwrap();
+    assert_eq!(
+        ks.active_generation(&id).unwrap(),
+        None,
+        "new generations are inactive"
+    );
+    assert!(matches!(
+        ks.load_active(&id),
+        Err(KeystoreError::NoActiveGeneration(_))
+    ));
+    ks.activate(&id, Generation(1)).unwrap();
+    ks.put_generation(&id, Generation(2), &records(b"new share", b"new aux"))
+        .unwrap();
+    assert_eq!(ks.active_generation(&id).unwrap(), Some(Generation(1)));
+    ks.activate(&id, Generation(2)).unwrap();
+    assert_eq!(
+        ks.load_active(&id).unwrap().1.key_share().unwrap().expose(),
+        b"new share"
+    );
+    assert_eq!(
+        ks.load(&id, Generation(1))
+            .unwrap()
+            .key_share()
+            .unwrap()
+            .expose(),
+        b"old share"
+    );
+    assert_eq!(
+        ks.generations(&id).unwrap(),
+        vec![Generation(1), Generation(2)]
+    );
+}
+
+#[test]
+fn generations_are_write_once_and_bad_input_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = key("k");
+    let mut ks = open(dir.path());
+    ks.put_generation(&id, Generation(1), &records(b"original", b"aux"))
+        .unwrap();
+    let err = ks
+        .put_generation(&id, Generation(1), &records(b"overwrite", b"aux"))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        KeystoreError::GenerationExists {
+            generation: Generation(1),
+            ..
+        }
+    ));
+    assert!(matches!(
+        ks.put_generation(&id, Generation(2), &GenerationRecords::new()),
+        Err(KeystoreError::EmptyGeneration)
+    ));
+    assert!(matches!(
+        KeyId::new("a/b"),
+        Err(KeystoreError::InvalidKeyId { .. })
+    ));
+    assert!(matches!(
+        KeyId::new("x".repeat(129)),
+        Err(KeystoreError::InvalidKeyId { .. })
+    ));
+    assert!(matches!(
+        RecordName::new("Key Share"),
+        Err(KeystoreError::InvalidRecordName { .. })
+    ));
+    assert!(matches!(
+        ks.activate(&id, Generation(9)),
+        Err(KeystoreError::UnknownGeneration {
+            generation: Generation(9),
+            ..
+        })
+    ));
+    assert_eq!(ks.generations(&id).unwrap(), vec![Generation(1)]);
+    assert_eq!(
+        ks.load(&id, Generation(1))
+            .unwrap()
+            .key_share()
+            .unwrap()
+            .expose(),
+        b"original"
+    );
+}
+
+#[test]
+fn unknown_keys_and_generations_give_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ks = open(dir.path());
+    let ghost = key("ghost");
+    assert!(
+        matches!(ks.load(&ghost, Generation(1)), Err(KeystoreError::UnknownKey(ref k)) if k == &ghost)
+    );
+    assert!(matches!(
+        ks.load_active(&ghost),
+        Err(KeystoreError::UnknownKey(_))
+    ));
+    assert!(matches!(
+        ks.active_generation(&ghost),
+        Err(KeystoreError::UnknownKey(_))
+    ));
+    assert!(matches!(
+        ks.generations(&ghost),
+        Err(KeystoreError::UnknownKey(_))
+    ));
+    assert!(matches!(
+        ks.delete_key(&ghost),
+        Err(KeystoreError::UnknownKey(_))
+    ));
+    assert!(matches!(
+        ks.activate(&ghost, Generation(1)),
+        Err(KeystoreError::UnknownKey(_))
+    ));
+    // "ghost" must not match a key whose id merely starts with it.
+    ks.put_generation(&key("ghost2"), Generation(1), &records(b"s", b"a"))
+        .unwrap();
+    assert!(matches!(
+        ks.generations(&ghost),
+        Err(KeystoreError::UnknownKey(_))
+    ));
+    assert!(matches!(
+        ks.load(&key("ghost2"), Generation(2)),
+        Err(KeystoreError::UnknownGeneration {
+            generation: Generation(2),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn retired_generation_is_gone_from_disk_and_active_one_cannot_be_retired() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = key("k");
+    let mut ks = open(dir.path());
+    ks.put_generation(&id, Generation(1), &records(&random_bytes(64), b"a1"))
+        .unwrap();
+    ks.activate(&id, Generation(1)).unwrap();
+    ks.put_generation(&id, Generation(2), &records(b"reshared", b"a2"))
+        .unwrap();
+    let share_name = RecordName::new(RecordName::KEY_SHARE).unwrap();
+    let old_ct = ks.sealed_record(&id, Generation(1), &share_name).unwrap()[13..].to_vec();
+    assert!(matches!(
+        ks.retire_generation(&id, Generation(1)),
+        Err(KeystoreError::GenerationActive {
+            generation: Generation(1),
+            ..
+        })
+    ));
+    ks.activate(&id, Generation(2)).unwrap();
+    ks.retire_generation(&id, Generation(1)).unwrap();
+    assert_eq!(ks.generations(&id).unwrap(), vec![Generation(2)]);
+    assert!(matches!(
+        ks.load(&id, Generation(1)),
+        Err(KeystoreError::UnknownGeneration { .. })
+    ));
+    assert_eq!(files_containing(dir.path(), &old_ct), Vec::<PathBuf>::new());
+    ks.close().unwrap();
+    let mut ks = open(dir.path());
+    assert_eq!(
+        ks.load_active(&id).unwrap().1.key_share().unwrap().expose(),
+        b"reshared"
+    );
+    assert_eq!(files_containing(dir.path(), &old_ct), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn byte_flipped_on_disk_is_detected_and_other_keys_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (victim, bystander) = (key("victim"), key("bystander"));
+    let share_name = RecordName::new(RecordName::KEY_SHARE).unwrap();
+    let ct;
+    {
+        let mut ks = open(dir.path());
+        // Large records so each sits in its own LevelDB block.
+        ks.put_generation(
+            &bystander,
+            Generation(1),
+            &records(&[7u8; 6000], &[8u8; 6000]),
+        )
+        .unwrap();
+        ks.activate(&bystander, Generation(1)).unwrap();
+        ks.put_generation(&victim, Generation(1), &records(&[1u8; 6000], &[2u8; 6000]))
+            .unwrap();
+        ks.activate(&victim, Generation(1)).unwrap();
+        ct = ks
+            .sealed_record(&victim, Generation(1), &share_name)
+            .unwrap();
+    }
+    drop(open(dir.path())); // move everything into table files
+    let mut hits = 0;
+    for f in all_files(dir.path()) {
+        let mut data = std::fs::read(&f).unwrap();
+        if let Some(pos) = data.windows(ct.len()).position(|w| w == ct) {
+            data[pos + 3000] ^= 0x01; // one bit in the middle of the ciphertext
+            std::fs::write(&f, &data).unwrap();
+            hits += 1;
+        }
+    }
+    assert_eq!(hits, 1, "sanity: the record is stored in exactly one file");
+
+    let mut ks = open(dir.path());
+    let err = ks.load(&victim, Generation(1)).unwrap_err();
+    // AES-GCM catches a modified value; LevelDB's block checksum may catch it
+    // first, in which case the record is reported missing. Either way: a typed
+    // error naming the record, never wrong plaintext.
+    assert!(
+        matches!(
+            &err,
+            KeystoreError::Tampered { key_id, record, .. } if key_id == &victim && record == "key_share"
+        ) || matches!(
+            &err,
+            KeystoreError::MissingRecord { key_id, record, .. } if key_id == &victim && record == &share_name
+        ),
+        "{err:?}"
+    );
+    let (_, recs) = ks.load_active(&bystander).unwrap();
+    assert_eq!(recs.key_share().unwrap().expose(), &[7u8; 6000][..]);
+    assert_eq!(recs.aux_info().unwrap().expose(), &[8u8; 6000][..]);
+}
+
+#[test]
+fn secrets_are_redacted_in_debug_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let unlock = Unlock::passphrase("hunter2-hunter2");
+    let mut ks =
+        Keystore::open_with_kdf(dir.path(), &unlock, KdfParams::insecure_for_tests()).unwrap();
+    let id = key("k");
+    ks.put_generation(&id, Generation(1), &records(b"SECRETSHARE", b"SECRETAUX"))
+        .unwrap();
+    let recs = ks.load(&id, Generation(1)).unwrap();
+    let rendered = format!(
+        "{unlock:?} {ks:?} {recs:?} {:?} {:#?}",
+        recs.key_share().unwrap(),
+        recs
+    );
+    for secret in ["hunter2", "SECRET", "83, 69, 67"] {
+        assert!(!rendered.contains(secret), "{secret} leaked in {rendered}");
+    }
+    assert!(rendered.contains("REDACTED"));
+}
+
+// ---------------------------------------------------------------------------
+// Multi-process tests. The test binary re-executes itself, running only the
+// ignored helper `child_process_writes_generations_until_killed`, selected by
+// name, with the store directory passed in an environment variable.
+
+const CHILD_DIR_ENV: &str = "KEYSTORE_TEST_CHILD_DIR";
+const CHILD_TEST: &str = "child_process_writes_generations_until_killed";
+
+fn share_for(g: u64) -> Vec<u8> {
+    (0..20_000u32)
+        .map(|i| (i as u64 * 31 + g * 7) as u8)
+        .collect()
+}
+
+#[test]
+#[ignore = "helper run as a child process by the crash and lock tests"]
+fn child_process_writes_generations_until_killed() {
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else {
+        return;
+    };
+    let id = key("crashy");
+    let mut ks = open(Path::new(&dir));
+    let mut g = 1u64;
+    loop {
+        ks.put_generation(
+            &id,
+            Generation(g),
+            &records(&share_for(g), &share_for(g + 1000)),
+        )
+        .unwrap();
+        ks.activate(&id, Generation(g)).unwrap();
+        println!("ACTIVE {g}");
+        g += 1;
+    }
+}
+
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the writer child and returns it once it reported `ACTIVE <until>`,
+/// together with the last generation it reported active.
+fn spawn_writer(dir: &Path, until: u64) -> (KillOnDrop, impl Iterator<Item = u64>) {
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                CHILD_TEST,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR_ENV, dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap())
+        .lines()
+        .map_while(|l| l.ok())
+        // libtest may print its "test <name> ... " prefix on the same line.
+        .filter_map(|l| {
+            l.rsplit_once("ACTIVE ")
+                .and_then(|(_, n)| n.trim().parse::<u64>().ok())
+        });
+    let first = lines.by_ref().find(|&g| g >= until);
+    assert!(
+        first.is_some(),
+        "child never reported generation {until} active"
+    );
+    (child, lines)
+}
+
+#[test]
+fn store_held_by_another_process_is_reported_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, _) = spawn_writer(dir.path(), 1);
+    let err = Keystore::open(dir.path(), &unlock()).unwrap_err();
+    assert!(matches!(err, KeystoreError::Locked { .. }), "{err:?}");
+    drop(child); // killed: the OS releases its lock
+    open(dir.path());
+}
+
+#[test]
+fn crash_during_write_leaves_previous_generation_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = key("crashy");
+    for round in 0..3 {
+        let (mut child, mut reported) = spawn_writer(dir.path(), 3);
+        // Let it get busy writing, then kill it wherever it is.
+        std::thread::sleep(std::time::Duration::from_millis(20 + round * 15));
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        let last_reported = reported.by_ref().last().unwrap_or(3).max(3);
+
+        let mut ks = open(dir.path());
+        let (active, recs) = ks.load_active(&id).unwrap();
+        assert!(
+            active.get() >= last_reported,
+            "active {active} < reported {last_reported}"
+        );
+        assert_eq!(
+            recs.key_share().unwrap().expose(),
+            &share_for(active.get())[..]
+        );
+        assert_eq!(
+            recs.aux_info().unwrap().expose(),
+            &share_for(active.get() + 1000)[..]
+        );
+        // Every generation that made it to disk is complete and intact.
+        for g in ks.generations(&id).unwrap() {
+            let r = ks.load(&id, g).unwrap();
+            assert_eq!(r.key_share().unwrap().expose(), &share_for(g.get())[..]);
+        }
+        // Next round starts on a clean slate.
+        ks.delete_key(&id).unwrap();
+    }
+}
+
+#[test]
+fn default_kdf_params_are_the_documented_secure_ones_and_limits_are_enforced() {
+    let d = KdfParams::default();
+    assert_eq!(
+        (d.memory_kib, d.iterations, d.parallelism),
+        (64 * 1024, 3, 1)
+    );
+    d.validate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let too_big = KdfParams {
+        memory_kib: u32::MAX,
+        ..d
+    };
+    let err = Keystore::open_with_kdf(dir.path(), &unlock(), too_big).unwrap_err();
+    assert!(matches!(err, KeystoreError::InvalidKdfParams(_)), "{err:?}");
+    // The failed creation left nothing behind that blocks a proper one.
+    open(dir.path());
+}
