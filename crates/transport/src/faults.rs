@@ -25,6 +25,9 @@ pub enum Fault {
     Corrupt,
     /// Send a different (corrupted) version of each broadcast to the recipients listed.
     EquivocateBroadcastTo(Vec<NodeId>),
+    /// Flip the lowest bit of the last byte of every direct message to this node (a
+    /// deterministic "wrong value" for a private share, still well-formed).
+    CorruptDirectTo(NodeId),
 }
 
 /// The faults a [`FaultyTransport`] applies, in order.
@@ -113,6 +116,11 @@ impl SessionSender for FaultySender {
                 Fault::Delay(d) => delay = Some(*d),
                 Fault::Duplicate => copies = 2,
                 Fault::Corrupt => corrupt(&mut payload),
+                Fault::CorruptDirectTo(node) if *node == to && kind == DeliveryKind::Direct => {
+                    if let Some(last) = payload.last_mut() {
+                        *last ^= 0x01;
+                    }
+                }
                 Fault::EquivocateBroadcastTo(nodes)
                     if kind == DeliveryKind::Broadcast && nodes.contains(&to) =>
                 {

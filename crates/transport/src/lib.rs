@@ -18,6 +18,10 @@
 //! - a session that hears nothing for its idle timeout fails with
 //!   [`TransportError::Timeout`] naming the parties it is still waiting for.
 //!
+//! Implementations: [`InMemoryNetwork`] (in-process, for tests) and, with the `libp2p`
+//! feature (on by default), [`Libp2pTransport`] (TCP + noise + yamux; see [`p2p`]).
+//! [`FaultyTransport`] wraps either to inject faults in tests.
+//!
 //! ```
 //! use transport::{InMemoryNetwork, NodeId, SessionId, SessionConfig, Destination, Transport};
 //! # tokio_test_block_on(async {
@@ -42,11 +46,17 @@
 #![deny(missing_docs)]
 
 mod faults;
+mod frame;
 mod memory;
+#[cfg(feature = "libp2p")]
+pub mod p2p;
 mod session;
 
 pub use faults::{Fault, FaultPlan, FaultyTransport};
+pub use frame::{decode_frame, encode_frame, Frame, FRAME_HEADER_LEN, FRAME_VERSION};
 pub use memory::{InMemoryNetwork, InMemoryTransport};
+#[cfg(feature = "libp2p")]
+pub use p2p::{Libp2pConfig, Libp2pIdentity, Libp2pStats, Libp2pTransport};
 pub use session::{SessionChannel, SessionHub, SessionInbox, SessionOutbox, SessionSender};
 
 use std::fmt;
@@ -60,7 +70,9 @@ pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Identity of a node: its ed25519 public key (32 bytes).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct NodeId([u8; 32]);
 
 impl NodeId {
@@ -99,7 +111,9 @@ impl fmt::Display for NodeId {
 }
 
 /// Name of a protocol session (32 bytes, a hash of the protocol execution id).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct SessionId([u8; 32]);
 
 impl SessionId {
@@ -135,7 +149,7 @@ pub enum Destination {
 }
 
 /// How an inbound message was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DeliveryKind {
     /// Sent to all participants (the sender claims so: protocols echo-check broadcasts).
     Broadcast,

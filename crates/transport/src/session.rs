@@ -124,11 +124,7 @@ impl SessionHub {
         }
         state.purge_expired_pending();
         if let Some(held) = state.pending.remove(&session) {
-            state.pending_bytes -= held
-                .messages
-                .iter()
-                .map(|m| m.payload.len())
-                .sum::<usize>();
+            state.pending_bytes -= held.messages.iter().map(|m| m.payload.len()).sum::<usize>();
             for msg in held.messages {
                 if participants.contains(&msg.from) {
                     let _ = tx.send(msg);
@@ -356,8 +352,12 @@ impl SessionOutbox {
             }
             Destination::Broadcast => {
                 for node in self.participants.iter().filter(|n| **n != self.local) {
-                    self.sender
-                        .send(self.session, *node, DeliveryKind::Broadcast, payload.clone())?;
+                    self.sender.send(
+                        self.session,
+                        *node,
+                        DeliveryKind::Broadcast,
+                        payload.clone(),
+                    )?;
                 }
                 Ok(())
             }

@@ -1,0 +1,662 @@
+//! The libp2p transport between real nodes on 127.0.0.1.
+#![cfg(feature = "libp2p")]
+
+use std::collections::HashSet;
+use std::io;
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use transport::p2p::libp2p::{
+    self, request_response, swarm::SwarmEvent, Multiaddr, PeerId, StreamProtocol,
+};
+use transport::p2p::{peer_id_of, Ack, PROTOCOL_NAME};
+use transport::{
+    encode_frame, DeliveryKind, Destination, Libp2pConfig, Libp2pIdentity, Libp2pTransport, NodeId,
+    SessionConfig, SessionId, Transport, TransportError,
+};
+
+/// Upper bound for anything a test waits on.
+const WAIT: Duration = Duration::from_secs(15);
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn identity(seed: u8) -> Libp2pIdentity {
+    Libp2pIdentity::from_seed([seed; 32]).unwrap()
+}
+
+/// A free port on 127.0.0.1 (bound and released, so peers' addresses are known up front).
+fn free_addr() -> Multiaddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
+}
+
+fn session(n: u8) -> SessionId {
+    SessionId::from_bytes([n; 32])
+}
+
+/// Identities and addresses of a network whose nodes all know each other.
+struct Plan {
+    ids: Vec<Libp2pIdentity>,
+    addrs: Vec<Multiaddr>,
+}
+
+impl Plan {
+    fn new(seeds: &[u8]) -> Self {
+        Self {
+            ids: seeds.iter().map(|s| identity(*s)).collect(),
+            addrs: seeds.iter().map(|_| free_addr()).collect(),
+        }
+    }
+    fn nodes(&self) -> Vec<NodeId> {
+        self.ids.iter().map(|i| i.node_id()).collect()
+    }
+    fn config(&self, i: usize) -> Libp2pConfig {
+        let mut config = Libp2pConfig::new(self.ids[i].clone(), self.addrs[i].clone());
+        config.peers = self
+            .ids
+            .iter()
+            .zip(&self.addrs)
+            .map(|(id, addr)| (id.node_id(), addr.clone()))
+            .collect();
+        config.redial_initial_backoff = Duration::from_millis(50);
+        config.redial_max_backoff = Duration::from_millis(400);
+        config
+    }
+    async fn start(&self, i: usize) -> Libp2pTransport {
+        Libp2pTransport::start(self.config(i)).await.unwrap()
+    }
+    async fn start_all(&self) -> Vec<Libp2pTransport> {
+        let mut nodes = Vec::new();
+        for i in 0..self.ids.len() {
+            nodes.push(self.start(i).await);
+        }
+        for node in &nodes {
+            node.wait_for_peers(&self.nodes(), WAIT).await.unwrap();
+        }
+        nodes
+    }
+}
+
+async fn recv(channel: &mut transport::SessionChannel) -> transport::InboundMessage {
+    tokio::time::timeout(WAIT, channel.recv())
+        .await
+        .expect("no message in time")
+        .expect("session failed")
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_exchange_broadcast_and_direct_messages_over_libp2p() {
+    init_tracing();
+    let plan = Plan::new(&[1, 2, 3, 4, 5]);
+    let nodes = plan.start_all().await;
+    let ids = plan.nodes();
+    let config = SessionConfig::new(ids.clone());
+    let mut channels: Vec<_> = nodes
+        .iter()
+        .map(|n| n.open_session(session(1), config.clone()).unwrap())
+        .collect();
+
+    for (i, ch) in channels.iter().enumerate() {
+        ch.send(Destination::Broadcast, format!("b{i}").into_bytes())
+            .unwrap();
+        for (j, to) in ids.iter().enumerate() {
+            if i != j {
+                ch.send(Destination::Direct(*to), format!("d{i}->{j}").into_bytes())
+                    .unwrap();
+            }
+        }
+    }
+
+    for (i, ch) in channels.iter_mut().enumerate() {
+        let mut got = HashSet::new();
+        for _ in 0..8 {
+            let msg = recv(ch).await;
+            let j = ids.iter().position(|n| *n == msg.from).unwrap();
+            let expected = match msg.kind {
+                DeliveryKind::Broadcast => format!("b{j}"),
+                DeliveryKind::Direct => format!("d{j}->{i}"),
+            };
+            assert_eq!(msg.payload, expected.into_bytes(), "node {i} from {j}");
+            assert!(got.insert((j, msg.kind)), "duplicate at node {i}");
+        }
+        assert_eq!(
+            got.len(),
+            8,
+            "node {i} got every broadcast and direct message"
+        );
+    }
+    for n in &nodes {
+        assert_eq!(n.connected_peers().len(), 4);
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_sessions_are_multiplexed_without_crosstalk() {
+    init_tracing();
+    let plan = Plan::new(&[11, 12, 13, 14, 15]);
+    let nodes = plan.start_all().await;
+    let ids = plan.nodes();
+    const ROUNDS: u8 = 3;
+
+    // Ten 3-of-5 "signing" sessions at once, each over a different rotating committee;
+    // every party runs ROUNDS rounds of broadcast + direct messages.
+    let mut tasks = Vec::new();
+    for k in 0..10u8 {
+        let committee: Vec<usize> = (0..3).map(|x| (k as usize + x) % 5).collect();
+        let parties: Vec<NodeId> = committee.iter().map(|i| ids[*i]).collect();
+        for &me in &committee {
+            let mut ch = nodes[me]
+                .open_session(session(100 + k), SessionConfig::new(parties.clone()))
+                .unwrap();
+            let parties = parties.clone();
+            let my_id = ids[me];
+            tasks.push(tokio::spawn(async move {
+                let others: Vec<NodeId> =
+                    parties.iter().filter(|p| **p != my_id).copied().collect();
+                let mut received = HashSet::new();
+                for round in 0..ROUNDS {
+                    ch.send(Destination::Broadcast, vec![k, round, b'b'])
+                        .unwrap();
+                    for other in &others {
+                        ch.send(Destination::Direct(*other), vec![k, round, b'd'])
+                            .unwrap();
+                    }
+                    // Wait for this round from everyone (later rounds may come early).
+                    while !others.iter().all(|o| {
+                        received.contains(&(*o, round, b'b'))
+                            && received.contains(&(*o, round, b'd'))
+                    }) {
+                        let msg = ch.recv().await.unwrap();
+                        assert_eq!(msg.payload.len(), 3);
+                        assert_eq!(msg.payload[0], k, "message of another session leaked in");
+                        assert!(others.contains(&msg.from));
+                        let kind = msg.payload[2];
+                        assert_eq!(
+                            kind == b'b',
+                            msg.kind == DeliveryKind::Broadcast,
+                            "delivery kind preserved"
+                        );
+                        assert!(
+                            received.insert((msg.from, msg.payload[1], kind)),
+                            "duplicate"
+                        );
+                    }
+                }
+                received.len()
+            }));
+        }
+    }
+    assert_eq!(tasks.len(), 30);
+    let results = tokio::time::timeout(WAIT, futures::future::join_all(tasks))
+        .await
+        .expect("sessions did not finish in time");
+    for r in results {
+        assert_eq!(r.unwrap(), 2 * 2 * ROUNDS as usize);
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_sender_in_payload_is_ignored_sender_comes_from_noise_identity() {
+    init_tracing();
+    // victim, attacker (known), honest (known, impersonated)
+    let plan = Plan::new(&[21, 22, 23]);
+    let nodes = plan.start_all().await;
+    let ids = plan.nodes();
+    let (victim, attacker, honest) = (ids[0], ids[1], ids[2]);
+
+    // An outsider not in anyone's known set, though the session lists it as a participant:
+    // the transport must refuse it anyway.
+    let outsider_id = identity(24);
+    let outsider = outsider_id.node_id();
+    let outsider_node = Libp2pTransport::start(
+        Libp2pConfig::new(outsider_id, free_addr()).with_peer(victim, plan.addrs[0].clone()),
+    )
+    .await
+    .unwrap();
+
+    let parties = vec![victim, attacker, honest, outsider];
+    let config = SessionConfig::new(parties.clone()).with_idle_timeout(Duration::from_millis(500));
+    let mut on_victim = nodes[0].open_session(session(2), config.clone()).unwrap();
+    let on_attacker = nodes[1].open_session(session(2), config.clone()).unwrap();
+    let on_outsider = outsider_node.open_session(session(2), config).unwrap();
+
+    // The attacker claims, in its payload, to be the honest node.
+    let mut forged = honest.as_bytes().to_vec();
+    forged.extend_from_slice(b" says: sign this");
+    on_attacker
+        .send(Destination::Direct(victim), forged.clone())
+        .unwrap();
+    let msg = recv(&mut on_victim).await;
+    assert_eq!(msg.payload, forged);
+    assert_eq!(msg.from, attacker, "sender is the noise-authenticated peer");
+    assert_ne!(msg.from, honest);
+
+    // The outsider's frames never reach the session: its connection is refused.
+    on_outsider
+        .send(Destination::Direct(victim), b"from outside".to_vec())
+        .unwrap();
+    let victim_node = nodes[0].clone();
+    wait_until("victim refuses the outsider", || {
+        victim_node.stats().unknown_peer_refused > 0
+    })
+    .await;
+    assert!(!nodes[0].connected_peers().contains(&outsider));
+    assert!(matches!(
+        on_victim.recv().await,
+        Err(TransportError::Timeout { .. })
+    ));
+    assert_eq!(
+        nodes[0].stats().frames_delivered,
+        1,
+        "only the attacker's frame"
+    );
+
+    outsider_node.shutdown().await;
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A raw libp2p client that writes arbitrary bytes on the MPC protocol.
+// ---------------------------------------------------------------------------------------
+
+/// Writes requests verbatim (no length prefix added): the test supplies the bytes.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+#[async_trait::async_trait]
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Ack;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        Err(io::Error::other("raw client serves nothing"))
+    }
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Ack> {
+        let mut b = [0u8; 1];
+        io.read_exact(&mut b).await?;
+        Ok(if b[0] == 0 {
+            Ack::Accepted
+        } else {
+            Ack::Rejected
+        })
+    }
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
+        io.write_all(&req).await?;
+        io.flush().await
+    }
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+        _: Ack,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct RawClient {
+    swarm: libp2p::Swarm<request_response::Behaviour<RawCodec>>,
+}
+
+impl RawClient {
+    /// A client whose key is the one `Libp2pIdentity::from_seed([seed; 32])` has.
+    fn new(seed: u8) -> Self {
+        let keypair = libp2p::identity::Keypair::ed25519_from_bytes([seed; 32]).unwrap();
+        let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| {
+                request_response::Behaviour::with_codec(
+                    RawCodec,
+                    [(
+                        StreamProtocol::new(PROTOCOL_NAME),
+                        request_response::ProtocolSupport::Outbound,
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(5)),
+                )
+            })
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+            .build();
+        Self { swarm }
+    }
+
+    /// Sends raw bytes; returns the ack, or the failure as a string.
+    async fn send_raw(
+        &mut self,
+        to: PeerId,
+        addr: &Multiaddr,
+        bytes: Vec<u8>,
+    ) -> Result<Ack, String> {
+        let id =
+            self.swarm
+                .behaviour_mut()
+                .send_request_with_addresses(&to, bytes, vec![addr.clone()]);
+        let fut = async {
+            loop {
+                match self.swarm.select_next_some().await {
+                    SwarmEvent::Behaviour(request_response::Event::Message {
+                        message:
+                            request_response::Message::Response {
+                                request_id,
+                                response,
+                            },
+                        ..
+                    }) if request_id == id => return Ok(response),
+                    SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                        request_id,
+                        error,
+                        ..
+                    }) if request_id == id => return Err(error.to_string()),
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, fut)
+            .await
+            .expect("raw send hung")
+    }
+}
+
+fn prefixed(frame: &[u8]) -> Vec<u8> {
+    let mut out = (frame.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(frame);
+    out
+}
+
+/// A victim (node 0) with a 64 KiB message limit, an honest peer (node 1), and a raw
+/// client (seed 33) that the victim knows.
+async fn victim_setup() -> (Plan, Vec<Libp2pTransport>, RawClient) {
+    let plan = Plan::new(&[31, 32, 33]);
+    // The raw client does not listen; the victim just fails to dial it, harmlessly.
+    let raw = RawClient::new(33);
+    let mut victim_config = plan.config(0);
+    victim_config.max_message_size = 64 * 1024;
+    let victim = Libp2pTransport::start(victim_config).await.unwrap();
+    let honest = plan.start(1).await;
+    let ids = plan.nodes();
+    victim.wait_for_peers(&ids[..2], WAIT).await.unwrap();
+    honest.wait_for_peers(&ids[..2], WAIT).await.unwrap();
+    (plan, vec![victim, honest], raw)
+}
+
+async fn assert_still_working(
+    plan: &Plan,
+    nodes: &[Libp2pTransport],
+    raw: &mut RawClient,
+    s: SessionId,
+) {
+    let ids = plan.nodes();
+    let config = SessionConfig::new(ids.clone());
+    let mut on_victim = nodes[0].open_session(s, config.clone()).unwrap();
+    let on_honest = nodes[1].open_session(s, config).unwrap();
+    on_honest
+        .send(Destination::Direct(ids[0]), b"still there?".to_vec())
+        .unwrap();
+    let msg = recv(&mut on_victim).await;
+    assert_eq!(
+        (msg.from, msg.payload.as_slice()),
+        (ids[1], &b"still there?"[..])
+    );
+    // The misbehaving client itself can still send a well-formed frame.
+    let ack = raw
+        .send_raw(
+            nodes[0].local_peer_id(),
+            &plan.addrs[0],
+            prefixed(&encode_frame(s, DeliveryKind::Direct, b"well-formed")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack, Ack::Accepted);
+    let msg = recv(&mut on_victim).await;
+    assert_eq!(
+        (msg.from, msg.payload.as_slice()),
+        (ids[2], &b"well-formed"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frame_is_rejected_and_node_keeps_working() {
+    init_tracing();
+    let (plan, nodes, mut raw) = victim_setup().await;
+    let victim = nodes[0].local_peer_id();
+    assert_eq!(victim, peer_id_of(&plan.ids[0].node_id()).unwrap());
+    let addr = plan.addrs[0].clone();
+
+    // A real frame whose payload is over the victim's 64 KiB limit.
+    let big = encode_frame(session(3), DeliveryKind::Direct, &vec![7u8; 100 * 1024]);
+    let result = raw.send_raw(victim, &addr, prefixed(&big)).await;
+    assert!(
+        result.is_err(),
+        "oversized frame was acknowledged: {result:?}"
+    );
+    // A length prefix claiming ~4 GiB, followed by a few bytes: refused before allocating.
+    let mut lying = u32::MAX.to_be_bytes().to_vec();
+    lying.extend_from_slice(&[1, 2, 3, 4]);
+    let result = raw.send_raw(victim, &addr, lying).await;
+    assert!(result.is_err(), "lying length was acknowledged: {result:?}");
+    let n0 = nodes[0].clone();
+    wait_until("both oversized frames counted", || {
+        n0.stats().oversized_frames == 2
+    })
+    .await;
+    assert_eq!(nodes[0].stats().frames_received, 0);
+
+    assert_still_working(&plan, &nodes, &mut raw, session(3)).await;
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frame_is_rejected_and_node_keeps_working() {
+    init_tracing();
+    let (plan, nodes, mut raw) = victim_setup().await;
+    let victim = nodes[0].local_peer_id();
+    let addr = plan.addrs[0].clone();
+
+    let mut bad_kind = encode_frame(session(4), DeliveryKind::Direct, b"x");
+    bad_kind[33] = 9;
+    let mut bad_version = encode_frame(session(4), DeliveryKind::Direct, b"x");
+    bad_version[0] = 0xee;
+    let garbage: Vec<Vec<u8>> = vec![
+        Vec::new(),                               // empty frame
+        b"definitely not a frame".to_vec(),       // wrong version, short
+        vec![transport::FRAME_VERSION; 10],       // truncated header
+        bad_kind,                                 // unknown delivery kind
+        bad_version,                              // unknown version
+        (0..=255u8).cycle().take(5000).collect(), // noise
+    ];
+    let count = garbage.len() as u64;
+    for g in garbage {
+        let ack = raw.send_raw(victim, &addr, prefixed(&g)).await.unwrap();
+        assert_eq!(ack, Ack::Rejected);
+    }
+    // A stream cut off mid-frame (length says 100, 3 bytes follow).
+    let mut truncated = 100u32.to_be_bytes().to_vec();
+    truncated.extend_from_slice(&[1, 2, 3]);
+    assert!(raw.send_raw(victim, &addr, truncated).await.is_err());
+
+    let stats = nodes[0].stats();
+    assert_eq!(stats.malformed_frames, count);
+    assert_eq!(stats.frames_delivered, 0);
+
+    assert_still_working(&plan, &nodes, &mut raw, session(4)).await;
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_for_finished_session_is_rejected() {
+    init_tracing();
+    let plan = Plan::new(&[41, 42]);
+    let nodes = plan.start_all().await;
+    let ids = plan.nodes();
+    let config = SessionConfig::new(ids.clone());
+    let on_a = nodes[0].open_session(session(5), config.clone()).unwrap();
+    let mut on_b = nodes[1].open_session(session(5), config.clone()).unwrap();
+
+    on_a.send(Destination::Direct(ids[1]), b"first".to_vec())
+        .unwrap();
+    assert_eq!(recv(&mut on_b).await.payload, b"first");
+    drop(on_b); // B finishes the session.
+
+    on_a.send(Destination::Direct(ids[1]), b"late".to_vec())
+        .unwrap();
+    let b = nodes[1].clone();
+    wait_until("B rejects the late message", || {
+        b.stats().rejected_by_session == 1
+    })
+    .await;
+    assert_eq!(nodes[1].stats().frames_delivered, 1);
+    assert_eq!(
+        nodes[1].open_session(session(5), config).unwrap_err(),
+        TransportError::SessionReused(session(5))
+    );
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_restart_reconnects_and_delivery_resumes() {
+    init_tracing();
+    let plan = Plan::new(&[51, 52]);
+    let mut nodes = plan.start_all().await;
+    let ids = plan.nodes();
+    let config = SessionConfig::new(ids.clone());
+    let on_a = nodes[0].open_session(session(6), config.clone()).unwrap();
+    let mut on_b = nodes[1].open_session(session(6), config.clone()).unwrap();
+    on_a.send(Destination::Direct(ids[1]), b"before".to_vec())
+        .unwrap();
+    assert_eq!(recv(&mut on_b).await.payload, b"before");
+
+    // B stops; A notices.
+    drop(on_b);
+    nodes.pop().unwrap().shutdown().await;
+    let a = nodes[0].clone();
+    wait_until("A sees B gone", || a.connected_peers().is_empty()).await;
+
+    // A sends while B is down: queued.
+    let on_a2 = nodes[0].open_session(session(7), config.clone()).unwrap();
+    on_a2
+        .send(Destination::Direct(ids[1]), b"while you were away".to_vec())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // B restarts with the same identity and address.
+    let b = plan.start(1).await;
+    assert_eq!(b.listen_addrs(), vec![plan.addrs[1].clone()]);
+    b.wait_for_peers(&ids, WAIT).await.unwrap();
+    nodes[0].wait_for_peers(&ids, WAIT).await.unwrap();
+    let mut on_b2 = b.open_session(session(7), config).unwrap();
+    let msg = recv(&mut on_b2).await;
+    assert_eq!(
+        (msg.from, msg.payload.as_slice()),
+        (ids[0], &b"while you were away"[..])
+    );
+    on_a2
+        .send(Destination::Direct(ids[1]), b"after".to_vec())
+        .unwrap();
+    assert_eq!(recv(&mut on_b2).await.payload, b"after");
+    // And the other way.
+    let mut on_a2 = on_a2;
+    on_b2
+        .send(Destination::Direct(ids[0]), b"back".to_vec())
+        .unwrap();
+    assert_eq!(recv(&mut on_a2).await.from, ids[1]);
+    drop(on_a);
+    nodes[0].shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_party_causes_timeout_naming_it() {
+    init_tracing();
+    let plan = Plan::new(&[61, 62, 63]);
+    let nodes = plan.start_all().await;
+    let ids = plan.nodes();
+    let config = SessionConfig::new(ids.clone()).with_idle_timeout(Duration::from_millis(700));
+    let mut on_a = nodes[0].open_session(session(8), config.clone()).unwrap();
+    let on_b = nodes[1].open_session(session(8), config.clone()).unwrap();
+    let _on_c = nodes[2].open_session(session(8), config).unwrap(); // C never speaks
+    on_b.send(Destination::Broadcast, b"round 1".to_vec())
+        .unwrap();
+    assert_eq!(recv(&mut on_a).await.from, ids[1]);
+    match on_a.recv().await {
+        Err(TransportError::Timeout { session: s, silent }) => {
+            assert_eq!(s, session(8));
+            assert_eq!(silent, vec![ids[2]]);
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_stops_the_node() {
+    init_tracing();
+    let plan = Plan::new(&[71, 72]);
+    let nodes = plan.start_all().await;
+    let survivor = nodes[0].clone();
+    let clone = nodes[1].clone();
+    drop(nodes);
+    // One clone left: still running.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(survivor.connected_peers(), vec![plan.ids[1].node_id()]);
+    drop(clone);
+    wait_until("peer sees the dropped node go", || {
+        survivor.connected_peers().is_empty()
+    })
+    .await;
+    // Its port is free again.
+    let restarted = plan.start(1).await;
+    assert_eq!(restarted.listen_addrs(), vec![plan.addrs[1].clone()]);
+    survivor.shutdown().await;
+    restarted.shutdown().await;
+}

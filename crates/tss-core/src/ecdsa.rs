@@ -1,0 +1,488 @@
+//! ECDSA over secp256k1 on CGGMP21: keygen, aux-info, presign, online and full signing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cggmp21::generic_ec::Scalar;
+use cggmp21::key_share::AnyKeyShare;
+use cggmp21::supported_curves::Secp256k1;
+use cggmp21::DataToSign;
+use k256::ecdsa::VerifyingKey;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use round_based::MpcParty;
+use serde::{Deserialize, Serialize};
+use transport::{Destination, NodeId, SessionChannel, SessionConfig, Transport};
+use zeroize::Zeroizing;
+
+use crate::error::{ProtocolKind, Result, TssError};
+use crate::ethereum::{EthAddress, EthSignature};
+use crate::ids::{Committee, ExecutionId, Generation, KeyId};
+use crate::primes::PaillierPrimes;
+use crate::wire::{classify_error, decode_message, delivery, encode_message};
+
+/// The curve.
+pub type Curve = Secp256k1;
+
+/// One party's share of a threshold ECDSA key, complete with aux info (Paillier keys),
+/// ready to sign. Secret: Debug shows only public facts, not Clone.
+pub struct KeyShare {
+    pub(crate) key_id: KeyId,
+    pub(crate) generation: Generation,
+    pub(crate) committee: Committee,
+    pub(crate) local: NodeId,
+    pub(crate) inner: cggmp21::KeyShare<Curve>,
+}
+
+impl std::fmt::Debug for KeyShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyShare")
+            .field("key_id", &self.key_id)
+            .field("generation", &self.generation)
+            .field("local", &self.local)
+            .field("threshold", &self.committee.threshold())
+            .field("n", &self.committee.n())
+            .field("address", &self.ethereum_address())
+            .field("secret", &"[REDACTED]")
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredKeyShare {
+    version: u8,
+    key_id: KeyId,
+    generation: Generation,
+    committee: Committee,
+    local: NodeId,
+    share: cggmp21::KeyShare<Curve>,
+}
+
+const STORED_VERSION: u8 = 1;
+
+impl KeyShare {
+    /// The key's name.
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+    /// Which generation of shares this is.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+    /// The committee holding the key.
+    pub fn committee(&self) -> &Committee {
+        &self.committee
+    }
+    /// The node holding this share.
+    pub fn local_node(&self) -> NodeId {
+        self.local
+    }
+    /// The shared public key.
+    pub fn public_key(&self) -> VerifyingKey {
+        let point = self.inner.shared_public_key();
+        VerifyingKey::from_sec1_bytes(point.to_bytes(false).as_ref())
+            .expect("a non-zero secp256k1 point is a valid public key")
+    }
+    /// The key's Ethereum address.
+    pub fn ethereum_address(&self) -> EthAddress {
+        EthAddress::from_public_key(&self.public_key())
+    }
+
+    /// Serializes the share (secret!) for an encrypted keystore. The buffer is wiped on
+    /// drop.
+    pub fn to_secret_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
+        let stored = StoredKeyShare {
+            version: STORED_VERSION,
+            key_id: self.key_id.clone(),
+            generation: self.generation,
+            committee: self.committee.clone(),
+            local: self.local,
+            share: self.inner.clone(),
+        };
+        serde_json::to_vec(&stored)
+            .map(Zeroizing::new)
+            .map_err(|e| TssError::Decode {
+                what: "key share",
+                reason: e.to_string(),
+            })
+    }
+
+    /// Restores a share from [`KeyShare::to_secret_bytes`] output; validates it.
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self> {
+        let stored: StoredKeyShare =
+            serde_json::from_slice(bytes).map_err(|e| TssError::Decode {
+                what: "key share",
+                reason: e.to_string(),
+            })?;
+        if stored.version != STORED_VERSION {
+            return Err(TssError::Decode {
+                what: "key share",
+                reason: format!("unsupported version {}", stored.version),
+            });
+        }
+        let share = Self {
+            key_id: stored.key_id,
+            generation: stored.generation,
+            committee: stored.committee,
+            local: stored.local,
+            inner: stored.share,
+        };
+        share.check_consistent()?;
+        Ok(share)
+    }
+
+    fn check_consistent(&self) -> Result<()> {
+        let i = self.committee.require_index(&self.local)?;
+        if self.inner.i != i
+            || self.inner.n() != self.committee.n()
+            || self.inner.min_signers() != self.committee.threshold()
+        {
+            return Err(TssError::InvalidKeyShare(
+                "share does not match its committee".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Aux info of one party (its Paillier key and everyone's public parameters). Secret.
+pub struct AuxInfo(pub(crate) cggmp21::key_share::AuxInfo);
+
+impl std::fmt::Debug for AuxInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuxInfo([REDACTED])")
+    }
+}
+
+/// A presignature: lets its signers sign one message in a single round. Used at most
+/// once: it is not `Clone`, not serializable, and the node's store hands it out once.
+pub struct Presignature {
+    id: ExecutionId,
+    key_id: KeyId,
+    signers: Vec<NodeId>,
+    public_key: VerifyingKey,
+    inner: cggmp21::Presignature<Curve>,
+}
+
+impl std::fmt::Debug for Presignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presignature")
+            .field("id", &self.id)
+            .field("key_id", &self.key_id)
+            .field("signers", &self.signers)
+            .field("secret", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// Presignatures held in memory only (never persisted or restored), each handed out once.
+#[derive(Default)]
+struct PresignatureStore {
+    ready: HashMap<ExecutionId, Presignature>,
+    used: HashSet<ExecutionId>,
+}
+
+/// A party's entry point to the threshold protocols. Cheap to share (`Arc`) and runs many
+/// sessions at once.
+pub struct TssNode {
+    transport: Arc<dyn Transport>,
+    idle_timeout: Duration,
+    presignatures: Mutex<PresignatureStore>,
+}
+
+impl std::fmt::Debug for TssNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TssNode")
+            .field("node", &self.transport.local_node())
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TssNode {
+    /// A node on `transport`, with the transport's default idle timeout per session.
+    pub fn new(transport: Arc<dyn Transport>) -> Self {
+        Self {
+            transport,
+            idle_timeout: transport::DEFAULT_IDLE_TIMEOUT,
+            presignatures: Mutex::default(),
+        }
+    }
+
+    /// Sets how long any session may hear nothing before failing with
+    /// [`TssError::Timeout`].
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.transport.local_node()
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    pub(crate) fn open(
+        &self,
+        eid: &ExecutionId,
+        participants: &[NodeId],
+    ) -> Result<SessionChannel> {
+        let config = SessionConfig::new(participants.to_vec()).with_idle_timeout(self.idle_timeout);
+        Ok(self.transport.open_session(eid.session_id(), config)?)
+    }
+
+    /// Distributed key generation followed by aux-info generation: every member of
+    /// `committee` runs this with the same `key_id`, `committee` and `eid`.
+    pub async fn keygen(
+        &self,
+        key_id: KeyId,
+        committee: Committee,
+        eid: ExecutionId,
+        primes: PaillierPrimes,
+    ) -> Result<KeyShare> {
+        let i = committee.require_index(&self.node_id())?;
+        let mut rng = ChaCha20Rng::from_entropy();
+        let dkg_eid = eid.sub("dkg");
+        let party = MpcParty::connected(delivery(self.open(&dkg_eid, committee.members())?));
+        let incomplete = cggmp21::keygen::<Curve>(
+            cggmp21::ExecutionId::new(dkg_eid.as_bytes()),
+            i,
+            committee.n(),
+        )
+        .set_threshold(committee.threshold())
+        .start(&mut rng, party)
+        .await
+        .map_err(|e| classify_error(ProtocolKind::Keygen, e))?;
+        let aux = self.aux_info(&committee, eid.sub("aux"), primes).await?;
+        let inner = cggmp21::KeyShare::from_parts((incomplete, aux.0))
+            .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
+        Ok(KeyShare {
+            key_id,
+            generation: Generation(0),
+            committee,
+            local: self.node_id(),
+            inner,
+        })
+    }
+
+    /// Aux-info generation for `committee` (Paillier keys with their ZK proofs, all
+    /// verified; none is skipped).
+    pub async fn aux_info(
+        &self,
+        committee: &Committee,
+        eid: ExecutionId,
+        primes: PaillierPrimes,
+    ) -> Result<AuxInfo> {
+        let i = committee.require_index(&self.node_id())?;
+        let mut rng = ChaCha20Rng::from_entropy();
+        let party = MpcParty::connected(delivery(self.open(&eid, committee.members())?));
+        let aux = cggmp21::aux_info_gen(
+            cggmp21::ExecutionId::new(eid.as_bytes()),
+            i,
+            committee.n(),
+            primes.0,
+        )
+        .start(&mut rng, party)
+        .await
+        .map_err(|e| classify_error(ProtocolKind::AuxInfo, e))?;
+        Ok(AuxInfo(aux))
+    }
+
+    /// Checks a signer set against a share; returns the signers' keygen indices and the
+    /// local signer's position.
+    fn signer_indices(
+        share: &KeyShare,
+        signers: &[NodeId],
+        local: NodeId,
+    ) -> Result<(Vec<u16>, u16)> {
+        let t = usize::from(share.committee.threshold());
+        if signers.len() != t {
+            return Err(TssError::WrongSignerCount {
+                expected: t,
+                got: signers.len(),
+            });
+        }
+        let indices = signers
+            .iter()
+            .map(|s| share.committee.require_index(s))
+            .collect::<Result<Vec<_>>>()?;
+        let distinct: HashSet<_> = indices.iter().collect();
+        if distinct.len() != indices.len() {
+            return Err(TssError::InvalidParticipants(
+                "signers must be distinct".into(),
+            ));
+        }
+        let me = signers
+            .iter()
+            .position(|s| *s == local)
+            .ok_or(TssError::NotACommitteeMember(local))?;
+        Ok((indices, me as u16))
+    }
+
+    /// Generates a presignature with `signers` (exactly the threshold, same order at every
+    /// signer) and keeps it in this node's memory under the id `eid`.
+    pub async fn presign(
+        &self,
+        share: &KeyShare,
+        signers: &[NodeId],
+        eid: ExecutionId,
+    ) -> Result<ExecutionId> {
+        let (indices, i) = Self::signer_indices(share, signers, self.node_id())?;
+        let mut rng = ChaCha20Rng::from_entropy();
+        let party = MpcParty::connected(delivery(self.open(&eid, signers)?));
+        let inner = cggmp21::signing(
+            cggmp21::ExecutionId::new(eid.as_bytes()),
+            i,
+            &indices,
+            &share.inner,
+        )
+        .generate_presignature(&mut rng, party)
+        .await
+        .map_err(|e| classify_error(ProtocolKind::Presign, e))?;
+        let presignature = Presignature {
+            id: eid,
+            key_id: share.key_id.clone(),
+            signers: signers.to_vec(),
+            public_key: share.public_key(),
+            inner,
+        };
+        let mut store = self.presignatures.lock().unwrap_or_else(|e| e.into_inner());
+        store.ready.insert(eid, presignature);
+        Ok(eid)
+    }
+
+    /// Number of unused presignatures held for `key_id`.
+    pub fn presignatures_ready(&self, key_id: &KeyId) -> usize {
+        let store = self.presignatures.lock().unwrap_or_else(|e| e.into_inner());
+        store.ready.values().filter(|p| &p.key_id == key_id).count()
+    }
+
+    fn take_presignature(&self, id: ExecutionId, key_id: &KeyId) -> Result<Presignature> {
+        let mut store = self.presignatures.lock().unwrap_or_else(|e| e.into_inner());
+        if store.used.contains(&id) {
+            return Err(TssError::PresignatureAlreadyUsed(id));
+        }
+        let presig = store
+            .ready
+            .remove(&id)
+            .ok_or(TssError::UnknownPresignature(id))?;
+        // Marked used before anything else happens: even a failed signing burns it.
+        store.used.insert(id);
+        if &presig.key_id != key_id {
+            return Err(TssError::PresignatureKeyMismatch {
+                expected: presig.key_id,
+                got: key_id.clone(),
+            });
+        }
+        Ok(presig)
+    }
+
+    /// Drops every presignature of `key_id` (call after a reshare: they belong to old
+    /// shares).
+    pub fn discard_presignatures(&self, key_id: &KeyId) {
+        let mut store = self.presignatures.lock().unwrap_or_else(|e| e.into_inner());
+        let ids: Vec<ExecutionId> = store
+            .ready
+            .iter()
+            .filter(|(_, p)| &p.key_id == key_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            store.ready.remove(&id);
+            store.used.insert(id);
+        }
+    }
+
+    /// One-round online signing of a 32-byte `digest` with presignature `presignature`:
+    /// every signer of that presignature runs this with the same digest. The presignature
+    /// is consumed; a second use fails with [`TssError::PresignatureAlreadyUsed`].
+    pub async fn sign_with_presignature(
+        &self,
+        key_id: &KeyId,
+        presignature: ExecutionId,
+        digest: [u8; 32],
+    ) -> Result<EthSignature> {
+        let presig = self.take_presignature(presignature, key_id)?;
+        let data = DataToSign::from_scalar(Scalar::<Curve>::from_be_bytes_mod_order(digest));
+        let partial = presig.inner.issue_partial_signature(data);
+        let mut channel = self.open(&presig.id.sub("online"), &presig.signers)?;
+        channel.send(
+            Destination::Broadcast,
+            encode_message(&partial).map_err(|e| TssError::ProtocolAborted {
+                protocol: ProtocolKind::OnlineSign,
+                reason: e.to_string(),
+            })?,
+        )?;
+        let mut partials = HashMap::new();
+        partials.insert(self.node_id(), partial);
+        while partials.len() < presig.signers.len() {
+            let msg = channel.recv().await.map_err(|e| match e {
+                transport::TransportError::Timeout { silent, .. } => TssError::Timeout {
+                    protocol: ProtocolKind::OnlineSign,
+                    silent,
+                },
+                other => TssError::Transport(other),
+            })?;
+            let theirs: cggmp21::PartialSignature<Curve> =
+                decode_message(msg.from, &msg.payload).map_err(|e| TssError::MalformedMessage {
+                    protocol: ProtocolKind::OnlineSign,
+                    from: msg.from,
+                    reason: e.to_string(),
+                })?;
+            if partials.contains_key(&msg.from) {
+                return Err(TssError::Misbehaviour {
+                    protocol: ProtocolKind::OnlineSign,
+                    culprits: vec![msg.from],
+                    reason: "sent two partial signatures".into(),
+                });
+            }
+            partials.insert(msg.from, theirs);
+        }
+        let all: Vec<_> = partials.into_values().collect();
+        let sig = cggmp21::PartialSignature::combine(&all).ok_or(TssError::InvalidSignature)?;
+        to_eth(sig, &digest, &presig.public_key)
+    }
+
+    /// Full interactive signing (presign + online in one run) of a 32-byte `digest`.
+    pub async fn sign(
+        &self,
+        share: &KeyShare,
+        signers: &[NodeId],
+        digest: [u8; 32],
+        eid: ExecutionId,
+    ) -> Result<EthSignature> {
+        let (indices, i) = Self::signer_indices(share, signers, self.node_id())?;
+        let mut rng = ChaCha20Rng::from_entropy();
+        let party = MpcParty::connected(delivery(self.open(&eid, signers)?));
+        let data = DataToSign::from_scalar(Scalar::<Curve>::from_be_bytes_mod_order(digest));
+        let sig = cggmp21::signing(
+            cggmp21::ExecutionId::new(eid.as_bytes()),
+            i,
+            &indices,
+            &share.inner,
+        )
+        .sign(&mut rng, party, data)
+        .await
+        .map_err(|e| classify_error(ProtocolKind::Sign, e))?;
+        to_eth(sig, &digest, &share.public_key())
+    }
+}
+
+fn to_eth(
+    sig: cggmp21::Signature<Curve>,
+    digest: &[u8; 32],
+    key: &VerifyingKey,
+) -> Result<EthSignature> {
+    let mut rs = [0u8; 64];
+    sig.write_to_slice(&mut rs);
+    let mut r = [0u8; 32];
+    let mut s = [0u8; 32];
+    r.copy_from_slice(&rs[..32]);
+    s.copy_from_slice(&rs[32..]);
+    EthSignature::from_rs(r, s, digest, key)
+}

@@ -1,0 +1,128 @@
+//! The one error type of this crate.
+
+use transport::{NodeId, TransportError};
+
+use crate::ids::{ExecutionId, KeyId};
+
+/// Which protocol failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProtocolKind {
+    /// Distributed key generation.
+    Keygen,
+    /// Auxiliary info (Paillier keys, ring-Pedersen parameters) generation.
+    AuxInfo,
+    /// Presignature generation.
+    Presign,
+    /// One-round online signing with a presignature.
+    OnlineSign,
+    /// Full interactive signing.
+    Sign,
+    /// Moving a key to a new committee.
+    Reshare,
+}
+
+impl std::fmt::Display for ProtocolKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            ProtocolKind::Keygen => "keygen",
+            ProtocolKind::AuxInfo => "aux-info",
+            ProtocolKind::Presign => "presign",
+            ProtocolKind::OnlineSign => "online-sign",
+            ProtocolKind::Sign => "sign",
+            ProtocolKind::Reshare => "reshare",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Everything that can go wrong in tss-core. Variants that blame parties carry them as data.
+#[derive(Debug, thiserror::Error)]
+pub enum TssError {
+    /// Committee or signer set is malformed (size, threshold, duplicates, local node absent).
+    #[error("invalid participants: {0}")]
+    InvalidParticipants(String),
+    /// The signer set does not have exactly the threshold number of members.
+    #[error("signing needs exactly {expected} signers, got {got}")]
+    WrongSignerCount {
+        /// The key's threshold.
+        expected: usize,
+        /// How many signers were given.
+        got: usize,
+    },
+    /// A signer is not a member of the key's committee.
+    #[error("{0} is not a member of the key's committee")]
+    NotACommitteeMember(NodeId),
+    /// The presignature was already used (or is being used) for a signature.
+    #[error("presignature {0} was already used")]
+    PresignatureAlreadyUsed(ExecutionId),
+    /// No presignature with that id is held.
+    #[error("no presignature {0} is held")]
+    UnknownPresignature(ExecutionId),
+    /// The presignature belongs to another key.
+    #[error("presignature was made for key {expected}, not {got}")]
+    PresignatureKeyMismatch {
+        /// Key the presignature belongs to.
+        expected: KeyId,
+        /// Key requested.
+        got: KeyId,
+    },
+    /// Parties sent nothing for the session's idle timeout.
+    #[error("{protocol} timed out waiting for {silent:?}")]
+    Timeout {
+        /// The protocol.
+        protocol: ProtocolKind,
+        /// Parties that fell silent.
+        silent: Vec<NodeId>,
+    },
+    /// A party sent a message that does not decode.
+    #[error("{protocol}: malformed message from {from}: {reason}")]
+    MalformedMessage {
+        /// The protocol.
+        protocol: ProtocolKind,
+        /// The sender (authenticated by the transport).
+        from: NodeId,
+        /// Decoder's complaint.
+        reason: String,
+    },
+    /// Parties misbehaved provably (bad share, bad proof, inconsistent broadcast).
+    #[error("{protocol}: misbehaving parties {culprits:?}: {reason}")]
+    Misbehaviour {
+        /// The protocol.
+        protocol: ProtocolKind,
+        /// The blamed parties.
+        culprits: Vec<NodeId>,
+        /// What they did.
+        reason: String,
+    },
+    /// The CGGMP21 protocol aborted (proof failure, inconsistent broadcast, …).
+    #[error("{protocol} aborted: {reason}")]
+    ProtocolAborted {
+        /// The protocol.
+        protocol: ProtocolKind,
+        /// cggmp21's explanation.
+        reason: String,
+    },
+    /// Combined signature does not verify under the public key.
+    #[error("combined signature does not verify")]
+    InvalidSignature,
+    /// A key share failed validation.
+    #[error("invalid key share: {0}")]
+    InvalidKeyShare(String),
+    /// Serialized data (a stored key share, fixture primes) does not decode.
+    #[error("cannot decode {what}: {reason}")]
+    Decode {
+        /// What was being decoded.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The prime pool stopped.
+    #[error("prime pool is closed")]
+    PrimePoolClosed,
+}
+
+/// Result alias.
+pub type Result<T, E = TssError> = std::result::Result<T, E>;

@@ -1,0 +1,215 @@
+//! Types that name things: keys, generations, executions, committees.
+
+use std::fmt;
+
+use rand::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use transport::{NodeId, SessionId};
+
+use crate::error::{ProtocolKind, Result, TssError};
+
+/// Name of a shared key (stable across reshares).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KeyId(String);
+
+impl KeyId {
+    /// A key id: 1–128 characters of `[A-Za-z0-9._:-]`.
+    pub fn new(id: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        let ok = !id.is_empty()
+            && id.len() <= 128
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+        if ok {
+            Ok(Self(id))
+        } else {
+            Err(TssError::InvalidParticipants(format!(
+                "key id {id:?} must be 1-128 characters of [A-Za-z0-9._:-]"
+            )))
+        }
+    }
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.0)
+    }
+}
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Generation of a key's shares: 0 after keygen, +1 after each reshare.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+pub struct Generation(pub u64);
+
+impl Generation {
+    /// The generation after this one.
+    pub fn next(self) -> Self {
+        Self(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gen{}", self.0)
+    }
+}
+
+/// Unique id of one protocol execution, agreed by all its parties and bound into the
+/// protocol (it is CGGMP21's execution id and the transport's session id).
+///
+/// It is a hash of the protocol kind, key id, participants and a fresh 32-byte nonce
+/// chosen by the coordinator, so two runs never share one; each node additionally refuses
+/// to open a session id twice (see [`transport::TransportError::SessionReused`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ExecutionId([u8; 32]);
+
+impl ExecutionId {
+    /// Derives the id from the run's parameters and the coordinator's nonce.
+    pub fn derive(
+        protocol: ProtocolKind,
+        key_id: &KeyId,
+        participants: &[NodeId],
+        nonce: &[u8; 32],
+    ) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"tss-core/execution-id/v1");
+        h.update(protocol.to_string().as_bytes());
+        h.update([0]);
+        h.update((key_id.as_str().len() as u32).to_be_bytes());
+        h.update(key_id.as_str().as_bytes());
+        h.update((participants.len() as u32).to_be_bytes());
+        for p in participants {
+            h.update(p.as_bytes());
+        }
+        h.update(nonce);
+        Self(h.finalize().into())
+    }
+
+    /// A fresh id with a random nonce (what a coordinator proposes).
+    pub fn random<R: RngCore + CryptoRng>(
+        protocol: ProtocolKind,
+        key_id: &KeyId,
+        participants: &[NodeId],
+        rng: &mut R,
+    ) -> Self {
+        let mut nonce = [0u8; 32];
+        rng.fill_bytes(&mut nonce);
+        Self::derive(protocol, key_id, participants, &nonce)
+    }
+
+    /// Id of a sub-protocol of this execution (e.g. the aux-info stage of a keygen).
+    pub fn sub(&self, label: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"tss-core/sub-execution/v1");
+        h.update(self.0);
+        h.update(label.as_bytes());
+        Self(h.finalize().into())
+    }
+
+    /// Wraps raw bytes (as received from a coordinator).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The transport session carrying this execution.
+    pub fn session_id(&self) -> SessionId {
+        SessionId::from_bytes(self.0)
+    }
+}
+
+impl fmt::Debug for ExecutionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ExecutionId({})", &hex::encode(self.0)[..16])
+    }
+}
+impl fmt::Display for ExecutionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0)[..16])
+    }
+}
+
+/// The parties holding a key and how many of them must sign.
+///
+/// A member's party index is its position in `members`; every member must use the same
+/// order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committee {
+    members: Vec<NodeId>,
+    threshold: u16,
+}
+
+impl Committee {
+    /// A committee of `members` where `threshold` of them sign. Needs 2 ≤ threshold ≤ n,
+    /// distinct members and n ≤ 1000.
+    pub fn new(members: Vec<NodeId>, threshold: u16) -> Result<Self> {
+        let n = members.len();
+        if n < 2 || n > 1000 {
+            return Err(TssError::InvalidParticipants(format!(
+                "a committee needs 2 to 1000 members, got {n}"
+            )));
+        }
+        let mut sorted = members.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != n {
+            return Err(TssError::InvalidParticipants(
+                "committee members must be distinct".into(),
+            ));
+        }
+        if threshold < 2 || usize::from(threshold) > n {
+            return Err(TssError::InvalidParticipants(format!(
+                "threshold must be between 2 and {n}, got {threshold}"
+            )));
+        }
+        Ok(Self { members, threshold })
+    }
+
+    /// A committee whose threshold is the smallest number greater than two thirds of its
+    /// members (`floor(2n/3) + 1`), as a sequencer pool requires.
+    pub fn two_thirds(members: Vec<NodeId>) -> Result<Self> {
+        let t = (2 * members.len() / 3 + 1) as u16;
+        Self::new(members, t)
+    }
+
+    /// Members in index order.
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+    /// Number of members.
+    pub fn n(&self) -> u16 {
+        self.members.len() as u16
+    }
+    /// Number of signers needed.
+    pub fn threshold(&self) -> u16 {
+        self.threshold
+    }
+    /// Party index of `node`, if a member.
+    pub fn index_of(&self, node: &NodeId) -> Option<u16> {
+        self.members
+            .iter()
+            .position(|m| m == node)
+            .map(|i| i as u16)
+    }
+    /// Party index of `node`, or an error naming it.
+    pub fn require_index(&self, node: &NodeId) -> Result<u16> {
+        self.index_of(node)
+            .ok_or(TssError::NotACommitteeMember(*node))
+    }
+}

@@ -1,0 +1,665 @@
+//! Resharing: move a key to a new committee (and threshold) keeping its public key, and
+//! so its Ethereum address.
+//!
+//! `cggmp21` has no resharing for threshold keys; this is ours. Parties are a quorum of
+//! the old committee (the *dealers*, exactly the old threshold) and the new committee;
+//! a node may be both.
+//!
+//! 1. **Deal.** Dealer `j` turns its share into an additive one, `w_j = λ_j · x_j`
+//!    (Lagrange at 0 over the dealers' evaluation points), samples a polynomial `f_j` of
+//!    degree `t' - 1` with `f_j(0) = w_j`, broadcasts Feldman commitments `F_j = f_j·G`
+//!    and sends `f_j(k)` privately to each new member `k`.
+//! 2. **Verify and echo.** Everyone checks `F_j(0) = λ_j · X_j` for each dealer (its old
+//!    public share) and `Σ_j F_j(0) = Y` (the public key); new members check their shares
+//!    against the commitments. Everyone then broadcasts a hash of all commitments it saw
+//!    (echo check: a dealer that showed different commitments to different parties is
+//!    caught), or a complaint naming a dealer whose share did not verify. A complaint or
+//!    an echo mismatch aborts the run for everyone with [`TssError::Misbehaviour`].
+//! 3. **New shares.** New member `k` sums its shares, `x'_k = Σ_j f_j(k)`; everyone
+//!    computes the new public shares from the commitments. The new committee runs aux-info
+//!    generation (fresh Paillier keys, all proofs checked) and builds CGGMP21 key shares.
+//! 4. **Confirm.** Each new member stores its share (the caller's `persist` step), then
+//!    broadcasts a confirmation carrying a hash of the new public key data. A party may
+//!    retire its old share only once it holds a matching confirmation from **every** new
+//!    member ([`ReshareOutcome::may_retire_old_share`]); any missing confirmation means
+//!    nobody retires anything.
+
+use std::collections::HashMap;
+
+use cggmp21::generic_ec::{NonZero, Point, Scalar, SecretScalar};
+use cggmp21::key_share::{DirtyIncompleteKeyShare, DirtyKeyInfo, Validate, VssSetup};
+use futures::future::BoxFuture;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use transport::{DeliveryKind, Destination, NodeId, SessionChannel, TransportError};
+use zeroize::Zeroizing;
+
+use crate::ecdsa::{Curve, KeyShare, TssNode};
+use crate::error::{ProtocolKind, Result, TssError};
+use crate::ids::{Committee, ExecutionId, Generation, KeyId};
+use crate::primes::PaillierPrimes;
+use crate::wire::{decode_message, encode_message};
+
+/// Public facts about a key generation, enough for a joining node to check a reshare:
+/// the public key, the committee and every member's public share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicKeyInfo {
+    /// The key.
+    pub key_id: KeyId,
+    /// The generation these facts describe.
+    pub generation: Generation,
+    /// The committee holding it.
+    pub committee: Committee,
+    /// Compressed public key (33 bytes).
+    pub public_key: Vec<u8>,
+    /// Compressed public share of each member, in committee order.
+    pub public_shares: Vec<Vec<u8>>,
+}
+
+impl PublicKeyInfo {
+    fn points(&self) -> Result<(Point<Curve>, Vec<Point<Curve>>)> {
+        let decode = |b: &[u8]| {
+            Point::<Curve>::from_bytes(b).map_err(|_| TssError::Decode {
+                what: "public key info",
+                reason: "invalid point".into(),
+            })
+        };
+        let y = decode(&self.public_key)?;
+        let shares = self
+            .public_shares
+            .iter()
+            .map(|b| decode(b))
+            .collect::<Result<Vec<_>>>()?;
+        if shares.len() != usize::from(self.committee.n()) {
+            return Err(TssError::Decode {
+                what: "public key info",
+                reason: "one public share per member is needed".into(),
+            });
+        }
+        Ok((y, shares))
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"tss-core/public-key-info/v1");
+        h.update(serde_json::to_vec(self).unwrap_or_default());
+        h.finalize().into()
+    }
+}
+
+impl KeyShare {
+    /// The public facts of this share's generation (safe to send to joining nodes).
+    pub fn public_info(&self) -> PublicKeyInfo {
+        PublicKeyInfo {
+            key_id: self.key_id.clone(),
+            generation: self.generation,
+            committee: self.committee.clone(),
+            public_key: self
+                .inner
+                .shared_public_key
+                .to_bytes(true)
+                .as_ref()
+                .to_vec(),
+            public_shares: self
+                .inner
+                .public_shares
+                .iter()
+                .map(|p| p.to_bytes(true).as_ref().to_vec())
+                .collect(),
+        }
+    }
+}
+
+/// What every party of a reshare must agree on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReshareRequest {
+    /// The key's current public facts.
+    pub old: PublicKeyInfo,
+    /// The old members that deal: exactly the old threshold of them.
+    pub dealers: Vec<NodeId>,
+    /// The committee that will hold the key.
+    pub new_committee: Committee,
+    /// This run's execution id.
+    pub eid: ExecutionId,
+}
+
+impl ReshareRequest {
+    /// All parties of the run: dealers, then new members that are not dealers.
+    pub fn participants(&self) -> Vec<NodeId> {
+        let mut all = self.dealers.clone();
+        for m in self.new_committee.members() {
+            if !all.contains(m) {
+                all.push(*m);
+            }
+        }
+        all
+    }
+
+    fn context(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"tss-core/reshare-context/v1");
+        h.update(self.old.digest());
+        for d in &self.dealers {
+            h.update(d.as_bytes());
+        }
+        h.update(serde_json::to_vec(&self.new_committee).unwrap_or_default());
+        h.update(self.eid.as_bytes());
+        h.finalize().into()
+    }
+
+    fn validate(&self) -> Result<()> {
+        let t = usize::from(self.old.committee.threshold());
+        if self.dealers.len() != t {
+            return Err(TssError::WrongSignerCount {
+                expected: t,
+                got: self.dealers.len(),
+            });
+        }
+        let mut seen = Vec::new();
+        for d in &self.dealers {
+            self.old.committee.require_index(d)?;
+            if seen.contains(d) {
+                return Err(TssError::InvalidParticipants(
+                    "dealers must be distinct".into(),
+                ));
+            }
+            seen.push(*d);
+        }
+        self.old.points()?;
+        Ok(())
+    }
+}
+
+/// How a reshare ended for one party.
+#[derive(Debug)]
+pub struct ReshareOutcome {
+    /// The new share, for members of the new committee (already handed to `persist`).
+    pub new_share: Option<KeyShare>,
+    /// New members whose confirmation arrived.
+    pub confirmed_by: Vec<NodeId>,
+    /// New members whose confirmation did not arrive (timeout).
+    pub missing_confirmations: Vec<NodeId>,
+}
+
+impl ReshareOutcome {
+    /// True only when every new member confirmed it stored its new share: then, and only
+    /// then, old shares may be retired and the new generation activated.
+    pub fn may_retire_old_share(&self) -> bool {
+        self.missing_confirmations.is_empty()
+    }
+}
+
+/// Messages of the reshare protocol.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ReshareMsg {
+    /// Round 1, broadcast by a dealer: Feldman commitments to its polynomial.
+    Commitments {
+        /// Hash of the agreed request.
+        context: [u8; 32],
+        /// `f_j` coefficients times G, constant term first.
+        commitments: Vec<Point<Curve>>,
+    },
+    /// Round 1, dealer to one new member: `f_j(k)`.
+    Share {
+        /// The share.
+        share: Scalar<Curve>,
+    },
+    /// Round 2, broadcast by everyone: hash of all dealers' commitments.
+    Echo {
+        /// The hash.
+        digest: [u8; 32],
+    },
+    /// Round 2 instead of an echo: a dealer's share or commitments did not verify.
+    Complaint {
+        /// The accused dealer.
+        dealer: NodeId,
+    },
+    /// Round 3, broadcast by each new member once its share is stored.
+    Confirm {
+        /// Hash of the new public key info.
+        digest: [u8; 32],
+    },
+}
+
+/// Receives and sorts reshare messages, checking that each comes from a party allowed to
+/// send it, the right way (broadcast or direct).
+struct Inbox {
+    channel: SessionChannel,
+    commitments: HashMap<NodeId, ([u8; 32], Vec<Point<Curve>>)>,
+    shares: HashMap<NodeId, Scalar<Curve>>,
+    round2: HashMap<NodeId, ReshareMsg>,
+    confirms: HashMap<NodeId, [u8; 32]>,
+}
+
+fn misbehaviour(culprits: Vec<NodeId>, reason: impl Into<String>) -> TssError {
+    TssError::Misbehaviour {
+        protocol: ProtocolKind::Reshare,
+        culprits,
+        reason: reason.into(),
+    }
+}
+
+impl Inbox {
+    async fn next(&mut self, dealers: &[NodeId], new_members: &[NodeId]) -> Result<()> {
+        let msg = self.channel.recv().await.map_err(|e| match e {
+            TransportError::Timeout { silent, .. } => TssError::Timeout {
+                protocol: ProtocolKind::Reshare,
+                silent,
+            },
+            other => TssError::Transport(other),
+        })?;
+        let from = msg.from;
+        let decoded: ReshareMsg =
+            decode_message(from, &msg.payload).map_err(|e| TssError::MalformedMessage {
+                protocol: ProtocolKind::Reshare,
+                from,
+                reason: e.to_string(),
+            })?;
+        let broadcast = msg.kind == DeliveryKind::Broadcast;
+        let is_dealer = dealers.contains(&from);
+        let is_new = new_members.contains(&from);
+        // A repeated identical message (a retransmission) is ignored; a different one is
+        // equivocation.
+        fn insert<V: PartialEq>(map: &mut HashMap<NodeId, V>, from: NodeId, v: V) -> Result<()> {
+            match map.get(&from) {
+                Some(old) if *old == v => Ok(()),
+                Some(_) => Err(misbehaviour(
+                    vec![from],
+                    "sent two different messages for one round",
+                )),
+                None => {
+                    map.insert(from, v);
+                    Ok(())
+                }
+            }
+        }
+        match decoded {
+            ReshareMsg::Commitments {
+                context,
+                commitments,
+            } if is_dealer && broadcast => {
+                insert(&mut self.commitments, from, (context, commitments))
+            }
+            ReshareMsg::Share { share } if is_dealer && !broadcast => {
+                insert(&mut self.shares, from, share)
+            }
+            m @ (ReshareMsg::Echo { .. } | ReshareMsg::Complaint { .. }) if broadcast => {
+                insert(&mut self.round2, from, m)
+            }
+            ReshareMsg::Confirm { digest } if is_new && broadcast => {
+                insert(&mut self.confirms, from, digest)
+            }
+            other => Err(misbehaviour(
+                vec![from],
+                format!("unexpected message {}", message_name(&other)),
+            )),
+        }
+    }
+}
+
+fn message_name(m: &ReshareMsg) -> &'static str {
+    match m {
+        ReshareMsg::Commitments { .. } => "commitments",
+        ReshareMsg::Share { .. } => "share",
+        ReshareMsg::Echo { .. } => "echo",
+        ReshareMsg::Complaint { .. } => "complaint",
+        ReshareMsg::Confirm { .. } => "confirm",
+    }
+}
+
+/// Evaluation point of the party with index `i` (CGGMP21 uses `i + 1`).
+fn point_of(i: u16) -> Scalar<Curve> {
+    Scalar::from(u64::from(i) + 1)
+}
+
+fn lagrange_at_zero(j: usize, xs: &[Scalar<Curve>]) -> Option<Scalar<Curve>> {
+    let mut num = Scalar::<Curve>::one();
+    let mut den = Scalar::<Curve>::one();
+    for (m, x_m) in xs.iter().enumerate() {
+        if m != j {
+            num *= x_m;
+            den *= *x_m - xs[j];
+        }
+    }
+    Some(num * den.invert()?)
+}
+
+fn eval_commitments(commitments: &[Point<Curve>], x: &Scalar<Curve>) -> Point<Curve> {
+    let mut acc = Point::<Curve>::zero();
+    for c in commitments.iter().rev() {
+        acc = acc * x + c;
+    }
+    acc
+}
+
+fn send(channel: &SessionChannel, to: Destination, msg: &ReshareMsg) -> Result<()> {
+    let bytes = encode_message(msg).map_err(|e| TssError::ProtocolAborted {
+        protocol: ProtocolKind::Reshare,
+        reason: e.to_string(),
+    })?;
+    Ok(channel.send(to, bytes)?)
+}
+
+/// Stores a new share before it is confirmed: receives the share's secret bytes (see
+/// [`KeyShare::to_secret_bytes`]) and its generation.
+pub type PersistShare = Box<
+    dyn FnOnce(Zeroizing<Vec<u8>>, Generation) -> BoxFuture<'static, Result<(), String>> + Send,
+>;
+
+impl TssNode {
+    /// Runs one party's side of a reshare. `old_share` is required from dealers; `primes`
+    /// and `persist` from new members (`persist` must durably store the new share before
+    /// it returns: only then is the share confirmed to the others).
+    pub async fn reshare(
+        &self,
+        request: &ReshareRequest,
+        old_share: Option<&KeyShare>,
+        primes: Option<PaillierPrimes>,
+        persist: Option<PersistShare>,
+    ) -> Result<ReshareOutcome> {
+        request.validate()?;
+        let me = self.node_id();
+        let dealers = request.dealers.clone();
+        let new_members = request.new_committee.members().to_vec();
+        let participants = request.participants();
+        if !participants.contains(&me) {
+            return Err(TssError::NotACommitteeMember(me));
+        }
+        let is_dealer = dealers.contains(&me);
+        let new_index = request.new_committee.index_of(&me);
+        let context = request.context();
+        let (y, old_public_shares) = request.old.points()?;
+        let t_new = usize::from(request.new_committee.threshold());
+
+        // Dealers' Lagrange coefficients and expected constant terms λ_j · X_j.
+        let dealer_points: Vec<Scalar<Curve>> = dealers
+            .iter()
+            .map(|d| request.old.committee.require_index(d).map(point_of))
+            .collect::<Result<_>>()?;
+        let lambdas: Vec<Scalar<Curve>> = (0..dealers.len())
+            .map(|j| {
+                lagrange_at_zero(j, &dealer_points)
+                    .ok_or_else(|| TssError::InvalidParticipants("repeated dealer".into()))
+            })
+            .collect::<Result<_>>()?;
+
+        let mut inbox = Inbox {
+            channel: self.open(&request.eid, &participants)?,
+            commitments: HashMap::new(),
+            shares: HashMap::new(),
+            round2: HashMap::new(),
+            confirms: HashMap::new(),
+        };
+
+        // Round 1: deal.
+        if is_dealer {
+            let share = old_share.ok_or_else(|| {
+                TssError::InvalidKeyShare("a dealer must provide its old share".into())
+            })?;
+            if share.public_info() != request.old {
+                return Err(TssError::InvalidKeyShare(
+                    "old share does not match the request's key generation".into(),
+                ));
+            }
+            let j = dealers.iter().position(|d| *d == me).unwrap_or_default();
+            let mut rng = ChaCha20Rng::from_entropy();
+            let x_j: &Scalar<Curve> = share.inner.x.as_ref();
+            let mut w = lambdas[j] * x_j;
+            let mut coefs: Vec<SecretScalar<Curve>> = vec![SecretScalar::new(&mut w)];
+            coefs.extend((1..t_new).map(|_| SecretScalar::random(&mut rng)));
+            let commitments: Vec<Point<Curve>> =
+                coefs.iter().map(|c| Point::generator() * c).collect();
+            send(
+                &inbox.channel,
+                Destination::Broadcast,
+                &ReshareMsg::Commitments {
+                    context,
+                    commitments: commitments.clone(),
+                },
+            )?;
+            inbox.commitments.insert(me, (context, commitments));
+            for (k, member) in new_members.iter().enumerate() {
+                let x = point_of(k as u16);
+                let mut value = Scalar::<Curve>::zero();
+                for c in coefs.iter().rev() {
+                    value = value * x + c.as_ref();
+                }
+                if *member == me {
+                    inbox.shares.insert(me, value);
+                } else {
+                    send(
+                        &inbox.channel,
+                        Destination::Direct(*member),
+                        &ReshareMsg::Share { share: value },
+                    )?;
+                }
+            }
+        }
+
+        // Wait for all commitments, and (new members) all shares.
+        while inbox.commitments.len() < dealers.len()
+            || (new_index.is_some() && inbox.shares.len() < dealers.len())
+        {
+            inbox.next(&dealers, &new_members).await?;
+        }
+
+        // Verify public parts (everyone) and own shares (new members).
+        let mut sum = Point::<Curve>::zero();
+        let mut complaint = None;
+        for (j, dealer) in dealers.iter().enumerate() {
+            let (their_context, commitments) = &inbox.commitments[dealer];
+            let old_index = usize::from(request.old.committee.require_index(dealer)?);
+            if *their_context != context
+                || commitments.len() != t_new
+                || commitments[0] != old_public_shares[old_index] * lambdas[j]
+            {
+                complaint.get_or_insert(*dealer);
+                continue;
+            }
+            sum = sum + commitments[0];
+            if let Some(k) = new_index {
+                let expected = eval_commitments(commitments, &point_of(k));
+                if Point::generator() * inbox.shares[dealer] != expected {
+                    complaint.get_or_insert(*dealer);
+                }
+            }
+        }
+        if complaint.is_none() && sum != y {
+            // Every constant term matched λ_j·X_j, so the old public shares themselves are
+            // inconsistent with the key: the request is wrong, not a dealer.
+            return Err(TssError::InvalidKeyShare(
+                "old public shares do not add up to the public key".into(),
+            ));
+        }
+
+        // Round 2: echo the commitments (or complain).
+        let digest = commitments_digest(&dealers, &inbox.commitments);
+        let round2 = match complaint {
+            Some(dealer) => ReshareMsg::Complaint { dealer },
+            None => ReshareMsg::Echo { digest },
+        };
+        send(&inbox.channel, Destination::Broadcast, &round2)?;
+        inbox.round2.insert(me, round2);
+        while inbox.round2.len() < participants.len() {
+            inbox.next(&dealers, &new_members).await?;
+        }
+        let mut accused: Vec<NodeId> = inbox
+            .round2
+            .values()
+            .filter_map(|m| match m {
+                ReshareMsg::Complaint { dealer } => Some(*dealer),
+                _ => None,
+            })
+            .collect();
+        if !accused.is_empty() {
+            accused.sort();
+            accused.dedup();
+            return Err(misbehaviour(
+                accused,
+                "dealer's share or commitments did not verify",
+            ));
+        }
+        let mut mismatched: Vec<NodeId> = inbox
+            .round2
+            .iter()
+            .filter(|(_, m)| !matches!(m, ReshareMsg::Echo { digest: d } if *d == digest))
+            .map(|(n, _)| *n)
+            .collect();
+        if !mismatched.is_empty() {
+            mismatched.sort();
+            return Err(misbehaviour(
+                mismatched,
+                "echo check failed: parties saw different commitments",
+            ));
+        }
+
+        // New public shares, from the commitments.
+        let new_public_shares: Vec<Point<Curve>> = (0..request.new_committee.n())
+            .map(|k| {
+                dealers
+                    .iter()
+                    .map(|d| eval_commitments(&inbox.commitments[d].1, &point_of(k)))
+                    .fold(Point::zero(), |a, b| a + b)
+            })
+            .collect();
+        let new_info = PublicKeyInfo {
+            key_id: request.old.key_id.clone(),
+            generation: request.old.generation.next(),
+            committee: request.new_committee.clone(),
+            public_key: request.old.public_key.clone(),
+            public_shares: new_public_shares
+                .iter()
+                .map(|p| p.to_bytes(true).as_ref().to_vec())
+                .collect(),
+        };
+        let new_info_digest = new_info.digest();
+
+        // Round 3 (new members): build, aux-info, store, confirm.
+        let mut new_share = None;
+        if let Some(k) = new_index {
+            let mut x: Scalar<Curve> = dealers.iter().map(|d| inbox.shares[d]).sum();
+            inbox.shares.clear();
+            let x = NonZero::from_secret_scalar(SecretScalar::new(&mut x))
+                .ok_or_else(|| TssError::InvalidKeyShare("new share is zero".into()))?;
+            let public_shares = new_public_shares
+                .iter()
+                .map(|p| NonZero::from_point(*p))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| TssError::InvalidKeyShare("a public share is zero".into()))?;
+            let shared_public_key = NonZero::from_point(y)
+                .ok_or_else(|| TssError::InvalidKeyShare("public key is zero".into()))?;
+            let core = DirtyIncompleteKeyShare::<Curve> {
+                i: k,
+                key_info: DirtyKeyInfo {
+                    curve: Default::default(),
+                    shared_public_key,
+                    public_shares,
+                    vss_setup: Some(VssSetup {
+                        min_signers: request.new_committee.threshold(),
+                        I: (0..request.new_committee.n())
+                            .map(|i| NonZero::from_scalar(point_of(i)))
+                            .collect::<Option<Vec<_>>>()
+                            .ok_or_else(|| TssError::InvalidKeyShare("zero index".into()))?,
+                    }),
+                },
+                x,
+            }
+            .validate()
+            .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
+            let primes = primes.ok_or_else(|| {
+                TssError::InvalidKeyShare("a new member must provide Paillier primes".into())
+            })?;
+            let aux = self
+                .aux_info(&request.new_committee, request.eid.sub("aux"), primes)
+                .await?;
+            let inner = cggmp21::KeyShare::from_parts((core, aux.0))
+                .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
+            let share = KeyShare {
+                key_id: new_info.key_id.clone(),
+                generation: new_info.generation,
+                committee: request.new_committee.clone(),
+                local: me,
+                inner,
+            };
+            let persist = persist.ok_or_else(|| {
+                TssError::InvalidKeyShare("a new member must provide a persist step".into())
+            })?;
+            persist(share.to_secret_bytes()?, share.generation())
+                .await
+                .map_err(|reason| {
+                    TssError::InvalidKeyShare(format!("cannot store new share: {reason}"))
+                })?;
+            send(
+                &inbox.channel,
+                Destination::Broadcast,
+                &ReshareMsg::Confirm {
+                    digest: new_info_digest,
+                },
+            )?;
+            inbox.confirms.insert(me, new_info_digest);
+            new_share = Some(share);
+        }
+
+        // Everyone waits for every new member's confirmation.
+        while inbox.confirms.len() < new_members.len() {
+            match inbox.next(&dealers, &new_members).await {
+                Ok(()) => {}
+                Err(TssError::Timeout { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let wrong: Vec<NodeId> = inbox
+            .confirms
+            .iter()
+            .filter(|(_, d)| **d != new_info_digest)
+            .map(|(n, _)| *n)
+            .collect();
+        if !wrong.is_empty() {
+            return Err(misbehaviour(wrong, "confirmed a different new key"));
+        }
+        let confirmed_by: Vec<NodeId> = new_members
+            .iter()
+            .filter(|m| inbox.confirms.contains_key(m))
+            .copied()
+            .collect();
+        let missing_confirmations: Vec<NodeId> = new_members
+            .iter()
+            .filter(|m| !inbox.confirms.contains_key(m))
+            .copied()
+            .collect();
+        if !missing_confirmations.is_empty() {
+            tracing::warn!(
+                missing = ?missing_confirmations,
+                "reshare not confirmed by every new member: old shares must be kept"
+            );
+        }
+        if missing_confirmations.is_empty() {
+            self.discard_presignatures(&request.old.key_id);
+        }
+        Ok(ReshareOutcome {
+            new_share,
+            confirmed_by,
+            missing_confirmations,
+        })
+    }
+}
+
+fn commitments_digest(
+    dealers: &[NodeId],
+    commitments: &HashMap<NodeId, ([u8; 32], Vec<Point<Curve>>)>,
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"tss-core/reshare-echo/v1");
+    for d in dealers {
+        h.update(d.as_bytes());
+        if let Some((context, points)) = commitments.get(d) {
+            h.update(context);
+            for p in points {
+                h.update(p.to_bytes(true).as_ref());
+            }
+        }
+    }
+    h.finalize().into()
+}

@@ -1,0 +1,170 @@
+//! Shared test fixtures: node ids, committed test primes, and in-process keygen.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use transport::{InMemoryNetwork, NodeId};
+use tss_core::{Committee, ExecutionId, KeyId, KeyShare, PaillierPrimes, ProtocolKind, TssNode};
+
+/// Committed pregenerated primes (public, test-only).
+const PRIMES_JSON: &str = include_str!("../../test-data/insecure-test-primes.json");
+
+fn fixture_primes() -> &'static Vec<PaillierPrimes> {
+    static PRIMES: OnceLock<Vec<PaillierPrimes>> = OnceLock::new();
+    PRIMES.get_or_init(|| PaillierPrimes::list_from_json(PRIMES_JSON).expect("fixture primes"))
+}
+
+/// Test node `k` (1-based) has id `[k; 32]`.
+pub fn node_id(k: u8) -> NodeId {
+    NodeId::from_bytes([k; 32])
+}
+
+/// Ids of nodes `1..=n`.
+pub fn node_ids(n: u8) -> Vec<NodeId> {
+    (1..=n).map(node_id).collect()
+}
+
+/// The fixture primes of a test node (distinct per node).
+pub fn primes_for(node: &NodeId) -> PaillierPrimes {
+    let list = fixture_primes();
+    let k = usize::from(node.as_bytes()[0]);
+    list[(k - 1) % list.len()].clone_fixture()
+}
+
+/// A fresh execution id.
+pub fn fresh_eid(protocol: ProtocolKind, key_id: &KeyId, parties: &[NodeId]) -> ExecutionId {
+    ExecutionId::random(protocol, key_id, parties, &mut rand::thread_rng())
+}
+
+/// One party of a test pool.
+pub struct Party {
+    pub node: Arc<TssNode>,
+    pub share: KeyShare,
+}
+
+/// Builds nodes for `ids` on `network`.
+pub fn nodes(network: &InMemoryNetwork, ids: &[NodeId]) -> Vec<Arc<TssNode>> {
+    ids.iter()
+        .map(|id| {
+            Arc::new(
+                TssNode::new(Arc::new(network.endpoint(*id)))
+                    .with_idle_timeout(Duration::from_secs(60)),
+            )
+        })
+        .collect()
+}
+
+/// Runs keygen for a `t`-of-`ids.len()` committee on the given nodes.
+pub async fn keygen(
+    nodes: &[Arc<TssNode>],
+    committee: &Committee,
+    key_id: &KeyId,
+) -> Vec<KeyShare> {
+    let eid = fresh_eid(ProtocolKind::Keygen, key_id, committee.members());
+    let runs: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let (node, committee, key_id) = (node.clone(), committee.clone(), key_id.clone());
+            tokio::spawn(async move {
+                let primes = primes_for(&node.node_id());
+                node.keygen(key_id, committee, eid, primes).await
+            })
+        })
+        .collect();
+    let mut shares = Vec::new();
+    for run in runs {
+        shares.push(run.await.expect("keygen task").expect("keygen"));
+    }
+    shares
+}
+
+/// A network with a `t`-of-`n` key made by keygen.
+pub async fn pool(n: u8, t: u16, key: &str) -> (InMemoryNetwork, Vec<Party>) {
+    let network = InMemoryNetwork::new();
+    let ids = node_ids(n);
+    let nodes = nodes(&network, &ids);
+    let committee = Committee::new(ids, t).unwrap();
+    let key_id = KeyId::new(key).unwrap();
+    let shares = keygen(&nodes, &committee, &key_id).await;
+    let parties = nodes
+        .into_iter()
+        .zip(shares)
+        .map(|(node, share)| Party { node, share })
+        .collect();
+    (network, parties)
+}
+
+/// Every member of `signers` (positions into `parties`) presigns together; returns the
+/// presignature id.
+pub async fn presign(parties: &Arc<Vec<Party>>, signers: &[usize]) -> ExecutionId {
+    let ids: Vec<NodeId> = signers.iter().map(|&i| parties[i].node.node_id()).collect();
+    let key_id = parties[0].share.key_id().clone();
+    let eid = fresh_eid(ProtocolKind::Presign, &key_id, &ids);
+    let runs: Vec<_> = signers
+        .iter()
+        .map(|&i| {
+            let (parties, ids) = (parties.clone(), ids.clone());
+            tokio::spawn(async move {
+                let p = &parties[i];
+                p.node.presign(&p.share, &ids, eid).await
+            })
+        })
+        .collect();
+    for run in runs {
+        assert_eq!(run.await.unwrap().expect("presign"), eid);
+    }
+    eid
+}
+
+/// Every member of `signers` signs `digest` with presignature `presig`.
+pub async fn sign_online(
+    parties: &Arc<Vec<Party>>,
+    signers: &[usize],
+    presig: ExecutionId,
+    digest: [u8; 32],
+) -> Vec<tss_core::Result<tss_core::EthSignature>> {
+    let runs: Vec<_> = signers
+        .iter()
+        .map(|&i| {
+            let parties = parties.clone();
+            tokio::spawn(async move {
+                let p = &parties[i];
+                p.node
+                    .sign_with_presignature(p.share.key_id(), presig, digest)
+                    .await
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for run in runs {
+        out.push(run.await.unwrap());
+    }
+    out
+}
+
+/// Every member of `signers` runs full interactive signing of `digest`.
+pub async fn sign_full(
+    parties: &Arc<Vec<Party>>,
+    signers: &[usize],
+    digest: [u8; 32],
+) -> Vec<tss_core::Result<tss_core::EthSignature>> {
+    let ids: Vec<NodeId> = signers.iter().map(|&i| parties[i].node.node_id()).collect();
+    let key_id = parties[0].share.key_id().clone();
+    let eid = fresh_eid(ProtocolKind::Sign, &key_id, &ids);
+    let runs: Vec<_> = signers
+        .iter()
+        .map(|&i| {
+            let (parties, ids) = (parties.clone(), ids.clone());
+            tokio::spawn(async move {
+                let p = &parties[i];
+                p.node.sign(&p.share, &ids, digest, eid).await
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for run in runs {
+        out.push(run.await.unwrap());
+    }
+    out
+}

@@ -1,0 +1,372 @@
+//! Resharing moves a key to a new committee; the address stays, old shares retire only
+//! after every new member confirmed.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use futures::FutureExt;
+use k256::elliptic_curve::sec1::ToEncodedPoint;
+use k256::{ProjectivePoint, PublicKey, Scalar};
+use proptest::prelude::*;
+use transport::{Fault, FaultPlan, FaultyTransport, NodeId};
+use tss_core::{
+    keccak256, Committee, KeyShare, PersistShare, ProtocolKind, PublicKeyInfo, ReshareOutcome,
+    ReshareRequest, TssError, TssNode,
+};
+
+type Stored = Arc<Mutex<HashMap<NodeId, Vec<u8>>>>;
+
+fn persist_into(stored: &Stored, node: NodeId) -> PersistShare {
+    let stored = stored.clone();
+    Box::new(move |bytes, _generation| {
+        async move {
+            stored.lock().unwrap().insert(node, bytes.to_vec());
+            Ok(())
+        }
+        .boxed()
+    })
+}
+
+/// A node of a reshare run: its TssNode and, for old members, its old share.
+struct Runner {
+    node: Arc<TssNode>,
+    old_share: Option<Arc<KeyShare>>,
+}
+
+/// Runs a reshare among `runners` (keyed by node id) and returns every party's result.
+async fn run_reshare(
+    runners: &HashMap<NodeId, Runner>,
+    request: &ReshareRequest,
+    stored: &Stored,
+    failing_persist: Option<NodeId>,
+) -> HashMap<NodeId, tss_core::Result<ReshareOutcome>> {
+    let mut tasks = Vec::new();
+    for id in request.participants() {
+        let runner = &runners[&id];
+        let node = runner.node.clone();
+        let old_share = runner.old_share.clone();
+        let request = request.clone();
+        let is_new = request.new_committee.index_of(&id).is_some();
+        let primes = is_new.then(|| primes_for(&id));
+        let persist: Option<PersistShare> = if !is_new {
+            None
+        } else if failing_persist == Some(id) {
+            Some(Box::new(|_, _| {
+                async { Err("disk full".to_string()) }.boxed()
+            }))
+        } else {
+            Some(persist_into(stored, id))
+        };
+        tasks.push((
+            id,
+            tokio::spawn(async move {
+                node.reshare(&request, old_share.as_deref(), primes, persist)
+                    .await
+            }),
+        ));
+    }
+    let mut out = HashMap::new();
+    for (id, task) in tasks {
+        out.insert(id, task.await.unwrap());
+    }
+    out
+}
+
+/// Old pool + reshare to `new_members` with threshold `new_t`; returns new parties (in new
+/// committee order) and the old public info.
+async fn reshare_to(
+    old_n: u8,
+    old_t: u16,
+    new_members: Vec<NodeId>,
+    new_t: u16,
+) -> (Vec<Party>, PublicKeyInfo) {
+    let (network, old) = pool(old_n, old_t, "reshared").await;
+    let old_info = old[0].share.public_info();
+    let mut runners: HashMap<NodeId, Runner> = old
+        .into_iter()
+        .map(|p| {
+            (
+                p.node.node_id(),
+                Runner {
+                    node: p.node,
+                    old_share: Some(Arc::new(p.share)),
+                },
+            )
+        })
+        .collect();
+    for id in &new_members {
+        runners.entry(*id).or_insert_with(|| Runner {
+            node: nodes(&network, &[*id]).remove(0),
+            old_share: None,
+        });
+    }
+    let dealers = old_info.committee.members()[..usize::from(old_t)].to_vec();
+    let new_committee = Committee::new(new_members.clone(), new_t).unwrap();
+    let mut all = dealers.clone();
+    all.extend(new_members.iter().copied());
+    let request = ReshareRequest {
+        old: old_info.clone(),
+        dealers,
+        new_committee: new_committee.clone(),
+        eid: fresh_eid(ProtocolKind::Reshare, &old_info.key_id, &all),
+    };
+    let stored = Stored::default();
+    let mut results = run_reshare(&runners, &request, &stored, None).await;
+    let mut parties = Vec::new();
+    for id in request.participants() {
+        let outcome = results.remove(&id).unwrap().expect("reshare succeeds");
+        assert!(outcome.may_retire_old_share(), "all new members confirmed");
+        if let Some(share) = outcome.new_share {
+            assert!(new_committee.index_of(&id).is_some());
+            // What was persisted is the share itself.
+            let persisted = KeyShare::from_secret_bytes(&stored.lock().unwrap()[&id]).unwrap();
+            assert_eq!(persisted.public_info(), share.public_info());
+            parties.push((id, share));
+        } else {
+            assert!(
+                new_committee.index_of(&id).is_none(),
+                "a new member got no share"
+            );
+        }
+    }
+    let parties = new_members
+        .iter()
+        .map(|id| {
+            let share = parties.iter().position(|(p, _)| p == id).unwrap();
+            Party {
+                node: runners[id].node.clone(),
+                share: parties.remove(share).1,
+            }
+        })
+        .collect();
+    (parties, old_info)
+}
+
+/// The new committee signs (presign + online) and the signature recovers the old address.
+async fn assert_new_committee_signs_for_old_address(parties: Vec<Party>, old: &PublicKeyInfo) {
+    let old_key = PublicKey::from_sec1_bytes(&old.public_key).unwrap();
+    let old_address = tss_core::EthAddress::from_public_key(&old_key.into());
+    for p in &parties {
+        assert_eq!(p.share.ethereum_address(), old_address, "address unchanged");
+        assert_eq!(p.share.generation(), old.generation.next());
+    }
+    let t = usize::from(parties[0].share.committee().threshold());
+    let parties = Arc::new(parties);
+    let signers: Vec<usize> = (parties.len() - t..parties.len()).collect();
+    let presig = presign(&parties, &signers).await;
+    let digest = keccak256(b"batch after reshare");
+    for sig in sign_online(&parties, &signers, presig, digest).await {
+        assert_eq!(sig.unwrap().recover_address(&digest).unwrap(), old_address);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resharing_to_a_joined_sequencer_keeps_ethereum_address() {
+    let (parties, old) = reshare_to(3, 2, node_ids(4), 3).await;
+    assert_new_committee_signs_for_old_address(parties, &old).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resharing_after_a_sequencer_exits_keeps_ethereum_address() {
+    let (parties, old) = reshare_to(4, 3, node_ids(3), 2).await;
+    assert_new_committee_signs_for_old_address(parties, &old).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resharing_can_change_the_threshold() {
+    let (parties, old) = reshare_to(3, 2, node_ids(3), 3).await;
+    assert_eq!(parties[0].share.committee().threshold(), 3);
+    assert_new_committee_signs_for_old_address(parties, &old).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resharing_to_a_fully_replaced_committee_keeps_ethereum_address() {
+    let (parties, old) = reshare_to(3, 2, vec![node_id(4), node_id(5), node_id(6)], 2).await;
+    assert_new_committee_signs_for_old_address(parties, &old).await;
+}
+
+fn point(bytes: &[u8]) -> ProjectivePoint {
+    PublicKey::from_sec1_bytes(bytes).unwrap().to_projective()
+}
+
+/// Interpolates at 0 "in the exponent" the public shares of the given (party index,
+/// public share) pairs. Equal to the public key exactly when the secret shares would
+/// reconstruct the secret key.
+fn interpolate(points: &[(u64, ProjectivePoint)]) -> ProjectivePoint {
+    let xs: Vec<Scalar> = points.iter().map(|(i, _)| Scalar::from(i + 1)).collect();
+    let mut acc = ProjectivePoint::IDENTITY;
+    for (j, (_, share)) in points.iter().enumerate() {
+        let mut lambda = Scalar::ONE;
+        for (m, x_m) in xs.iter().enumerate() {
+            if m != j {
+                lambda *= x_m * (x_m - &xs[j]).invert().unwrap();
+            }
+        }
+        acc += share * &lambda;
+    }
+    acc
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_shares_cannot_be_combined_with_new_ones() {
+    let (parties, old) = reshare_to(3, 2, node_ids(3), 2).await;
+    let new = parties[0].share.public_info();
+    let y = point(&old.public_key);
+    let old_shares: Vec<ProjectivePoint> = old.public_shares.iter().map(|b| point(b)).collect();
+    let new_shares: Vec<ProjectivePoint> = new.public_shares.iter().map(|b| point(b)).collect();
+    // Sanity: each generation on its own reconstructs the key.
+    assert_eq!(interpolate(&[(0, old_shares[0]), (1, old_shares[1])]), y);
+    assert_eq!(interpolate(&[(0, new_shares[0]), (2, new_shares[2])]), y);
+    // Any old/new mix does not.
+    for i in 0..3u64 {
+        for j in 0..3u64 {
+            if i != j {
+                let mixed =
+                    interpolate(&[(i, old_shares[i as usize]), (j, new_shares[j as usize])]);
+                assert_ne!(
+                    mixed.to_affine().to_encoded_point(true),
+                    y.to_affine().to_encoded_point(true),
+                    "old share {i} + new share {j} must not reconstruct the key"
+                );
+            }
+        }
+    }
+    // The new shares really are new: none equals an old one.
+    for (a, b) in old_shares.iter().zip(&new_shares) {
+        assert_ne!(a, b);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_dealer_share_is_rejected_naming_the_culprit() {
+    let (network, old) = pool(3, 2, "bad-dealer").await;
+    let old_info = old[0].share.public_info();
+    let cheater = old[0].node.node_id();
+    let victim = node_id(4);
+    let mut runners: HashMap<NodeId, Runner> = HashMap::new();
+    for p in old {
+        let id = p.node.node_id();
+        let node = if id == cheater {
+            // The dealer's private share to the victim arrives altered.
+            Arc::new(
+                TssNode::new(Arc::new(FaultyTransport::new(
+                    network.endpoint(id),
+                    FaultPlan::single(Fault::CorruptDirectTo(victim)),
+                )))
+                .with_idle_timeout(Duration::from_secs(30)),
+            )
+        } else {
+            p.node
+        };
+        runners.insert(
+            id,
+            Runner {
+                node,
+                old_share: Some(Arc::new(p.share)),
+            },
+        );
+    }
+    runners.insert(
+        victim,
+        Runner {
+            node: nodes(&network, &[victim]).remove(0),
+            old_share: None,
+        },
+    );
+    let new_members = node_ids(4);
+    let dealers = old_info.committee.members()[..2].to_vec();
+    let mut all = dealers.clone();
+    all.extend(new_members.iter().copied());
+    let request = ReshareRequest {
+        old: old_info.clone(),
+        dealers,
+        new_committee: Committee::new(new_members, 3).unwrap(),
+        eid: fresh_eid(ProtocolKind::Reshare, &old_info.key_id, &all),
+    };
+    let stored = Stored::default();
+    let results = run_reshare(&runners, &request, &stored, None).await;
+    for (id, result) in results {
+        match result {
+            Err(TssError::Misbehaviour { culprits, .. }) => {
+                assert_eq!(culprits, vec![cheater], "{id} blames the dealer")
+            }
+            other => panic!("{id}: expected misbehaviour naming the dealer, got {other:?}"),
+        }
+    }
+    assert!(stored.lock().unwrap().is_empty(), "no new share is stored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn split_confirmation_view_never_retires_old_shares() {
+    let (network, old) = pool(3, 2, "split-view").await;
+    let old_info = old[0].share.public_info();
+    let mut runners: HashMap<NodeId, Runner> = HashMap::new();
+    for p in old {
+        let id = p.node.node_id();
+        // Short idle timeout: the missing confirmation is waited for only this long.
+        let node = Arc::new(
+            TssNode::new(Arc::new(network.endpoint(id))).with_idle_timeout(Duration::from_secs(20)),
+        );
+        runners.insert(
+            id,
+            Runner {
+                node,
+                old_share: Some(Arc::new(p.share)),
+            },
+        );
+    }
+    let failing = node_id(3);
+    let request = ReshareRequest {
+        old: old_info.clone(),
+        dealers: old_info.committee.members()[..2].to_vec(),
+        new_committee: Committee::new(node_ids(3), 2).unwrap(),
+        eid: fresh_eid(ProtocolKind::Reshare, &old_info.key_id, &node_ids(3)),
+    };
+    let stored = Stored::default();
+    let results = run_reshare(&runners, &request, &stored, Some(failing)).await;
+    for (id, result) in results {
+        if id == failing {
+            assert!(
+                matches!(result, Err(TssError::InvalidKeyShare(ref m)) if m.contains("disk full")),
+                "{result:?}"
+            );
+            continue;
+        }
+        let outcome = result.expect("others finish");
+        assert!(
+            !outcome.may_retire_old_share(),
+            "{id} must keep its old share"
+        );
+        assert_eq!(outcome.missing_confirmations, vec![failing]);
+    }
+}
+
+/// Keygen once for a 3-member pool, then reshare to random committees.
+fn random_committee() -> impl Strategy<Value = (Vec<u8>, u16)> {
+    proptest::sample::subsequence((1u8..=6).collect::<Vec<_>>(), 2..=4).prop_flat_map(|members| {
+        let n = members.len() as u16;
+        (Just(members), 2..=n)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3, failure_persistence: None, .. ProptestConfig::default() })]
+    #[test]
+    fn resharing_to_random_committees_keeps_the_public_key((members, t) in random_committee()) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let new_members: Vec<NodeId> = members.iter().map(|k| node_id(*k)).collect();
+            let (parties, old) = reshare_to(3, 2, new_members, t).await;
+            for p in &parties {
+                prop_assert_eq!(p.share.public_info().public_key.clone(), old.public_key.clone());
+                prop_assert_eq!(p.share.committee().threshold(), t);
+            }
+            assert_new_committee_signs_for_old_address(parties, &old).await;
+            Ok(())
+        })?;
+    }
+}
