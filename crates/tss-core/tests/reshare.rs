@@ -203,7 +203,7 @@ fn interpolate(points: &[(u64, ProjectivePoint)]) -> ProjectivePoint {
         let mut lambda = Scalar::ONE;
         for (m, x_m) in xs.iter().enumerate() {
             if m != j {
-                lambda *= x_m * (x_m - &xs[j]).invert().unwrap();
+                lambda *= *x_m * (*x_m - xs[j]).invert().unwrap();
             }
         }
         acc += share * &lambda;
