@@ -255,9 +255,10 @@ impl TssNode {
             committee.n(),
         )
         .set_threshold(committee.threshold())
-        .start(&mut rng, party)
-        .await
-        .map_err(|e| classify_error(ProtocolKind::Keygen, e))?;
+        .start(&mut rng, party);
+        let incomplete = off_executor(incomplete)
+            .await
+            .map_err(|e| classify_error(ProtocolKind::Keygen, e))?;
         let aux = self.aux_info(&committee, eid.sub("aux"), primes).await?;
         let inner = cggmp21::KeyShare::from_parts((incomplete, aux.0))
             .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
@@ -281,13 +282,15 @@ impl TssNode {
         let i = committee.require_index(&self.node_id())?;
         let mut rng = ChaCha20Rng::from_entropy();
         let party = MpcParty::connected(delivery(self.open(&eid, committee.members())?));
-        let aux = cggmp21::aux_info_gen(
-            cggmp21::ExecutionId::new(eid.as_bytes()),
-            i,
-            committee.n(),
-            primes.0,
+        let aux = off_executor(
+            cggmp21::aux_info_gen(
+                cggmp21::ExecutionId::new(eid.as_bytes()),
+                i,
+                committee.n(),
+                primes.0,
+            )
+            .start(&mut rng, party),
         )
-        .start(&mut rng, party)
         .await
         .map_err(|e| classify_error(ProtocolKind::AuxInfo, e))?;
         Ok(AuxInfo(aux))
@@ -335,13 +338,15 @@ impl TssNode {
         let (indices, i) = Self::signer_indices(share, signers, self.node_id())?;
         let mut rng = ChaCha20Rng::from_entropy();
         let party = MpcParty::connected(delivery(self.open(&eid, signers)?));
-        let inner = cggmp21::signing(
-            cggmp21::ExecutionId::new(eid.as_bytes()),
-            i,
-            &indices,
-            &share.inner,
+        let inner = off_executor(
+            cggmp21::signing(
+                cggmp21::ExecutionId::new(eid.as_bytes()),
+                i,
+                &indices,
+                &share.inner,
+            )
+            .generate_presignature(&mut rng, party),
         )
-        .generate_presignature(&mut rng, party)
         .await
         .map_err(|e| classify_error(ProtocolKind::Presign, e))?;
         let presignature = Presignature {
@@ -460,16 +465,31 @@ impl TssNode {
         let mut rng = ChaCha20Rng::from_entropy();
         let party = MpcParty::connected(delivery(self.open(&eid, signers)?));
         let data = DataToSign::from_scalar(Scalar::<Curve>::from_be_bytes_mod_order(digest));
-        let sig = cggmp21::signing(
-            cggmp21::ExecutionId::new(eid.as_bytes()),
-            i,
-            &indices,
-            &share.inner,
+        let sig = off_executor(
+            cggmp21::signing(
+                cggmp21::ExecutionId::new(eid.as_bytes()),
+                i,
+                &indices,
+                &share.inner,
+            )
+            .sign(&mut rng, party, data),
         )
-        .sign(&mut rng, party, data)
         .await
         .map_err(|e| classify_error(ProtocolKind::Sign, e))?;
         to_eth(sig, &digest, &share.public_key())
+    }
+}
+
+/// Runs a CPU-heavy protocol future so that it does not starve the async executor (the
+/// transport's network tasks in particular): on a multi-threaded tokio runtime the current
+/// worker hands its other tasks over and drives the protocol itself; elsewhere it is
+/// simply awaited.
+async fn off_executor<F: std::future::Future>(fut: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(fut))
+        }
+        _ => fut.await,
     }
 }
 

@@ -25,6 +25,12 @@ pub fn node_ids(n: u8) -> Vec<NodeId> {
     (1..=n).map(node_id).collect()
 }
 
+/// The `k`-th fixture prime pair (distinct for distinct `k` below 12).
+pub fn primes_at(k: usize) -> PaillierPrimes {
+    let list = fixture_primes();
+    list[k % list.len()].clone_fixture()
+}
+
 /// The fixture primes of a test node (distinct per node).
 pub fn primes_for(node: &NodeId) -> PaillierPrimes {
     let list = fixture_primes();
