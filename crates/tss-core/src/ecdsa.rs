@@ -160,6 +160,7 @@ impl std::fmt::Debug for AuxInfo {
 pub struct Presignature {
     id: ExecutionId,
     key_id: KeyId,
+    generation: Generation,
     signers: Vec<NodeId>,
     public_key: VerifyingKey,
     inner: cggmp21::Presignature<Curve>,
@@ -352,6 +353,7 @@ impl TssNode {
         let presignature = Presignature {
             id: eid,
             key_id: share.key_id.clone(),
+            generation: share.generation,
             signers: signers.to_vec(),
             public_key: share.public_key(),
             inner,
@@ -387,14 +389,14 @@ impl TssNode {
         Ok(presig)
     }
 
-    /// Drops every presignature of `key_id` (call after a reshare: they belong to old
-    /// shares).
-    pub fn discard_presignatures(&self, key_id: &KeyId) {
+    /// Drops every presignature made with shares of `key_id` of generation `up_to` or
+    /// older (done after a reshare: they belong to retired shares).
+    pub fn discard_presignatures(&self, key_id: &KeyId, up_to: Generation) {
         let mut store = self.presignatures.lock().unwrap_or_else(|e| e.into_inner());
         let ids: Vec<ExecutionId> = store
             .ready
             .iter()
-            .filter(|(_, p)| &p.key_id == key_id)
+            .filter(|(_, p)| &p.key_id == key_id && p.generation <= up_to)
             .map(|(id, _)| *id)
             .collect();
         for id in ids {

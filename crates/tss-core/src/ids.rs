@@ -160,7 +160,7 @@ impl Committee {
     /// distinct members and n ≤ 1000.
     pub fn new(members: Vec<NodeId>, threshold: u16) -> Result<Self> {
         let n = members.len();
-        if n < 2 || n > 1000 {
+        if !(2..=1000).contains(&n) {
             return Err(TssError::InvalidParticipants(format!(
                 "a committee needs 2 to 1000 members, got {n}"
             )));

@@ -11,34 +11,47 @@
 //! transport's authenticated identity, never by message contents. Presignatures live in
 //! memory only and are handed out once.
 //!
-//! ```no_run
+//! ```
 //! use std::sync::Arc;
-//! use tss_core::{Committee, ExecutionId, KeyId, PaillierPrimes, ProtocolKind, TssNode};
+//! use tss_core::{keccak256, Committee, ExecutionId, KeyId, PaillierPrimes, ProtocolKind, TssNode};
 //! use transport::{InMemoryNetwork, NodeId};
 //!
-//! # async fn demo() -> tss_core::Result<()> {
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Public test primes keep this fast; real nodes take theirs from a `PrimePool`.
+//! let fixtures = std::fs::read_to_string(concat!(
+//!     env!("CARGO_MANIFEST_DIR"),
+//!     "/test-data/insecure-test-primes.json"
+//! ))?;
+//! let mut primes = PaillierPrimes::list_from_json(&fixtures)?;
+//!
 //! let network = InMemoryNetwork::new();
-//! let ids: Vec<NodeId> = (1..=3).map(|i| NodeId::from_bytes([i; 32])).collect();
+//! let ids: Vec<NodeId> = (1..=2).map(|i| NodeId::from_bytes([i; 32])).collect();
 //! let committee = Committee::new(ids.clone(), 2)?;
 //! let key_id = KeyId::new("sequencer-key")?;
-//! // The coordinator picks a fresh execution id and sends it to every party.
-//! let eid = ExecutionId::random(ProtocolKind::Keygen, &key_id, &ids, &mut rand::thread_rng());
+//! // The coordinator picks fresh execution ids and sends them to every party.
+//! let keygen_eid = ExecutionId::random(ProtocolKind::Keygen, &key_id, &ids, &mut rand::thread_rng());
+//! let sign_eid = ExecutionId::random(ProtocolKind::Sign, &key_id, &ids, &mut rand::thread_rng());
+//! let digest = keccak256(b"L2 batch");
 //! let mut runs = Vec::new();
 //! for id in &ids {
 //!     let node = TssNode::new(Arc::new(network.endpoint(*id)));
-//!     let (committee, key_id) = (committee.clone(), key_id.clone());
+//!     let (committee, key_id, ids) = (committee.clone(), key_id.clone(), ids.clone());
+//!     let primes = primes.remove(0);
 //!     runs.push(tokio::spawn(async move {
-//!         node.keygen(key_id, committee, eid, PaillierPrimes::generate()).await
+//!         let share = node.keygen(key_id, committee, keygen_eid, primes).await?;
+//!         let signature = node.sign(&share, &ids, digest, sign_eid).await?;
+//!         Ok::<_, tss_core::TssError>((share.ethereum_address(), signature))
 //!     }));
 //! }
 //! for run in runs {
-//!     let share = run.await.unwrap()?;
-//!     println!("{} holds a share of {}", share.local_node(), share.ethereum_address());
+//!     let (address, signature) = run.await??;
+//!     // What an L1 contract's ecrecover sees:
+//!     assert_eq!(signature.recover_address(&digest)?, address);
 //! }
 //! # Ok(()) }
 //! ```
-//! A runnable version of this (with keygen, presigning and signing) is in
-//! `examples/keygen_and_sign.rs`.
+//! `examples/keygen_and_sign.rs` adds presigning, one-round signing and a reshare.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

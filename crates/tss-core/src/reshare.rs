@@ -458,7 +458,7 @@ impl TssNode {
                 complaint.get_or_insert(*dealer);
                 continue;
             }
-            sum = sum + commitments[0];
+            sum += commitments[0];
             if let Some(k) = new_index {
                 let expected = eval_commitments(commitments, &point_of(k));
                 if Point::generator() * inbox.shares[dealer] != expected {
@@ -636,7 +636,7 @@ impl TssNode {
             );
         }
         if missing_confirmations.is_empty() {
-            self.discard_presignatures(&request.old.key_id);
+            self.discard_presignatures(&request.old.key_id, request.old.generation);
         }
         Ok(ReshareOutcome {
             new_share,

@@ -31,10 +31,25 @@ fn persist_into(stored: &Stored, node: NodeId) -> PersistShare {
     })
 }
 
-/// A node of a reshare run: its TssNode and, for old members, its old share.
+/// A node of a reshare run: its TssNode and, for old members, where its old share is.
 struct Runner {
     node: Arc<TssNode>,
-    old_share: Option<Arc<KeyShare>>,
+    old: Option<(Arc<Vec<Party>>, usize)>,
+}
+
+fn runners_of(old: &Arc<Vec<Party>>) -> HashMap<NodeId, Runner> {
+    old.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (
+                p.node.node_id(),
+                Runner {
+                    node: p.node.clone(),
+                    old: Some((old.clone(), i)),
+                },
+            )
+        })
+        .collect()
 }
 
 /// Runs a reshare among `runners` (keyed by node id) and returns every party's result.
@@ -48,7 +63,7 @@ async fn run_reshare(
     for id in request.participants() {
         let runner = &runners[&id];
         let node = runner.node.clone();
-        let old_share = runner.old_share.clone();
+        let old = runner.old.clone();
         let request = request.clone();
         let is_new = request.new_committee.index_of(&id).is_some();
         let primes = is_new.then(|| primes_for(&id));
@@ -64,8 +79,8 @@ async fn run_reshare(
         tasks.push((
             id,
             tokio::spawn(async move {
-                node.reshare(&request, old_share.as_deref(), primes, persist)
-                    .await
+                let old_share = old.as_ref().map(|(parties, i)| &parties[*i].share);
+                node.reshare(&request, old_share, primes, persist).await
             }),
         ));
     }
@@ -76,32 +91,29 @@ async fn run_reshare(
     out
 }
 
-/// Old pool + reshare to `new_members` with threshold `new_t`; returns new parties (in new
-/// committee order) and the old public info.
+/// Old pool (the binary's shared 2-of-3 pool, or a fresh one) + reshare to `new_members`
+/// with threshold `new_t`; returns new parties (in new committee order) and the old
+/// public info.
 async fn reshare_to(
     old_n: u8,
     old_t: u16,
     new_members: Vec<NodeId>,
     new_t: u16,
 ) -> (Vec<Party>, PublicKeyInfo) {
-    let (network, old) = pool(old_n, old_t, "reshared").await;
-    let old_info = old[0].share.public_info();
-    let mut runners: HashMap<NodeId, Runner> = old
-        .into_iter()
-        .map(|p| {
-            (
-                p.node.node_id(),
-                Runner {
-                    node: p.node,
-                    old_share: Some(Arc::new(p.share)),
-                },
-            )
-        })
-        .collect();
+    let fresh;
+    let pool_ref: &SharedPool = if (old_n, old_t) == (3, 2) {
+        shared_2_of_3().await
+    } else {
+        let (network, parties) = pool(old_n, old_t, "reshared").await;
+        fresh = SharedPool::new(network, parties);
+        &fresh
+    };
+    let old_info = pool_ref.parties[0].share.public_info();
+    let mut runners = runners_of(&pool_ref.parties);
     for id in &new_members {
         runners.entry(*id).or_insert_with(|| Runner {
-            node: nodes(&network, &[*id]).remove(0),
-            old_share: None,
+            node: pool_ref.node(*id),
+            old: None,
         });
     }
     let dealers = old_info.committee.members()[..usize::from(old_t)].to_vec();
@@ -247,8 +259,9 @@ async fn bad_dealer_share_is_rejected_naming_the_culprit() {
     let old_info = old[0].share.public_info();
     let cheater = old[0].node.node_id();
     let victim = node_id(4);
-    let mut runners: HashMap<NodeId, Runner> = HashMap::new();
-    for p in old {
+    let old = Arc::new(old);
+    let mut runners = runners_of(&old);
+    for p in old.iter() {
         let id = p.node.node_id();
         let node = if id == cheater {
             // The dealer's private share to the victim arrives altered.
@@ -260,21 +273,15 @@ async fn bad_dealer_share_is_rejected_naming_the_culprit() {
                 .with_idle_timeout(Duration::from_secs(30)),
             )
         } else {
-            p.node
+            p.node.clone()
         };
-        runners.insert(
-            id,
-            Runner {
-                node,
-                old_share: Some(Arc::new(p.share)),
-            },
-        );
+        runners.get_mut(&id).unwrap().node = node;
     }
     runners.insert(
         victim,
         Runner {
             node: nodes(&network, &[victim]).remove(0),
-            old_share: None,
+            old: None,
         },
     );
     let new_members = node_ids(4);
@@ -304,20 +311,15 @@ async fn bad_dealer_share_is_rejected_naming_the_culprit() {
 async fn split_confirmation_view_never_retires_old_shares() {
     let (network, old) = pool(3, 2, "split-view").await;
     let old_info = old[0].share.public_info();
-    let mut runners: HashMap<NodeId, Runner> = HashMap::new();
-    for p in old {
+    let old = Arc::new(old);
+    let mut runners = runners_of(&old);
+    for p in old.iter() {
         let id = p.node.node_id();
         // Short idle timeout: the missing confirmation is waited for only this long.
         let node = Arc::new(
             TssNode::new(Arc::new(network.endpoint(id))).with_idle_timeout(Duration::from_secs(20)),
         );
-        runners.insert(
-            id,
-            Runner {
-                node,
-                old_share: Some(Arc::new(p.share)),
-            },
-        );
+        runners.get_mut(&id).unwrap().node = node;
     }
     let failing = node_id(3);
     let request = ReshareRequest {
@@ -369,4 +371,42 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dealer_equivocating_its_commitments_aborts_the_reshare_for_everyone() {
+    let (network, old) = pool(3, 2, "equivocation").await;
+    let old_info = old[0].share.public_info();
+    let cheater = old[0].node.node_id();
+    let victim = old[2].node.node_id();
+    let old = Arc::new(old);
+    let mut runners = runners_of(&old);
+    // The dealer's broadcast reaches the victim altered: a split view of its commitments.
+    runners.get_mut(&cheater).unwrap().node = Arc::new(
+        TssNode::new(Arc::new(FaultyTransport::new(
+            network.endpoint(cheater),
+            FaultPlan::single(Fault::EquivocateBroadcastTo(vec![victim])),
+        )))
+        .with_idle_timeout(Duration::from_secs(30)),
+    );
+    let request = ReshareRequest {
+        old: old_info.clone(),
+        dealers: old_info.committee.members()[..2].to_vec(),
+        new_committee: Committee::new(node_ids(3), 2).unwrap(),
+        eid: fresh_eid(ProtocolKind::Reshare, &old_info.key_id, &node_ids(3)),
+    };
+    let stored = Stored::default();
+    let results = run_reshare(&runners, &request, &stored, None).await;
+    for (id, result) in results {
+        assert!(
+            matches!(
+                result,
+                Err(TssError::Misbehaviour { .. }
+                    | TssError::MalformedMessage { .. }
+                    | TssError::Timeout { .. })
+            ),
+            "{id} must abort, got {result:?}"
+        );
+    }
+    assert!(stored.lock().unwrap().is_empty(), "no new share is stored");
 }

@@ -61,8 +61,7 @@ async fn three_of_five_keygen_presign_sign_recovers_ethereum_address() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_signer_subset_of_a_2_of_3_key_signs_validly() {
-    let (_net, parties) = pool(3, 2, "subsets").await;
-    let parties = Arc::new(parties);
+    let parties = shared_2_of_3().await.parties.clone();
     for (k, subset) in [[0, 1], [0, 2], [1, 2], [2, 0]].iter().enumerate() {
         let digest = keccak256(format!("batch {k}").as_bytes());
         let presig = presign(&parties, subset).await;
@@ -74,8 +73,7 @@ async fn every_signer_subset_of_a_2_of_3_key_signs_validly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn presignature_cannot_be_used_twice() {
-    let (_net, parties) = pool(3, 2, "once").await;
-    let parties = Arc::new(parties);
+    let parties = shared_2_of_3().await.parties.clone();
     let signers = [0, 1];
     let presig = presign(&parties, &signers).await;
     let first = keccak256(b"first");
@@ -89,12 +87,21 @@ async fn presignature_cannot_be_used_twice() {
             "second use must be refused, got {result:?}"
         );
     }
-    assert_eq!(
-        parties[0]
-            .node
-            .presignatures_ready(parties[0].share.key_id()),
-        0
-    );
+    // Neither signer holds it any more.
+    for p in &parties[..2] {
+        let third = sign_online_one(p, presig, keccak256(b"third")).await;
+        assert!(matches!(third, Err(TssError::PresignatureAlreadyUsed(_))));
+    }
+}
+
+async fn sign_online_one(
+    p: &Party,
+    presig: tss_core::ExecutionId,
+    digest: [u8; 32],
+) -> tss_core::Result<EthSignature> {
+    p.node
+        .sign_with_presignature(p.share.key_id(), presig, digest)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -114,7 +121,7 @@ async fn wrong_party_count_gives_clear_error() {
         Err(TssError::InvalidParticipants(_))
     ));
 
-    let (_net, parties) = pool(3, 2, "count").await;
+    let parties = shared_2_of_3().await.parties.clone();
     let p = &parties[0];
     let key_id = p.share.key_id().clone();
     let too_many = node_ids(3);
@@ -145,8 +152,7 @@ async fn wrong_party_count_gives_clear_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn execution_id_cannot_be_reused_on_a_node() {
-    let (_net, parties) = pool(3, 2, "reuse").await;
-    let parties = Arc::new(parties);
+    let parties = shared_2_of_3().await.parties.clone();
     let signers = [0, 1];
     let presig = presign(&parties, &signers).await;
     // Presigning again under the same execution id is refused before any message is sent.
@@ -164,7 +170,7 @@ async fn execution_id_cannot_be_reused_on_a_node() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn key_share_survives_serialization_and_debug_hides_the_secret() {
-    let (_net, parties) = pool(3, 2, "serde").await;
+    let parties = shared_2_of_3().await.parties.clone();
     let share = &parties[1].share;
     let bytes = share.to_secret_bytes().unwrap();
     let restored = tss_core::KeyShare::from_secret_bytes(&bytes).unwrap();

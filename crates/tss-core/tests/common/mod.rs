@@ -85,6 +85,49 @@ pub async fn keygen(
     shares
 }
 
+/// A pool whose keygen ran once and is shared by every test of a test binary that asks
+/// for the same `(n, t)` (keygen with aux-info is the slowest step of every test).
+pub struct SharedPool {
+    pub network: InMemoryNetwork,
+    pub parties: Arc<Vec<Party>>,
+    extra: std::sync::Mutex<std::collections::HashMap<NodeId, Arc<TssNode>>>,
+}
+
+impl SharedPool {
+    /// Wraps a pool.
+    pub fn new(network: InMemoryNetwork, parties: Vec<Party>) -> Self {
+        Self {
+            network,
+            parties: Arc::new(parties),
+            extra: Default::default(),
+        }
+    }
+
+    /// The node of `id`: a pool member's, or a new one on the pool's network (created once,
+    /// so concurrent tests share it instead of replacing each other's endpoint).
+    pub fn node(&self, id: NodeId) -> Arc<TssNode> {
+        if let Some(p) = self.parties.iter().find(|p| p.node.node_id() == id) {
+            return p.node.clone();
+        }
+        self.extra
+            .lock()
+            .unwrap()
+            .entry(id)
+            .or_insert_with(|| nodes(&self.network, &[id]).remove(0))
+            .clone()
+    }
+}
+
+/// The shared 2-of-3 pool of this test binary.
+pub async fn shared_2_of_3() -> &'static SharedPool {
+    static POOL: tokio::sync::OnceCell<SharedPool> = tokio::sync::OnceCell::const_new();
+    POOL.get_or_init(|| async {
+        let (network, parties) = pool(3, 2, "shared-2-of-3").await;
+        SharedPool::new(network, parties)
+    })
+    .await
+}
+
 /// A network with a `t`-of-`n` key made by keygen.
 pub async fn pool(n: u8, t: u16, key: &str) -> (InMemoryNetwork, Vec<Party>) {
     let network = InMemoryNetwork::new();

@@ -1,0 +1,117 @@
+//! Keygen, presign, one-round signing and a reshare among in-process parties.
+//!
+//! `cargo run -p tss-core --example keygen_and_sign`
+//!
+//! Uses the public test primes so it runs in seconds; real nodes use `PrimePool`.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use transport::{InMemoryNetwork, NodeId};
+use tss_core::{
+    keccak256, Committee, ExecutionId, KeyId, KeyShare, PaillierPrimes, ProtocolKind,
+    ReshareRequest, TssNode,
+};
+
+const PRIMES: &str = include_str!("../test-data/insecure-test-primes.json");
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let primes = PaillierPrimes::list_from_json(PRIMES)?;
+    let network = InMemoryNetwork::new();
+    let ids: Vec<NodeId> = (1..=4).map(|i| NodeId::from_bytes([i; 32])).collect();
+    let nodes: Vec<Arc<TssNode>> = ids
+        .iter()
+        .map(|id| Arc::new(TssNode::new(Arc::new(network.endpoint(*id)))))
+        .collect();
+    let mut rng = rand::thread_rng();
+
+    // 1. Keygen: 2-of-3 among the first three nodes.
+    let committee = Committee::new(ids[..3].to_vec(), 2)?;
+    let key_id = KeyId::new("example-key")?;
+    let eid = ExecutionId::random(ProtocolKind::Keygen, &key_id, committee.members(), &mut rng);
+    let mut runs = Vec::new();
+    for (k, node) in nodes[..3].iter().enumerate() {
+        let (node, committee, key_id) = (node.clone(), committee.clone(), key_id.clone());
+        let primes = primes[k].clone_fixture();
+        runs.push(tokio::spawn(async move {
+            node.keygen(key_id, committee, eid, primes).await
+        }));
+    }
+    let mut shares: Vec<KeyShare> = Vec::new();
+    for run in runs {
+        shares.push(run.await??);
+    }
+    let address = shares[0].ethereum_address();
+    println!("keygen done: 2-of-3 key, address {address}");
+
+    // 2. Presign with nodes 1 and 2, then sign a batch digest in one round.
+    let signers = ids[..2].to_vec();
+    let shares = Arc::new(shares);
+    let presig_eid = ExecutionId::random(ProtocolKind::Presign, &key_id, &signers, &mut rng);
+    let mut runs = Vec::new();
+    for k in 0..2 {
+        let (node, shares, signers) = (nodes[k].clone(), shares.clone(), signers.clone());
+        runs.push(tokio::spawn(async move {
+            node.presign(&shares[k], &signers, presig_eid).await
+        }));
+    }
+    for run in runs {
+        run.await??;
+    }
+    let digest = keccak256(b"L2 batch 1");
+    let mut runs = Vec::new();
+    for node in &nodes[..2] {
+        let (node, key_id) = (node.clone(), key_id.clone());
+        runs.push(tokio::spawn(async move {
+            node.sign_with_presignature(&key_id, presig_eid, digest)
+                .await
+        }));
+    }
+    for run in runs {
+        let sig = run.await??;
+        println!(
+            "signed: r=0x{} s=0x{} v={} -> recovers {}",
+            hex::encode(sig.r),
+            hex::encode(sig.s),
+            sig.v,
+            sig.recover_address(&digest)?
+        );
+    }
+
+    // 3. Node 4 joins: reshare 2-of-3 -> 3-of-4, same address.
+    let new_committee = Committee::two_thirds(ids.clone())?;
+    let request = ReshareRequest {
+        old: shares[0].public_info(),
+        dealers: ids[..2].to_vec(),
+        new_committee,
+        eid: ExecutionId::random(ProtocolKind::Reshare, &key_id, &ids, &mut rng),
+    };
+    let mut runs = Vec::new();
+    for (k, node) in nodes.iter().enumerate() {
+        let (node, shares, request) = (node.clone(), shares.clone(), request.clone());
+        let primes = primes[k].clone_fixture();
+        runs.push(tokio::spawn(async move {
+            let old = (k < 2).then(|| &shares[k]);
+            // A real node writes the sealed share to its keystore here.
+            let persist: tss_core::PersistShare =
+                Box::new(|_bytes, _generation| async { Ok(()) }.boxed());
+            node.reshare(&request, old, Some(primes), Some(persist))
+                .await
+        }));
+    }
+    for run in runs {
+        let outcome = run.await??;
+        if let Some(share) = &outcome.new_share {
+            println!(
+                "reshared: {} now holds generation {} of {} (retire old share: {})",
+                share.local_node(),
+                share.generation(),
+                share.ethereum_address(),
+                outcome.may_retire_old_share()
+            );
+            assert_eq!(share.ethereum_address(), address);
+        }
+    }
+    Ok(())
+}
