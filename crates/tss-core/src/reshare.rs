@@ -442,7 +442,23 @@ impl TssNode {
         while inbox.commitments.len() < dealers.len()
             || (new_index.is_some() && inbox.shares.len() < dealers.len())
         {
-            inbox.next(&dealers, &new_members).await?;
+            if let Err(e) = inbox.next(&dealers, &new_members).await {
+                // A dealer that sent garbage is named to everyone, so that nobody waits
+                // for a timeout to learn the run failed.
+                let blamed = match &e {
+                    TssError::MalformedMessage { from, .. } => Some(*from),
+                    TssError::Misbehaviour { culprits, .. } => culprits.first().copied(),
+                    _ => None,
+                };
+                if let Some(dealer) = blamed.filter(|b| dealers.contains(b)) {
+                    let _ = send(
+                        &inbox.channel,
+                        Destination::Broadcast,
+                        &ReshareMsg::Complaint { dealer },
+                    );
+                }
+                return Err(e);
+            }
         }
 
         // Verify public parts (everyone) and own shares (new members).

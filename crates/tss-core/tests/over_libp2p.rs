@@ -38,7 +38,7 @@ async fn libp2p_pool(n: u8) -> (Vec<Libp2pTransport>, Vec<Arc<TssNode>>) {
     let nodes = transports
         .iter()
         .map(|t| {
-            Arc::new(TssNode::new(Arc::new(t.clone())).with_idle_timeout(Duration::from_secs(60)))
+            Arc::new(TssNode::new(Arc::new(t.clone())).with_idle_timeout(Duration::from_secs(300)))
         })
         .collect();
     (transports, nodes)

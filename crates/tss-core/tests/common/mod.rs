@@ -55,7 +55,7 @@ pub fn nodes(network: &InMemoryNetwork, ids: &[NodeId]) -> Vec<Arc<TssNode>> {
         .map(|id| {
             Arc::new(
                 TssNode::new(Arc::new(network.endpoint(*id)))
-                    .with_idle_timeout(Duration::from_secs(60)),
+                    .with_idle_timeout(Duration::from_secs(300)),
             )
         })
         .collect()

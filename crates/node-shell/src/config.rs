@@ -1,0 +1,603 @@
+//! TOML configuration of `node-shell run`.
+//!
+//! See `examples/node.toml` for a complete, commented file. Defaults:
+//!
+//! | field | default |
+//! | --- | --- |
+//! | `node.key_id` | `"sequencer-key"` |
+//! | `node.rpc_listen` | `"127.0.0.1:8645"` (must be a loopback address) |
+//! | `node.auto_keygen` | `true` (the lowest node id of the pool proposes keygen when no key exists) |
+//! | `keystore.passphrase_env` | `"NODE_SHELL_PASSPHRASE"` (used unless `keystore.key_file` is set) |
+//! | `keystore.insecure_fast_kdf` | `false` |
+//! | `transport.session_idle_timeout_secs` | `120` |
+//! | `pool.epoch_seconds` | `60` |
+//! | `pool.min_members` | `3` |
+//! | `pool.max_members` | `100` |
+//! | `tss.insecure_test_primes_file` / `_index` | unset: real safe primes are generated in the background |
+//!
+//! Unknown fields are errors, so typos are caught at start.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use transport::NodeId;
+
+use crate::error::{Error, Result};
+use crate::pool::{Member, PoolRules};
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[node]`
+    pub node: NodeSection,
+    /// `[keystore]`
+    #[serde(default)]
+    pub keystore: KeystoreSection,
+    /// `[transport]`
+    pub transport: TransportSection,
+    /// `[[peers]]`: every known sequencer (pool members and whitelisted candidates).
+    #[serde(default)]
+    pub peers: Vec<PeerSection>,
+    /// `[pool]`
+    pub pool: PoolSection,
+    /// `[tss]`
+    #[serde(default)]
+    pub tss: TssSection,
+}
+
+/// `[node]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// File holding the node's ed25519 identity seed (hex), made by `gen-identity`.
+    pub identity_file: PathBuf,
+    /// Directory for the keystore and pool state.
+    pub data_dir: PathBuf,
+    /// Name of the shared key.
+    #[serde(default = "default_key_id")]
+    pub key_id: String,
+    /// Address of the HTTP JSON API (loopback only).
+    #[serde(default = "default_rpc_listen")]
+    pub rpc_listen: String,
+    /// Whether the pool's lowest node id proposes keygen when no key exists.
+    #[serde(default = "default_true")]
+    pub auto_keygen: bool,
+}
+
+/// `[keystore]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoreSection {
+    /// Environment variable holding the keystore passphrase.
+    #[serde(default = "default_passphrase_env")]
+    pub passphrase_env: String,
+    /// Key file (32 raw bytes or 64 hex chars) unlocking the keystore instead of a
+    /// passphrase.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Cheap Argon2 parameters. **Tests and devnets only.**
+    #[serde(default)]
+    pub insecure_fast_kdf: bool,
+}
+
+impl Default for KeystoreSection {
+    fn default() -> Self {
+        Self {
+            passphrase_env: default_passphrase_env(),
+            key_file: None,
+            insecure_fast_kdf: false,
+        }
+    }
+}
+
+/// `[transport]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSection {
+    /// libp2p listen multiaddr, e.g. `/ip4/127.0.0.1/tcp/9000`.
+    pub listen: String,
+    /// Seconds a protocol session may hear nothing before failing.
+    #[serde(default = "default_idle")]
+    pub session_idle_timeout_secs: u64,
+}
+
+/// `[[peers]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    /// Hex node id (ed25519 public key).
+    pub node_id: String,
+    /// libp2p multiaddr.
+    pub address: String,
+}
+
+/// `[pool]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    /// Admin whitelist: hex node ids allowed to be members.
+    pub whitelist: Vec<String>,
+    /// Minimum stake.
+    pub min_stake: u64,
+    /// Maximum stake.
+    pub max_stake: u64,
+    /// Minimum pool size.
+    #[serde(default = "default_min_members")]
+    pub min_members: usize,
+    /// Maximum pool size.
+    #[serde(default = "default_max_members")]
+    pub max_members: usize,
+    /// Epoch length in seconds (block producer rotation).
+    #[serde(default = "default_epoch_seconds")]
+    pub epoch_seconds: u64,
+    /// 32-byte hex seed of the block-producer schedule.
+    pub epoch_seed: String,
+    /// Genesis members.
+    pub members: Vec<MemberSection>,
+}
+
+/// `[[pool.members]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSection {
+    /// Hex node id.
+    pub node_id: String,
+    /// Stake.
+    pub stake: u64,
+}
+
+/// `[tss]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TssSection {
+    /// JSON file of **public, insecure** test primes (e.g.
+    /// `crates/tss-core/test-data/insecure-test-primes.json`). Tests and devnets only.
+    #[serde(default)]
+    pub insecure_test_primes_file: Option<PathBuf>,
+    /// Which pair of that file this node uses (distinct per node).
+    #[serde(default)]
+    pub insecure_test_primes_index: Option<usize>,
+}
+
+fn default_key_id() -> String {
+    "sequencer-key".into()
+}
+fn default_rpc_listen() -> String {
+    "127.0.0.1:8645".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_passphrase_env() -> String {
+    "NODE_SHELL_PASSPHRASE".into()
+}
+fn default_idle() -> u64 {
+    120
+}
+fn default_min_members() -> usize {
+    3
+}
+fn default_max_members() -> usize {
+    100
+}
+fn default_epoch_seconds() -> u64 {
+    60
+}
+
+/// Where Paillier primes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrimeSourceConfig {
+    /// Generated in the background (real deployments).
+    Generate,
+    /// Pair `index` of a public fixture file. **Insecure: tests and devnets only.**
+    InsecureFixture {
+        /// The JSON fixture file; `None` means the fixture compiled into the binary.
+        file: Option<PathBuf>,
+        /// Which pair.
+        index: usize,
+    },
+}
+
+/// How the keystore is unlocked.
+#[derive(Clone)]
+pub enum UnlockConfig {
+    /// A passphrase (kept out of Debug output).
+    Passphrase(zeroize::Zeroizing<String>),
+    /// A key file.
+    KeyFile(PathBuf),
+}
+
+impl std::fmt::Debug for UnlockConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnlockConfig::Passphrase(_) => f.write_str("Passphrase([REDACTED])"),
+            UnlockConfig::KeyFile(p) => write!(f, "KeyFile({})", p.display()),
+        }
+    }
+}
+
+/// Validated settings of one node (what [`crate::coordinator::Node::start`] needs besides
+/// a transport). Built from a [`FileConfig`] or directly (devnet, tests).
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// Name of the shared key.
+    pub key_id: String,
+    /// Keystore directory.
+    pub keystore_dir: PathBuf,
+    /// Keystore unlock.
+    pub unlock: UnlockConfig,
+    /// Cheap KDF (tests only).
+    pub insecure_fast_kdf: bool,
+    /// Every known sequencer (the control channel's participants), self included.
+    pub peers: Vec<NodeId>,
+    /// Pool rules.
+    pub rules: PoolRules,
+    /// Genesis members.
+    pub genesis: Vec<Member>,
+    /// Epoch length.
+    pub epoch_length: Duration,
+    /// Block producer schedule seed.
+    pub epoch_seed: [u8; 32],
+    /// Protocol session idle timeout.
+    pub session_idle_timeout: Duration,
+    /// Paillier prime source.
+    pub primes: PrimeSourceConfig,
+    /// Auto keygen when no key exists.
+    pub auto_keygen: bool,
+    /// Delay before the first auto-keygen proposal (lets peers connect).
+    pub auto_keygen_delay: Duration,
+}
+
+/// A fully parsed `run` configuration.
+#[derive(Debug)]
+pub struct RunConfig {
+    /// Node settings.
+    pub settings: NodeSettings,
+    /// Identity key file.
+    pub identity_file: PathBuf,
+    /// HTTP API address.
+    pub rpc_listen: SocketAddr,
+    /// libp2p listen address.
+    pub listen: String,
+    /// Peers with their addresses.
+    pub peer_addrs: Vec<(NodeId, String)>,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::ConfigInvalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_node_id(field: &str, s: &str) -> Result<NodeId> {
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    NodeId::from_hex(s).map_err(|_| invalid(field, format!("{s:?} is not a 64-hex-digit node id")))
+}
+
+/// Parses 32 bytes of hex (optional `0x`).
+pub fn parse_hex32(field: &str, s: &str) -> Result<[u8; 32]> {
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    let bytes = hex::decode(s).map_err(|_| invalid(field, "not hex"))?;
+    bytes
+        .try_into()
+        .map_err(|_| invalid(field, "must be exactly 32 bytes (64 hex digits)"))
+}
+
+impl RunConfig {
+    /// Reads and validates a config file. Relative paths are resolved against the
+    /// file's directory. The keystore passphrase is read from the environment here.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigRead {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base, |name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates TOML; `env` looks up environment variables.
+    pub fn from_toml(
+        text: &str,
+        base: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| Error::ConfigParse(e.to_string()))?;
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let rpc_listen: SocketAddr = file.node.rpc_listen.parse().map_err(|_| {
+            invalid(
+                "node.rpc_listen",
+                "not a socket address like 127.0.0.1:8645",
+            )
+        })?;
+        if !rpc_listen.ip().is_loopback() {
+            return Err(invalid(
+                "node.rpc_listen",
+                "the HTTP API is unauthenticated and must listen on a loopback address",
+            ));
+        }
+        tss_core::KeyId::new(file.node.key_id.clone())
+            .map_err(|e| invalid("node.key_id", e.to_string()))?;
+
+        let unlock = match &file.keystore.key_file {
+            Some(kf) => UnlockConfig::KeyFile(resolve(kf)),
+            None => {
+                let var = &file.keystore.passphrase_env;
+                let pass = env(var).ok_or_else(|| {
+                    invalid(
+                        "keystore.passphrase_env",
+                        format!("environment variable {var} is not set (or set keystore.key_file)"),
+                    )
+                })?;
+                if pass.len() < 8 {
+                    return Err(invalid(
+                        "keystore.passphrase_env",
+                        format!("the passphrase in {var} is shorter than 8 characters"),
+                    ));
+                }
+                UnlockConfig::Passphrase(zeroize::Zeroizing::new(pass))
+            }
+        };
+
+        if file.transport.session_idle_timeout_secs == 0 {
+            return Err(invalid(
+                "transport.session_idle_timeout_secs",
+                "must be positive",
+            ));
+        }
+        if file.pool.epoch_seconds == 0 {
+            return Err(invalid("pool.epoch_seconds", "must be positive"));
+        }
+        let epoch_seed = parse_hex32("pool.epoch_seed", &file.pool.epoch_seed)?;
+
+        let mut peer_addrs = Vec::new();
+        for (i, p) in file.peers.iter().enumerate() {
+            let id = parse_node_id(&format!("peers[{i}].node_id"), &p.node_id)?;
+            if p.address.trim().is_empty() {
+                return Err(invalid(format!("peers[{i}].address"), "must not be empty"));
+            }
+            peer_addrs.push((id, p.address.clone()));
+        }
+        let whitelist = file
+            .pool
+            .whitelist
+            .iter()
+            .enumerate()
+            .map(|(i, s)| parse_node_id(&format!("pool.whitelist[{i}]"), s))
+            .collect::<Result<BTreeSet<_>>>()?;
+        let genesis = file
+            .pool
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                Ok(Member {
+                    node: parse_node_id(&format!("pool.members[{i}].node_id"), &m.node_id)?,
+                    stake: m.stake,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rules = PoolRules {
+            whitelist,
+            min_stake: file.pool.min_stake,
+            max_stake: file.pool.max_stake,
+            min_members: file.pool.min_members,
+            max_members: file.pool.max_members,
+        };
+        // Validates rules and genesis (typed pool errors).
+        crate::pool::Pool::new(rules.clone(), genesis.clone(), 0)?;
+        let primes = match (
+            &file.tss.insecure_test_primes_file,
+            file.tss.insecure_test_primes_index,
+        ) {
+            (None, None) => PrimeSourceConfig::Generate,
+            (file_opt, Some(index)) => PrimeSourceConfig::InsecureFixture {
+                file: file_opt.as_ref().map(|f| resolve(f)),
+                index,
+            },
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tss.insecure_test_primes_index",
+                    "must be set when tss.insecure_test_primes_file is",
+                ))
+            }
+        };
+
+        let peers: Vec<NodeId> = peer_addrs.iter().map(|(id, _)| *id).collect();
+        Ok(Self {
+            settings: NodeSettings {
+                key_id: file.node.key_id,
+                keystore_dir: resolve(&file.node.data_dir).join("keystore"),
+                unlock,
+                insecure_fast_kdf: file.keystore.insecure_fast_kdf,
+                peers,
+                rules,
+                genesis,
+                epoch_length: Duration::from_secs(file.pool.epoch_seconds),
+                epoch_seed,
+                session_idle_timeout: Duration::from_secs(file.transport.session_idle_timeout_secs),
+                primes,
+                auto_keygen: file.node.auto_keygen,
+                auto_keygen_delay: Duration::from_secs(3),
+            },
+            identity_file: resolve(&file.node.identity_file),
+            rpc_listen,
+            listen: file.transport.listen,
+            peer_addrs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const B: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+    const C: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+
+    fn sample(rpc: &str, min_stake: u64, seed: &str) -> String {
+        format!(
+            r#"
+[node]
+identity_file = "identity.key"
+data_dir = "data"
+rpc_listen = "{rpc}"
+
+[transport]
+listen = "/ip4/127.0.0.1/tcp/9000"
+
+[[peers]]
+node_id = "{A}"
+address = "/ip4/127.0.0.1/tcp/9000"
+[[peers]]
+node_id = "{B}"
+address = "/ip4/127.0.0.1/tcp/9001"
+[[peers]]
+node_id = "{C}"
+address = "/ip4/127.0.0.1/tcp/9002"
+
+[pool]
+whitelist = ["{A}", "{B}", "{C}"]
+min_stake = {min_stake}
+max_stake = 100000
+epoch_seed = "{seed}"
+[[pool.members]]
+node_id = "{A}"
+stake = 1000
+[[pool.members]]
+node_id = "{B}"
+stake = 2000
+[[pool.members]]
+node_id = "{C}"
+stake = 3000
+"#
+        )
+    }
+
+    fn env_ok(name: &str) -> Option<String> {
+        (name == "NODE_SHELL_PASSPHRASE").then(|| "a long enough passphrase".to_string())
+    }
+
+    #[test]
+    fn valid_config_parses_with_documented_defaults() {
+        let cfg = RunConfig::from_toml(
+            &sample("127.0.0.1:8645", 1000, A),
+            Path::new("/etc/ns"),
+            env_ok,
+        )
+        .unwrap();
+        assert_eq!(cfg.settings.key_id, "sequencer-key");
+        assert_eq!(cfg.settings.rules.min_members, 3);
+        assert_eq!(cfg.settings.rules.max_members, 100);
+        assert_eq!(cfg.settings.epoch_length, Duration::from_secs(60));
+        assert_eq!(cfg.settings.session_idle_timeout, Duration::from_secs(120));
+        assert_eq!(cfg.settings.primes, PrimeSourceConfig::Generate);
+        assert!(cfg.settings.auto_keygen);
+        assert_eq!(cfg.identity_file, Path::new("/etc/ns/identity.key"));
+        assert_eq!(
+            cfg.settings.keystore_dir,
+            Path::new("/etc/ns/data/keystore")
+        );
+        assert_eq!(cfg.settings.genesis.len(), 3);
+        assert_eq!(cfg.peer_addrs.len(), 3);
+        assert!(format!("{:?}", cfg.settings.unlock).contains("REDACTED"));
+        assert!(!format!("{:?}", cfg.settings).contains("a long enough passphrase"));
+    }
+
+    #[test]
+    fn sample_config_file_parses() {
+        let text = include_str!("../examples/node.toml");
+        let cfg = RunConfig::from_toml(text, Path::new("/srv/node"), env_ok).unwrap();
+        assert_eq!(cfg.settings.genesis.len(), 3);
+        assert_eq!(cfg.settings.rules.whitelist.len(), 4);
+        assert_eq!(cfg.peer_addrs.len(), 4);
+        assert_eq!(cfg.rpc_listen, "127.0.0.1:8645".parse().unwrap());
+    }
+
+    #[test]
+    fn non_loopback_rpc_is_a_typed_error() {
+        let err = RunConfig::from_toml(&sample("0.0.0.0:8645", 1000, A), Path::new("."), env_ok)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::ConfigInvalid { field, .. } if field == "node.rpc_listen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_seed_is_a_typed_error() {
+        let err =
+            RunConfig::from_toml(&sample("127.0.0.1:1", 1000, "abcd"), Path::new("."), env_ok)
+                .unwrap_err();
+        assert!(
+            matches!(&err, Error::ConfigInvalid { field, .. } if field == "pool.epoch_seed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn genesis_member_violating_stake_bounds_is_a_typed_error() {
+        let err = RunConfig::from_toml(&sample("127.0.0.1:1", 1500, A), Path::new("."), env_ok)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::StakeTooLow {
+                    stake: 1000,
+                    min: 1500
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_field_and_bad_toml_are_parse_errors() {
+        let text =
+            sample("127.0.0.1:1", 1000, A).replace("[transport]", "[transport]\nlisten_typo = 1");
+        let err = RunConfig::from_toml(&text, Path::new("."), env_ok).unwrap_err();
+        assert!(
+            matches!(&err, Error::ConfigParse(m) if m.contains("listen_typo")),
+            "{err}"
+        );
+        let err = RunConfig::from_toml("[node", Path::new("."), env_ok).unwrap_err();
+        assert!(matches!(err, Error::ConfigParse(_)));
+    }
+
+    #[test]
+    fn missing_passphrase_is_a_typed_error() {
+        let err = RunConfig::from_toml(&sample("127.0.0.1:1", 1000, A), Path::new("."), |_| None)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::ConfigInvalid { field, .. } if field == "keystore.passphrase_env"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_node_id_names_the_field() {
+        let text = sample("127.0.0.1:1", 1000, A).replacen(
+            &format!("node_id = \"{B}\""),
+            "node_id = \"zz\"",
+            1,
+        );
+        let err = RunConfig::from_toml(&text, Path::new("."), env_ok).unwrap_err();
+        assert!(
+            matches!(&err, Error::ConfigInvalid { field, .. } if field == "peers[1].node_id"),
+            "{err}"
+        );
+    }
+}

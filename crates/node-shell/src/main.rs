@@ -1,0 +1,143 @@
+//! `node-shell`: parses the command line and wires the parts together.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use node_shell::config::RunConfig;
+use node_shell::devnet::{DevnetOptions, DevnetTransport};
+use node_shell::{identity, rpc, Error, Node};
+use tracing_subscriber::EnvFilter;
+use transport::{Libp2pConfig, Transport};
+
+/// Sequencer node of a threshold-signing sequencer pool.
+#[derive(Parser)]
+#[command(name = "node-shell", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TransportArg {
+    /// libp2p on 127.0.0.1.
+    Libp2p,
+    /// In-process channels.
+    Memory,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one sequencer node from a TOML config.
+    Run {
+        /// Config file (see crates/node-shell/examples/node.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Starts a local pool, runs keygen, signs batches, adds and removes a sequencer
+    /// (reshares) and checks the address is unchanged and signatures verify.
+    Devnet {
+        /// Initial number of sequencers (3..=11); one candidate more is started.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Transport between the nodes.
+        #[arg(long, value_enum, default_value_t = TransportArg::Libp2p)]
+        transport: TransportArg,
+        /// Batches signed before the first reshare.
+        #[arg(long, default_value_t = 2)]
+        batches: usize,
+        /// Epoch length in seconds (block producer rotation).
+        #[arg(long, default_value_t = 10)]
+        epoch_seconds: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout_secs: u64,
+    },
+    /// Generates an ed25519 identity key file and prints the node id.
+    GenIdentity {
+        /// Where to write the key (mode 0600).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn init_logs(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run_node(config: PathBuf) -> Result<(), Error> {
+    let cfg = RunConfig::load(&config)?;
+    let identity = identity::load(&cfg.identity_file)?;
+    let id = identity.node_id();
+    let listen = cfg.listen.parse().map_err(|e| Error::ConfigInvalid {
+        field: "transport.listen".into(),
+        reason: format!("{e}"),
+    })?;
+    let mut p2p = Libp2pConfig::new(identity, listen);
+    for (i, (peer, addr)) in cfg.peer_addrs.iter().enumerate() {
+        let addr = addr.parse().map_err(|e| Error::ConfigInvalid {
+            field: format!("peers[{i}].address"),
+            reason: format!("{e}"),
+        })?;
+        p2p = p2p.with_peer(*peer, addr);
+    }
+    let transport: Arc<dyn Transport> = Arc::new(node_shell::net::start_libp2p(p2p).await?);
+    let node = Node::start(cfg.settings, transport, "libp2p").await?;
+    let (addr, _server) = rpc::serve(node, cfg.rpc_listen).await?;
+    tracing::info!(node = %id.to_hex(), rpc = %addr, "node running; Ctrl-C to stop");
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("stopping");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => {
+            init_logs("info");
+            run_node(config).await
+        }
+        Command::Devnet {
+            nodes,
+            transport,
+            batches,
+            epoch_seconds,
+            timeout_secs,
+        } => {
+            init_logs("warn");
+            let opts = DevnetOptions {
+                nodes,
+                transport: match transport {
+                    TransportArg::Libp2p => DevnetTransport::Libp2p,
+                    TransportArg::Memory => DevnetTransport::InMemory,
+                },
+                batches,
+                epoch_length: Duration::from_secs(epoch_seconds.max(1)),
+                timeout: Duration::from_secs(timeout_secs),
+            };
+            node_shell::devnet::run(opts).await.map(|_| ())
+        }
+        Command::GenIdentity { out, force } => identity::generate(&out, force).map(|id| {
+            println!("{}", id.node_id().to_hex());
+            eprintln!("identity written to {} (keep it secret)", out.display());
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

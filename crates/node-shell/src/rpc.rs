@@ -1,0 +1,270 @@
+//! The local HTTP JSON API (loopback only; it has no authentication).
+//!
+//! | method and path | body | answer |
+//! | --- | --- | --- |
+//! | `GET /status` | | node id, epoch, block producer, pool, key |
+//! | `GET /key` | | `{key_id, generation, public_key, address, committee, threshold}` or 404 |
+//! | `POST /sign` | `{"digest": "0x" + 64 hex}` | `{r, s, v, recovery_id, signature, signers, address, digest, generation}` |
+//! | `POST /pool/join` | `{"node_id": hex, "stake": n}` | reshare result (address before/after, members, threshold) |
+//! | `POST /pool/exit` | `{"node_id": hex}` (default: this node) | reshare result |
+//! | `POST /keygen` | | runs keygen now (normally automatic) |
+//! | `DELETE /key[?force=true]` | | deletes this node's key share |
+//! | `GET /metrics` | | Prometheus text |
+//!
+//! Errors are `{"error": "..."}` with 400 (malformed input), 404 (no key), 409 (state
+//! conflict), 422 (pool rule violated), 502 (a peer refused), 504 (a peer timed out) or
+//! 500.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use transport::NodeId;
+
+use crate::coordinator::Node;
+use crate::error::{Error, Result};
+use crate::pool::Change;
+
+/// An API error: status code and message.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::BadRequest(_) | Error::ConfigInvalid { .. } => StatusCode::BAD_REQUEST,
+            Error::NoKey(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::NotWhitelisted(_)
+            | Error::StakeTooLow { .. }
+            | Error::StakeTooHigh { .. }
+            | Error::AlreadyMember(_)
+            | Error::NotMember(_)
+            | Error::PoolFull { .. }
+            | Error::PoolTooSmall { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Rejected { .. } | Error::InvalidProposal { .. } => StatusCode::BAD_GATEWAY,
+            Error::Tss(tss_core::TssError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult = std::result::Result<Response, ApiError>;
+
+fn bad(node: &Node, msg: impl Into<String>) -> ApiError {
+    node.metrics().bad_request();
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn counted(node: &Node, e: Error) -> ApiError {
+    let api = ApiError::from(e);
+    if api.0.is_client_error() {
+        node.metrics().bad_request();
+    }
+    api
+}
+
+/// Parses a 32-byte digest: `0x` + 64 hex digits (the `0x` is optional).
+pub fn parse_digest(s: &str) -> Result<[u8; 32]> {
+    let hex_part = s.strip_prefix("0x").unwrap_or(s);
+    let bytes =
+        hex::decode(hex_part).map_err(|_| Error::BadRequest(format!("digest {s:?} is not hex")))?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        Error::BadRequest(format!(
+            "digest must be 32 bytes (64 hex digits), got {} bytes",
+            b.len()
+        ))
+    })
+}
+
+fn parse_node(s: &str) -> Result<NodeId> {
+    let hex_part = s.strip_prefix("0x").unwrap_or(s);
+    NodeId::from_hex(hex_part)
+        .map_err(|_| Error::BadRequest(format!("node_id {s:?} is not 64 hex digits")))
+}
+
+fn parse_body<'a, T: Deserialize<'a>>(
+    node: &Node,
+    body: &'a [u8],
+) -> std::result::Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad(node, format!("invalid JSON body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignRequest {
+    digest: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinRequest {
+    node_id: String,
+    stake: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExitRequest {
+    #[serde(default)]
+    node_id: Option<String>,
+}
+
+async fn status(State(node): State<Node>) -> Response {
+    Json(node.status()).into_response()
+}
+
+async fn key(State(node): State<Node>) -> ApiResult {
+    match node.key() {
+        Some(k) => Ok(Json(k).into_response()),
+        None => Err(ApiError::from(Error::NoKey(node.key_id().to_string()))),
+    }
+}
+
+async fn sign(State(node): State<Node>, body: Bytes) -> ApiResult {
+    let req: SignRequest = parse_body(&node, &body)?;
+    let digest = parse_digest(&req.digest).map_err(|e| counted(&node, e))?;
+    let out = node.sign(digest).await.map_err(|e| counted(&node, e))?;
+    let sig = out.signature;
+    Ok(Json(json!({
+        "r": format!("0x{}", hex::encode(sig.r)),
+        "s": format!("0x{}", hex::encode(sig.s)),
+        "v": u32::from(sig.v) + 27,
+        "recovery_id": sig.v,
+        "signature": format!("0x{}", hex::encode(sig.to_bytes())),
+        "signers": out.signers.iter().map(|s| s.to_hex()).collect::<Vec<_>>(),
+        "address": out.address,
+        "digest": format!("0x{}", hex::encode(digest)),
+        "generation": out.generation,
+    }))
+    .into_response())
+}
+
+async fn join(State(node): State<Node>, body: Bytes) -> ApiResult {
+    let req: JoinRequest = parse_body(&node, &body)?;
+    let candidate = parse_node(&req.node_id).map_err(|e| counted(&node, e))?;
+    let out = node
+        .change_membership(Change::Join {
+            node: candidate,
+            stake: req.stake,
+        })
+        .await
+        .map_err(|e| counted(&node, e))?;
+    Ok(Json(out).into_response())
+}
+
+async fn exit(State(node): State<Node>, body: Bytes) -> ApiResult {
+    let req: ExitRequest = if body.is_empty() {
+        ExitRequest { node_id: None }
+    } else {
+        parse_body(&node, &body)?
+    };
+    let leaver = match req.node_id {
+        Some(s) => parse_node(&s).map_err(|e| counted(&node, e))?,
+        None => node.id(),
+    };
+    let out = node
+        .change_membership(Change::Exit { node: leaver })
+        .await
+        .map_err(|e| counted(&node, e))?;
+    Ok(Json(out).into_response())
+}
+
+async fn keygen(State(node): State<Node>) -> ApiResult {
+    let key = node.propose_keygen().await.map_err(|e| counted(&node, e))?;
+    Ok(Json(key).into_response())
+}
+
+async fn delete_key(State(node): State<Node>, RawQuery(query): RawQuery) -> ApiResult {
+    let force = match query.as_deref() {
+        None | Some("") => false,
+        Some("force=true") => true,
+        Some("force=false") => false,
+        Some(other) => {
+            return Err(bad(
+                &node,
+                format!("unknown query {other:?}; use force=true"),
+            ))
+        }
+    };
+    node.delete_key(force)
+        .await
+        .map_err(|e| counted(&node, e))?;
+    Ok(Json(json!({ "deleted": true })).into_response())
+}
+
+async fn metrics(State(node): State<Node>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such endpoint".into())
+}
+
+/// The API's routes.
+pub fn router(node: Node) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/key", get(key).delete(delete_key))
+        .route("/sign", post(sign))
+        .route("/pool/join", post(join))
+        .route("/pool/exit", post(exit))
+        .route("/keygen", post(keygen))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(node)
+}
+
+/// Serves the API on `addr` (must be loopback). Returns the bound address (useful with
+/// port 0) and the server task.
+pub async fn serve(node: Node, addr: SocketAddr) -> Result<(SocketAddr, JoinHandle<()>)> {
+    if !addr.ip().is_loopback() {
+        return Err(Error::ConfigInvalid {
+            field: "node.rpc_listen".into(),
+            reason: "the HTTP API must listen on a loopback address".into(),
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = router(node);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP API stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_parsing_gives_clear_errors() {
+        let ok = format!("0x{}", "ab".repeat(32));
+        assert_eq!(parse_digest(&ok).unwrap(), [0xab; 32]);
+        assert_eq!(parse_digest(&"cd".repeat(32)).unwrap(), [0xcd; 32]);
+        let e = parse_digest("0xzz").unwrap_err().to_string();
+        assert!(e.contains("not hex"), "{e}");
+        let e = parse_digest("0xabcd").unwrap_err().to_string();
+        assert!(e.contains("got 2 bytes"), "{e}");
+    }
+}

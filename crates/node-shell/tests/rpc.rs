@@ -1,0 +1,256 @@
+//! HTTP API behaviour that needs no MPC run: clear 4xx JSON errors for bad input, the
+//! status view, and refusal of a proposal whose (transport-authenticated) sender is not
+//! a pool member. In-memory transport, no keygen: fast.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use node_shell::config::{NodeSettings, PrimeSourceConfig, UnlockConfig};
+use node_shell::coordinator::{control_session_id, ControlMsg};
+use node_shell::devnet::http;
+use node_shell::pool::{Member, PoolRules};
+use node_shell::Node;
+use serde_json::{json, Value};
+use transport::{Destination, InMemoryNetwork, NodeId, SessionConfig, Transport};
+use tss_core::{ExecutionId, KeyId, ProtocolKind};
+
+const KEY: &str = "test-key";
+
+fn id(k: u8) -> NodeId {
+    NodeId::from_bytes([k; 32])
+}
+
+struct Net {
+    _dir: tempfile::TempDir,
+    network: InMemoryNetwork,
+    rpc: Vec<SocketAddr>,
+    _nodes: Vec<Node>,
+}
+
+/// Three members (ids 1..=3) and a whitelisted candidate (id 4) that runs no node.
+async fn pool() -> Net {
+    let dir = tempfile::tempdir().unwrap();
+    let network = InMemoryNetwork::new();
+    let members: Vec<Member> = (1..=3)
+        .map(|k| Member {
+            node: id(k),
+            stake: 1000 * u64::from(k),
+        })
+        .collect();
+    let rules = PoolRules {
+        whitelist: (1..=4).map(id).collect(),
+        min_stake: 1000,
+        max_stake: 10_000,
+        min_members: 3,
+        max_members: 5,
+    };
+    let mut rpc = Vec::new();
+    let mut nodes = Vec::new();
+    for k in 1..=3u8 {
+        let settings = NodeSettings {
+            key_id: KEY.into(),
+            keystore_dir: dir.path().join(format!("n{k}")).join("keystore"),
+            unlock: UnlockConfig::Passphrase(zeroize::Zeroizing::new("test passphrase".into())),
+            insecure_fast_kdf: true,
+            peers: (1..=4).map(id).collect(),
+            rules: rules.clone(),
+            genesis: members.clone(),
+            epoch_length: Duration::from_secs(5),
+            epoch_seed: [9; 32],
+            session_idle_timeout: Duration::from_secs(10),
+            primes: PrimeSourceConfig::InsecureFixture {
+                file: None,
+                index: usize::from(k),
+            },
+            auto_keygen: false,
+            auto_keygen_delay: Duration::from_secs(1),
+        };
+        let transport: Arc<dyn Transport> = Arc::new(network.endpoint(id(k)));
+        let node = Node::start(settings, transport, "in-memory").await.unwrap();
+        let (addr, _) = node_shell::rpc::serve(node.clone(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        rpc.push(addr);
+        nodes.push(node);
+    }
+    Net {
+        _dir: dir,
+        network,
+        rpc,
+        _nodes: nodes,
+    }
+}
+
+async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let (status, text) = http(addr, method, path, body.as_ref()).await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+fn error_of(v: &Value) -> &str {
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_json_errors() {
+    let net = pool().await;
+    let a = net.rpc[0];
+    let digest = format!("0x{}", "11".repeat(32));
+
+    let (s, v) = call(a, "POST", "/sign", Some(json!({"digest": "0xzz"}))).await;
+    assert_eq!(s, 400);
+    assert!(error_of(&v).contains("not hex"), "{v}");
+
+    let (s, v) = call(a, "POST", "/sign", Some(json!({"digest": "0xabcd"}))).await;
+    assert_eq!(s, 400);
+    assert!(error_of(&v).contains("32 bytes"), "{v}");
+
+    let (s, v) = call(a, "POST", "/sign", Some(json!({"hash": digest}))).await;
+    assert_eq!(s, 400);
+    assert!(error_of(&v).contains("invalid JSON body"), "{v}");
+
+    // Well-formed, but no key exists yet.
+    let (s, v) = call(a, "POST", "/sign", Some(json!({"digest": digest}))).await;
+    assert_eq!(s, 404);
+    assert!(error_of(&v).contains("no key share"), "{v}");
+    let (s, v) = call(a, "GET", "/key", None).await;
+    assert_eq!(s, 404);
+    assert_eq!(error_of(&v), "no key share for key test-key on this node");
+
+    // Pool rules are checked before anything else.
+    let outsider = id(9).to_hex();
+    let (s, v) = call(
+        a,
+        "POST",
+        "/pool/join",
+        Some(json!({"node_id": outsider, "stake": 5000})),
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(error_of(&v).contains("not on the admin whitelist"), "{v}");
+    let (s, v) = call(
+        a,
+        "POST",
+        "/pool/join",
+        Some(json!({"node_id": id(4).to_hex(), "stake": 10})),
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(error_of(&v).contains("below the minimum stake"), "{v}");
+    let (s, v) = call(
+        a,
+        "POST",
+        "/pool/join",
+        Some(json!({"node_id": "abc", "stake": 5000})),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(error_of(&v).contains("node_id"), "{v}");
+    let (s, v) = call(
+        a,
+        "POST",
+        "/pool/exit",
+        Some(json!({"node_id": id(4).to_hex()})),
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(error_of(&v).contains("not a member"), "{v}");
+    // Three members is the minimum.
+    let (s, v) = call(a, "POST", "/pool/exit", Some(json!({}))).await;
+    assert_eq!(s, 422);
+    assert!(error_of(&v).contains("cannot shrink below 3"), "{v}");
+
+    let (s, v) = call(a, "DELETE", "/key?force=maybe", None).await;
+    assert_eq!(s, 400);
+    assert!(error_of(&v).contains("force=true"), "{v}");
+    let (s, _) = call(a, "DELETE", "/key", None).await;
+    assert_eq!(s, 404);
+    let (s, v) = call(a, "GET", "/nope", None).await;
+    assert_eq!(s, 404);
+    assert_eq!(error_of(&v), "no such endpoint");
+
+    let (s, text) = http(a, "GET", "/metrics", None).await.unwrap();
+    assert_eq!(s, 200);
+    let bad = text
+        .lines()
+        .find_map(|l| l.strip_prefix("node_shell_http_bad_requests_total "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("bad request counter");
+    assert!(bad >= 10, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_pool_threshold_and_block_producer() {
+    let net = pool().await;
+    let (s, v) = call(net.rpc[1], "GET", "/status", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["node_id"], id(2).to_hex());
+    assert_eq!(v["transport"], "in-memory");
+    assert_eq!(v["is_member"], true);
+    assert_eq!(v["members"].as_array().unwrap().len(), 3);
+    assert_eq!(v["threshold"], 3); // floor(2*3/3)+1
+    assert!(v["key"].is_null());
+    let producer = v["block_producer"].as_str().unwrap();
+    assert!((1..=3).any(|k| id(k).to_hex() == producer), "{producer}");
+    // Every node computes the same producer for the same epoch.
+    let (_, w) = call(net.rpc[2], "GET", "/status", None).await;
+    if w["epoch"] == v["epoch"] {
+        assert_eq!(w["block_producer"], v["block_producer"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposal_from_a_non_member_is_rejected_using_the_authenticated_sender() {
+    let net = pool().await;
+    // The whitelisted candidate (id 4) is on the control channel but not in the pool.
+    let candidate = net.network.endpoint(id(4));
+    let participants: Vec<NodeId> = (1..=4).map(id).collect();
+    let key_id = KeyId::new(KEY).unwrap();
+    let mut control = candidate
+        .open_session(
+            control_session_id(&key_id, &participants),
+            SessionConfig::new(participants.clone()).with_idle_timeout(Duration::from_secs(10)),
+        )
+        .unwrap();
+    let members: Vec<Member> = (1..=3)
+        .map(|k| Member {
+            node: id(k),
+            stake: 1000 * u64::from(k),
+        })
+        .collect();
+    let eid = ExecutionId::random(
+        ProtocolKind::Keygen,
+        &key_id,
+        &participants[..3],
+        &mut rand::thread_rng(),
+    );
+    let proposal = ControlMsg::ProposeKeygen {
+        eid,
+        members,
+        pool_version: 0,
+    };
+    control
+        .send(
+            Destination::Direct(id(1)),
+            serde_json::to_vec(&proposal).unwrap(),
+        )
+        .unwrap();
+    let reply = control.recv().await.unwrap();
+    assert_eq!(reply.from, id(1));
+    match serde_json::from_slice::<ControlMsg>(&reply.payload).unwrap() {
+        ControlMsg::Reject {
+            eid: rejected,
+            reason,
+        } => {
+            assert_eq!(rejected, eid);
+            assert!(reason.contains("proposer is not a pool member"), "{reason}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // Node 1 did not start a keygen.
+    let (s, _) = call(net.rpc[0], "GET", "/key", None).await;
+    assert_eq!(s, 404);
+}
