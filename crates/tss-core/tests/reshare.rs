@@ -356,7 +356,7 @@ fn random_committee() -> impl Strategy<Value = (Vec<u8>, u16)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3, failure_persistence: None, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2, failure_persistence: None, .. ProptestConfig::default() })]
     #[test]
     fn resharing_to_random_committees_keeps_the_public_key((members, t) in random_committee()) {
         let rt = tokio::runtime::Runtime::new().unwrap();
