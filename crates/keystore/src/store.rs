@@ -12,7 +12,7 @@ use crate::env::SecureEnv;
 use crate::error::{KeystoreError, Result};
 use crate::kdf::{random_salt, KdfParams, Unlock, UnlockMethod, SALT_LEN};
 use crate::seal::{self, Ad};
-use crate::secret::MasterKey;
+use crate::secret::{MasterKey, SecretBytes};
 use crate::types::{Generation, GenerationRecords, KeyId, RecordName};
 
 /// Name of the advisory lock file inside the store directory.
@@ -554,7 +554,24 @@ fn create_new(db: &mut DB, unlock: &Unlock, params: KdfParams) -> Result<MasterK
     Ok(key)
 }
 
-fn unlock_existing(meta: &[u8], unlock: &Unlock) -> Result<MasterKey> {
+/// The parsed header of a store's metadata record (see [`decode_metadata`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetadataHeader {
+    /// How the store is unlocked.
+    pub method: UnlockMethod,
+    /// The KDF salt (not secret).
+    pub salt: [u8; SALT_LEN],
+    /// The KDF parameters (validated against the limits of [`KdfParams`]).
+    pub kdf: KdfParams,
+}
+
+/// Decodes a store's metadata record (`header | sealed key-check value`) without
+/// deriving any key: the pure part of [`Keystore::open`], public for fuzzing and tooling.
+/// Returns the header and the sealed key-check bytes.
+///
+/// Any input gives a header or a typed error ([`KeystoreError::Corrupt`],
+/// [`KeystoreError::InvalidKdfParams`]), never a panic.
+pub fn decode_metadata(meta: &[u8]) -> Result<(MetadataHeader, &[u8])> {
     if meta.len() < META_HEADER_LEN || &meta[..8] != META_MAGIC {
         return Err(corrupt("metadata record is malformed"));
     }
@@ -567,21 +584,63 @@ fn unlock_existing(meta: &[u8], unlock: &Unlock) -> Result<MasterKey> {
     }
     let method = UnlockMethod::from_byte(header[9])
         .ok_or_else(|| corrupt("unknown unlock method in metadata"))?;
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&header[10..10 + SALT_LEN]);
+    let u32_at = |i: usize| u32::from_be_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+    let kdf = KdfParams {
+        memory_kib: u32_at(10 + SALT_LEN),
+        iterations: u32_at(14 + SALT_LEN),
+        parallelism: u32_at(18 + SALT_LEN),
+    };
+    kdf.validate()?;
+    Ok((MetadataHeader { method, salt, kdf }, check))
+}
+
+/// Decodes a generation's manifest (its list of record names) from decrypted bytes.
+/// Public for fuzzing and tooling; [`KeystoreError::Corrupt`] if malformed.
+pub fn decode_manifest(bytes: &[u8]) -> Result<Vec<RecordName>> {
+    parse_manifest(bytes).ok_or_else(|| corrupt("malformed generation manifest"))
+}
+
+/// Opens one sealed record (`version | nonce | ciphertext+tag`, as returned by
+/// [`Keystore::sealed_record`]) with a raw 32-byte master key, checking it is bound to
+/// `key_id`, `generation` and `name`. Public for fuzzing and offline tooling (e.g.
+/// checking a backup); [`Keystore::load`] is the normal way to read records.
+///
+/// Any input gives the plaintext or [`KeystoreError::Tampered`], never a panic.
+pub fn open_sealed_record(
+    master_key: &[u8; 32],
+    key_id: &KeyId,
+    generation: Generation,
+    name: &RecordName,
+    sealed: &[u8],
+) -> Result<SecretBytes> {
+    let key = MasterKey(*master_key);
+    seal::open(&key, &Ad::Record(key_id, generation, name), sealed).ok_or_else(|| {
+        KeystoreError::Tampered {
+            key_id: key_id.clone(),
+            generation,
+            record: name.to_string(),
+        }
+    })
+}
+
+fn unlock_existing(meta: &[u8], unlock: &Unlock) -> Result<MasterKey> {
+    let (
+        MetadataHeader {
+            method,
+            salt,
+            kdf: params,
+        },
+        check,
+    ) = decode_metadata(meta)?;
+    let header = &meta[..META_HEADER_LEN];
     if method != unlock.method() {
         return Err(KeystoreError::UnlockMethodMismatch {
             store: method,
             given: unlock.method(),
         });
     }
-    let mut salt = [0u8; SALT_LEN];
-    salt.copy_from_slice(&header[10..10 + SALT_LEN]);
-    let u32_at = |i: usize| u32::from_be_bytes(header[i..i + 4].try_into().expect("4 bytes"));
-    let params = KdfParams {
-        memory_kib: u32_at(10 + SALT_LEN),
-        iterations: u32_at(14 + SALT_LEN),
-        parallelism: u32_at(18 + SALT_LEN),
-    };
-    params.validate()?;
     let key = unlock.derive(&salt, params)?;
     match seal::open(&key, &Ad::KeyCheck(header), check) {
         Some(p) if p.expose() == KEY_CHECK_PLAINTEXT => Ok(key),

@@ -1,0 +1,367 @@
+//! Criterion benchmarks: keygen, presign, online signing, full signing and resharing at
+//! 2-of-3, 3-of-5 and 7-of-10, over the in-memory transport (`inmem`), over libp2p on
+//! 127.0.0.1 (`libp2p`), and raw cggmp21 (`raw`) as the baseline.
+//!
+//! Ids are `<operation>/<t-of-n>/<transport>`, so e.g.
+//! `cargo bench -p benches -- 'online/3-of-5'` runs one row. Environment:
+//! - `BENCH_SIZES=2-of-3,3-of-5` restricts the sizes (default: all three);
+//! - `BENCH_NETS=inmem,raw` restricts the transports (default: inmem,libp2p,raw).
+//!
+//! In criterion's `--test` mode (`cargo bench -p benches -- --test`, each benchmark run
+//! once, for CI) only 2-of-3 runs unless `BENCH_SIZES` says otherwise.
+//!
+//! Every sample is one protocol run (flat sampling, one iteration per sample) timed with
+//! `iter_custom`, so setup (keygen for the signing benchmarks, presignatures for online
+//! signing) is never inside the measurement, and criterion's median is the median run.
+#![forbid(unsafe_code)]
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use benches::raw::{self, RawKeyShare};
+use benches::{identities, timed, Net, Nodes, Size, SIZES};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
+use transport::Libp2pIdentity;
+use tss_core::{KeyId, KeyShare};
+
+/// What a benchmark row runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Impl {
+    Ours(Net),
+    Raw,
+}
+
+impl Impl {
+    fn label(&self) -> &'static str {
+        match self {
+            Impl::Ours(net) => net.label(),
+            Impl::Raw => "raw",
+        }
+    }
+}
+
+fn test_mode() -> bool {
+    std::env::args().any(|a| a == "--test")
+}
+
+fn list_env(name: &str) -> Option<Vec<String>> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+}
+
+fn sizes() -> Vec<Size> {
+    match list_env("BENCH_SIZES") {
+        Some(wanted) => SIZES
+            .into_iter()
+            .filter(|s| wanted.contains(&s.label()))
+            .collect(),
+        None if test_mode() => vec![SIZES[0]],
+        None => SIZES.to_vec(),
+    }
+}
+
+fn impls() -> Vec<Impl> {
+    let all = [
+        Impl::Ours(Net::InMemory),
+        Impl::Ours(Net::Libp2p),
+        Impl::Raw,
+    ];
+    match list_env("BENCH_NETS") {
+        Some(wanted) => all
+            .into_iter()
+            .filter(|i| wanted.iter().any(|w| w == i.label()))
+            .collect(),
+        None => all.to_vec(),
+    }
+}
+
+/// Per-size state, made lazily (only for rows that run) and kept for the whole process.
+struct Fixture {
+    size: Size,
+    identities: Vec<Libp2pIdentity>,
+    key_id: KeyId,
+    shares: OnceCell<Arc<Vec<KeyShare>>>,
+    raw_shares: OnceCell<Arc<Vec<RawKeyShare>>>,
+    nodes: RefCell<HashMap<Net, Arc<Nodes>>>,
+}
+
+impl Fixture {
+    fn new(size: Size) -> Self {
+        Self {
+            size,
+            identities: identities(size.n),
+            key_id: KeyId::new(format!("bench-{}", size.label())).unwrap(),
+            shares: OnceCell::new(),
+            raw_shares: OnceCell::new(),
+            nodes: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn nodes(&self, rt: &tokio::runtime::Runtime, net: Net) -> Arc<Nodes> {
+        self.nodes
+            .borrow_mut()
+            .entry(net)
+            .or_insert_with(|| Arc::new(rt.block_on(Nodes::start(net, &self.identities))))
+            .clone()
+    }
+
+    /// Our shares, from one in-memory keygen (their node ids are the libp2p ones, so the
+    /// libp2p nodes use them too).
+    fn shares(&self, rt: &tokio::runtime::Runtime) -> Arc<Vec<KeyShare>> {
+        self.shares
+            .get_or_init(|| {
+                let nodes = self.nodes(rt, Net::InMemory);
+                Arc::new(rt.block_on(benches::keygen(&nodes, self.size.t, &self.key_id)))
+            })
+            .clone()
+    }
+
+    fn raw_shares(&self, rt: &tokio::runtime::Runtime) -> Arc<Vec<RawKeyShare>> {
+        self.raw_shares
+            .get_or_init(|| Arc::new(rt.block_on(raw::keygen(self.size.t, self.size.n))))
+            .clone()
+    }
+}
+
+struct Ctx {
+    rt: tokio::runtime::Runtime,
+    fixtures: Vec<Fixture>,
+    impls: Vec<Impl>,
+}
+
+fn digest(i: u64) -> [u8; 32] {
+    let mut d = [0x5a; 32];
+    d[..8].copy_from_slice(&i.to_be_bytes());
+    d
+}
+
+/// One protocol run per sample; `samples` samples after one warm-up run.
+fn group<'a>(c: &'a mut Criterion, name: &str, samples: usize) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(samples)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(1));
+    g
+}
+
+fn slow_samples(size: Size) -> usize {
+    // Criterion's minimum is 10.
+    let _ = size;
+    10
+}
+
+fn bench_keygen(c: &mut Criterion, ctx: &Ctx) {
+    let mut g = group(c, "keygen", 10);
+    for f in &ctx.fixtures {
+        g.sample_size(slow_samples(f.size));
+        for &imp in &ctx.impls {
+            let id = format!("{}/{}", f.size.label(), imp.label());
+            g.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += match imp {
+                            Impl::Ours(net) => {
+                                let nodes = f.nodes(&ctx.rt, net);
+                                ctx.rt
+                                    .block_on(timed(benches::keygen(&nodes, f.size.t, &f.key_id)))
+                                    .0
+                            }
+                            Impl::Raw => ctx.rt.block_on(timed(raw::keygen(f.size.t, f.size.n))).0,
+                        };
+                    }
+                    total
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn bench_presign(c: &mut Criterion, ctx: &Ctx) {
+    let mut g = group(c, "presign", 10);
+    for f in &ctx.fixtures {
+        g.sample_size(slow_samples(f.size));
+        for &imp in &ctx.impls {
+            let id = format!("{}/{}", f.size.label(), imp.label());
+            g.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += match imp {
+                            Impl::Ours(net) => {
+                                let (nodes, shares) = (f.nodes(&ctx.rt, net), f.shares(&ctx.rt));
+                                let (time, eid) = ctx
+                                    .rt
+                                    .block_on(timed(benches::presign(&nodes, &shares, f.size.t)));
+                                // Do not let unused presignatures pile up in memory.
+                                for node in &nodes.nodes {
+                                    node.discard_presignatures(
+                                        &f.key_id,
+                                        tss_core::Generation(u64::MAX),
+                                    );
+                                }
+                                let _ = eid;
+                                time
+                            }
+                            Impl::Raw => {
+                                let shares = f.raw_shares(&ctx.rt);
+                                ctx.rt.block_on(timed(raw::presign(&shares, f.size.t))).0
+                            }
+                        };
+                    }
+                    total
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn bench_online(c: &mut Criterion, ctx: &Ctx) {
+    let mut g = group(c, "online", 20);
+    for f in &ctx.fixtures {
+        // Each sample needs a fresh presignature, made (untimed) right before it.
+        g.sample_size(if f.size.t > 3 { 10 } else { 20 });
+        for &imp in &ctx.impls {
+            let id = format!("{}/{}", f.size.label(), imp.label());
+            g.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for i in 0..iters {
+                        total += match imp {
+                            Impl::Ours(net) => {
+                                let (nodes, shares) = (f.nodes(&ctx.rt, net), f.shares(&ctx.rt));
+                                ctx.rt.block_on(async {
+                                    let presig = benches::presign(&nodes, &shares, f.size.t).await;
+                                    timed(benches::sign_online(
+                                        &nodes,
+                                        &f.key_id,
+                                        f.size.t,
+                                        presig,
+                                        digest(i),
+                                    ))
+                                    .await
+                                    .0
+                                })
+                            }
+                            Impl::Raw => {
+                                let shares = f.raw_shares(&ctx.rt);
+                                let presigs = ctx.rt.block_on(raw::presign(&shares, f.size.t));
+                                let start = std::time::Instant::now();
+                                std::hint::black_box(raw::sign_online(presigs, digest(i)));
+                                start.elapsed()
+                            }
+                        };
+                    }
+                    total
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn bench_sign(c: &mut Criterion, ctx: &Ctx) {
+    let mut g = group(c, "sign", 10);
+    for f in &ctx.fixtures {
+        g.sample_size(slow_samples(f.size));
+        for &imp in &ctx.impls {
+            let id = format!("{}/{}", f.size.label(), imp.label());
+            g.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for i in 0..iters {
+                        total += match imp {
+                            Impl::Ours(net) => {
+                                let (nodes, shares) = (f.nodes(&ctx.rt, net), f.shares(&ctx.rt));
+                                ctx.rt
+                                    .block_on(timed(benches::sign_full(
+                                        &nodes,
+                                        &shares,
+                                        f.size.t,
+                                        digest(i),
+                                    )))
+                                    .0
+                            }
+                            Impl::Raw => {
+                                let shares = f.raw_shares(&ctx.rt);
+                                ctx.rt
+                                    .block_on(timed(raw::sign_full(&shares, f.size.t, digest(i))))
+                                    .0
+                            }
+                        };
+                    }
+                    total
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn bench_reshare(c: &mut Criterion, ctx: &Ctx) {
+    let mut g = group(c, "reshare", 10);
+    for f in &ctx.fixtures {
+        g.sample_size(slow_samples(f.size));
+        for &imp in &ctx.impls {
+            // cggmp21 has no resharing of threshold keys; the raw row is aux-info
+            // generation for the new committee alone, the bulk of a reshare's work.
+            let id = match imp {
+                Impl::Raw => format!("{}/raw-aux-info-only", f.size.label()),
+                _ => format!("{}/{}", f.size.label(), imp.label()),
+            };
+            g.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += match imp {
+                            Impl::Ours(net) => {
+                                let (nodes, shares) = (f.nodes(&ctx.rt, net), f.shares(&ctx.rt));
+                                ctx.rt
+                                    .block_on(timed(benches::reshare(&nodes, &shares, f.size.t)))
+                                    .0
+                            }
+                            Impl::Raw => ctx.rt.block_on(timed(raw::aux_info(f.size.n))).0,
+                        };
+                    }
+                    total
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn all(c: &mut Criterion) {
+    let ctx = Ctx {
+        rt: benches::runtime(),
+        fixtures: sizes().into_iter().map(Fixture::new).collect(),
+        impls: impls(),
+    };
+    bench_online(c, &ctx);
+    bench_presign(c, &ctx);
+    bench_sign(c, &ctx);
+    bench_keygen(c, &ctx);
+    bench_reshare(c, &ctx);
+    for f in &ctx.fixtures {
+        for (net, nodes) in f.nodes.borrow().iter() {
+            if *net == Net::Libp2p {
+                eprintln!(
+                    "{}: libp2p messages lost during the run: {}",
+                    f.size.label(),
+                    nodes.libp2p_losses()
+                );
+            }
+            ctx.rt.block_on(nodes.shutdown());
+        }
+    }
+}
+
+criterion_group!(benches, all);
+criterion_main!(benches);

@@ -1,0 +1,534 @@
+//! Fixtures for the criterion benchmarks in `benches/protocols.rs`: committees of
+//! `tss-core` nodes on the in-memory transport and on libp2p over 127.0.0.1, and the same
+//! CGGMP21 protocols run "raw" (straight `cggmp21` calls over `round_based`'s in-process
+//! simulated network, no serialization, no transport) as the baseline.
+//!
+//! Every party runs as its own tokio task on the caller's runtime, in both ours and raw,
+//! so the ratio ours/raw shows what our layers (bincode encoding, session multiplexing,
+//! the transport) cost on top of the cryptography.
+//!
+//! All Paillier primes come from the committed, public, **insecure** test fixture
+//! `crates/tss-core/test-data/insecure-test-primes.json` (generating real ones takes
+//! minutes); they make no difference to the speed of the protocols themselves.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use cggmp21::supported_curves::Secp256k1;
+use cggmp21::{DataToSign, PregeneratedPrimes};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use transport::p2p::libp2p::Multiaddr;
+use transport::{InMemoryNetwork, Libp2pConfig, Libp2pIdentity, Libp2pTransport, NodeId};
+use tss_core::{
+    Committee, EthSignature, ExecutionId, KeyId, KeyShare, PaillierPrimes, PersistShare,
+    ProtocolKind, ReshareOutcome, ReshareRequest, TssNode,
+};
+
+/// The committed public test primes (12 pairs).
+const PRIMES_JSON: &str = include_str!("../../crates/tss-core/test-data/insecure-test-primes.json");
+
+/// Idle timeout of every benchmark session: generous, nothing should ever wait this long.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A committee shape: `t` signers out of `n` members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size {
+    /// Signers needed.
+    pub t: u16,
+    /// Members.
+    pub n: u16,
+}
+
+impl Size {
+    /// `"t-of-n"`.
+    pub fn label(&self) -> String {
+        format!("{}-of-{}", self.t, self.n)
+    }
+}
+
+/// The sizes the issue asks for.
+pub const SIZES: [Size; 3] = [
+    Size { t: 2, n: 3 },
+    Size { t: 3, n: 5 },
+    Size { t: 7, n: 10 },
+];
+
+/// Which transport our nodes use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Net {
+    /// [`InMemoryNetwork`].
+    InMemory,
+    /// [`Libp2pTransport`] (TCP + noise + yamux) on 127.0.0.1.
+    Libp2p,
+}
+
+impl Net {
+    /// Short name used in benchmark ids.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Net::InMemory => "inmem",
+            Net::Libp2p => "libp2p",
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime with one worker per core (the bench machine has 2).
+pub fn runtime() -> tokio::runtime::Runtime {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn fixture_primes() -> &'static [PaillierPrimes] {
+    static PRIMES: OnceLock<Vec<PaillierPrimes>> = OnceLock::new();
+    PRIMES.get_or_init(|| PaillierPrimes::list_from_json(PRIMES_JSON).expect("fixture primes"))
+}
+
+/// Fixture primes of party `i` (0-based; distinct for up to 12 parties).
+pub fn primes_for(i: usize) -> PaillierPrimes {
+    let list = fixture_primes();
+    list[i % list.len()].clone_fixture()
+}
+
+/// The same fixture primes as raw `cggmp21` values, for the baseline.
+pub fn raw_primes_for(i: usize) -> PregeneratedPrimes {
+    static RAW: OnceLock<Vec<PregeneratedPrimes>> = OnceLock::new();
+    let list = RAW.get_or_init(|| serde_json::from_str(PRIMES_JSON).expect("fixture primes"));
+    list[i % list.len()].clone()
+}
+
+/// libp2p identities of parties `0..n` (deterministic seeds). Their node ids are used on
+/// both transports, so one keygen's shares serve both.
+pub fn identities(n: u16) -> Vec<Libp2pIdentity> {
+    (0..n)
+        .map(|i| Libp2pIdentity::from_seed([i as u8 + 1; 32]).expect("identity"))
+        .collect()
+}
+
+/// A fresh execution id.
+pub fn fresh_eid(protocol: ProtocolKind, key_id: &KeyId, parties: &[NodeId]) -> ExecutionId {
+    ExecutionId::random(protocol, key_id, parties, &mut rand::thread_rng())
+}
+
+/// A free port on 127.0.0.1 (bound then released).
+fn free_addr() -> Multiaddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local addr").port();
+    format!("/ip4/127.0.0.1/tcp/{port}")
+        .parse()
+        .expect("multiaddr")
+}
+
+/// `n` tss-core nodes on one transport.
+pub struct Nodes {
+    /// The nodes, in committee order.
+    pub nodes: Vec<Arc<TssNode>>,
+    /// Their ids, in committee order.
+    pub ids: Vec<NodeId>,
+    libp2p: Vec<Libp2pTransport>,
+    /// Runtime of the libp2p swarms (see [`Nodes::libp2p`]).
+    net_runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        if let Some(rt) = self.net_runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Nodes {
+    /// Nodes of `identities` on a fresh [`InMemoryNetwork`].
+    pub fn in_memory(identities: &[Libp2pIdentity]) -> Self {
+        let network = InMemoryNetwork::new();
+        let ids: Vec<NodeId> = identities.iter().map(|i| i.node_id()).collect();
+        let nodes = ids
+            .iter()
+            .map(|id| {
+                Arc::new(
+                    TssNode::new(Arc::new(network.endpoint(*id))).with_idle_timeout(IDLE_TIMEOUT),
+                )
+            })
+            .collect();
+        Self {
+            nodes,
+            ids,
+            libp2p: Vec::new(),
+            net_runtime: None,
+        }
+    }
+
+    /// Nodes of `identities` on libp2p over 127.0.0.1, all connected to each other.
+    ///
+    /// The swarms run on their own runtime (one worker thread), not on the caller's: here
+    /// all n parties share one process, and CGGMP21's long CPU-bound rounds would
+    /// otherwise starve the swarms (best-effort delivery then drops messages whose
+    /// acknowledgement times out, and the run hangs until the idle timeout). In a real
+    /// deployment each process runs one party.
+    pub async fn libp2p(identities: &[Libp2pIdentity]) -> Self {
+        let net_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("libp2p-swarms")
+            .enable_all()
+            .build()
+            .expect("libp2p runtime");
+        let addrs: Vec<Multiaddr> = identities.iter().map(|_| free_addr()).collect();
+        let ids: Vec<NodeId> = identities.iter().map(|i| i.node_id()).collect();
+        let mut transports = Vec::new();
+        for (identity, addr) in identities.iter().zip(&addrs) {
+            let mut config = Libp2pConfig::new(identity.clone(), addr.clone());
+            config.peers = ids.iter().copied().zip(addrs.iter().cloned()).collect();
+            config.redial_initial_backoff = Duration::from_millis(50);
+            config.redial_max_backoff = Duration::from_millis(400);
+            let started = net_runtime.spawn(Libp2pTransport::start(config));
+            transports.push(started.await.expect("start task").expect("libp2p start"));
+        }
+        for t in &transports {
+            t.wait_for_peers(&ids, Duration::from_secs(30))
+                .await
+                .expect("libp2p peers connect");
+        }
+        let nodes = transports
+            .iter()
+            .map(|t| Arc::new(TssNode::new(Arc::new(t.clone())).with_idle_timeout(IDLE_TIMEOUT)))
+            .collect();
+        Self {
+            nodes,
+            ids,
+            libp2p: transports,
+            net_runtime: Some(net_runtime),
+        }
+    }
+
+    /// Nodes on `net`.
+    pub async fn start(net: Net, identities: &[Libp2pIdentity]) -> Self {
+        match net {
+            Net::InMemory => Self::in_memory(identities),
+            Net::Libp2p => Self::libp2p(identities).await,
+        }
+    }
+
+    /// Stops libp2p swarms (no-op in memory).
+    pub async fn shutdown(&self) {
+        for t in &self.libp2p {
+            t.shutdown().await;
+        }
+    }
+
+    /// libp2p messages lost so far (outbound failures, drops on full queues), summed over
+    /// the nodes: non-zero means a run may have stalled on a lost message.
+    pub fn libp2p_losses(&self) -> u64 {
+        self.libp2p
+            .iter()
+            .map(|t| {
+                let s = t.stats();
+                s.outbound_failures + s.dropped_queue_full
+            })
+            .sum()
+    }
+
+    /// The first `t` node ids: the signer set used by every signing benchmark.
+    pub fn signers(&self, t: u16) -> Vec<NodeId> {
+        self.ids[..usize::from(t)].to_vec()
+    }
+}
+
+async fn join_all<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.expect("party task panicked"));
+    }
+    out
+}
+
+/// Our keygen (DKG then aux-info) at every node; returns the shares in committee order.
+pub async fn keygen(nodes: &Nodes, t: u16, key_id: &KeyId) -> Vec<KeyShare> {
+    let committee = Committee::new(nodes.ids.clone(), t).expect("committee");
+    let eid = fresh_eid(ProtocolKind::Keygen, key_id, &nodes.ids);
+    let tasks = nodes
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let (node, committee, key_id) = (node.clone(), committee.clone(), key_id.clone());
+            tokio::spawn(async move { node.keygen(key_id, committee, eid, primes_for(i)).await })
+        })
+        .collect();
+    join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("keygen"))
+        .collect()
+}
+
+/// Our presigning by the first `t` nodes; the presignature stays in their memory.
+pub async fn presign(nodes: &Nodes, shares: &Arc<Vec<KeyShare>>, t: u16) -> ExecutionId {
+    let signers = nodes.signers(t);
+    let eid = fresh_eid(ProtocolKind::Presign, shares[0].key_id(), &signers);
+    let tasks = (0..usize::from(t))
+        .map(|i| {
+            let (node, shares, signers) = (nodes.nodes[i].clone(), shares.clone(), signers.clone());
+            tokio::spawn(async move { node.presign(&shares[i], &signers, eid).await })
+        })
+        .collect();
+    for r in join_all(tasks).await {
+        r.expect("presign");
+    }
+    eid
+}
+
+/// Our one-round online signing by the first `t` nodes with presignature `presig`.
+pub async fn sign_online(
+    nodes: &Nodes,
+    key_id: &KeyId,
+    t: u16,
+    presig: ExecutionId,
+    digest: [u8; 32],
+) -> EthSignature {
+    let tasks = (0..usize::from(t))
+        .map(|i| {
+            let (node, key_id) = (nodes.nodes[i].clone(), key_id.clone());
+            tokio::spawn(async move { node.sign_with_presignature(&key_id, presig, digest).await })
+        })
+        .collect();
+    let sigs: Vec<EthSignature> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("online signing"))
+        .collect();
+    sigs[0]
+}
+
+/// Our full interactive signing (presign + online) by the first `t` nodes.
+pub async fn sign_full(
+    nodes: &Nodes,
+    shares: &Arc<Vec<KeyShare>>,
+    t: u16,
+    digest: [u8; 32],
+) -> EthSignature {
+    let signers = nodes.signers(t);
+    let eid = fresh_eid(ProtocolKind::Sign, shares[0].key_id(), &signers);
+    let tasks = (0..usize::from(t))
+        .map(|i| {
+            let (node, shares, signers) = (nodes.nodes[i].clone(), shares.clone(), signers.clone());
+            tokio::spawn(async move { node.sign(&shares[i], &signers, digest, eid).await })
+        })
+        .collect();
+    let sigs: Vec<EthSignature> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("signing"))
+        .collect();
+    sigs[0]
+}
+
+/// Our resharing of the key to the same `t`-of-`n` committee (a share refresh): the
+/// first `t` members deal, all `n` receive new shares (running aux-info generation) and
+/// confirm. `persist` is a no-op. The old shares stay valid, so this can repeat.
+pub async fn reshare(nodes: &Nodes, shares: &Arc<Vec<KeyShare>>, t: u16) -> Vec<ReshareOutcome> {
+    let new_committee = Committee::new(nodes.ids.clone(), t).expect("committee");
+    let dealers = nodes.signers(t);
+    let request = ReshareRequest {
+        old: shares[0].public_info(),
+        dealers: dealers.clone(),
+        new_committee,
+        eid: fresh_eid(ProtocolKind::Reshare, shares[0].key_id(), &nodes.ids),
+    };
+    let tasks = (0..nodes.nodes.len())
+        .map(|i| {
+            let (node, shares, request) = (nodes.nodes[i].clone(), shares.clone(), request.clone());
+            let dealer = i < usize::from(t);
+            tokio::spawn(async move {
+                let persist: PersistShare =
+                    Box::new(|_bytes, _generation| Box::pin(async { Ok(()) }));
+                let old = if dealer { Some(&shares[i]) } else { None };
+                node.reshare(&request, old, Some(primes_for(i)), Some(persist))
+                    .await
+            })
+        })
+        .collect();
+    join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| {
+            let outcome = r.expect("reshare");
+            assert!(outcome.may_retire_old_share(), "every member confirmed");
+            outcome
+        })
+        .collect()
+}
+
+/// Runs `f` and returns how long it took.
+pub async fn timed<T, F: std::future::Future<Output = T>>(f: F) -> (Duration, T) {
+    let start = Instant::now();
+    let out = f.await;
+    (start.elapsed(), out)
+}
+
+/// The baseline: the same CGGMP21 protocols called directly, every party a tokio task,
+/// messages passed by `round_based::sim::async_env::Network` (an in-process broadcast
+/// channel: no serialization, no sessions, no transport).
+pub mod raw {
+    use super::*;
+    use round_based::sim::async_env::Network;
+
+    /// A raw key share.
+    pub type RawKeyShare = cggmp21::KeyShare<Secp256k1>;
+    /// A raw presignature.
+    pub type RawPresignature = cggmp21::Presignature<Secp256k1>;
+
+    // Every party is added to the simulated network before any is spawned: a party added
+    // later would miss the broadcasts sent before it subscribed.
+
+    /// Enough buffered messages for any protocol here (a lagging reader fails otherwise).
+    const CAPACITY: usize = 20_000;
+
+    fn rng() -> ChaCha20Rng {
+        ChaCha20Rng::from_entropy()
+    }
+
+    fn eid_bytes() -> [u8; 32] {
+        let mut b = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut b);
+        b
+    }
+
+    /// Threshold DKG then aux-info generation, like [`super::keygen`].
+    pub async fn keygen(t: u16, n: u16) -> Vec<RawKeyShare> {
+        let eid = eid_bytes();
+        let mut net = Network::with_capacity(CAPACITY);
+        let parties: Vec<_> = (0..n).map(|_| net.add_party()).collect();
+        let tasks = parties
+            .into_iter()
+            .zip(0..)
+            .map(|(party, i)| {
+                tokio::spawn(async move {
+                    cggmp21::keygen::<Secp256k1>(cggmp21::ExecutionId::new(&eid), i, n)
+                        .set_threshold(t)
+                        .start(&mut rng(), party)
+                        .await
+                        .expect("raw keygen")
+                })
+            })
+            .collect();
+        let incomplete = join_all(tasks).await;
+        let aux = aux_info(n).await;
+        incomplete
+            .into_iter()
+            .zip(aux)
+            .map(|parts| cggmp21::KeyShare::from_parts(parts).expect("raw key share"))
+            .collect()
+    }
+
+    /// Aux-info generation alone for `n` parties (the bulk of a reshare's work; there is
+    /// no raw reshare in cggmp21 to compare ours with).
+    pub async fn aux_info(n: u16) -> Vec<cggmp21::key_share::AuxInfo> {
+        let eid = eid_bytes();
+        let mut net = Network::with_capacity(CAPACITY);
+        let parties: Vec<_> = (0..n).map(|_| net.add_party()).collect();
+        let tasks = parties
+            .into_iter()
+            .zip(0..)
+            .map(|(party, i)| {
+                let primes = raw_primes_for(usize::from(i));
+                tokio::spawn(async move {
+                    cggmp21::aux_info_gen(cggmp21::ExecutionId::new(&eid), i, n, primes)
+                        .start(&mut rng(), party)
+                        .await
+                        .expect("raw aux info")
+                })
+            })
+            .collect();
+        join_all(tasks).await
+    }
+
+    /// Presigning by parties `0..t`.
+    pub async fn presign(shares: &Arc<Vec<RawKeyShare>>, t: u16) -> Vec<RawPresignature> {
+        let eid = eid_bytes();
+        let indices: Arc<Vec<u16>> = Arc::new((0..t).collect());
+        let mut net = Network::with_capacity(CAPACITY);
+        let parties: Vec<_> = (0..t).map(|_| net.add_party()).collect();
+        let tasks = parties
+            .into_iter()
+            .zip(0..)
+            .map(|(party, i): (_, u16)| {
+                let (shares, indices) = (shares.clone(), indices.clone());
+                tokio::spawn(async move {
+                    cggmp21::signing(
+                        cggmp21::ExecutionId::new(&eid),
+                        i,
+                        &indices,
+                        &shares[usize::from(i)],
+                    )
+                    .generate_presignature(&mut rng(), party)
+                    .await
+                    .expect("raw presign")
+                })
+            })
+            .collect();
+        join_all(tasks).await
+    }
+
+    /// The online round, computed locally: every signer issues its partial signature and
+    /// every signer combines all of them (no delivery at all: pure computation).
+    pub fn sign_online(
+        presigs: Vec<RawPresignature>,
+        digest: [u8; 32],
+    ) -> cggmp21::Signature<Secp256k1> {
+        let data = DataToSign::from_scalar(
+            cggmp21::generic_ec::Scalar::<Secp256k1>::from_be_bytes_mod_order(digest),
+        );
+        let partials: Vec<_> = presigs
+            .into_iter()
+            .map(|p| p.issue_partial_signature(data))
+            .collect();
+        let mut sig = None;
+        for _ in 0..partials.len() {
+            sig = Some(cggmp21::PartialSignature::combine(&partials).expect("raw combine"));
+        }
+        sig.expect("at least one signer")
+    }
+
+    /// Full interactive signing by parties `0..t`.
+    pub async fn sign_full(
+        shares: &Arc<Vec<RawKeyShare>>,
+        t: u16,
+        digest: [u8; 32],
+    ) -> cggmp21::Signature<Secp256k1> {
+        let eid = eid_bytes();
+        let indices: Arc<Vec<u16>> = Arc::new((0..t).collect());
+        let data = DataToSign::from_scalar(
+            cggmp21::generic_ec::Scalar::<Secp256k1>::from_be_bytes_mod_order(digest),
+        );
+        let mut net = Network::with_capacity(CAPACITY);
+        let parties: Vec<_> = (0..t).map(|_| net.add_party()).collect();
+        let tasks = parties
+            .into_iter()
+            .zip(0..)
+            .map(|(party, i): (_, u16)| {
+                let (shares, indices) = (shares.clone(), indices.clone());
+                tokio::spawn(async move {
+                    cggmp21::signing(
+                        cggmp21::ExecutionId::new(&eid),
+                        i,
+                        &indices,
+                        &shares[usize::from(i)],
+                    )
+                    .sign(&mut rng(), party, data)
+                    .await
+                    .expect("raw signing")
+                })
+            })
+            .collect();
+        join_all(tasks).await.remove(0)
+    }
+}

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpus under fuzz/corpus/<target>/ (valid and invalid inputs).
+
+Re-run after changing an input format: `python3 fuzz/make_seeds.py`.
+"""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def put(target, name, data):
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(HERE, "corpus", target, name), "wb") as f:
+        f.write(data)
+
+
+# ---- wire_frame: version 1 | session id (32) | kind (0 direct, 1 broadcast) | payload
+def frame(kind, payload, version=1, session=b"\x09" * 32):
+    return bytes([version]) + session + bytes([kind]) + payload
+
+# bincode (varint) ReshareMsg: variant index then fields; [u8; 32] is 32 raw bytes.
+echo = b"\x02" + b"\xab" * 32
+complaint = b"\x03" + b"\x01" * 32
+confirm = b"\x04" + b"\xcd" * 32
+put("wire_frame", "echo_broadcast", frame(1, echo))
+put("wire_frame", "complaint_broadcast", frame(1, complaint))
+put("wire_frame", "confirm_direct", frame(0, confirm))
+put("wire_frame", "empty_payload", frame(0, b""))
+put("wire_frame", "bad_version", frame(1, echo, version=2))
+put("wire_frame", "bad_kind", frame(7, echo))
+put("wire_frame", "short_header", b"\x01" + b"\x00" * 10)
+put("wire_frame", "empty", b"")
+put("wire_frame", "trailing_bytes", frame(1, echo + b"\x00"))
+put("wire_frame", "huge_length_prefix", frame(1, b"\x00\xfc\xff\xff\xff\x7f"))
+
+# ---- keystore_record: mode byte, then input
+salt = bytes(range(16))
+header = b"MPCKSTR1" + b"\x01" + b"\x01" + salt + struct.pack(">III", 8, 1, 1)
+check = b"\x01" + b"\x00" * 12 + b"\x11" * 41
+put("keystore_record", "meta_valid_shape", b"\x00" + header + check)
+put("keystore_record", "meta_keyfile", b"\x00" + header[:9] + b"\x02" + header[10:] + check)
+put("keystore_record", "meta_bad_magic", b"\x00" + b"XPCKSTR1" + header[8:] + check)
+put("keystore_record", "meta_bad_version", b"\x00" + header[:8] + b"\x09" + header[9:] + check)
+put("keystore_record", "meta_huge_kdf", b"\x00" + header[:26] + struct.pack(">III", 0xFFFFFFFF, 99, 99) + check)
+put("keystore_record", "meta_short", b"\x00" + header[:20])
+
+
+def manifest(names):
+    out = struct.pack(">I", len(names))
+    for n in names:
+        out += struct.pack(">H", len(n)) + n
+    return out
+
+put("keystore_record", "manifest_valid", b"\x01" + manifest([b"key_share", b"aux_info"]))
+put("keystore_record", "manifest_empty", b"\x01" + manifest([]))
+put("keystore_record", "manifest_bad_name", b"\x01" + manifest([b"a/b"]))
+put("keystore_record", "manifest_truncated", b"\x01" + manifest([b"key_share"])[:-3])
+put("keystore_record", "manifest_count_lies", b"\x01" + struct.pack(">I", 0xFFFFFFFF) + b"\x00\x01x")
+put("keystore_record", "sealed_garbage", b"\x02" + b"\x01" + b"\x07" * 12 + b"\x99" * 40)
+put("keystore_record", "sealed_short", b"\x02" + b"\x01" + b"\x07" * 12)
+put("keystore_record", "sealed_bad_version", b"\x02" + b"\x02" + b"\x07" * 40)
+put("keystore_record", "roundtrip", b"\x03" + b"\x02" + b"serialized key share")
+put("keystore_record", "roundtrip_flip", b"\x03" + b"\x05" + b"serialized key share")
+put("keystore_record", "roundtrip_empty", b"\x03" + b"\x03")
+
+# ---- node_config: TOML text
+A = "01" * 32
+B = "02" * 32
+C = "03" * 32
+valid = f'''[node]
+identity_file = "identity.key"
+data_dir = "data"
+key_id = "sequencer-key"
+rpc_listen = "127.0.0.1:8645"
+
+[keystore]
+passphrase_env = "NODE_SHELL_PASSPHRASE"
+insecure_fast_kdf = true
+
+[transport]
+listen = "/ip4/127.0.0.1/tcp/9001"
+session_idle_timeout_secs = 60
+
+[[peers]]
+node_id = "{A}"
+address = "/ip4/127.0.0.1/tcp/9001"
+
+[[peers]]
+node_id = "{B}"
+address = "/ip4/127.0.0.1/tcp/9002"
+
+[[peers]]
+node_id = "{C}"
+address = "/ip4/127.0.0.1/tcp/9003"
+
+[pool]
+whitelist = ["{A}", "{B}", "{C}"]
+min_stake = 10
+max_stake = 1000
+min_members = 3
+max_members = 10
+epoch_seconds = 30
+epoch_seed = "{'ab' * 32}"
+
+[[pool.members]]
+node_id = "{A}"
+stake = 100
+
+[[pool.members]]
+node_id = "{B}"
+stake = 100
+
+[[pool.members]]
+node_id = "0x{C}"
+stake = 100
+
+[tss]
+insecure_test_primes_index = 0
+'''
+put("node_config", "valid", valid)
+put("node_config", "public_rpc", valid.replace("127.0.0.1:8645", "0.0.0.0:8645"))
+put("node_config", "unknown_field", valid.replace("[transport]", "[transport]\nlisten_typo = 1"))
+put("node_config", "bad_node_id", valid.replace(f'node_id = "{B}"', 'node_id = "zz"', 1))
+put("node_config", "stake_out_of_range", valid.replace("stake = 100", "stake = 1", 1))
+put("node_config", "missing_pool", valid.split("[pool]")[0])
+put("node_config", "zero_idle", valid.replace("session_idle_timeout_secs = 60", "session_idle_timeout_secs = 0"))
+put("node_config", "not_toml", "[node\nidentity_file = ")
+put("node_config", "empty", "")
+
+# ---- protocol_party: flags, then records sender | kind | len | payload
+def rec(sender, kind, payload):
+    return bytes([sender, kind, len(payload)]) + payload
+
+put("protocol_party", "all_honest", b"\x3f")
+put("protocol_party", "honest_round1_only", b"\x0f")
+put("protocol_party", "nothing", b"\x00")
+put("protocol_party", "garbage_from_a", b"\x00" + rec(0, 1, b"\xff\x00\x13"))
+put("protocol_party", "wrong_echo_after_honest", b"\x2f" + rec(2, 1, echo) + rec(0, 1, echo) + rec(1, 1, echo))
+put("protocol_party", "complaint_from_c", b"\x2f" + rec(2, 1, complaint))
+put("protocol_party", "share_broadcast_by_a", b"\x00" + rec(0, 1, b"\x01" + b"\x00" * 33))
+put("protocol_party", "confirm_from_dealer", b"\x3f" + rec(0, 1, confirm))
+put("protocol_party", "equivocating_echo", b"\x3f" + rec(0, 1, echo))
+put("protocol_party", "non_participant", b"\x00" + rec(3, 1, echo))
+print("seeds written")
