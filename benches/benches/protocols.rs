@@ -338,7 +338,43 @@ fn bench_reshare(c: &mut Criterion, ctx: &Ctx) {
     g.finish();
 }
 
+/// The Ethereum conversion every signer does after combining partial signatures:
+/// verifying `(r, s)` against the public key and deriving `v` (pure computation), beside
+/// k256's own public-key recovery for scale.
+fn bench_eth_conversion(c: &mut Criterion) {
+    use k256::ecdsa::{SigningKey, VerifyingKey};
+    use tss_core::EthSignature;
+
+    let mut g = c.benchmark_group("eth_conversion");
+    let key = SigningKey::from_slice(&[0x42; 32]).unwrap();
+    let vk = *key.verifying_key();
+    // Several digests, so both recovery ids occur.
+    let cases: Vec<_> = (0u64..8)
+        .map(|i| {
+            let d = digest(i);
+            let (sig, recid) = key.sign_prehash_recoverable(&d).unwrap();
+            (d, sig, recid)
+        })
+        .collect();
+    let mut next = cases.iter().cycle();
+    g.bench_function("from_rs", |b| {
+        b.iter(|| {
+            let (d, sig, _) = next.next().unwrap();
+            let (r, s) = sig.split_bytes();
+            EthSignature::from_rs(r.into(), s.into(), d, &vk).unwrap()
+        })
+    });
+    g.bench_function("k256_recover_from_prehash", |b| {
+        b.iter(|| {
+            let (d, sig, recid) = next.next().unwrap();
+            VerifyingKey::recover_from_prehash(d, sig, *recid).unwrap()
+        })
+    });
+    g.finish();
+}
+
 fn all(c: &mut Criterion) {
+    bench_eth_conversion(c);
     let ctx = Ctx {
         rt: benches::runtime(),
         fixtures: sizes().into_iter().map(Fixture::new).collect(),

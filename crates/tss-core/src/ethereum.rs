@@ -3,6 +3,9 @@
 use std::fmt;
 
 use k256::ecdsa::{RecoveryId, Signature as K256Signature, VerifyingKey};
+use k256::elliptic_curve::ops::{LinearCombination, Reduce};
+use k256::elliptic_curve::sec1::ToEncodedPoint;
+use k256::{ProjectivePoint, Scalar, U256};
 use serde::{Deserialize, Serialize};
 use sha3::{Digest, Keccak256};
 
@@ -73,21 +76,36 @@ impl EthSignature {
         key: &VerifyingKey,
     ) -> Result<Self> {
         let sig = K256Signature::from_scalars(r, s).map_err(|_| TssError::InvalidSignature)?;
-        let sig = sig.normalize_s().unwrap_or(sig);
-        for v in 0..2u8 {
-            let recid = RecoveryId::from_byte(v).ok_or(TssError::InvalidSignature)?;
-            if let Ok(recovered) = VerifyingKey::recover_from_prehash(digest, &sig, recid) {
-                if &recovered == key {
-                    let (r, s) = sig.split_bytes();
-                    return Ok(Self {
-                        r: r.into(),
-                        s: s.into(),
-                        v,
-                    });
-                }
-            }
+        // ECDSA verification computes the nonce point R = (z·G + r·X) / s and accepts iff
+        // R.x ≡ r; R's y parity is then the recovery id. One double-scalar multiplication
+        // instead of a trial recovery per candidate id (each of which also re-verifies).
+        let z = <Scalar as Reduce<U256>>::reduce_bytes(&(*digest).into());
+        let s_inv = Option::<Scalar>::from(sig.s().invert()).ok_or(TssError::InvalidSignature)?;
+        let nonce_point = ProjectivePoint::lincomb(
+            &ProjectivePoint::GENERATOR,
+            &(z * s_inv),
+            &ProjectivePoint::from(*key.as_affine()),
+            &(*sig.r() * s_inv),
+        )
+        .to_affine()
+        .to_encoded_point(true);
+        let encoded = nonce_point.as_bytes();
+        // `R.x ≥ n` (r = R.x − n, probability ~2^-128) has no Ethereum `v`: rejected too.
+        if encoded.len() != 33 || encoded[1..] != r {
+            return Err(TssError::InvalidSignature);
         }
-        Err(TssError::InvalidSignature)
+        let y_odd = encoded[0] == 0x03;
+        // (r, −s) belongs to the nonce point −R, whose y parity is the opposite.
+        let (sig, negated) = match sig.normalize_s() {
+            Some(low) => (low, true),
+            None => (sig, false),
+        };
+        let (r, s) = sig.split_bytes();
+        Ok(Self {
+            r: r.into(),
+            s: s.into(),
+            v: u8::from(y_odd ^ negated),
+        })
     }
 
     /// 65 bytes `r || s || (v + 27)`, as `ecrecover` and most tooling expect.
@@ -114,4 +132,70 @@ impl EthSignature {
 /// keccak256 of `data` (how L2 batch digests are made).
 pub fn keccak256(data: &[u8]) -> [u8; 32] {
     Keccak256::digest(data).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k256::ecdsa::SigningKey;
+
+    /// A k256 signature over `digest` (low s) with its recovery id.
+    fn signed(digest: &[u8; 32]) -> (VerifyingKey, [u8; 32], [u8; 32], u8) {
+        let key = SigningKey::random(&mut rand::thread_rng());
+        let (sig, recid) = key.sign_prehash_recoverable(digest).unwrap();
+        assert!(sig.normalize_s().is_none(), "k256 signs low-s");
+        let (r, s) = sig.split_bytes();
+        (*key.verifying_key(), r.into(), s.into(), recid.to_byte())
+    }
+
+    fn negate(s: [u8; 32]) -> [u8; 32] {
+        let sig = K256Signature::from_scalars([1u8; 32], s).unwrap();
+        (-*sig.s()).to_bytes().into()
+    }
+
+    #[test]
+    fn v_is_the_recovery_id_and_recovers_the_signers_address() {
+        let mut seen = [false; 2];
+        for i in 0..32u8 {
+            let digest = keccak256(&[i]);
+            let (key, r, s, v) = signed(&digest);
+            let sig = EthSignature::from_rs(r, s, &digest, &key).expect("valid signature");
+            assert_eq!((sig.r, sig.s, sig.v), (r, s, v));
+            assert_eq!(
+                sig.recover_address(&digest).unwrap(),
+                EthAddress::from_public_key(&key)
+            );
+            seen[usize::from(v)] = true;
+        }
+        assert_eq!(seen, [true, true], "both recovery ids were exercised");
+    }
+
+    #[test]
+    fn high_s_is_normalised_and_v_still_recovers_the_key() {
+        for i in 0..8u8 {
+            let digest = keccak256(&[b'h', i]);
+            let (key, r, s, v) = signed(&digest);
+            let sig = EthSignature::from_rs(r, negate(s), &digest, &key).expect("valid signature");
+            assert_eq!((sig.r, sig.s, sig.v), (r, s, v));
+        }
+    }
+
+    #[test]
+    fn signatures_that_do_not_verify_are_rejected() {
+        let digest = keccak256(b"other key");
+        let (key, r, s, _) = signed(&digest);
+        let (other, ..) = signed(&digest);
+        assert!(matches!(
+            EthSignature::from_rs(r, s, &digest, &other),
+            Err(TssError::InvalidSignature)
+        ));
+        assert!(matches!(
+            EthSignature::from_rs(r, s, &keccak256(b"another digest"), &key),
+            Err(TssError::InvalidSignature)
+        ));
+        assert!(matches!(
+            EthSignature::from_rs(r, [0u8; 32], &digest, &key),
+            Err(TssError::InvalidSignature)
+        ));
+    }
 }
