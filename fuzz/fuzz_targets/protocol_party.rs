@@ -13,15 +13,15 @@
 //! the input ends (sender % 4: A, B, C, or a non-participant; kind & 1: direct/broadcast).
 #![no_main]
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use cggmp21::generic_ec::{Point, Scalar};
 use cggmp21::supported_curves::Secp256k1;
 use libfuzzer_sys::fuzz_target;
-use sha2::{Digest, Sha256};
 use transport::{DeliveryKind, InMemoryNetwork, InboundMessage, NodeId};
-use tss_core::reshare::ReshareMsg;
+use tss_core::reshare::{commitments_digest, ReshareMsg};
 use tss_core::wire::encode_message;
 use tss_core::{
     Committee, ExecutionId, Generation, KeyId, PaillierPrimes, PersistShare, PublicKeyInfo,
@@ -113,41 +113,24 @@ fn setup() -> &'static Setup {
     })
 }
 
-/// Mirrors tss-core's private reshare context hash (only used to make honest messages;
-/// if it drifted, honest commitments would be refused and only shallow states fuzzed).
 fn context(r: &ReshareRequest) -> [u8; 32] {
-    let mut old = Sha256::new();
-    old.update(b"tss-core/public-key-info/v1");
-    old.update(serde_json::to_vec(&r.old).unwrap());
-    let mut h = Sha256::new();
-    h.update(b"tss-core/reshare-context/v1");
-    h.update(old.finalize());
-    for d in &r.dealers {
-        h.update(d.as_bytes());
-    }
-    h.update(serde_json::to_vec(&r.new_committee).unwrap());
-    h.update(r.eid.as_bytes());
-    h.finalize().into()
+    r.context()
 }
 
-/// Mirrors tss-core's private echo digest.
 fn echo_digest(r: &ReshareRequest, dealt: &[(ReshareMsg, ReshareMsg)]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"tss-core/reshare-echo/v1");
-    for (d, (c, _)) in r.dealers.iter().zip(dealt) {
-        h.update(d.as_bytes());
-        if let ReshareMsg::Commitments {
-            context,
-            commitments,
-        } = c
-        {
-            h.update(context);
-            for p in commitments {
-                h.update(p.to_bytes(true).as_ref());
-            }
-        }
-    }
-    h.finalize().into()
+    let received: HashMap<NodeId, ([u8; 32], Vec<P>)> = r
+        .dealers
+        .iter()
+        .zip(dealt)
+        .filter_map(|(d, (c, _))| match c {
+            ReshareMsg::Commitments {
+                context,
+                commitments,
+            } => Some((*d, (*context, commitments.clone()))),
+            _ => None,
+        })
+        .collect();
+    commitments_digest(&r.dealers, &received)
 }
 
 fn msg(from: NodeId, kind: DeliveryKind, m: &ReshareMsg) -> InboundMessage {

@@ -529,7 +529,15 @@ impl Libp2pTransport {
                 .map_err(|e| TransportError::Network(format!("tcp/noise setup: {e}")))?
                 .with_behaviour(|_| Behaviour { allow, rr })
                 .map_err(|e| TransportError::Network(format!("behaviour setup: {e}")))?
-                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .with_swarm_config(|c| {
+                    // One protocol per stream, known to both sides: the dialer may send the
+                    // frame together with the protocol proposal instead of waiting a round
+                    // trip for the confirmation (multistream-select "V1 lazy").
+                    c.with_idle_connection_timeout(idle)
+                        .with_substream_upgrade_protocol_override(
+                            libp2p::core::upgrade::Version::V1Lazy,
+                        )
+                })
                 .build();
         swarm.listen_on(config.listen_addr.clone()).map_err(|e| {
             TransportError::Network(format!("listen on {}: {e}", config.listen_addr))

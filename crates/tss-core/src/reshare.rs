@@ -137,7 +137,10 @@ impl ReshareRequest {
         all
     }
 
-    fn context(&self) -> [u8; 32] {
+    /// The digest binding a run to everything its parties must agree on (old key facts,
+    /// dealers, new committee, execution id). Every dealer's
+    /// [`ReshareMsg::Commitments`] carries it, and receivers refuse a different one.
+    pub fn context(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"tss-core/reshare-context/v1");
         h.update(self.old.digest());
@@ -662,7 +665,10 @@ impl TssNode {
     }
 }
 
-fn commitments_digest(
+/// The digest a party echoes after round 1 ([`ReshareMsg::Echo`]): the dealers' contexts
+/// and commitments in dealer order, as this party received them (`commitments` maps a
+/// dealer to its context and commitments). Parties abort unless every echo matches theirs.
+pub fn commitments_digest(
     dealers: &[NodeId],
     commitments: &HashMap<NodeId, ([u8; 32], Vec<Point<Curve>>)>,
 ) -> [u8; 32] {
