@@ -1,6 +1,7 @@
 //! A few timed runs of one benchmark row, for the rows too slow for criterion's minimum
 //! of 10 samples (keygen and resharing at larger sizes). Same code paths as
-//! `benches/protocols.rs`; prints every run and the median.
+//! `benches/protocols.rs`; prints every run and the median. `online` also prints the
+//! (untimed for the median) presigning run made before each online run.
 //!
 //! ```text
 //! cargo run --release -p benches --example quick -- <keygen|presign|online|sign|reshare> <t-of-n> <inmem|libp2p|raw> [runs=3]
@@ -64,7 +65,12 @@ fn main() {
                 }
                 ("presign", None) => timed(raw::presign(raw_shares.as_ref().unwrap(), t)).await.0,
                 ("online", Some(nodes)) => {
-                    let presig = benches::presign(nodes, shares.as_ref().unwrap(), t).await;
+                    let (p, presig) =
+                        timed(benches::presign(nodes, shares.as_ref().unwrap(), t)).await;
+                    println!(
+                        "presign {} {imp} run {i}: {p:?} (setup of online run {i})",
+                        size.label()
+                    );
                     timed(benches::sign_online(
                         nodes,
                         &key_id,
@@ -76,7 +82,11 @@ fn main() {
                     .0
                 }
                 ("online", None) => {
-                    let presigs = raw::presign(raw_shares.as_ref().unwrap(), t).await;
+                    let (p, presigs) = timed(raw::presign(raw_shares.as_ref().unwrap(), t)).await;
+                    println!(
+                        "presign {} {imp} run {i}: {p:?} (setup of online run {i})",
+                        size.label()
+                    );
                     timed(async { raw::sign_online(presigs, [i as u8; 32]) })
                         .await
                         .0

@@ -184,11 +184,11 @@ impl Nodes {
 
     /// Nodes of `identities` on libp2p over 127.0.0.1, all connected to each other.
     ///
-    /// The swarms run on their own runtime ([`swarm_threads`] workers), not on the caller's: here
-    /// all n parties share one process, and CGGMP21's long CPU-bound rounds would
-    /// otherwise starve the swarms (best-effort delivery then drops messages whose
-    /// acknowledgement times out, and the run hangs until the idle timeout). In a real
-    /// deployment each process runs one party.
+    /// The swarms run on their own runtime ([`swarm_threads`] workers), not on the
+    /// caller's: here all n parties share one process, and CGGMP21's long CPU-bound rounds
+    /// would otherwise starve the swarms (with the earlier request-response transport a
+    /// starved swarm dropped messages whose acknowledgement timed out, and runs hung). In a
+    /// real deployment each process runs one party.
     pub async fn libp2p(identities: &[Libp2pIdentity]) -> Self {
         let net_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(swarm_threads())

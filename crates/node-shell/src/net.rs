@@ -1,9 +1,9 @@
 //! Starting the libp2p transport on its own runtime.
 //!
 //! MPC protocol steps (aux-info proofs, Paillier operations) compute for long stretches
-//! without yielding. If the libp2p swarm shared their tokio worker threads it could not
-//! answer acknowledgements in time, and its peers would drop messages on request
-//! timeouts. So the swarm of every [`Libp2pTransport`] started here runs on a dedicated
+//! without yielding. If the libp2p swarm shared their tokio worker threads, messages to
+//! and from this node would wait until a step yields, stalling every other party's round
+//! (and a write stuck past the write timeout loses its frames). So the swarm of every [`Libp2pTransport`] started here runs on a dedicated
 //! two-thread runtime ("p2p-net"), separate from the runtime running protocols and the
 //! HTTP API; the OS scheduler then keeps the network responsive.
 

@@ -57,7 +57,10 @@ pub use frame::{decode_frame, encode_frame, Frame, FRAME_HEADER_LEN, FRAME_VERSI
 pub use memory::{InMemoryNetwork, InMemoryTransport};
 #[cfg(feature = "libp2p")]
 pub use p2p::{Libp2pConfig, Libp2pIdentity, Libp2pStats, Libp2pTransport};
-pub use session::{SessionChannel, SessionHub, SessionInbox, SessionOutbox, SessionSender};
+pub use session::{
+    SessionChannel, SessionHub, SessionInbox, SessionOutbox, SessionSender,
+    FINISHED_SESSIONS_REMEMBERED,
+};
 
 use std::fmt;
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! libp2p transport: TCP + noise + yamux, one request-response protocol
-//! ([`PROTOCOL_NAME`]) carrying [frames](crate::encode_frame) between a known set of peers.
+//! libp2p transport: TCP + noise + yamux, one stream protocol ([`PROTOCOL_NAME`])
+//! carrying length-prefixed [frames](crate::encode_frame) between a known set of peers.
 //!
 //! - **Identity.** Every node has an ed25519 key ([`Libp2pIdentity`]). Its [`NodeId`] is
 //!   the 32-byte public key; its libp2p [`PeerId`] is derived from the same key, so the
@@ -7,41 +7,49 @@
 //! - **Authentication.** The sender of every inbound message is the peer the noise
 //!   handshake authenticated, looked up in the known peer set. Frames carry no sender
 //!   field. Connections from peers outside the known set are denied (allow-list), and any
-//!   frame from an unknown peer that slips through is dropped with a warning.
+//!   stream from an unknown peer that slips through is dropped with a warning.
+//! - **Wire.** Each node keeps one long-lived yamux stream per known peer for what it
+//!   sends there, opened on first use and re-opened after a failure. On it, every frame
+//!   is a 4-byte big-endian length followed by the frame. A message therefore costs one
+//!   yamux data frame: no stream set-up, protocol negotiation or acknowledgement per
+//!   message (the earlier request-response design paid all three, about 0.3 ms per
+//!   message on loopback). Messages from one node to another arrive in the order sent.
 //! - **Sessions.** Frames name their session; a [`SessionHub`] routes them (holding
 //!   frames for sessions not opened yet, rejecting frames for finished sessions and from
 //!   non-participants).
-//! - **Limits.** The codec reads a 4-byte big-endian length and refuses a frame longer
-//!   than `max_message_size + FRAME_HEADER_LEN` before allocating for it. Undecodable
-//!   frames are logged and dropped ([`TransportError::MalformedFrame`]); the node goes on.
+//! - **Limits.** A reader refuses a length prefix over `max_message_size +
+//!   FRAME_HEADER_LEN` before allocating for it, and closes that stream (the peer may
+//!   open another). Frames that do not decode are logged, counted and skipped; the
+//!   stream and the node go on. A peer may hold at most
+//!   [`Libp2pConfig::max_inbound_streams_per_peer`] streams open to a node at once.
 //! - **Reconnects.** Known peers are dialled at start and re-dialled with exponential
 //!   backoff whenever no connection to them is open, so a restarted peer (same identity,
-//!   same address) is reconnected. Messages to a peer that is not connected are queued
-//!   (bounded, [`Libp2pConfig::max_queued_per_peer`]) and sent once it is.
-//! - **Ordering.** Each message travels on its own yamux stream: messages between two
-//!   peers may arrive out of order (protocols must tolerate reordering, as they must with
-//!   [`crate::Fault::Reorder`]).
-//! - **Delivery.** Best effort: a message is not retried once handed to a connection (a
-//!   retry could duplicate it); it is retried only if the dial to send it failed.
+//!   same address) is reconnected. Messages to a peer that is not connected wait in a
+//!   bounded queue ([`Libp2pConfig::max_queued_per_peer`]) and are sent once it is.
+//! - **Delivery.** Best effort: bytes handed to a stream are not sent again if that
+//!   stream then fails (a retry could duplicate a message); a batch that could not be
+//!   written at all is sent again on a fresh stream. Losses are counted in
+//!   [`Libp2pStats::outbound_failures`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::identity;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{dial_opts::DialOpts, NetworkBehaviour, SwarmEvent};
 use libp2p::{allow_block_list, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 /// The libp2p crate this transport is built on (to build raw clients in tests and tools
 /// with exactly the same version).
 pub use ::libp2p;
+/// The stream behaviour this transport uses (for raw clients in tests and tools).
+pub use ::libp2p_stream;
 
 use crate::frame::{decode_frame, encode_frame, FRAME_HEADER_LEN};
 use crate::session::{SessionChannel, SessionHub, SessionSender};
@@ -50,13 +58,31 @@ use crate::{
     MAX_MESSAGE_SIZE,
 };
 
-/// The request-response protocol carrying MPC frames.
-pub const PROTOCOL_NAME: &str = "/tss-seq/mpc/1";
+/// The stream protocol carrying MPC frames.
+pub const PROTOCOL_NAME: &str = "/tss-seq/mpc/2";
 
 /// How long [`Libp2pTransport::start`] waits for the listener to come up.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the swarm task checks for peers due for a re-dial.
 const REDIAL_TICK: Duration = Duration::from_millis(50);
+/// A writer hands at most this many bytes of queued frames to its stream at once.
+const MAX_BATCH: usize = 256 * 1024;
+/// First wait of a writer between failed attempts to open its stream (doubles, up to the
+/// configured maximum re-dial backoff; a new connection to the peer cuts it short).
+const OPEN_RETRY: Duration = Duration::from_millis(10);
+
+/// Prefixes `frame` with its 4-byte big-endian length: the unit written on a stream.
+/// Fails with [`TransportError::MessageTooLarge`] for a frame of 4 GiB or more.
+pub fn length_prefixed(frame: &[u8]) -> Result<Vec<u8>, TransportError> {
+    let len = u32::try_from(frame.len()).map_err(|_| TransportError::MessageTooLarge {
+        size: frame.len(),
+        limit: u32::MAX as usize,
+    })?;
+    let mut out = Vec::with_capacity(4 + frame.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(frame);
+    Ok(out)
+}
 
 // ---------------------------------------------------------------------------------------
 // Identity
@@ -138,8 +164,9 @@ pub struct Libp2pConfig {
     /// The known peers and their addresses. Only these may connect and send; an entry for
     /// the local node itself is ignored. Default: empty.
     pub peers: Vec<(NodeId, Multiaddr)>,
-    /// How long a sent message may wait for the receiver's acknowledgement. Default 30 s.
-    pub request_timeout: Duration,
+    /// How long handing one batch of frames to a peer's stream (or opening that stream)
+    /// may take before the stream is given up as stuck. Default 30 s.
+    pub write_timeout: Duration,
     /// Largest payload sent or accepted, in bytes. Default (and upper bound in effect,
     /// since sessions refuse larger payloads) [`MAX_MESSAGE_SIZE`].
     pub max_message_size: usize,
@@ -148,11 +175,14 @@ pub struct Libp2pConfig {
     pub redial_initial_backoff: Duration,
     /// Longest delay between re-dials. Default 5 s.
     pub redial_max_backoff: Duration,
-    /// Messages held for one peer while it is not connected; more are dropped (and
-    /// counted in [`Libp2pStats::dropped_queue_full`]). Default 4096.
+    /// Messages held for one peer while they cannot be written (peer not connected, or
+    /// slow); more are dropped (and counted in [`Libp2pStats::dropped_queue_full`]).
+    /// Default 4096.
     pub max_queued_per_peer: usize,
-    /// Concurrent streams (messages in flight) per connection. Default 1024.
-    pub max_concurrent_streams: usize,
+    /// Inbound streams one peer may hold open to this node at once; further streams are
+    /// closed at once (and counted in [`Libp2pStats::inbound_streams_refused`]). An
+    /// honest peer uses one. Default 8.
+    pub max_inbound_streams_per_peer: usize,
     /// How long a connection with no traffic is kept open. Default 1 hour (a closed
     /// connection to a known peer is re-dialled anyway).
     pub idle_connection_timeout: Duration,
@@ -165,12 +195,12 @@ impl Libp2pConfig {
             identity,
             listen_addr,
             peers: Vec::new(),
-            request_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             max_message_size: MAX_MESSAGE_SIZE,
             redial_initial_backoff: Duration::from_millis(100),
             redial_max_backoff: Duration::from_secs(5),
             max_queued_per_peer: 4096,
-            max_concurrent_streams: 1024,
+            max_inbound_streams_per_peer: 8,
             idle_connection_timeout: Duration::from_secs(3600),
         }
     }
@@ -182,163 +212,11 @@ impl Libp2pConfig {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Codec
-// ---------------------------------------------------------------------------------------
-
-/// Acknowledgement of one frame (the response of the request-response protocol). It says
-/// only whether the frame was routed; senders are not told why not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ack {
-    /// The frame was decoded and handed to the session table.
-    Accepted,
-    /// The frame was refused (malformed, unknown or finished session, not a participant).
-    Rejected,
-}
-
-/// The length-prefixed codec of [`PROTOCOL_NAME`]: a request is a 4-byte big-endian length
-/// then that many bytes of frame; a response is one [`Ack`] byte.
-#[derive(Debug, Clone)]
-pub struct FrameCodec {
-    max_frame_len: usize,
-    /// Shared by all clones (libp2p clones the codec per connection).
-    oversized: Arc<AtomicU64>,
-}
-
-impl FrameCodec {
-    /// A codec that refuses (reading or writing) frames longer than `max_frame_len` bytes.
-    pub fn new(max_frame_len: usize) -> Self {
-        Self {
-            max_frame_len,
-            oversized: Arc::default(),
-        }
-    }
-
-    /// How many inbound frames this codec (and its clones) refused for their length.
-    pub fn oversized_frames(&self) -> u64 {
-        self.oversized.load(Ordering::Relaxed)
-    }
-
-    /// The limit on frame length.
-    pub fn max_frame_len(&self) -> usize {
-        self.max_frame_len
-    }
-}
-
-/// The I/O error a [`FrameCodec`] returns for a frame over its limit.
-#[derive(Debug, thiserror::Error)]
-#[error("frame of {len} bytes exceeds the limit of {limit} bytes")]
-pub struct FrameTooLarge {
-    /// Announced length of the frame.
-    pub len: usize,
-    /// The limit.
-    pub limit: usize,
-}
-
-fn too_large(len: usize, limit: usize) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, FrameTooLarge { len, limit })
-}
-
-#[async_trait::async_trait]
-impl request_response::Codec for FrameCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Ack;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let mut len = [0u8; 4];
-        io.read_exact(&mut len).await?;
-        let len = u32::from_be_bytes(len) as usize;
-        // Refuse before allocating: the length is the peer's claim.
-        if len > self.max_frame_len {
-            bump(&self.oversized);
-            tracing::warn!(
-                len,
-                limit = self.max_frame_len,
-                "oversized inbound frame refused"
-            );
-            return Err(too_large(len, self.max_frame_len));
-        }
-        let mut frame = vec![0u8; len];
-        io.read_exact(&mut frame).await?;
-        Ok(frame)
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Ack>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let mut byte = [0u8; 1];
-        io.read_exact(&mut byte).await?;
-        match byte[0] {
-            0 => Ok(Ack::Accepted),
-            1 => Ok(Ack::Rejected),
-            other => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unknown ack byte {other}"),
-            )),
-        }
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        frame: Vec<u8>,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        if frame.len() > self.max_frame_len || frame.len() > u32::MAX as usize {
-            return Err(too_large(frame.len(), self.max_frame_len));
-        }
-        io.write_all(&(frame.len() as u32).to_be_bytes()).await?;
-        io.write_all(&frame).await?;
-        io.flush().await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        ack: Ack,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        let byte = match ack {
-            Ack::Accepted => 0u8,
-            Ack::Rejected => 1u8,
-        };
-        io.write_all(&[byte]).await?;
-        io.flush().await
-    }
-}
-
-/// A request-response behaviour speaking [`PROTOCOL_NAME`] with `codec` (for raw clients in
-/// tests and tools; the transport builds its own).
-pub fn frame_behaviour(
-    codec: FrameCodec,
-    request_timeout: Duration,
-    max_concurrent_streams: usize,
-) -> request_response::Behaviour<FrameCodec> {
-    request_response::Behaviour::with_codec(
-        codec,
-        [(StreamProtocol::new(PROTOCOL_NAME), ProtocolSupport::Full)],
-        request_response::Config::default()
-            .with_request_timeout(request_timeout)
-            .with_max_concurrent_streams(max_concurrent_streams),
-    )
-}
-
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 struct Behaviour {
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
-    rr: request_response::Behaviour<FrameCodec>,
+    stream: libp2p_stream::Behaviour,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -348,28 +226,29 @@ struct Behaviour {
 /// Counters of a [`Libp2pTransport`] (since start).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Libp2pStats {
-    /// Frames handed to a connection.
+    /// Frames handed to a stream.
     pub frames_sent: u64,
-    /// Frames read from connections (before any check).
+    /// Frames read from streams (before any check).
     pub frames_received: u64,
     /// Frames accepted by the session table.
     pub frames_delivered: u64,
-    /// Connections and frames refused because the peer is not in the known set.
+    /// Connections and streams refused because the peer is not in the known set.
     pub unknown_peer_refused: u64,
     /// Frames that did not decode ([`TransportError::MalformedFrame`] and oversized
     /// payloads inside a frame).
     pub malformed_frames: u64,
-    /// Frames whose announced length exceeded the limit (refused before reading them).
+    /// Length prefixes over the limit (the stream is closed before reading the frame).
     pub oversized_frames: u64,
     /// Frames refused by the session table (finished session, not a participant, backlog
     /// full).
     pub rejected_by_session: u64,
-    /// Inbound requests that failed after being read (timeout, connection closed...).
-    /// Frames that could not be read at all (oversized, cut short) are not counted here.
+    /// Inbound streams that broke off inside a frame (cut short, I/O error).
     pub inbound_failures: u64,
-    /// Outbound messages that failed after being handed to a connection.
+    /// Inbound streams refused because the peer already had the maximum open.
+    pub inbound_streams_refused: u64,
+    /// Outbound frames lost after being handed to a stream that then failed.
     pub outbound_failures: u64,
-    /// Messages dropped because a disconnected peer's queue was full.
+    /// Messages dropped because a peer's queue was full.
     pub dropped_queue_full: u64,
 }
 
@@ -380,10 +259,10 @@ struct Counters {
     frames_delivered: AtomicU64,
     unknown_peer_refused: AtomicU64,
     malformed_frames: AtomicU64,
-    /// Shared with the [`FrameCodec`], which refuses oversized frames.
-    oversized_frames: Arc<AtomicU64>,
+    oversized_frames: AtomicU64,
     rejected_by_session: AtomicU64,
     inbound_failures: AtomicU64,
+    inbound_streams_refused: AtomicU64,
     outbound_failures: AtomicU64,
     dropped_queue_full: AtomicU64,
 }
@@ -404,6 +283,7 @@ impl Counters {
             oversized_frames: get(&self.oversized_frames),
             rejected_by_session: get(&self.rejected_by_session),
             inbound_failures: get(&self.inbound_failures),
+            inbound_streams_refused: get(&self.inbound_streams_refused),
             outbound_failures: get(&self.outbound_failures),
             dropped_queue_full: get(&self.dropped_queue_full),
         }
@@ -415,10 +295,6 @@ impl Counters {
 // ---------------------------------------------------------------------------------------
 
 enum Command {
-    Send {
-        to: PeerId,
-        frame: Vec<u8>,
-    },
     AddPeer {
         peer: PeerId,
         node: NodeId,
@@ -427,28 +303,89 @@ enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
-#[derive(Default)]
+/// State shared by the handle, the swarm task, the writers and the readers.
 struct Shared {
+    local: NodeId,
+    hub: SessionHub,
     listen_addrs: Mutex<Vec<Multiaddr>>,
-    connected: Mutex<HashSet<NodeId>>,
+    connected: Mutex<std::collections::HashSet<NodeId>>,
+    /// Woken whenever a connection to some peer is established (writers waiting to
+    /// (re)open their stream retry then).
+    connection_up: Notify,
     counters: Counters,
+    /// Known peers, both ways.
+    peer_of: RwLock<HashMap<NodeId, PeerId>>,
+    node_of: RwLock<HashMap<PeerId, NodeId>>,
+    /// Queue of each known peer's writer task.
+    writers: RwLock<HashMap<NodeId, mpsc::Sender<Vec<u8>>>>,
+    /// Open inbound streams per peer (each reader holds a clone of the peer's token).
+    inbound_tokens: Mutex<HashMap<PeerId, Arc<()>>>,
+    /// Flipped to true on shutdown: every writer and reader stops.
+    closed: watch::Sender<bool>,
+    control: libp2p_stream::Control,
+    runtime: tokio::runtime::Handle,
+    max_message_size: usize,
+    max_frame_len: usize,
+    max_queued_per_peer: usize,
+    max_inbound_streams_per_peer: usize,
+    write_timeout: Duration,
+    max_backoff: Duration,
+}
+
+impl Shared {
+    /// Registers `node` as known and starts its writer (once).
+    fn add_known(self: &Arc<Self>, node: NodeId, peer: PeerId) {
+        self.peer_of
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node, peer);
+        self.node_of
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer, node);
+        let mut writers = self.writers.write().unwrap_or_else(|e| e.into_inner());
+        if writers.contains_key(&node) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(self.max_queued_per_peer.max(1));
+        writers.insert(node, tx);
+        let writer = Writer {
+            shared: self.clone(),
+            node,
+            peer,
+            queue: rx,
+            closed: self.closed.subscribe(),
+        };
+        self.runtime.spawn(writer.run());
+    }
+
+    fn stop(&self) {
+        let _ = self.closed.send(true);
+        self.writers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 struct Inner {
-    hub: SessionHub,
+    shared: Arc<Shared>,
     local_peer: PeerId,
     commands: mpsc::UnboundedSender<Command>,
-    known: Arc<RwLock<HashMap<NodeId, PeerId>>>,
-    max_message_size: usize,
-    shared: Arc<Shared>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.shared.stop();
         let (tx, _rx) = oneshot::channel();
         let _ = self.commands.send(Command::Shutdown(tx));
-        if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             task.abort();
         }
     }
@@ -464,7 +401,7 @@ pub struct Libp2pTransport {
 impl fmt::Debug for Libp2pTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Libp2pTransport")
-            .field("node", &self.inner.hub.local_node())
+            .field("node", &self.inner.shared.local)
             .field("peer_id", &self.inner.local_peer)
             .finish_non_exhaustive()
     }
@@ -481,20 +418,19 @@ impl Libp2pTransport {
         }
         let local_node = config.identity.node_id();
         let local_peer = config.identity.peer_id();
-        let mut known = HashMap::new();
+        let mut known = Vec::new();
         let mut peers = HashMap::new();
         for (node, addr) in &config.peers {
             if *node == local_node {
                 continue;
             }
             let peer = peer_id_of(node)?;
-            known.insert(*node, peer);
+            known.push((*node, peer));
             peers.insert(
                 peer,
                 PeerState {
                     node: *node,
                     addr: addr.clone(),
-                    queue: VecDeque::new(),
                     connections: 0,
                     dialing: false,
                     next_dial: Some(Instant::now()),
@@ -503,20 +439,15 @@ impl Libp2pTransport {
             );
         }
 
-        let max_frame_len = config.max_message_size.saturating_add(FRAME_HEADER_LEN);
         let mut allow = allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
         for peer in peers.keys() {
             allow.allow_peer(*peer);
         }
-        let codec = FrameCodec::new(max_frame_len);
-        let shared = Arc::new(Shared {
-            counters: Counters {
-                oversized_frames: codec.oversized.clone(),
-                ..Counters::default()
-            },
-            ..Shared::default()
-        });
-        let rr = frame_behaviour(codec, config.request_timeout, config.max_concurrent_streams);
+        let stream = libp2p_stream::Behaviour::new();
+        let mut control = stream.new_control();
+        let incoming = control
+            .accept(StreamProtocol::new(PROTOCOL_NAME))
+            .map_err(|e| TransportError::Network(format!("stream protocol setup: {e}")))?;
         let idle = config.idle_connection_timeout;
         let mut swarm =
             libp2p::SwarmBuilder::with_existing_identity(config.identity.keypair.clone())
@@ -527,46 +458,58 @@ impl Libp2pTransport {
                     yamux::Config::default,
                 )
                 .map_err(|e| TransportError::Network(format!("tcp/noise setup: {e}")))?
-                .with_behaviour(|_| Behaviour { allow, rr })
+                .with_behaviour(|_| Behaviour { allow, stream })
                 .map_err(|e| TransportError::Network(format!("behaviour setup: {e}")))?
-                .with_swarm_config(|c| {
-                    // One protocol per stream, known to both sides: the dialer may send the
-                    // frame together with the protocol proposal instead of waiting a round
-                    // trip for the confirmation (multistream-select "V1 lazy").
-                    c.with_idle_connection_timeout(idle)
-                        .with_substream_upgrade_protocol_override(
-                            libp2p::core::upgrade::Version::V1Lazy,
-                        )
-                })
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
                 .build();
         swarm.listen_on(config.listen_addr.clone()).map_err(|e| {
             TransportError::Network(format!("listen on {}: {e}", config.listen_addr))
         })?;
 
         let hub = SessionHub::new(local_node);
+        let (closed, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            local: local_node,
+            hub,
+            listen_addrs: Mutex::default(),
+            connected: Mutex::default(),
+            connection_up: Notify::new(),
+            counters: Counters::default(),
+            peer_of: RwLock::default(),
+            node_of: RwLock::default(),
+            writers: RwLock::default(),
+            inbound_tokens: Mutex::default(),
+            closed,
+            control,
+            runtime: tokio::runtime::Handle::current(),
+            max_message_size: config.max_message_size,
+            max_frame_len: config.max_message_size.saturating_add(FRAME_HEADER_LEN),
+            max_queued_per_peer: config.max_queued_per_peer,
+            max_inbound_streams_per_peer: config.max_inbound_streams_per_peer.max(1),
+            write_timeout: config.write_timeout,
+            max_backoff: config.redial_max_backoff,
+        });
+        for (node, peer) in known {
+            shared.add_known(node, peer);
+        }
+
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let driver = Driver {
             swarm,
             peers,
-            in_flight: HashMap::new(),
-            hub: hub.clone(),
             shared: shared.clone(),
-            max_message_size: config.max_message_size,
-            max_queued_per_peer: config.max_queued_per_peer,
             initial_backoff: config.redial_initial_backoff,
             max_backoff: config.redial_max_backoff,
             ready: Some(ready_tx),
         };
-        let task = tokio::spawn(driver.run(command_rx));
+        let driver_task = tokio::spawn(driver.run(command_rx));
+        let accept_task = tokio::spawn(accept_streams(shared.clone(), incoming));
         let inner = Arc::new(Inner {
-            hub,
+            shared,
             local_peer,
             commands,
-            known: Arc::new(RwLock::new(known)),
-            max_message_size: config.max_message_size,
-            shared,
-            task: Mutex::new(Some(task)),
+            tasks: Mutex::new(vec![driver_task, accept_task]),
         });
         match tokio::time::timeout(LISTEN_TIMEOUT, ready_rx).await {
             Ok(Ok(Ok(()))) => {}
@@ -643,11 +586,10 @@ impl Libp2pTransport {
             return Ok(());
         }
         let peer = peer_id_of(&node)?;
-        self.inner
-            .known
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(node, peer);
+        if *self.inner.shared.closed.borrow() {
+            return Err(TransportError::Closed);
+        }
+        self.inner.shared.add_known(node, peer);
         self.inner
             .commands
             .send(Command::AddPeer { peer, node, addr })
@@ -666,36 +608,42 @@ impl Libp2pTransport {
 
     /// The session table of this node.
     pub fn hub(&self) -> &SessionHub {
-        &self.inner.hub
+        &self.inner.shared.hub
     }
 
     /// Stops the swarm (closing the listener and all connections) and waits for it to end.
     /// Sessions opened on this transport fail to send ([`TransportError::Closed`]) after.
     pub async fn shutdown(&self) {
-        let task = self
+        self.inner.shared.stop();
+        let tasks: Vec<JoinHandle<()>> = self
             .inner
-            .task
+            .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let Some(mut task) = task else { return };
+            .drain(..)
+            .collect();
+        let mut tasks = tasks.into_iter();
+        let Some(mut driver) = tasks.next() else {
+            return;
+        };
+        for other in tasks {
+            other.abort();
+        }
         let (tx, rx) = oneshot::channel();
         if self.inner.commands.send(Command::Shutdown(tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
         }
-        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+        if tokio::time::timeout(Duration::from_secs(5), &mut driver)
             .await
             .is_err()
         {
-            task.abort();
+            driver.abort();
         }
     }
 }
 
 struct Libp2pSender {
-    commands: mpsc::UnboundedSender<Command>,
-    known: Arc<RwLock<HashMap<NodeId, PeerId>>>,
-    max_message_size: usize,
+    shared: Arc<Shared>,
 }
 
 impl SessionSender for Libp2pSender {
@@ -706,30 +654,42 @@ impl SessionSender for Libp2pSender {
         kind: DeliveryKind,
         payload: Vec<u8>,
     ) -> Result<(), TransportError> {
-        if payload.len() > self.max_message_size {
+        let shared = &self.shared;
+        if payload.len() > shared.max_message_size {
             return Err(TransportError::MessageTooLarge {
                 size: payload.len(),
-                limit: self.max_message_size,
+                limit: shared.max_message_size,
             });
         }
-        let peer = *self
-            .known
+        if *shared.closed.borrow() {
+            return Err(TransportError::Closed);
+        }
+        let writer = shared
+            .writers
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&to)
+            .cloned()
             .ok_or_else(|| {
                 TransportError::Network(format!("{to} is not a known peer of this node"))
             })?;
-        let frame = encode_frame(session, kind, &payload);
-        self.commands
-            .send(Command::Send { to: peer, frame })
-            .map_err(|_| TransportError::Closed)
+        let unit = length_prefixed(&encode_frame(session, kind, &payload))?;
+        match writer.try_send(unit) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Like a lossy network: the session notices through its idle timeout.
+                bump(&shared.counters.dropped_queue_full);
+                tracing::warn!(peer = %to, "queue for peer is full; message dropped");
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(TransportError::Closed),
+        }
     }
 }
 
 impl Transport for Libp2pTransport {
     fn local_node(&self) -> NodeId {
-        self.inner.hub.local_node()
+        self.inner.shared.local
     }
 
     fn open_session(
@@ -738,22 +698,280 @@ impl Transport for Libp2pTransport {
         config: SessionConfig,
     ) -> Result<SessionChannel, TransportError> {
         let sender = Arc::new(Libp2pSender {
-            commands: self.inner.commands.clone(),
-            known: self.inner.known.clone(),
-            max_message_size: self.inner.max_message_size,
+            shared: self.inner.shared.clone(),
         });
-        self.inner.hub.open(session, config, sender)
+        self.inner.shared.hub.open(session, config, sender)
     }
 }
 
 // ---------------------------------------------------------------------------------------
-// Swarm task
+// Outbound: one writer task and one stream per known peer
+// ---------------------------------------------------------------------------------------
+
+struct Writer {
+    shared: Arc<Shared>,
+    node: NodeId,
+    peer: PeerId,
+    queue: mpsc::Receiver<Vec<u8>>,
+    closed: watch::Receiver<bool>,
+}
+
+/// Why a writer stopped waiting.
+enum Wake<T> {
+    Closed,
+    Ready(T),
+}
+
+impl Writer {
+    async fn until_closed_or<F: std::future::Future>(
+        closed: &mut watch::Receiver<bool>,
+        fut: F,
+    ) -> Wake<F::Output> {
+        if *closed.borrow() {
+            return Wake::Closed;
+        }
+        tokio::select! {
+            biased;
+            _ = closed.changed() => Wake::Closed,
+            out = fut => Wake::Ready(out),
+        }
+    }
+
+    async fn run(mut self) {
+        let protocol = StreamProtocol::new(PROTOCOL_NAME);
+        let shared = self.shared.clone();
+        let mut control = shared.control.clone();
+        let mut stream: Option<libp2p::Stream> = None;
+        let mut batch: Vec<u8> = Vec::new();
+        loop {
+            let first = match Self::until_closed_or(&mut self.closed, self.queue.recv()).await {
+                Wake::Ready(Some(unit)) => unit,
+                Wake::Ready(None) | Wake::Closed => return,
+            };
+            // Everything already queued goes out in the same write.
+            batch.clear();
+            batch.extend_from_slice(&first);
+            let mut frames = 1u64;
+            while batch.len() < MAX_BATCH {
+                match self.queue.try_recv() {
+                    Ok(unit) => {
+                        batch.extend_from_slice(&unit);
+                        frames += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut retry = OPEN_RETRY;
+            loop {
+                if stream.is_none() {
+                    let open = tokio::time::timeout(
+                        self.shared.write_timeout,
+                        control.open_stream(self.peer, protocol.clone()),
+                    );
+                    match Self::until_closed_or(&mut self.closed, open).await {
+                        Wake::Closed => return,
+                        Wake::Ready(Ok(Ok(s))) => stream = Some(s),
+                        Wake::Ready(result) => {
+                            tracing::debug!(peer = %self.node, ok = result.is_ok(), "stream not opened; waiting for a connection");
+                            let wait = async {
+                                tokio::select! {
+                                    _ = shared.connection_up.notified() => {}
+                                    _ = tokio::time::sleep(retry) => {}
+                                }
+                            };
+                            if let Wake::Closed =
+                                Self::until_closed_or(&mut self.closed, wait).await
+                            {
+                                return;
+                            }
+                            retry = (retry * 2).min(self.shared.max_backoff);
+                            continue;
+                        }
+                    }
+                }
+                let Some(s) = stream.as_mut() else { continue };
+                let write =
+                    tokio::time::timeout(self.shared.write_timeout, write_all_counted(s, &batch));
+                let (written, result) = match Self::until_closed_or(&mut self.closed, write).await {
+                    Wake::Closed => return,
+                    Wake::Ready(Ok(outcome)) => outcome,
+                    Wake::Ready(Err(_)) => (usize::MAX, Err(io::ErrorKind::TimedOut.into())),
+                };
+                match result {
+                    Ok(()) => {
+                        self.shared
+                            .counters
+                            .frames_sent
+                            .fetch_add(frames, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(error) => {
+                        stream = None;
+                        if written == 0 {
+                            // Nothing left this node: safe to send on a fresh stream.
+                            tracing::debug!(peer = %self.node, %error, "stream failed before writing; re-opening");
+                            continue;
+                        }
+                        self.shared
+                            .counters
+                            .outbound_failures
+                            .fetch_add(frames, Ordering::Relaxed);
+                        tracing::warn!(peer = %self.node, %error, frames, "stream to peer failed; frames lost");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes all of `buf` and flushes; on failure also says how many bytes had been
+/// accepted by the stream.
+async fn write_all_counted(stream: &mut libp2p::Stream, buf: &[u8]) -> (usize, io::Result<()>) {
+    let mut written = 0;
+    while written < buf.len() {
+        match stream.write(&buf[written..]).await {
+            Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) => return (written, Err(e)),
+        }
+    }
+    (written, stream.flush().await)
+}
+
+// ---------------------------------------------------------------------------------------
+// Inbound: one reader task per stream a peer opens
+// ---------------------------------------------------------------------------------------
+
+async fn accept_streams(shared: Arc<Shared>, mut incoming: libp2p_stream::IncomingStreams) {
+    while let Some((peer, stream)) = incoming.next().await {
+        let node = shared
+            .node_of
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&peer)
+            .copied();
+        let Some(from) = node else {
+            // The allow-list should have refused the connection already.
+            bump(&shared.counters.unknown_peer_refused);
+            tracing::warn!(%peer, "stream from a peer outside the known set dropped");
+            continue;
+        };
+        let token = {
+            let mut tokens = shared
+                .inbound_tokens
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let token = tokens.entry(peer).or_default();
+            // One reference is the map's own.
+            if Arc::strong_count(token) > shared.max_inbound_streams_per_peer {
+                None
+            } else {
+                Some(token.clone())
+            }
+        };
+        let Some(token) = token else {
+            bump(&shared.counters.inbound_streams_refused);
+            tracing::warn!(%from, "too many streams from peer; new one closed");
+            continue;
+        };
+        let reader = read_frames(
+            shared.clone(),
+            from,
+            stream,
+            shared.closed.subscribe(),
+            token,
+        );
+        tokio::spawn(reader);
+    }
+}
+
+/// Fills `buf` from `stream`. `Ok(false)`: the stream ended cleanly before the first
+/// byte; an end inside `buf` is an `UnexpectedEof` error.
+async fn read_full(stream: &mut libp2p::Stream, buf: &mut [u8]) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match stream.read(&mut buf[filled..]).await? {
+            0 if filled == 0 => return Ok(false),
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => filled += n,
+        }
+    }
+    Ok(true)
+}
+
+async fn read_frames(
+    shared: Arc<Shared>,
+    from: NodeId,
+    mut stream: libp2p::Stream,
+    mut closed: watch::Receiver<bool>,
+    _token: Arc<()>,
+) {
+    let counters = &shared.counters;
+    loop {
+        let mut len = [0u8; 4];
+        let header = tokio::select! {
+            biased;
+            _ = closed.changed() => return,
+            r = read_full(&mut stream, &mut len) => r,
+        };
+        match header {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                bump(&counters.inbound_failures);
+                tracing::debug!(%from, %error, "inbound stream broke off");
+                return;
+            }
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        // Refuse before allocating: the length is the peer's claim.
+        if len > shared.max_frame_len {
+            bump(&counters.oversized_frames);
+            tracing::warn!(%from, len, limit = shared.max_frame_len, "oversized inbound frame refused; stream closed");
+            return;
+        }
+        let mut bytes = vec![0u8; len];
+        match read_full(&mut stream, &mut bytes).await {
+            Ok(true) => {}
+            Ok(false) if len == 0 => {}
+            Ok(false) | Err(_) => {
+                bump(&counters.inbound_failures);
+                tracing::debug!(%from, "inbound stream ended inside a frame");
+                return;
+            }
+        }
+        bump(&counters.frames_received);
+        match decode_frame(&bytes, shared.max_message_size) {
+            Err(error) => {
+                bump(&counters.malformed_frames);
+                tracing::warn!(%from, %error, len, "undecodable frame dropped");
+            }
+            Ok(frame) => {
+                let msg = InboundMessage {
+                    from,
+                    kind: frame.kind,
+                    payload: frame.payload,
+                };
+                match shared.hub.deliver(frame.session, msg) {
+                    Ok(()) => bump(&counters.frames_delivered),
+                    Err(error) => {
+                        bump(&counters.rejected_by_session);
+                        tracing::warn!(%from, %error, "frame refused by the session table");
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Swarm task: listening, dialling, connection bookkeeping
 // ---------------------------------------------------------------------------------------
 
 struct PeerState {
     node: NodeId,
     addr: Multiaddr,
-    queue: VecDeque<Vec<u8>>,
     connections: usize,
     dialing: bool,
     /// When to dial next (None: connected or a dial is in progress).
@@ -764,11 +982,7 @@ struct PeerState {
 struct Driver {
     swarm: Swarm<Behaviour>,
     peers: HashMap<PeerId, PeerState>,
-    in_flight: HashMap<OutboundRequestId, (PeerId, Vec<u8>)>,
-    hub: SessionHub,
     shared: Arc<Shared>,
-    max_message_size: usize,
-    max_queued_per_peer: usize,
     initial_backoff: Duration,
     max_backoff: Duration,
     ready: Option<oneshot::Sender<Result<(), String>>>,
@@ -782,7 +996,6 @@ impl Driver {
         loop {
             tokio::select! {
                 cmd = commands.recv() => match cmd {
-                    Some(Command::Send { to, frame }) => self.enqueue(to, frame),
                     Some(Command::AddPeer { peer, node, addr }) => self.add_peer(peer, node, addr),
                     Some(Command::Shutdown(ack)) => {
                         shutdown_ack = Some(ack);
@@ -794,7 +1007,7 @@ impl Driver {
                 _ = tick.tick() => self.redial_due(),
             }
         }
-        let node = self.hub.local_node();
+        let node = self.shared.local;
         // Dropping the swarm closes the listener and every connection.
         drop(self);
         tracing::info!(%node, "libp2p transport stopped");
@@ -808,7 +1021,6 @@ impl Driver {
         let state = self.peers.entry(peer).or_insert_with(|| PeerState {
             node,
             addr: addr.clone(),
-            queue: VecDeque::new(),
             connections: 0,
             dialing: false,
             next_dial: None,
@@ -819,37 +1031,6 @@ impl Driver {
         if state.connections == 0 && !state.dialing {
             state.next_dial = Some(Instant::now());
         }
-    }
-
-    fn enqueue(&mut self, to: PeerId, frame: Vec<u8>) {
-        let Some(state) = self.peers.get_mut(&to) else {
-            return;
-        };
-        if state.connections > 0 {
-            self.send_now(to, frame);
-            return;
-        }
-        if state.queue.len() >= self.max_queued_per_peer {
-            bump(&self.shared.counters.dropped_queue_full);
-            tracing::warn!(peer = %state.node, "queue for disconnected peer is full; message dropped");
-            return;
-        }
-        state.queue.push_back(frame);
-        if !state.dialing {
-            // Do not wait for the backoff to send a fresh message.
-            state.next_dial = Some(Instant::now());
-        }
-    }
-
-    fn send_now(&mut self, to: PeerId, frame: Vec<u8>) {
-        let addr = self.peers.get(&to).map(|p| p.addr.clone());
-        let id = self.swarm.behaviour_mut().rr.send_request_with_addresses(
-            &to,
-            frame.clone(),
-            addr.into_iter().collect(),
-        );
-        self.in_flight.insert(id, (to, frame));
-        bump(&self.shared.counters.frames_sent);
     }
 
     fn redial_due(&mut self) {
@@ -935,12 +1116,9 @@ impl Driver {
                 state.next_dial = None;
                 state.backoff = self.initial_backoff;
                 let node = state.node;
-                let queued: Vec<Vec<u8>> = state.queue.drain(..).collect();
-                tracing::debug!(peer = %node, queued = queued.len(), "connected");
+                tracing::debug!(peer = %node, "connected");
                 self.set_connected(node, true);
-                for frame in queued {
-                    self.send_now(peer_id, frame);
-                }
+                self.shared.connection_up.notify_waiters();
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -983,102 +1161,7 @@ impl Driver {
                     tracing::debug!(%error, "incoming connection failed");
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Rr(event)) => self.on_rr_event(event),
             _ => {}
         }
-    }
-
-    fn on_rr_event(&mut self, event: request_response::Event<Vec<u8>, Ack>) {
-        use request_response::{Event, Message, OutboundFailure};
-        match event {
-            Event::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => self.on_frame(peer, request, channel),
-            Event::Message {
-                peer,
-                message:
-                    Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                self.in_flight.remove(&request_id);
-                if response == Ack::Rejected {
-                    tracing::debug!(%peer, "peer rejected a frame");
-                }
-            }
-            Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                let frame = self.in_flight.remove(&request_id);
-                let node = self.peers.get(&peer).map(|p| p.node);
-                match (error, frame) {
-                    (OutboundFailure::DialFailure, Some((_, frame))) => {
-                        // Never reached the peer: safe to send again once connected.
-                        if let Some(state) = self.peers.get_mut(&peer) {
-                            if state.queue.len() < self.max_queued_per_peer {
-                                state.queue.push_front(frame);
-                            } else {
-                                bump(&self.shared.counters.dropped_queue_full);
-                            }
-                        }
-                    }
-                    (error, _) => {
-                        bump(&self.shared.counters.outbound_failures);
-                        tracing::warn!(?node, %peer, %error, "message to peer failed");
-                    }
-                }
-            }
-            Event::InboundFailure { peer, error, .. } => {
-                bump(&self.shared.counters.inbound_failures);
-                tracing::warn!(%peer, %error, "inbound frame failed");
-            }
-            Event::ResponseSent { .. } => {}
-        }
-    }
-
-    fn on_frame(&mut self, peer: PeerId, bytes: Vec<u8>, channel: ResponseChannel<Ack>) {
-        bump(&self.shared.counters.frames_received);
-        let Some(from) = self.peers.get(&peer).map(|p| p.node) else {
-            bump(&self.shared.counters.unknown_peer_refused);
-            tracing::warn!(%peer, "frame from a peer outside the known set dropped");
-            let _ = self.swarm.disconnect_peer_id(peer);
-            return;
-        };
-        let ack = match decode_frame(&bytes, self.max_message_size) {
-            Err(error) => {
-                bump(&self.shared.counters.malformed_frames);
-                tracing::warn!(%from, %error, len = bytes.len(), "undecodable frame dropped");
-                Ack::Rejected
-            }
-            Ok(frame) => {
-                let msg = InboundMessage {
-                    from,
-                    kind: frame.kind,
-                    payload: frame.payload,
-                };
-                match self.hub.deliver(frame.session, msg) {
-                    Ok(()) => {
-                        bump(&self.shared.counters.frames_delivered);
-                        Ack::Accepted
-                    }
-                    Err(error) => {
-                        bump(&self.shared.counters.rejected_by_session);
-                        tracing::warn!(%from, %error, "frame refused by the session table");
-                        Ack::Rejected
-                    }
-                }
-            }
-        };
-        let _ = self.swarm.behaviour_mut().rr.send_response(channel, ack);
     }
 }

@@ -1,6 +1,6 @@
 //! Session bookkeeping shared by every transport implementation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,12 @@ const PENDING_TTL: Duration = Duration::from_secs(60);
 const MAX_PENDING_SESSIONS: usize = 1024;
 /// At most this many bytes are held for unopened sessions in total.
 const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+/// The ids of this many most recently finished sessions are remembered (to refuse late
+/// messages and re-opening). Older ones are forgotten, so that a node that signs for
+/// years does not grow without bound: at one session a second this covers more than a
+/// day. A late message for a forgotten session is held like one for an unopened session
+/// and purged after [`PENDING_TTL`].
+pub const FINISHED_SESSIONS_REMEMBERED: usize = 100_000;
 
 /// The sending half a transport implementation plugs into a [`SessionChannel`].
 pub trait SessionSender: Send + Sync + 'static {
@@ -47,6 +53,8 @@ struct HubState {
     pending: HashMap<SessionId, PendingSession>,
     pending_bytes: usize,
     finished: HashSet<SessionId>,
+    /// `finished` in the order the sessions finished (oldest first).
+    finished_order: VecDeque<SessionId>,
 }
 
 impl HubState {
@@ -215,12 +223,24 @@ impl SessionHub {
         if let Some(p) = state.pending.remove(&session) {
             state.pending_bytes -= p.messages.iter().map(|m| m.payload.len()).sum::<usize>();
         }
-        state.finished.insert(session);
+        if state.finished.insert(session) {
+            state.finished_order.push_back(session);
+            while state.finished_order.len() > FINISHED_SESSIONS_REMEMBERED {
+                if let Some(oldest) = state.finished_order.pop_front() {
+                    state.finished.remove(&oldest);
+                }
+            }
+        }
     }
 
     /// Number of sessions currently open.
     pub fn open_sessions(&self) -> usize {
         self.lock().open.len()
+    }
+
+    /// Number of finished sessions remembered (at most [`FINISHED_SESSIONS_REMEMBERED`]).
+    pub fn finished_sessions(&self) -> usize {
+        self.lock().finished.len()
     }
 }
 

@@ -273,3 +273,31 @@ async fn fault_delay_holds_messages_back() {
     assert_eq!(recv(&mut rxs[0]).await.payload, b"later");
     assert!(start.elapsed() >= delay);
 }
+
+#[tokio::test]
+async fn finished_sessions_are_remembered_up_to_a_bound() {
+    let net = InMemoryNetwork::new();
+    let ids = nodes(2);
+    let a = net.endpoint(ids[0]);
+    let _b = net.endpoint(ids[1]);
+    let config = SessionConfig::new(ids.clone());
+    let id = |i: usize| {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        SessionId::from_bytes(bytes)
+    };
+    let total = transport::FINISHED_SESSIONS_REMEMBERED + 1;
+    for i in 0..total {
+        drop(a.open_session(id(i), config.clone()).unwrap());
+    }
+    assert_eq!(
+        a.hub().finished_sessions(),
+        transport::FINISHED_SESSIONS_REMEMBERED
+    );
+    // The newest is still refused; the oldest has been forgotten.
+    assert_eq!(
+        a.open_session(id(total - 1), config.clone()).unwrap_err(),
+        TransportError::SessionReused(id(total - 1))
+    );
+    assert!(a.open_session(id(0), config).is_ok());
+}

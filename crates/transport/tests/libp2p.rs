@@ -2,14 +2,12 @@
 #![cfg(feature = "libp2p")]
 
 use std::collections::HashSet;
-use std::io;
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-use transport::p2p::libp2p::{
-    self, request_response, swarm::SwarmEvent, Multiaddr, PeerId, StreamProtocol,
-};
-use transport::p2p::{peer_id_of, Ack, PROTOCOL_NAME};
+use futures::{AsyncWriteExt, StreamExt};
+use transport::p2p::libp2p::{self, Multiaddr, PeerId, StreamProtocol};
+use transport::p2p::libp2p_stream;
+use transport::p2p::{length_prefixed, peer_id_of, PROTOCOL_NAME};
 use transport::{
     encode_frame, DeliveryKind, Destination, Libp2pConfig, Libp2pIdentity, Libp2pTransport, NodeId,
     SessionConfig, SessionId, Transport, TransportError,
@@ -142,6 +140,37 @@ async fn five_nodes_exchange_broadcast_and_direct_messages_over_libp2p() {
     for n in &nodes {
         assert_eq!(n.connected_peers().len(), 4);
     }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_from_one_peer_arrive_in_the_order_sent() {
+    init_tracing();
+    let plan = Plan::new(&[16, 17]);
+    let nodes = plan.start_all().await;
+    let ids = plan.nodes();
+    let config = SessionConfig::new(ids.clone());
+    let on_a = nodes[0].open_session(session(16), config.clone()).unwrap();
+    let mut on_b = nodes[1].open_session(session(16), config).unwrap();
+    // Sizes vary so that several batches and partial writes happen.
+    for i in 0..500u32 {
+        let mut payload = i.to_be_bytes().to_vec();
+        payload.resize(4 + (i as usize * 97) % 3000, 0xab);
+        on_a.send(Destination::Direct(ids[1]), payload).unwrap();
+    }
+    for i in 0..500u32 {
+        let msg = recv(&mut on_b).await;
+        assert_eq!(
+            msg.payload[..4],
+            i.to_be_bytes(),
+            "message {i} out of order"
+        );
+        assert_eq!(msg.payload.len(), 4 + (i as usize * 97) % 3000);
+    }
+    assert_eq!(nodes[0].stats().frames_sent, 500);
+    assert_eq!(nodes[1].stats().frames_delivered, 500);
     for n in &nodes {
         n.shutdown().await;
     }
@@ -281,64 +310,25 @@ async fn forged_sender_in_payload_is_ignored_sender_comes_from_noise_identity() 
 // A raw libp2p client that writes arbitrary bytes on the MPC protocol.
 // ---------------------------------------------------------------------------------------
 
-/// Writes requests verbatim (no length prefix added): the test supplies the bytes.
-#[derive(Clone, Default)]
-struct RawCodec;
-
-#[async_trait::async_trait]
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Ack;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        _: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        Err(io::Error::other("raw client serves nothing"))
-    }
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Ack> {
-        let mut b = [0u8; 1];
-        io.read_exact(&mut b).await?;
-        Ok(if b[0] == 0 {
-            Ack::Accepted
-        } else {
-            Ack::Rejected
-        })
-    }
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> io::Result<()> {
-        io.write_all(&req).await?;
-        io.flush().await
-    }
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        _: &mut T,
-        _: Ack,
-    ) -> io::Result<()> {
-        Ok(())
-    }
+/// A libp2p node that speaks the MPC stream protocol by hand: it opens streams and writes
+/// whatever bytes a test gives it (no framing added).
+struct RawClient {
+    control: libp2p_stream::Control,
+    dial: tokio::sync::mpsc::UnboundedSender<Multiaddr>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-struct RawClient {
-    swarm: libp2p::Swarm<request_response::Behaviour<RawCodec>>,
+impl Drop for RawClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl RawClient {
     /// A client whose key is the one `Libp2pIdentity::from_seed([seed; 32])` has.
     fn new(seed: u8) -> Self {
         let keypair = libp2p::identity::Keypair::ed25519_from_bytes([seed; 32]).unwrap();
-        let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
                 libp2p::tcp::Config::default(),
@@ -346,74 +336,71 @@ impl RawClient {
                 libp2p::yamux::Config::default,
             )
             .unwrap()
-            .with_behaviour(|_| {
-                request_response::Behaviour::with_codec(
-                    RawCodec,
-                    [(
-                        StreamProtocol::new(PROTOCOL_NAME),
-                        request_response::ProtocolSupport::Outbound,
-                    )],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(5)),
-                )
-            })
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())
             .unwrap()
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
             .build();
-        Self { swarm }
-    }
-
-    /// Sends raw bytes; returns the ack, or the failure as a string.
-    async fn send_raw(
-        &mut self,
-        to: PeerId,
-        addr: &Multiaddr,
-        bytes: Vec<u8>,
-    ) -> Result<Ack, String> {
-        let id =
-            self.swarm
-                .behaviour_mut()
-                .send_request_with_addresses(&to, bytes, vec![addr.clone()]);
-        let fut = async {
+        let control = swarm.behaviour().new_control();
+        let (dial, mut dials) = tokio::sync::mpsc::unbounded_channel::<Multiaddr>();
+        let task = tokio::spawn(async move {
             loop {
-                match self.swarm.select_next_some().await {
-                    SwarmEvent::Behaviour(request_response::Event::Message {
-                        message:
-                            request_response::Message::Response {
-                                request_id,
-                                response,
-                            },
-                        ..
-                    }) if request_id == id => return Ok(response),
-                    SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
-                        request_id,
-                        error,
-                        ..
-                    }) if request_id == id => return Err(error.to_string()),
-                    _ => {}
+                tokio::select! {
+                    addr = dials.recv() => match addr {
+                        Some(addr) => { let _ = swarm.dial(addr); }
+                        None => return,
+                    },
+                    _ = swarm.select_next_some() => {}
                 }
             }
-        };
-        tokio::time::timeout(WAIT, fut)
-            .await
-            .expect("raw send hung")
+        });
+        Self {
+            control,
+            dial,
+            task,
+        }
+    }
+
+    /// Opens a new stream of the MPC protocol to `to` at `addr` (dialling if needed).
+    async fn open(&mut self, to: PeerId, addr: &Multiaddr) -> libp2p::Stream {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        self.dial.send(addr.clone()).unwrap();
+        loop {
+            match self
+                .control
+                .open_stream(to, StreamProtocol::new(PROTOCOL_NAME))
+                .await
+            {
+                Ok(stream) => return stream,
+                Err(e) => {
+                    assert!(tokio::time::Instant::now() < deadline, "no stream: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// Writes `bytes` on a fresh stream and closes it.
+    async fn send_raw(&mut self, to: PeerId, addr: &Multiaddr, bytes: &[u8]) {
+        let mut stream = self.open(to, addr).await;
+        stream.write_all(bytes).await.unwrap();
+        stream.flush().await.unwrap();
+        let _ = stream.close().await;
     }
 }
 
 fn prefixed(frame: &[u8]) -> Vec<u8> {
-    let mut out = (frame.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(frame);
-    out
+    length_prefixed(frame).unwrap()
 }
 
-/// A victim (node 0) with a 64 KiB message limit, an honest peer (node 1), and a raw
-/// client (seed 33) that the victim knows.
+/// A victim (node 0) with a 64 KiB message limit and at most 2 inbound streams per peer,
+/// an honest peer (node 1), and a raw client (seed 33) that the victim knows.
 async fn victim_setup() -> (Plan, Vec<Libp2pTransport>, RawClient) {
     let plan = Plan::new(&[31, 32, 33]);
     // The raw client does not listen; the victim just fails to dial it, harmlessly.
     let raw = RawClient::new(33);
     let mut victim_config = plan.config(0);
     victim_config.max_message_size = 64 * 1024;
+    victim_config.max_inbound_streams_per_peer = 2;
     let victim = Libp2pTransport::start(victim_config).await.unwrap();
     let honest = plan.start(1).await;
     let ids = plan.nodes();
@@ -422,6 +409,8 @@ async fn victim_setup() -> (Plan, Vec<Libp2pTransport>, RawClient) {
     (plan, vec![victim, honest], raw)
 }
 
+/// The honest peer still reaches the victim, and so does a well-formed frame from the
+/// misbehaving client itself.
 async fn assert_still_working(
     plan: &Plan,
     nodes: &[Libp2pTransport],
@@ -440,16 +429,12 @@ async fn assert_still_working(
         (msg.from, msg.payload.as_slice()),
         (ids[1], &b"still there?"[..])
     );
-    // The misbehaving client itself can still send a well-formed frame.
-    let ack = raw
-        .send_raw(
-            nodes[0].local_peer_id(),
-            &plan.addrs[0],
-            prefixed(&encode_frame(s, DeliveryKind::Direct, b"well-formed")),
-        )
-        .await
-        .unwrap();
-    assert_eq!(ack, Ack::Accepted);
+    raw.send_raw(
+        nodes[0].local_peer_id(),
+        &plan.addrs[0],
+        &prefixed(&encode_frame(s, DeliveryKind::Direct, b"well-formed")),
+    )
+    .await;
     let msg = recv(&mut on_victim).await;
     assert_eq!(
         (msg.from, msg.payload.as_slice()),
@@ -464,24 +449,20 @@ async fn oversized_frame_is_rejected_and_node_keeps_working() {
     let victim = nodes[0].local_peer_id();
     assert_eq!(victim, peer_id_of(&plan.ids[0].node_id()).unwrap());
     let addr = plan.addrs[0].clone();
+    let n0 = nodes[0].clone();
 
     // A real frame whose payload is over the victim's 64 KiB limit.
     let big = encode_frame(session(3), DeliveryKind::Direct, &vec![7u8; 100 * 1024]);
-    let result = raw.send_raw(victim, &addr, prefixed(&big)).await;
-    assert!(
-        result.is_err(),
-        "oversized frame was acknowledged: {result:?}"
-    );
+    raw.send_raw(victim, &addr, &prefixed(&big)).await;
+    wait_until("oversized frame refused", || {
+        n0.stats().oversized_frames == 1
+    })
+    .await;
     // A length prefix claiming ~4 GiB, followed by a few bytes: refused before allocating.
     let mut lying = u32::MAX.to_be_bytes().to_vec();
     lying.extend_from_slice(&[1, 2, 3, 4]);
-    let result = raw.send_raw(victim, &addr, lying).await;
-    assert!(result.is_err(), "lying length was acknowledged: {result:?}");
-    let n0 = nodes[0].clone();
-    wait_until("both oversized frames counted", || {
-        n0.stats().oversized_frames == 2
-    })
-    .await;
+    raw.send_raw(victim, &addr, &lying).await;
+    wait_until("lying length refused", || n0.stats().oversized_frames == 2).await;
     assert_eq!(nodes[0].stats().frames_received, 0);
 
     assert_still_working(&plan, &nodes, &mut raw, session(3)).await;
@@ -496,6 +477,7 @@ async fn garbage_frame_is_rejected_and_node_keeps_working() {
     let (plan, nodes, mut raw) = victim_setup().await;
     let victim = nodes[0].local_peer_id();
     let addr = plan.addrs[0].clone();
+    let n0 = nodes[0].clone();
 
     let mut bad_kind = encode_frame(session(4), DeliveryKind::Direct, b"x");
     bad_kind[33] = 9;
@@ -510,20 +492,71 @@ async fn garbage_frame_is_rejected_and_node_keeps_working() {
         (0..=255u8).cycle().take(5000).collect(), // noise
     ];
     let count = garbage.len() as u64;
-    for g in garbage {
-        let ack = raw.send_raw(victim, &addr, prefixed(&g)).await.unwrap();
-        assert_eq!(ack, Ack::Rejected);
-    }
+    // All on one stream: the length prefixes keep it in step, so each bad frame is
+    // skipped on its own.
+    let all: Vec<u8> = garbage.iter().flat_map(|g| prefixed(g)).collect();
+    raw.send_raw(victim, &addr, &all).await;
+    wait_until("every garbage frame counted", || {
+        n0.stats().malformed_frames == count
+    })
+    .await;
     // A stream cut off mid-frame (length says 100, 3 bytes follow).
     let mut truncated = 100u32.to_be_bytes().to_vec();
     truncated.extend_from_slice(&[1, 2, 3]);
-    assert!(raw.send_raw(victim, &addr, truncated).await.is_err());
+    raw.send_raw(victim, &addr, &truncated).await;
+    wait_until("cut-off stream counted", || {
+        n0.stats().inbound_failures == 1
+    })
+    .await;
 
     let stats = nodes[0].stats();
     assert_eq!(stats.malformed_frames, count);
+    assert_eq!(stats.frames_received, count);
     assert_eq!(stats.frames_delivered, 0);
 
     assert_still_working(&plan, &nodes, &mut raw, session(4)).await;
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_hold_more_streams_open_than_the_limit() {
+    init_tracing();
+    let (plan, nodes, mut raw) = victim_setup().await;
+    let victim = nodes[0].local_peer_id();
+    let addr = plan.addrs[0].clone();
+    let n0 = nodes[0].clone();
+
+    // The victim allows 2 streams per peer; the third is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(raw.open(victim, &addr).await);
+    }
+    wait_until("third stream refused", || {
+        n0.stats().inbound_streams_refused == 1
+    })
+    .await;
+    // The streams that were accepted still carry frames.
+    let s = session(9);
+    let ids = plan.nodes();
+    let mut on_victim = nodes[0]
+        .open_session(s, SessionConfig::new(ids.clone()))
+        .unwrap();
+    let frame = prefixed(&encode_frame(s, DeliveryKind::Direct, b"on a held stream"));
+    held[0].write_all(&frame).await.unwrap();
+    held[0].flush().await.unwrap();
+    let msg = recv(&mut on_victim).await;
+    assert_eq!(
+        (msg.from, msg.payload.as_slice()),
+        (ids[2], &b"on a held stream"[..])
+    );
+    // Once the held streams close, new ones are accepted again.
+    drop(held);
+    drop(on_victim);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_still_working(&plan, &nodes, &mut raw, session(10)).await;
+    assert_eq!(nodes[0].stats().inbound_streams_refused, 1);
     for n in &nodes {
         n.shutdown().await;
     }

@@ -177,11 +177,32 @@ impl std::fmt::Debug for Presignature {
     }
 }
 
+/// How many used (or discarded) presignature ids a node remembers, to answer a second use
+/// with [`TssError::PresignatureAlreadyUsed`]. Older ids are forgotten so memory stays
+/// bounded; a presignature is removed when used, so a forgotten id still cannot sign
+/// again (it fails with [`TssError::UnknownPresignature`]).
+const USED_PRESIGNATURES_REMEMBERED: usize = 100_000;
+
 /// Presignatures held in memory only (never persisted or restored), each handed out once.
 #[derive(Default)]
 struct PresignatureStore {
     ready: HashMap<ExecutionId, Presignature>,
     used: HashSet<ExecutionId>,
+    /// `used` in the order the ids were used (oldest first).
+    used_order: std::collections::VecDeque<ExecutionId>,
+}
+
+impl PresignatureStore {
+    fn mark_used(&mut self, id: ExecutionId) {
+        if self.used.insert(id) {
+            self.used_order.push_back(id);
+            while self.used_order.len() > USED_PRESIGNATURES_REMEMBERED {
+                if let Some(oldest) = self.used_order.pop_front() {
+                    self.used.remove(&oldest);
+                }
+            }
+        }
+    }
 }
 
 /// A party's entry point to the threshold protocols. Cheap to share (`Arc`) and runs many
@@ -379,7 +400,7 @@ impl TssNode {
             .remove(&id)
             .ok_or(TssError::UnknownPresignature(id))?;
         // Marked used before anything else happens: even a failed signing burns it.
-        store.used.insert(id);
+        store.mark_used(id);
         if &presig.key_id != key_id {
             return Err(TssError::PresignatureKeyMismatch {
                 expected: presig.key_id,
@@ -401,7 +422,7 @@ impl TssNode {
             .collect();
         for id in ids {
             store.ready.remove(&id);
-            store.used.insert(id);
+            store.mark_used(id);
         }
     }
 
@@ -507,4 +528,29 @@ fn to_eth(
     r.copy_from_slice(&rs[..32]);
     s.copy_from_slice(&rs[32..]);
     EthSignature::from_rs(r, s, digest, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: usize) -> ExecutionId {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        ExecutionId::from_bytes(bytes)
+    }
+
+    #[test]
+    fn used_presignature_ids_are_remembered_up_to_a_bound() {
+        let mut store = PresignatureStore::default();
+        for i in 0..=USED_PRESIGNATURES_REMEMBERED {
+            store.mark_used(id(i));
+        }
+        store.mark_used(id(USED_PRESIGNATURES_REMEMBERED)); // again: no double entry
+        assert_eq!(store.used.len(), USED_PRESIGNATURES_REMEMBERED);
+        assert_eq!(store.used_order.len(), USED_PRESIGNATURES_REMEMBERED);
+        assert!(!store.used.contains(&id(0)), "the oldest is forgotten");
+        assert!(store.used.contains(&id(1)));
+        assert!(store.used.contains(&id(USED_PRESIGNATURES_REMEMBERED)));
+    }
 }
