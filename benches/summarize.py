@@ -15,7 +15,10 @@ for dirpath, _, files in os.walk(root):
     bench = json.load(open(os.path.join(dirpath, "benchmark.json")))
     est = json.load(open(os.path.join(dirpath, "estimates.json")))
     sample = json.load(open(os.path.join(dirpath, "sample.json")))
-    op, size, impl = bench["full_id"].split("/")
+    parts = bench["full_id"].split("/")
+    if len(parts) != 3:  # e.g. eth_conversion/from_rs
+        parts = [parts[0], "-", "/".join(parts[1:])]
+    op, size, impl = parts
     rows[(op, size, impl)] = (
         est["median"]["point_estimate"],
         est["median"]["confidence_interval"]["lower_bound"],
@@ -34,6 +37,9 @@ def fmt(ns):
 
 
 ops = ["keygen", "presign", "online", "sign", "reshare"]
+for (op, size, impl), v in sorted(rows.items()):
+    if op not in ops:
+        print(f"- {op}/{impl}: median {fmt(v[0])} (95% CI {fmt(v[1])} – {fmt(v[2])})")
 sizes = ["2-of-3", "3-of-5", "7-of-10"]
 for op in ops:
     present = [k for k in rows if k[0] == op]
