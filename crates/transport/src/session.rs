@@ -21,7 +21,7 @@ const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 /// messages and re-opening). Older ones are forgotten, so that a node that signs for
 /// years does not grow without bound: at one session a second this covers more than a
 /// day. A late message for a forgotten session is held like one for an unopened session
-/// and purged after [`PENDING_TTL`].
+/// and purged after 60 seconds.
 pub const FINISHED_SESSIONS_REMEMBERED: usize = 100_000;
 
 /// The sending half a transport implementation plugs into a [`SessionChannel`].
