@@ -149,193 +149,152 @@ fn group<'a>(c: &'a mut Criterion, name: &str, samples: usize) -> BenchmarkGroup
     g
 }
 
-fn slow_samples(size: Size) -> usize {
-    // Criterion's minimum is 10.
-    let _ = size;
-    10
-}
-
-fn bench_keygen(c: &mut Criterion, ctx: &Ctx) {
-    let mut g = group(c, "keygen", 10);
+/// Registers one benchmark row per size and implementation in group `name`: `samples`
+/// samples of one protocol run each, timed by `run(fixture, implementation, sample index)`
+/// (which returns the measured time, setup excluded).
+fn bench_rows(
+    c: &mut Criterion,
+    ctx: &Ctx,
+    name: &str,
+    samples: impl Fn(Size) -> usize,
+    run: impl Fn(&Fixture, Impl, u64) -> Duration,
+) {
+    let mut g = group(c, name, 10);
     for f in &ctx.fixtures {
-        g.sample_size(slow_samples(f.size));
+        // Criterion's minimum is 10.
+        g.sample_size(samples(f.size).max(10));
         for &imp in &ctx.impls {
-            let id = format!("{}/{}", f.size.label(), imp.label());
-            g.bench_function(id, |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        total += match imp {
-                            Impl::Ours(net) => {
-                                let nodes = f.nodes(&ctx.rt, net);
-                                ctx.rt
-                                    .block_on(timed(benches::keygen(&nodes, f.size.t, &f.key_id)))
-                                    .0
-                            }
-                            Impl::Raw => ctx.rt.block_on(timed(raw::keygen(f.size.t, f.size.n))).0,
-                        };
-                    }
-                    total
-                })
-            });
-        }
-    }
-    g.finish();
-}
-
-fn bench_presign(c: &mut Criterion, ctx: &Ctx) {
-    let mut g = group(c, "presign", 10);
-    for f in &ctx.fixtures {
-        g.sample_size(slow_samples(f.size));
-        for &imp in &ctx.impls {
-            let id = format!("{}/{}", f.size.label(), imp.label());
-            g.bench_function(id, |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        total += match imp {
-                            Impl::Ours(net) => {
-                                let (nodes, shares) = (f.nodes(&ctx.rt, net), f.shares(&ctx.rt));
-                                let (time, eid) = ctx
-                                    .rt
-                                    .block_on(timed(benches::presign(&nodes, &shares, f.size.t)));
-                                // Do not let unused presignatures pile up in memory.
-                                for node in &nodes.nodes {
-                                    node.discard_presignatures(
-                                        &f.key_id,
-                                        tss_core::Generation(u64::MAX),
-                                    );
-                                }
-                                let _ = eid;
-                                time
-                            }
-                            Impl::Raw => {
-                                let shares = f.raw_shares(&ctx.rt);
-                                ctx.rt.block_on(timed(raw::presign(&shares, f.size.t))).0
-                            }
-                        };
-                    }
-                    total
-                })
-            });
-        }
-    }
-    g.finish();
-}
-
-fn bench_online(c: &mut Criterion, ctx: &Ctx) {
-    let mut g = group(c, "online", 20);
-    for f in &ctx.fixtures {
-        // Each sample needs a fresh presignature, made (untimed) right before it.
-        g.sample_size(if f.size.t > 3 { 10 } else { 20 });
-        for &imp in &ctx.impls {
-            let id = format!("{}/{}", f.size.label(), imp.label());
-            g.bench_function(id, |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for i in 0..iters {
-                        total += match imp {
-                            Impl::Ours(net) => {
-                                let (nodes, shares) = (f.nodes(&ctx.rt, net), f.shares(&ctx.rt));
-                                ctx.rt.block_on(async {
-                                    let presig = benches::presign(&nodes, &shares, f.size.t).await;
-                                    timed(benches::sign_online(
-                                        &nodes,
-                                        &f.key_id,
-                                        f.size.t,
-                                        presig,
-                                        digest(i),
-                                    ))
-                                    .await
-                                    .0
-                                })
-                            }
-                            Impl::Raw => {
-                                let shares = f.raw_shares(&ctx.rt);
-                                let presigs = ctx.rt.block_on(raw::presign(&shares, f.size.t));
-                                let start = std::time::Instant::now();
-                                std::hint::black_box(raw::sign_online(presigs, digest(i)));
-                                start.elapsed()
-                            }
-                        };
-                    }
-                    total
-                })
-            });
-        }
-    }
-    g.finish();
-}
-
-fn bench_sign(c: &mut Criterion, ctx: &Ctx) {
-    let mut g = group(c, "sign", 10);
-    for f in &ctx.fixtures {
-        g.sample_size(slow_samples(f.size));
-        for &imp in &ctx.impls {
-            let id = format!("{}/{}", f.size.label(), imp.label());
-            g.bench_function(id, |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for i in 0..iters {
-                        total += match imp {
-                            Impl::Ours(net) => {
-                                let (nodes, shares) = (f.nodes(&ctx.rt, net), f.shares(&ctx.rt));
-                                ctx.rt
-                                    .block_on(timed(benches::sign_full(
-                                        &nodes,
-                                        &shares,
-                                        f.size.t,
-                                        digest(i),
-                                    )))
-                                    .0
-                            }
-                            Impl::Raw => {
-                                let shares = f.raw_shares(&ctx.rt);
-                                ctx.rt
-                                    .block_on(timed(raw::sign_full(&shares, f.size.t, digest(i))))
-                                    .0
-                            }
-                        };
-                    }
-                    total
-                })
-            });
-        }
-    }
-    g.finish();
-}
-
-fn bench_reshare(c: &mut Criterion, ctx: &Ctx) {
-    let mut g = group(c, "reshare", 10);
-    for f in &ctx.fixtures {
-        g.sample_size(slow_samples(f.size));
-        for &imp in &ctx.impls {
-            // cggmp21 has no resharing of threshold keys; the raw row is aux-info
+            // cggmp21 has no resharing of threshold keys; the raw reshare row is aux-info
             // generation for the new committee alone, the bulk of a reshare's work.
             let id = match imp {
-                Impl::Raw => format!("{}/raw-aux-info-only", f.size.label()),
+                Impl::Raw if name == "reshare" => format!("{}/raw-aux-info-only", f.size.label()),
                 _ => format!("{}/{}", f.size.label(), imp.label()),
             };
             g.bench_function(id, |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        total += match imp {
-                            Impl::Ours(net) => {
-                                let (nodes, shares) = (f.nodes(&ctx.rt, net), f.shares(&ctx.rt));
-                                ctx.rt
-                                    .block_on(timed(benches::reshare(&nodes, &shares, f.size.t)))
-                                    .0
-                            }
-                            Impl::Raw => ctx.rt.block_on(timed(raw::aux_info(f.size.n))).0,
-                        };
-                    }
-                    total
-                })
+                b.iter_custom(|iters| (0..iters).map(|i| run(f, imp, i)).sum())
             });
         }
     }
     g.finish();
+}
+
+fn bench_keygen(c: &mut Criterion, ctx: &Ctx) {
+    bench_rows(
+        c,
+        ctx,
+        "keygen",
+        |_| 10,
+        |f, imp, _| match imp {
+            Impl::Ours(net) => {
+                let nodes = f.nodes(&ctx.rt, net);
+                ctx.rt
+                    .block_on(timed(benches::keygen(&nodes, f.size.t, &f.key_id)))
+                    .0
+            }
+            Impl::Raw => ctx.rt.block_on(timed(raw::keygen(f.size.t, f.size.n))).0,
+        },
+    );
+}
+
+fn bench_presign(c: &mut Criterion, ctx: &Ctx) {
+    bench_rows(
+        c,
+        ctx,
+        "presign",
+        |_| 10,
+        |f, imp, _| match imp {
+            Impl::Ours(net) => {
+                let (nodes, shares) = (f.nodes(&ctx.rt, net), f.shares(&ctx.rt));
+                let (time, _) = ctx
+                    .rt
+                    .block_on(timed(benches::presign(&nodes, &shares, f.size.t)));
+                // Do not let unused presignatures pile up in memory.
+                for node in &nodes.nodes {
+                    node.discard_presignatures(&f.key_id, tss_core::Generation(u64::MAX));
+                }
+                time
+            }
+            Impl::Raw => {
+                let shares = f.raw_shares(&ctx.rt);
+                ctx.rt.block_on(timed(raw::presign(&shares, f.size.t))).0
+            }
+        },
+    );
+}
+
+fn bench_online(c: &mut Criterion, ctx: &Ctx) {
+    // Each sample needs a fresh presignature, made (untimed) right before it.
+    let samples = |size: Size| if size.t > 3 { 10 } else { 20 };
+    bench_rows(c, ctx, "online", samples, |f, imp, i| match imp {
+        Impl::Ours(net) => {
+            let (nodes, shares) = (f.nodes(&ctx.rt, net), f.shares(&ctx.rt));
+            ctx.rt.block_on(async {
+                let presig = benches::presign(&nodes, &shares, f.size.t).await;
+                timed(benches::sign_online(
+                    &nodes,
+                    &f.key_id,
+                    f.size.t,
+                    presig,
+                    digest(i),
+                ))
+                .await
+                .0
+            })
+        }
+        Impl::Raw => {
+            let shares = f.raw_shares(&ctx.rt);
+            let presigs = ctx.rt.block_on(raw::presign(&shares, f.size.t));
+            let start = std::time::Instant::now();
+            std::hint::black_box(raw::sign_online(presigs, digest(i)));
+            start.elapsed()
+        }
+    });
+}
+
+fn bench_sign(c: &mut Criterion, ctx: &Ctx) {
+    bench_rows(
+        c,
+        ctx,
+        "sign",
+        |_| 10,
+        |f, imp, i| match imp {
+            Impl::Ours(net) => {
+                let (nodes, shares) = (f.nodes(&ctx.rt, net), f.shares(&ctx.rt));
+                ctx.rt
+                    .block_on(timed(benches::sign_full(
+                        &nodes,
+                        &shares,
+                        f.size.t,
+                        digest(i),
+                    )))
+                    .0
+            }
+            Impl::Raw => {
+                let shares = f.raw_shares(&ctx.rt);
+                ctx.rt
+                    .block_on(timed(raw::sign_full(&shares, f.size.t, digest(i))))
+                    .0
+            }
+        },
+    );
+}
+
+fn bench_reshare(c: &mut Criterion, ctx: &Ctx) {
+    bench_rows(
+        c,
+        ctx,
+        "reshare",
+        |_| 10,
+        |f, imp, _| match imp {
+            Impl::Ours(net) => {
+                let (nodes, shares) = (f.nodes(&ctx.rt, net), f.shares(&ctx.rt));
+                ctx.rt
+                    .block_on(timed(benches::reshare(&nodes, &shares, f.size.t)))
+                    .0
+            }
+            Impl::Raw => ctx.rt.block_on(timed(raw::aux_info(f.size.n))).0,
+        },
+    );
 }
 
 /// The Ethereum conversion every signer does after combining partial signatures:
