@@ -133,15 +133,6 @@ pub fn swarm_threads() -> usize {
         })
 }
 
-/// A free port on 127.0.0.1 (bound then released).
-fn free_addr() -> Multiaddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let port = listener.local_addr().expect("local addr").port();
-    format!("/ip4/127.0.0.1/tcp/{port}")
-        .parse()
-        .expect("multiaddr")
-}
-
 /// `n` tss-core nodes on one transport.
 pub struct Nodes {
     /// The nodes, in committee order.
@@ -196,16 +187,25 @@ impl Nodes {
             .enable_all()
             .build()
             .expect("libp2p runtime");
-        let addrs: Vec<Multiaddr> = identities.iter().map(|_| free_addr()).collect();
+        // Each node listens on a port the OS picks; then every node learns every address.
         let ids: Vec<NodeId> = identities.iter().map(|i| i.node_id()).collect();
         let mut transports = Vec::new();
-        for (identity, addr) in identities.iter().zip(&addrs) {
-            let mut config = Libp2pConfig::new(identity.clone(), addr.clone());
-            config.peers = ids.iter().copied().zip(addrs.iter().cloned()).collect();
+        for identity in identities {
+            let any_port: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr");
+            let mut config = Libp2pConfig::new(identity.clone(), any_port);
             config.redial_initial_backoff = Duration::from_millis(50);
             config.redial_max_backoff = Duration::from_millis(400);
             let started = net_runtime.spawn(Libp2pTransport::start(config));
             transports.push(started.await.expect("start task").expect("libp2p start"));
+        }
+        let addrs: Vec<Multiaddr> = transports
+            .iter()
+            .map(|t| t.listen_addrs().into_iter().next().expect("listen address"))
+            .collect();
+        for t in &transports {
+            for (id, addr) in ids.iter().zip(&addrs) {
+                t.add_peer(*id, addr.clone()).expect("add peer");
+            }
         }
         for t in &transports {
             t.wait_for_peers(&ids, Duration::from_secs(30))

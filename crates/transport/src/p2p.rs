@@ -14,6 +14,10 @@
 //!   yamux data frame: no stream set-up, protocol negotiation or acknowledgement per
 //!   message (the earlier request-response design paid all three, about 0.3 ms per
 //!   message on loopback). Messages from one node to another arrive in the order sent.
+//!   A node that takes a new stream first writes one byte back ([`STREAM_ACCEPTED`]);
+//!   the sender writes nothing before it has read that byte, so a stream libp2p dropped
+//!   on arrival (its accept queue holds one stream) or the peer refused is re-opened
+//!   instead of silently swallowing the frames written on it.
 //! - **Sessions.** Frames name their session; a [`SessionHub`] routes them (holding
 //!   frames for sessions not opened yet, rejecting frames for finished sessions and from
 //!   non-participants).
@@ -59,7 +63,14 @@ use crate::{
 };
 
 /// The stream protocol carrying MPC frames.
-pub const PROTOCOL_NAME: &str = "/tss-seq/mpc/2";
+pub const PROTOCOL_NAME: &str = "/tss-seq/mpc/3";
+
+/// The byte a node writes back on a stream it accepts, before reading frames from it.
+/// A sender writes nothing on a new stream until it has read this byte, so a stream the
+/// peer never took (libp2p drops inbound streams while the accept queue is full, and a
+/// node refuses streams over [`Libp2pConfig::max_inbound_streams_per_peer`]) costs a
+/// re-open, not the frames written on it.
+pub const STREAM_ACCEPTED: u8 = 0xa5;
 
 /// How long [`Libp2pTransport::start`] waits for the listener to come up.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -223,7 +234,9 @@ struct Behaviour {
 // Statistics
 // ---------------------------------------------------------------------------------------
 
-/// Counters of a [`Libp2pTransport`] (since start).
+/// Counters of a [`Libp2pTransport`] (since start). Each counter moves just after the
+/// event it counts, so a message can reach its session a moment before
+/// `frames_delivered` (or, on the sender, `frames_sent`) includes it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Libp2pStats {
     /// Frames handed to a stream.
@@ -248,6 +261,9 @@ pub struct Libp2pStats {
     pub inbound_streams_refused: u64,
     /// Outbound frames lost after being handed to a stream that then failed.
     pub outbound_failures: u64,
+    /// Outbound streams the peer did not accept (reset or closed before
+    /// [`STREAM_ACCEPTED`] came back); the writer opened another and lost nothing.
+    pub streams_not_accepted: u64,
     /// Messages dropped because a peer's queue was full.
     pub dropped_queue_full: u64,
 }
@@ -264,6 +280,7 @@ struct Counters {
     inbound_failures: AtomicU64,
     inbound_streams_refused: AtomicU64,
     outbound_failures: AtomicU64,
+    streams_not_accepted: AtomicU64,
     dropped_queue_full: AtomicU64,
 }
 
@@ -285,6 +302,7 @@ impl Counters {
             inbound_failures: get(&self.inbound_failures),
             inbound_streams_refused: get(&self.inbound_streams_refused),
             outbound_failures: get(&self.outbound_failures),
+            streams_not_accepted: get(&self.streams_not_accepted),
             dropped_queue_full: get(&self.dropped_queue_full),
         }
     }
@@ -766,13 +784,22 @@ impl Writer {
                 if stream.is_none() {
                     let open = tokio::time::timeout(
                         self.shared.write_timeout,
-                        control.open_stream(self.peer, protocol.clone()),
+                        open_accepted_stream(&mut control, self.peer, protocol.clone()),
                     );
                     match Self::until_closed_or(&mut self.closed, open).await {
                         Wake::Closed => return,
                         Wake::Ready(Ok(Ok(s))) => stream = Some(s),
                         Wake::Ready(result) => {
-                            tracing::debug!(peer = %self.node, ok = result.is_ok(), "stream not opened; waiting for a connection");
+                            let reason = match result {
+                                Err(_) => "timed out".to_string(),
+                                Ok(Err(OpenFailure::Open(e))) => e.to_string(),
+                                Ok(Err(OpenFailure::NotAccepted(e))) => {
+                                    bump(&self.shared.counters.streams_not_accepted);
+                                    format!("not accepted: {e}")
+                                }
+                                Ok(Ok(_)) => unreachable!("handled above"),
+                            };
+                            tracing::debug!(peer = %self.node, %reason, "no stream to peer; retrying");
                             let wait = async {
                                 tokio::select! {
                                     _ = shared.connection_up.notified() => {}
@@ -822,6 +849,38 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+/// Why a writer has no stream yet.
+enum OpenFailure {
+    /// libp2p could not open one (no connection, negotiation failed).
+    Open(libp2p_stream::OpenStreamError),
+    /// The peer reset or closed it instead of writing [`STREAM_ACCEPTED`].
+    NotAccepted(io::Error),
+}
+
+/// Opens a stream to `peer` and waits until the peer confirms it reads from it.
+async fn open_accepted_stream(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+) -> Result<libp2p::Stream, OpenFailure> {
+    let mut stream = control
+        .open_stream(peer, protocol)
+        .await
+        .map_err(OpenFailure::Open)?;
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte).await {
+        Ok(1) if byte[0] == STREAM_ACCEPTED => Ok(stream),
+        Ok(0) => Err(OpenFailure::NotAccepted(
+            io::ErrorKind::UnexpectedEof.into(),
+        )),
+        Ok(_) => Err(OpenFailure::NotAccepted(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected accept byte {:#04x}", byte[0]),
+        ))),
+        Err(e) => Err(OpenFailure::NotAccepted(e)),
     }
 }
 
@@ -908,6 +967,20 @@ async fn read_frames(
     _token: Arc<()>,
 ) {
     let counters = &shared.counters;
+    // Tell the sender this stream is being read; it writes nothing before this byte.
+    let accept = async {
+        stream.write_all(&[STREAM_ACCEPTED]).await?;
+        stream.flush().await
+    };
+    let accepted = tokio::select! {
+        biased;
+        _ = closed.changed() => return,
+        r = accept => r,
+    };
+    if let Err(error) = accepted {
+        tracing::debug!(%from, %error, "could not accept an inbound stream");
+        return;
+    }
     loop {
         let mut len = [0u8; 4];
         let header = tokio::select! {

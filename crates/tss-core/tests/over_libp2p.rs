@@ -9,26 +9,27 @@ use common::*;
 use transport::{Libp2pConfig, Libp2pIdentity, Libp2pTransport, NodeId};
 use tss_core::{keccak256, Committee, KeyId, ProtocolKind, TssNode};
 
-fn free_addr() -> transport::p2p::libp2p::Multiaddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
-}
-
 /// Starts `n` libp2p nodes that know each other; returns them with their TssNodes.
 async fn libp2p_pool(n: u8) -> (Vec<Libp2pTransport>, Vec<Arc<TssNode>>) {
     let identities: Vec<Libp2pIdentity> = (1..=n)
         .map(|k| Libp2pIdentity::from_seed([k + 100; 32]).unwrap())
         .collect();
-    let addrs: Vec<_> = identities.iter().map(|_| free_addr()).collect();
     let ids: Vec<NodeId> = identities.iter().map(|i| i.node_id()).collect();
+    // Each node listens on a port the OS picks; then every node learns every address.
     let mut transports = Vec::new();
-    for (identity, addr) in identities.iter().zip(&addrs) {
-        let mut config = Libp2pConfig::new(identity.clone(), addr.clone());
-        for (id, addr) in ids.iter().zip(&addrs) {
-            config = config.with_peer(*id, addr.clone());
-        }
+    for identity in &identities {
+        let any_port = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+        let config = Libp2pConfig::new(identity.clone(), any_port);
         transports.push(Libp2pTransport::start(config).await.unwrap());
+    }
+    let addrs: Vec<_> = transports
+        .iter()
+        .map(|t| t.listen_addrs().into_iter().next().unwrap())
+        .collect();
+    for t in &transports {
+        for (id, addr) in ids.iter().zip(&addrs) {
+            t.add_peer(*id, addr.clone()).unwrap();
+        }
     }
     for t in &transports {
         t.wait_for_peers(&ids, Duration::from_secs(20))
