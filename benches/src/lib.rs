@@ -394,21 +394,41 @@ pub async fn timed<T, F: std::future::Future<Output = T>>(f: F) -> (Duration, T)
 /// channel: no serialization, no sessions, no transport).
 pub mod raw {
     use super::*;
-    use round_based::sim::async_env::Network;
+    use round_based::sim::async_env::{MockedDelivery, Network};
+    use round_based::MpcParty;
 
     /// A raw key share.
     pub type RawKeyShare = cggmp21::KeyShare<Secp256k1>;
     /// A raw presignature.
     pub type RawPresignature = cggmp21::Presignature<Secp256k1>;
 
-    // Every party is added to the simulated network before any is spawned: a party added
-    // later would miss the broadcasts sent before it subscribed.
-
     /// Enough buffered messages for any protocol here (a lagging reader fails otherwise).
     const CAPACITY: usize = 20_000;
 
     fn rng() -> ChaCha20Rng {
         ChaCha20Rng::from_entropy()
+    }
+
+    /// One party's end of the simulated network.
+    type Party<M> = MpcParty<M, MockedDelivery<M>>;
+
+    /// Connects `n` parties to one simulated network, then spawns `run(i, party)` for
+    /// each as a tokio task; returns their outputs in party order. Every party joins
+    /// before any starts: one that joined later would miss the broadcasts sent before.
+    async fn run_parties<M, T, Fut>(n: u16, run: impl Fn(u16, Party<M>) -> Fut) -> Vec<T>
+    where
+        M: Clone + Send + Unpin + 'static,
+        T: Send + 'static,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+    {
+        let mut net = Network::with_capacity(CAPACITY);
+        let parties: Vec<_> = (0..n).map(|_| net.add_party()).collect();
+        let tasks = parties
+            .into_iter()
+            .zip(0..)
+            .map(|(party, i)| tokio::spawn(run(i, party)))
+            .collect();
+        join_all(tasks).await
     }
 
     fn eid_bytes() -> [u8; 32] {
@@ -420,22 +440,14 @@ pub mod raw {
     /// Threshold DKG then aux-info generation, like [`super::keygen`].
     pub async fn keygen(t: u16, n: u16) -> Vec<RawKeyShare> {
         let eid = eid_bytes();
-        let mut net = Network::with_capacity(CAPACITY);
-        let parties: Vec<_> = (0..n).map(|_| net.add_party()).collect();
-        let tasks = parties
-            .into_iter()
-            .zip(0..)
-            .map(|(party, i)| {
-                tokio::spawn(async move {
-                    cggmp21::keygen::<Secp256k1>(cggmp21::ExecutionId::new(&eid), i, n)
-                        .set_threshold(t)
-                        .start(&mut rng(), party)
-                        .await
-                        .expect("raw keygen")
-                })
-            })
-            .collect();
-        let incomplete = join_all(tasks).await;
+        let incomplete = run_parties(n, |i, party| async move {
+            cggmp21::keygen::<Secp256k1>(cggmp21::ExecutionId::new(&eid), i, n)
+                .set_threshold(t)
+                .start(&mut rng(), party)
+                .await
+                .expect("raw keygen")
+        })
+        .await;
         let aux = aux_info(n).await;
         incomplete
             .into_iter()
@@ -448,49 +460,37 @@ pub mod raw {
     /// no raw reshare in cggmp21 to compare ours with).
     pub async fn aux_info(n: u16) -> Vec<cggmp21::key_share::AuxInfo> {
         let eid = eid_bytes();
-        let mut net = Network::with_capacity(CAPACITY);
-        let parties: Vec<_> = (0..n).map(|_| net.add_party()).collect();
-        let tasks = parties
-            .into_iter()
-            .zip(0..)
-            .map(|(party, i)| {
-                let primes = raw_primes_for(usize::from(i));
-                tokio::spawn(async move {
-                    cggmp21::aux_info_gen(cggmp21::ExecutionId::new(&eid), i, n, primes)
-                        .start(&mut rng(), party)
-                        .await
-                        .expect("raw aux info")
-                })
-            })
-            .collect();
-        join_all(tasks).await
+        run_parties(n, |i, party| {
+            let primes = raw_primes_for(usize::from(i));
+            async move {
+                cggmp21::aux_info_gen(cggmp21::ExecutionId::new(&eid), i, n, primes)
+                    .start(&mut rng(), party)
+                    .await
+                    .expect("raw aux info")
+            }
+        })
+        .await
     }
 
     /// Presigning by parties `0..t`.
     pub async fn presign(shares: &Arc<Vec<RawKeyShare>>, t: u16) -> Vec<RawPresignature> {
         let eid = eid_bytes();
         let indices: Arc<Vec<u16>> = Arc::new((0..t).collect());
-        let mut net = Network::with_capacity(CAPACITY);
-        let parties: Vec<_> = (0..t).map(|_| net.add_party()).collect();
-        let tasks = parties
-            .into_iter()
-            .zip(0..)
-            .map(|(party, i): (_, u16)| {
-                let (shares, indices) = (shares.clone(), indices.clone());
-                tokio::spawn(async move {
-                    cggmp21::signing(
-                        cggmp21::ExecutionId::new(&eid),
-                        i,
-                        &indices,
-                        &shares[usize::from(i)],
-                    )
-                    .generate_presignature(&mut rng(), party)
-                    .await
-                    .expect("raw presign")
-                })
-            })
-            .collect();
-        join_all(tasks).await
+        run_parties(t, |i, party| {
+            let (shares, indices) = (shares.clone(), indices.clone());
+            async move {
+                cggmp21::signing(
+                    cggmp21::ExecutionId::new(&eid),
+                    i,
+                    &indices,
+                    &shares[usize::from(i)],
+                )
+                .generate_presignature(&mut rng(), party)
+                .await
+                .expect("raw presign")
+            }
+        })
+        .await
     }
 
     /// The online round, computed locally: every signer issues its partial signature and
@@ -524,26 +524,21 @@ pub mod raw {
         let data = DataToSign::from_scalar(
             cggmp21::generic_ec::Scalar::<Secp256k1>::from_be_bytes_mod_order(digest),
         );
-        let mut net = Network::with_capacity(CAPACITY);
-        let parties: Vec<_> = (0..t).map(|_| net.add_party()).collect();
-        let tasks = parties
-            .into_iter()
-            .zip(0..)
-            .map(|(party, i): (_, u16)| {
-                let (shares, indices) = (shares.clone(), indices.clone());
-                tokio::spawn(async move {
-                    cggmp21::signing(
-                        cggmp21::ExecutionId::new(&eid),
-                        i,
-                        &indices,
-                        &shares[usize::from(i)],
-                    )
-                    .sign(&mut rng(), party, data)
-                    .await
-                    .expect("raw signing")
-                })
-            })
-            .collect();
-        join_all(tasks).await.remove(0)
+        run_parties(t, |i, party| {
+            let (shares, indices) = (shares.clone(), indices.clone());
+            async move {
+                cggmp21::signing(
+                    cggmp21::ExecutionId::new(&eid),
+                    i,
+                    &indices,
+                    &shares[usize::from(i)],
+                )
+                .sign(&mut rng(), party, data)
+                .await
+                .expect("raw signing")
+            }
+        })
+        .await
+        .remove(0)
     }
 }
