@@ -33,9 +33,10 @@
 //! let keygen_eid = ExecutionId::random(ProtocolKind::Keygen, &key_id, &ids, &mut rand::thread_rng());
 //! let sign_eid = ExecutionId::random(ProtocolKind::Sign, &key_id, &ids, &mut rand::thread_rng());
 //! let digest = keccak256(b"L2 batch");
+//! // Every endpoint exists before any party starts sending to it.
+//! let nodes: Vec<TssNode> = ids.iter().map(|id| TssNode::new(Arc::new(network.endpoint(*id)))).collect();
 //! let mut runs = Vec::new();
-//! for id in &ids {
-//!     let node = TssNode::new(Arc::new(network.endpoint(*id)));
+//! for node in nodes {
 //!     let (committee, key_id, ids) = (committee.clone(), key_id.clone(), ids.clone());
 //!     let primes = primes.remove(0);
 //!     runs.push(tokio::spawn(async move {
