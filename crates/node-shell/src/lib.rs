@@ -9,6 +9,40 @@
 //! Modules: [`config`] (TOML), [`pool`] (pure membership rules), [`keys`] (keystore
 //! actor), [`coordinator`] (the node and its protocol runs), [`rpc`] (HTTP JSON API),
 //! [`metrics`] (Prometheus), [`devnet`] (a local multi-node demo), [`identity`].
+//!
+//! The pool rules every node applies the same way (no I/O, so this runs as is):
+//!
+//! ```
+//! use node_shell::pool::{Change, Member, Pool, PoolRules};
+//! use node_shell::Error;
+//! use transport::NodeId;
+//!
+//! let id = |i: u8| NodeId::from_bytes([i; 32]);
+//! let rules = PoolRules {
+//!     whitelist: (1..=5).map(id).collect(),
+//!     min_stake: 1_000,
+//!     max_stake: 1_000_000,
+//!     min_members: 3,
+//!     max_members: 10,
+//! };
+//! let genesis = (1..=4).map(|i| Member { node: id(i), stake: 10_000 }).collect();
+//! let pool = Pool::new(rules, genesis, 0)?;
+//! assert_eq!(pool.threshold(), 3); // strictly more than 2/3 of 4
+//!
+//! // Node 5 is whitelisted and stakes enough: it joins, and the signing threshold grows.
+//! let bigger = pool.apply(&Change::Join { node: id(5), stake: 20_000 })?;
+//! assert_eq!((bigger.len(), bigger.threshold(), bigger.version()), (5, 4, 1));
+//! // Node 9 is not on the whitelist: a typed error, and the pool is unchanged.
+//! let refused = bigger.apply(&Change::Join { node: id(9), stake: 20_000 });
+//! assert!(matches!(refused, Err(Error::NotWhitelisted(n)) if n == id(9)));
+//! assert_eq!(bigger.len(), 5);
+//!
+//! // Every node draws the same block producer for an epoch, always a member.
+//! let producer = bigger.block_producer(&[7; 32], 42).unwrap();
+//! assert!(bigger.is_member(&producer));
+//! assert_eq!(bigger.block_producer(&[7; 32], 42), Some(producer));
+//! # Ok::<(), node_shell::Error>(())
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
