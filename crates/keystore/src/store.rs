@@ -110,6 +110,11 @@ impl Keystore {
     /// if the credential does not match, [`KeystoreError::Locked`] if the store
     /// is open elsewhere, [`KeystoreError::UnlockMethodMismatch`] if the store
     /// was created with the other unlock method.
+    ///
+    /// `Locked` can also be transient: while another thread of this process is
+    /// spawning a child, the child holds a copy of every open descriptor until it
+    /// calls `exec`, so a store closed in that moment stays locked for it. A process
+    /// that spawns children and re-opens stores quickly should retry `Locked` briefly.
     pub fn open(path: impl AsRef<Path>, unlock: &Unlock) -> Result<Keystore> {
         Self::open_with_kdf(path, unlock, KdfParams::default())
     }
