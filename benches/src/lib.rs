@@ -8,7 +8,7 @@
 //! the transport) cost on top of the cryptography.
 //!
 //! All Paillier primes come from the committed, public, **insecure** test fixture
-//! `crates/tss-core/test-data/insecure-test-primes.json` (generating real ones takes
+//! `tss-core/test-data/insecure-test-primes.json` (generating real ones takes
 //! minutes); they make no difference to the speed of the protocols themselves.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -28,7 +28,7 @@ use tss_core::{
 };
 
 /// The committed public test primes (12 pairs).
-const PRIMES_JSON: &str = include_str!("../../crates/tss-core/test-data/insecure-test-primes.json");
+const PRIMES_JSON: &str = include_str!("../../tss-core/test-data/insecure-test-primes.json");
 
 /// Idle timeout of every benchmark session: generous, nothing should ever wait this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);

@@ -27,7 +27,7 @@ fn ids() -> (KeyId, Generation, RecordName) {
     )
 }
 
-/// Associated data of a record, as the keystore binds it (see crates/keystore/src/seal.rs).
+/// Associated data of a record, as the keystore binds it (see keystore/src/seal.rs).
 fn record_ad(key_id: &KeyId, g: Generation, name: &RecordName) -> Vec<u8> {
     let mut ad = b"mpc-keystore/v1\0".to_vec();
     ad.push(b'R');

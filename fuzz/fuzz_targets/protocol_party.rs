@@ -31,7 +31,7 @@ use tss_core::{
 type S = Scalar<Secp256k1>;
 type P = Point<Secp256k1>;
 
-const PRIMES_JSON: &str = include_str!("../../crates/tss-core/test-data/insecure-test-primes.json");
+const PRIMES_JSON: &str = include_str!("../../tss-core/test-data/insecure-test-primes.json");
 const IDLE: Duration = Duration::from_millis(3);
 
 fn node(k: u8) -> NodeId {

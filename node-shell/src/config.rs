@@ -155,7 +155,7 @@ pub struct MemberSection {
 #[serde(deny_unknown_fields)]
 pub struct TssSection {
     /// JSON file of **public, insecure** test primes (e.g.
-    /// `crates/tss-core/test-data/insecure-test-primes.json`). Tests and devnets only.
+    /// `tss-core/test-data/insecure-test-primes.json`). Tests and devnets only.
     #[serde(default)]
     pub insecure_test_primes_file: Option<PathBuf>,
     /// Which pair of that file this node uses (distinct per node).

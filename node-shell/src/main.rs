@@ -33,7 +33,7 @@ enum TransportArg {
 enum Command {
     /// Runs one sequencer node from a TOML config.
     Run {
-        /// Config file (see crates/node-shell/examples/node.toml).
+        /// Config file (see node-shell/examples/node.toml).
         #[arg(long, short)]
         config: PathBuf,
     },
