@@ -6,6 +6,7 @@ use crate::ids::{ExecutionId, KeyId};
 
 /// Which protocol failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ProtocolKind {
     /// Distributed key generation.
     Keygen,
@@ -37,7 +38,16 @@ impl std::fmt::Display for ProtocolKind {
 
 /// Everything that can go wrong in tss-core. Variants that blame parties carry them as data.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TssError {
+    /// A key id is empty, too long or has characters outside `[A-Za-z0-9_.:-]`.
+    #[error("invalid key id {id:?}: {reason}")]
+    InvalidKeyId {
+        /// The offending id (cut to the maximum length).
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Committee or signer set is malformed (size, threshold, duplicates, local node absent).
     #[error("invalid participants: {0}")]
     InvalidParticipants(String),
@@ -122,7 +132,50 @@ pub enum TssError {
     /// The prime pool stopped.
     #[error("prime pool is closed")]
     PrimePoolClosed,
+    /// The share store failed; the store's own error is the source (downcast it to the
+    /// store's type, e.g. `keystore::KeystoreError`).
+    #[error("share store: {0}")]
+    Store(#[source] StoreError),
+    /// A participant refused the run (its validation hook said no) or aborted it; every
+    /// participant of the run hears it and stops.
+    #[error("run {eid} aborted by {by}: {reason}")]
+    Aborted {
+        /// The run.
+        eid: ExecutionId,
+        /// Who refused or aborted (authenticated by the transport).
+        by: NodeId,
+        /// Their reason.
+        reason: String,
+    },
+    /// A proposal this node received does not pass its checks (generic checks of the pool
+    /// layer, or the embedder's [`crate::pool::ProposalValidator`]).
+    #[error("proposal from {from} refused: {reason}")]
+    InvalidProposal {
+        /// The proposer (authenticated by the transport).
+        from: NodeId,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// This node has no active share of the key.
+    #[error("no share of key {0} is held")]
+    NoShare(KeyId),
+    /// Another keygen or reshare of this key is running on this node.
+    #[error("a keygen or reshare of key {0} is already running on this node")]
+    Busy(KeyId),
+    /// A reshare ended before every new member confirmed: nothing was activated or
+    /// retired; the old generation stays active.
+    #[error("reshare {eid} not confirmed by {missing:?}; the old generation stays active")]
+    ReshareNotConfirmed {
+        /// The run.
+        eid: ExecutionId,
+        /// New members whose confirmation did not arrive.
+        missing: Vec<NodeId>,
+    },
 }
+
+/// The error of a [`crate::pool::ShareStore`]: the store's own error type, boxed (callers
+/// can downcast it).
+pub type StoreError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Result alias.
 pub type Result<T, E = TssError> = std::result::Result<T, E>;

@@ -10,29 +10,77 @@ use transport::{NodeId, SessionId};
 use crate::error::{ProtocolKind, Result, TssError};
 
 /// Name of a shared key (stable across reshares).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct KeyId(String);
 
 impl KeyId {
-    /// A key id: 1–128 characters of `[A-Za-z0-9._:-]`.
+    /// A key id: 1 to [`KeyId::MAX_LEN`] characters of `[A-Za-z0-9_.:-]`. The restriction
+    /// keeps database keys unambiguous (no `/`) and ids safe to print (key ids are not
+    /// secret). Anything else is [`TssError::InvalidKeyId`].
+    ///
+    /// ```
+    /// use tss_core::KeyId;
+    /// assert_eq!(KeyId::new("sequencer-mainnet:1").unwrap().as_str(), "sequencer-mainnet:1");
+    /// assert!(KeyId::new("has/slash").is_err());
+    /// assert!(KeyId::new("").is_err());
+    /// ```
     pub fn new(id: impl Into<String>) -> Result<Self> {
         let id = id.into();
-        let ok = !id.is_empty()
-            && id.len() <= 128
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
-        if ok {
-            Ok(Self(id))
+        let reason = if id.is_empty() {
+            Some("must not be empty")
+        } else if id.len() > Self::MAX_LEN {
+            Some("is longer than 128 bytes")
+        } else if !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        {
+            Some("may only contain [A-Za-z0-9_.:-]")
         } else {
-            Err(TssError::InvalidParticipants(format!(
-                "key id {id:?} must be 1-128 characters of [A-Za-z0-9._:-]"
-            )))
+            None
+        };
+        match reason {
+            None => Ok(Self(id)),
+            Some(reason) => Err(TssError::InvalidKeyId {
+                id: id.chars().take(Self::MAX_LEN).collect(),
+                reason,
+            }),
         }
     }
+
+    /// Longest key id, in bytes.
+    pub const MAX_LEN: usize = 128;
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl std::str::FromStr for KeyId {
+    type Err = TssError;
+    fn from_str(s: &str) -> Result<Self> {
+        KeyId::new(s)
+    }
+}
+
+impl TryFrom<&str> for KeyId {
+    type Error = TssError;
+    fn try_from(s: &str) -> Result<Self> {
+        KeyId::new(s)
+    }
+}
+
+impl TryFrom<String> for KeyId {
+    type Error = TssError;
+    fn try_from(s: String) -> Result<Self> {
+        KeyId::new(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        KeyId::new(s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -47,16 +95,31 @@ impl fmt::Display for KeyId {
     }
 }
 
-/// Generation of a key's shares: 0 after keygen, +1 after each reshare.
+/// Generation of a key's shares: [`Generation::KEYGEN`] (0) after keygen, +1 after each
+/// reshare. The one generation type of the workspace (the keystore stores shares under it).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
 )]
 pub struct Generation(pub u64);
 
 impl Generation {
+    /// The generation a key has right after keygen.
+    pub const KEYGEN: Generation = Generation(0);
+
+    /// The numeric value.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
     /// The generation after this one.
     pub fn next(self) -> Self {
         Self(self.0 + 1)
+    }
+}
+
+impl From<u64> for Generation {
+    fn from(g: u64) -> Self {
+        Generation(g)
     }
 }
 

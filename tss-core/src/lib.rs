@@ -61,11 +61,12 @@ mod error;
 pub mod ethereum;
 mod ids;
 mod primes;
+pub mod pool;
 pub mod reshare;
 pub mod wire;
 
 pub use ecdsa::{AuxInfo, KeyShare, Presignature, TssNode};
-pub use error::{ProtocolKind, Result, TssError};
+pub use error::{ProtocolKind, Result, StoreError, TssError};
 pub use ethereum::{keccak256, EthAddress, EthSignature};
 pub use ids::{Committee, ExecutionId, Generation, KeyId};
 pub use primes::{PaillierPrimes, PrimePool};

@@ -1,0 +1,214 @@
+//! Where a node keeps its key shares: the [`ShareStore`] trait and an in-memory
+//! implementation for tests.
+//!
+//! The pool layer drives a store in one fixed **commit order** (see
+//! [`crate::pool`]): a new share is first *staged* (durable, not active), then, once the
+//! run is confirmed, *activated* together with the embedder's pool state in one atomic
+//! step, and only then is the previous generation *retired*. A crash at any point leaves
+//! either the old generation active with the old state, or the new one with the new state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::ecdsa::KeyShare;
+use crate::error::StoreError;
+use crate::ids::{Generation, KeyId};
+
+/// Durable storage of key shares and of the embedder's state committed with them.
+///
+/// `state` is opaque to the pool layer: the embedder's description of the pool that the
+/// active generation belongs to (members, stakes, L1 height...). It is written in the same
+/// atomic step as the active-generation switch, so the two never disagree after a crash.
+/// `keystore::AsyncKeystore` implements this trait on the encrypted LevelDB keystore.
+#[async_trait]
+pub trait ShareStore: Send + Sync + 'static {
+    /// The active share of `key_id`, if any.
+    async fn load_active(&self, key_id: &KeyId) -> Result<Option<KeyShare>, StoreError>;
+
+    /// The state last committed for `key_id` (by [`ShareStore::activate`],
+    /// [`ShareStore::save_state`] or [`ShareStore::delete`]), if any.
+    async fn load_state(&self, key_id: &KeyId) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Durably stores `share` as a **pending** generation: not active, not loaded by
+    /// [`ShareStore::load_active`]. Fails if that generation already exists (a store never
+    /// overwrites a generation).
+    async fn stage(&self, share: &KeyShare) -> Result<(), StoreError>;
+
+    /// In one atomic step: makes the staged `generation` of `key_id` the active one and
+    /// stores `state` with it.
+    async fn activate(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+        state: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// Deletes generation `generation` of `key_id`, which must not be the active one.
+    async fn retire(&self, key_id: &KeyId, generation: Generation) -> Result<(), StoreError>;
+
+    /// Deletes every generation of `key_id` and stores `state` (what the node knows of the
+    /// pool it left). Returns whether any generation existed.
+    async fn delete(&self, key_id: &KeyId, state: &[u8]) -> Result<bool, StoreError>;
+
+    /// Stores `state` for `key_id` without touching its shares (e.g. before keygen).
+    async fn save_state(&self, key_id: &KeyId, state: &[u8]) -> Result<(), StoreError>;
+}
+
+/// Errors of [`MemoryShareStore`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemoryStoreError {
+    /// The generation was already stored.
+    #[error("generation {generation} of key {key_id} already exists")]
+    GenerationExists {
+        /// The key.
+        key_id: KeyId,
+        /// The generation.
+        generation: Generation,
+    },
+    /// The generation is not stored.
+    #[error("generation {generation} of key {key_id} is not stored")]
+    NoSuchGeneration {
+        /// The key.
+        key_id: KeyId,
+        /// The generation.
+        generation: Generation,
+    },
+    /// Retiring the active generation was asked for.
+    #[error("generation {generation} of key {key_id} is active and cannot be retired")]
+    RetiringActive {
+        /// The key.
+        key_id: KeyId,
+        /// The generation.
+        generation: Generation,
+    },
+}
+
+#[derive(Default)]
+struct MemoryKey {
+    generations: BTreeMap<Generation, zeroize::Zeroizing<Vec<u8>>>,
+    active: Option<Generation>,
+    state: Option<Vec<u8>>,
+}
+
+/// A [`ShareStore`] in memory (tests, examples, and embedders that keep shares
+/// elsewhere). Shares are kept as their serialized secret bytes, zeroized on drop.
+#[derive(Default)]
+pub struct MemoryShareStore {
+    keys: Mutex<HashMap<KeyId, MemoryKey>>,
+}
+
+impl std::fmt::Debug for MemoryShareStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryShareStore([REDACTED])")
+    }
+}
+
+impl MemoryShareStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The generations stored for `key_id` (active or pending), oldest first.
+    pub fn generations(&self, key_id: &KeyId) -> Vec<Generation> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.get(key_id)
+            .map(|k| k.generations.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The active generation of `key_id`.
+    pub fn active_generation(&self, key_id: &KeyId) -> Option<Generation> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.get(key_id).and_then(|k| k.active)
+    }
+}
+
+#[async_trait]
+impl ShareStore for MemoryShareStore {
+    async fn load_active(&self, key_id: &KeyId) -> Result<Option<KeyShare>, StoreError> {
+        let bytes = {
+            let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            match keys
+                .get(key_id)
+                .and_then(|k| k.active.and_then(|g| k.generations.get(&g)))
+            {
+                Some(bytes) => bytes.clone(),
+                None => return Ok(None),
+            }
+        };
+        Ok(Some(KeyShare::from_secret_bytes(&bytes)?))
+    }
+
+    async fn load_state(&self, key_id: &KeyId) -> Result<Option<Vec<u8>>, StoreError> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(keys.get(key_id).and_then(|k| k.state.clone()))
+    }
+
+    async fn stage(&self, share: &KeyShare) -> Result<(), StoreError> {
+        let bytes = share.to_secret_bytes()?;
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let key = keys.entry(share.key_id().clone()).or_default();
+        if key.generations.contains_key(&share.generation()) {
+            return Err(Box::new(MemoryStoreError::GenerationExists {
+                key_id: share.key_id().clone(),
+                generation: share.generation(),
+            }));
+        }
+        key.generations.insert(share.generation(), bytes);
+        Ok(())
+    }
+
+    async fn activate(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+        state: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let key = keys.entry(key_id.clone()).or_default();
+        if !key.generations.contains_key(&generation) {
+            return Err(Box::new(MemoryStoreError::NoSuchGeneration {
+                key_id: key_id.clone(),
+                generation,
+            }));
+        }
+        key.active = Some(generation);
+        key.state = Some(state.to_vec());
+        Ok(())
+    }
+
+    async fn retire(&self, key_id: &KeyId, generation: Generation) -> Result<(), StoreError> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(key) = keys.get_mut(key_id) else {
+            return Ok(());
+        };
+        if key.active == Some(generation) {
+            return Err(Box::new(MemoryStoreError::RetiringActive {
+                key_id: key_id.clone(),
+                generation,
+            }));
+        }
+        key.generations.remove(&generation);
+        Ok(())
+    }
+
+    async fn delete(&self, key_id: &KeyId, state: &[u8]) -> Result<bool, StoreError> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let key = keys.entry(key_id.clone()).or_default();
+        let existed = !key.generations.is_empty();
+        key.generations.clear();
+        key.active = None;
+        key.state = Some(state.to_vec());
+        Ok(existed)
+    }
+
+    async fn save_state(&self, key_id: &KeyId, state: &[u8]) -> Result<(), StoreError> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.entry(key_id.clone()).or_default().state = Some(state.to_vec());
+        Ok(())
+    }
+}
