@@ -279,7 +279,7 @@ impl TssNode {
         .set_threshold(committee.threshold())
         .start(&mut rng, party);
         let incomplete = off_executor(incomplete)
-            .await
+            .await?
             .map_err(|e| classify_error(ProtocolKind::Keygen, e))?;
         let aux = self.aux_info(&committee, eid.sub("aux"), primes).await?;
         let inner = cggmp21::KeyShare::from_parts((incomplete, aux.0))
@@ -313,7 +313,7 @@ impl TssNode {
             )
             .start(&mut rng, party),
         )
-        .await
+        .await?
         .map_err(|e| classify_error(ProtocolKind::AuxInfo, e))?;
         Ok(AuxInfo(aux))
     }
@@ -369,7 +369,7 @@ impl TssNode {
             )
             .generate_presignature(&mut rng, party),
         )
-        .await
+        .await?
         .map_err(|e| classify_error(ProtocolKind::Presign, e))?;
         let presignature = Presignature {
             id: eid,
@@ -497,7 +497,7 @@ impl TssNode {
             )
             .sign(&mut rng, party, data),
         )
-        .await
+        .await?
         .map_err(|e| classify_error(ProtocolKind::Sign, e))?;
         to_eth(sig, &digest, &share.public_key())
     }
@@ -506,14 +506,27 @@ impl TssNode {
 /// Runs a CPU-heavy protocol future so that it does not starve the async executor (the
 /// transport's network tasks in particular): on a multi-threaded tokio runtime the current
 /// worker hands its other tasks over and drives the protocol itself; elsewhere it is
-/// simply awaited.
-async fn off_executor<F: std::future::Future>(fut: F) -> F::Output {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| handle.block_on(fut))
+/// simply awaited. A run cancelled through [`crate::cancel`] (the pool layer's abort)
+/// stops at its next await point with [`TssError::Cancelled`].
+async fn off_executor<F: std::future::Future>(fut: F) -> Result<F::Output> {
+    let token = crate::cancel::current();
+    let run = async move {
+        match token {
+            Some(token) => tokio::select! {
+                biased;
+                _ = token.cancelled() => None,
+                out = fut => Some(out),
+            },
+            None => Some(fut.await),
         }
-        _ => fut.await,
-    }
+    };
+    let out = match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(run))
+        }
+        _ => run.await,
+    };
+    out.ok_or(TssError::Cancelled)
 }
 
 fn to_eth(

@@ -156,6 +156,10 @@ pub enum TssError {
         /// Why it was refused.
         reason: String,
     },
+    /// The run was cancelled by its caller (the pool layer cancels a run that a
+    /// participant aborted; it then reports [`TssError::Aborted`]).
+    #[error("the run was cancelled")]
+    Cancelled,
     /// This node has no active share of the key.
     #[error("no share of key {0} is held")]
     NoShare(KeyId),

@@ -211,11 +211,26 @@ impl fmt::Display for ExecutionId {
 /// The parties holding a key and how many of them must sign.
 ///
 /// A member's party index is its position in `members`; every member must use the same
-/// order.
+/// order. Deserializing checks the same rules as [`Committee::new`]: a committee read
+/// from a peer or a file is never malformed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "CommitteeFields")]
 pub struct Committee {
     members: Vec<NodeId>,
     threshold: u16,
+}
+
+#[derive(Deserialize)]
+struct CommitteeFields {
+    members: Vec<NodeId>,
+    threshold: u16,
+}
+
+impl TryFrom<CommitteeFields> for Committee {
+    type Error = TssError;
+    fn try_from(f: CommitteeFields) -> Result<Self> {
+        Committee::new(f.members, f.threshold)
+    }
 }
 
 impl Committee {

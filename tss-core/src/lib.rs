@@ -56,6 +56,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cancel;
 pub mod ecdsa;
 mod error;
 pub mod ethereum;
@@ -69,6 +70,8 @@ pub use ecdsa::{AuxInfo, KeyShare, Presignature, TssNode};
 pub use error::{ProtocolKind, Result, StoreError, TssError};
 pub use ethereum::{keccak256, EthAddress, EthSignature};
 pub use ids::{Committee, ExecutionId, Generation, KeyId};
+#[cfg(feature = "insecure-test-primes")]
+pub use primes::{insecure_test_primes, InsecureTestPrimes};
 pub use primes::{PaillierPrimes, PrimePool};
 pub use reshare::{PersistShare, PublicKeyInfo, ReshareOutcome, ReshareRequest};
 pub use transport;

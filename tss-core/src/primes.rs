@@ -102,3 +102,52 @@ impl PrimePool {
         .map_err(|_| TssError::PrimePoolClosed)?
     }
 }
+
+/// The public, **insecure** prime pairs committed in `test-data/` (feature
+/// `insecure-test-primes`): anyone can read the Paillier secret keys made from them. For
+/// tests, benches and devnets only; a build without the feature cannot load them.
+#[cfg(feature = "insecure-test-primes")]
+pub fn insecure_test_primes() -> Vec<PaillierPrimes> {
+    const JSON: &str = include_str!("../test-data/insecure-test-primes.json");
+    PaillierPrimes::list_from_json(JSON).unwrap_or_default()
+}
+
+/// A [`crate::pool::PrimeSource`] that hands out one fixed pair of the public insecure
+/// test primes (feature `insecure-test-primes`; tests and devnets only).
+#[cfg(feature = "insecure-test-primes")]
+pub struct InsecureTestPrimes {
+    pair: PaillierPrimes,
+}
+
+#[cfg(feature = "insecure-test-primes")]
+impl std::fmt::Debug for InsecureTestPrimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InsecureTestPrimes([PUBLIC TEST PRIMES])")
+    }
+}
+
+#[cfg(feature = "insecure-test-primes")]
+impl InsecureTestPrimes {
+    /// The `index`-th pair (modulo the number of pairs committed; distinct for distinct
+    /// indices below that number).
+    pub fn new(index: usize) -> Self {
+        let mut list = insecure_test_primes();
+        let len = list.len().max(1);
+        Self {
+            pair: list.swap_remove(index % len),
+        }
+    }
+
+    /// How many distinct pairs are committed.
+    pub fn available() -> usize {
+        insecure_test_primes().len()
+    }
+}
+
+#[cfg(feature = "insecure-test-primes")]
+#[async_trait::async_trait]
+impl crate::pool::PrimeSource for InsecureTestPrimes {
+    async fn take(&self) -> Result<PaillierPrimes> {
+        Ok(self.pair.clone_fixture())
+    }
+}

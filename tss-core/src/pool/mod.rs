@@ -1,8 +1,28 @@
 //! Pool coordination: what an embedder needs around the protocols.
 //!
-//! (Being written: proposals, the validation hook, the abort message and the reshare
-//! commit order live here.)
+//! A [`PoolNode`] is one member of a signing pool. It turns the protocols of this crate
+//! into runs that every party agrees to:
+//!
+//! - [`Proposal`]s (keygen, signing, resharing) name the run's execution id, its parties,
+//!   the key and generation, and what is to be signed; they travel on a control session
+//!   and the proposer is the transport-authenticated sender.
+//! - Every party, the proposer included, checks the proposal's shape and then runs the
+//!   embedder's [`ProposalValidator`] before it joins. Signers sign only a digest they
+//!   computed themselves from a request their validator accepted.
+//! - A refusal or failure is sent as an abort to every party of the run, which all stop at
+//!   once, naming who aborted ([`crate::TssError::Aborted`]).
+//! - Results are committed through a [`ShareStore`] in a fixed order (see [`PoolNode`]),
+//!   with the embedder's state committed atomically with the active generation.
 
+mod node;
+mod proposal;
 mod store;
+mod validator;
 
+pub use node::{
+    control_session_id, default_dealers, PoolConfig, PoolEvent, PoolNode, PrimeSource,
+    ReshareCommit, SignOutcome,
+};
+pub use proposal::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
 pub use store::{MemoryShareStore, MemoryStoreError, ShareStore};
+pub use validator::{ProposalValidator, Rejection, SigningInput};

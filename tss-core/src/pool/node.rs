@@ -1,0 +1,987 @@
+//! [`PoolNode`]: proposes runs, follows the runs others propose, and commits their results.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use transport::{
+    Destination, NodeId, SessionConfig, SessionId, SessionInbox, SessionOutbox, Transport,
+    TransportError,
+};
+
+use crate::cancel;
+use crate::ecdsa::{KeyShare, TssNode};
+use crate::error::{ProtocolKind, Result, TssError};
+use crate::ethereum::{EthAddress, EthSignature};
+use crate::ids::{Committee, ExecutionId, Generation, KeyId};
+use crate::pool::proposal::{
+    ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal,
+};
+use crate::pool::store::ShareStore;
+use crate::pool::validator::ProposalValidator;
+use crate::primes::{PaillierPrimes, PrimePool};
+use crate::reshare::{PersistShare, PublicKeyInfo};
+use crate::wire::{decode_message, encode_message};
+
+/// Where a node's Paillier primes come from (one pair per keygen or reshare it joins as
+/// a new member).
+#[async_trait]
+pub trait PrimeSource: Send + Sync + 'static {
+    /// A fresh pair of safe primes.
+    async fn take(&self) -> Result<PaillierPrimes>;
+}
+
+#[async_trait]
+impl PrimeSource for PrimePool {
+    async fn take(&self) -> Result<PaillierPrimes> {
+        PrimePool::take(self).await
+    }
+}
+
+/// How many aborts for runs this node has not seen yet it remembers.
+const EARLY_ABORTS_REMEMBERED: usize = 1024;
+
+/// Settings of a [`PoolNode`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// Every node that may propose or take part in a run (all configured peers). Every
+    /// node must use the same set: it names the control session.
+    pub control_participants: Vec<NodeId>,
+    /// How long a protocol session may hear nothing before it fails.
+    pub session_idle_timeout: Duration,
+}
+
+impl PoolConfig {
+    /// Settings with the transport's default idle timeout.
+    pub fn new(control_participants: Vec<NodeId>) -> Self {
+        Self {
+            control_participants,
+            session_idle_timeout: transport::DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+
+    /// Sets the session idle timeout.
+    pub fn with_session_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.session_idle_timeout = timeout;
+        self
+    }
+}
+
+/// Id of the control session among `participants` (order does not matter).
+pub fn control_session_id(participants: &[NodeId]) -> SessionId {
+    let sorted: BTreeSet<&NodeId> = participants.iter().collect();
+    let mut h = Sha256::new();
+    h.update(b"tss-core/pool/control/v1");
+    for p in sorted {
+        h.update(p.as_bytes());
+    }
+    SessionId::from_bytes(h.finalize().into())
+}
+
+/// What happened, for the embedder's logs, metrics and state.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum PoolEvent {
+    /// This node joined a run (as proposer or follower) after validating it.
+    RunStarted {
+        /// The run.
+        eid: ExecutionId,
+        /// Which protocol.
+        protocol: ProtocolKind,
+        /// Who proposed it.
+        proposer: NodeId,
+    },
+    /// A run this node took part in ended.
+    RunFinished {
+        /// The run.
+        eid: ExecutionId,
+        /// Which protocol.
+        protocol: ProtocolKind,
+        /// Who proposed it.
+        proposer: NodeId,
+        /// `None` on success, else the error's text.
+        error: Option<String>,
+        /// The party whose abort ended the run, if one did.
+        aborted_by: Option<NodeId>,
+        /// How long it took.
+        elapsed: Duration,
+    },
+    /// This node refused a proposal (it sent an abort to every party).
+    Refused {
+        /// The run.
+        eid: ExecutionId,
+        /// Who proposed it.
+        proposer: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// A key generation became active here, committed with `state`.
+    KeyCommitted {
+        /// The key.
+        key_id: KeyId,
+        /// The now active generation.
+        generation: Generation,
+        /// The embedder's state committed with it.
+        state: Vec<u8>,
+    },
+    /// This node left a key's committee and deleted its share.
+    KeyLeft {
+        /// The key.
+        key_id: KeyId,
+        /// The embedder's state committed with the deletion.
+        state: Vec<u8>,
+    },
+}
+
+/// A signature and who made it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SignOutcome {
+    /// The run.
+    pub eid: ExecutionId,
+    /// `(r, s, v)`; checked to recover to `address`.
+    pub signature: EthSignature,
+    /// The digest that was signed (computed by every signer itself).
+    pub digest: [u8; 32],
+    /// The signers, in protocol order.
+    pub signers: Vec<NodeId>,
+    /// The key's Ethereum address.
+    pub address: EthAddress,
+    /// The key generation used.
+    pub generation: Generation,
+}
+
+/// The result of a reshare at one party, after its commit.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ReshareCommit {
+    /// The run.
+    pub eid: ExecutionId,
+    /// The key.
+    pub key_id: KeyId,
+    /// The key's address (unchanged by resharing).
+    pub address: EthAddress,
+    /// This node's new active generation; `None` if it left the committee.
+    pub new_generation: Option<Generation>,
+    /// The committee now holding the key.
+    pub new_committee: Committee,
+    /// New members that confirmed they stored their share (all of them).
+    pub confirmed_by: Vec<NodeId>,
+}
+
+struct Run {
+    participants: Vec<NodeId>,
+    token: CancellationToken,
+    aborted_by: Option<(NodeId, String)>,
+}
+
+#[derive(Default)]
+struct EarlyAborts {
+    by_eid: HashMap<ExecutionId, Vec<(NodeId, String)>>,
+    order: VecDeque<ExecutionId>,
+}
+
+struct Inner {
+    me: NodeId,
+    tss: TssNode,
+    control: SessionOutbox,
+    validator: Arc<dyn ProposalValidator>,
+    store: Arc<dyn ShareStore>,
+    primes: Arc<dyn PrimeSource>,
+    shares: Mutex<HashMap<KeyId, Arc<KeyShare>>>,
+    busy: Mutex<HashSet<KeyId>>,
+    runs: Mutex<HashMap<ExecutionId, Run>>,
+    early_aborts: Mutex<EarlyAborts>,
+    events: broadcast::Sender<PoolEvent>,
+    shutdown: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One node of a signing pool: the library's coordination layer.
+///
+/// It proposes keygen, signing and resharing runs, follows the runs other members
+/// propose after its [`ProposalValidator`] accepted them, and commits results through
+/// its [`ShareStore`] in a fixed order. Cheap to clone.
+///
+/// **Proposals.** The proposer picks a fresh [`ExecutionId`] and sends a [`Proposal`]
+/// directly to every other party on the control session; the proposer is the
+/// transport-authenticated sender, never a payload field. Every party, the proposer
+/// included, checks the proposal's shape and runs the validator before it joins.
+///
+/// **Aborts.** A party that refuses a proposal, or whose run fails, sends
+/// [`ControlMsg::Abort`] to every party of the run; each of them stops its run at once
+/// with [`TssError::Aborted`] naming that party. Aborts are accepted only from parties of
+/// the run.
+///
+/// **Commit order of a reshare**, at every party: (1) each new member *stages* its new
+/// share (durable, not active) and only then confirms; (2) when every new member
+/// confirmed, each new member *activates* the new generation together with the
+/// embedder's state, in one atomic step; (3) then *retires* its old generation; (4) then
+/// drops the presignatures of older generations. A member that leaves deletes its share
+/// (with the state) only after every new member confirmed. Without every confirmation
+/// nothing is activated or retired, and the old generation stays active
+/// ([`TssError::ReshareNotConfirmed`]).
+#[derive(Clone)]
+pub struct PoolNode {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PoolNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolNode")
+            .field("node", &self.inner.me)
+            .finish_non_exhaustive()
+    }
+}
+
+struct BusyGuard<'a> {
+    busy: &'a Mutex<HashSet<KeyId>>,
+    key_id: KeyId,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.busy).remove(&self.key_id);
+    }
+}
+
+impl PoolNode {
+    /// Starts a pool node on `transport`: loads the active shares of `keys` from `store`,
+    /// opens the control session among `config.control_participants` and spawns the task
+    /// that follows proposals (it stops when [`PoolNode::shutdown`] is called).
+    pub async fn start(
+        config: PoolConfig,
+        transport: Arc<dyn Transport>,
+        validator: Arc<dyn ProposalValidator>,
+        store: Arc<dyn ShareStore>,
+        primes: Arc<dyn PrimeSource>,
+        keys: &[KeyId],
+    ) -> Result<PoolNode> {
+        let me = transport.local_node();
+        let mut shares = HashMap::new();
+        for key_id in keys {
+            if let Some(share) = store.load_active(key_id).await.map_err(TssError::Store)? {
+                if share.local_node() != me || share.key_id() != key_id {
+                    return Err(TssError::InvalidKeyShare(format!(
+                        "the stored share of {key_id} belongs to another node or key"
+                    )));
+                }
+                shares.insert(key_id.clone(), Arc::new(share));
+            }
+        }
+        let mut participants: BTreeSet<NodeId> =
+            config.control_participants.iter().copied().collect();
+        participants.insert(me);
+        let participants: Vec<NodeId> = participants.into_iter().collect();
+        let channel = transport.open_session(
+            control_session_id(&participants),
+            SessionConfig::new(participants).with_idle_timeout(Duration::from_secs(24 * 3600)),
+        )?;
+        let (inbox, control) = channel.split();
+        let tss = TssNode::new(transport).with_idle_timeout(config.session_idle_timeout);
+        let (events, _) = broadcast::channel(256);
+        let node = PoolNode {
+            inner: Arc::new(Inner {
+                me,
+                tss,
+                control,
+                validator,
+                store,
+                primes,
+                shares: Mutex::new(shares),
+                busy: Mutex::default(),
+                runs: Mutex::default(),
+                early_aborts: Mutex::default(),
+                events,
+                shutdown: CancellationToken::new(),
+            }),
+        };
+        tokio::spawn(control_loop(node.clone(), inbox));
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.me
+    }
+
+    /// The protocol layer underneath (presignatures, direct protocol calls).
+    pub fn tss(&self) -> &TssNode {
+        &self.inner.tss
+    }
+
+    /// The share store.
+    pub fn store(&self) -> &Arc<dyn ShareStore> {
+        &self.inner.store
+    }
+
+    /// This node's active share of `key_id`.
+    pub fn share(&self, key_id: &KeyId) -> Option<Arc<KeyShare>> {
+        lock(&self.inner.shares).get(key_id).cloned()
+    }
+
+    /// Events from now on (runs, refusals, commits).
+    pub fn subscribe(&self) -> broadcast::Receiver<PoolEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Stops following proposals and cancels every running run.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        for run in lock(&self.inner.runs).values() {
+            run.token.cancel();
+        }
+    }
+
+    fn emit(&self, event: PoolEvent) {
+        let _ = self.inner.events.send(event);
+    }
+
+    fn send_control(&self, to: NodeId, msg: &ControlMsg) {
+        let sent = encode_message(msg)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                self.inner
+                    .control
+                    .send(Destination::Direct(to), bytes)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = sent {
+            tracing::debug!(%to, error = %e, "control message not sent");
+        }
+    }
+
+    fn abort_to(&self, eid: ExecutionId, participants: &[NodeId], reason: &str) {
+        let msg = ControlMsg::Abort {
+            eid,
+            reason: reason.chars().take(512).collect(),
+        };
+        for p in participants.iter().filter(|p| **p != self.inner.me) {
+            self.send_control(*p, &msg);
+        }
+    }
+
+    /// Abandons run `eid` (if this node takes part in it): every party is told and stops.
+    pub fn abort(&self, eid: ExecutionId, reason: &str) {
+        let participants = {
+            let mut runs = lock(&self.inner.runs);
+            match runs.get_mut(&eid) {
+                Some(run) => {
+                    run.aborted_by
+                        .get_or_insert((self.inner.me, reason.to_string()));
+                    run.token.cancel();
+                    run.participants.clone()
+                }
+                None => return,
+            }
+        };
+        self.abort_to(eid, &participants, reason);
+    }
+
+    fn busy(&self, key_id: &KeyId) -> Result<BusyGuard<'_>> {
+        if !lock(&self.inner.busy).insert(key_id.clone()) {
+            return Err(TssError::Busy(key_id.clone()));
+        }
+        Ok(BusyGuard {
+            busy: &self.inner.busy,
+            key_id: key_id.clone(),
+        })
+    }
+
+    /// Runs `fut` as this node's part of `proposal`: abortable by any party, announced
+    /// to the others first when `propose` is set, and reported to every party as an
+    /// abort when it fails here.
+    async fn execute<T>(
+        &self,
+        proposal: &Proposal,
+        proposer: NodeId,
+        propose: bool,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let eid = proposal.eid();
+        let participants = proposal.participants();
+        let protocol = match proposal {
+            Proposal::Keygen(_) => ProtocolKind::Keygen,
+            Proposal::Sign(_) => ProtocolKind::Sign,
+            Proposal::Reshare(_) => ProtocolKind::Reshare,
+        };
+        let token = CancellationToken::new();
+        {
+            let mut runs = lock(&self.inner.runs);
+            if runs.contains_key(&eid) {
+                return Err(TssError::InvalidProposal {
+                    from: proposer,
+                    reason: format!("run {eid} is already running here"),
+                });
+            }
+            runs.insert(
+                eid,
+                Run {
+                    participants: participants.clone(),
+                    token: token.clone(),
+                    aborted_by: None,
+                },
+            );
+        }
+        let started = Instant::now();
+        // An abort that arrived before the proposal.
+        let early = lock(&self.inner.early_aborts).by_eid.remove(&eid);
+        if let Some((by, reason)) = early
+            .into_iter()
+            .flatten()
+            .find(|(by, _)| participants.contains(by))
+        {
+            lock(&self.inner.runs).remove(&eid);
+            let error = TssError::Aborted { eid, by, reason };
+            self.emit(PoolEvent::RunFinished {
+                eid,
+                protocol,
+                proposer,
+                error: Some(error.to_string()),
+                aborted_by: Some(by),
+                elapsed: started.elapsed(),
+            });
+            return Err(error);
+        }
+        if propose {
+            let msg = ControlMsg::Propose(proposal.clone());
+            for p in participants.iter().filter(|p| **p != self.inner.me) {
+                self.send_control(*p, &msg);
+            }
+        }
+        self.emit(PoolEvent::RunStarted {
+            eid,
+            protocol,
+            proposer,
+        });
+        let out = cancel::scoped(token, fut).await;
+        let run = lock(&self.inner.runs).remove(&eid);
+        let result = match out {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => {
+                self.abort_to(eid, &participants, &e.to_string());
+                Err(e)
+            }
+            None => {
+                let (by, reason) = run
+                    .and_then(|r| r.aborted_by)
+                    .unwrap_or((self.inner.me, "shut down".into()));
+                Err(TssError::Aborted { eid, by, reason })
+            }
+        };
+        self.emit(PoolEvent::RunFinished {
+            eid,
+            protocol,
+            proposer,
+            error: result.as_ref().err().map(|e| e.to_string()),
+            aborted_by: match &result {
+                Err(TssError::Aborted { by, .. }) => Some(*by),
+                _ => None,
+            },
+            elapsed: started.elapsed(),
+        });
+        result
+    }
+
+    // ------------------------------------------------------------------ keygen
+
+    /// Proposes keygen of `key_id` for `committee` (this node must be a member and hold
+    /// no share of the key), with the embedder's `context` for the validators. Returns
+    /// this node's share, stored and active.
+    pub async fn propose_keygen(
+        &self,
+        key_id: KeyId,
+        committee: Committee,
+        context: Vec<u8>,
+    ) -> Result<Arc<KeyShare>> {
+        let me = self.inner.me;
+        let eid = ExecutionId::random(
+            ProtocolKind::Keygen,
+            &key_id,
+            committee.members(),
+            &mut rand::thread_rng(),
+        );
+        let proposal = KeygenProposal {
+            eid,
+            key_id,
+            committee,
+            context,
+        };
+        self.keygen(me, proposal, true).await
+    }
+
+    async fn keygen(
+        &self,
+        proposer: NodeId,
+        p: KeygenProposal,
+        propose: bool,
+    ) -> Result<Arc<KeyShare>> {
+        let proposal = Proposal::Keygen(p.clone());
+        let prepared = async {
+            proposal.check_shape(proposer, self.inner.me)?;
+            let guard = self.busy(&p.key_id)?;
+            if self.share(&p.key_id).is_some() {
+                return Err(TssError::InvalidProposal {
+                    from: proposer,
+                    reason: format!("{} already holds a share of {}", self.inner.me, p.key_id),
+                });
+            }
+            let state = self
+                .inner
+                .validator
+                .check_keygen(proposer, &p)
+                .await
+                .map_err(|r| TssError::InvalidProposal {
+                    from: proposer,
+                    reason: r.reason,
+                })?;
+            Ok((guard, state))
+        }
+        .await;
+        let (_guard, state) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
+        self.execute(&proposal, proposer, propose, async {
+            let primes = self.inner.primes.take().await?;
+            let share = self
+                .inner
+                .tss
+                .keygen(p.key_id.clone(), p.committee.clone(), p.eid, primes)
+                .await?;
+            self.inner
+                .store
+                .stage(&share)
+                .await
+                .map_err(TssError::Store)?;
+            self.inner
+                .store
+                .activate(&p.key_id, share.generation(), &state)
+                .await
+                .map_err(TssError::Store)?;
+            let share = Arc::new(share);
+            lock(&self.inner.shares).insert(p.key_id.clone(), share.clone());
+            self.emit(PoolEvent::KeyCommitted {
+                key_id: p.key_id.clone(),
+                generation: share.generation(),
+                state,
+            });
+            Ok(share)
+        })
+        .await
+    }
+
+    /// On a failed check: tells every party (so they stop at once) and reports it.
+    fn refuse_unless_ok<T>(
+        &self,
+        proposal: &Proposal,
+        proposer: NodeId,
+        checked: Result<T>,
+    ) -> Result<T> {
+        if let Err(e) = &checked {
+            let reason = e.to_string();
+            self.abort_to(proposal.eid(), &proposal.participants(), &reason);
+            self.emit(PoolEvent::Refused {
+                eid: proposal.eid(),
+                proposer,
+                reason,
+            });
+        }
+        checked
+    }
+
+    // ------------------------------------------------------------------ signing
+
+    /// Proposes signing `request` (the embedder's description of what to sign) with key
+    /// `key_id`. `signers` defaults to this node and the next `t - 1` committee members in
+    /// committee order. Every signer validates `request` and computes the digest itself;
+    /// the signature is checked to recover to the key's address.
+    pub async fn propose_sign(
+        &self,
+        key_id: &KeyId,
+        request: Vec<u8>,
+        signers: Option<Vec<NodeId>>,
+    ) -> Result<SignOutcome> {
+        let me = self.inner.me;
+        let share = self
+            .share(key_id)
+            .ok_or_else(|| TssError::NoShare(key_id.clone()))?;
+        let committee = share.committee();
+        let signers = match signers {
+            Some(s) => s,
+            None => {
+                let members = committee.members();
+                let at = committee
+                    .index_of(&me)
+                    .ok_or(TssError::NotACommitteeMember(me))? as usize;
+                (0..usize::from(committee.threshold()))
+                    .map(|k| members[(at + k) % members.len()])
+                    .collect()
+            }
+        };
+        let eid = ExecutionId::random(ProtocolKind::Sign, key_id, &signers, &mut rand::thread_rng());
+        let proposal = SignProposal {
+            eid,
+            key_id: key_id.clone(),
+            generation: share.generation(),
+            signers,
+            request,
+        };
+        self.sign(me, proposal, true).await
+    }
+
+    async fn sign(&self, proposer: NodeId, p: SignProposal, propose: bool) -> Result<SignOutcome> {
+        let proposal = Proposal::Sign(p.clone());
+        let prepared = async {
+            proposal.check_shape(proposer, self.inner.me)?;
+            let bad = |reason: String| TssError::InvalidProposal {
+                from: proposer,
+                reason,
+            };
+            let share = self
+                .share(&p.key_id)
+                .ok_or_else(|| bad(format!("{} holds no share of {}", self.inner.me, p.key_id)))?;
+            if share.generation() != p.generation {
+                return Err(bad(format!(
+                    "generation {} proposed, this node holds {}",
+                    p.generation,
+                    share.generation()
+                )));
+            }
+            let committee = share.committee();
+            if p.signers.len() != usize::from(committee.threshold()) {
+                return Err(bad(format!(
+                    "{} signers proposed, the threshold is {}",
+                    p.signers.len(),
+                    committee.threshold()
+                )));
+            }
+            if let Some(outsider) = p.signers.iter().find(|s| committee.index_of(s).is_none()) {
+                return Err(bad(format!("signer {outsider} is not a committee member")));
+            }
+            let input = self
+                .inner
+                .validator
+                .check_sign(proposer, &p, &share.public_info())
+                .await
+                .map_err(|r| bad(r.reason))?;
+            Ok((share, input))
+        }
+        .await;
+        let (share, input) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
+        let digest = input.digest();
+        self.execute(&proposal, proposer, propose, async {
+            let signature = self.inner.tss.sign(&share, &p.signers, digest, p.eid).await?;
+            let address = share.ethereum_address();
+            if signature.recover_address(&digest)? != address {
+                return Err(TssError::InvalidSignature);
+            }
+            Ok(SignOutcome {
+                eid: p.eid,
+                signature,
+                digest,
+                signers: p.signers.clone(),
+                address,
+                generation: share.generation(),
+            })
+        })
+        .await
+    }
+
+    // ------------------------------------------------------------------ resharing
+
+    /// Proposes resharing `key_id` to `new_committee` with the embedder's `context` for
+    /// the validators. This node must hold the key. `dealers` defaults to this node and
+    /// the next old members in committee order (exactly the old threshold), preferring
+    /// members that stay.
+    pub async fn propose_reshare(
+        &self,
+        key_id: &KeyId,
+        new_committee: Committee,
+        dealers: Option<Vec<NodeId>>,
+        context: Vec<u8>,
+    ) -> Result<ReshareCommit> {
+        let me = self.inner.me;
+        let share = self
+            .share(key_id)
+            .ok_or_else(|| TssError::NoShare(key_id.clone()))?;
+        let old = share.public_info();
+        let dealers =
+            dealers.unwrap_or_else(|| default_dealers(&old.committee, me, &new_committee));
+        let mut proposal = ReshareProposal {
+            eid: ExecutionId::from_bytes([0; 32]),
+            old,
+            dealers,
+            new_committee,
+            context,
+        };
+        proposal.eid = ExecutionId::random(
+            ProtocolKind::Reshare,
+            key_id,
+            &proposal.request().participants(),
+            &mut rand::thread_rng(),
+        );
+        self.reshare(me, proposal, true).await
+    }
+
+    async fn reshare(
+        &self,
+        proposer: NodeId,
+        p: ReshareProposal,
+        propose: bool,
+    ) -> Result<ReshareCommit> {
+        let me = self.inner.me;
+        let key_id = p.old.key_id.clone();
+        let proposal = Proposal::Reshare(p.clone());
+        let prepared = async {
+            proposal.check_shape(proposer, me)?;
+            let bad = |reason: String| TssError::InvalidProposal {
+                from: proposer,
+                reason,
+            };
+            let guard = self.busy(&key_id)?;
+            let share = self.share(&key_id);
+            let current = share.as_ref().map(|s| s.public_info());
+            match &current {
+                Some(info) if *info != p.old => {
+                    return Err(bad(format!(
+                        "the key facts differ from this node's share ({})",
+                        info.generation
+                    )))
+                }
+                None if p.new_committee.index_of(&me).is_none()
+                    || p.old.committee.index_of(&me).is_some() =>
+                {
+                    return Err(bad(format!(
+                        "{me} holds no share of {key_id} and is not joining its committee"
+                    )))
+                }
+                _ => {}
+            }
+            let state = self
+                .inner
+                .validator
+                .check_reshare(proposer, &p, current.as_ref())
+                .await
+                .map_err(|r| bad(r.reason))?;
+            Ok((guard, share, state))
+        }
+        .await;
+        let (_guard, old_share, state) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
+        self.execute(&proposal, proposer, propose, async {
+            let request = p.request();
+            let is_new = p.new_committee.index_of(&me).is_some();
+            let (primes, persist) = if is_new {
+                let store = self.inner.store.clone();
+                let persist: PersistShare = Box::new(move |bytes, _generation| {
+                    Box::pin(async move {
+                        let share = KeyShare::from_secret_bytes(&bytes).map_err(|e| e.to_string())?;
+                        store.stage(&share).await.map_err(|e| e.to_string())
+                    })
+                });
+                (Some(self.inner.primes.take().await?), Some(persist))
+            } else {
+                (None, None)
+            };
+            let outcome = self
+                .inner
+                .tss
+                .reshare(&request, old_share.as_deref(), primes, persist)
+                .await?;
+            if !outcome.may_retire_old_share() {
+                return Err(TssError::ReshareNotConfirmed {
+                    eid: p.eid,
+                    missing: outcome.missing_confirmations,
+                });
+            }
+            let address = EthAddress::from_public_key(&public_key_of(&p.old)?);
+            let new_generation = match outcome.new_share {
+                Some(new_share) => {
+                    let generation = new_share.generation();
+                    self.commit_new_generation(&key_id, new_share, old_share.as_deref(), &state)
+                        .await?;
+                    Some(generation)
+                }
+                None => {
+                    self.inner
+                        .store
+                        .delete(&key_id, &state)
+                        .await
+                        .map_err(TssError::Store)?;
+                    self.inner
+                        .tss
+                        .discard_presignatures(&key_id, Generation(u64::MAX));
+                    lock(&self.inner.shares).remove(&key_id);
+                    self.emit(PoolEvent::KeyLeft {
+                        key_id: key_id.clone(),
+                        state: state.clone(),
+                    });
+                    None
+                }
+            };
+            Ok(ReshareCommit {
+                eid: p.eid,
+                key_id: key_id.clone(),
+                address,
+                new_generation,
+                new_committee: p.new_committee.clone(),
+                confirmed_by: outcome.confirmed_by,
+            })
+        })
+        .await
+    }
+
+    /// Steps 2-4 of the commit order: activate with the state, retire the old
+    /// generation, drop older presignatures.
+    async fn commit_new_generation(
+        &self,
+        key_id: &KeyId,
+        new_share: KeyShare,
+        old_share: Option<&KeyShare>,
+        state: &[u8],
+    ) -> Result<()> {
+        let generation = new_share.generation();
+        self.inner
+            .store
+            .activate(key_id, generation, state)
+            .await
+            .map_err(TssError::Store)?;
+        lock(&self.inner.shares).insert(key_id.clone(), Arc::new(new_share));
+        if let Some(old) = old_share {
+            if let Err(e) = self.inner.store.retire(key_id, old.generation()).await {
+                // The new generation is active; a leftover old record is only garbage.
+                tracing::warn!(%key_id, error = %e, "could not retire the old generation");
+            }
+        }
+        if generation.get() > 0 {
+            self.inner
+                .tss
+                .discard_presignatures(key_id, Generation(generation.get() - 1));
+        }
+        self.emit(PoolEvent::KeyCommitted {
+            key_id: key_id.clone(),
+            generation,
+            state: state.to_vec(),
+        });
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ deletion
+
+    /// Deletes this node's share of `key_id` (every generation) from the store and
+    /// memory, committing `state` with the deletion. Returns whether a share existed.
+    pub async fn delete_key(&self, key_id: &KeyId, state: &[u8]) -> Result<bool> {
+        let _guard = self.busy(key_id)?;
+        let existed = self
+            .inner
+            .store
+            .delete(key_id, state)
+            .await
+            .map_err(TssError::Store)?;
+        self.inner
+            .tss
+            .discard_presignatures(key_id, Generation(u64::MAX));
+        let held = lock(&self.inner.shares).remove(key_id).is_some();
+        Ok(existed || held)
+    }
+
+    // ------------------------------------------------------------------ following
+
+    async fn follow(&self, from: NodeId, proposal: Proposal) {
+        let eid = proposal.eid();
+        let result = match proposal {
+            Proposal::Keygen(p) => self.keygen(from, p, false).await.map(|_| ()),
+            Proposal::Sign(p) => self.sign(from, p, false).await.map(|_| ()),
+            Proposal::Reshare(p) => self.reshare(from, p, false).await.map(|_| ()),
+        };
+        if let Err(e) = result {
+            tracing::info!(%from, %eid, error = %e, "run proposed by a peer ended without result here");
+        }
+    }
+
+    fn on_abort(&self, from: NodeId, eid: ExecutionId, reason: String) {
+        let mut runs = lock(&self.inner.runs);
+        match runs.get_mut(&eid) {
+            Some(run) if run.participants.contains(&from) => {
+                tracing::info!(%from, %eid, %reason, "run aborted by a party");
+                run.aborted_by.get_or_insert((from, reason));
+                run.token.cancel();
+            }
+            Some(_) => tracing::debug!(%from, %eid, "ignoring an abort from a non-party"),
+            None => {
+                drop(runs);
+                let mut early = lock(&self.inner.early_aborts);
+                let list = early.by_eid.entry(eid).or_default();
+                if list.len() < 16 {
+                    list.push((from, reason));
+                }
+                early.order.push_back(eid);
+                while early.order.len() > EARLY_ABORTS_REMEMBERED {
+                    if let Some(old) = early.order.pop_front() {
+                        early.by_eid.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn public_key_of(info: &PublicKeyInfo) -> Result<k256::ecdsa::VerifyingKey> {
+    k256::ecdsa::VerifyingKey::from_sec1_bytes(&info.public_key).map_err(|_| TssError::Decode {
+        what: "public key",
+        reason: "not a valid secp256k1 point".into(),
+    })
+}
+
+/// Dealers of a reshare: exactly the old threshold of old members; the proposer first,
+/// then members that stay in the new committee (in old committee order), then members
+/// that leave.
+pub fn default_dealers(old: &Committee, proposer: NodeId, new: &Committee) -> Vec<NodeId> {
+    let mut order: Vec<NodeId> = Vec::new();
+    if old.index_of(&proposer).is_some() {
+        order.push(proposer);
+    }
+    let (staying, leaving): (Vec<NodeId>, Vec<NodeId>) = old
+        .members()
+        .iter()
+        .copied()
+        .filter(|m| *m != proposer)
+        .partition(|m| new.index_of(m).is_some());
+    order.extend(staying);
+    order.extend(leaving);
+    order.truncate(usize::from(old.threshold()));
+    order
+}
+
+async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
+    let shutdown = node.inner.shutdown.clone();
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            msg = inbox.recv() => msg,
+        };
+        match msg {
+            Ok(msg) => {
+                let from = msg.from; // authenticated by the transport
+                match decode_message::<ControlMsg>(from, &msg.payload) {
+                    Ok(ControlMsg::Propose(proposal)) => {
+                        let node = node.clone();
+                        tokio::spawn(async move { node.follow(from, proposal).await });
+                    }
+                    Ok(ControlMsg::Abort { eid, reason }) => node.on_abort(from, eid, reason),
+                    Err(e) => tracing::warn!(%from, error = %e, "malformed control message dropped"),
+                }
+            }
+            Err(TransportError::Timeout { .. }) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "control session ended");
+                break;
+            }
+        }
+    }
+}

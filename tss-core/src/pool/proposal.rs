@@ -1,0 +1,179 @@
+//! What a proposer sends and what every participant checks before it joins a run.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use transport::NodeId;
+
+use crate::error::{Result, TssError};
+use crate::ids::{Committee, ExecutionId, Generation, KeyId};
+use crate::reshare::{PublicKeyInfo, ReshareRequest};
+
+/// Run keygen for `committee`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeygenProposal {
+    /// The run's id (fresh, chosen by the proposer).
+    pub eid: ExecutionId,
+    /// The key to create.
+    pub key_id: KeyId,
+    /// Who holds it and how many sign.
+    pub committee: Committee,
+    /// The embedder's facts the run is based on (e.g. the pool as read from L1); the
+    /// [`crate::pool::ProposalValidator`] of every member checks them.
+    pub context: Vec<u8>,
+}
+
+/// Sign what `request` describes with `signers`.
+///
+/// `request` is the embedder's description of what is to be signed (for a rollup: the
+/// batch and the L1 transaction fields). Every signer's
+/// [`crate::pool::ProposalValidator::check_sign`] validates it and returns the message
+/// to sign; each signer hashes that itself. No signer signs a digest it did not compute
+/// from content it validated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignProposal {
+    /// The run's id.
+    pub eid: ExecutionId,
+    /// The key.
+    pub key_id: KeyId,
+    /// The key generation to sign with.
+    pub generation: Generation,
+    /// Exactly the threshold of committee members, in the order every signer uses.
+    pub signers: Vec<NodeId>,
+    /// What is to be signed, in the embedder's encoding.
+    pub request: Vec<u8>,
+}
+
+/// Reshare the key to `new_committee`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareProposal {
+    /// The run's id.
+    pub eid: ExecutionId,
+    /// Public facts of the key generation being reshared.
+    pub old: PublicKeyInfo,
+    /// Old members that deal: exactly the old threshold of distinct old members.
+    pub dealers: Vec<NodeId>,
+    /// The committee that will hold the key.
+    pub new_committee: Committee,
+    /// The embedder's facts the change is based on (e.g. the L1 event and height).
+    pub context: Vec<u8>,
+}
+
+impl ReshareProposal {
+    /// The reshare protocol's request.
+    pub fn request(&self) -> ReshareRequest {
+        ReshareRequest {
+            old: self.old.clone(),
+            dealers: self.dealers.clone(),
+            new_committee: self.new_committee.clone(),
+            eid: self.eid,
+        }
+    }
+}
+
+/// A proposal of one run. Serializable: it travels on the pool's control session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Proposal {
+    /// Distributed key generation.
+    Keygen(KeygenProposal),
+    /// Signing.
+    Sign(SignProposal),
+    /// Resharing to a new committee.
+    Reshare(ReshareProposal),
+}
+
+impl Proposal {
+    /// The run's execution id.
+    pub fn eid(&self) -> ExecutionId {
+        match self {
+            Proposal::Keygen(p) => p.eid,
+            Proposal::Sign(p) => p.eid,
+            Proposal::Reshare(p) => p.eid,
+        }
+    }
+
+    /// The key the run is about.
+    pub fn key_id(&self) -> &KeyId {
+        match self {
+            Proposal::Keygen(p) => &p.key_id,
+            Proposal::Sign(p) => &p.key_id,
+            Proposal::Reshare(p) => &p.old.key_id,
+        }
+    }
+
+    /// Every party of the run (the proposer included).
+    pub fn participants(&self) -> Vec<NodeId> {
+        match self {
+            Proposal::Keygen(p) => p.committee.members().to_vec(),
+            Proposal::Sign(p) => p.signers.clone(),
+            Proposal::Reshare(p) => p.request().participants(),
+        }
+    }
+
+    /// The checks every party makes whatever the embedder's rules: the proposal is
+    /// well-formed, `proposer` and `me` are parties of it, and (for resharing) the
+    /// proposer holds the key being reshared. The embedder's
+    /// [`crate::pool::ProposalValidator`] runs after these.
+    pub fn check_shape(&self, proposer: NodeId, me: NodeId) -> Result<()> {
+        let bad = |reason: String| TssError::InvalidProposal {
+            from: proposer,
+            reason,
+        };
+        let participants = self.participants();
+        if !participants.contains(&proposer) {
+            return Err(bad("the proposer is not a party of its own run".into()));
+        }
+        if !participants.contains(&me) {
+            return Err(bad(format!("{me} is not a party of this run")));
+        }
+        match self {
+            Proposal::Keygen(_) => Ok(()),
+            Proposal::Sign(p) => {
+                let distinct: BTreeSet<&NodeId> = p.signers.iter().collect();
+                if distinct.len() != p.signers.len() {
+                    return Err(bad("signers are not distinct".into()));
+                }
+                Ok(())
+            }
+            Proposal::Reshare(p) => {
+                let old = &p.old.committee;
+                if old.index_of(&proposer).is_none() {
+                    return Err(bad(
+                        "only a member of the old committee may propose a reshare".into(),
+                    ));
+                }
+                let distinct: BTreeSet<&NodeId> = p.dealers.iter().collect();
+                if p.dealers.len() != usize::from(old.threshold())
+                    || distinct.len() != p.dealers.len()
+                    || p.dealers.iter().any(|d| old.index_of(d).is_none())
+                {
+                    return Err(bad(format!(
+                        "dealers must be {} distinct members of the old committee",
+                        old.threshold()
+                    )));
+                }
+                if p.old.public_shares.len() != usize::from(old.n()) {
+                    return Err(bad("old key facts need one public share per member".into()));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Messages of the pool's control session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ControlMsg {
+    /// A proposal, sent directly to every other party of the run.
+    Propose(Proposal),
+    /// The sender refuses or abandons run `eid`. Sent to every party of the run, so
+    /// all of them stop at once instead of waiting for an idle timeout.
+    Abort {
+        /// The run.
+        eid: ExecutionId,
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,261 @@
+//! The pool layer: proposals, the validation hook, aborts that reach every party, and a
+//! reshare committed through the store.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::node_ids;
+use transport::{Destination, InMemoryNetwork, NodeId, SessionConfig, Transport};
+use tss_core::pool::{
+    control_session_id, ControlMsg, KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent, PoolNode, ProposalValidator,
+    Rejection, ReshareProposal, ShareStore, SignProposal, SigningInput,
+};
+use tss_core::wire::encode_message;
+use tss_core::{keccak256, Committee, Generation, InsecureTestPrimes, KeyId, PublicKeyInfo, TssError};
+
+/// Accepts everything (the state to commit is the proposal's context), unless `refuse`.
+struct Rules {
+    refuse: bool,
+}
+
+#[async_trait]
+impl ProposalValidator for Rules {
+    async fn check_keygen(&self, _: NodeId, p: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
+        if self.refuse {
+            return Err(Rejection::new("this member does not agree to the committee"));
+        }
+        Ok(p.context.clone())
+    }
+    async fn check_sign(
+        &self,
+        _: NodeId,
+        p: &SignProposal,
+        _: &PublicKeyInfo,
+    ) -> Result<SigningInput, Rejection> {
+        if self.refuse {
+            return Err(Rejection::new("invalid batch"));
+        }
+        Ok(SigningInput::Message(p.request.clone()))
+    }
+    async fn check_reshare(
+        &self,
+        _: NodeId,
+        p: &ReshareProposal,
+        _: Option<&PublicKeyInfo>,
+    ) -> Result<Vec<u8>, Rejection> {
+        if self.refuse {
+            return Err(Rejection::new("the committee differs from L1"));
+        }
+        Ok(p.context.clone())
+    }
+}
+
+/// Idle timeout of every session: long, so a test that finishes proves the abort (not a
+/// timeout) ended the run.
+const IDLE: Duration = Duration::from_secs(900);
+
+async fn start(
+    network: &InMemoryNetwork,
+    all: &[NodeId],
+    me: NodeId,
+    store: Arc<MemoryShareStore>,
+    refuse: bool,
+    key: &KeyId,
+) -> PoolNode {
+    let index = all.iter().position(|n| *n == me).unwrap();
+    PoolNode::start(
+        PoolConfig::new(all.to_vec()).with_session_idle_timeout(IDLE),
+        Arc::new(network.endpoint(me)),
+        Arc::new(Rules { refuse }),
+        store,
+        Arc::new(InsecureTestPrimes::new(index)),
+        std::slice::from_ref(key),
+    )
+    .await
+    .unwrap()
+}
+
+/// Waits (deadline far below the idle timeout) for the event `pick` selects.
+async fn wait_for<T>(
+    events: &mut tokio::sync::broadcast::Receiver<PoolEvent>,
+    mut pick: impl FnMut(&PoolEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(IDLE / 3, async {
+        loop {
+            let event = events.recv().await.expect("event stream");
+            if let Some(t) = pick(&event) {
+                return t;
+            }
+        }
+    })
+    .await
+    .expect("the event came long before any idle timeout")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_proposal_stops_the_proposer_and_every_follower_naming_the_refuser() {
+    let ids = node_ids(4);
+    let key = KeyId::new("refused").unwrap();
+    let network = InMemoryNetwork::new();
+    let stores: Vec<Arc<MemoryShareStore>> = ids.iter().map(|_| Arc::default()).collect();
+    let mut nodes = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        // Node 4 refuses.
+        nodes.push(start(&network, &ids, *id, stores[i].clone(), i == 3, &key).await);
+    }
+    let mut follower_events: Vec<_> = nodes[1..3].iter().map(|n| n.subscribe()).collect();
+
+    let committee = Committee::new(ids.clone(), 3).unwrap();
+    let err = nodes[0]
+        .propose_keygen(key.clone(), committee, b"pool v1".to_vec())
+        .await
+        .expect_err("node 4 refused");
+    match err {
+        TssError::Aborted { by, .. } => assert_eq!(by, ids[3], "the refuser is named"),
+        other => panic!("expected an abort naming node 4, got {other}"),
+    }
+    for events in &mut follower_events {
+        let by = wait_for(events, |e| match e {
+            PoolEvent::RunFinished { aborted_by, .. } => Some(*aborted_by),
+            _ => None,
+        })
+        .await;
+        assert_eq!(by, Some(ids[3]), "each follower stopped, naming node 4");
+    }
+    for (store, node) in stores.iter().zip(&nodes) {
+        assert_eq!(store.active_generation(&key), None, "nothing was stored");
+        assert!(node.share(&key).is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abort_from_a_node_outside_the_run_is_ignored() {
+    // Nodes 1 and 2 run keygen; node 3 shares their control session but is not a party
+    // of the run, and sends an abort for it while it runs.
+    let ids = node_ids(3);
+    let key = KeyId::new("outsider-abort").unwrap();
+    let network = InMemoryNetwork::new();
+    let outsider = network.endpoint(ids[2]);
+    let mut nodes = Vec::new();
+    for id in &ids[..2] {
+        nodes.push(start(&network, &ids, *id, Arc::default(), false, &key).await);
+    }
+    let control = outsider
+        .open_session(
+            control_session_id(&ids),
+            SessionConfig::new(ids.clone()).with_idle_timeout(IDLE),
+        )
+        .unwrap();
+    let mut events = nodes[1].subscribe();
+    let committee = Committee::new(ids[..2].to_vec(), 2).unwrap();
+    let proposer = nodes[0].clone();
+    let run = tokio::spawn(async move {
+        proposer
+            .propose_keygen(key.clone(), committee, b"two".to_vec())
+            .await
+    });
+    let eid = wait_for(&mut events, |e| match e {
+        PoolEvent::RunStarted { eid, .. } => Some(*eid),
+        _ => None,
+    })
+    .await;
+    let abort = encode_message(&ControlMsg::Abort {
+        eid,
+        reason: "I say so".into(),
+    })
+    .unwrap();
+    for party in &ids[..2] {
+        control.send(Destination::Direct(*party), abort.clone()).unwrap();
+    }
+    let share = run.await.unwrap().expect("keygen completes despite the outsider");
+    assert_eq!(share.generation(), Generation::KEYGEN);
+    let follower = wait_for(&mut events, |e| match e {
+        PoolEvent::RunFinished {
+            error, aborted_by, ..
+        } => Some((error.clone(), *aborted_by)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(follower, (None, None), "the follower finished too, unaborted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reshare_committed_through_the_store_survives_a_restart() {
+    let ids = node_ids(4);
+    let key = KeyId::new("restart").unwrap();
+    let stores: Vec<Arc<MemoryShareStore>> = ids.iter().map(|_| Arc::default()).collect();
+
+    // Keygen 2-of-3 among nodes 1-3, then node 4 joins: 3-of-4.
+    let network = InMemoryNetwork::new();
+    let mut nodes = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        nodes.push(start(&network, &ids, *id, stores[i].clone(), false, &key).await);
+    }
+    let old = Committee::new(ids[..3].to_vec(), 2).unwrap();
+    let mut events: Vec<_> = nodes.iter().map(|n| n.subscribe()).collect();
+    let share = nodes[0]
+        .propose_keygen(key.clone(), old, b"pool v1".to_vec())
+        .await
+        .unwrap();
+    let address = share.ethereum_address();
+    for ev in &mut events[1..3] {
+        wait_for(ev, |e| matches!(e, PoolEvent::KeyCommitted { .. }).then_some(())).await;
+    }
+    let new = Committee::new(ids.clone(), 3).unwrap();
+    let commit = nodes[0]
+        .propose_reshare(&key, new.clone(), None, b"pool v2".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(commit.address, address);
+    assert_eq!(commit.new_generation, Some(Generation(1)));
+    for ev in &mut events[1..] {
+        let (generation, state) = wait_for(ev, |e| match e {
+            PoolEvent::KeyCommitted {
+                generation, state, ..
+            } if generation.get() == 1 => Some((*generation, state.clone())),
+            _ => None,
+        })
+        .await;
+        assert_eq!((generation, state.as_slice()), (Generation(1), &b"pool v2"[..]));
+    }
+    for store in &stores {
+        assert_eq!(store.active_generation(&key), Some(Generation(1)));
+        assert_eq!(
+            store.generations(&key),
+            vec![Generation(1)],
+            "the old generation is retired after the commit"
+        );
+        assert_eq!(
+            store.load_state(&key).await.unwrap().as_deref(),
+            Some(&b"pool v2"[..]),
+            "the state is committed with the active generation"
+        );
+    }
+
+    // Restart every node on the same stores.
+    for node in &nodes {
+        node.shutdown();
+    }
+    drop(nodes);
+    let network = InMemoryNetwork::new();
+    let mut nodes = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        nodes.push(start(&network, &ids, *id, stores[i].clone(), false, &key).await);
+    }
+    for node in &nodes {
+        let share = node.share(&key).expect("the share is loaded after restart");
+        assert_eq!(share.generation(), Generation(1));
+        assert_eq!(share.committee(), &new);
+        assert_eq!(share.ethereum_address(), address);
+    }
+    // The new committee signs (nodes 2, 3, 4), for the same address.
+    let out = nodes[1]
+        .propose_sign(&key, b"L2 batch 7".to_vec(), Some(ids[1..].to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(out.digest, keccak256(b"L2 batch 7"), "signers hash the message themselves");
+    assert_eq!(out.signature.recover_address(&out.digest).unwrap(), address);
+}
