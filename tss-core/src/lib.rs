@@ -61,8 +61,8 @@ pub mod ecdsa;
 mod error;
 pub mod ethereum;
 mod ids;
-mod primes;
 pub mod pool;
+mod primes;
 pub mod reshare;
 pub mod wire;
 

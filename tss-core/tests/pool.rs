@@ -10,11 +10,14 @@ use async_trait::async_trait;
 use common::node_ids;
 use transport::{Destination, InMemoryNetwork, NodeId, SessionConfig, Transport};
 use tss_core::pool::{
-    control_session_id, ControlMsg, KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent, PoolNode, ProposalValidator,
-    Rejection, ReshareProposal, ShareStore, SignProposal, SigningInput,
+    control_session_id, ControlMsg, KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent,
+    PoolNode, ProposalValidator, Rejection, ReshareProposal, ShareStore, SignProposal,
+    SigningInput,
 };
 use tss_core::wire::encode_message;
-use tss_core::{keccak256, Committee, Generation, InsecureTestPrimes, KeyId, PublicKeyInfo, TssError};
+use tss_core::{
+    keccak256, Committee, Generation, InsecureTestPrimes, KeyId, PublicKeyInfo, TssError,
+};
 
 /// Accepts everything (the state to commit is the proposal's context), unless `refuse`.
 struct Rules {
@@ -25,7 +28,9 @@ struct Rules {
 impl ProposalValidator for Rules {
     async fn check_keygen(&self, _: NodeId, p: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
         if self.refuse {
-            return Err(Rejection::new("this member does not agree to the committee"));
+            return Err(Rejection::new(
+                "this member does not agree to the committee",
+            ));
         }
         Ok(p.context.clone())
     }
@@ -168,9 +173,14 @@ async fn an_abort_from_a_node_outside_the_run_is_ignored() {
     })
     .unwrap();
     for party in &ids[..2] {
-        control.send(Destination::Direct(*party), abort.clone()).unwrap();
+        control
+            .send(Destination::Direct(*party), abort.clone())
+            .unwrap();
     }
-    let share = run.await.unwrap().expect("keygen completes despite the outsider");
+    let share = run
+        .await
+        .unwrap()
+        .expect("keygen completes despite the outsider");
     assert_eq!(share.generation(), Generation::KEYGEN);
     let follower = wait_for(&mut events, |e| match e {
         PoolEvent::RunFinished {
@@ -179,7 +189,11 @@ async fn an_abort_from_a_node_outside_the_run_is_ignored() {
         _ => None,
     })
     .await;
-    assert_eq!(follower, (None, None), "the follower finished too, unaborted");
+    assert_eq!(
+        follower,
+        (None, None),
+        "the follower finished too, unaborted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -202,7 +216,10 @@ async fn a_reshare_committed_through_the_store_survives_a_restart() {
         .unwrap();
     let address = share.ethereum_address();
     for ev in &mut events[1..3] {
-        wait_for(ev, |e| matches!(e, PoolEvent::KeyCommitted { .. }).then_some(())).await;
+        wait_for(ev, |e| {
+            matches!(e, PoolEvent::KeyCommitted { .. }).then_some(())
+        })
+        .await;
     }
     let new = Committee::new(ids.clone(), 3).unwrap();
     let commit = nodes[0]
@@ -219,7 +236,10 @@ async fn a_reshare_committed_through_the_store_survives_a_restart() {
             _ => None,
         })
         .await;
-        assert_eq!((generation, state.as_slice()), (Generation(1), &b"pool v2"[..]));
+        assert_eq!(
+            (generation, state.as_slice()),
+            (Generation(1), &b"pool v2"[..])
+        );
     }
     for store in &stores {
         assert_eq!(store.active_generation(&key), Some(Generation(1)));
@@ -256,6 +276,10 @@ async fn a_reshare_committed_through_the_store_survives_a_restart() {
         .propose_sign(&key, b"L2 batch 7".to_vec(), Some(ids[1..].to_vec()))
         .await
         .unwrap();
-    assert_eq!(out.digest, keccak256(b"L2 batch 7"), "signers hash the message themselves");
+    assert_eq!(
+        out.digest,
+        keccak256(b"L2 batch 7"),
+        "signers hash the message themselves"
+    );
     assert_eq!(out.signature.recover_address(&out.digest).unwrap(), address);
 }

@@ -18,9 +18,7 @@ use crate::ecdsa::{KeyShare, TssNode};
 use crate::error::{ProtocolKind, Result, TssError};
 use crate::ethereum::{EthAddress, EthSignature};
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
-use crate::pool::proposal::{
-    ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal,
-};
+use crate::pool::proposal::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
 use crate::pool::store::ShareStore;
 use crate::pool::validator::ProposalValidator;
 use crate::primes::{PaillierPrimes, PrimePool};
@@ -462,20 +460,23 @@ impl PoolNode {
             protocol,
             proposer,
         });
-        let out = cancel::scoped(token, fut).await;
+        // Boxed: protocol futures are large, and several nest here.
+        let out = cancel::scoped(token, Box::pin(fut)).await;
         let run = lock(&self.inner.runs).remove(&eid);
-        let result = match out {
-            Some(Ok(v)) => Ok(v),
-            Some(Err(e)) => {
+        let aborted = run.and_then(|r| r.aborted_by);
+        let result = match (out, aborted) {
+            (Some(Ok(v)), _) => Ok(v),
+            // Cancelled (possibly finishing with `Cancelled` from inside the protocol).
+            (Some(Err(_)) | None, Some((by, reason))) => Err(TssError::Aborted { eid, by, reason }),
+            (Some(Err(e)), None) => {
                 self.abort_to(eid, &participants, &e.to_string());
                 Err(e)
             }
-            None => {
-                let (by, reason) = run
-                    .and_then(|r| r.aborted_by)
-                    .unwrap_or((self.inner.me, "shut down".into()));
-                Err(TssError::Aborted { eid, by, reason })
-            }
+            (None, None) => Err(TssError::Aborted {
+                eid,
+                by: self.inner.me,
+                reason: "this node shut down".into(),
+            }),
         };
         self.emit(PoolEvent::RunFinished {
             eid,
@@ -515,7 +516,7 @@ impl PoolNode {
             committee,
             context,
         };
-        self.keygen(me, proposal, true).await
+        Box::pin(self.keygen(me, proposal, true)).await
     }
 
     async fn keygen(
@@ -624,7 +625,12 @@ impl PoolNode {
                     .collect()
             }
         };
-        let eid = ExecutionId::random(ProtocolKind::Sign, key_id, &signers, &mut rand::thread_rng());
+        let eid = ExecutionId::random(
+            ProtocolKind::Sign,
+            key_id,
+            &signers,
+            &mut rand::thread_rng(),
+        );
         let proposal = SignProposal {
             eid,
             key_id: key_id.clone(),
@@ -632,7 +638,7 @@ impl PoolNode {
             signers,
             request,
         };
-        self.sign(me, proposal, true).await
+        Box::pin(self.sign(me, proposal, true)).await
     }
 
     async fn sign(&self, proposer: NodeId, p: SignProposal, propose: bool) -> Result<SignOutcome> {
@@ -676,7 +682,11 @@ impl PoolNode {
         let (share, input) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
         let digest = input.digest();
         self.execute(&proposal, proposer, propose, async {
-            let signature = self.inner.tss.sign(&share, &p.signers, digest, p.eid).await?;
+            let signature = self
+                .inner
+                .tss
+                .sign(&share, &p.signers, digest, p.eid)
+                .await?;
             let address = share.ethereum_address();
             if signature.recover_address(&digest)? != address {
                 return Err(TssError::InvalidSignature);
@@ -726,7 +736,7 @@ impl PoolNode {
             &proposal.request().participants(),
             &mut rand::thread_rng(),
         );
-        self.reshare(me, proposal, true).await
+        Box::pin(self.reshare(me, proposal, true)).await
     }
 
     async fn reshare(
@@ -780,7 +790,8 @@ impl PoolNode {
                 let store = self.inner.store.clone();
                 let persist: PersistShare = Box::new(move |bytes, _generation| {
                     Box::pin(async move {
-                        let share = KeyShare::from_secret_bytes(&bytes).map_err(|e| e.to_string())?;
+                        let share =
+                            KeyShare::from_secret_bytes(&bytes).map_err(|e| e.to_string())?;
                         store.stage(&share).await.map_err(|e| e.to_string())
                     })
                 });
@@ -895,9 +906,9 @@ impl PoolNode {
     async fn follow(&self, from: NodeId, proposal: Proposal) {
         let eid = proposal.eid();
         let result = match proposal {
-            Proposal::Keygen(p) => self.keygen(from, p, false).await.map(|_| ()),
-            Proposal::Sign(p) => self.sign(from, p, false).await.map(|_| ()),
-            Proposal::Reshare(p) => self.reshare(from, p, false).await.map(|_| ()),
+            Proposal::Keygen(p) => Box::pin(self.keygen(from, p, false)).await.map(|_| ()),
+            Proposal::Sign(p) => Box::pin(self.sign(from, p, false)).await.map(|_| ()),
+            Proposal::Reshare(p) => Box::pin(self.reshare(from, p, false)).await.map(|_| ()),
         };
         if let Err(e) = result {
             tracing::info!(%from, %eid, error = %e, "run proposed by a peer ended without result here");
@@ -974,7 +985,9 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                         tokio::spawn(async move { node.follow(from, proposal).await });
                     }
                     Ok(ControlMsg::Abort { eid, reason }) => node.on_abort(from, eid, reason),
-                    Err(e) => tracing::warn!(%from, error = %e, "malformed control message dropped"),
+                    Err(e) => {
+                        tracing::warn!(%from, error = %e, "malformed control message dropped")
+                    }
                 }
             }
             Err(TransportError::Timeout { .. }) => continue,
