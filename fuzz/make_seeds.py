@@ -20,7 +20,8 @@ def put(target, name, data):
 def frame(kind, payload, version=1, session=b"\x09" * 32):
     return bytes([version]) + session + bytes([kind]) + payload
 
-# bincode (varint) ReshareMsg: variant index then fields; [u8; 32] is 32 raw bytes.
+# postcard ReshareMsg: variant index (LEB128 varint) then fields; [u8; 32] and NodeId are
+# 32 raw bytes, a Vec or byte string is a varint length then its items.
 echo = b"\x02" + b"\xab" * 32
 complaint = b"\x03" + b"\x01" * 32
 confirm = b"\x04" + b"\xcd" * 32
@@ -33,7 +34,8 @@ put("wire_frame", "bad_kind", frame(7, echo))
 put("wire_frame", "short_header", b"\x01" + b"\x00" * 10)
 put("wire_frame", "empty", b"")
 put("wire_frame", "trailing_bytes", frame(1, echo + b"\x00"))
-put("wire_frame", "huge_length_prefix", frame(1, b"\x00\xfc\xff\xff\xff\x7f"))
+# Commitments with a context, then a commitment count of u32::MAX: nothing follows.
+put("wire_frame", "huge_length_prefix", frame(1, b"\x00" + b"\x11" * 32 + b"\xff\xff\xff\xff\x0f"))
 
 # ---- keystore_record: mode byte, then input
 salt = bytes(range(16))

@@ -4,7 +4,7 @@
 //! simulated network, no serialization, no transport) as the baseline.
 //!
 //! Every party runs as its own tokio task on the caller's runtime, in both ours and raw,
-//! so the ratio ours/raw shows what our layers (bincode encoding, session multiplexing,
+//! so the ratio ours/raw shows what our layers (postcard encoding, session multiplexing,
 //! the transport) cost on top of the cryptography.
 //!
 //! All Paillier primes come from the committed, public, **insecure** test fixture
