@@ -7,10 +7,10 @@
 //! which then stays locked for that moment and makes a quick re-open fail with `Locked`.
 //! For the same reason the two tests here never run at the same time ([`ONE_AT_A_TIME`]).
 
+use parking_lot::{Mutex, MutexGuard};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 
 use keystore::{
     Generation, GenerationRecords, KdfParams, KeyId, Keystore, KeystoreError, SecretBytes, Unlock,
@@ -22,7 +22,7 @@ const PASS: &str = "operator passphrase for tests";
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+    ONE_AT_A_TIME.lock()
 }
 
 fn unlock() -> Unlock {

@@ -1,8 +1,9 @@
 //! Fault injection for tests: a transport wrapper that misbehaves on the way out.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rand::Rng;
 
 use crate::session::{SessionChannel, SessionSender};
@@ -127,7 +128,7 @@ impl SessionSender for FaultySender {
                     corrupt(&mut payload)
                 }
                 Fault::Reorder => {
-                    let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut held = self.held.lock();
                     match held.take() {
                         None => {
                             *held = Some((session, to, kind, payload));

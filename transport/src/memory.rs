@@ -1,7 +1,9 @@
 //! In-process transport: every endpoint shares one router. For tests and benchmarks.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::session::{SessionChannel, SessionHub, SessionSender};
 use crate::{
@@ -26,10 +28,7 @@ impl InMemoryNetwork {
     /// Creates (or re-creates, dropping all its sessions) the endpoint of `node`.
     pub fn endpoint(&self, node: NodeId) -> InMemoryTransport {
         let hub = SessionHub::new(node);
-        self.hubs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(node, hub.clone());
+        self.hubs.lock().insert(node, hub.clone());
         InMemoryTransport {
             hub,
             network: self.clone(),
@@ -37,11 +36,7 @@ impl InMemoryNetwork {
     }
 
     fn hub_of(&self, node: &NodeId) -> Option<SessionHub> {
-        self.hubs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(node)
-            .cloned()
+        self.hubs.lock().get(node).cloned()
     }
 }
 

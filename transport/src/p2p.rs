@@ -39,13 +39,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::identity;
 use libp2p::swarm::{dial_opts::DialOpts, NetworkBehaviour, SwarmEvent};
 use libp2p::{allow_block_list, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -353,15 +354,9 @@ struct Shared {
 impl Shared {
     /// Registers `node` as known and starts its writer (once).
     fn add_known(self: &Arc<Self>, node: NodeId, peer: PeerId) {
-        self.peer_of
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(node, peer);
-        self.node_of
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(peer, node);
-        let mut writers = self.writers.write().unwrap_or_else(|e| e.into_inner());
+        self.peer_of.write().insert(node, peer);
+        self.node_of.write().insert(peer, node);
+        let mut writers = self.writers.write();
         if writers.contains_key(&node) {
             return;
         }
@@ -379,10 +374,7 @@ impl Shared {
 
     fn stop(&self) {
         let _ = self.closed.send(true);
-        self.writers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.writers.write().clear();
     }
 }
 
@@ -398,12 +390,7 @@ impl Drop for Inner {
         self.shared.stop();
         let (tx, _rx) = oneshot::channel();
         let _ = self.commands.send(Command::Shutdown(tx));
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for task in self.tasks.lock().drain(..) {
             task.abort();
         }
     }
@@ -540,31 +527,18 @@ impl Libp2pTransport {
                 )))
             }
         }
-        tracing::info!(node = %local_node, peer_id = %local_peer, addrs = ?inner.shared.listen_addrs.lock().unwrap_or_else(|e| e.into_inner()), "libp2p transport listening");
+        tracing::info!(node = %local_node, peer_id = %local_peer, addrs = ?inner.shared.listen_addrs.lock(), "libp2p transport listening");
         Ok(Self { inner })
     }
 
     /// The addresses this node listens on (with the actual port when `tcp/0` was asked).
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.inner
-            .shared
-            .listen_addrs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.shared.listen_addrs.lock().clone()
     }
 
     /// The known peers with at least one open connection.
     pub fn connected_peers(&self) -> Vec<NodeId> {
-        let mut peers: Vec<NodeId> = self
-            .inner
-            .shared
-            .connected
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect();
+        let mut peers: Vec<NodeId> = self.inner.shared.connected.lock().iter().copied().collect();
         peers.sort();
         peers
     }
@@ -633,13 +607,7 @@ impl Libp2pTransport {
     /// Sessions opened on this transport fail to send ([`TransportError::Closed`]) after.
     pub async fn shutdown(&self) {
         self.inner.shared.stop();
-        let tasks: Vec<JoinHandle<()>> = self
-            .inner
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
+        let tasks: Vec<JoinHandle<()>> = self.inner.tasks.lock().drain(..).collect();
         let mut tasks = tasks.into_iter();
         let Some(mut driver) = tasks.next() else {
             return;
@@ -682,15 +650,9 @@ impl SessionSender for Libp2pSender {
         if *shared.closed.borrow() {
             return Err(TransportError::Closed);
         }
-        let writer = shared
-            .writers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&to)
-            .cloned()
-            .ok_or_else(|| {
-                TransportError::Network(format!("{to} is not a known peer of this node"))
-            })?;
+        let writer = shared.writers.read().get(&to).cloned().ok_or_else(|| {
+            TransportError::Network(format!("{to} is not a known peer of this node"))
+        })?;
         let unit = length_prefixed(&encode_frame(session, kind, &payload))?;
         match writer.try_send(unit) {
             Ok(()) => Ok(()),
@@ -904,12 +866,7 @@ async fn write_all_counted(stream: &mut libp2p::Stream, buf: &[u8]) -> (usize, i
 
 async fn accept_streams(shared: Arc<Shared>, mut incoming: libp2p_stream::IncomingStreams) {
     while let Some((peer, stream)) = incoming.next().await {
-        let node = shared
-            .node_of
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&peer)
-            .copied();
+        let node = shared.node_of.read().get(&peer).copied();
         let Some(from) = node else {
             // The allow-list should have refused the connection already.
             bump(&shared.counters.unknown_peer_refused);
@@ -917,10 +874,7 @@ async fn accept_streams(shared: Arc<Shared>, mut incoming: libp2p_stream::Incomi
             continue;
         };
         let token = {
-            let mut tokens = shared
-                .inbound_tokens
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut tokens = shared.inbound_tokens.lock();
             let token = tokens.entry(peer).or_default();
             // One reference is the map's own.
             if Arc::strong_count(token) > shared.max_inbound_streams_per_peer {
@@ -1136,11 +1090,7 @@ impl Driver {
     }
 
     fn set_connected(&self, node: NodeId, connected: bool) {
-        let mut set = self
-            .shared
-            .connected
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut set = self.shared.connected.lock();
         if connected {
             set.insert(node);
         } else {
@@ -1151,11 +1101,7 @@ impl Driver {
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
-                self.shared
-                    .listen_addrs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(address);
+                self.shared.listen_addrs.lock().push(address);
                 if let Some(ready) = self.ready.take() {
                     let _ = ready.send(Ok(()));
                 }

@@ -1,9 +1,10 @@
 //! Session bookkeeping shared by every transport implementation.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -99,9 +100,8 @@ impl SessionHub {
         self.local
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
-        // A panic while holding this lock leaves plain data behind: keep going.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock()
     }
 
     /// Opens `session`, handing over any messages held for it.

@@ -1,7 +1,7 @@
 //! ECDSA over secp256k1 on CGGMP21: keygen, aux-info, presign, online and full signing.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cggmp21::generic_ec::Scalar;
@@ -9,6 +9,7 @@ use cggmp21::key_share::AnyKeyShare;
 use cggmp21::supported_curves::Secp256k1;
 use cggmp21::DataToSign;
 use k256::ecdsa::VerifyingKey;
+use parking_lot::Mutex;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use round_based::MpcParty;
@@ -379,19 +380,19 @@ impl TssNode {
             public_key: share.public_key(),
             inner,
         };
-        let mut store = self.presignatures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut store = self.presignatures.lock();
         store.ready.insert(eid, presignature);
         Ok(eid)
     }
 
     /// Number of unused presignatures held for `key_id`.
     pub fn presignatures_ready(&self, key_id: &KeyId) -> usize {
-        let store = self.presignatures.lock().unwrap_or_else(|e| e.into_inner());
+        let store = self.presignatures.lock();
         store.ready.values().filter(|p| &p.key_id == key_id).count()
     }
 
     fn take_presignature(&self, id: ExecutionId, key_id: &KeyId) -> Result<Presignature> {
-        let mut store = self.presignatures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut store = self.presignatures.lock();
         if store.used.contains(&id) {
             return Err(TssError::PresignatureAlreadyUsed(id));
         }
@@ -413,7 +414,7 @@ impl TssNode {
     /// Drops every presignature made with shares of `key_id` of generation `up_to` or
     /// older (done after a reshare: they belong to retired shares).
     pub fn discard_presignatures(&self, key_id: &KeyId, up_to: Generation) {
-        let mut store = self.presignatures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut store = self.presignatures.lock();
         let ids: Vec<ExecutionId> = store
             .ready
             .iter()

@@ -5,9 +5,10 @@
 //! keygen or reshare only takes a ready pair.
 
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cggmp21::PregeneratedPrimes;
+use parking_lot::Mutex;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -92,11 +93,7 @@ impl PrimePool {
     pub async fn take(&self) -> Result<PaillierPrimes> {
         let ready = self.ready.clone();
         tokio::task::spawn_blocking(move || {
-            ready
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .recv()
-                .map_err(|_| TssError::PrimePoolClosed)
+            ready.lock().recv().map_err(|_| TssError::PrimePoolClosed)
         })
         .await
         .map_err(|_| TssError::PrimePoolClosed)?
