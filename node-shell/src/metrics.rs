@@ -1,15 +1,42 @@
-//! Prometheus metrics, rendered as the text exposition format at `GET /metrics`.
+//! Prometheus metrics at `GET /metrics`, kept in a [`prometheus_client`] registry and
+//! rendered in the Prometheus text exposition format (version 0.0.4).
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `node_shell_signatures_total` | counter | signatures produced and verified |
+//! | `node_shell_sign_failures_total` | counter | signing runs that failed |
+//! | `node_shell_proposals_rejected_total` | counter | proposals from peers this node refused |
+//! | `node_shell_http_bad_requests_total` | counter | HTTP requests answered with a 4xx |
+//! | `node_shell_sessions_total{protocol}` | counter | protocol runs started (`keygen`, `sign`, `reshare`) |
+//! | `node_shell_session_failures_total{protocol}` | counter | protocol runs that failed |
+//! | `node_shell_pool_members` | gauge | members of the sequencer pool |
+//! | `node_shell_has_key` | gauge | 1 if this node holds a key share |
+//! | `node_shell_key_generation` | gauge | generation of the held key share |
+//! | `node_shell_epoch` | gauge | current epoch |
+//! | `node_shell_is_block_producer` | gauge | 1 if this node produces blocks this epoch |
+//! | `node_shell_sign_latency_seconds` | histogram | latency of signing runs |
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use prometheus_client::encoding::{
+    prometheus_text, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 /// Upper bounds (seconds) of the signing latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
 /// Protocol kinds counted separately.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// Key generation.
     Keygen,
@@ -20,9 +47,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn index(self) -> usize {
-        self as usize
-    }
+    const ALL: [Protocol; 3] = [Protocol::Keygen, Protocol::Sign, Protocol::Reshare];
+
     fn label(self) -> &'static str {
         match self {
             Protocol::Keygen => "keygen",
@@ -30,31 +56,36 @@ impl Protocol {
             Protocol::Reshare => "reshare",
         }
     }
-    const ALL: [Protocol; 3] = [Protocol::Keygen, Protocol::Sign, Protocol::Reshare];
 }
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    count: u64,
-    sum: f64,
+impl EncodeLabelValue for Protocol {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.label())
+    }
 }
 
-/// The node's counters and gauges.
-#[derive(Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProtocolLabel {
+    protocol: Protocol,
+}
+
+type U64Gauge = Gauge<u64, AtomicU64>;
+
+/// The node's counters, gauges and histogram, and the registry that renders them.
 pub struct Metrics {
-    signatures: AtomicU64,
-    sign_failures: AtomicU64,
-    sessions_started: [AtomicU64; 3],
-    sessions_failed: [AtomicU64; 3],
-    proposals_rejected: AtomicU64,
-    http_bad_requests: AtomicU64,
-    pool_members: AtomicU64,
-    key_generation: AtomicU64,
-    has_key: AtomicU64,
-    epoch: AtomicU64,
-    is_producer: AtomicU64,
-    sign_latency: Mutex<Histogram>,
+    registry: Registry,
+    signatures: Counter,
+    sign_failures: Counter,
+    sessions_started: Family<ProtocolLabel, Counter>,
+    sessions_failed: Family<ProtocolLabel, Counter>,
+    proposals_rejected: Counter,
+    http_bad_requests: Counter,
+    pool_members: U64Gauge,
+    key_generation: U64Gauge,
+    has_key: U64Gauge,
+    epoch: U64Gauge,
+    is_producer: U64Gauge,
+    sign_latency: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -63,145 +94,148 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
+    /// Every metric at zero, registered under the `node_shell_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("node_shell");
+        // Registered names omit `_total` (counters) and `_seconds` (the unit): the encoder
+        // appends them. The encoder also ends each help text with a period.
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = U64Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let per_protocol = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<ProtocolLabel, Counter>::default();
+            // Every protocol shows up from the start, at 0.
+            for protocol in Protocol::ALL {
+                drop(family.get_or_create(&ProtocolLabel { protocol }));
+            }
+            registry.register(name, help, family.clone());
+            family
+        };
+        let signatures = counter(
+            &mut registry,
+            "signatures",
+            "Signatures produced and verified",
+        );
+        let sign_failures = counter(&mut registry, "sign_failures", "Signing runs that failed");
+        let proposals_rejected = counter(
+            &mut registry,
+            "proposals_rejected",
+            "Proposals from peers this node refused",
+        );
+        let http_bad_requests = counter(
+            &mut registry,
+            "http_bad_requests",
+            "HTTP requests answered with a 4xx",
+        );
+        let sessions_started = per_protocol(&mut registry, "sessions", "Protocol runs started");
+        let sessions_failed = per_protocol(
+            &mut registry,
+            "session_failures",
+            "Protocol runs that failed",
+        );
+        let pool_members = gauge(
+            &mut registry,
+            "pool_members",
+            "Members of the sequencer pool",
+        );
+        let has_key = gauge(&mut registry, "has_key", "1 if this node holds a key share");
+        let key_generation = gauge(
+            &mut registry,
+            "key_generation",
+            "Generation of the held key share",
+        );
+        let epoch = gauge(&mut registry, "epoch", "Current epoch");
+        let is_producer = gauge(
+            &mut registry,
+            "is_block_producer",
+            "1 if this node produces blocks this epoch",
+        );
+        let sign_latency = Histogram::new(LATENCY_BUCKETS);
+        registry.register_with_unit(
+            "sign_latency",
+            "Latency of signing runs coordinated or joined by this node",
+            Unit::Seconds,
+            sign_latency.clone(),
+        );
+        Self {
+            registry,
+            signatures,
+            sign_failures,
+            sessions_started,
+            sessions_failed,
+            proposals_rejected,
+            http_bad_requests,
+            pool_members,
+            key_generation,
+            has_key,
+            epoch,
+            is_producer,
+            sign_latency,
+        }
+    }
+
     /// A protocol run started (as coordinator or participant).
     pub fn session_started(&self, p: Protocol) {
-        self.sessions_started[p.index()].fetch_add(1, Ordering::Relaxed);
+        self.sessions_started
+            .get_or_create(&ProtocolLabel { protocol: p })
+            .inc();
     }
     /// A protocol run failed.
     pub fn session_failed(&self, p: Protocol) {
-        self.sessions_failed[p.index()].fetch_add(1, Ordering::Relaxed);
+        self.sessions_failed
+            .get_or_create(&ProtocolLabel { protocol: p })
+            .inc();
         if p == Protocol::Sign {
-            self.sign_failures.fetch_add(1, Ordering::Relaxed);
+            self.sign_failures.inc();
         }
     }
     /// A signature was produced (and verified) in `elapsed`.
     pub fn signature_made(&self, elapsed: Duration) {
-        self.signatures.fetch_add(1, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        let mut h = self.sign_latency.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.buckets[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        self.signatures.inc();
+        self.sign_latency.observe(elapsed.as_secs_f64());
     }
     /// This node refused a proposal.
     pub fn proposal_rejected(&self) {
-        self.proposals_rejected.fetch_add(1, Ordering::Relaxed);
+        self.proposals_rejected.inc();
     }
     /// The API answered a 4xx.
     pub fn bad_request(&self) {
-        self.http_bad_requests.fetch_add(1, Ordering::Relaxed);
+        self.http_bad_requests.inc();
     }
     /// Updates the gauges.
     pub fn set_state(&self, members: usize, generation: Option<u64>, epoch: u64, producer: bool) {
-        self.pool_members.store(members as u64, Ordering::Relaxed);
-        self.has_key
-            .store(u64::from(generation.is_some()), Ordering::Relaxed);
-        self.key_generation
-            .store(generation.unwrap_or(0), Ordering::Relaxed);
-        self.epoch.store(epoch, Ordering::Relaxed);
-        self.is_producer
-            .store(u64::from(producer), Ordering::Relaxed);
+        self.pool_members.set(members as u64);
+        self.has_key.set(u64::from(generation.is_some()));
+        self.key_generation.set(generation.unwrap_or(0));
+        self.epoch.set(epoch);
+        self.is_producer.set(u64::from(producer));
     }
     /// Signatures produced so far.
     pub fn signatures(&self) -> u64 {
-        self.signatures.load(Ordering::Relaxed)
+        self.signatures.get()
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (served with [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        counter(
-            "node_shell_signatures_total",
-            "Signatures produced and verified.",
-            load(&self.signatures),
-        );
-        counter(
-            "node_shell_sign_failures_total",
-            "Signing runs that failed.",
-            load(&self.sign_failures),
-        );
-        counter(
-            "node_shell_proposals_rejected_total",
-            "Proposals from peers this node refused.",
-            load(&self.proposals_rejected),
-        );
-        counter(
-            "node_shell_http_bad_requests_total",
-            "HTTP requests answered with a 4xx.",
-            load(&self.http_bad_requests),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP node_shell_sessions_total Protocol runs started.\n# TYPE node_shell_sessions_total counter"
-        );
-        for p in Protocol::ALL {
-            let _ = writeln!(
-                out,
-                "node_shell_sessions_total{{protocol=\"{}\"}} {}",
-                p.label(),
-                load(&self.sessions_started[p.index()])
-            );
+        // Writing to a String cannot fail; an encoder error would leave a partial page.
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
         }
-        let _ = writeln!(
-            out,
-            "# HELP node_shell_session_failures_total Protocol runs that failed.\n# TYPE node_shell_session_failures_total counter"
-        );
-        for p in Protocol::ALL {
-            let _ = writeln!(
-                out,
-                "node_shell_session_failures_total{{protocol=\"{}\"}} {}",
-                p.label(),
-                load(&self.sessions_failed[p.index()])
-            );
-        }
-        let mut gauge = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge(
-            "node_shell_pool_members",
-            "Members of the sequencer pool.",
-            load(&self.pool_members),
-        );
-        gauge(
-            "node_shell_has_key",
-            "1 if this node holds a key share.",
-            load(&self.has_key),
-        );
-        gauge(
-            "node_shell_key_generation",
-            "Generation of the held key share.",
-            load(&self.key_generation),
-        );
-        gauge("node_shell_epoch", "Current epoch.", load(&self.epoch));
-        gauge(
-            "node_shell_is_block_producer",
-            "1 if this node produces blocks this epoch.",
-            load(&self.is_producer),
-        );
-        let h = self.sign_latency.lock().unwrap_or_else(|e| e.into_inner());
-        let name = "node_shell_sign_latency_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Latency of signing runs coordinated or joined by this node.\n# TYPE {name} histogram"
-        );
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", h.buckets[i]);
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "{name}_sum {}", h.sum);
-        let _ = writeln!(out, "{name}_count {}", h.count);
         out
     }
 }
@@ -224,5 +258,37 @@ mod tests {
         assert!(text.contains("node_shell_sign_latency_seconds_bucket{le=\"0.5\"} 1"));
         assert!(text.contains("node_shell_sign_latency_seconds_bucket{le=\"+Inf\"} 1"));
         assert!(text.contains("node_shell_sign_latency_seconds_count 1"));
+        assert!(text.contains("node_shell_sign_latency_seconds_sum 0.3"));
+    }
+
+    #[test]
+    fn every_family_is_typed_with_its_former_name() {
+        let text = Metrics::default().render();
+        for (name, kind) in [
+            ("node_shell_signatures_total", "counter"),
+            ("node_shell_sign_failures_total", "counter"),
+            ("node_shell_proposals_rejected_total", "counter"),
+            ("node_shell_http_bad_requests_total", "counter"),
+            ("node_shell_sessions_total", "counter"),
+            ("node_shell_session_failures_total", "counter"),
+            ("node_shell_pool_members", "gauge"),
+            ("node_shell_has_key", "gauge"),
+            ("node_shell_key_generation", "gauge"),
+            ("node_shell_epoch", "gauge"),
+            ("node_shell_is_block_producer", "gauge"),
+            ("node_shell_sign_latency_seconds", "histogram"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == format!("# TYPE {name} {kind}")),
+                "no {kind} {name} in\n{text}"
+            );
+        }
+        // Every protocol is there from the start.
+        for p in ["keygen", "sign", "reshare"] {
+            assert!(
+                text.contains(&format!("node_shell_sessions_total{{protocol=\"{p}\"}} 0")),
+                "{text}"
+            );
+        }
     }
 }

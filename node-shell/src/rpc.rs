@@ -209,7 +209,7 @@ async fn delete_key(State(node): State<Node>, RawQuery(query): RawQuery) -> ApiR
 
 async fn metrics(State(node): State<Node>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         node.metrics().render(),
     )
         .into_response()

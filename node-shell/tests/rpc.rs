@@ -2,6 +2,7 @@
 //! status view, and refusal of a proposal whose (transport-authenticated) sender is not
 //! a pool member. In-memory transport, no keygen: fast.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -253,4 +254,195 @@ async fn proposal_from_a_non_member_is_rejected_using_the_authenticated_sender()
     // Node 1 did not start a keygen.
     let (s, _) = call(net.rpc[0], "GET", "/key", None).await;
     assert_eq!(s, 404);
+}
+
+/// `GET /metrics` with its response head (status line and headers) and body.
+async fn get_metrics(addr: SocketAddr) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).expect("metrics are UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.to_owned(), body.to_owned())
+}
+
+/// Parses the Prometheus text exposition format (version 0.0.4) strictly enough to catch
+/// what a scraper would refuse: every sample belongs to the family of the `# TYPE` line
+/// before it (histograms: `_bucket`, `_sum`, `_count`), names and labels are well formed,
+/// values are floats, no family is typed twice, histogram buckets are cumulative and end
+/// in `+Inf` equal to `_count`. Returns each family's type and every sample
+/// (`name{labels}` as written) with its value.
+fn parse_exposition(text: &str) -> (HashMap<String, String>, HashMap<String, f64>) {
+    fn valid_name(s: &str) -> bool {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+    /// `k="v",k2="v2"` (escapes: \\ \" \n); returns the pairs.
+    fn labels(s: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            let (key, after) = rest.split_once("=\"").expect("label key=\"value\"");
+            assert!(valid_name(key), "label name {key:?}");
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next().expect("unterminated label value") {
+                    (i, '"') => break i,
+                    (_, '\\') => match chars.next().expect("dangling escape").1 {
+                        'n' => value.push('\n'),
+                        c @ ('\\' | '"') => value.push(c),
+                        c => panic!("bad escape \\{c}"),
+                    },
+                    (_, c) => value.push(c),
+                }
+            };
+            out.push((key.to_owned(), value));
+            rest = &after[end + 1..];
+            rest = rest.strip_prefix(',').unwrap_or(rest);
+        }
+        out
+    }
+    let mut types = HashMap::new();
+    let mut samples = HashMap::new();
+    let mut family: Option<(String, String)> = None;
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let check_buckets =
+        |buckets: &mut Vec<(f64, f64)>, samples: &HashMap<String, f64>, fam: &str| {
+            if buckets.is_empty() {
+                return;
+            }
+            assert!(
+                buckets
+                    .windows(2)
+                    .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+                "{fam}: buckets not cumulative"
+            );
+            let (le, n) = *buckets.last().unwrap();
+            assert_eq!(le, f64::INFINITY, "{fam}: no +Inf bucket");
+            assert_eq!(
+                Some(&n),
+                samples.get(&format!("{fam}_count")),
+                "{fam}: +Inf bucket != count"
+            );
+            buckets.clear();
+        };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(comment) = line.strip_prefix('#') {
+            let words: Vec<&str> = comment.trim_start().splitn(3, ' ').collect();
+            match words.as_slice() {
+                ["TYPE", name, kind] => {
+                    assert!(valid_name(name), "family name {name:?}");
+                    assert!(
+                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(kind),
+                        "type {kind:?}"
+                    );
+                    if let Some((prev, _)) = &family {
+                        check_buckets(&mut buckets, &samples, prev);
+                    }
+                    assert!(
+                        types.insert(name.to_string(), kind.to_string()).is_none(),
+                        "{name} typed twice"
+                    );
+                    family = Some((name.to_string(), kind.to_string()));
+                }
+                ["HELP", name, ..] => assert!(valid_name(name), "help for {name:?}"),
+                _ => {} // a comment
+            }
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("value of {line:?}")),
+        };
+        let (name, label_pairs) = match series.split_once('{') {
+            Some((name, rest)) => (name, labels(rest.strip_suffix('}').expect("closing brace"))),
+            None => (series, Vec::new()),
+        };
+        assert!(valid_name(name), "sample name {name:?}");
+        let (fam, kind) = family
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name} before any # TYPE"));
+        if kind == "histogram" {
+            let suffix = name
+                .strip_prefix(fam.as_str())
+                .unwrap_or_else(|| panic!("{name} outside {fam}"));
+            assert!(
+                ["_bucket", "_sum", "_count"].contains(&suffix),
+                "{name} in histogram {fam}"
+            );
+            if suffix == "_bucket" {
+                let le = label_pairs
+                    .iter()
+                    .find(|(k, _)| k == "le")
+                    .expect("bucket without le");
+                let le = if le.1 == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.1.parse().expect("le")
+                };
+                buckets.push((le, value));
+            }
+        } else {
+            assert_eq!(name, fam, "sample outside the family typed before it");
+        }
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "{series} twice"
+        );
+    }
+    if let Some((fam, _)) = &family {
+        check_buckets(&mut buckets, &samples, fam);
+    }
+    (types, samples)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_prometheus_text_and_count_bad_requests() {
+    let net = pool().await;
+    let a = net.rpc[0];
+    let (head, text) = get_metrics(a).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let (types, before) = parse_exposition(&text);
+    for (family, kind) in [
+        ("node_shell_signatures_total", "counter"),
+        ("node_shell_http_bad_requests_total", "counter"),
+        ("node_shell_sessions_total", "counter"),
+        ("node_shell_pool_members", "gauge"),
+        ("node_shell_sign_latency_seconds", "histogram"),
+    ] {
+        assert_eq!(
+            types.get(family).map(String::as_str),
+            Some(kind),
+            "{family}\n{text}"
+        );
+    }
+    assert_eq!(before["node_shell_signatures_total"], 0.0);
+    assert_eq!(before["node_shell_sessions_total{protocol=\"sign\"}"], 0.0);
+    assert_eq!(before["node_shell_sign_latency_seconds_count"], 0.0);
+
+    let (s, _) = call(a, "POST", "/sign", Some(json!({"digest": "0x12"}))).await;
+    assert_eq!(s, 400);
+    let (_, text) = get_metrics(a).await;
+    let (_, after) = parse_exposition(&text);
+    assert_eq!(
+        after["node_shell_http_bad_requests_total"],
+        before["node_shell_http_bad_requests_total"] + 1.0,
+        "{text}"
+    );
 }
