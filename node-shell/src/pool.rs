@@ -272,6 +272,30 @@ mod tests {
         NodeId::from_bytes([k; 32])
     }
 
+    #[test]
+    fn members_and_changes_carry_hex_node_ids_in_json_and_read_the_legacy_form() {
+        let member = Member {
+            node: id(7),
+            stake: 500,
+        };
+        let json = serde_json::to_value(&member).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"node": "07".repeat(32), "stake": 500})
+        );
+        assert_eq!(serde_json::from_value::<Member>(json).unwrap(), member);
+        // pool-state.json as written before node ids were hex: arrays of 32 numbers.
+        let legacy = format!(r#"{{"node": {:?}, "stake": 500}}"#, [7u8; 32]);
+        assert_eq!(serde_json::from_str::<Member>(&legacy).unwrap(), member);
+        let change = Change::Exit { node: id(9) };
+        let json = serde_json::to_string(&change).unwrap();
+        assert_eq!(
+            json,
+            format!(r#"{{"Exit":{{"node":"{}"}}}}"#, "09".repeat(32))
+        );
+        assert_eq!(serde_json::from_str::<Change>(&json).unwrap(), change);
+    }
+
     fn rules(whitelist: &[u8]) -> PoolRules {
         PoolRules {
             whitelist: whitelist.iter().map(|k| id(*k)).collect(),

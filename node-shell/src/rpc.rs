@@ -146,7 +146,7 @@ async fn sign(State(node): State<Node>, body: Bytes) -> ApiResult {
         "v": u32::from(sig.v) + 27,
         "recovery_id": sig.v,
         "signature": format!("0x{}", hex::encode(sig.to_bytes())),
-        "signers": out.signers.iter().map(|s| s.to_hex()).collect::<Vec<_>>(),
+        "signers": out.signers, // hex strings (NodeId's human-readable serde form)
         "address": out.address,
         "digest": format!("0x{}", hex::encode(digest)),
         "generation": out.generation,

@@ -73,9 +73,12 @@ pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Identity of a node: its ed25519 public key (32 bytes).
-#[derive(
-    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+///
+/// Serde: a 64-digit lowercase hex string (no `0x`) in human-readable formats such as
+/// JSON and TOML, 32 raw bytes in binary formats such as postcard. Human-readable input
+/// may carry a `0x` prefix, and may also be the array of 32 numbers that versions before
+/// the hex form wrote (files persisted by them still load).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId([u8; 32]);
 
 impl NodeId {
@@ -110,6 +113,54 @@ impl fmt::Debug for NodeId {
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex()[..12])
+    }
+}
+
+impl serde::Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_hex())
+        } else {
+            serde::Serialize::serialize(&self.0, serializer)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_any(NodeIdVisitor)
+        } else {
+            <[u8; 32] as serde::Deserialize>::deserialize(deserializer).map(Self)
+        }
+    }
+}
+
+/// Reads a human-readable node id: a hex string, or the legacy array of 32 numbers.
+struct NodeIdVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NodeIdVisitor {
+    type Value = NodeId;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a node id: 64 hex digits, optionally 0x-prefixed")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<NodeId, E> {
+        NodeId::from_hex(s.strip_prefix("0x").unwrap_or(s)).map_err(E::custom)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NodeId, A::Error> {
+        let mut bytes = [0u8; 32];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = seq
+                .next_element()?
+                .ok_or_else(|| serde::de::Error::invalid_length(i, &"32 bytes"))?;
+        }
+        if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            return Err(serde::de::Error::invalid_length(33, &"32 bytes"));
+        }
+        Ok(NodeId(bytes))
     }
 }
 
@@ -287,4 +338,65 @@ pub enum RejectReason {
     /// The payload exceeds [`MAX_MESSAGE_SIZE`].
     #[error("payload too large")]
     TooLarge,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeId;
+
+    const HEX: &str = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20";
+
+    fn id() -> NodeId {
+        let mut b = [0u8; 32];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = i as u8 + 1;
+        }
+        NodeId::from_bytes(b)
+    }
+
+    #[test]
+    fn node_id_is_a_hex_string_in_json() {
+        let json = serde_json::to_string(&id()).unwrap();
+        assert_eq!(json, format!("\"{HEX}\""));
+        assert_eq!(serde_json::from_str::<NodeId>(&json).unwrap(), id());
+        assert_eq!(
+            serde_json::from_str::<NodeId>(&format!("\"0x{HEX}\"")).unwrap(),
+            id()
+        );
+        let list = serde_json::to_value(vec![id(), id()]).unwrap();
+        assert_eq!(list, serde_json::json!([HEX, HEX]));
+    }
+
+    #[test]
+    fn node_id_reads_the_legacy_json_array() {
+        let legacy = serde_json::to_string(id().as_bytes()).unwrap();
+        assert!(legacy.starts_with("[1,2,3,"), "{legacy}");
+        assert_eq!(serde_json::from_str::<NodeId>(&legacy).unwrap(), id());
+    }
+
+    #[test]
+    fn node_id_json_rejects_malformed_ids() {
+        for bad in [
+            "\"zz\"".to_owned(),
+            format!("\"{}\"", &HEX[..62]),
+            format!("\"{HEX}00\""),
+            "[1,2,3]".to_owned(),
+            serde_json::to_string(&vec![7u8; 33]).unwrap(),
+            "[256,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]".to_owned(),
+            "42".to_owned(),
+        ] {
+            assert!(
+                serde_json::from_str::<NodeId>(&bad).is_err(),
+                "{bad} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn node_id_is_32_raw_bytes_in_postcard() {
+        let bytes = postcard::to_stdvec(&id()).unwrap();
+        assert_eq!(bytes, id().as_bytes());
+        assert_eq!(postcard::from_bytes::<NodeId>(&bytes).unwrap(), id());
+        assert!(postcard::from_bytes::<NodeId>(&bytes[..31]).is_err());
+    }
 }

@@ -291,3 +291,35 @@ impl Committee {
             .ok_or(TssError::NotACommitteeMember(*node))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committee_json_has_hex_members_and_reads_the_legacy_form() {
+        let committee = Committee::new(
+            vec![NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32])],
+            2,
+        )
+        .unwrap();
+        let json = serde_json::to_value(&committee).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"members": ["01".repeat(32), "02".repeat(32)], "threshold": 2})
+        );
+        assert_eq!(
+            serde_json::from_value::<Committee>(json).unwrap(),
+            committee
+        );
+        // Key shares stored before node ids were hex hold arrays of 32 numbers.
+        let legacy = format!(
+            r#"{{"members": [{:?}, {:?}], "threshold": 2}}"#,
+            [1u8; 32], [2u8; 32]
+        );
+        assert_eq!(
+            serde_json::from_str::<Committee>(&legacy).unwrap(),
+            committee
+        );
+    }
+}
