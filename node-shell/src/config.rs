@@ -18,11 +18,14 @@
 //! Unknown fields are errors, so typos are caught at start.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use transport::NodeId;
 
 use crate::error::{Error, Result};
@@ -250,6 +253,22 @@ pub struct NodeSettings {
     pub auto_keygen: bool,
     /// Delay before the first auto-keygen proposal (lets peers connect).
     pub auto_keygen_delay: Duration,
+    /// Cancelled when the node is to stop: its background loops (control messages, epoch
+    /// ticker, auto keygen) end. One token can stop many nodes and their HTTP servers
+    /// ([`crate::rpc::serve_with_shutdown`]).
+    pub shutdown: CancellationToken,
+}
+
+impl NodeSettings {
+    /// Spawns `task` on the runtime; it is dropped (ends at its next `.await`) once
+    /// [`NodeSettings::shutdown`] is cancelled.
+    pub fn spawn_until_shutdown<F>(&self, task: F) -> JoinHandle<Option<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        tokio::spawn(self.shutdown.clone().run_until_cancelled_owned(task))
+    }
 }
 
 /// A fully parsed `run` configuration.
@@ -431,6 +450,7 @@ impl RunConfig {
                 primes,
                 auto_keygen: file.node.auto_keygen,
                 auto_keygen_delay: Duration::from_secs(3),
+                shutdown: CancellationToken::new(),
             },
             identity_file: resolve(&file.node.identity_file),
             rpc_listen,

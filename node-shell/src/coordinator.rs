@@ -376,10 +376,10 @@ impl Node {
             pending: Mutex::new(HashMap::new()),
         });
         let node = Node { inner };
-        tokio::spawn(control_loop(node.clone(), inbox));
-        tokio::spawn(epoch_ticker(node.clone()));
+        settings.spawn_until_shutdown(control_loop(node.clone(), inbox));
+        settings.spawn_until_shutdown(epoch_ticker(node.clone()));
         if settings.auto_keygen {
-            tokio::spawn(auto_keygen(node.clone(), settings.auto_keygen_delay));
+            settings.spawn_until_shutdown(auto_keygen(node.clone(), settings.auto_keygen_delay));
         }
         tracing::info!(node = %id, "node started");
         Ok(node)

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use transport::{Libp2pConfig, Libp2pIdentity, NodeId, Transport};
 use tss_core::EthSignature;
 
@@ -167,6 +168,8 @@ struct DevNode {
 }
 
 struct Devnet {
+    /// Stops every node's background loops and HTTP server when the devnet ends.
+    _stop: DropGuard,
     nodes: Vec<DevNode>,
     ids: Vec<NodeId>,
     deadline: Instant,
@@ -356,6 +359,8 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         .collect();
     let seed: [u8; 32] = Sha256::digest(b"node-shell devnet epoch seed").into();
 
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone().drop_guard();
     let mut nodes = Vec::new();
     for (i, transport) in transports.into_iter().enumerate() {
         let mut pass = [0u8; 16];
@@ -377,10 +382,15 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             },
             auto_keygen: true,
             auto_keygen_delay: Duration::from_millis(500),
+            shutdown: shutdown.clone(),
         };
         let node = Node::start(settings, transport, kind).await?;
-        let (rpc, _task) =
-            crate::rpc::serve(node.clone(), "127.0.0.1:0".parse().expect("addr")).await?;
+        let (rpc, _task) = crate::rpc::serve_with_shutdown(
+            node.clone(),
+            "127.0.0.1:0".parse().expect("addr"),
+            shutdown.clone(),
+        )
+        .await?;
         println!(
             "  node {i}: HTTP API http://{rpc}{}",
             if i == n {
@@ -392,6 +402,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         nodes.push(DevNode { _node: node, rpc });
     }
     let net = Devnet {
+        _stop: stop,
         nodes,
         ids,
         deadline: started + opts.timeout,

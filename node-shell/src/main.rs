@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use node_shell::config::RunConfig;
 use node_shell::devnet::{DevnetOptions, DevnetTransport};
 use node_shell::{identity, rpc, Error, Node};
+use tokio_util::task::TaskTracker;
 use tracing_subscriber::EnvFilter;
 use transport::{Libp2pConfig, Transport};
 
@@ -92,12 +93,48 @@ async fn run_node(config: PathBuf) -> Result<(), Error> {
         p2p = p2p.with_peer(*peer, addr);
     }
     let transport: Arc<dyn Transport> = Arc::new(node_shell::net::start_libp2p(p2p).await?);
+    // One token stops everything: the node's loops and the HTTP server.
+    let shutdown = cfg.settings.shutdown.clone();
+    let tasks = TaskTracker::new();
     let node = Node::start(cfg.settings, transport, "libp2p").await?;
-    let (addr, _server) = rpc::serve(node, cfg.rpc_listen).await?;
-    tracing::info!(node = %id.to_hex(), rpc = %addr, "node running; Ctrl-C to stop");
-    tokio::signal::ctrl_c().await?;
-    tracing::info!("stopping");
+    let (addr, server) = rpc::serve_with_shutdown(node, cfg.rpc_listen, shutdown.clone()).await?;
+    tasks.spawn(server);
+    tasks.close();
+    tracing::info!(node = %id.to_hex(), rpc = %addr, "node running; SIGINT or SIGTERM stops it");
+    stop_signal().await?;
+    tracing::info!(
+        grace_secs = SHUTDOWN_GRACE.as_secs(),
+        "stopping: finishing HTTP requests in flight (a second signal stops at once)"
+    );
+    shutdown.cancel();
+    tokio::select! {
+        () = tasks.wait() => tracing::info!("stopped"),
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("requests still running after the grace period; stopping anyway")
+        }
+        _ = stop_signal() => tracing::warn!("second signal; stopping at once"),
+    }
     Ok(())
+}
+
+/// How long a stopping node waits for HTTP requests in flight (a signing run, a reshare).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }
 
 #[tokio::main]

@@ -26,6 +26,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use transport::NodeId;
 
 use crate::coordinator::Node;
@@ -233,9 +234,19 @@ pub fn router(node: Node) -> Router {
         .with_state(node)
 }
 
-/// Serves the API on `addr` (must be loopback). Returns the bound address (useful with
-/// port 0) and the server task.
+/// Serves the API on `addr` (must be loopback) until the runtime stops. Returns the bound
+/// address (useful with port 0) and the server task.
 pub async fn serve(node: Node, addr: SocketAddr) -> Result<(SocketAddr, JoinHandle<()>)> {
+    serve_with_shutdown(node, addr, CancellationToken::new()).await
+}
+
+/// Like [`serve`], until `shutdown` is cancelled: then the server stops accepting
+/// connections, lets the requests in flight finish, and its task ends.
+pub async fn serve_with_shutdown(
+    node: Node,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>)> {
     if !addr.ip().is_loopback() {
         return Err(Error::ConfigInvalid {
             field: "node.rpc_listen".into(),
@@ -246,8 +257,12 @@ pub async fn serve(node: Node, addr: SocketAddr) -> Result<(SocketAddr, JoinHand
     let bound = listener.local_addr()?;
     let app = router(node);
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP API stopped");
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        match served {
+            Ok(()) => tracing::debug!("HTTP API stopped"),
+            Err(e) => tracing::error!(error = %e, "HTTP API failed"),
         }
     });
     Ok((bound, task))

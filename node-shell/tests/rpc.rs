@@ -13,6 +13,8 @@ use node_shell::devnet::http;
 use node_shell::pool::{Member, PoolRules};
 use node_shell::Node;
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use transport::{Destination, InMemoryNetwork, NodeId, SessionConfig, Transport};
 use tss_core::{ExecutionId, KeyId, ProtocolKind};
 
@@ -27,6 +29,9 @@ struct Net {
     network: InMemoryNetwork,
     rpc: Vec<SocketAddr>,
     _nodes: Vec<Node>,
+    /// Stops all three nodes and their HTTP servers.
+    shutdown: CancellationToken,
+    servers: Vec<JoinHandle<()>>,
 }
 
 /// Three members (ids 1..=3) and a whitelisted candidate (id 4) that runs no node.
@@ -48,6 +53,8 @@ async fn pool() -> Net {
     };
     let mut rpc = Vec::new();
     let mut nodes = Vec::new();
+    let mut servers = Vec::new();
+    let shutdown = CancellationToken::new();
     for k in 1..=3u8 {
         let settings = NodeSettings {
             key_id: KEY.into(),
@@ -66,20 +73,28 @@ async fn pool() -> Net {
             },
             auto_keygen: false,
             auto_keygen_delay: Duration::from_secs(1),
+            shutdown: shutdown.clone(),
         };
         let transport: Arc<dyn Transport> = Arc::new(network.endpoint(id(k)));
         let node = Node::start(settings, transport, "in-memory").await.unwrap();
-        let (addr, _) = node_shell::rpc::serve(node.clone(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let (addr, server) = node_shell::rpc::serve_with_shutdown(
+            node.clone(),
+            "127.0.0.1:0".parse().unwrap(),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
         rpc.push(addr);
         nodes.push(node);
+        servers.push(server);
     }
     Net {
         _dir: dir,
         network,
         rpc,
         _nodes: nodes,
+        shutdown,
+        servers,
     }
 }
 
@@ -445,4 +460,25 @@ async fn metrics_are_prometheus_text_and_count_bad_requests() {
         before["node_shell_http_bad_requests_total"] + 1.0,
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_cancelled_token_stops_every_http_server() {
+    let net = pool().await;
+    for addr in &net.rpc {
+        assert_eq!(call(*addr, "GET", "/status", None).await.0, 200);
+    }
+    net.shutdown.cancel();
+    for server in net.servers {
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server stops")
+            .expect("the server task ends cleanly");
+    }
+    for addr in &net.rpc {
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "{addr} still accepts connections"
+        );
+    }
 }
