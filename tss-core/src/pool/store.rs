@@ -8,7 +8,7 @@
 //! either the old generation active with the old state, or the new one with the new state.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use async_trait::async_trait;
 
@@ -114,7 +114,7 @@ impl MemoryShareStore {
 
     /// The generations stored for `key_id` (active or pending), oldest first.
     pub fn generations(&self, key_id: &KeyId) -> Vec<Generation> {
-        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = self.keys.lock();
         keys.get(key_id)
             .map(|k| k.generations.keys().copied().collect())
             .unwrap_or_default()
@@ -122,7 +122,7 @@ impl MemoryShareStore {
 
     /// The active generation of `key_id`.
     pub fn active_generation(&self, key_id: &KeyId) -> Option<Generation> {
-        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = self.keys.lock();
         keys.get(key_id).and_then(|k| k.active)
     }
 }
@@ -131,7 +131,7 @@ impl MemoryShareStore {
 impl ShareStore for MemoryShareStore {
     async fn load_active(&self, key_id: &KeyId) -> Result<Option<KeyShare>, StoreError> {
         let bytes = {
-            let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            let keys = self.keys.lock();
             match keys
                 .get(key_id)
                 .and_then(|k| k.active.and_then(|g| k.generations.get(&g)))
@@ -144,13 +144,13 @@ impl ShareStore for MemoryShareStore {
     }
 
     async fn load_state(&self, key_id: &KeyId) -> Result<Option<Vec<u8>>, StoreError> {
-        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = self.keys.lock();
         Ok(keys.get(key_id).and_then(|k| k.state.clone()))
     }
 
     async fn stage(&self, share: &KeyShare) -> Result<(), StoreError> {
         let bytes = share.to_secret_bytes()?;
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = self.keys.lock();
         let key = keys.entry(share.key_id().clone()).or_default();
         if key.generations.contains_key(&share.generation()) {
             return Err(Box::new(MemoryStoreError::GenerationExists {
@@ -168,7 +168,7 @@ impl ShareStore for MemoryShareStore {
         generation: Generation,
         state: &[u8],
     ) -> Result<(), StoreError> {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = self.keys.lock();
         let key = keys.entry(key_id.clone()).or_default();
         if !key.generations.contains_key(&generation) {
             return Err(Box::new(MemoryStoreError::NoSuchGeneration {
@@ -182,7 +182,7 @@ impl ShareStore for MemoryShareStore {
     }
 
     async fn retire(&self, key_id: &KeyId, generation: Generation) -> Result<(), StoreError> {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = self.keys.lock();
         let Some(key) = keys.get_mut(key_id) else {
             return Ok(());
         };
@@ -197,7 +197,7 @@ impl ShareStore for MemoryShareStore {
     }
 
     async fn delete(&self, key_id: &KeyId, state: &[u8]) -> Result<bool, StoreError> {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = self.keys.lock();
         let key = keys.entry(key_id.clone()).or_default();
         let existed = !key.generations.is_empty();
         key.generations.clear();
@@ -207,7 +207,7 @@ impl ShareStore for MemoryShareStore {
     }
 
     async fn save_state(&self, key_id: &KeyId, state: &[u8]) -> Result<(), StoreError> {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = self.keys.lock();
         keys.entry(key_id.clone()).or_default().state = Some(state.to_vec());
         Ok(())
     }
