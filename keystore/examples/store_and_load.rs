@@ -21,9 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("opened {store:?}");
     let key = KeyId::new("sequencer-signing-key")?;
 
+    // Keygen makes generation 0; each reshare the next one.
     let next = match store.generations(&key) {
-        Ok(gens) => gens.last().and_then(|g| g.next()).unwrap_or(Generation(1)),
-        Err(keystore::KeystoreError::UnknownKey(_)) => Generation(1),
+        Ok(gens) => gens.last().map_or(Generation::KEYGEN, |g| g.next()),
+        Err(keystore::KeystoreError::UnknownKey(_)) => Generation::KEYGEN,
         Err(e) => return Err(e.into()),
     };
     let previous = store.active_generation(&key).unwrap_or(None);

@@ -121,12 +121,14 @@ pub enum KeystoreError {
         record: RecordName,
     },
 
-    /// Invalid key id.
-    #[error("invalid key id: {reason}")]
-    InvalidKeyId {
-        /// Why it was rejected.
-        reason: String,
-    },
+    /// Invalid key id: the [`tss_core::TssError::InvalidKeyId`] of
+    /// [`KeyId::new`](tss_core::KeyId::new), which names the id and the reason.
+    #[error(transparent)]
+    InvalidKeyId(tss_core::TssError),
+
+    /// Another error of tss-core (the keystore itself only produces the variants above).
+    #[error(transparent)]
+    Core(tss_core::TssError),
 
     /// Invalid record name.
     #[error("invalid record name: {reason}")]
@@ -159,6 +161,18 @@ pub enum KeystoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// [`tss_core::TssError::InvalidKeyId`] becomes [`KeystoreError::InvalidKeyId`] (so
+/// `KeyId::new(..)?` works in functions returning [`Result`]); anything else
+/// [`KeystoreError::Core`].
+impl From<tss_core::TssError> for KeystoreError {
+    fn from(e: tss_core::TssError) -> Self {
+        match e {
+            e @ tss_core::TssError::InvalidKeyId { .. } => KeystoreError::InvalidKeyId(e),
+            e => KeystoreError::Core(e),
+        }
+    }
 }
 
 impl From<rusty_leveldb::Status> for KeystoreError {

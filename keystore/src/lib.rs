@@ -1,5 +1,8 @@
 //! Encrypted, generation-aware storage of threshold key shares.
 //!
+//! Key ids and generations are tss-core's [`KeyId`] and [`Generation`], re-exported here;
+//! generation 0 ([`Generation::KEYGEN`]) is the one keygen produces.
+//!
 //! ```
 //! use keystore::{Generation, GenerationRecords, KdfParams, KeyId, Keystore, SecretBytes, Unlock};
 //!
@@ -13,13 +16,13 @@
 //!     SecretBytes::new(b"serialized key share".to_vec()),
 //!     SecretBytes::new(b"serialized aux info".to_vec()),
 //! );
-//! store.put_generation(&key, Generation(1), &records)?; // written inactive
-//! store.activate(&key, Generation(1))?; // atomic switch
+//! store.put_generation(&key, Generation::KEYGEN, &records)?; // written inactive
+//! store.activate(&key, Generation::KEYGEN)?; // atomic switch
 //! store.close()?;
 //!
 //! let mut store = Keystore::open(dir.path(), &unlock)?; // stored KDF params are reused
 //! let (generation, loaded) = store.load_active(&key)?;
-//! assert_eq!(generation, Generation(1));
+//! assert_eq!(generation, Generation::KEYGEN);
 //! assert_eq!(loaded.key_share().unwrap().expose(), b"serialized key share");
 //! # Ok::<(), keystore::KeystoreError>(())
 //! ```

@@ -1,105 +1,19 @@
-//! Identifier newtypes and the per-generation record set.
+//! Record names and the per-generation record set. Key ids and generations are
+//! tss-core's [`KeyId`] and [`Generation`] (re-exported by this crate).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+pub use tss_core::{Generation, KeyId};
+
 use crate::error::KeystoreError;
 use crate::secret::SecretBytes;
 
-/// Maximum length of a [`KeyId`] in bytes.
-pub const MAX_KEY_ID_LEN: usize = 128;
+/// Maximum length of a [`KeyId`] in bytes (the same as [`KeyId::MAX_LEN`]).
+pub const MAX_KEY_ID_LEN: usize = KeyId::MAX_LEN;
 /// Maximum length of a [`RecordName`] in bytes.
 pub const MAX_RECORD_NAME_LEN: usize = 64;
-
-/// Identifier of a logical key (one threshold public key / signing committee).
-///
-/// Valid ids are 1 to [`MAX_KEY_ID_LEN`] ASCII characters from
-/// `[A-Za-z0-9._:-]`. The restriction keeps database keys unambiguous (no `/`)
-/// and ids safe to print in logs (key ids are *not* secret).
-///
-/// ```
-/// use keystore::KeyId;
-/// let id: KeyId = "sequencer-mainnet:1".parse().unwrap();
-/// assert_eq!(id.as_str(), "sequencer-mainnet:1");
-/// assert!(KeyId::new("has/slash").is_err());
-/// assert!(KeyId::new("").is_err());
-/// ```
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct KeyId(String);
-
-impl KeyId {
-    /// Validates and wraps a key id.
-    pub fn new(id: impl Into<String>) -> Result<Self, KeystoreError> {
-        let id = id.into();
-        validate_ident(&id, MAX_KEY_ID_LEN, |c| {
-            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')
-        })
-        .map_err(|reason| KeystoreError::InvalidKeyId { reason })?;
-        Ok(KeyId(id))
-    }
-
-    /// The id as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for KeyId {
-    type Err = KeystoreError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        KeyId::new(s)
-    }
-}
-
-impl TryFrom<&str> for KeyId {
-    type Error = KeystoreError;
-    fn try_from(s: &str) -> Result<Self, Self::Error> {
-        KeyId::new(s)
-    }
-}
-
-impl TryFrom<String> for KeyId {
-    type Error = KeystoreError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        KeyId::new(s)
-    }
-}
-
-/// A generation of a key: one per keygen or reshare. Generations of one key
-/// are independent records; exactly one of them may be *active*.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct Generation(pub u64);
-
-impl Generation {
-    /// The numeric value.
-    pub fn get(self) -> u64 {
-        self.0
-    }
-
-    /// The following generation (`self + 1`), or `None` on overflow.
-    pub fn next(self) -> Option<Generation> {
-        self.0.checked_add(1).map(Generation)
-    }
-}
-
-impl fmt::Display for Generation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl From<u64> for Generation {
-    fn from(g: u64) -> Self {
-        Generation(g)
-    }
-}
 
 /// Name of one secret blob inside a generation, e.g. [`RecordName::KEY_SHARE`].
 ///

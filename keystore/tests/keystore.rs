@@ -358,13 +358,16 @@ fn generations_are_write_once_and_bad_input_loses_nothing() {
         ks.put_generation(&id, Generation(2), &GenerationRecords::new()),
         Err(KeystoreError::EmptyGeneration)
     ));
+    // Key ids are tss-core's; their error converts into the keystore's typed one.
     assert!(matches!(
-        KeyId::new("a/b"),
-        Err(KeystoreError::InvalidKeyId { .. })
+        KeyId::new("a/b").map_err(KeystoreError::from),
+        Err(KeystoreError::InvalidKeyId(
+            tss_core::TssError::InvalidKeyId { .. }
+        ))
     ));
     assert!(matches!(
-        KeyId::new("x".repeat(129)),
-        Err(KeystoreError::InvalidKeyId { .. })
+        KeyId::new("x".repeat(129)).map_err(KeystoreError::from),
+        Err(KeystoreError::InvalidKeyId(_))
     ));
     assert!(matches!(
         RecordName::new("Key Share"),
@@ -562,4 +565,25 @@ fn default_kdf_params_are_the_documented_secure_ones_and_limits_are_enforced() {
     assert!(matches!(err, KeystoreError::InvalidKdfParams(_)), "{err:?}");
     // The failed creation left nothing behind that blocks a proper one.
     open(dir.path());
+}
+
+#[test]
+fn generation_zero_from_keygen_is_stored_activated_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = key("fresh-from-keygen");
+    let mut ks = open(dir.path());
+    ks.put_generation(&id, Generation::KEYGEN, &records(b"g0 share", b"g0 aux"))
+        .unwrap();
+    ks.activate(&id, Generation::KEYGEN).unwrap();
+    ks.put_generation(&id, Generation::KEYGEN.next(), &records(b"g1", b"a1"))
+        .unwrap();
+    ks.close().unwrap();
+    let mut ks = open(dir.path());
+    assert_eq!(
+        ks.generations(&id).unwrap(),
+        vec![Generation(0), Generation(1)]
+    );
+    let (g, recs) = ks.load_active(&id).unwrap();
+    assert_eq!(g, Generation::KEYGEN);
+    assert_eq!(recs.key_share().unwrap().expose(), b"g0 share");
 }
