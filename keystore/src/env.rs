@@ -1,6 +1,10 @@
 //! A LevelDB [`Env`] hardened for key storage.
 //!
-//! It wraps rusty-leveldb's [`PosixDiskEnv`] and changes three things:
+//! It wraps rusty-leveldb's [`PosixDiskEnv`] and changes four things:
+//!
+//! * **Private files.** Every file LevelDB creates through this environment (tables,
+//!   write-ahead logs, `MANIFEST-*`, `CURRENT`, the info `LOG`, `LOCK`) is created with
+//!   mode `0600` and then `fchmod`ed to `0600`, whatever the process umask.
 //!
 //! * **Durable flushes.** rusty-leveldb implements a synced write
 //!   (`DB::write(batch, true)`) as a `flush()` of the log writer. Here every
@@ -33,16 +37,48 @@ impl SecureEnv {
     }
 }
 
+/// Opens (creating if needed) a file readable and writable by the owner only: created
+/// with mode `0600`, and set to `0600` after opening so neither the umask nor an older,
+/// wider mode of an existing file matters.
+pub(crate) fn open_private(opts: &mut OpenOptions, p: &Path) -> io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let f = opts.open(p)?;
+    restrict_file(&f)?;
+    Ok(f)
+}
+
+/// Sets an open file's mode to `0600` (no-op off Unix).
+pub(crate) fn restrict_file(_f: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        _f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 /// A file whose `flush()` is an `fsync`.
-struct SyncOnFlush(File);
+struct SyncOnFlush {
+    file: File,
+}
+
+impl SyncOnFlush {
+    fn new(file: File, _p: &Path) -> Self {
+        SyncOnFlush { file }
+    }
+}
 
 impl Write for SyncOnFlush {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        self.file.write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()?;
-        self.0.sync_data()
+        self.file.flush()?;
+        self.file.sync_data()
     }
 }
 
@@ -88,22 +124,18 @@ impl Env for SecureEnv {
         self.inner.open_random_access_file(p)
     }
     fn open_writable_file(&self, p: &Path) -> Result<Box<dyn Write>> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(p)
-            .map_err(|e| status("open (write)", p, e))?;
+        let f = open_private(
+            OpenOptions::new().create(true).truncate(true).write(true),
+            p,
+        )
+        .map_err(|e| status("open (write)", p, e))?;
         sync_parent_dir(p);
-        Ok(Box::new(SyncOnFlush(f)))
+        Ok(Box::new(SyncOnFlush::new(f, p)))
     }
     fn open_appendable_file(&self, p: &Path) -> Result<Box<dyn Write>> {
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
+        let f = open_private(OpenOptions::new().create(true).append(true), p)
             .map_err(|e| status("open (append)", p, e))?;
-        Ok(Box::new(SyncOnFlush(f)))
+        Ok(Box::new(SyncOnFlush::new(f, p)))
     }
     fn exists(&self, p: &Path) -> Result<bool> {
         self.inner.exists(p)
@@ -133,13 +165,20 @@ impl Env for SecureEnv {
         Ok(())
     }
     fn lock(&self, p: &Path) -> Result<FileLock> {
+        // rusty-leveldb creates `LOCK` with the default mode: create it private first
+        // (it truncates, but never recreates, an existing file).
+        open_private(
+            OpenOptions::new().create(true).truncate(false).write(true),
+            p,
+        )
+        .map_err(|e| status("lock", p, e))?;
         self.inner.lock(p)
     }
     fn unlock(&self, l: FileLock) -> Result<()> {
         self.inner.unlock(l)
     }
     fn new_logger(&self, p: &Path) -> Result<Logger> {
-        self.inner.new_logger(p)
+        Ok(Logger::new(self.open_appendable_file(p)?))
     }
     fn micros(&self) -> u64 {
         self.inner.micros()

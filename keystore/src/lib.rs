@@ -31,7 +31,8 @@
 //!
 //! * **Storage**: a [rusty-leveldb](rusty_leveldb) directory, plus an advisory
 //!   lock file `KEYSTORE.LOCK` held exclusively while a [`Keystore`] is open
-//!   ([`KeystoreError::Locked`] otherwise).
+//!   ([`KeystoreError::Locked`] otherwise). On Unix the directory is mode `0700` and
+//!   every file in it `0600`, whatever the umask (see [`Keystore::open`]).
 //! * **Keys**: at creation a random 16-byte salt and the [`KdfParams`] are
 //!   stored in a metadata record. A passphrase is stretched with Argon2id; a
 //!   key file (32 raw bytes or 64 hex chars) goes through HKDF-SHA256 with

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use rusty_leveldb::{LdbIterator, Options, StatusCode, WriteBatch, DB};
 
-use crate::env::SecureEnv;
+use crate::env::{open_private, SecureEnv};
 use crate::error::{KeystoreError, Result};
 use crate::kdf::{random_salt, KdfParams, Unlock, UnlockMethod, SALT_LEN};
 use crate::seal::{self, Ad};
@@ -62,6 +62,8 @@ fn record_key(id: &KeyId, g: Generation, name: &RecordName) -> Vec<u8> {
 ///   [`retire_generation`](Keystore::retire_generation) remove the records
 ///   and compact the database so the ciphertext is gone from its files.
 /// * The directory is exclusively locked (`KEYSTORE.LOCK`) while open.
+/// * The directory is mode `0700` and every file in it `0600` (Unix), whatever the
+///   umask: see [`open`](Keystore::open).
 ///
 /// The store never keeps plaintext in memory: [`load`](Keystore::load)
 /// returns freshly decrypted [`SecretBytes`](crate::SecretBytes) owned (and zeroized) by the
@@ -106,6 +108,13 @@ impl Keystore {
     /// Opens the store in directory `path`, creating it (with the default
     /// [`KdfParams`]) if it does not exist yet.
     ///
+    /// Permissions (Unix): the directory (and any missing parent) is created with mode
+    /// `0700` and set to `0700` on every open, whatever the umask; every file the store
+    /// and LevelDB create in it is created `0600` and `fchmod`ed to `0600`; and files
+    /// already there with a wider mode (stores written before this rule) are set to
+    /// `0600` when the store is opened. Both layers hold on their own: nothing in the
+    /// directory is reachable by other users, and no file is readable by them either.
+    ///
     /// Errors: [`KeystoreError::WrongPassphrase`] / [`KeystoreError::WrongKeyFile`]
     /// if the credential does not match, [`KeystoreError::Locked`] if the store
     /// is open elsewhere, [`KeystoreError::UnlockMethodMismatch`] if the store
@@ -131,14 +140,17 @@ impl Keystore {
         if !path.exists() {
             create_private_dir(&path)?;
         }
+        restrict_dir(&path)?;
         let lock_path = path.join(LOCK_FILE_NAME);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+        let lock = open_private(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            &lock_path,
+        )
+        .map_err(io_err(&lock_path))?;
         if let Err(e) = fs2::FileExt::try_lock_exclusive(&lock) {
             return Err(if e.kind() == fs2::lock_contended_error().kind() {
                 KeystoreError::Locked { path: lock_path }
@@ -151,6 +163,7 @@ impl Keystore {
         }
 
         let mut db = open_db(&path)?;
+        restrict_files(&path)?;
 
         let key = match get(&mut db, META_KEY)? {
             Some(meta) => unlock_existing(&meta, unlock)?,
@@ -519,6 +532,42 @@ fn create_private_dir(path: &Path) -> Result<()> {
         b.mode(0o700);
     }
     b.create(path).map_err(io_err(path))
+}
+
+/// Sets the store directory to mode `0700` (the mode given at creation is reduced by the
+/// umask, and an existing directory may have any mode).
+fn restrict_dir(_path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(_path)
+            .map_err(io_err(_path))?
+            .permissions()
+            .mode();
+        if mode & 0o777 != 0o700 {
+            fs::set_permissions(_path, fs::Permissions::from_mode(0o700)).map_err(io_err(_path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets every regular file directly in the store directory that is readable, writable
+/// or executable by anyone but the owner to mode `0600`. Files created since this rule
+/// already are (see [`SecureEnv`]); this fixes up stores written before it.
+fn restrict_files(_dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for entry in fs::read_dir(_dir).map_err(io_err(_dir))? {
+            let entry = entry.map_err(io_err(_dir))?;
+            let p = entry.path();
+            let meta = fs::symlink_metadata(&p).map_err(io_err(&p))?;
+            if meta.is_file() && meta.permissions().mode() & 0o777 != 0o600 {
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).map_err(io_err(&p))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn encode_header(method: UnlockMethod, salt: &[u8; SALT_LEN], p: KdfParams) -> Vec<u8> {

@@ -587,3 +587,66 @@ fn generation_zero_from_keygen_is_stored_activated_and_listed() {
     assert_eq!(g, Generation::KEYGEN);
     assert_eq!(recs.key_share().unwrap().expose(), b"g0 share");
 }
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+fn assert_private(dir: &Path) {
+    assert_eq!(format!("{:o}", mode(dir)), "700", "{}", dir.display());
+    let files = all_files(dir);
+    assert!(files.len() >= 4, "sanity: {files:?}");
+    for f in files {
+        assert_eq!(format!("{:o}", mode(&f)), "600", "{}", f.display());
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn store_directory_is_0700_and_every_file_in_it_0600() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node").join("keystore");
+    let id = key("k");
+    {
+        let mut ks = open(&dir);
+        assert_eq!(format!("{:o}", mode(&root.path().join("node"))), "700");
+        assert_private(&dir);
+        ks.put_generation(&id, Generation(0), &records(b"s0", b"a0"))
+            .unwrap();
+        ks.activate(&id, Generation(0)).unwrap();
+        ks.put_generation(&id, Generation(1), &records(b"s1", b"a1"))
+            .unwrap();
+        ks.activate(&id, Generation(1)).unwrap();
+        // Retiring compacts: new table files, a new log, a new MANIFEST.
+        ks.retire_generation(&id, Generation(0)).unwrap();
+        assert_private(&dir);
+        ks.close().unwrap();
+    }
+    drop(open(&dir)); // recovery writes a table and a new log
+    assert_private(&dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn an_existing_store_with_wider_permissions_is_tightened_on_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let id = key("k");
+    {
+        let mut ks = open(dir.path());
+        ks.put_generation(&id, Generation(0), &records(b"s0", b"a0"))
+            .unwrap();
+        ks.close().unwrap();
+    }
+    // As a store written before the permission rule (or by a wide umask) may be.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in all_files(dir.path()) {
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut ks = open(dir.path());
+    assert_private(dir.path());
+    assert!(ks.load(&id, Generation(0)).is_ok());
+}
