@@ -35,7 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         SecretBytes::new(b"aux info".to_vec()),
     );
     store.put_generation(&key, next, &records)?;
-    store.activate(&key, next)?;
+    // The pool state the generation belongs to is committed with the switch.
+    let state = format!("pool state for {next}");
+    store.activate_with_state(&key, next, state.as_bytes())?;
     if let Some(old) = previous {
         // After a reshare, once the new committee has confirmed:
         store.retire_generation(&key, old)?;
@@ -44,9 +46,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (active, loaded) = store.load_active(&key)?;
     println!(
-        "active generation {active}: key_share = {:?} ({})",
+        "active: {active}, key_share = {:?} ({})",
         loaded.key_share().expect("stored above"),
         String::from_utf8_lossy(loaded.key_share().expect("stored above").expose()),
+    );
+    println!(
+        "state: {}",
+        String::from_utf8_lossy(&store.load_state(&key)?.unwrap_or_default())
     );
     println!("keys: {:?}", store.list_keys()?);
     store.close()?;

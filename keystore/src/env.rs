@@ -64,16 +64,29 @@ pub(crate) fn restrict_file(_f: &File) -> io::Result<()> {
 /// A file whose `flush()` is an `fsync`.
 struct SyncOnFlush {
     file: File,
+    /// Whether this is a write-ahead log (`*.log`), for the test-only torn-write point.
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
+    is_log: bool,
 }
 
 impl SyncOnFlush {
-    fn new(file: File, _p: &Path) -> Self {
-        SyncOnFlush { file }
+    fn new(file: File, p: &Path) -> Self {
+        SyncOnFlush {
+            file,
+            is_log: p.extension().is_some_and(|e| e == "log"),
+        }
     }
 }
 
 impl Write for SyncOnFlush {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(feature = "test-util")]
+        if self.is_log && buf.len() > 1 {
+            if let Some(point) = crate::crash_point::take_torn_log_write() {
+                self.file.write_all(&buf[..buf.len() - 1])?;
+                crate::crash_point::stall(point);
+            }
+        }
         self.file.write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -130,6 +130,14 @@ pub enum KeystoreError {
     #[error(transparent)]
     Core(tss_core::TssError),
 
+    /// The state record of a key (see [`Keystore::save_state`](crate::Keystore::save_state))
+    /// failed authentication: it was modified, corrupted, or moved from another key.
+    #[error("state record of key {key_id} is tampered or corrupted")]
+    TamperedState {
+        /// The key.
+        key_id: KeyId,
+    },
+
     /// Invalid record name.
     #[error("invalid record name: {reason}")]
     InvalidRecordName {

@@ -1,5 +1,7 @@
 //! Encrypted, generation-aware storage of threshold key shares.
 //!
+//! The API is byte-oriented: callers serialize key shares themselves.
+//!
 //! Key ids and generations are tss-core's [`KeyId`] and [`Generation`], re-exported here;
 //! generation 0 ([`Generation::KEYGEN`]) is the one keygen produces.
 //!
@@ -17,12 +19,13 @@
 //!     SecretBytes::new(b"serialized aux info".to_vec()),
 //! );
 //! store.put_generation(&key, Generation::KEYGEN, &records)?; // written inactive
-//! store.activate(&key, Generation::KEYGEN)?; // atomic switch
+//! store.activate_with_state(&key, Generation::KEYGEN, b"pool v1")?; // atomic switch
 //! store.close()?;
 //!
 //! let mut store = Keystore::open(dir.path(), &unlock)?; // stored KDF params are reused
 //! let (generation, loaded) = store.load_active(&key)?;
 //! assert_eq!(generation, Generation::KEYGEN);
+//! assert_eq!(store.load_state(&key)?.as_deref(), Some(&b"pool v1"[..]));
 //! assert_eq!(loaded.key_share().unwrap().expose(), b"serialized key share");
 //! # Ok::<(), keystore::KeystoreError>(())
 //! ```
@@ -43,14 +46,17 @@
 //! * **Records**: `version (1) | nonce (12, OsRng) | AES-256-GCM ciphertext+tag`,
 //!   with associated data = domain string + key id + generation + record
 //!   name, so records moved between keys, generations or names fail with
-//!   [`KeystoreError::Tampered`]. The active-generation pointer and each
-//!   generation's manifest (list of record names) are sealed too, so they
-//!   cannot be silently rolled back or truncated either.
+//!   [`KeystoreError::Tampered`]. The active-generation pointer, each
+//!   generation's manifest (list of record names) and each key's state record
+//!   are sealed too (bound to the key id and their kind), so they cannot be
+//!   silently rolled back, truncated or swapped either.
 //! * **Generations**: written inactive by [`Keystore::put_generation`] (one
 //!   synced batch), switched by [`Keystore::activate`] (one synced record
-//!   write). A crash at any point leaves the previously active generation
-//!   intact and active.
-//! * **Deletion**: [`Keystore::delete_key`] / [`Keystore::retire_generation`]
+//!   write) or [`Keystore::activate_with_state`] (pointer and state in one
+//!   synced batch). A crash at any point leaves the previously active generation
+//!   intact and active, with its state, or the new one with the new state.
+//! * **Deletion**: [`Keystore::delete_key`] / [`Keystore::delete_key_with_state`] /
+//!   [`Keystore::retire_generation`]
 //!   delete in one synced batch, then compact the whole database; LevelDB
 //!   files made obsolete are overwritten with zeros before being unlinked.
 //!   This guarantees the ciphertext is gone from the store's files; whether
@@ -60,11 +66,18 @@
 //! * **Secrets** ([`SecretBytes`], [`Passphrase`], the master key) are
 //!   zeroized on drop and print as `[REDACTED]`.
 //!
-//! The API is byte-oriented: callers serialize key shares themselves.
+//! # Features
+//!
+//! * `test-util`: test-only crash points (the process stops at a named point inside
+//!   [`Keystore::activate_with_state`] or [`Keystore::delete_key_with_state`] when the
+//!   environment variable `KEYSTORE_CRASH_POINT` names it, so a test can kill it there;
+//!   see `src/crash_point.rs`). Used by this crate's own tests; never enable it in
+//!   production.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod crash_point;
 mod env;
 mod error;
 mod kdf;

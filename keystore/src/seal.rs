@@ -28,6 +28,8 @@ pub(crate) enum Ad<'a> {
     Manifest(&'a KeyId, Generation),
     /// One named secret record.
     Record(&'a KeyId, Generation, &'a RecordName),
+    /// A key's state record (the embedder's bytes committed with the active generation).
+    State(&'a KeyId),
 }
 
 impl Ad<'_> {
@@ -56,6 +58,10 @@ impl Ad<'_> {
                 field(&mut out, id.as_str().as_bytes());
                 out.extend_from_slice(&g.0.to_be_bytes());
                 field(&mut out, name.as_str().as_bytes());
+            }
+            Ad::State(id) => {
+                out.push(b'S');
+                field(&mut out, id.as_str().as_bytes());
             }
         }
         out

@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use rusty_leveldb::{LdbIterator, Options, StatusCode, WriteBatch, DB};
 
+use crate::crash_point;
 use crate::env::{open_private, SecureEnv};
 use crate::error::{KeystoreError, Result};
 use crate::kdf::{random_salt, KdfParams, Unlock, UnlockMethod, SALT_LEN};
@@ -32,7 +33,14 @@ const KEY_PREFIX: &[u8] = b"k/";
 /// k/<key id>/a                          -> sealed active generation (u64 BE)
 /// k/<key id>/g/<gen, 20 digits>/m       -> sealed manifest (record names)
 /// k/<key id>/g/<gen, 20 digits>/r/<name>-> sealed record
+/// s/<key id>                            -> sealed state (the embedder's bytes)
 /// ```
+///
+/// State records live outside `k/` so a key with only a state (before keygen, or after
+/// its shares were deleted) has no generations and is not listed by `list_keys`.
+fn state_key(id: &KeyId) -> Vec<u8> {
+    format!("s/{id}").into_bytes()
+}
 fn key_prefix(id: &KeyId) -> Vec<u8> {
     format!("k/{id}/").into_bytes()
 }
@@ -58,6 +66,9 @@ fn record_key(id: &KeyId, g: Generation, name: &RecordName) -> Vec<u8> {
 ///   *active* generation; [`activate`](Keystore::activate) switches it with a
 ///   single synced write, so a crash leaves either the old or the new
 ///   generation active, never a mix.
+/// * [`activate_with_state`](Keystore::activate_with_state) switches the active
+///   generation **and** stores the embedder's state (e.g. the pool it belongs to) in the
+///   same synced batch, so after a crash both are old or both are new.
 /// * [`delete_key`](Keystore::delete_key) and
 ///   [`retire_generation`](Keystore::retire_generation) remove the records
 ///   and compact the database so the ciphertext is gone from its files.
@@ -222,7 +233,8 @@ impl Keystore {
 
     /// Makes `generation` the active generation of `key_id`, atomically (one
     /// synced record write). The generation is fully decrypted and verified
-    /// first, so a damaged generation is never activated.
+    /// first, so a damaged generation is never activated. The key's state record
+    /// (see [`activate_with_state`](Keystore::activate_with_state)) is left as it is.
     pub fn activate(&mut self, key_id: &KeyId, generation: Generation) -> Result<()> {
         drop(self.load(key_id, generation)?);
         let sealed = seal::seal(&self.key, &Ad::Active(key_id), &generation.0.to_be_bytes());
@@ -230,6 +242,76 @@ impl Keystore {
         batch.put(&active_key(key_id), &sealed);
         self.db()?.write(batch, true)?;
         Ok(())
+    }
+
+    /// Makes `generation` the active generation of `key_id` **and** stores `state` as the
+    /// key's state record, in one synced LevelDB write batch: a crash (or kill) at any
+    /// point leaves either the previous active generation with the previous state, or
+    /// `generation` with `state`, never one without the other. (LevelDB writes a batch as
+    /// one checksummed write-ahead-log record; a torn record is dropped when the store is
+    /// reopened, and so is anything after it.)
+    ///
+    /// `state` is the embedder's description of what the generation belongs to (pool
+    /// members, L1 height, ...). It is sealed like a share (AES-256-GCM, bound to the key
+    /// id and to its kind, so it cannot be swapped with another key's state or with any
+    /// other record); [`load_state`](Keystore::load_state) reads it back.
+    ///
+    /// The generation is fully decrypted and verified first, as in
+    /// [`activate`](Keystore::activate).
+    pub fn activate_with_state(
+        &mut self,
+        key_id: &KeyId,
+        generation: Generation,
+        state: &[u8],
+    ) -> Result<()> {
+        drop(self.load(key_id, generation)?);
+        let mut batch = WriteBatch::default();
+        batch.put(
+            &active_key(key_id),
+            &seal::seal(&self.key, &Ad::Active(key_id), &generation.0.to_be_bytes()),
+        );
+        batch.put(
+            &state_key(key_id),
+            &seal::seal(&self.key, &Ad::State(key_id), state),
+        );
+        crash_point::reached("activate:before-write");
+        crash_point::arm_torn_log_write("activate:torn-write");
+        let written = self.db()?.write(batch, true);
+        crash_point::disarm_torn_log_write();
+        written?;
+        crash_point::reached("activate:after-write");
+        Ok(())
+    }
+
+    /// Stores `state` as the state record of `key_id` (one synced write), leaving its
+    /// generations and active pointer alone: e.g. the pool state before keygen, or after
+    /// a change that does not switch generations. Any key id may have a state, with or
+    /// without generations.
+    pub fn save_state(&mut self, key_id: &KeyId, state: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put(
+            &state_key(key_id),
+            &seal::seal(&self.key, &Ad::State(key_id), state),
+        );
+        self.db()?.write(batch, true)?;
+        Ok(())
+    }
+
+    /// The state record of `key_id` (see [`activate_with_state`](Keystore::activate_with_state),
+    /// [`save_state`](Keystore::save_state), [`delete_key_with_state`](Keystore::delete_key_with_state)),
+    /// or `None` if none was stored. [`KeystoreError::TamperedState`] if it fails
+    /// authentication. The state is sealed on disk but not treated as a secret in
+    /// memory (a plain `Vec`, not zeroized).
+    pub fn load_state(&mut self, key_id: &KeyId) -> Result<Option<Vec<u8>>> {
+        let Some(sealed) = get(self.db()?, &state_key(key_id))? else {
+            return Ok(None);
+        };
+        let plain = seal::open(&self.key, &Ad::State(key_id), &sealed).ok_or_else(|| {
+            KeystoreError::TamperedState {
+                key_id: key_id.clone(),
+            }
+        })?;
+        Ok(Some(plain.expose().to_vec()))
     }
 
     /// The active generation of `key_id`, or `None` if none was activated yet.
@@ -367,7 +449,7 @@ impl Keystore {
             }
         }
         let keys = self.keys_with_prefix(&gen_prefix(key_id, generation))?;
-        self.delete_and_purge(keys)
+        self.delete_and_purge(keys, None)
     }
 
     /// Deletes every generation of `key_id` and its active pointer in one
@@ -375,12 +457,48 @@ impl Keystore {
     /// its files. Plaintext is never cached by the store, so there is no
     /// in-memory copy left to zeroize (records already returned by
     /// [`load`](Keystore::load) are zeroized when the caller drops them).
+    ///
+    /// The key's state record is kept; [`delete_key_with_state`](Keystore::delete_key_with_state)
+    /// replaces it in the same batch.
     pub fn delete_key(&mut self, key_id: &KeyId) -> Result<()> {
         let keys = self.keys_with_prefix(&key_prefix(key_id))?;
         if keys.is_empty() {
             return Err(KeystoreError::UnknownKey(key_id.clone()));
         }
-        self.delete_and_purge(keys)
+        self.delete_and_purge(keys, None)
+    }
+
+    /// Deletes every generation of `key_id` and its active pointer **and** stores `state`
+    /// as its state record (e.g. what the node knows of the pool it left). Returns whether
+    /// any generation existed; with none, only the state is written.
+    ///
+    /// This takes two steps, in the crash-safe order:
+    ///
+    /// 1. one synced write batch deletes the records and writes the state: this is the
+    ///    logical change, atomic like [`activate_with_state`](Keystore::activate_with_state)
+    ///    (after a crash, either the key still has its generations and the old state, or
+    ///    it has none and the new state);
+    /// 2. the database is compacted so the deleted ciphertext is gone from its files.
+    ///
+    /// A crash between the two leaves the store logically correct; only the deleted
+    /// (encrypted) records may remain in the LevelDB files until the next compaction
+    /// (the next [`retire_generation`](Keystore::retire_generation), deletion or
+    /// [`compact`](Keystore::compact)). The reverse order could not be crash-safe: the
+    /// compaction only drops what is already deleted.
+    pub fn delete_key_with_state(&mut self, key_id: &KeyId, state: &[u8]) -> Result<bool> {
+        let keys = self.keys_with_prefix(&key_prefix(key_id))?;
+        let existed = !keys.is_empty();
+        let sealed = seal::seal(&self.key, &Ad::State(key_id), state);
+        self.delete_and_purge(keys, Some((state_key(key_id), sealed)))?;
+        Ok(existed)
+    }
+
+    /// Compacts the whole database so records deleted earlier are gone from its files
+    /// (obsolete files are overwritten before being unlinked). Retiring and deleting
+    /// already do this; it is only needed after a crash between a deletion and its
+    /// compaction (see [`delete_key_with_state`](Keystore::delete_key_with_state)).
+    pub fn compact(&mut self) -> Result<()> {
+        self.purge()
     }
 
     /// Flushes and closes the store, releasing the lock. (Dropping the store
@@ -401,12 +519,21 @@ impl Keystore {
         })
     }
 
-    fn delete_and_purge(&mut self, keys: Vec<Vec<u8>>) -> Result<()> {
+    /// Deletes `keys` and writes `put` (if any) in one synced batch, then compacts.
+    fn delete_and_purge(
+        &mut self,
+        keys: Vec<Vec<u8>>,
+        put: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
         let mut batch = WriteBatch::default();
         for k in &keys {
             batch.delete(k);
         }
+        if let Some((k, v)) = &put {
+            batch.put(k, v);
+        }
         self.db()?.write(batch, true)?;
+        crash_point::reached("delete:before-purge");
         self.purge()
     }
 
@@ -858,6 +985,47 @@ mod tests {
             Err(KeystoreError::TamperedActivePointer { ref key_id }) if key_id == &a
         ));
         assert_eq!(ks.active_generation(&b).unwrap(), Some(Generation(5)));
+    }
+
+    #[test]
+    fn state_moved_between_keys_or_from_another_record_kind_fails_authentication() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ks = open(dir.path());
+        let (a, b) = (id("a"), id("b"));
+        ks.put_generation(&a, Generation(0), &recs(b"a0")).unwrap();
+        ks.put_generation(&b, Generation(0), &recs(b"b0")).unwrap();
+        ks.activate_with_state(&a, Generation(0), b"state of a")
+            .unwrap();
+        ks.activate_with_state(&b, Generation(0), b"state of b")
+            .unwrap();
+        let original = raw_get(&mut ks, &state_key(&a));
+
+        // Another key's state.
+        let of_b = raw_get(&mut ks, &state_key(&b));
+        raw_put(&mut ks, &state_key(&a), &of_b);
+        assert!(matches!(
+            ks.load_state(&a),
+            Err(KeystoreError::TamperedState { ref key_id }) if key_id == &a
+        ));
+        // The key's own active pointer, sealed under the same key.
+        let pointer = raw_get(&mut ks, &active_key(&a));
+        raw_put(&mut ks, &state_key(&a), &pointer);
+        assert!(matches!(
+            ks.load_state(&a),
+            Err(KeystoreError::TamperedState { .. })
+        ));
+        // One flipped bit.
+        let mut bad = original.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        raw_put(&mut ks, &state_key(&a), &bad);
+        assert!(matches!(
+            ks.load_state(&a),
+            Err(KeystoreError::TamperedState { .. })
+        ));
+        // Restored, it opens again; b was never affected.
+        raw_put(&mut ks, &state_key(&a), &original);
+        assert_eq!(ks.load_state(&a).unwrap().unwrap(), b"state of a");
+        assert_eq!(ks.load_state(&b).unwrap().unwrap(), b"state of b");
     }
 
     #[test]

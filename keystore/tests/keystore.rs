@@ -588,6 +588,112 @@ fn generation_zero_from_keygen_is_stored_activated_and_listed() {
     assert_eq!(recs.key_share().unwrap().expose(), b"g0 share");
 }
 
+#[test]
+fn activate_with_state_switches_pointer_and_state_together_and_activate_keeps_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (key("a"), key("b"));
+    {
+        let mut ks = open(dir.path());
+        assert_eq!(ks.load_state(&a).unwrap(), None);
+        ks.put_generation(&a, Generation(0), &records(b"a0", b"x"))
+            .unwrap();
+        ks.put_generation(&a, Generation(1), &records(b"a1", b"x"))
+            .unwrap();
+        ks.activate_with_state(&a, Generation(0), b"S0").unwrap();
+        assert_eq!(ks.load_state(&a).unwrap().unwrap(), b"S0");
+        ks.activate_with_state(&a, Generation(1), b"S1").unwrap();
+        assert_eq!(ks.active_generation(&a).unwrap(), Some(Generation(1)));
+        assert_eq!(ks.load_state(&a).unwrap().unwrap(), b"S1");
+        // A failed activation changes neither.
+        assert!(matches!(
+            ks.activate_with_state(&a, Generation(7), b"S7"),
+            Err(KeystoreError::UnknownGeneration { .. })
+        ));
+        assert_eq!(ks.active_generation(&a).unwrap(), Some(Generation(1)));
+        assert_eq!(ks.load_state(&a).unwrap().unwrap(), b"S1");
+        // `activate` alone leaves the state as it is; `save_state` alone the pointer.
+        ks.activate(&a, Generation(0)).unwrap();
+        assert_eq!(ks.load_state(&a).unwrap().unwrap(), b"S1");
+        ks.save_state(&a, b"S1'").unwrap();
+        assert_eq!(ks.active_generation(&a).unwrap(), Some(Generation(0)));
+        // Any key may have a state, with no generation; it is not listed as a key.
+        ks.save_state(&b, b"").unwrap();
+        assert_eq!(ks.list_keys().unwrap(), vec![a.clone()]);
+        assert!(matches!(
+            ks.generations(&b),
+            Err(KeystoreError::UnknownKey(_))
+        ));
+        ks.close().unwrap();
+    }
+    let mut ks = open(dir.path());
+    assert_eq!(ks.load_state(&a).unwrap().unwrap(), b"S1'");
+    assert_eq!(ks.load_state(&b).unwrap().unwrap(), b"");
+    assert_eq!(ks.active_generation(&a).unwrap(), Some(Generation(0)));
+}
+
+#[test]
+fn state_is_encrypted_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = key("k");
+    let state = b"pool members: alice, bob, carol; l1 height 19000000".to_vec();
+    {
+        let mut ks = open(dir.path());
+        ks.put_generation(&id, Generation(0), &records(b"s", b"a"))
+            .unwrap();
+        ks.activate_with_state(&id, Generation(0), &state).unwrap();
+        assert_eq!(
+            files_containing(dir.path(), b"pool members"),
+            Vec::<PathBuf>::new()
+        );
+        ks.close().unwrap();
+    }
+    let mut ks = open(dir.path()); // the log becomes a table file
+    assert_eq!(
+        files_containing(dir.path(), b"pool members"),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(ks.load_state(&id).unwrap().unwrap(), state);
+}
+
+#[test]
+fn delete_key_with_state_removes_the_generations_and_replaces_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gone, kept) = (key("gone"), key("kept"));
+    let mut ks = open(dir.path());
+    let share = random_bytes(64);
+    ks.put_generation(&gone, Generation(0), &records(&share, b"aux"))
+        .unwrap();
+    ks.activate_with_state(&gone, Generation(0), b"member")
+        .unwrap();
+    ks.put_generation(&kept, Generation(0), &records(b"k", b"aux"))
+        .unwrap();
+    ks.activate_with_state(&kept, Generation(0), b"kept state")
+        .unwrap();
+    let ct = ks
+        .sealed_record(
+            &gone,
+            Generation(0),
+            &RecordName::new(RecordName::KEY_SHARE).unwrap(),
+        )
+        .unwrap()[13..]
+        .to_vec();
+    assert!(ks.delete_key_with_state(&gone, b"left the pool").unwrap());
+    assert!(matches!(
+        ks.load_active(&gone),
+        Err(KeystoreError::UnknownKey(_))
+    ));
+    assert_eq!(ks.load_state(&gone).unwrap().unwrap(), b"left the pool");
+    assert_eq!(files_containing(dir.path(), &ct), Vec::<PathBuf>::new());
+    // Nothing left to delete: only the state is written.
+    assert!(!ks.delete_key_with_state(&gone, b"again").unwrap());
+    assert_eq!(ks.load_state(&gone).unwrap().unwrap(), b"again");
+    // `delete_key` keeps the state.
+    ks.delete_key(&kept).unwrap();
+    assert_eq!(ks.load_state(&kept).unwrap().unwrap(), b"kept state");
+    ks.compact().unwrap();
+    assert_eq!(ks.load_state(&kept).unwrap().unwrap(), b"kept state");
+}
+
 #[cfg(unix)]
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -616,10 +722,10 @@ fn store_directory_is_0700_and_every_file_in_it_0600() {
         assert_private(&dir);
         ks.put_generation(&id, Generation(0), &records(b"s0", b"a0"))
             .unwrap();
-        ks.activate(&id, Generation(0)).unwrap();
+        ks.activate_with_state(&id, Generation(0), b"S0").unwrap();
         ks.put_generation(&id, Generation(1), &records(b"s1", b"a1"))
             .unwrap();
-        ks.activate(&id, Generation(1)).unwrap();
+        ks.activate_with_state(&id, Generation(1), b"S1").unwrap();
         // Retiring compacts: new table files, a new log, a new MANIFEST.
         ks.retire_generation(&id, Generation(0)).unwrap();
         assert_private(&dir);
