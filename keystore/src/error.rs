@@ -126,6 +126,19 @@ pub enum KeystoreError {
     #[error(transparent)]
     InvalidKeyId(tss_core::TssError),
 
+    /// A stored key share cannot be encoded or decoded
+    /// ([`tss_core::KeyShare::to_secret_bytes`] / [`tss_core::KeyShare::from_secret_bytes`]
+    /// failed), or it is not the share of the key and generation it is stored under.
+    #[error("key share {generation} of key {key_id} cannot be used: {reason}")]
+    InvalidKeyShare {
+        /// The key.
+        key_id: KeyId,
+        /// The generation.
+        generation: Generation,
+        /// What is wrong (never secret material).
+        reason: String,
+    },
+
     /// Another error of tss-core (the keystore itself only produces the variants above).
     #[error(transparent)]
     Core(tss_core::TssError),
@@ -137,6 +150,12 @@ pub enum KeystoreError {
         /// The key.
         key_id: KeyId,
     },
+
+    /// The [`AsyncKeystore`](crate::AsyncKeystore) was closed (by
+    /// [`AsyncKeystore::close`](crate::AsyncKeystore::close) on another handle), or
+    /// its thread stopped.
+    #[error("the keystore is closed")]
+    Closed,
 
     /// Invalid record name.
     #[error("invalid record name: {reason}")]

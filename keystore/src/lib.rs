@@ -1,6 +1,13 @@
 //! Encrypted, generation-aware storage of threshold key shares.
 //!
-//! The API is byte-oriented: callers serialize key shares themselves.
+//! Two APIs over one store:
+//!
+//! * [`AsyncKeystore`]: for async code (`Send + Sync`, cheap to clone), typed with
+//!   tss-core's [`KeyShare`](tss_core::KeyShare): stage a generation, activate it
+//!   together with the embedder's state in one atomic step, retire the old one. It
+//!   implements [`tss_core::pool::ShareStore`].
+//! * [`Keystore`]: the synchronous, byte-oriented store underneath (callers serialize
+//!   records themselves); not `Send`.
 //!
 //! Key ids and generations are tss-core's [`KeyId`] and [`Generation`], re-exported here;
 //! generation 0 ([`Generation::KEYGEN`]) is the one keygen produces.
@@ -77,6 +84,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod async_store;
 mod crash_point;
 mod env;
 mod error;
@@ -86,6 +94,7 @@ mod secret;
 mod store;
 mod types;
 
+pub use async_store::AsyncKeystore;
 pub use error::{KeystoreError, Result};
 pub use kdf::{generate_key_file, KdfParams, Unlock, UnlockMethod, SALT_LEN};
 pub use secret::{Passphrase, SecretBytes};
