@@ -7,8 +7,9 @@
 //! libp2p ([`transport`]); a block producer is drawn per epoch by stake.
 //!
 //! Modules: [`config`] (TOML), [`pool`] (pure membership rules), [`keys`] (keystore
-//! actor), [`coordinator`] (the node and its protocol runs), [`rpc`] (HTTP JSON API),
-//! [`metrics`] (Prometheus), [`devnet`] (a local multi-node demo), [`identity`].
+//! handle over [`keystore::AsyncKeystore`]), [`coordinator`] (the node and its protocol
+//! runs), [`rpc`] (HTTP JSON API), [`metrics`] (Prometheus), [`devnet`] (a local
+//! multi-node demo), [`identity`].
 //!
 //! The pool rules every node applies the same way (no I/O, so this runs as is):
 //!
