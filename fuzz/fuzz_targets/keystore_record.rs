@@ -1,7 +1,8 @@
 //! Keystore decoding: the metadata record, a generation manifest and a sealed record,
 //! from arbitrary bytes. Each must give a value or its typed error, never a panic; a
 //! sealed record that was not made with the key, key id, generation and name it is
-//! opened with must fail with `KeystoreError::Tampered`.
+//! opened with must fail with `KeystoreError::Tampered`. Key ids and generations are
+//! tss-core's (`keystore` re-exports them).
 //!
 //! The first byte picks the decoder (so the corpus can hold valid inputs for each):
 //! 0 metadata, 1 manifest, 2 sealed record as given, 3 a record sealed here (AES-256-GCM,
@@ -91,14 +92,16 @@ fuzz_target!(|data: &[u8]| {
             let opened = open_sealed_record(&MASTER_KEY, &key_id, generation, &name, &sealed)
                 .expect("a record sealed with the keystore's layout opens");
             assert_eq!(opened.expose(), plain);
-            // Bound elsewhere: another generation or name must not open it.
-            expect_tampered(open_sealed_record(
-                &MASTER_KEY,
-                &key_id,
-                Generation(4),
-                &name,
-                &sealed,
-            ));
+            // Bound elsewhere: another generation (keygen's 0 included) must not open it.
+            for other in [Generation::KEYGEN, generation.next()] {
+                expect_tampered(open_sealed_record(
+                    &MASTER_KEY,
+                    &key_id,
+                    other,
+                    &name,
+                    &sealed,
+                ));
+            }
             if flip % 2 == 1 {
                 let i = usize::from(flip) % sealed.len();
                 sealed[i] ^= 1 << (flip % 8);
