@@ -13,7 +13,7 @@
 //! | `pool.epoch_seconds` | `60` |
 //! | `pool.min_members` | `3` |
 //! | `pool.max_members` | `100` |
-//! | `tss.insecure_test_primes_file` / `_index` | unset: real safe primes are generated in the background |
+//! | `tss.insecure_test_primes_index` | unset: real safe primes are generated in the background (set: the public test primes built in with the `insecure-test-primes` feature; refused by builds without it) |
 //!
 //! Unknown fields are errors, so typos are caught at start.
 
@@ -157,11 +157,9 @@ pub struct MemberSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TssSection {
-    /// JSON file of **public, insecure** test primes (e.g.
-    /// `tss-core/test-data/insecure-test-primes.json`). Tests and devnets only.
-    #[serde(default)]
-    pub insecure_test_primes_file: Option<PathBuf>,
-    /// Which pair of that file this node uses (distinct per node).
+    /// Which pair of the **public, insecure** test primes this node uses (distinct per
+    /// node). Tests and devnets only; a build without the `insecure-test-primes` feature
+    /// refuses it.
     #[serde(default)]
     pub insecure_test_primes_index: Option<usize>,
 }
@@ -196,10 +194,9 @@ fn default_epoch_seconds() -> u64 {
 pub enum PrimeSourceConfig {
     /// Generated in the background (real deployments).
     Generate,
-    /// Pair `index` of a public fixture file. **Insecure: tests and devnets only.**
+    /// Pair `index` of the public test primes (feature `insecure-test-primes`).
+    /// **Insecure: tests and devnets only.**
     InsecureFixture {
-        /// The JSON fixture file; `None` means the fixture compiled into the binary.
-        file: Option<PathBuf>,
         /// Which pair.
         index: usize,
     },
@@ -417,21 +414,9 @@ impl RunConfig {
         };
         // Validates rules and genesis (typed pool errors).
         crate::pool::Pool::new(rules.clone(), genesis.clone(), 0)?;
-        let primes = match (
-            &file.tss.insecure_test_primes_file,
-            file.tss.insecure_test_primes_index,
-        ) {
-            (None, None) => PrimeSourceConfig::Generate,
-            (file_opt, Some(index)) => PrimeSourceConfig::InsecureFixture {
-                file: file_opt.as_ref().map(|f| resolve(f)),
-                index,
-            },
-            (Some(_), None) => {
-                return Err(invalid(
-                    "tss.insecure_test_primes_index",
-                    "must be set when tss.insecure_test_primes_file is",
-                ))
-            }
+        let primes = match file.tss.insecure_test_primes_index {
+            None => PrimeSourceConfig::Generate,
+            Some(index) => PrimeSourceConfig::InsecureFixture { index },
         };
 
         let peers: Vec<NodeId> = peer_addrs.iter().map(|(id, _)| *id).collect();

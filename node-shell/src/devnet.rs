@@ -376,10 +376,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             epoch_length: opts.epoch_length,
             epoch_seed: seed,
             session_idle_timeout: Duration::from_secs(120),
-            primes: PrimeSourceConfig::InsecureFixture {
-                file: None,
-                index: i,
-            },
+            primes: PrimeSourceConfig::InsecureFixture { index: i },
             auto_keygen: true,
             auto_keygen_delay: Duration::from_millis(500),
             shutdown: shutdown.clone(),

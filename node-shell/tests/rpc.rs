@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use node_shell::config::{NodeSettings, PrimeSourceConfig, UnlockConfig};
-use node_shell::coordinator::{control_session_id, ControlMsg};
 use node_shell::devnet::http;
 use node_shell::pool::{Member, PoolRules};
 use node_shell::Node;
@@ -16,7 +15,9 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use transport::{Destination, InMemoryNetwork, NodeId, SessionConfig, Transport};
-use tss_core::{ExecutionId, KeyId, ProtocolKind};
+use tss_core::pool::{control_session_id, ControlMsg, KeygenProposal, Proposal};
+use tss_core::wire::{decode_message, encode_message};
+use tss_core::{Committee, ExecutionId, KeyId, ProtocolKind};
 
 const KEY: &str = "test-key";
 
@@ -68,7 +69,6 @@ async fn pool() -> Net {
             epoch_seed: [9; 32],
             session_idle_timeout: Duration::from_secs(10),
             primes: PrimeSourceConfig::InsecureFixture {
-                file: None,
                 index: usize::from(k),
             },
             auto_keygen: false,
@@ -227,7 +227,7 @@ async fn proposal_from_a_non_member_is_rejected_using_the_authenticated_sender()
     let key_id = KeyId::new(KEY).unwrap();
     let mut control = candidate
         .open_session(
-            control_session_id(&key_id, &participants),
+            control_session_id(&participants),
             SessionConfig::new(participants.clone()).with_idle_timeout(Duration::from_secs(10)),
         )
         .unwrap();
@@ -240,31 +240,34 @@ async fn proposal_from_a_non_member_is_rejected_using_the_authenticated_sender()
     let eid = ExecutionId::random(
         ProtocolKind::Keygen,
         &key_id,
-        &participants[..3],
+        &participants,
         &mut rand::thread_rng(),
     );
-    let proposal = ControlMsg::ProposeKeygen {
+    // The candidate proposes a keygen that includes itself.
+    let proposal = ControlMsg::Propose(Proposal::Keygen(KeygenProposal {
         eid,
-        members,
-        pool_version: 0,
-    };
+        key_id: key_id.clone(),
+        committee: Committee::new(participants.clone(), 3).unwrap(),
+        context: serde_json::to_vec(&serde_json::json!({"version": 0, "members": members}))
+            .unwrap(),
+    }));
     control
         .send(
             Destination::Direct(id(1)),
-            serde_json::to_vec(&proposal).unwrap(),
+            encode_message(&proposal).unwrap(),
         )
         .unwrap();
     let reply = control.recv().await.unwrap();
     assert_eq!(reply.from, id(1));
-    match serde_json::from_slice::<ControlMsg>(&reply.payload).unwrap() {
-        ControlMsg::Reject {
+    match decode_message::<ControlMsg>(reply.from, &reply.payload).unwrap() {
+        ControlMsg::Abort {
             eid: rejected,
             reason,
         } => {
             assert_eq!(rejected, eid);
             assert!(reason.contains("proposer is not a pool member"), "{reason}");
         }
-        other => panic!("expected a rejection, got {other:?}"),
+        other => panic!("expected an abort, got {other:?}"),
     }
     // Node 1 did not start a keygen.
     let (s, _) = call(net.rpc[0], "GET", "/key", None).await;
