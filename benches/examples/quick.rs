@@ -76,7 +76,7 @@ fn main() {
                         &key_id,
                         t,
                         presig,
-                        [i as u8; 32],
+                        format!("L2 batch {i}").as_bytes(),
                     ))
                     .await
                     .0
@@ -87,7 +87,7 @@ fn main() {
                         "presign {} {imp} run {i}: {p:?} (setup of online run {i})",
                         size.label()
                     );
-                    timed(async { raw::sign_online(presigs, [i as u8; 32]) })
+                    timed(async { raw::sign_online(presigs, format!("L2 batch {i}").as_bytes()) })
                         .await
                         .0
                 }

@@ -301,18 +301,22 @@ pub async fn presign(nodes: &Nodes, shares: &Arc<Vec<KeyShare>>, t: u16) -> Exec
     eid
 }
 
-/// Our one-round online signing by the first `t` nodes with presignature `presig`.
+/// Our one-round online signing of `message` (its keccak256) by the first `t` nodes with
+/// presignature `presig`.
 pub async fn sign_online(
     nodes: &Nodes,
     key_id: &KeyId,
     t: u16,
     presig: ExecutionId,
-    digest: [u8; 32],
+    message: &[u8],
 ) -> EthSignature {
     let tasks = (0..usize::from(t))
         .map(|i| {
-            let (node, key_id) = (nodes.nodes[i].clone(), key_id.clone());
-            tokio::spawn(async move { node.sign_with_presignature(&key_id, presig, digest).await })
+            let (node, key_id, message) =
+                (nodes.nodes[i].clone(), key_id.clone(), message.to_vec());
+            tokio::spawn(
+                async move { node.sign_with_presignature(&key_id, presig, &message).await },
+            )
         })
         .collect();
     let sigs: Vec<EthSignature> = join_all(tasks)
@@ -493,14 +497,17 @@ pub mod raw {
         .await
     }
 
-    /// The online round, computed locally: every signer issues its partial signature and
-    /// every signer combines all of them (no delivery at all: pure computation).
+    /// The online round, computed locally: every signer hashes `message` (keccak256, as
+    /// ours does), issues its partial signature and combines all of them (no delivery at
+    /// all: pure computation).
     pub fn sign_online(
         presigs: Vec<RawPresignature>,
-        digest: [u8; 32],
+        message: &[u8],
     ) -> cggmp21::Signature<Secp256k1> {
         let data = DataToSign::from_scalar(
-            cggmp21::generic_ec::Scalar::<Secp256k1>::from_be_bytes_mod_order(digest),
+            cggmp21::generic_ec::Scalar::<Secp256k1>::from_be_bytes_mod_order(tss_core::keccak256(
+                message,
+            )),
         );
         let partials: Vec<_> = presigs
             .into_iter()

@@ -45,7 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let address = shares[0].ethereum_address();
     println!("keygen done: 2-of-3 key, address {address}");
 
-    // 2. Presign with nodes 1 and 2, then sign a batch digest in one round.
+    // 2. Presign with nodes 1 and 2, then sign a batch in one round. With a presignature
+    //    the signers are given the batch bytes, never a digest: each computes keccak256
+    //    itself (RUSTSEC-2025-0127).
     let signers = ids[..2].to_vec();
     let shares = Arc::new(shares);
     let presig_eid = ExecutionId::random(ProtocolKind::Presign, &key_id, &signers, &mut rng);
@@ -59,12 +61,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for run in runs {
         run.await??;
     }
-    let digest = keccak256(b"L2 batch 1");
+    let batch: &[u8] = b"L2 batch 1";
+    let digest = keccak256(batch);
     let mut runs = Vec::new();
     for node in &nodes[..2] {
         let (node, key_id) = (node.clone(), key_id.clone());
         runs.push(tokio::spawn(async move {
-            node.sign_with_presignature(&key_id, presig_eid, digest)
+            node.sign_with_presignature(&key_id, presig_eid, batch)
                 .await
         }));
     }

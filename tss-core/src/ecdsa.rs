@@ -1,4 +1,22 @@
 //! ECDSA over secp256k1 on CGGMP21: keygen, aux-info, presign, online and full signing.
+//!
+//! # Presignatures sign messages, never caller-supplied digests (RUSTSEC-2025-0127)
+//!
+//! A presignature fixes the signature's nonce point `R` before anything is signed, and
+//! every signer holding it knows `R`. If signers issued partial signatures on a 32-byte
+//! digest handed to them ("raw signing"), a malicious signer could pick that digest from
+//! `R` so that the resulting signature converts into a valid signature on a message of
+//! its own choice (RUSTSEC-2025-0127 / CVE-2025-66017 in `cggmp21` 0.6.3; reproduced in
+//! `tests/presignature_forgery.rs`). So [`TssNode::sign_with_presignature`] takes the
+//! **message bytes** and every signer computes `keccak256(message)` itself: steering the
+//! signed digest to a chosen value would mean inverting keccak256.
+//!
+//! Full interactive signing ([`TssNode::sign`]) still takes a digest: there the digest is
+//! every party's input before the nonce exists, so no party can choose it knowing `R`.
+//!
+//! HD derivation is never combined with presignatures (the advisory's other case, which
+//! lowers security to about 85 bits): `cggmp21`'s `hd-wallet` feature is off, so
+//! `Presignature::set_derivation_path` is not even compiled in.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,7 +36,7 @@ use transport::{Destination, NodeId, SessionChannel, SessionConfig, Transport};
 use zeroize::Zeroizing;
 
 use crate::error::{ProtocolKind, Result, TssError};
-use crate::ethereum::{EthAddress, EthSignature};
+use crate::ethereum::{keccak256, EthAddress, EthSignature};
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
 use crate::primes::PaillierPrimes;
 use crate::wire::{classify_error, decode_message, delivery, encode_message};
@@ -427,16 +445,34 @@ impl TssNode {
         }
     }
 
-    /// One-round online signing of a 32-byte `digest` with presignature `presignature`:
-    /// every signer of that presignature runs this with the same digest. The presignature
-    /// is consumed; a second use fails with [`TssError::PresignatureAlreadyUsed`].
+    /// One-round online signing of `message` with presignature `presignature`: every
+    /// signer of that presignature runs this with the same message bytes. The signed
+    /// digest is `keccak256(message)`, computed here; verify or recover the result
+    /// against [`keccak256`]`(message)`. The presignature is consumed; a second use
+    /// fails with [`TssError::PresignatureAlreadyUsed`].
+    ///
+    /// `message` is what Ethereum hashes, as this node has seen and checked it:
+    /// - an EIP-1559 transaction: `0x02 || rlp([chain_id, nonce, max_priority_fee_per_gas,
+    ///   max_fee_per_gas, gas_limit, to, value, data, access_list])` (the unsigned fields);
+    ///   its keccak256 is the transaction's signing hash;
+    /// - an L2 batch: the batch encoding the node validated, whose keccak256 the L1
+    ///   contract checks.
+    ///
+    /// There is deliberately no variant taking a digest (RUSTSEC-2025-0127, see the
+    /// [module docs](self)): with a presignature, whoever chooses a raw digest knowing the
+    /// nonce point can turn the signature into one on a message of their choice. Passing
+    /// a digest's 32 bytes as `message` is safe but signs `keccak256(digest)`, which is
+    /// not what an Ethereum verifier of `digest` checks.
     pub async fn sign_with_presignature(
         &self,
         key_id: &KeyId,
         presignature: ExecutionId,
-        digest: [u8; 32],
+        message: &[u8],
     ) -> Result<EthSignature> {
         let presig = self.take_presignature(presignature, key_id)?;
+        // The digest is computed here from bytes this node holds, never taken from a
+        // caller (cggmp24 makes the same rule a type: `DataToSign::digest`).
+        let digest = keccak256(message);
         let data = DataToSign::from_scalar(Scalar::<Curve>::from_be_bytes_mod_order(digest));
         let partial = presig.inner.issue_partial_signature(data);
         let mut channel = self.open(&presig.id.sub("online"), &presig.signers)?;
@@ -477,7 +513,15 @@ impl TssNode {
         to_eth(sig, &digest, &presig.public_key)
     }
 
-    /// Full interactive signing (presign + online in one run) of a 32-byte `digest`.
+    /// Full interactive signing (presign + online in one run) of a 32-byte `digest`:
+    /// every signer runs this with the same digest.
+    ///
+    /// Taking a digest is safe here, unlike with a presignature (RUSTSEC-2025-0127, see
+    /// the [module docs](self)): the digest is each signer's input before the protocol
+    /// starts, and the nonce point `R` is only generated during the run, so no party can
+    /// choose the digest knowing `R`. The advisory concerns presignatures only. Still,
+    /// sign only digests whose message this node has checked (e.g. `keccak256` of a
+    /// validated batch): a signature is a commitment to whatever the digest stands for.
     pub async fn sign(
         &self,
         share: &KeyShare,

@@ -9,7 +9,9 @@
 //! Every run has an [`ExecutionId`] agreed by its parties and bound into the protocol; a
 //! node refuses to run the same execution id twice. Senders are identified by the
 //! transport's authenticated identity, never by message contents. Presignatures live in
-//! memory only and are handed out once.
+//! memory only and are handed out once, and they sign message bytes, never a digest
+//! handed in by a caller: each signer computes the keccak256 itself (RUSTSEC-2025-0127,
+//! see [`ecdsa`]).
 //!
 //! ```
 //! use std::sync::Arc;

@@ -73,8 +73,9 @@ async fn five_nodes_run_keygen_and_3_of_5_signing_over_libp2p() {
     // One-round online signing after presigning, with two different signer sets.
     for signers in [[0usize, 1, 2], [2, 3, 4]] {
         let presig = presign(&parties, &signers).await;
-        let digest = keccak256(format!("batch signed by {signers:?}").as_bytes());
-        for sig in sign_online(&parties, &signers, presig, digest).await {
+        let batch = format!("batch signed by {signers:?}");
+        let digest = keccak256(batch.as_bytes());
+        for sig in sign_online(&parties, &signers, presig, batch.as_bytes()).await {
             assert_eq!(sig.unwrap().recover_address(&digest).unwrap(), address);
         }
     }

@@ -170,8 +170,9 @@ async fn assert_new_committee_signs_for_old_address(parties: Vec<Party>, old: &P
     let parties = Arc::new(parties);
     let signers: Vec<usize> = (parties.len() - t..parties.len()).collect();
     let presig = presign(&parties, &signers).await;
-    let digest = keccak256(b"batch after reshare");
-    for sig in sign_online(&parties, &signers, presig, digest).await {
+    let batch = b"batch after reshare";
+    let digest = keccak256(batch);
+    for sig in sign_online(&parties, &signers, presig, batch).await {
         assert_eq!(sig.unwrap().recover_address(&digest).unwrap(), old_address);
     }
 }

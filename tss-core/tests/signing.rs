@@ -36,8 +36,9 @@ async fn keygen_presign_sign_recovers_address(n: u8, t: u16) {
     let signers: Vec<usize> = (0..usize::from(t)).collect();
 
     let presig = presign(&parties, &signers).await;
-    let digest = keccak256(b"L2 batch #1");
-    let sigs = sign_online(&parties, &signers, presig, digest).await;
+    let message = b"L2 batch #1";
+    let digest = keccak256(message);
+    let sigs = sign_online(&parties, &signers, presig, message).await;
     for sig in &sigs {
         assert_valid_for(&parties, &digest, sig.as_ref().expect("online signing"));
     }
@@ -63,9 +64,10 @@ async fn three_of_five_keygen_presign_sign_recovers_ethereum_address() {
 async fn every_signer_subset_of_a_2_of_3_key_signs_validly() {
     let parties = shared_2_of_3().await.parties.clone();
     for (k, subset) in [[0, 1], [0, 2], [1, 2], [2, 0]].iter().enumerate() {
-        let digest = keccak256(format!("batch {k}").as_bytes());
+        let message = format!("batch {k}");
+        let digest = keccak256(message.as_bytes());
         let presig = presign(&parties, subset).await;
-        for sig in sign_online(&parties, subset, presig, digest).await {
+        for sig in sign_online(&parties, subset, presig, message.as_bytes()).await {
             assert_valid_for(&parties, &digest, &sig.expect("subset signs"));
         }
     }
@@ -76,12 +78,10 @@ async fn presignature_cannot_be_used_twice() {
     let parties = shared_2_of_3().await.parties.clone();
     let signers = [0, 1];
     let presig = presign(&parties, &signers).await;
-    let first = keccak256(b"first");
-    for sig in sign_online(&parties, &signers, presig, first).await {
+    for sig in sign_online(&parties, &signers, presig, b"first").await {
         sig.expect("first use signs");
     }
-    let second = keccak256(b"second");
-    for result in sign_online(&parties, &signers, presig, second).await {
+    for result in sign_online(&parties, &signers, presig, b"second").await {
         assert!(
             matches!(result, Err(TssError::PresignatureAlreadyUsed(id)) if id == presig),
             "second use must be refused, got {result:?}"
@@ -89,7 +89,7 @@ async fn presignature_cannot_be_used_twice() {
     }
     // Neither signer holds it any more.
     for p in &parties[..2] {
-        let third = sign_online_one(p, presig, keccak256(b"third")).await;
+        let third = sign_online_one(p, presig, b"third").await;
         assert!(matches!(third, Err(TssError::PresignatureAlreadyUsed(_))));
     }
 }
@@ -97,10 +97,10 @@ async fn presignature_cannot_be_used_twice() {
 async fn sign_online_one(
     p: &Party,
     presig: tss_core::ExecutionId,
-    digest: [u8; 32],
+    message: &[u8],
 ) -> tss_core::Result<EthSignature> {
     p.node
-        .sign_with_presignature(p.share.key_id(), presig, digest)
+        .sign_with_presignature(p.share.key_id(), presig, message)
         .await
 }
 

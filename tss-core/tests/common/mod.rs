@@ -166,21 +166,21 @@ pub async fn presign(parties: &Arc<Vec<Party>>, signers: &[usize]) -> ExecutionI
     eid
 }
 
-/// Every member of `signers` signs `digest` with presignature `presig`.
+/// Every member of `signers` signs `message` (its keccak256) with presignature `presig`.
 pub async fn sign_online(
     parties: &Arc<Vec<Party>>,
     signers: &[usize],
     presig: ExecutionId,
-    digest: [u8; 32],
+    message: &[u8],
 ) -> Vec<tss_core::Result<tss_core::EthSignature>> {
     let runs: Vec<_> = signers
         .iter()
         .map(|&i| {
-            let parties = parties.clone();
+            let (parties, message) = (parties.clone(), message.to_vec());
             tokio::spawn(async move {
                 let p = &parties[i];
                 p.node
-                    .sign_with_presignature(p.share.key_id(), presig, digest)
+                    .sign_with_presignature(p.share.key_id(), presig, &message)
                     .await
             })
         })
