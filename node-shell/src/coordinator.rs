@@ -10,6 +10,7 @@
 //! - The pool state (members, stakes, version), committed by the share store in the same
 //!   atomic step as the key generation it belongs to, and restored from there on start.
 //! - Views for the HTTP API, and metrics fed from the pool layer's events.
+//!   The pool state in memory follows each commit (the validator's `committed` hook).
 //!
 //! A membership change takes effect only through a reshare in which `t_old` members of
 //! the old committee (more than two thirds) take part after validating it, and every
@@ -160,6 +161,19 @@ impl ProposalValidator for SequencerRules {
             return Err(reject("the new committee is not the pool after the change"));
         }
         Ok(PoolState::of(&new_pool).encode())
+    }
+
+    async fn committed(&self, _key_id: &KeyId, state: &[u8]) {
+        match PoolState::decode(state) {
+            Ok(saved) => {
+                let mut pool = lock(&self.pool);
+                match pool.with_members(saved.members, saved.version) {
+                    Ok(p) => *pool = p,
+                    Err(e) => tracing::error!(error = %e, "committed pool state breaks the rules"),
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "committed pool state does not decode"),
+        }
     }
 }
 
@@ -662,20 +676,6 @@ async fn follow_events(node: Node, mut events: tokio::sync::broadcast::Receiver<
             } => {
                 m.proposal_rejected();
                 tracing::warn!(%eid, %proposer, %reason, "proposal refused");
-            }
-            PoolEvent::KeyCommitted { state, .. } | PoolEvent::KeyLeft { state, .. } => {
-                match PoolState::decode(&state) {
-                    Ok(saved) => {
-                        let mut pool = lock(&node.inner.pool);
-                        match pool.with_members(saved.members, saved.version) {
-                            Ok(p) => *pool = p,
-                            Err(e) => {
-                                tracing::error!(error = %e, "committed pool state breaks the rules")
-                            }
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "committed pool state does not decode"),
-                }
             }
             _ => {}
         }

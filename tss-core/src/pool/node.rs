@@ -569,6 +569,7 @@ impl PoolNode {
                 .map_err(TssError::Store)?;
             let share = Arc::new(share);
             lock(&self.inner.shares).insert(p.key_id.clone(), share.clone());
+            self.inner.validator.committed(&p.key_id, &state).await;
             self.emit(PoolEvent::KeyCommitted {
                 key_id: p.key_id.clone(),
                 generation: share.generation(),
@@ -830,6 +831,7 @@ impl PoolNode {
                         .tss
                         .discard_presignatures(&key_id, Generation(u64::MAX));
                     lock(&self.inner.shares).remove(&key_id);
+                    self.inner.validator.committed(&key_id, &state).await;
                     self.emit(PoolEvent::KeyLeft {
                         key_id: key_id.clone(),
                         state: state.clone(),
@@ -865,6 +867,7 @@ impl PoolNode {
             .await
             .map_err(TssError::Store)?;
         lock(&self.inner.shares).insert(key_id.clone(), Arc::new(new_share));
+        self.inner.validator.committed(key_id, state).await;
         if let Some(old) = old_share {
             if let Err(e) = self.inner.store.retire(key_id, old.generation()).await {
                 // The new generation is active; a leftover old record is only garbage.

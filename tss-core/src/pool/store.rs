@@ -7,8 +7,8 @@
 //! step, and only then is the previous generation *retired*. A crash at any point leaves
 //! either the old generation active with the old state, or the new one with the new state.
 
-use std::collections::{BTreeMap, HashMap};
 use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 

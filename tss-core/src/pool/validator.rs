@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use transport::NodeId;
 
 use crate::ethereum::keccak256;
+use crate::ids::KeyId;
 use crate::pool::proposal::{KeygenProposal, ReshareProposal, SignProposal};
 use crate::reshare::PublicKeyInfo;
 
@@ -96,4 +97,13 @@ pub trait ProposalValidator: Send + Sync + 'static {
         proposal: &ReshareProposal,
         current: Option<&PublicKeyInfo>,
     ) -> Result<Vec<u8>, Rejection>;
+
+    /// Called right after this node committed `state` for `key_id` (with a new active
+    /// generation, or with the deletion of its share when it left the committee), before
+    /// the run's result is returned or its event sent: the embedder's view of the pool
+    /// (which the checks above read) is up to date before this node takes part in its
+    /// next run. The default does nothing.
+    async fn committed(&self, key_id: &KeyId, state: &[u8]) {
+        let _ = (key_id, state);
+    }
 }
