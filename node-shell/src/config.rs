@@ -11,11 +11,18 @@
 //! | `keystore.insecure_fast_kdf` | `false` |
 //! | `transport.session_idle_timeout_secs` | `120` |
 //! | `pool.epoch_seconds` | `60` |
-//! | `pool.min_members` | `3` |
+//! | `pool.min_members` | `4` (see below) |
 //! | `pool.max_members` | `100` |
 //! | `tss.insecure_test_primes_index` | unset: real safe primes are generated in the background (set: the public test primes built in with the `insecure-test-primes` feature; refused by builds without it) |
 //!
 //! Unknown fields are errors, so typos are caught at start.
+//!
+//! **Pool size.** The signing threshold is `floor(2n/3) + 1`, which is 3-of-3 at `n = 3`:
+//! losing any one member then makes the key unusable and un-resharable. That is why
+//! `pool.min_members` defaults to 4 (3-of-4 survives the loss of one member). A smaller
+//! value is accepted, with a warning at start. A pool that loses more than `n - t`
+//! members needs a new keygen, hence a new address registered on L1 by the admin: see
+//! [`crate::pool`].
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -128,7 +135,7 @@ pub struct PoolSection {
     pub min_stake: u64,
     /// Maximum stake.
     pub max_stake: u64,
-    /// Minimum pool size.
+    /// Minimum pool size (default 4; at 3 the pool signs 3-of-3 and cannot lose anyone).
     #[serde(default = "default_min_members")]
     pub min_members: usize,
     /// Maximum pool size.
@@ -180,10 +187,10 @@ fn default_idle() -> u64 {
     120
 }
 fn default_min_members() -> usize {
-    3
+    crate::pool::DEFAULT_MIN_MEMBERS
 }
 fn default_max_members() -> usize {
-    100
+    crate::pool::DEFAULT_MAX_MEMBERS
 }
 fn default_epoch_seconds() -> u64 {
     60
@@ -414,6 +421,16 @@ impl RunConfig {
         };
         // Validates rules and genesis (typed pool errors).
         crate::pool::Pool::new(rules.clone(), genesis.clone(), 0)?;
+        if rules.min_members < crate::pool::DEFAULT_MIN_MEMBERS {
+            let n = rules.min_members;
+            tracing::warn!(
+                "pool.min_members = {n}: a pool of {n} signs {t}-of-{n} and cannot lose a \
+                 single member (the key could then neither sign nor reshare; recovery is a \
+                 new keygen and a new address on L1). Use at least {min}.",
+                t = crate::pool::threshold_for(n),
+                min = crate::pool::DEFAULT_MIN_MEMBERS
+            );
+        }
         let primes = match file.tss.insecure_test_primes_index {
             None => PrimeSourceConfig::Generate,
             Some(index) => PrimeSourceConfig::InsecureFixture { index },
@@ -452,6 +469,7 @@ mod tests {
     const A: &str = "1111111111111111111111111111111111111111111111111111111111111111";
     const B: &str = "2222222222222222222222222222222222222222222222222222222222222222";
     const C: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+    const D: &str = "4444444444444444444444444444444444444444444444444444444444444444";
 
     fn sample(rpc: &str, min_stake: u64, seed: &str) -> String {
         format!(
@@ -473,9 +491,12 @@ address = "/ip4/127.0.0.1/tcp/9001"
 [[peers]]
 node_id = "{C}"
 address = "/ip4/127.0.0.1/tcp/9002"
+[[peers]]
+node_id = "{D}"
+address = "/ip4/127.0.0.1/tcp/9003"
 
 [pool]
-whitelist = ["{A}", "{B}", "{C}"]
+whitelist = ["{A}", "{B}", "{C}", "{D}"]
 min_stake = {min_stake}
 max_stake = 100000
 epoch_seed = "{seed}"
@@ -488,6 +509,9 @@ stake = 2000
 [[pool.members]]
 node_id = "{C}"
 stake = 3000
+[[pool.members]]
+node_id = "{D}"
+stake = 4000
 "#
         )
     }
@@ -505,7 +529,7 @@ stake = 3000
         )
         .unwrap();
         assert_eq!(cfg.settings.key_id, "sequencer-key");
-        assert_eq!(cfg.settings.rules.min_members, 3);
+        assert_eq!(cfg.settings.rules.min_members, 4);
         assert_eq!(cfg.settings.rules.max_members, 100);
         assert_eq!(cfg.settings.epoch_length, Duration::from_secs(60));
         assert_eq!(cfg.settings.session_idle_timeout, Duration::from_secs(120));
@@ -516,8 +540,8 @@ stake = 3000
             cfg.settings.keystore_dir,
             Path::new("/etc/ns/data/keystore")
         );
-        assert_eq!(cfg.settings.genesis.len(), 3);
-        assert_eq!(cfg.peer_addrs.len(), 3);
+        assert_eq!(cfg.settings.genesis.len(), 4);
+        assert_eq!(cfg.peer_addrs.len(), 4);
         assert!(format!("{:?}", cfg.settings.unlock).contains("REDACTED"));
         assert!(!format!("{:?}", cfg.settings).contains("a long enough passphrase"));
     }
@@ -526,10 +550,27 @@ stake = 3000
     fn sample_config_file_parses() {
         let text = include_str!("../examples/node.toml");
         let cfg = RunConfig::from_toml(text, Path::new("/srv/node"), env_ok).unwrap();
-        assert_eq!(cfg.settings.genesis.len(), 3);
-        assert_eq!(cfg.settings.rules.whitelist.len(), 4);
-        assert_eq!(cfg.peer_addrs.len(), 4);
+        assert_eq!(cfg.settings.genesis.len(), 4);
+        assert_eq!(cfg.settings.rules.whitelist.len(), 5);
+        assert_eq!(cfg.peer_addrs.len(), 5);
+        assert_eq!(cfg.settings.rules.min_members, 4);
         assert_eq!(cfg.rpc_listen, "127.0.0.1:8645".parse().unwrap());
+    }
+
+    #[test]
+    fn default_min_members_refuses_a_genesis_of_three() {
+        let four = sample("127.0.0.1:1", 1000, A);
+        let three = four.replace(
+            &format!("[[pool.members]]\nnode_id = \"{D}\"\nstake = 4000\n"),
+            "",
+        );
+        assert_ne!(three, four);
+        let err = RunConfig::from_toml(&three, Path::new("."), env_ok).unwrap_err();
+        assert!(matches!(err, Error::PoolTooSmall { min: 4 }), "{err}");
+        // Three members only with an explicit (documented as risky) min_members.
+        let explicit = three.replace("[pool]\n", "[pool]\nmin_members = 3\n");
+        let cfg = RunConfig::from_toml(&explicit, Path::new("."), env_ok).unwrap();
+        assert_eq!(cfg.settings.genesis.len(), 3);
     }
 
     #[test]

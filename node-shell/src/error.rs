@@ -67,7 +67,8 @@ pub enum Error {
         /// Maximum members.
         max: usize,
     },
-    /// Leaving would shrink the pool below its minimum size.
+    /// A pool would have fewer members than its minimum size (a genesis set too small,
+    /// or an exit that would shrink the pool below it).
     #[error("the pool cannot shrink below {min} members")]
     PoolTooSmall {
         /// Minimum members.

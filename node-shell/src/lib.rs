@@ -23,7 +23,7 @@
 //!     whitelist: (1..=5).map(id).collect(),
 //!     min_stake: 1_000,
 //!     max_stake: 1_000_000,
-//!     min_members: 3,
+//!     min_members: 4, // the default; a pool of 3 would sign 3-of-3 and could lose no one
 //!     max_members: 10,
 //! };
 //! let genesis = (1..=4).map(|i| Member { node: id(i), stake: 10_000 }).collect();

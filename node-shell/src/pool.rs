@@ -7,6 +7,34 @@
 //! `[min_members, max_members]`. The signing threshold is `floor(2n/3) + 1`: strictly
 //! more than two thirds of the pool. Each epoch's block producer is drawn by stake from
 //! `sha256(seed || epoch)`.
+//!
+//! # Pool size and fault tolerance
+//!
+//! A pool of `n` members signs with `t = floor(2n/3) + 1` of them, so it keeps working
+//! (signing and resharing) while at most `n - t` members are lost:
+//!
+//! | n | t | members that may be lost |
+//! | --- | --- | --- |
+//! | 3 | 3 | **0** |
+//! | 4 | 3 | 1 |
+//! | 5, 6 | 4, 5 | 1 |
+//! | 7 | 5 | 2 |
+//! | 10 | 7 | 3 |
+//!
+//! At `n = 3` the rule gives 3-of-3: one lost member makes the key unusable and it can no
+//! longer be reshared. The minimum pool size is therefore [`DEFAULT_MIN_MEMBERS`] = 4
+//! unless `pool.min_members` says otherwise (a smaller value is accepted, and is a
+//! deliberate choice of no fault tolerance).
+//!
+//! A pool that loses more than `n - t` members (keystores destroyed, operators gone for
+//! good) can neither sign nor reshare: fewer than `t` shares remain, and the key cannot
+//! be rebuilt from them. The way out is a **new keygen**: the remaining operators (plus
+//! replacements, to stay at or above the minimum size) restart their nodes with a new
+//! genesis `[pool]` and a fresh `node.data_dir` (or another `node.key_id`), so the old
+//! pool state and shares are not loaded, and keygen runs. The new key has a **new public
+//! key and a new Ethereum address**; the rollup's L1 admin must register that address as
+//! the sequencer pool's signer in place of the old one before batches signed by the new
+//! pool are accepted. The old shares are useless by then; delete them.
 
 use std::collections::BTreeSet;
 
@@ -16,6 +44,14 @@ use transport::NodeId;
 use tss_core::Committee;
 
 use crate::error::{Error, Result};
+
+/// Default minimum pool size (`pool.min_members`): the smallest `n` where
+/// `floor(2n/3) + 1` signers still leave room to lose a member (3-of-4). See the
+/// [module docs](self) for what smaller pools risk.
+pub const DEFAULT_MIN_MEMBERS: usize = 4;
+
+/// Default maximum pool size (`pool.max_members`).
+pub const DEFAULT_MAX_MEMBERS: usize = 100;
 
 /// The smallest number of signers strictly greater than two thirds of `n`:
 /// `floor(2n/3) + 1`.
@@ -41,10 +77,26 @@ pub struct PoolRules {
     pub min_stake: u64,
     /// Maximum stake of a member.
     pub max_stake: u64,
-    /// Minimum pool size (at least 2: a threshold key needs two parties).
+    /// Minimum pool size (at least 2: a threshold key needs two parties). Default
+    /// [`DEFAULT_MIN_MEMBERS`] = 4: at 3 members the threshold is 3-of-3 and the loss of
+    /// any one member makes the key unusable and un-resharable.
     pub min_members: usize,
     /// Maximum pool size.
     pub max_members: usize,
+}
+
+impl PoolRules {
+    /// Rules with the default size bounds ([`DEFAULT_MIN_MEMBERS`],
+    /// [`DEFAULT_MAX_MEMBERS`]), as a config file that does not set them gets.
+    pub fn with_default_sizes(whitelist: BTreeSet<NodeId>, min_stake: u64, max_stake: u64) -> Self {
+        Self {
+            whitelist,
+            min_stake,
+            max_stake,
+            min_members: DEFAULT_MIN_MEMBERS,
+            max_members: DEFAULT_MAX_MEMBERS,
+        }
+    }
 }
 
 /// A membership change.
@@ -301,7 +353,7 @@ mod tests {
             whitelist: whitelist.iter().map(|k| id(*k)).collect(),
             min_stake: 100,
             max_stake: 10_000,
-            min_members: 3,
+            min_members: DEFAULT_MIN_MEMBERS,
             max_members: 6,
         }
     }
@@ -331,18 +383,56 @@ mod tests {
     }
 
     #[test]
+    fn default_rules_refuse_a_pool_of_three() {
+        let whitelist: BTreeSet<NodeId> = (1..=4).map(id).collect();
+        let members = |k: u8| -> Vec<Member> {
+            (1..=k)
+                .map(|i| Member {
+                    node: id(i),
+                    stake: 100,
+                })
+                .collect()
+        };
+        let rules = PoolRules::with_default_sizes(whitelist, 100, 10_000);
+        assert_eq!(rules.min_members, 4);
+        // 3 members would sign 3-of-3: no member may be lost. Refused at genesis ...
+        assert!(matches!(
+            Pool::new(rules.clone(), members(3), 0),
+            Err(Error::PoolTooSmall { min: 4 })
+        ));
+        // ... and by an exit from a pool of 4 (3-of-4, one member may be lost).
+        let four = Pool::new(rules.clone(), members(4), 0).unwrap();
+        assert_eq!(four.threshold(), 3);
+        assert!(matches!(
+            four.validate_exit(id(4)),
+            Err(Error::PoolTooSmall { min: 4 })
+        ));
+        // A pool of three is still possible, but only as an explicit choice.
+        let three = Pool::new(
+            PoolRules {
+                min_members: 3,
+                ..rules
+            },
+            members(3),
+            0,
+        )
+        .unwrap();
+        assert_eq!(three.threshold(), three.len());
+    }
+
+    #[test]
     fn join_requires_whitelist_stake_bounds_and_room() {
-        let p = pool(&[(1, 100), (2, 200), (3, 300)]);
+        let p = pool(&[(1, 100), (2, 200), (3, 300), (4, 400)]);
         assert!(matches!(p.validate_join(id(9), 500), Err(Error::NotWhitelisted(n)) if n == id(9)));
         assert!(matches!(
-            p.validate_join(id(4), 99),
+            p.validate_join(id(5), 99),
             Err(Error::StakeTooLow {
                 stake: 99,
                 min: 100
             })
         ));
         assert!(matches!(
-            p.validate_join(id(4), 10_001),
+            p.validate_join(id(5), 10_001),
             Err(Error::StakeTooHigh {
                 stake: 10_001,
                 max: 10_000
@@ -352,8 +442,8 @@ mod tests {
             p.validate_join(id(2), 500),
             Err(Error::AlreadyMember(_))
         ));
-        p.validate_join(id(4), 100).unwrap();
-        p.validate_join(id(4), 10_000).unwrap();
+        p.validate_join(id(5), 100).unwrap();
+        p.validate_join(id(5), 10_000).unwrap();
         let full = pool(&[(1, 100), (2, 100), (3, 100), (4, 100), (5, 100), (6, 100)]);
         assert!(matches!(
             full.validate_join(id(7), 100),
@@ -363,31 +453,31 @@ mod tests {
 
     #[test]
     fn exit_requires_membership_and_minimum_size() {
-        let p = pool(&[(1, 100), (2, 200), (3, 300), (4, 400)]);
-        assert!(matches!(p.validate_exit(id(5)), Err(Error::NotMember(_))));
+        let p = pool(&[(1, 100), (2, 200), (3, 300), (4, 400), (5, 500)]);
+        assert!(matches!(p.validate_exit(id(6)), Err(Error::NotMember(_))));
         let smaller = p.apply(&Change::Exit { node: id(2) }).unwrap();
-        assert_eq!(smaller.member_ids(), vec![id(1), id(3), id(4)]);
+        assert_eq!(smaller.member_ids(), vec![id(1), id(3), id(4), id(5)]);
         assert_eq!(smaller.version(), 1);
         assert!(matches!(
             smaller.validate_exit(id(1)),
-            Err(Error::PoolTooSmall { min: 3 })
+            Err(Error::PoolTooSmall { min: 4 })
         ));
     }
 
     #[test]
     fn join_appends_in_committee_order_and_bumps_version() {
-        let p = pool(&[(1, 100), (2, 200), (3, 300)]);
+        let p = pool(&[(1, 100), (2, 200), (3, 300), (4, 400)]);
         let q = p
             .apply(&Change::Join {
-                node: id(5),
+                node: id(6),
                 stake: 700,
             })
             .unwrap();
-        assert_eq!(q.member_ids(), vec![id(1), id(2), id(3), id(5)]);
+        assert_eq!(q.member_ids(), vec![id(1), id(2), id(3), id(4), id(6)]);
         assert_eq!(q.version(), 1);
-        assert_eq!(q.threshold(), 3);
+        assert_eq!(q.threshold(), 4);
         let committee = q.committee().unwrap();
-        assert_eq!(committee.threshold(), 3);
+        assert_eq!(committee.threshold(), 4);
         assert_eq!(committee.members(), q.member_ids().as_slice());
     }
 
@@ -426,7 +516,7 @@ mod tests {
             ],
             0,
         );
-        assert!(matches!(too_small, Err(Error::PoolTooSmall { min: 3 })));
+        assert!(matches!(too_small, Err(Error::PoolTooSmall { min: 4 })));
         let dup = Pool::new(
             rules(&[1, 2]),
             vec![

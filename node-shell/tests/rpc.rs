@@ -49,6 +49,8 @@ async fn pool() -> Net {
         whitelist: (1..=4).map(id).collect(),
         min_stake: 1000,
         max_stake: 10_000,
+        // Set explicitly (the default is 4): these tests are about the HTTP API, and a
+        // third node less keeps them fast. Never run a real pool of 3 (3-of-3).
         min_members: 3,
         max_members: 5,
     };

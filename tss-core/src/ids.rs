@@ -261,6 +261,33 @@ impl Committee {
 
     /// A committee whose threshold is the smallest number greater than two thirds of its
     /// members (`floor(2n/3) + 1`), as a sequencer pool requires.
+    ///
+    /// The key keeps working, for signing and for resharing, while at most `n - t`
+    /// members are lost: 0 at `n` = 2 or 3, 1 at `n` = 4 to 6, 2 at `n` = 7 to 9, 3 at
+    /// `n = 10`.
+    ///
+    /// # Warning: do not use fewer than 4 members
+    ///
+    /// At `n = 3` the threshold is 3 (3-of-3): the loss of **any one** member (a destroyed
+    /// keystore, an operator gone for good) makes the key unusable, and it can no longer
+    /// be reshared either, since resharing needs `t` of the old shares. Use `n >= 4`
+    /// (3-of-4 survives one loss); node-shell's pools refuse fewer than 4 members unless
+    /// configured otherwise.
+    ///
+    /// When more than `n - t` members are lost, the key cannot sign or reshare and cannot
+    /// be recovered from the remaining shares. Recovery is a **new keygen** among the
+    /// remaining and replacement members, which gives a **new public key and a new
+    /// Ethereum address**; the rollup's L1 admin must register that address in place of
+    /// the old one. The old shares are then worthless and should be deleted.
+    ///
+    /// ```
+    /// # use tss_core::{transport::NodeId, Committee};
+    /// let ids = |n: u8| (1..=n).map(|i| NodeId::from_bytes([i; 32])).collect::<Vec<_>>();
+    /// let three = Committee::two_thirds(ids(3)).unwrap();
+    /// assert_eq!((three.threshold(), three.n()), (3, 3)); // no member may be lost
+    /// let four = Committee::two_thirds(ids(4)).unwrap();
+    /// assert_eq!((four.threshold(), four.n()), (3, 4)); // one member may be lost
+    /// ```
     pub fn two_thirds(members: Vec<NodeId>) -> Result<Self> {
         let t = (2 * members.len() / 3 + 1) as u16;
         Self::new(members, t)
