@@ -6,10 +6,15 @@
 //! n -> n+1), sign with the new member, remove one (voluntary exit: reshare n+1 -> n, the
 //! leaver deletes its key), sign again, and check the address never changed.
 //!
+//! Progress lines go to stdout and end in a summary: the pool address, every step with
+//! its duration and result, the signatures verified, the address after each reshare.
+//! The binary sends the nodes' own logs to a file (see [`crate::logging`]).
+//!
 //! **Insecure by design**: it uses the public test primes compiled into the binary and a
 //! cheap KDF, so it finishes in minutes. Never reuse its keys.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +28,7 @@ use tss_core::EthSignature;
 use crate::config::{NodeSettings, PrimeSourceConfig, UnlockConfig};
 use crate::coordinator::Node;
 use crate::error::{Error, Result};
-use crate::pool::{Member, PoolRules};
+use crate::pool::{threshold_for, Member, PoolRules, DEFAULT_MIN_MEMBERS};
 
 /// Which transport the devnet nodes use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +42,9 @@ pub enum DevnetTransport {
 /// Devnet options.
 #[derive(Clone, Debug)]
 pub struct DevnetOptions {
-    /// Initial pool size (3..=11); one more node is started as a whitelisted candidate.
+    /// Initial pool size (4..=11: at least the default minimum pool size, see
+    /// [`crate::pool`]; the committed test primes have 12 pairs); one more node is
+    /// started as a whitelisted candidate.
     pub nodes: usize,
     /// Transport.
     pub transport: DevnetTransport,
@@ -47,6 +54,8 @@ pub struct DevnetOptions {
     pub epoch_length: Duration,
     /// Overall deadline of the demo.
     pub timeout: Duration,
+    /// Where the nodes' logs go (only printed: the caller sets up logging).
+    pub log_file: Option<PathBuf>,
 }
 
 impl Default for DevnetOptions {
@@ -57,6 +66,7 @@ impl Default for DevnetOptions {
             batches: 2,
             epoch_length: Duration::from_secs(10),
             timeout: Duration::from_secs(900),
+            log_file: None,
         }
     }
 }
@@ -76,6 +86,17 @@ pub struct SignedBatch {
     pub recovered: String,
     /// Whether it equals the pool address.
     pub verified: bool,
+}
+
+/// One step of the demo.
+#[derive(Clone, Debug)]
+pub struct DevnetStep {
+    /// What was done.
+    pub name: String,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// What it showed.
+    pub outcome: String,
 }
 
 /// What the devnet showed.
@@ -99,6 +120,8 @@ pub struct DevnetReport {
     pub leaver_key_deleted: bool,
     /// Pool sizes: initial, after join, after exit.
     pub pool_sizes: [usize; 3],
+    /// Every step with its duration, in order.
+    pub steps: Vec<DevnetStep>,
     /// Wall-clock time.
     pub elapsed: Duration,
 }
@@ -281,18 +304,34 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     let started = Instant::now();
     let n = opts.nodes;
     check(
-        (3..=11).contains(&n),
-        "--nodes must be between 3 and 11 (the committed test primes have 12 pairs)",
+        (DEFAULT_MIN_MEMBERS..=11).contains(&n),
+        format!(
+            "--nodes must be between {DEFAULT_MIN_MEMBERS} and 11 (a pool of 3 signs 3-of-3 \
+             and cannot lose a member; the committed test primes have 12 pairs)"
+        ),
     )?;
     let dir = tempfile::Builder::new()
         .prefix("node-shell-devnet-")
         .tempdir()?;
-    println!(
-        "node-shell devnet: {n} sequencers + 1 candidate on 127.0.0.1, data in {}",
-        dir.path().display()
-    );
+    println!("node-shell devnet: {n} sequencers + 1 candidate on 127.0.0.1");
+    println!("  data:  {} (removed at the end)", dir.path().display());
+    if let Some(log) = &opts.log_file {
+        println!(
+            "  logs:  {} (every node; warnings and errors also shown here)",
+            log.display()
+        );
+    }
     println!("  WARNING: the devnet uses PUBLIC INSECURE TEST PRIMES and a cheap KDF; its keys are not secret.");
 
+    let mut steps = Vec::new();
+    let mut step = |name: String, t0: Instant, outcome: String| {
+        steps.push(DevnetStep {
+            name,
+            elapsed: t0.elapsed(),
+            outcome,
+        })
+    };
+    let t0 = Instant::now();
     let total = n + 1;
     let identities: Vec<Libp2pIdentity> = (0..total).map(|_| Libp2pIdentity::generate()).collect();
     let ids: Vec<NodeId> = identities.iter().map(|i| i.node_id()).collect();
@@ -346,7 +385,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         whitelist: ids.iter().copied().collect(),
         min_stake: 1_000,
         max_stake: 1_000_000,
-        min_members: 3,
+        min_members: DEFAULT_MIN_MEMBERS,
         max_members: total,
     };
     let genesis: Vec<Member> = ids[..n]
@@ -405,16 +444,24 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         deadline: started + opts.timeout,
     };
     let members: Vec<usize> = (0..n).collect();
-
-    println!(
-        "\n[1] keygen ({n} sequencers, threshold {} = more than 2/3)",
-        crate::pool::threshold_for(n)
+    step(
+        format!("start {total} nodes ({kind})"),
+        t0,
+        "connected".into(),
     );
+
+    let (t_n, t_join) = (threshold_for(n), threshold_for(n + 1));
+    println!("\n[1] keygen ({n} sequencers, threshold {t_n}-of-{n} = more than 2/3)");
     let t0 = Instant::now();
     let address = net.wait_for_key(&members, 0).await?;
     println!(
         "  pool address {address} (keygen {:.1}s)",
         t0.elapsed().as_secs_f64()
+    );
+    step(
+        format!("keygen {t_n}-of-{n}"),
+        t0,
+        format!("address {address}"),
     );
     let (status, key) = http_json(net.nodes[0].rpc, "GET", "/key", None).await?;
     check(status == 200, "GET /key")?;
@@ -424,6 +471,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     );
 
     println!("\n[2] sign {} batches at the block producer", opts.batches);
+    let t0 = Instant::now();
     let mut batches = Vec::new();
     for b in 0..opts.batches {
         let via = net.producer(&members).await?;
@@ -432,6 +480,22 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
                 .await?,
         );
     }
+    let verified = |bs: &[SignedBatch]| {
+        format!(
+            "{} of {} signatures verified",
+            bs.iter().filter(|b| b.verified).count(),
+            bs.len()
+        )
+    };
+    step(
+        format!(
+            "sign {} batch{} ({t_n}-of-{n})",
+            opts.batches,
+            if opts.batches == 1 { "" } else { "es" }
+        ),
+        t0,
+        verified(&batches),
+    );
     let (status, err) = http_json(
         net.nodes[0].rpc,
         "POST",
@@ -471,12 +535,26 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             "CHANGED!"
         }
     );
+    step(
+        format!(
+            "reshare: node {joiner} joins ({t_n}-of-{n} -> {t_join}-of-{})",
+            n + 1
+        ),
+        t0,
+        unchanged(&address, &address_after_join).into(),
+    );
     check(address == address_after_join, "address changed after join")?;
+    let t0 = Instant::now();
     batches.push(net.sign_batch(joiner, "L2 batch #join", &address).await?);
     check(
         batches.last().is_some_and(|b| b.signers.contains(&joiner)),
         "the new member did not sign",
     )?;
+    step(
+        format!("sign with the new member ({t_join}-of-{})", n + 1),
+        t0,
+        verified(&batches[batches.len() - 1..]),
+    );
 
     let leaver = 1;
     println!(
@@ -499,6 +577,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         t0.elapsed().as_secs_f64(),
         if address_after_join == address_after_exit { "UNCHANGED" } else { "CHANGED!" }
     );
+    let exit_elapsed = t0.elapsed();
     check(
         address_after_join == address_after_exit,
         "address changed after exit",
@@ -513,13 +592,35 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             "share still present!"
         }
     );
+    steps.push(DevnetStep {
+        name: format!(
+            "reshare: node {leaver} exits ({t_join}-of-{} -> {t_n}-of-{n})",
+            n + 1
+        ),
+        elapsed: exit_elapsed,
+        outcome: format!(
+            "{}, leaver's share {}",
+            unchanged(&address_after_join, &address_after_exit),
+            if leaver_key_deleted {
+                "deleted"
+            } else {
+                "STILL PRESENT"
+            }
+        ),
+    });
     check(leaver_key_deleted, "the leaver still holds a key share")?;
+    let t0 = Instant::now();
     let via = net.producer(&remaining).await?;
     batches.push(net.sign_batch(via, "L2 batch #exit", &address).await?);
     check(
         batches.last().is_some_and(|b| !b.signers.contains(&leaver)),
         "the leaver signed after leaving",
     )?;
+    steps.push(DevnetStep {
+        name: format!("sign after the exit ({t_n}-of-{n})"),
+        elapsed: t0.elapsed(),
+        outcome: verified(&batches[batches.len() - 1..]),
+    });
     let (status, metrics) = http(net.nodes[via].rpc, "GET", "/metrics", None).await?;
     check(status == 200, "GET /metrics")?;
     if let Some(line) = metrics
@@ -539,11 +640,20 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         left: leaver,
         leaver_key_deleted,
         pool_sizes: [n, n + 1, n],
+        steps,
         elapsed: started.elapsed(),
     };
     print_summary(&report);
     check(report.all_ok(), "summary checks failed")?;
     Ok(report)
+}
+
+fn unchanged(before: &str, after: &str) -> &'static str {
+    if before == after {
+        "address unchanged"
+    } else {
+        "ADDRESS CHANGED"
+    }
 }
 
 fn print_summary(r: &DevnetReport) {
@@ -555,10 +665,21 @@ fn print_summary(r: &DevnetReport) {
             DevnetTransport::InMemory => "in-memory",
         }
     );
+    println!("pool address:         {}", r.address_after_keygen);
     println!(
         "pool sizes:           {} -> {} (node {} joined) -> {} (node {} left)",
         r.pool_sizes[0], r.pool_sizes[1], r.joined, r.pool_sizes[2], r.left
     );
+    println!("steps:");
+    let width = r.steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in &r.steps {
+        println!(
+            "  {:<width$}  {:>7.1}s  {}",
+            s.name,
+            s.elapsed.as_secs_f64(),
+            s.outcome
+        );
+    }
     println!("address after keygen: {}", r.address_after_keygen);
     println!(
         "address after join:   {}  {}",
@@ -590,6 +711,11 @@ fn print_summary(r: &DevnetReport) {
             }
         );
     }
+    println!(
+        "signatures verified:  {} of {}",
+        r.batches.iter().filter(|b| b.verified).count(),
+        r.batches.len()
+    );
     println!("leaver's key deleted: {}", r.leaver_key_deleted);
     println!(
         "result:               {} in {:.1}s",

@@ -9,7 +9,7 @@
 //! Modules: [`config`] (TOML), [`pool`] (pure membership rules), [`keys`] (keystore
 //! handle over [`keystore::AsyncKeystore`]), [`coordinator`] (the node and its protocol
 //! runs), [`rpc`] (HTTP JSON API), [`metrics`] (Prometheus), [`devnet`] (a local
-//! multi-node demo), [`identity`].
+//! multi-node demo), [`identity`], [`logging`] (the binary's log set-up).
 //!
 //! The pool rules every node applies the same way (no I/O, so this runs as is):
 //!
@@ -53,6 +53,7 @@ pub mod devnet;
 mod error;
 pub mod identity;
 pub mod keys;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pool;

@@ -9,9 +9,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use node_shell::config::RunConfig;
 use node_shell::devnet::{DevnetOptions, DevnetTransport};
-use node_shell::{identity, rpc, Error, Node};
+use node_shell::{identity, logging, rpc, Error, Node};
 use tokio_util::task::TaskTracker;
-use tracing_subscriber::EnvFilter;
 use transport::{Libp2pConfig, Transport};
 
 /// Sequencer node of a threshold-signing sequencer pool.
@@ -41,7 +40,8 @@ enum Command {
     /// Starts a local pool, runs keygen, signs batches, adds and removes a sequencer
     /// (reshares) and checks the address is unchanged and signatures verify.
     Devnet {
-        /// Initial number of sequencers (3..=11); one candidate more is started.
+        /// Initial number of sequencers (4..=11; a pool of 3 would sign 3-of-3 and could
+        /// not lose a member); one candidate more is started.
         #[arg(long, default_value_t = 5)]
         nodes: usize,
         /// Transport between the nodes.
@@ -56,6 +56,11 @@ enum Command {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 900)]
         timeout_secs: u64,
+        /// Where every node's log goes (level from RUST_LOG, default info). Default:
+        /// node-shell-devnet-<UTC time>-<pid>.log in the temp directory. The terminal
+        /// shows only the demo's progress, warnings and errors.
+        #[arg(long)]
+        log_file: Option<PathBuf>,
     },
     /// Generates an ed25519 identity key file and prints the node id.
     GenIdentity {
@@ -66,14 +71,6 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-}
-
-fn init_logs(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 async fn run_node(config: PathBuf) -> Result<(), Error> {
@@ -140,9 +137,10 @@ async fn stop_signal() -> std::io::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut log_hint = None;
     let result = match cli.command {
         Command::Run { config } => {
-            init_logs("info");
+            logging::init_stderr("info");
             run_node(config).await
         }
         Command::Devnet {
@@ -151,8 +149,16 @@ async fn main() -> ExitCode {
             batches,
             epoch_seconds,
             timeout_secs,
+            log_file,
         } => {
-            init_logs("warn");
+            let log_file = log_file.unwrap_or_else(logging::default_devnet_log_path);
+            if let Err(e) = logging::init_devnet(&log_file) {
+                eprintln!(
+                    "error: cannot create the log file {}: {e}",
+                    log_file.display()
+                );
+                return ExitCode::FAILURE;
+            }
             let opts = DevnetOptions {
                 nodes,
                 transport: match transport {
@@ -162,7 +168,9 @@ async fn main() -> ExitCode {
                 batches,
                 epoch_length: Duration::from_secs(epoch_seconds.max(1)),
                 timeout: Duration::from_secs(timeout_secs),
+                log_file: Some(log_file.clone()),
             };
+            log_hint = Some(log_file);
             node_shell::devnet::run(opts).await.map(|_| ())
         }
         Command::GenIdentity { out, force } => identity::generate(&out, force).map(|id| {
@@ -174,6 +182,11 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            // Point at the nodes' log, if they wrote any.
+            if let Some(log) = log_hint.filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+            {
+                eprintln!("every node's log: {}", log.display());
+            }
             ExitCode::FAILURE
         }
     }

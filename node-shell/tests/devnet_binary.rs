@@ -1,5 +1,9 @@
-//! Runs `node-shell devnet --nodes 4` (libp2p on 127.0.0.1) and checks its summary: the
-//! address is unchanged across both reshares and every signature verifies.
+//! Runs `node-shell devnet --nodes 4` (libp2p on 127.0.0.1) with stdout and stderr piped
+//! and checks its summary: the address is unchanged across both reshares, every signature
+//! verifies, every step is reported with its duration; and that the output is readable:
+//! no ANSI escapes (stdout is not a terminal), the nodes' logs in the log file, only
+//! warnings and errors on stderr. One devnet run (minutes on 2 cores): keep it the only
+//! one in this crate's tests.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -8,6 +12,8 @@ use std::time::{Duration, Instant};
 #[test]
 fn devnet_keeps_the_address_across_reshares_and_signatures_verify() {
     let deadline = Duration::from_secs(900);
+    let logs = tempfile::tempdir().expect("temp dir");
+    let log_file = logs.path().join("devnet.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_node-shell"))
         .args([
             "devnet",
@@ -17,8 +23,10 @@ fn devnet_keeps_the_address_across_reshares_and_signatures_verify() {
             "1",
             "--timeout-secs",
             "840",
+            "--log-file",
         ])
-        .env("RUST_LOG", "warn")
+        .arg(&log_file)
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -28,6 +36,13 @@ fn devnet_keeps_the_address_across_reshares_and_signatures_verify() {
         let mut out = String::new();
         let _ = stdout.read_to_string(&mut out);
         out
+    });
+    // Both pipes are drained while the devnet runs, so neither can fill up and block it.
+    let mut stderr = child.stderr.take().expect("stderr");
+    let err_reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        err
     });
     let started = Instant::now();
     let status = loop {
@@ -41,14 +56,28 @@ fn devnet_keeps_the_address_across_reshares_and_signatures_verify() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let out = reader.join().expect("reader");
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
+    let err = err_reader.join().expect("stderr reader");
     assert!(
         status.success(),
         "devnet failed: {status}\nstdout:\n{out}\nstderr:\n{err}"
     );
+
+    // Readable when piped: no ANSI escapes; the nodes' logs went to the file, and only
+    // warnings and errors to stderr.
+    assert!(!out.contains("\x1b["), "ANSI escape in stdout:\n{out:?}");
+    assert!(!err.contains("\x1b["), "ANSI escape in stderr:\n{err:?}");
+    assert!(
+        err.lines()
+            .all(|l| l.is_empty() || l.starts_with("warning: ") || l.starts_with("error: ")),
+        "stderr has more than warnings and errors:\n{err}"
+    );
+    assert!(
+        out.contains(&format!("  logs:  {}", log_file.display())),
+        "{out}"
+    );
+    let log = std::fs::read_to_string(&log_file).expect("log file");
+    assert!(!log.is_empty(), "empty log file");
+    assert!(!log.contains("\x1b["), "ANSI escape in the log file");
 
     let field = |name: &str| -> String {
         out.lines()
@@ -61,7 +90,9 @@ fn devnet_keeps_the_address_across_reshares_and_signatures_verify() {
             })
             .unwrap_or_else(|| panic!("no {name:?} line in:\n{out}"))
     };
+    let pool_address = field("pool address:");
     let keygen = field("address after keygen:");
+    assert_eq!(pool_address, keygen);
     let join = field("address after join:");
     let exit = field("address after exit:");
     assert!(keygen.starts_with("0x") && keygen.len() == 42, "{keygen}");
@@ -80,5 +111,39 @@ fn devnet_keeps_the_address_across_reshares_and_signatures_verify() {
         "{out}"
     );
     assert!(out.contains("leaver's key deleted: true"), "{out}");
+    assert!(out.contains("signatures verified:  3 of 3"), "{out}");
+
+    // Every step with its duration ("<name>  <seconds>s  <outcome>").
+    let step = |name: &str| -> &str {
+        out.lines()
+            .find(|l| l.starts_with(&format!("  {name}")) && l.contains("s  "))
+            .unwrap_or_else(|| panic!("no step {name:?} in:\n{out}"))
+    };
+    assert!(step("start 5 nodes").ends_with("connected"), "{out}");
+    assert!(
+        step("keygen 3-of-4").ends_with(&format!("address {keygen}")),
+        "{out}"
+    );
+    assert!(
+        step("sign 1 batch (3-of-4)").ends_with("1 of 1 signatures verified"),
+        "{out}"
+    );
+    assert!(
+        step("reshare: node 4 joins (3-of-4 -> 4-of-5)").ends_with("address unchanged"),
+        "{out}"
+    );
+    assert!(
+        step("sign with the new member (4-of-5)").ends_with("1 of 1 signatures verified"),
+        "{out}"
+    );
+    assert!(
+        step("reshare: node 1 exits (4-of-5 -> 3-of-4)")
+            .ends_with("address unchanged, leaver's share deleted"),
+        "{out}"
+    );
+    assert!(
+        step("sign after the exit (3-of-4)").ends_with("1 of 1 signatures verified"),
+        "{out}"
+    );
     assert!(out.contains("ALL CHECKS PASSED"), "{out}");
 }
