@@ -30,8 +30,8 @@
 //! good) can neither sign nor reshare: fewer than `t` shares remain, and the key cannot
 //! be rebuilt from them. The way out is a **new keygen**: the remaining operators (plus
 //! replacements, to stay at or above the minimum size) restart their nodes with a new
-//! genesis `[pool]` and a fresh `node.data_dir` (or another `node.key_id`), so the old
-//! pool state and shares are not loaded, and keygen runs. The new key has a **new public
+//! genesis `[pool]` and a fresh `node.data_dir` (it holds the pool state and the
+//! keystore), so the old pool and shares are not loaded, and keygen runs. The new key has a **new public
 //! key and a new Ethereum address**; the rollup's L1 admin must register that address as
 //! the sequencer pool's signer in place of the old one before batches signed by the new
 //! pool are accepted. The old shares are useless by then; delete them.
