@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keystore::{AsyncKeystore, KdfParams, Unlock};
-use transport::{Libp2pConfig, Libp2pIdentity, Libp2pTransport, NodeId};
+use transport::{Libp2pConfig, Libp2pIdentity, Libp2pTransport, NodeId, Transport};
 use tss_core::pool::{
     KeygenProposal, PoolConfig, PoolEvent, PoolNode, ProposalValidator, Rejection, ReshareProposal,
     ShareStore, SignProposal, SigningInput,
@@ -93,7 +93,7 @@ async fn main() -> Result<(), Error> {
                 rules,
                 store,
                 primes,
-                &[key.clone()],
+                std::slice::from_ref(&key),
             )
             .await?,
         );

@@ -113,7 +113,7 @@ async fn every_protocol_message_of_a_real_run_round_trips_through_postcard() {
                     .await?;
                 node.presign(&share, &ids, presign_eid).await?;
                 let online = node
-                    .sign_with_presignature(&key_id, presign_eid, keccak256(b"online"))
+                    .sign_with_presignature(&key_id, presign_eid, b"online")
                     .await?;
                 let full = node
                     .sign(&share, &ids, keccak256(b"full"), sign_eid)

@@ -568,8 +568,9 @@ impl PoolNode {
                 .await
                 .map_err(TssError::Store)?;
             let share = Arc::new(share);
-            lock(&self.inner.shares).insert(p.key_id.clone(), share.clone());
+            // The embedder's view first: whoever sees the new share sees the new state.
             self.inner.validator.committed(&p.key_id, &state).await;
+            lock(&self.inner.shares).insert(p.key_id.clone(), share.clone());
             self.emit(PoolEvent::KeyCommitted {
                 key_id: p.key_id.clone(),
                 generation: share.generation(),
@@ -830,8 +831,8 @@ impl PoolNode {
                     self.inner
                         .tss
                         .discard_presignatures(&key_id, Generation(u64::MAX));
-                    lock(&self.inner.shares).remove(&key_id);
                     self.inner.validator.committed(&key_id, &state).await;
+                    lock(&self.inner.shares).remove(&key_id);
                     self.emit(PoolEvent::KeyLeft {
                         key_id: key_id.clone(),
                         state: state.clone(),
@@ -866,8 +867,9 @@ impl PoolNode {
             .activate(key_id, generation, state)
             .await
             .map_err(TssError::Store)?;
-        lock(&self.inner.shares).insert(key_id.clone(), Arc::new(new_share));
+        // The embedder's view first: whoever sees the new share sees the new state.
         self.inner.validator.committed(key_id, state).await;
+        lock(&self.inner.shares).insert(key_id.clone(), Arc::new(new_share));
         if let Some(old) = old_share {
             if let Err(e) = self.inner.store.retire(key_id, old.generation()).await {
                 // The new generation is active; a leftover old record is only garbage.
