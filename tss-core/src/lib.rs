@@ -55,6 +55,11 @@
 //! # Ok(()) }
 //! ```
 //! `examples/keygen_and_sign.rs` adds presigning, one-round signing and a reshare.
+//!
+//! A node of a signing pool uses the [`pool`] layer on top of these protocols: proposals
+//! that every party validates with the embedder's [`pool::ProposalValidator`], aborts that
+//! reach every party, and results committed through a [`pool::ShareStore`] in a fixed
+//! order (`examples/embed.rs` shows it over libp2p with the encrypted keystore).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
