@@ -6,6 +6,9 @@
 //! | --- | --- |
 //! | `node.key_id` | `"sequencer-key"` |
 //! | `node.rpc_listen` | `"127.0.0.1:8645"` (must be a loopback address) |
+//! | `rpc.token_file` | `<node.data_dir>/rpc-token` (created with mode 0600 if missing; refused if group or others may read it) |
+//! | `rpc.allowed_hosts` | `["127.0.0.1:<port>", "localhost:<port>", "[::1]:<port>"]` of `node.rpc_listen` |
+//! | `rpc.metrics_public` | `true` (`GET /metrics` needs no token; it holds no secrets) |
 //! | `node.auto_keygen` | `true` (the lowest node id of the pool proposes keygen when no key exists) |
 //! | `keystore.passphrase_env` | `"NODE_SHELL_PASSPHRASE"` (used unless `keystore.key_file` is set) |
 //! | `keystore.insecure_fast_kdf` | `false` |
@@ -57,6 +60,35 @@ pub struct FileConfig {
     /// `[tss]`
     #[serde(default)]
     pub tss: TssSection,
+    /// `[rpc]`: access control of the HTTP API.
+    #[serde(default)]
+    pub rpc: RpcSection,
+}
+
+/// `[rpc]`: access control of the HTTP API (see [`crate::rpc::auth`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcSection {
+    /// File holding the operator token (default `<node.data_dir>/rpc-token`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Allowed `Host` header values, `host:port` (default: the loopback names of
+    /// `node.rpc_listen`'s port).
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Whether `GET /metrics` is served without the token.
+    #[serde(default = "default_true")]
+    pub metrics_public: bool,
+}
+
+impl Default for RpcSection {
+    fn default() -> Self {
+        Self {
+            token_file: None,
+            allowed_hosts: None,
+            metrics_public: true,
+        }
+    }
 }
 
 /// `[node]`
@@ -284,10 +316,35 @@ pub struct RunConfig {
     pub identity_file: PathBuf,
     /// HTTP API address.
     pub rpc_listen: SocketAddr,
+    /// HTTP API access control.
+    pub rpc: RpcSettings,
     /// libp2p listen address.
     pub listen: String,
     /// Peers with their addresses.
     pub peer_addrs: Vec<(NodeId, String)>,
+}
+
+/// Validated `[rpc]` section.
+#[derive(Debug, Clone)]
+pub struct RpcSettings {
+    /// The operator token file.
+    pub token_file: PathBuf,
+    /// Allowed `Host` values; `None`: the loopback names of the bound port.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Whether `GET /metrics` is served without the token.
+    pub metrics_public: bool,
+}
+
+impl RpcSettings {
+    /// Reads (or creates) the token file and returns the access control of
+    /// [`crate::rpc::serve_with_shutdown`].
+    pub fn access(&self) -> Result<crate::rpc::auth::Access> {
+        Ok(crate::rpc::auth::Access {
+            token: crate::rpc::auth::ApiToken::load_or_create(&self.token_file)?,
+            allowed_hosts: self.allowed_hosts.clone(),
+            metrics_public: self.metrics_public,
+        })
+    }
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -348,9 +405,27 @@ impl RunConfig {
         if !rpc_listen.ip().is_loopback() {
             return Err(invalid(
                 "node.rpc_listen",
-                "the HTTP API is unauthenticated and must listen on a loopback address",
+                "the HTTP API must listen on a loopback address",
             ));
         }
+        if let Some(hosts) = &file.rpc.allowed_hosts {
+            for (i, h) in hosts.iter().enumerate() {
+                if h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(invalid(
+                        format!("rpc.allowed_hosts[{i}]"),
+                        format!("{h:?} is not a host:port"),
+                    ));
+                }
+            }
+        }
+        let rpc = RpcSettings {
+            token_file: match &file.rpc.token_file {
+                Some(p) => resolve(p),
+                None => resolve(&file.node.data_dir).join("rpc-token"),
+            },
+            allowed_hosts: file.rpc.allowed_hosts.clone(),
+            metrics_public: file.rpc.metrics_public,
+        };
         tss_core::KeyId::new(file.node.key_id.clone())
             .map_err(|e| invalid("node.key_id", e.to_string()))?;
 
@@ -456,6 +531,7 @@ impl RunConfig {
             },
             identity_file: resolve(&file.node.identity_file),
             rpc_listen,
+            rpc,
             listen: file.transport.listen,
             peer_addrs,
         })
@@ -542,6 +618,9 @@ stake = 4000
         );
         assert_eq!(cfg.settings.genesis.len(), 4);
         assert_eq!(cfg.peer_addrs.len(), 4);
+        assert_eq!(cfg.rpc.token_file, Path::new("/etc/ns/data/rpc-token"));
+        assert_eq!(cfg.rpc.allowed_hosts, None);
+        assert!(cfg.rpc.metrics_public);
         assert!(format!("{:?}", cfg.settings.unlock).contains("REDACTED"));
         assert!(!format!("{:?}", cfg.settings).contains("a long enough passphrase"));
     }
@@ -555,6 +634,8 @@ stake = 4000
         assert_eq!(cfg.peer_addrs.len(), 5);
         assert_eq!(cfg.settings.rules.min_members, 4);
         assert_eq!(cfg.rpc_listen, "127.0.0.1:8645".parse().unwrap());
+        assert_eq!(cfg.rpc.token_file, Path::new("/srv/node/data/rpc-token"));
+        assert!(cfg.rpc.metrics_public);
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! its duration and result, the signatures verified, the address after each reshare.
 //! The binary sends the nodes' own logs to a file (see [`crate::logging`]).
 //!
+//! Each node's HTTP API token is in `<its data dir>/rpc-token` (see [`crate::rpc::auth`]);
+//! the demo's client sends it, and shows that a request without it is refused.
+//!
 //! **Insecure by design**: it uses the public test primes compiled into the binary and a
 //! cheap KDF, so it finishes in minutes. Never reuse its keys.
 
@@ -29,6 +32,7 @@ use crate::config::{NodeSettings, PrimeSourceConfig, UnlockConfig};
 use crate::coordinator::Node;
 use crate::error::{Error, Result};
 use crate::pool::{threshold_for, Member, PoolRules, DEFAULT_MIN_MEMBERS};
+use crate::rpc::auth::{Access, ApiToken};
 
 /// Which transport the devnet nodes use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,17 +142,22 @@ impl DevnetReport {
 }
 
 /// Minimal HTTP/1.1 client for the devnet's own loopback API (one request per
-/// connection). Returns the status code and body.
+/// connection): sends `Host: <addr>`, `Content-Type: application/json` and, given a
+/// `token`, `Authorization: Bearer <token>`. Returns the status code and body.
 pub async fn http(
     addr: SocketAddr,
+    token: Option<&str>,
     method: &str,
     path: &str,
     body: Option<&Value>,
 ) -> Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await?;
@@ -167,12 +176,12 @@ pub async fn http(
 }
 
 async fn http_json(
-    addr: SocketAddr,
+    node: &DevNode,
     method: &str,
     path: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value)> {
-    let (status, text) = http(addr, method, path, body).await?;
+    let (status, text) = http(node.rpc, Some(node.token.secret()), method, path, body).await?;
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Ok((status, value))
 }
@@ -188,6 +197,8 @@ fn check(cond: bool, what: impl Into<String>) -> Result<()> {
 struct DevNode {
     _node: Node,
     rpc: SocketAddr,
+    /// The operator token of its HTTP API (in `<its data dir>/rpc-token`).
+    token: ApiToken,
 }
 
 struct Devnet {
@@ -216,7 +227,7 @@ impl Devnet {
         for &i in nodes {
             loop {
                 self.remaining()?;
-                let (status, key) = http_json(self.nodes[i].rpc, "GET", "/key", None).await?;
+                let (status, key) = http_json(&self.nodes[i], "GET", "/key", None).await?;
                 if status == 200 && key["generation"].as_u64() == Some(generation) {
                     let a = key["address"].as_str().unwrap_or_default().to_string();
                     match &address {
@@ -235,7 +246,7 @@ impl Devnet {
     }
 
     async fn producer(&self, among: &[usize]) -> Result<usize> {
-        let (_, status) = http_json(self.nodes[among[0]].rpc, "GET", "/status", None).await?;
+        let (_, status) = http_json(&self.nodes[among[0]], "GET", "/status", None).await?;
         let epoch = status["epoch"].as_u64().unwrap_or_default();
         let producer = status["block_producer"]
             .as_str()
@@ -251,7 +262,7 @@ impl Devnet {
         let digest_hex = format!("0x{}", hex::encode(digest));
         let started = Instant::now();
         let (status, resp) = http_json(
-            self.nodes[via].rpc,
+            &self.nodes[via],
             "POST",
             "/sign",
             Some(&json!({ "digest": digest_hex })),
@@ -420,22 +431,30 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             auto_keygen_delay: Duration::from_millis(500),
             shutdown: shutdown.clone(),
         };
+        let token =
+            ApiToken::load_or_create(&dir.path().join(format!("node-{i}")).join("rpc-token"))?;
         let node = Node::start(settings, transport, kind).await?;
         let (rpc, _task) = crate::rpc::serve_with_shutdown(
             node.clone(),
             "127.0.0.1:0".parse().expect("addr"),
+            Access::new(token.clone()),
             shutdown.clone(),
         )
         .await?;
         println!(
-            "  node {i}: HTTP API http://{rpc}{}",
+            "  node {i}: HTTP API http://{rpc} (token in {}){}",
+            token.path().unwrap_or(dir.path()).display(),
             if i == n {
                 "  (candidate, not yet in the pool)"
             } else {
                 ""
             }
         );
-        nodes.push(DevNode { _node: node, rpc });
+        nodes.push(DevNode {
+            _node: node,
+            rpc,
+            token,
+        });
     }
     let net = Devnet {
         _stop: stop,
@@ -463,7 +482,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         t0,
         format!("address {address}"),
     );
-    let (status, key) = http_json(net.nodes[0].rpc, "GET", "/key", None).await?;
+    let (status, key) = http_json(&net.nodes[0], "GET", "/key", None).await?;
     check(status == 200, "GET /key")?;
     println!(
         "  public key {}",
@@ -497,7 +516,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         verified(&batches),
     );
     let (status, err) = http_json(
-        net.nodes[0].rpc,
+        &net.nodes[0],
         "POST",
         "/sign",
         Some(&json!({"digest": "0x1234"})),
@@ -508,6 +527,19 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         format!("malformed digest gave {status}, expected 400"),
     )?;
     println!("  malformed digest rejected: {status} {err}");
+    let (status, err) = http(
+        net.nodes[0].rpc,
+        None,
+        "POST",
+        "/sign",
+        Some(&json!({"digest": format!("0x{}", "11".repeat(32))})),
+    )
+    .await?;
+    check(
+        status == 401,
+        format!("POST /sign without the operator token gave {status}, expected 401"),
+    )?;
+    println!("  request without the operator token refused: {status} {err}");
 
     let joiner = n;
     println!(
@@ -517,7 +549,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     let via = net.producer(&members).await?;
     let t0 = Instant::now();
     let (status, out) = http_json(
-        net.nodes[via].rpc,
+        &net.nodes[via],
         "POST",
         "/pool/join",
         Some(&json!({"node_id": net.ids[joiner].to_hex(), "stake": 5000})),
@@ -562,13 +594,8 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         n + 1
     );
     let t0 = Instant::now();
-    let (status, out) = http_json(
-        net.nodes[leaver].rpc,
-        "POST",
-        "/pool/exit",
-        Some(&json!({})),
-    )
-    .await?;
+    let (status, out) =
+        http_json(&net.nodes[leaver], "POST", "/pool/exit", Some(&json!({}))).await?;
     check(status == 200, format!("POST /pool/exit: {status} {out}"))?;
     let remaining: Vec<usize> = (0..=n).filter(|i| *i != leaver).collect();
     let address_after_exit = net.wait_for_key(&remaining, 2).await?;
@@ -582,7 +609,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         address_after_join == address_after_exit,
         "address changed after exit",
     )?;
-    let (status, _) = http_json(net.nodes[leaver].rpc, "GET", "/key", None).await?;
+    let (status, _) = http_json(&net.nodes[leaver], "GET", "/key", None).await?;
     let leaver_key_deleted = status == 404;
     println!(
         "  node {leaver} GET /key -> {status} ({})",
@@ -621,7 +648,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         elapsed: t0.elapsed(),
         outcome: verified(&batches[batches.len() - 1..]),
     });
-    let (status, metrics) = http(net.nodes[via].rpc, "GET", "/metrics", None).await?;
+    let (status, metrics) = http(net.nodes[via].rpc, None, "GET", "/metrics", None).await?;
     check(status == 200, "GET /metrics")?;
     if let Some(line) = metrics
         .lines()

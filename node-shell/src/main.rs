@@ -75,6 +75,8 @@ enum Command {
 
 async fn run_node(config: PathBuf) -> Result<(), Error> {
     let cfg = RunConfig::load(&config)?;
+    // The API token first: a token file others may read stops the node before it starts.
+    let access = cfg.rpc.access()?;
     let identity = identity::load(&cfg.identity_file)?;
     let id = identity.node_id();
     let listen = cfg.listen.parse().map_err(|e| Error::ConfigInvalid {
@@ -94,10 +96,16 @@ async fn run_node(config: PathBuf) -> Result<(), Error> {
     let shutdown = cfg.settings.shutdown.clone();
     let tasks = TaskTracker::new();
     let node = Node::start(cfg.settings, transport, "libp2p").await?;
-    let (addr, server) = rpc::serve_with_shutdown(node, cfg.rpc_listen, shutdown.clone()).await?;
+    let (addr, server) =
+        rpc::serve_with_shutdown(node, cfg.rpc_listen, access, shutdown.clone()).await?;
     tasks.spawn(server);
     tasks.close();
-    tracing::info!(node = %id.to_hex(), rpc = %addr, "node running; SIGINT or SIGTERM stops it");
+    tracing::info!(
+        node = %id.to_hex(),
+        rpc = %addr,
+        rpc_token_file = %cfg.rpc.token_file.display(),
+        "node running; SIGINT or SIGTERM stops it"
+    );
     stop_signal().await?;
     tracing::info!(
         grace_secs = SHUTDOWN_GRACE.as_secs(),

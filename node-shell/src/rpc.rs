@@ -1,4 +1,14 @@
-//! The local HTTP JSON API (loopback only; it has no authentication).
+//! The local HTTP JSON API (loopback only, operator token required).
+//!
+//! Every request passes the access control of [`auth`] first: an allowed `Host` and no
+//! foreign `Origin` (else 403), `Authorization: Bearer <token>` (else 401; `GET /metrics`
+//! is exempt while `rpc.metrics_public = true`), `Content-Type: application/json` on any
+//! body (else 415), at most [`auth::MAX_BODY_BYTES`] of body (else 413). The token is in
+//! `<data_dir>/rpc-token` by default:
+//!
+//! ```sh
+//! curl -H "Authorization: Bearer $(cat data/rpc-token)" http://127.0.0.1:8645/status
+//! ```
 //!
 //! | method and path | body | answer |
 //! | --- | --- | --- |
@@ -11,11 +21,14 @@
 //! | `DELETE /key[?force=true]` | | deletes this node's key share |
 //! | `GET /metrics` | | Prometheus text |
 //!
-//! Errors are `{"error": "..."}` with 400 (malformed input), 404 (no key), 409 (state
+//! Errors are `{"error": "..."}` with 401, 403, 413 or 415 (access control, above), 400 (malformed input), 404 (no key), 409 (state
 //! conflict), 422 (pool rule violated), 502 (a peer refused), 504 (a peer timed out) or
 //! 500.
 
+pub mod auth;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -220,8 +233,8 @@ async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such endpoint".into())
 }
 
-/// The API's routes.
-pub fn router(node: Node) -> Router {
+/// The API's routes behind the access control of `policy` ([`auth::guard`]).
+pub fn router(node: Node, policy: auth::Policy) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/key", get(key).delete(delete_key))
@@ -232,12 +245,20 @@ pub fn router(node: Node) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(node)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(policy),
+            auth::guard,
+        ))
 }
 
-/// Serves the API on `addr` (must be loopback) until the runtime stops. Returns the bound
-/// address (useful with port 0) and the server task.
-pub async fn serve(node: Node, addr: SocketAddr) -> Result<(SocketAddr, JoinHandle<()>)> {
-    serve_with_shutdown(node, addr, CancellationToken::new()).await
+/// Serves the API on `addr` (must be loopback) to callers allowed by `access` until the
+/// runtime stops. Returns the bound address (useful with port 0) and the server task.
+pub async fn serve(
+    node: Node,
+    addr: SocketAddr,
+    access: auth::Access,
+) -> Result<(SocketAddr, JoinHandle<()>)> {
+    serve_with_shutdown(node, addr, access, CancellationToken::new()).await
 }
 
 /// Like [`serve`], until `shutdown` is cancelled: then the server stops accepting
@@ -245,6 +266,7 @@ pub async fn serve(node: Node, addr: SocketAddr) -> Result<(SocketAddr, JoinHand
 pub async fn serve_with_shutdown(
     node: Node,
     addr: SocketAddr,
+    access: auth::Access,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
     if !addr.ip().is_loopback() {
@@ -255,7 +277,7 @@ pub async fn serve_with_shutdown(
     }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = router(node);
+    let app = router(node, auth::Policy::new(access, bound.port()));
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

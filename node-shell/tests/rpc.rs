@@ -1,6 +1,8 @@
-//! HTTP API behaviour that needs no MPC run: clear 4xx JSON errors for bad input, the
-//! status view, and refusal of a proposal whose (transport-authenticated) sender is not
-//! a pool member. In-memory transport, no keygen: fast.
+//! HTTP API behaviour that needs no MPC run: access control (operator token, Host
+//! allow-list, Origin, JSON only, body size; each test named for the attack it defeats),
+//! clear 4xx JSON errors for bad input, the status view, and refusal of a proposal whose
+//! (transport-authenticated) sender is not a pool member. In-memory transport, no
+//! keygen: fast.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use node_shell::config::{NodeSettings, PrimeSourceConfig, UnlockConfig};
 use node_shell::devnet::http;
 use node_shell::pool::{Member, PoolRules};
+use node_shell::rpc::auth::{Access, ApiToken, MAX_BODY_BYTES};
 use node_shell::Node;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -29,6 +32,8 @@ struct Net {
     _dir: tempfile::TempDir,
     network: InMemoryNetwork,
     rpc: Vec<SocketAddr>,
+    /// Each node's operator token (in `<its dir>/rpc-token`).
+    tokens: Vec<ApiToken>,
     _nodes: Vec<Node>,
     /// Stops all three nodes and their HTTP servers.
     shutdown: CancellationToken,
@@ -55,6 +60,7 @@ async fn pool() -> Net {
         max_members: 5,
     };
     let mut rpc = Vec::new();
+    let mut tokens = Vec::new();
     let mut nodes = Vec::new();
     let mut servers = Vec::new();
     let shutdown = CancellationToken::new();
@@ -79,14 +85,18 @@ async fn pool() -> Net {
         };
         let transport: Arc<dyn Transport> = Arc::new(network.endpoint(id(k)));
         let node = Node::start(settings, transport, "in-memory").await.unwrap();
+        let token =
+            ApiToken::load_or_create(&dir.path().join(format!("n{k}")).join("rpc-token")).unwrap();
         let (addr, server) = node_shell::rpc::serve_with_shutdown(
             node.clone(),
             "127.0.0.1:0".parse().unwrap(),
+            Access::new(token.clone()),
             shutdown.clone(),
         )
         .await
         .unwrap();
         rpc.push(addr);
+        tokens.push(token);
         nodes.push(node);
         servers.push(server);
     }
@@ -94,14 +104,33 @@ async fn pool() -> Net {
         _dir: dir,
         network,
         rpc,
+        tokens,
         _nodes: nodes,
         shutdown,
         servers,
     }
 }
 
-async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let (status, text) = http(addr, method, path, body.as_ref()).await.unwrap();
+impl Net {
+    /// The operator token of the node serving `addr`.
+    fn token_of(&self, addr: SocketAddr) -> &str {
+        let i = self.rpc.iter().position(|a| *a == addr).expect("a node");
+        self.tokens[i].secret()
+    }
+}
+
+/// An authenticated JSON call.
+async fn call(
+    net: &Net,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let token = net.token_of(addr);
+    let (status, text) = http(addr, Some(token), method, path, body.as_ref())
+        .await
+        .unwrap();
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, value)
 }
@@ -118,29 +147,30 @@ async fn bad_requests_get_clear_json_errors() {
     let a = net.rpc[0];
     let digest = format!("0x{}", "11".repeat(32));
 
-    let (s, v) = call(a, "POST", "/sign", Some(json!({"digest": "0xzz"}))).await;
+    let (s, v) = call(&net, a, "POST", "/sign", Some(json!({"digest": "0xzz"}))).await;
     assert_eq!(s, 400);
     assert!(error_of(&v).contains("not hex"), "{v}");
 
-    let (s, v) = call(a, "POST", "/sign", Some(json!({"digest": "0xabcd"}))).await;
+    let (s, v) = call(&net, a, "POST", "/sign", Some(json!({"digest": "0xabcd"}))).await;
     assert_eq!(s, 400);
     assert!(error_of(&v).contains("32 bytes"), "{v}");
 
-    let (s, v) = call(a, "POST", "/sign", Some(json!({"hash": digest}))).await;
+    let (s, v) = call(&net, a, "POST", "/sign", Some(json!({"hash": digest}))).await;
     assert_eq!(s, 400);
     assert!(error_of(&v).contains("invalid JSON body"), "{v}");
 
     // Well-formed, but no key exists yet.
-    let (s, v) = call(a, "POST", "/sign", Some(json!({"digest": digest}))).await;
+    let (s, v) = call(&net, a, "POST", "/sign", Some(json!({"digest": digest}))).await;
     assert_eq!(s, 404);
     assert!(error_of(&v).contains("no key share"), "{v}");
-    let (s, v) = call(a, "GET", "/key", None).await;
+    let (s, v) = call(&net, a, "GET", "/key", None).await;
     assert_eq!(s, 404);
     assert_eq!(error_of(&v), "no key share for key test-key on this node");
 
     // Pool rules are checked before anything else.
     let outsider = id(9).to_hex();
     let (s, v) = call(
+        &net,
         a,
         "POST",
         "/pool/join",
@@ -150,6 +180,7 @@ async fn bad_requests_get_clear_json_errors() {
     assert_eq!(s, 422);
     assert!(error_of(&v).contains("not on the admin whitelist"), "{v}");
     let (s, v) = call(
+        &net,
         a,
         "POST",
         "/pool/join",
@@ -159,6 +190,7 @@ async fn bad_requests_get_clear_json_errors() {
     assert_eq!(s, 422);
     assert!(error_of(&v).contains("below the minimum stake"), "{v}");
     let (s, v) = call(
+        &net,
         a,
         "POST",
         "/pool/join",
@@ -168,6 +200,7 @@ async fn bad_requests_get_clear_json_errors() {
     assert_eq!(s, 400);
     assert!(error_of(&v).contains("node_id"), "{v}");
     let (s, v) = call(
+        &net,
         a,
         "POST",
         "/pool/exit",
@@ -177,20 +210,20 @@ async fn bad_requests_get_clear_json_errors() {
     assert_eq!(s, 422);
     assert!(error_of(&v).contains("not a member"), "{v}");
     // Three members is the minimum.
-    let (s, v) = call(a, "POST", "/pool/exit", Some(json!({}))).await;
+    let (s, v) = call(&net, a, "POST", "/pool/exit", Some(json!({}))).await;
     assert_eq!(s, 422);
     assert!(error_of(&v).contains("cannot shrink below 3"), "{v}");
 
-    let (s, v) = call(a, "DELETE", "/key?force=maybe", None).await;
+    let (s, v) = call(&net, a, "DELETE", "/key?force=maybe", None).await;
     assert_eq!(s, 400);
     assert!(error_of(&v).contains("force=true"), "{v}");
-    let (s, _) = call(a, "DELETE", "/key", None).await;
+    let (s, _) = call(&net, a, "DELETE", "/key", None).await;
     assert_eq!(s, 404);
-    let (s, v) = call(a, "GET", "/nope", None).await;
+    let (s, v) = call(&net, a, "GET", "/nope", None).await;
     assert_eq!(s, 404);
     assert_eq!(error_of(&v), "no such endpoint");
 
-    let (s, text) = http(a, "GET", "/metrics", None).await.unwrap();
+    let (s, text) = http(a, None, "GET", "/metrics", None).await.unwrap();
     assert_eq!(s, 200);
     let bad = text
         .lines()
@@ -203,7 +236,7 @@ async fn bad_requests_get_clear_json_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_pool_threshold_and_block_producer() {
     let net = pool().await;
-    let (s, v) = call(net.rpc[1], "GET", "/status", None).await;
+    let (s, v) = call(&net, net.rpc[1], "GET", "/status", None).await;
     assert_eq!(s, 200);
     assert_eq!(v["node_id"], id(2).to_hex());
     assert_eq!(v["transport"], "in-memory");
@@ -214,7 +247,7 @@ async fn status_reports_pool_threshold_and_block_producer() {
     let producer = v["block_producer"].as_str().unwrap();
     assert!((1..=3).any(|k| id(k).to_hex() == producer), "{producer}");
     // Every node computes the same producer for the same epoch.
-    let (_, w) = call(net.rpc[2], "GET", "/status", None).await;
+    let (_, w) = call(&net, net.rpc[2], "GET", "/status", None).await;
     if w["epoch"] == v["epoch"] {
         assert_eq!(w["block_producer"], v["block_producer"]);
     }
@@ -272,7 +305,7 @@ async fn proposal_from_a_non_member_is_rejected_using_the_authenticated_sender()
         other => panic!("expected an abort, got {other:?}"),
     }
     // Node 1 did not start a keygen.
-    let (s, _) = call(net.rpc[0], "GET", "/key", None).await;
+    let (s, _) = call(&net, net.rpc[0], "GET", "/key", None).await;
     assert_eq!(s, 404);
 }
 
@@ -456,7 +489,7 @@ async fn metrics_are_prometheus_text_and_count_bad_requests() {
     assert_eq!(before["node_shell_sessions_total{protocol=\"sign\"}"], 0.0);
     assert_eq!(before["node_shell_sign_latency_seconds_count"], 0.0);
 
-    let (s, _) = call(a, "POST", "/sign", Some(json!({"digest": "0x12"}))).await;
+    let (s, _) = call(&net, a, "POST", "/sign", Some(json!({"digest": "0x12"}))).await;
     assert_eq!(s, 400);
     let (_, text) = get_metrics(a).await;
     let (_, after) = parse_exposition(&text);
@@ -471,7 +504,7 @@ async fn metrics_are_prometheus_text_and_count_bad_requests() {
 async fn one_cancelled_token_stops_every_http_server() {
     let net = pool().await;
     for addr in &net.rpc {
-        assert_eq!(call(*addr, "GET", "/status", None).await.0, 200);
+        assert_eq!(call(&net, *addr, "GET", "/status", None).await.0, 200);
     }
     net.shutdown.cancel();
     for server in net.servers {
@@ -486,4 +519,375 @@ async fn one_cancelled_token_stops_every_http_server() {
             "{addr} still accepts connections"
         );
     }
+}
+
+// ----- access control: each test named for the attack it defeats -----
+
+/// A response: status, headers (names lower-cased) and body.
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn error(&self) -> String {
+        let v: Value = serde_json::from_str(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", self.body));
+        error_of(&v).to_owned()
+    }
+}
+
+/// Sends `head` (request line and headers, without the final blank line) and `body` as
+/// written, and reads the answer. A server that refuses early may close the connection
+/// before reading the whole body (the read then ends in a reset): what arrived counts.
+async fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> Raw {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let _ = stream.write_all(body).await; // may fail once the server has answered
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if !got.is_empty() => {
+                eprintln!("read ended with {e} after a response");
+                break;
+            }
+            Err(e) => panic!("no response: {e}"),
+        }
+    }
+    let text = String::from_utf8(got).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Raw {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+fn digest_body() -> String {
+    json!({"digest": format!("0x{}", "11".repeat(32))}).to_string()
+}
+
+/// `POST /sign` with a JSON body and the given extra header lines.
+fn sign_head(addr: SocketAddr, extra: &str, len: usize) -> String {
+    format!(
+        "POST /sign HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {len}{extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_without_token_is_refused_401() {
+    let net = pool().await;
+    let a = net.rpc[0];
+    let body = digest_body();
+    let r = raw(a, &sign_head(a, "", body.len()), body.as_bytes()).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let e = r.error();
+    assert!(e.contains("Authorization: Bearer"), "{e}");
+    assert!(e.contains("rpc-token"), "says where the token is: {e}");
+    // Reads need the token too (key, status).
+    for path in ["/status", "/key"] {
+        let r = raw(a, &format!("GET {path} HTTP/1.1\r\nHost: {a}"), b"").await;
+        assert_eq!(r.status, 401, "{path}: {}", r.body);
+    }
+    let (s, _) = http(a, None, "DELETE", "/key?force=true", None)
+        .await
+        .unwrap();
+    assert_eq!(s, 401);
+    // The documented exception: metrics (no secrets) while rpc.metrics_public = true.
+    let (s, _) = http(a, None, "GET", "/metrics", None).await.unwrap();
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_with_wrong_token_is_refused_401() {
+    let net = pool().await;
+    let a = net.rpc[0];
+    let body = digest_body();
+    let own = net.tokens[0].secret().to_owned();
+    let other_nodes = net.tokens[1].secret().to_owned();
+    // The same length, the last digit changed.
+    let last = if own.ends_with('0') { "1" } else { "0" };
+    let almost = format!("{}{last}", &own[..own.len() - 1]);
+    for wrong in [
+        format!("Bearer {other_nodes}"),
+        format!("Bearer {almost}"),
+        format!("Bearer {own}x"),
+        format!("Basic {own}"),
+        "Bearer ".to_owned(),
+    ] {
+        let head = sign_head(a, &format!("\r\nAuthorization: {wrong}"), body.len());
+        let r = raw(a, &head, body.as_bytes()).await;
+        assert_eq!(r.status, 401, "{wrong}: {}", r.body);
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        assert!(r.error().contains("operator token"), "{wrong}: {}", r.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_origin_post_from_a_web_page_is_refused_403() {
+    let net = pool().await;
+    let a = net.rpc[0];
+    let body = digest_body();
+    // What `fetch("http://127.0.0.1:port/sign", {method: "POST", mode: "no-cors", body})`
+    // sends from https://evil.example: a "simple" request (text/plain), with an Origin.
+    let head = format!(
+        "POST /sign HTTP/1.1\r\nHost: {a}\r\nOrigin: https://evil.example\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}",
+        body.len()
+    );
+    let r = raw(a, &head, body.as_bytes()).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.error().contains("cross-origin"), "{}", r.body);
+    assert!(
+        r.headers
+            .iter()
+            .all(|(k, _)| !k.starts_with("access-control-")),
+        "CORS headers sent: {:?}",
+        r.headers
+    );
+    // Refused even if the page somehow had the token, and from sandboxed/file pages.
+    let token = format!("\r\nAuthorization: Bearer {}", net.tokens[0].secret());
+    for origin in ["https://evil.example", "null", "http://127.0.0.1"] {
+        let head = sign_head(a, &format!("{token}\r\nOrigin: {origin}"), body.len());
+        let r = raw(a, &head, body.as_bytes()).await;
+        assert_eq!(r.status, 403, "{origin}: {}", r.body);
+    }
+    // A CORS preflight gets no permission either.
+    let r = raw(
+        a,
+        &format!(
+            "OPTIONS /sign HTTP/1.1\r\nHost: {a}\r\nOrigin: https://evil.example\r\nAccess-Control-Request-Method: POST"
+        ),
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r
+        .headers
+        .iter()
+        .all(|(k, _)| !k.starts_with("access-control-")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_rebinding_host_header_is_refused_403() {
+    let net = pool().await;
+    let a = net.rpc[0];
+    let port = a.port();
+    let token = net.tokens[0].secret();
+    // After rebinding evil.example to 127.0.0.1, the page's requests carry its own name.
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_owned(),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+        format!("127.0.0.1.evil.example:{port}"),
+    ] {
+        for path in ["/key", "/status", "/metrics"] {
+            let head =
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}");
+            let r = raw(a, &head, b"").await;
+            assert_eq!(r.status, 403, "{host}{path}: {}", r.body);
+            assert!(r.error().contains("not allowed"), "{}", r.body);
+        }
+    }
+    // No Host at all (HTTP/1.0): refused too.
+    let r = raw(
+        a,
+        &format!("GET /key HTTP/1.0\r\nAuthorization: Bearer {token}"),
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    // The loopback names of the bound port are allowed.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("LOCALHOST:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let head = format!("GET /status HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}");
+        let r = raw(a, &head, b"").await;
+        assert_eq!(r.status, 200, "{host}: {}", r.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn form_post_without_json_content_type_is_refused_415() {
+    let net = pool().await;
+    let a = net.rpc[0];
+    let auth = format!("Authorization: Bearer {}", net.tokens[0].secret());
+    let form = format!("digest=0x{}", "11".repeat(32));
+    for (ct, body) in [
+        ("application/x-www-form-urlencoded", form.clone()),
+        ("multipart/form-data; boundary=x", form.clone()),
+        ("text/plain", digest_body()),
+        ("application/jsonx", digest_body()),
+    ] {
+        let head = format!(
+            "POST /sign HTTP/1.1\r\nHost: {a}\r\n{auth}\r\nContent-Type: {ct}\r\nContent-Length: {}",
+            body.len()
+        );
+        let r = raw(a, &head, body.as_bytes()).await;
+        assert_eq!(r.status, 415, "{ct}: {}", r.body);
+        assert!(
+            r.error().contains("Content-Type: application/json"),
+            "{}",
+            r.body
+        );
+    }
+    // A body without any Content-Type.
+    let body = digest_body();
+    let head = format!(
+        "POST /sign HTTP/1.1\r\nHost: {a}\r\n{auth}\r\nContent-Length: {}",
+        body.len()
+    );
+    assert_eq!(raw(a, &head, body.as_bytes()).await.status, 415);
+    // JSON with parameters is JSON (and reaches the handler: no key yet, 404).
+    let head = format!(
+        "POST /sign HTTP/1.1\r\nHost: {a}\r\n{auth}\r\nContent-Type: Application/JSON; charset=utf-8\r\nContent-Length: {}",
+        body.len()
+    );
+    let r = raw(a, &head, body.as_bytes()).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.error().contains("no key share"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_body_is_refused_413() {
+    let net = pool().await;
+    let a = net.rpc[0];
+    let auth = format!("\r\nAuthorization: Bearer {}", net.tokens[0].secret());
+    // Declared too large: refused before the body is read.
+    let big = format!(
+        "{{\"digest\": \"0x{}\", \"pad\": \"{}\"}}",
+        "11".repeat(32),
+        "a".repeat(MAX_BODY_BYTES)
+    );
+    let r = raw(a, &sign_head(a, &auth, big.len()), big.as_bytes()).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.error().contains("limit"), "{}", r.body);
+    // Chunked, no length declared: refused while reading.
+    let mut chunked = Vec::new();
+    for piece in big.as_bytes().chunks(8192) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let head = format!(
+        "POST /sign HTTP/1.1\r\nHost: {a}{auth}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked"
+    );
+    let r = raw(a, &head, &chunked).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    // Just under the limit is read (and then judged on its content: unknown field, 400).
+    let fits = format!(
+        "{{\"digest\": \"0x{}\", \"pad\": \"{}\"}}",
+        "11".repeat(32),
+        "a".repeat(MAX_BODY_BYTES - 200)
+    );
+    assert!(fits.len() <= MAX_BODY_BYTES);
+    let r = raw(a, &sign_head(a, &auth, fits.len()), fits.as_bytes()).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}
+
+#[cfg(unix)]
+#[test]
+fn token_file_is_created_0600_and_a_world_readable_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("rpc-token");
+    let created = ApiToken::load_or_create(&path).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    let secret = created.secret();
+    assert_eq!(secret.len(), 64);
+    assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(!format!("{created:?}").contains(secret));
+    // Read back, not replaced.
+    let again = ApiToken::load_or_create(&path).unwrap();
+    assert_eq!(again.secret(), secret);
+    assert_eq!(again.path(), Some(path.as_path()));
+    // Another node's file is another token.
+    let other = ApiToken::load_or_create(&dir.path().join("other")).unwrap();
+    assert_ne!(other.secret(), secret);
+
+    for loose in [0o644, 0o640, 0o604, 0o620] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).unwrap();
+        let err = ApiToken::load_or_create(&path).unwrap_err();
+        assert!(
+            matches!(&err, node_shell::Error::ConfigInvalid { field, .. } if field == "rpc.token_file"),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("chmod 600 {}", path.display())),
+            "{msg}"
+        );
+        assert!(!msg.contains(secret), "the error leaks the token: {msg}");
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(ApiToken::load_or_create(&path).unwrap().secret(), secret);
+    // An operator-written token must be long enough.
+    std::fs::write(&path, "short\n").unwrap();
+    let err = ApiToken::load_or_create(&path).unwrap_err().to_string();
+    assert!(err.contains("at least 32"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticated_json_request_from_a_local_client_still_works() {
+    let net = pool().await;
+    let a = net.rpc[0];
+    let token = net.tokens[0].secret();
+    // What `curl -H "Authorization: Bearer $(cat rpc-token)" ...` sends.
+    let r = raw(
+        a,
+        &format!("GET /status HTTP/1.1\r\nHost: localhost:{}\r\nUser-Agent: curl/8\r\nAccept: */*\r\nAuthorization: Bearer {token}", a.port()),
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["node_id"], id(1).to_hex());
+    // The scheme is case-insensitive; an allowed Origin (the API's own) is accepted.
+    let body = json!({"node_id": id(4).to_hex(), "stake": 10}).to_string();
+    let head = format!(
+        "POST /pool/join HTTP/1.1\r\nHost: {a}\r\nOrigin: http://{a}\r\nauthorization: bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}",
+        body.len()
+    );
+    let r = raw(a, &head, body.as_bytes()).await;
+    assert_eq!(r.status, 422, "{}", r.body); // reached the pool rules
+    assert!(r.error().contains("below the minimum stake"), "{}", r.body);
+    // Body-less POST (pool/exit defaults to this node) needs no Content-Type.
+    let r = raw(
+        a,
+        &format!("POST /pool/exit HTTP/1.1\r\nHost: {a}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0"),
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.error().contains("cannot shrink below 3"), "{}", r.body);
 }
