@@ -13,7 +13,23 @@
 //!   never read from the payload;
 //! - messages from nodes that are not participants of the session are dropped;
 //! - messages for a finished (closed) session are rejected; messages for a session not
-//!   yet opened are held (bounded in count and time) until it is opened;
+//!   yet opened are held until it is opened, within a quota per sending peer;
+//! - no single peer can exhaust a node's memory or crowd out other peers: every limit is
+//!   per peer, set by [`HubLimits`] (in [`Libp2pConfig::hub_limits`] for libp2p) and
+//!   counted in [`HubStats`] when hit ([`SessionHub::stats`], [`Libp2pStats::sessions`]):
+//!
+//!   | limit | default | when hit |
+//!   |---|---|---|
+//!   | [`HubLimits::early_bytes_per_peer`] | 16 MiB | the peer's further early messages are dropped |
+//!   | [`HubLimits::early_messages_per_peer`] | 1024 | as above |
+//!   | [`HubLimits::early_sessions_per_peer`] | 64 | its messages for further unopened sessions are dropped |
+//!   | [`HubLimits::early_ttl`] | 60 s | early messages older than this are purged |
+//!   | [`HubLimits::inbox_bytes_per_sender`] | 32 MiB | per open session: the sender's messages in it are dropped from then on, and [`SessionInbox::overflowed`] names it |
+//!   | [`HubLimits::inbox_messages_per_sender`] | 4096 | as above |
+//!
+//!   ("early messages": for sessions this node has not opened yet, since followers open a
+//!   session only after validating its proposal; an inbox share: what a sender has
+//!   delivered to an open session that the session has not received yet);
 //! - payloads larger than [`MAX_MESSAGE_SIZE`] are refused;
 //! - a session that hears nothing for its idle timeout fails with
 //!   [`TransportError::Timeout`] naming the parties it is still waiting for.
@@ -58,7 +74,9 @@ pub use memory::{InMemoryNetwork, InMemoryTransport};
 #[cfg(feature = "libp2p")]
 pub use p2p::{Libp2pConfig, Libp2pIdentity, Libp2pStats, Libp2pTransport};
 pub use session::{
-    SessionChannel, SessionHub, SessionInbox, SessionOutbox, SessionSender,
+    HubLimits, HubStats, SessionChannel, SessionHub, SessionInbox, SessionOutbox, SessionSender,
+    DEFAULT_EARLY_BYTES_PER_PEER, DEFAULT_EARLY_MESSAGES_PER_PEER, DEFAULT_EARLY_SESSIONS_PER_PEER,
+    DEFAULT_EARLY_TTL, DEFAULT_INBOX_BYTES_PER_SENDER, DEFAULT_INBOX_MESSAGES_PER_SENDER,
     FINISHED_SESSIONS_REMEMBERED,
 };
 
@@ -332,9 +350,14 @@ pub enum RejectReason {
     /// The sender is not a participant of the session.
     #[error("sender is not a participant")]
     SenderNotParticipant,
-    /// Too many messages are held for sessions this node has not opened yet.
-    #[error("backlog for unopened sessions is full")]
+    /// The sender's quota for messages held for sessions this node has not opened yet is
+    /// full (see [`HubLimits`]).
+    #[error("sender's backlog for unopened sessions is full")]
     BacklogFull,
+    /// The sender overflowed its share of an open session's inbox (see [`HubLimits`]);
+    /// its messages in that session are dropped from then on.
+    #[error("sender overflowed the session's inbox")]
+    InboxFull,
     /// The payload exceeds [`MAX_MESSAGE_SIZE`].
     #[error("payload too large")]
     TooLarge,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::session::{SessionChannel, SessionHub, SessionSender};
+use crate::session::{HubLimits, SessionChannel, SessionHub, SessionSender};
 use crate::{
     DeliveryKind, InboundMessage, NodeId, SessionConfig, SessionId, Transport, TransportError,
 };
@@ -27,7 +27,13 @@ impl InMemoryNetwork {
 
     /// Creates (or re-creates, dropping all its sessions) the endpoint of `node`.
     pub fn endpoint(&self, node: NodeId) -> InMemoryTransport {
-        let hub = SessionHub::new(node);
+        self.endpoint_with_limits(node, HubLimits::default())
+    }
+
+    /// Like [`InMemoryNetwork::endpoint`], with the given memory limits for its session
+    /// table.
+    pub fn endpoint_with_limits(&self, node: NodeId, limits: HubLimits) -> InMemoryTransport {
+        let hub = SessionHub::with_limits(node, limits);
         self.hubs.lock().insert(node, hub.clone());
         InMemoryTransport {
             hub,

@@ -19,8 +19,9 @@
 //!   on arrival (its accept queue holds one stream) or the peer refused is re-opened
 //!   instead of silently swallowing the frames written on it.
 //! - **Sessions.** Frames name their session; a [`SessionHub`] routes them (holding
-//!   frames for sessions not opened yet, rejecting frames for finished sessions and from
-//!   non-participants).
+//!   frames for sessions not opened yet within each peer's quota, rejecting frames for
+//!   finished sessions and from non-participants, bounding each sender's share of an
+//!   open session's inbox: [`Libp2pConfig::hub_limits`]).
 //! - **Limits.** A reader refuses a length prefix over `max_message_size +
 //!   FRAME_HEADER_LEN` before allocating for it, and closes that stream (the peer may
 //!   open another). Frames that do not decode are logged, counted and skipped; the
@@ -57,7 +58,7 @@ pub use ::libp2p;
 pub use ::libp2p_stream;
 
 use crate::frame::{decode_frame, encode_frame, FRAME_HEADER_LEN};
-use crate::session::{SessionChannel, SessionHub, SessionSender};
+use crate::session::{HubLimits, HubStats, SessionChannel, SessionHub, SessionSender};
 use crate::{
     DeliveryKind, InboundMessage, NodeId, SessionConfig, SessionId, Transport, TransportError,
     MAX_MESSAGE_SIZE,
@@ -198,6 +199,11 @@ pub struct Libp2pConfig {
     /// How long a connection with no traffic is kept open. Default 1 hour (a closed
     /// connection to a known peer is re-dialled anyway).
     pub idle_connection_timeout: Duration,
+    /// Memory limits of the session table, per peer: early messages (for sessions not
+    /// opened yet: 16 MiB, 1024 messages and 64 sessions per peer, held 60 s) and open
+    /// sessions' inboxes (32 MiB and 4096 messages per sender per session). Default
+    /// [`HubLimits::default`]; hits are counted in [`Libp2pStats::sessions`].
+    pub hub_limits: HubLimits,
 }
 
 impl Libp2pConfig {
@@ -214,6 +220,7 @@ impl Libp2pConfig {
             max_queued_per_peer: 4096,
             max_inbound_streams_per_peer: 8,
             idle_connection_timeout: Duration::from_secs(3600),
+            hub_limits: HubLimits::default(),
         }
     }
 
@@ -253,8 +260,8 @@ pub struct Libp2pStats {
     pub malformed_frames: u64,
     /// Length prefixes over the limit (the stream is closed before reading the frame).
     pub oversized_frames: u64,
-    /// Frames refused by the session table (finished session, not a participant, backlog
-    /// full).
+    /// Frames refused by the session table (finished session, not a participant, the
+    /// sender's early-message quota or inbox share full: see `sessions`).
     pub rejected_by_session: u64,
     /// Inbound streams that broke off inside a frame (cut short, I/O error).
     pub inbound_failures: u64,
@@ -267,6 +274,10 @@ pub struct Libp2pStats {
     pub streams_not_accepted: u64,
     /// Messages dropped because a peer's queue was full.
     pub dropped_queue_full: u64,
+    /// The session table's counters: early messages held and dropped over a peer's
+    /// quota, inbox overflows ([`Libp2pConfig::hub_limits`]). Frames these drop are also
+    /// in `rejected_by_session`.
+    pub sessions: HubStats,
 }
 
 #[derive(Default)]
@@ -290,7 +301,7 @@ fn bump(counter: &AtomicU64) {
 }
 
 impl Counters {
-    fn snapshot(&self) -> Libp2pStats {
+    fn snapshot(&self, sessions: HubStats) -> Libp2pStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Libp2pStats {
             frames_sent: get(&self.frames_sent),
@@ -305,6 +316,7 @@ impl Counters {
             outbound_failures: get(&self.outbound_failures),
             streams_not_accepted: get(&self.streams_not_accepted),
             dropped_queue_full: get(&self.dropped_queue_full),
+            sessions,
         }
     }
 }
@@ -471,7 +483,7 @@ impl Libp2pTransport {
             TransportError::Network(format!("listen on {}: {e}", config.listen_addr))
         })?;
 
-        let hub = SessionHub::new(local_node);
+        let hub = SessionHub::with_limits(local_node, config.hub_limits);
         let (closed, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             local: local_node,
@@ -595,7 +607,10 @@ impl Libp2pTransport {
 
     /// Counters since start.
     pub fn stats(&self) -> Libp2pStats {
-        self.inner.shared.counters.snapshot()
+        self.inner
+            .shared
+            .counters
+            .snapshot(self.inner.shared.hub.stats())
     }
 
     /// The session table of this node.

@@ -12,12 +12,20 @@ use crate::{
     TransportError, MAX_MESSAGE_SIZE,
 };
 
-/// How long messages for a session this node has not opened yet are held.
-const PENDING_TTL: Duration = Duration::from_secs(60);
-/// At most this many unopened sessions are held at once.
-const MAX_PENDING_SESSIONS: usize = 1024;
-/// At most this many bytes are held for unopened sessions in total.
-const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+/// Default of [`HubLimits::early_ttl`]: how long a message for a session this node has
+/// not opened yet is held (60 s).
+pub const DEFAULT_EARLY_TTL: Duration = Duration::from_secs(60);
+/// Default of [`HubLimits::early_bytes_per_peer`] (16 MiB: four messages of the largest
+/// size, [`MAX_MESSAGE_SIZE`]).
+pub const DEFAULT_EARLY_BYTES_PER_PEER: usize = 16 * 1024 * 1024;
+/// Default of [`HubLimits::early_messages_per_peer`] (1024).
+pub const DEFAULT_EARLY_MESSAGES_PER_PEER: usize = 1024;
+/// Default of [`HubLimits::early_sessions_per_peer`] (64).
+pub const DEFAULT_EARLY_SESSIONS_PER_PEER: usize = 64;
+/// Default of [`HubLimits::inbox_bytes_per_sender`] (32 MiB).
+pub const DEFAULT_INBOX_BYTES_PER_SENDER: usize = 32 * 1024 * 1024;
+/// Default of [`HubLimits::inbox_messages_per_sender`] (4096).
+pub const DEFAULT_INBOX_MESSAGES_PER_SENDER: usize = 4096;
 /// The ids of this many most recently finished sessions are remembered (to refuse late
 /// messages and re-opening). Older ones are forgotten, so that a node that signs for
 /// years does not grow without bound: at one session a second this covers more than a
@@ -38,59 +46,293 @@ pub trait SessionSender: Send + Sync + 'static {
     ) -> Result<(), TransportError>;
 }
 
+/// Memory limits of a [`SessionHub`], so that no single peer can exhaust this node's
+/// memory or crowd out other peers. [`HubLimits::default`] gives the documented defaults.
+///
+/// Every limit is per peer (or per sender within one session): what one peer sends
+/// counts against its own quota only, so a flooding peer loses its own messages and no
+/// one else's. Memory held for unopened sessions is thus at most
+/// `peers x early_bytes_per_peer`, and for an open session at most
+/// `participants x inbox_bytes_per_sender`. Each time a limit is hit the matching
+/// counter of [`HubStats`] moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubLimits {
+    /// Payload bytes held for one peer across all sessions this node has not opened yet
+    /// ("early messages": followers open a session only after validating its proposal).
+    /// A message that would go over is dropped ([`RejectReason::BacklogFull`], counted in
+    /// [`HubStats::early_dropped_bytes`]). Default [`DEFAULT_EARLY_BYTES_PER_PEER`]
+    /// (16 MiB).
+    pub early_bytes_per_peer: usize,
+    /// Early messages held for one peer across all unopened sessions; more are dropped
+    /// ([`HubStats::early_dropped_messages`]). Default
+    /// [`DEFAULT_EARLY_MESSAGES_PER_PEER`] (1024).
+    pub early_messages_per_peer: usize,
+    /// Unopened sessions one peer may have early messages held for at once; a message
+    /// for a further session is dropped ([`HubStats::early_dropped_sessions`]). Default
+    /// [`DEFAULT_EARLY_SESSIONS_PER_PEER`] (64).
+    pub early_sessions_per_peer: usize,
+    /// How long an early message is held; older ones are purged (checked at most once a
+    /// second, counted in [`HubStats::early_expired`]). Default [`DEFAULT_EARLY_TTL`]
+    /// (60 s).
+    pub early_ttl: Duration,
+    /// Payload bytes of one sender waiting in the inbox of one open session (delivered to
+    /// the session but not yet taken by [`SessionChannel::recv`]). On overflow the
+    /// message is dropped and so is every later message of that sender in that session
+    /// (a gap would break the protocol anyway): the sender is reported by
+    /// [`SessionInbox::overflowed`] and named first in the session's
+    /// [`TransportError::Timeout`]. Other senders and other sessions are not affected;
+    /// the connection is not blocked. Counted in [`HubStats::inbox_dropped_bytes`] and
+    /// [`HubStats::inbox_dropped_after_overflow`]. Default
+    /// [`DEFAULT_INBOX_BYTES_PER_SENDER`] (32 MiB).
+    pub inbox_bytes_per_sender: usize,
+    /// Messages of one sender waiting in the inbox of one open session; on overflow as
+    /// for [`HubLimits::inbox_bytes_per_sender`] ([`HubStats::inbox_dropped_messages`]).
+    /// Default [`DEFAULT_INBOX_MESSAGES_PER_SENDER`] (4096).
+    pub inbox_messages_per_sender: usize,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        Self {
+            early_bytes_per_peer: DEFAULT_EARLY_BYTES_PER_PEER,
+            early_messages_per_peer: DEFAULT_EARLY_MESSAGES_PER_PEER,
+            early_sessions_per_peer: DEFAULT_EARLY_SESSIONS_PER_PEER,
+            early_ttl: DEFAULT_EARLY_TTL,
+            inbox_bytes_per_sender: DEFAULT_INBOX_BYTES_PER_SENDER,
+            inbox_messages_per_sender: DEFAULT_INBOX_MESSAGES_PER_SENDER,
+        }
+    }
+}
+
+/// Counters of a [`SessionHub`] (since it was created): how often each of its
+/// [`HubLimits`] was hit, and what is held for unopened sessions now. For metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Early messages held now (all peers).
+    pub early_held_messages: u64,
+    /// Payload bytes of early messages held now (all peers).
+    pub early_held_bytes: u64,
+    /// Early messages dropped: the sender's [`HubLimits::early_bytes_per_peer`] was full.
+    pub early_dropped_bytes: u64,
+    /// Early messages dropped: the sender's [`HubLimits::early_messages_per_peer`] was
+    /// full.
+    pub early_dropped_messages: u64,
+    /// Early messages dropped: the sender already had messages held for
+    /// [`HubLimits::early_sessions_per_peer`] other unopened sessions.
+    pub early_dropped_sessions: u64,
+    /// Early messages purged after [`HubLimits::early_ttl`].
+    pub early_expired: u64,
+    /// Messages for an open session dropped: the sender's
+    /// [`HubLimits::inbox_bytes_per_sender`] in that session was full.
+    pub inbox_dropped_bytes: u64,
+    /// Messages for an open session dropped: the sender's
+    /// [`HubLimits::inbox_messages_per_sender`] in that session was full.
+    pub inbox_dropped_messages: u64,
+    /// Messages for an open session dropped because their sender had overflowed that
+    /// session's inbox before.
+    pub inbox_dropped_after_overflow: u64,
+}
+
+/// What one session's inbox holds per sender (shared by the hub, which adds, and the
+/// [`SessionInbox`], which takes away).
+#[derive(Default)]
+struct InboxUsage {
+    /// Bytes and messages waiting, per sender.
+    waiting: HashMap<NodeId, (usize, usize)>,
+    /// Senders that overflowed (their later messages are dropped), in order.
+    overflowed: Vec<NodeId>,
+}
+
 struct OpenSession {
     participants: HashSet<NodeId>,
     inbox: mpsc::UnboundedSender<InboundMessage>,
+    usage: Arc<Mutex<InboxUsage>>,
 }
 
-struct PendingSession {
-    since: Instant,
-    messages: Vec<InboundMessage>,
+/// One early message and when it arrived.
+struct Held {
+    at: Instant,
+    msg: InboundMessage,
+}
+
+/// What one peer has held for unopened sessions.
+#[derive(Default)]
+struct PeerEarly {
+    bytes: usize,
+    messages: usize,
+    /// Messages held per session.
+    sessions: HashMap<SessionId, usize>,
 }
 
 #[derive(Default)]
 struct HubState {
     open: HashMap<SessionId, OpenSession>,
-    pending: HashMap<SessionId, PendingSession>,
-    pending_bytes: usize,
+    pending: HashMap<SessionId, Vec<Held>>,
+    early: HashMap<NodeId, PeerEarly>,
+    last_purge: Option<Instant>,
     finished: HashSet<SessionId>,
     /// `finished` in the order the sessions finished (oldest first).
     finished_order: VecDeque<SessionId>,
+    stats: HubStats,
 }
 
 impl HubState {
-    fn purge_expired_pending(&mut self) {
-        let now = Instant::now();
-        let expired: Vec<SessionId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| now.duration_since(p.since) > PENDING_TTL)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(p) = self.pending.remove(&id) {
-                self.pending_bytes -= p.messages.iter().map(|m| m.payload.len()).sum::<usize>();
+    /// Takes `msg` (held for `session`) off its sender's quota.
+    fn unaccount(&mut self, session: SessionId, from: NodeId, size: usize) {
+        self.stats.early_held_messages -= 1;
+        self.stats.early_held_bytes -= size as u64;
+        if let Some(peer) = self.early.get_mut(&from) {
+            peer.bytes -= size;
+            peer.messages -= 1;
+            if let Some(n) = peer.sessions.get_mut(&session) {
+                *n -= 1;
+                if *n == 0 {
+                    peer.sessions.remove(&session);
+                }
+            }
+            if peer.messages == 0 {
+                self.early.remove(&from);
             }
         }
     }
+
+    /// Removes and returns what is held for `session`.
+    fn release(&mut self, session: SessionId) -> Vec<InboundMessage> {
+        let held = self.pending.remove(&session).unwrap_or_default();
+        held.into_iter()
+            .map(|h| {
+                self.unaccount(session, h.msg.from, h.msg.payload.len());
+                h.msg
+            })
+            .collect()
+    }
+
+    /// Purges early messages older than the time limit (at most once a second).
+    fn purge_expired(&mut self, ttl: Duration) {
+        let now = Instant::now();
+        let every = ttl.min(Duration::from_secs(1));
+        if self
+            .last_purge
+            .is_some_and(|t| now.duration_since(t) < every)
+        {
+            return;
+        }
+        self.last_purge = Some(now);
+        let mut expired = Vec::new();
+        self.pending.retain(|session, held| {
+            held.retain(|h| {
+                let keep = now.duration_since(h.at) <= ttl;
+                if !keep {
+                    expired.push((*session, h.msg.from, h.msg.payload.len()));
+                }
+                keep
+            });
+            !held.is_empty()
+        });
+        for (session, from, size) in expired {
+            self.unaccount(session, from, size);
+            self.stats.early_expired += 1;
+        }
+    }
+
+    /// Holds `msg` for `session` (not open) within its sender's quota.
+    fn hold(
+        &mut self,
+        session: SessionId,
+        msg: InboundMessage,
+        limits: &HubLimits,
+    ) -> Result<(), RejectReason> {
+        let size = msg.payload.len();
+        let peer = self.early.entry(msg.from).or_default();
+        let new_session = !peer.sessions.contains_key(&session);
+        let over = if peer.bytes + size > limits.early_bytes_per_peer {
+            Some(&mut self.stats.early_dropped_bytes)
+        } else if peer.messages + 1 > limits.early_messages_per_peer {
+            Some(&mut self.stats.early_dropped_messages)
+        } else if new_session && peer.sessions.len() >= limits.early_sessions_per_peer {
+            Some(&mut self.stats.early_dropped_sessions)
+        } else {
+            None
+        };
+        if let Some(counter) = over {
+            *counter += 1;
+            if peer.messages == 0 {
+                self.early.remove(&msg.from);
+            }
+            return Err(RejectReason::BacklogFull);
+        }
+        peer.bytes += size;
+        peer.messages += 1;
+        *peer.sessions.entry(session).or_default() += 1;
+        self.stats.early_held_messages += 1;
+        self.stats.early_held_bytes += size as u64;
+        self.pending.entry(session).or_default().push(Held {
+            at: Instant::now(),
+            msg,
+        });
+        Ok(())
+    }
+}
+
+/// Puts `msg` into an open session's inbox, within its sender's share
+/// ([`HubLimits::inbox_bytes_per_sender`], [`HubLimits::inbox_messages_per_sender`]).
+fn push_to_inbox(
+    open: &OpenSession,
+    msg: InboundMessage,
+    limits: &HubLimits,
+    stats: &mut HubStats,
+) -> Result<(), RejectReason> {
+    let mut usage = open.usage.lock();
+    if usage.overflowed.contains(&msg.from) {
+        stats.inbox_dropped_after_overflow += 1;
+        return Err(RejectReason::InboxFull);
+    }
+    let size = msg.payload.len();
+    let (bytes, messages) = usage.waiting.get(&msg.from).copied().unwrap_or_default();
+    let over = if bytes + size > limits.inbox_bytes_per_sender {
+        Some(&mut stats.inbox_dropped_bytes)
+    } else if messages + 1 > limits.inbox_messages_per_sender {
+        Some(&mut stats.inbox_dropped_messages)
+    } else {
+        None
+    };
+    if let Some(counter) = over {
+        *counter += 1;
+        usage.overflowed.push(msg.from);
+        return Err(RejectReason::InboxFull);
+    }
+    let from = msg.from;
+    // The receiver may have been dropped a moment ago; that is not the sender's fault.
+    if open.inbox.send(msg).is_ok() {
+        usage.waiting.insert(from, (bytes + size, messages + 1));
+    }
+    Ok(())
 }
 
 /// A node's table of sessions: routes inbound messages to open sessions, holds messages
 /// for sessions not opened yet, refuses messages for finished ones.
 ///
 /// Transport implementations own one hub per node and call [`SessionHub::deliver`] for
-/// every authenticated inbound message.
+/// every authenticated inbound message. What the hub holds is bounded per peer by its
+/// [`HubLimits`]; [`SessionHub::stats`] counts each time a limit is hit.
 #[derive(Clone)]
 pub struct SessionHub {
     local: NodeId,
+    limits: HubLimits,
     state: Arc<Mutex<HubState>>,
 }
 
 impl SessionHub {
-    /// An empty hub for node `local`.
+    /// An empty hub for node `local`, with the default [`HubLimits`].
     pub fn new(local: NodeId) -> Self {
+        Self::with_limits(local, HubLimits::default())
+    }
+
+    /// An empty hub for node `local` with the given limits.
+    pub fn with_limits(local: NodeId, limits: HubLimits) -> Self {
         Self {
             local,
+            limits,
             state: Arc::default(),
         }
     }
@@ -100,11 +342,22 @@ impl SessionHub {
         self.local
     }
 
+    /// The limits this hub enforces.
+    pub fn limits(&self) -> HubLimits {
+        self.limits
+    }
+
+    /// Counters since creation (limits hit, early messages held now).
+    pub fn stats(&self) -> HubStats {
+        self.lock().stats
+    }
+
     fn lock(&self) -> MutexGuard<'_, HubState> {
         self.state.lock()
     }
 
-    /// Opens `session`, handing over any messages held for it.
+    /// Opens `session`, handing over any messages held for it (those from participants;
+    /// the others are dropped).
     pub fn open(
         &self,
         session: SessionId,
@@ -126,27 +379,25 @@ impl SessionHub {
             return Err(TransportError::NotAParticipant(session));
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut state = self.lock();
+        let usage = Arc::new(Mutex::new(InboxUsage::default()));
+        let open = OpenSession {
+            participants,
+            inbox: tx,
+            usage: usage.clone(),
+        };
+        let mut guard = self.lock();
+        let state = &mut *guard;
         if state.open.contains_key(&session) || state.finished.contains(&session) {
             return Err(TransportError::SessionReused(session));
         }
-        state.purge_expired_pending();
-        if let Some(held) = state.pending.remove(&session) {
-            state.pending_bytes -= held.messages.iter().map(|m| m.payload.len()).sum::<usize>();
-            for msg in held.messages {
-                if participants.contains(&msg.from) {
-                    let _ = tx.send(msg);
-                }
+        state.purge_expired(self.limits.early_ttl);
+        for msg in state.release(session) {
+            if open.participants.contains(&msg.from) {
+                let _ = push_to_inbox(&open, msg, &self.limits, &mut state.stats);
             }
         }
-        state.open.insert(
-            session,
-            OpenSession {
-                participants,
-                inbox: tx,
-            },
-        );
-        drop(state);
+        state.open.insert(session, open);
+        drop(guard);
         let guard = Arc::new(FinishGuard {
             session,
             hub: self.clone(),
@@ -158,6 +409,7 @@ impl SessionHub {
                 participants: config.participants.clone(),
                 idle_timeout: config.idle_timeout,
                 inbox: rx,
+                usage,
                 heard: HashMap::new(),
                 _guard: guard.clone(),
             },
@@ -173,56 +425,42 @@ impl SessionHub {
 
     /// Routes one authenticated inbound message. `msg.from` must be the sender as
     /// authenticated by the transport.
+    ///
+    /// A message for an open session goes to its inbox (refused with
+    /// [`RejectReason::InboxFull`] over the sender's share); one for a session not opened
+    /// yet is held within the sender's quota (refused with [`RejectReason::BacklogFull`]
+    /// over it). See [`HubLimits`].
     pub fn deliver(&self, session: SessionId, msg: InboundMessage) -> Result<(), TransportError> {
+        let from = msg.from;
         let reject = |reason| {
             Err(TransportError::Rejected {
                 session,
-                from: msg.from,
+                from,
                 reason,
             })
         };
         if msg.payload.len() > MAX_MESSAGE_SIZE {
             return reject(RejectReason::TooLarge);
         }
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         if state.finished.contains(&session) {
             return reject(RejectReason::SessionFinished);
         }
         if let Some(open) = state.open.get(&session) {
-            if !open.participants.contains(&msg.from) {
+            if !open.participants.contains(&from) {
                 return reject(RejectReason::SenderNotParticipant);
             }
-            // The receiver may have been dropped a moment ago; that is not the sender's fault.
-            let _ = open.inbox.send(msg);
-            return Ok(());
+            return push_to_inbox(open, msg, &self.limits, &mut state.stats).or_else(reject);
         }
-        state.purge_expired_pending();
-        let size = msg.payload.len();
-        let full = state.pending_bytes + size > MAX_PENDING_BYTES
-            || (!state.pending.contains_key(&session)
-                && state.pending.len() >= MAX_PENDING_SESSIONS);
-        if full {
-            return reject(RejectReason::BacklogFull);
-        }
-        state.pending_bytes += size;
-        state
-            .pending
-            .entry(session)
-            .or_insert_with(|| PendingSession {
-                since: Instant::now(),
-                messages: Vec::new(),
-            })
-            .messages
-            .push(msg);
-        Ok(())
+        state.purge_expired(self.limits.early_ttl);
+        state.hold(session, msg, &self.limits).or_else(reject)
     }
 
     fn finish(&self, session: SessionId) {
         let mut state = self.lock();
         state.open.remove(&session);
-        if let Some(p) = state.pending.remove(&session) {
-            state.pending_bytes -= p.messages.iter().map(|m| m.payload.len()).sum::<usize>();
-        }
+        state.release(session);
         if state.finished.insert(session) {
             state.finished_order.push_back(session);
             while state.finished_order.len() > FINISHED_SESSIONS_REMEMBERED {
@@ -273,6 +511,7 @@ pub struct SessionInbox {
     participants: Vec<NodeId>,
     idle_timeout: Duration,
     inbox: mpsc::UnboundedReceiver<InboundMessage>,
+    usage: Arc<Mutex<InboxUsage>>,
     heard: HashMap<NodeId, u64>,
     _guard: Arc<FinishGuard>,
 }
@@ -334,9 +573,15 @@ impl SessionChannel {
     }
 
     /// Receives the next message, or fails with [`TransportError::Timeout`] after the idle
-    /// timeout, naming the participants heard from least (the ones still awaited).
+    /// timeout, naming the participants that overflowed the inbox (see
+    /// [`SessionInbox::overflowed`]) and those heard from least (the ones still awaited).
     pub async fn recv(&mut self) -> Result<InboundMessage, TransportError> {
         self.inbox.recv().await
+    }
+
+    /// See [`SessionInbox::overflowed`].
+    pub fn overflowed(&self) -> Vec<NodeId> {
+        self.inbox.overflowed()
     }
 
     /// Splits into a receiving and a sending half.
@@ -392,10 +637,15 @@ impl SessionInbox {
     }
 
     /// Receives the next message, or fails with [`TransportError::Timeout`] after the idle
-    /// timeout, naming the participants heard from least (the ones still awaited).
+    /// timeout, naming the participants that overflowed the inbox (see
+    /// [`SessionInbox::overflowed`]) and those heard from least (the ones still awaited).
     pub async fn recv(&mut self) -> Result<InboundMessage, TransportError> {
         match tokio::time::timeout(self.idle_timeout, self.inbox.recv()).await {
             Ok(Some(msg)) => {
+                if let Some((bytes, messages)) = self.usage.lock().waiting.get_mut(&msg.from) {
+                    *bytes = bytes.saturating_sub(msg.payload.len());
+                    *messages = messages.saturating_sub(1);
+                }
                 *self.heard.entry(msg.from).or_default() += 1;
                 Ok(msg)
             }
@@ -407,10 +657,26 @@ impl SessionInbox {
         }
     }
 
+    /// Participants whose messages in this session were dropped because they overflowed
+    /// their share of its inbox ([`HubLimits::inbox_bytes_per_sender`],
+    /// [`HubLimits::inbox_messages_per_sender`]); all their later messages in this
+    /// session are dropped too. In the order they overflowed.
+    pub fn overflowed(&self) -> Vec<NodeId> {
+        self.usage.lock().overflowed.clone()
+    }
+
+    /// Senders that overflowed first, then those heard from least.
     fn least_heard(&self) -> Vec<NodeId> {
-        let others = self.participants.iter().filter(|n| **n != self.local);
+        let mut silent = self.overflowed();
+        let others: Vec<NodeId> = self
+            .participants
+            .iter()
+            .filter(|n| **n != self.local && !silent.contains(n))
+            .copied()
+            .collect();
         let count = |n: &NodeId| self.heard.get(n).copied().unwrap_or(0);
-        let min = others.clone().map(count).min().unwrap_or(0);
-        others.filter(|n| count(n) == min).copied().collect()
+        let min = others.iter().map(count).min().unwrap_or(0);
+        silent.extend(others.into_iter().filter(|n| count(n) == min));
+        silent
     }
 }

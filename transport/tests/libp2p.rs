@@ -785,3 +785,80 @@ async fn dropping_the_last_handle_stops_the_node() {
     survivor.shutdown().await;
     restarted.shutdown().await;
 }
+
+/// Issue 16: an allow-listed peer that is no participant floods a node with 16 messages
+/// of 4 MiB for sessions that do not exist. Held early messages are bounded per peer
+/// (16 MiB by default), so the flood fills only the flooder's own quota, and an honest
+/// peer's early message for a session the node opens afterwards still arrives. (With the
+/// former single 64 MiB buffer for all peers, the flood filled it and the honest message
+/// was refused.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_cannot_crowd_out_an_honest_early_message() {
+    init_tracing();
+    // Node 0 receives, node 1 is honest, node 2 (a raw client) floods. Node 0 knows all
+    // three; the flooder does not listen, the others just fail to dial it.
+    let plan = Plan::new(&[91, 92, 93]);
+    let mut flooder = RawClient::new(93);
+    let receiver = plan.start(0).await;
+    let honest = plan.start(1).await;
+    let ids = plan.nodes();
+    receiver.wait_for_peers(&ids[..2], WAIT).await.unwrap();
+    honest.wait_for_peers(&ids[..2], WAIT).await.unwrap();
+    // Generous: 64 MiB through noise on a loaded machine.
+    const FLOOD_WAIT: Duration = Duration::from_secs(120);
+    const JUNK: usize = 16;
+
+    let mut stream = flooder.open(receiver.local_peer_id(), &plan.addrs[0]).await;
+    let junk = vec![0x5a; transport::MAX_MESSAGE_SIZE];
+    for i in 0..JUNK {
+        let frame = encode_frame(session(200 + i as u8), DeliveryKind::Broadcast, &junk);
+        tokio::time::timeout(FLOOD_WAIT, stream.write_all(&prefixed(&frame)))
+            .await
+            .expect("flood written in time")
+            .expect("the receiver reads the flood");
+    }
+    stream.flush().await.unwrap();
+    // Counted once the session table has taken or refused a frame (`frames_received`
+    // moves before, while a 4 MiB frame may still be decoding).
+    let routed = |t: &Libp2pTransport| {
+        let s = t.stats();
+        s.frames_delivered + s.rejected_by_session
+    };
+    let deadline = tokio::time::Instant::now() + FLOOD_WAIT;
+    while routed(&receiver) < JUNK as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "flood not read in time: {:?}",
+            receiver.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The honest early message: node 1 opens the session first, node 0 only afterwards.
+    let s = session(90);
+    let config = SessionConfig::new(ids[..2].to_vec());
+    let on_honest = honest.open_session(s, config.clone()).unwrap();
+    on_honest
+        .send(Destination::Direct(ids[0]), b"proposal accepted?".to_vec())
+        .unwrap();
+    let r = receiver.clone();
+    wait_until("the honest early message routed", || {
+        routed(&r) > JUNK as u64
+    })
+    .await;
+    let mut on_receiver = receiver.open_session(s, config).unwrap();
+    let msg = recv(&mut on_receiver).await;
+    assert_eq!(
+        (msg.from, msg.payload.as_slice()),
+        (ids[1], &b"proposal accepted?"[..])
+    );
+
+    // The flooder's quota (16 MiB: four of its messages) filled, and the rest was dropped.
+    let stats = receiver.stats();
+    let quota = transport::DEFAULT_EARLY_BYTES_PER_PEER / transport::MAX_MESSAGE_SIZE;
+    assert_eq!(stats.sessions.early_dropped_bytes, (JUNK - quota) as u64);
+    assert_eq!(stats.sessions.early_held_messages, quota as u64);
+    drop(stream);
+    receiver.shutdown().await;
+    honest.shutdown().await;
+}
