@@ -680,3 +680,267 @@ impl SessionInbox {
         silent
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nowhere;
+
+    impl SessionSender for Nowhere {
+        fn send(
+            &self,
+            _: SessionId,
+            _: NodeId,
+            _: DeliveryKind,
+            _: Vec<u8>,
+        ) -> Result<(), TransportError> {
+            Ok(())
+        }
+    }
+
+    fn node(n: u8) -> NodeId {
+        NodeId::from_bytes([n; 32])
+    }
+
+    fn session(n: u8) -> SessionId {
+        SessionId::from_bytes([n; 32])
+    }
+
+    const LOCAL: u8 = 1;
+    const HONEST: u8 = 2;
+    const GREEDY: u8 = 3;
+
+    fn msg(from: u8, len: usize) -> InboundMessage {
+        InboundMessage {
+            from: node(from),
+            kind: DeliveryKind::Direct,
+            payload: vec![from; len],
+        }
+    }
+
+    /// Generous limits except where a test lowers one.
+    fn limits() -> HubLimits {
+        HubLimits {
+            early_bytes_per_peer: 1000,
+            early_messages_per_peer: 100,
+            early_sessions_per_peer: 10,
+            early_ttl: Duration::from_secs(60),
+            inbox_bytes_per_sender: 1000,
+            inbox_messages_per_sender: 100,
+        }
+    }
+
+    fn refused(result: Result<(), TransportError>) -> RejectReason {
+        match result {
+            Err(TransportError::Rejected { reason, .. }) => reason,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    fn open(hub: &SessionHub, s: SessionId, others: &[u8]) -> SessionChannel {
+        let mut participants = vec![node(LOCAL)];
+        participants.extend(others.iter().map(|n| node(*n)));
+        let config = SessionConfig::new(participants).with_idle_timeout(Duration::from_millis(50));
+        hub.open(s, config, Arc::new(Nowhere)).unwrap()
+    }
+
+    async fn recv_all(channel: &mut SessionChannel) -> Vec<InboundMessage> {
+        let mut got = Vec::new();
+        while let Ok(m) = channel.recv().await {
+            got.push(m);
+        }
+        got
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let d = HubLimits::default();
+        assert_eq!(d.early_bytes_per_peer, 16 * 1024 * 1024);
+        assert_eq!(d.early_messages_per_peer, 1024);
+        assert_eq!(d.early_sessions_per_peer, 64);
+        assert_eq!(d.early_ttl, Duration::from_secs(60));
+        assert_eq!(d.inbox_bytes_per_sender, 32 * 1024 * 1024);
+        assert_eq!(d.inbox_messages_per_sender, 4096);
+    }
+
+    #[tokio::test]
+    async fn a_peer_over_its_early_byte_quota_loses_only_its_own_messages() {
+        let hub = SessionHub::with_limits(node(LOCAL), limits());
+        hub.deliver(session(9), msg(GREEDY, 600)).unwrap();
+        assert_eq!(
+            refused(hub.deliver(session(9), msg(GREEDY, 600))),
+            RejectReason::BacklogFull
+        );
+        // 1000 bytes held in all, but the honest peer has a quota of its own.
+        hub.deliver(session(7), msg(HONEST, 900)).unwrap();
+        let stats = hub.stats();
+        assert_eq!(stats.early_dropped_bytes, 1);
+        assert_eq!(
+            (stats.early_held_messages, stats.early_held_bytes),
+            (2, 1500)
+        );
+        let mut channel = open(&hub, session(7), &[HONEST]);
+        assert_eq!(recv_all(&mut channel).await, vec![msg(HONEST, 900)]);
+        assert_eq!(hub.stats().early_held_bytes, 600);
+    }
+
+    #[test]
+    fn a_peer_over_its_early_message_quota_loses_only_its_own_messages() {
+        let hub = SessionHub::with_limits(
+            node(LOCAL),
+            HubLimits {
+                early_messages_per_peer: 3,
+                ..limits()
+            },
+        );
+        for _ in 0..3 {
+            hub.deliver(session(9), msg(GREEDY, 1)).unwrap();
+        }
+        assert_eq!(
+            refused(hub.deliver(session(8), msg(GREEDY, 1))),
+            RejectReason::BacklogFull
+        );
+        for _ in 0..3 {
+            hub.deliver(session(9), msg(HONEST, 1)).unwrap();
+        }
+        let stats = hub.stats();
+        assert_eq!(stats.early_dropped_messages, 1);
+        assert_eq!(stats.early_dropped_bytes, 0);
+        assert_eq!(stats.early_held_messages, 6);
+    }
+
+    #[test]
+    fn a_peer_may_hold_early_messages_for_a_bounded_number_of_sessions() {
+        let hub = SessionHub::with_limits(
+            node(LOCAL),
+            HubLimits {
+                early_sessions_per_peer: 2,
+                ..limits()
+            },
+        );
+        hub.deliver(session(10), msg(GREEDY, 1)).unwrap();
+        hub.deliver(session(11), msg(GREEDY, 1)).unwrap();
+        assert_eq!(
+            refused(hub.deliver(session(12), msg(GREEDY, 1))),
+            RejectReason::BacklogFull
+        );
+        // More for a session it already has messages held for is fine, and so is the
+        // third session for another peer.
+        hub.deliver(session(11), msg(GREEDY, 1)).unwrap();
+        hub.deliver(session(12), msg(HONEST, 1)).unwrap();
+        assert_eq!(hub.stats().early_dropped_sessions, 1);
+        // Opening (or finishing) a session frees its slot.
+        drop(open(&hub, session(10), &[GREEDY]));
+        hub.deliver(session(12), msg(GREEDY, 1)).unwrap();
+        assert_eq!(hub.stats().early_held_messages, 4);
+    }
+
+    #[test]
+    fn early_messages_expire_and_free_the_quota() {
+        let hub = SessionHub::with_limits(
+            node(LOCAL),
+            HubLimits {
+                early_messages_per_peer: 1,
+                early_ttl: Duration::from_millis(1),
+                ..limits()
+            },
+        );
+        hub.deliver(session(9), msg(GREEDY, 5)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        // The purge runs before the new message is weighed against the quota.
+        hub.deliver(session(9), msg(GREEDY, 5)).unwrap();
+        let stats = hub.stats();
+        assert_eq!(stats.early_expired, 1);
+        assert_eq!((stats.early_held_messages, stats.early_held_bytes), (1, 5));
+    }
+
+    #[tokio::test]
+    async fn a_sender_over_its_inbox_message_share_is_cut_off_in_that_session_only() {
+        let hub = SessionHub::with_limits(
+            node(LOCAL),
+            HubLimits {
+                inbox_messages_per_sender: 3,
+                ..limits()
+            },
+        );
+        let mut channel = open(&hub, session(5), &[HONEST, GREEDY]);
+        let mut other = open(&hub, session(6), &[GREEDY]);
+        for _ in 0..3 {
+            hub.deliver(session(5), msg(GREEDY, 1)).unwrap();
+            hub.deliver(session(5), msg(HONEST, 1)).unwrap();
+        }
+        assert_eq!(
+            refused(hub.deliver(session(5), msg(GREEDY, 1))),
+            RejectReason::InboxFull
+        );
+        // The honest sender's share is its own.
+        assert_eq!(
+            refused(hub.deliver(session(5), msg(HONEST, 1))),
+            RejectReason::InboxFull
+        );
+        assert_eq!(channel.overflowed(), vec![node(GREEDY), node(HONEST)]);
+        let stats = hub.stats();
+        assert_eq!(stats.inbox_dropped_messages, 2);
+        // The greedy sender's other session is unaffected.
+        hub.deliver(session(6), msg(GREEDY, 1)).unwrap();
+        assert_eq!(other.recv().await.unwrap(), msg(GREEDY, 1));
+        // What was delivered before the overflow is still received, nothing after.
+        assert_eq!(recv_all(&mut channel).await.len(), 6);
+        hub.deliver(session(5), msg(GREEDY, 1)).unwrap_err();
+        assert_eq!(hub.stats().inbox_dropped_after_overflow, 1);
+    }
+
+    #[tokio::test]
+    async fn receiving_frees_the_inbox_share_and_an_overflowing_sender_is_named_on_timeout() {
+        let hub = SessionHub::with_limits(
+            node(LOCAL),
+            HubLimits {
+                inbox_bytes_per_sender: 100,
+                ..limits()
+            },
+        );
+        let mut channel = open(&hub, session(5), &[HONEST, GREEDY]);
+        // The honest sender stays within its share as long as the session keeps up.
+        for _ in 0..5 {
+            hub.deliver(session(5), msg(HONEST, 60)).unwrap();
+            assert_eq!(channel.recv().await.unwrap(), msg(HONEST, 60));
+        }
+        hub.deliver(session(5), msg(GREEDY, 60)).unwrap();
+        assert_eq!(
+            refused(hub.deliver(session(5), msg(GREEDY, 60))),
+            RejectReason::InboxFull
+        );
+        assert_eq!(hub.stats().inbox_dropped_bytes, 1);
+        assert_eq!(channel.recv().await.unwrap(), msg(GREEDY, 60));
+        // Heard from once, five times less than the honest sender, but named first.
+        match channel.recv().await {
+            Err(TransportError::Timeout { silent, .. }) => {
+                assert_eq!(silent, vec![node(GREEDY), node(HONEST)])
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn early_messages_handed_over_count_toward_the_inbox_share() {
+        let hub = SessionHub::with_limits(
+            node(LOCAL),
+            HubLimits {
+                inbox_messages_per_sender: 2,
+                ..limits()
+            },
+        );
+        hub.deliver(session(5), msg(HONEST, 1)).unwrap();
+        hub.deliver(session(5), msg(HONEST, 1)).unwrap();
+        hub.deliver(session(5), msg(GREEDY, 1)).unwrap();
+        // GREEDY is not a participant: its early message is dropped at open.
+        let mut channel = open(&hub, session(5), &[HONEST]);
+        assert_eq!(hub.stats().early_held_messages, 0);
+        assert_eq!(
+            refused(hub.deliver(session(5), msg(HONEST, 1))),
+            RejectReason::InboxFull
+        );
+        assert_eq!(recv_all(&mut channel).await.len(), 2);
+    }
+}
