@@ -24,7 +24,7 @@
 //!   | [`HubLimits::early_messages_per_peer`] | 1024 | as above |
 //!   | [`HubLimits::early_sessions_per_peer`] | 64 | its messages for further unopened sessions are dropped |
 //!   | [`HubLimits::early_ttl`] | 60 s | early messages older than this are purged |
-//!   | [`HubLimits::inbox_bytes_per_sender`] | 32 MiB | per open session: the sender's messages in it are dropped from then on, and [`SessionInbox::overflowed`] names it |
+//!   | [`HubLimits::inbox_bytes_per_sender`] | 32 MiB | per open session: the sender's messages over it are dropped (its share frees as the session receives), and [`SessionInbox::overflowed`] and the session's timeout name it |
 //!   | [`HubLimits::inbox_messages_per_sender`] | 4096 | as above |
 //!
 //!   ("early messages": for sessions this node has not opened yet, since followers open a
@@ -354,8 +354,7 @@ pub enum RejectReason {
     /// full (see [`HubLimits`]).
     #[error("sender's backlog for unopened sessions is full")]
     BacklogFull,
-    /// The sender overflowed its share of an open session's inbox (see [`HubLimits`]);
-    /// its messages in that session are dropped from then on.
+    /// The sender's share of an open session's inbox is full (see [`HubLimits`]).
     #[error("sender overflowed the session's inbox")]
     InboxFull,
     /// The payload exceeds [`MAX_MESSAGE_SIZE`].

@@ -76,13 +76,13 @@ pub struct HubLimits {
     /// (60 s).
     pub early_ttl: Duration,
     /// Payload bytes of one sender waiting in the inbox of one open session (delivered to
-    /// the session but not yet taken by [`SessionChannel::recv`]). On overflow the
-    /// message is dropped and so is every later message of that sender in that session
-    /// (a gap would break the protocol anyway): the sender is reported by
-    /// [`SessionInbox::overflowed`] and named first in the session's
-    /// [`TransportError::Timeout`]. Other senders and other sessions are not affected;
-    /// the connection is not blocked. Counted in [`HubStats::inbox_dropped_bytes`] and
-    /// [`HubStats::inbox_dropped_after_overflow`]. Default
+    /// the session but not yet taken by [`SessionChannel::recv`]). A message that would
+    /// go over is dropped ([`RejectReason::InboxFull`], counted in
+    /// [`HubStats::inbox_dropped_bytes`]); the share frees up as the session receives.
+    /// The sender is recorded: [`SessionInbox::overflowed`] names it, and so does the
+    /// session's [`TransportError::Timeout`], first (a protocol missing a message stalls;
+    /// the sender that caused the gap is to blame). Other senders and other sessions are
+    /// not affected, and the connection is not blocked. Default
     /// [`DEFAULT_INBOX_BYTES_PER_SENDER`] (32 MiB).
     pub inbox_bytes_per_sender: usize,
     /// Messages of one sender waiting in the inbox of one open session; on overflow as
@@ -128,9 +128,6 @@ pub struct HubStats {
     /// Messages for an open session dropped: the sender's
     /// [`HubLimits::inbox_messages_per_sender`] in that session was full.
     pub inbox_dropped_messages: u64,
-    /// Messages for an open session dropped because their sender had overflowed that
-    /// session's inbox before.
-    pub inbox_dropped_after_overflow: u64,
 }
 
 /// What one session's inbox holds per sender (shared by the hub, which adds, and the
@@ -139,7 +136,7 @@ pub struct HubStats {
 struct InboxUsage {
     /// Bytes and messages waiting, per sender.
     waiting: HashMap<NodeId, (usize, usize)>,
-    /// Senders that overflowed (their later messages are dropped), in order.
+    /// Senders that overflowed their share at least once, in order.
     overflowed: Vec<NodeId>,
 }
 
@@ -283,10 +280,6 @@ fn push_to_inbox(
     stats: &mut HubStats,
 ) -> Result<(), RejectReason> {
     let mut usage = open.usage.lock();
-    if usage.overflowed.contains(&msg.from) {
-        stats.inbox_dropped_after_overflow += 1;
-        return Err(RejectReason::InboxFull);
-    }
     let size = msg.payload.len();
     let (bytes, messages) = usage.waiting.get(&msg.from).copied().unwrap_or_default();
     let over = if bytes + size > limits.inbox_bytes_per_sender {
@@ -298,7 +291,9 @@ fn push_to_inbox(
     };
     if let Some(counter) = over {
         *counter += 1;
-        usage.overflowed.push(msg.from);
+        if !usage.overflowed.contains(&msg.from) {
+            usage.overflowed.push(msg.from);
+        }
         return Err(RejectReason::InboxFull);
     }
     let from = msg.from;
@@ -657,10 +652,9 @@ impl SessionInbox {
         }
     }
 
-    /// Participants whose messages in this session were dropped because they overflowed
-    /// their share of its inbox ([`HubLimits::inbox_bytes_per_sender`],
-    /// [`HubLimits::inbox_messages_per_sender`]); all their later messages in this
-    /// session are dropped too. In the order they overflowed.
+    /// Participants some of whose messages in this session were dropped because they
+    /// overflowed their share of its inbox ([`HubLimits::inbox_bytes_per_sender`],
+    /// [`HubLimits::inbox_messages_per_sender`]), in the order they first did.
     pub fn overflowed(&self) -> Vec<NodeId> {
         self.usage.lock().overflowed.clone()
     }
@@ -856,7 +850,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_sender_over_its_inbox_message_share_is_cut_off_in_that_session_only() {
+    async fn a_sender_over_its_inbox_message_share_loses_messages_in_that_session_only() {
         let hub = SessionHub::with_limits(
             node(LOCAL),
             HubLimits {
@@ -885,10 +879,12 @@ mod tests {
         // The greedy sender's other session is unaffected.
         hub.deliver(session(6), msg(GREEDY, 1)).unwrap();
         assert_eq!(other.recv().await.unwrap(), msg(GREEDY, 1));
-        // What was delivered before the overflow is still received, nothing after.
+        // What was delivered before the overflow is still received; then the share is
+        // free again, and the sender stays recorded.
         assert_eq!(recv_all(&mut channel).await.len(), 6);
-        hub.deliver(session(5), msg(GREEDY, 1)).unwrap_err();
-        assert_eq!(hub.stats().inbox_dropped_after_overflow, 1);
+        hub.deliver(session(5), msg(GREEDY, 1)).unwrap();
+        assert_eq!(channel.recv().await.unwrap(), msg(GREEDY, 1));
+        assert_eq!(channel.overflowed(), vec![node(GREEDY), node(HONEST)]);
     }
 
     #[tokio::test]
