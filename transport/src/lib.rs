@@ -27,9 +27,11 @@
 //!   | [`HubLimits::inbox_bytes_per_sender`] | 32 MiB | per open session: the sender's messages over it are dropped (its share frees as the session receives), and [`SessionInbox::overflowed`] and the session's timeout name it |
 //!   | [`HubLimits::inbox_messages_per_sender`] | 4096 | as above |
 //!
-//!   ("early messages": for sessions this node has not opened yet, since followers open a
-//!   session only after validating its proposal; an inbox share: what a sender has
-//!   delivered to an open session that the session has not received yet);
+//!   "Early messages" are those for sessions this node has not opened yet (followers
+//!   open a session only after validating its proposal); once a session is announced
+//!   with [`SessionHub::expect_session`], its early messages are held only from its
+//!   participants. A sender's inbox share is what it delivered to an open session that
+//!   the session has not received yet;
 //! - payloads larger than [`MAX_MESSAGE_SIZE`] are refused;
 //! - a session that hears nothing for its idle timeout fails with
 //!   [`TransportError::Timeout`] naming the parties it is still waiting for.

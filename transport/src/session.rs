@@ -122,6 +122,9 @@ pub struct HubStats {
     pub early_dropped_sessions: u64,
     /// Early messages purged after [`HubLimits::early_ttl`].
     pub early_expired: u64,
+    /// Early messages dropped because their sender is not among the participants of a
+    /// session announced with [`SessionHub::expect_session`].
+    pub early_dropped_not_expected: u64,
     /// Messages for an open session dropped: the sender's
     /// [`HubLimits::inbox_bytes_per_sender`] in that session was full.
     pub inbox_dropped_bytes: u64,
@@ -166,6 +169,9 @@ struct HubState {
     open: HashMap<SessionId, OpenSession>,
     pending: HashMap<SessionId, Vec<Held>>,
     early: HashMap<NodeId, PeerEarly>,
+    /// Sessions announced with [`SessionHub::expect_session`] (not open yet): when, and
+    /// their participants.
+    expected: HashMap<SessionId, (Instant, HashSet<NodeId>)>,
     last_purge: Option<Instant>,
     finished: HashSet<SessionId>,
     /// `finished` in the order the sessions finished (oldest first).
@@ -230,6 +236,8 @@ impl HubState {
             self.unaccount(session, from, size);
             self.stats.early_expired += 1;
         }
+        self.expected
+            .retain(|_, (since, _)| now.duration_since(*since) <= ttl);
     }
 
     /// Holds `msg` for `session` (not open) within its sender's quota.
@@ -239,6 +247,12 @@ impl HubState {
         msg: InboundMessage,
         limits: &HubLimits,
     ) -> Result<(), RejectReason> {
+        if let Some((_, participants)) = self.expected.get(&session) {
+            if !participants.contains(&msg.from) {
+                self.stats.early_dropped_not_expected += 1;
+                return Err(RejectReason::SenderNotParticipant);
+            }
+        }
         let size = msg.payload.len();
         let peer = self.early.entry(msg.from).or_default();
         let new_session = !peer.sessions.contains_key(&session);
@@ -386,6 +400,7 @@ impl SessionHub {
             return Err(TransportError::SessionReused(session));
         }
         state.purge_expired(self.limits.early_ttl);
+        state.expected.remove(&session);
         for msg in state.release(session) {
             if open.participants.contains(&msg.from) {
                 let _ = push_to_inbox(&open, msg, &self.limits, &mut state.stats);
@@ -455,6 +470,7 @@ impl SessionHub {
     fn finish(&self, session: SessionId) {
         let mut state = self.lock();
         state.open.remove(&session);
+        state.expected.remove(&session);
         state.release(session);
         if state.finished.insert(session) {
             state.finished_order.push_back(session);
@@ -464,6 +480,43 @@ impl SessionHub {
                 }
             }
         }
+    }
+
+    /// Announces that `session` is expected among `participants` (e.g. once its proposal
+    /// arrived, before it is validated and opened): from then on, early messages for it
+    /// are held only from those participants; what was held from others is dropped, as
+    /// is what they send later (counted in [`HubStats::early_dropped_not_expected`]).
+    /// The announcement lapses after [`HubLimits::early_ttl`] or when the session is
+    /// opened or finished. Does nothing for a session that is open or finished.
+    /// Optional: messages for sessions not announced are held as before.
+    pub fn expect_session(&self, session: SessionId, participants: &[NodeId]) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if state.open.contains_key(&session) || state.finished.contains(&session) {
+            return;
+        }
+        state.purge_expired(self.limits.early_ttl);
+        let participants: HashSet<NodeId> = participants.iter().copied().collect();
+        let mut dropped = Vec::new();
+        if let Some(held) = state.pending.get_mut(&session) {
+            held.retain(|h| {
+                let keep = participants.contains(&h.msg.from);
+                if !keep {
+                    dropped.push((h.msg.from, h.msg.payload.len()));
+                }
+                keep
+            });
+            if held.is_empty() {
+                state.pending.remove(&session);
+            }
+        }
+        for (from, size) in dropped {
+            state.unaccount(session, from, size);
+            state.stats.early_dropped_not_expected += 1;
+        }
+        state
+            .expected
+            .insert(session, (Instant::now(), participants));
     }
 
     /// Number of sessions currently open.
@@ -916,6 +969,30 @@ mod tests {
             }
             other => panic!("expected a timeout, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn an_expected_session_holds_early_messages_only_from_its_participants() {
+        let hub = SessionHub::with_limits(node(LOCAL), limits());
+        hub.deliver(session(5), msg(GREEDY, 10)).unwrap();
+        hub.deliver(session(5), msg(HONEST, 10)).unwrap();
+        hub.expect_session(session(5), &[node(LOCAL), node(HONEST)]);
+        assert_eq!(
+            refused(hub.deliver(session(5), msg(GREEDY, 10))),
+            RejectReason::SenderNotParticipant
+        );
+        hub.deliver(session(5), msg(HONEST, 11)).unwrap();
+        // Sessions not announced are held as before.
+        hub.deliver(session(6), msg(GREEDY, 10)).unwrap();
+        let stats = hub.stats();
+        assert_eq!(stats.early_dropped_not_expected, 2);
+        assert_eq!((stats.early_held_messages, stats.early_held_bytes), (3, 31));
+        let mut channel = open(&hub, session(5), &[HONEST]);
+        assert_eq!(
+            recv_all(&mut channel).await,
+            vec![msg(HONEST, 10), msg(HONEST, 11)]
+        );
+        assert_eq!(hub.stats().early_held_messages, 1);
     }
 
     #[tokio::test]
