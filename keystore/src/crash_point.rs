@@ -11,7 +11,8 @@
 //! * `activate:torn-write`: its batch (active pointer, then state) has reached the
 //!   write-ahead log **except its last byte**: the pointer is in the file, the state
 //!   almost, the record is torn;
-//! * `activate:after-write`: the batch is written and synced, the call has not returned;
+//! * `activate:after-write`: the batch is written and synced, the store's high-water mark
+//!   (`KEYSTORE.VERSIONS`) not yet raised, the call has not returned;
 //! * `delete:before-purge`: [`Keystore::delete_key_with_state`](crate::Keystore::delete_key_with_state)
 //!   has written its synced batch (deletions and state), the compaction has not started.
 

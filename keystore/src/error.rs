@@ -151,6 +151,25 @@ pub enum KeystoreError {
         key_id: KeyId,
     },
 
+    /// An authentic active pointer or state record of a key is older than the key's last
+    /// commit: it was replayed (an earlier value written back into the database), or the
+    /// pointer and the state come from different commits. See "Rollback" in the crate
+    /// docs for what is and is not detected.
+    #[error(
+        "{record} of key {key_id} was rolled back: version {found}, expected at least {expected}"
+    )]
+    RolledBack {
+        /// The key.
+        key_id: KeyId,
+        /// Which record: `active pointer` or `state`.
+        record: String,
+        /// The version of the record found.
+        found: u64,
+        /// The version it must have at least (the key's high-water mark, or the version
+        /// of the other record of the commit).
+        expected: u64,
+    },
+
     /// The [`AsyncKeystore`](crate::AsyncKeystore) was closed (by
     /// [`AsyncKeystore::close`](crate::AsyncKeystore::close) on another handle), or
     /// its thread stopped.

@@ -56,7 +56,9 @@
 //!   [`KeystoreError::Tampered`]. The active-generation pointer, each
 //!   generation's manifest (list of record names) and each key's state record
 //!   are sealed too (bound to the key id and their kind), so they cannot be
-//!   silently rolled back, truncated or swapped either.
+//!   truncated or swapped either. The active pointer and the state record also
+//!   carry a per-key *version*, bound into their associated data, so an older
+//!   value written back is detected: see [Rollback](#rollback).
 //! * **Generations**: written inactive by [`Keystore::put_generation`] (one
 //!   synced batch), switched by [`Keystore::activate`] (one synced record
 //!   write) or [`Keystore::activate_with_state`] (pointer and state in one
@@ -72,6 +74,59 @@
 //!   them), which is one more reason records are encrypted.
 //! * **Secrets** ([`SecretBytes`], [`Passphrase`], the master key) are
 //!   zeroized on drop and print as `[REDACTED]`.
+//! * **Format**: the metadata record holds a format version, now 2. Stores of
+//!   format 1 (written before versions and the high-water-mark file existed) are
+//!   not migrated: opening one gives [`KeystoreError::Corrupt`] saying so;
+//!   re-create the store and stage the shares again.
+//!
+//! # Rollback
+//!
+//! AES-GCM proves a value was written by this store for this place (key id,
+//! generation, record name), not that it is the *latest* value written there: an
+//! older sealed active pointer, copied before a reshare and written back after it,
+//! authenticates. So:
+//!
+//! * **Versions.** Each key has a version counter. Every change of its active
+//!   pointer or state record ([`Keystore::activate`], [`Keystore::activate_with_state`],
+//!   [`Keystore::save_state`], [`Keystore::delete_key`],
+//!   [`Keystore::delete_key_with_state`]) is one *commit* at the next version: it
+//!   writes the pointer and the state (the kept one sealed again) at that version in
+//!   one synced batch. The value is `version (u64 BE) | sealed`, and the version is
+//!   in the associated data, so it cannot be changed without failing authentication.
+//!   A pointer and a state of different versions are not from the same commit:
+//!   [`KeystoreError::RolledBack`].
+//! * **High-water marks.** An anchor outside the database holds, per key id, the
+//!   last version committed: the file `KEYSTORE.VERSIONS` ([`VERSIONS_FILE_NAME`])
+//!   in the store directory, sealed with the store key (AES-256-GCM, so it cannot be
+//!   forged or taken from another store), replaced atomically (written to a
+//!   temporary file, `fsync`, rename, directory `fsync`) after each commit, and
+//!   created before the metadata record, so a store without it is refused
+//!   ([`KeystoreError::Corrupt`]). An active pointer or state record whose version
+//!   is below its key's mark is [`KeystoreError::RolledBack`] (`found`, `expected`)
+//!   when it is read: [`Keystore::active_generation`], [`Keystore::load_active`],
+//!   [`Keystore::load_state`], and the commits that keep one of them.
+//! * **Crash safety.** The mark is written after the batch. A crash in between leaves
+//!   the database one commit ahead of the mark; versions at or above the mark are
+//!   accepted, and [`Keystore::open`] raises each mark to the versions of the
+//!   authentic records it finds, so the store opens with the new commit, like
+//!   before. The only cost: in that window, a replay of the commit just before is
+//!   not caught by the mark (it still is by the pointer/state cross-check if only
+//!   one of the two is replayed).
+//!
+//! Threat model: an attacker who can write the store's files (but does not have
+//! the passphrase or key file) and rolls back **part** of the store, e.g. writes one
+//! older record (the active pointer, the state) back into the LevelDB database, or
+//! restores older LevelDB files without the marks file, is detected. A rollback of
+//! the **whole directory**, marks file included (restoring a backup or a
+//! filesystem snapshot), is not detectable locally: nothing the node keeps on the
+//! same disk can tell an old copy from the current one. The pool notices that case
+//! from outside (a node holding an old generation fails the next signing or
+//! resharing with the others, and the L1 shows the current committee). Deleting
+//! records (rather than replaying older ones) is not reported as a rollback: a
+//! deleted active pointer or state record reads as absent (`None`,
+//! [`KeystoreError::NoActiveGeneration`]), a deleted share as
+//! [`KeystoreError::MissingRecord`] or [`KeystoreError::UnknownKey`]. That denies
+//! service but never substitutes an older share or state.
 //!
 //! # Features
 //!
@@ -93,6 +148,7 @@ mod seal;
 mod secret;
 mod store;
 mod types;
+mod versions;
 
 pub use async_store::AsyncKeystore;
 pub use error::{KeystoreError, Result};
@@ -104,3 +160,4 @@ pub use store::{
 pub use types::{
     Generation, GenerationRecords, KeyId, RecordName, MAX_KEY_ID_LEN, MAX_RECORD_NAME_LEN,
 };
+pub use versions::VERSIONS_FILE_NAME;

@@ -3,7 +3,9 @@
 //! Sealed layout: `version (1 byte) | nonce (12 random bytes) | ciphertext+tag`.
 //! The associated data binds the record to its exact place in the store
 //! (see [`Ad`]), so a record copied under another key id, generation or name
-//! fails authentication.
+//! fails authentication; active pointers and state records are also bound to their
+//! version (stored in clear in front of the sealed bytes, authenticated through the
+//! associated data).
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -22,14 +24,17 @@ const DOMAIN: &[u8] = b"mpc-keystore/v1\0";
 pub(crate) enum Ad<'a> {
     /// The key-check value, bound to the metadata header.
     KeyCheck(&'a [u8]),
-    /// A key's active-generation pointer.
-    Active(&'a KeyId),
+    /// A key's active-generation pointer, at a version (see "Rollback" in the crate docs).
+    Active(&'a KeyId, u64),
     /// A generation's manifest (list of record names).
     Manifest(&'a KeyId, Generation),
     /// One named secret record.
     Record(&'a KeyId, Generation, &'a RecordName),
-    /// A key's state record (the embedder's bytes committed with the active generation).
-    State(&'a KeyId),
+    /// A key's state record (the embedder's bytes committed with the active generation),
+    /// at a version: the same as the pointer committed with it.
+    State(&'a KeyId, u64),
+    /// The store's high-water-mark file (`KEYSTORE.VERSIONS`).
+    HighWaterMarks,
 }
 
 impl Ad<'_> {
@@ -44,9 +49,10 @@ impl Ad<'_> {
                 out.push(b'C');
                 field(&mut out, header);
             }
-            Ad::Active(id) => {
+            Ad::Active(id, version) => {
                 out.push(b'A');
                 field(&mut out, id.as_str().as_bytes());
+                out.extend_from_slice(&version.to_be_bytes());
             }
             Ad::Manifest(id, g) => {
                 out.push(b'M');
@@ -59,10 +65,12 @@ impl Ad<'_> {
                 out.extend_from_slice(&g.0.to_be_bytes());
                 field(&mut out, name.as_str().as_bytes());
             }
-            Ad::State(id) => {
+            Ad::State(id, version) => {
                 out.push(b'S');
                 field(&mut out, id.as_str().as_bytes());
+                out.extend_from_slice(&version.to_be_bytes());
             }
+            Ad::HighWaterMarks => out.push(b'H'),
         }
         out
     }

@@ -15,13 +15,16 @@ use crate::kdf::{random_salt, KdfParams, Unlock, UnlockMethod, SALT_LEN};
 use crate::seal::{self, Ad};
 use crate::secret::{MasterKey, SecretBytes};
 use crate::types::{Generation, GenerationRecords, KeyId, RecordName};
+use crate::versions::{self, Marks};
 
 /// Name of the advisory lock file inside the store directory.
 pub const LOCK_FILE_NAME: &str = "KEYSTORE.LOCK";
 
 const META_KEY: &[u8] = b"meta";
 const META_MAGIC: &[u8; 8] = b"MPCKSTR1";
-const META_FORMAT_VERSION: u8 = 1;
+/// 2: active pointers and state records carry a version, and the store has a
+/// high-water-mark file (`KEYSTORE.VERSIONS`). Stores of format 1 are refused.
+const META_FORMAT_VERSION: u8 = 2;
 const META_HEADER_LEN: usize = 8 + 1 + 1 + SALT_LEN + 4 * 3;
 const KEY_CHECK_PLAINTEXT: &[u8] = b"mpc-keystore key-check v1";
 const KEY_PREFIX: &[u8] = b"k/";
@@ -30,10 +33,10 @@ const KEY_PREFIX: &[u8] = b"k/";
 ///
 /// ```text
 /// meta                                  -> header | sealed key-check value
-/// k/<key id>/a                          -> sealed active generation (u64 BE)
+/// k/<key id>/a                          -> version (u64 BE) | sealed active generation (u64 BE)
 /// k/<key id>/g/<gen, 20 digits>/m       -> sealed manifest (record names)
 /// k/<key id>/g/<gen, 20 digits>/r/<name>-> sealed record
-/// s/<key id>                            -> sealed state (the embedder's bytes)
+/// s/<key id>                            -> version (u64 BE) | sealed state (the embedder's bytes)
 /// ```
 ///
 /// State records live outside `k/` so a key with only a state (before keygen, or after
@@ -89,6 +92,9 @@ pub struct Keystore {
     key: MasterKey,
     method: UnlockMethod,
     path: PathBuf,
+    /// The high-water marks (see "Rollback" in the crate docs): the file's, raised on
+    /// open to what the database holds, and after each commit.
+    marks: Marks,
     _lock: File,
 }
 
@@ -176,17 +182,34 @@ impl Keystore {
         let mut db = open_db(&path)?;
         restrict_files(&path)?;
 
-        let key = match get(&mut db, META_KEY)? {
-            Some(meta) => unlock_existing(&meta, unlock)?,
-            None => create_new(&mut db, unlock, kdf_params)?,
+        let (key, marks) = match get(&mut db, META_KEY)? {
+            Some(meta) => {
+                let key = unlock_existing(&meta, unlock)?;
+                // Written before the metadata when the store was created, and only ever
+                // replaced atomically since: its absence is not a crash but a deletion.
+                let marks = versions::read(&path, &key)?.ok_or_else(|| {
+                    corrupt(format!(
+                        "high-water-mark file {} is missing",
+                        versions::VERSIONS_FILE_NAME
+                    ))
+                })?;
+                (key, marks)
+            }
+            None => (
+                create_new(&mut db, &path, unlock, kdf_params)?,
+                Marks::new(),
+            ),
         };
-        Ok(Keystore {
+        let mut store = Keystore {
             db: Some(db),
             key,
             method: unlock.method(),
             path,
+            marks,
             _lock: lock,
-        })
+        };
+        store.raise_marks_to_the_database()?;
+        Ok(store)
     }
 
     /// The store directory.
@@ -235,13 +258,16 @@ impl Keystore {
     /// synced record write). The generation is fully decrypted and verified
     /// first, so a damaged generation is never activated. The key's state record
     /// (see [`activate_with_state`](Keystore::activate_with_state)) is left as it is.
+    ///
+    /// Like every change of the pointer or the state, this is a new *version* of the key
+    /// (see "Rollback" in the crate docs): an existing state record is sealed again at the
+    /// new version in the same batch, so it must open ([`KeystoreError::TamperedState`],
+    /// [`KeystoreError::RolledBack`] otherwise).
     pub fn activate(&mut self, key_id: &KeyId, generation: Generation) -> Result<()> {
         drop(self.load(key_id, generation)?);
-        let sealed = seal::seal(&self.key, &Ad::Active(key_id), &generation.0.to_be_bytes());
-        let mut batch = WriteBatch::default();
-        batch.put(&active_key(key_id), &sealed);
+        let (batch, version) = self.new_version(key_id, Some(generation), None, &[])?;
         self.db()?.write(batch, true)?;
-        Ok(())
+        self.record_mark(key_id, version)
     }
 
     /// Makes `generation` the active generation of `key_id` **and** stores `state` as the
@@ -258,6 +284,10 @@ impl Keystore {
     ///
     /// The generation is fully decrypted and verified first, as in
     /// [`activate`](Keystore::activate).
+    ///
+    /// Both records carry the key's next version (bound into their associated data), and
+    /// the store's high-water mark is raised to it once the batch is written (see
+    /// "Rollback" in the crate docs; a crash in between is caught up on the next open).
     pub fn activate_with_state(
         &mut self,
         key_id: &KeyId,
@@ -265,68 +295,58 @@ impl Keystore {
         state: &[u8],
     ) -> Result<()> {
         drop(self.load(key_id, generation)?);
-        let mut batch = WriteBatch::default();
-        batch.put(
-            &active_key(key_id),
-            &seal::seal(&self.key, &Ad::Active(key_id), &generation.0.to_be_bytes()),
-        );
-        batch.put(
-            &state_key(key_id),
-            &seal::seal(&self.key, &Ad::State(key_id), state),
-        );
+        let (batch, version) = self.new_version(key_id, Some(generation), Some(state), &[])?;
         crash_point::reached("activate:before-write");
         crash_point::arm_torn_log_write("activate:torn-write");
         let written = self.db()?.write(batch, true);
         crash_point::disarm_torn_log_write();
         written?;
         crash_point::reached("activate:after-write");
-        Ok(())
+        self.record_mark(key_id, version)
     }
 
     /// Stores `state` as the state record of `key_id` (one synced write), leaving its
     /// generations and active pointer alone: e.g. the pool state before keygen, or after
     /// a change that does not switch generations. Any key id may have a state, with or
     /// without generations.
+    ///
+    /// This is a new version of the key: an existing active pointer is sealed again at the
+    /// new version in the same batch, so it must open
+    /// ([`KeystoreError::TamperedActivePointer`], [`KeystoreError::RolledBack`] otherwise).
     pub fn save_state(&mut self, key_id: &KeyId, state: &[u8]) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        batch.put(
-            &state_key(key_id),
-            &seal::seal(&self.key, &Ad::State(key_id), state),
-        );
+        let (batch, version) = self.new_version(key_id, None, Some(state), &[])?;
         self.db()?.write(batch, true)?;
-        Ok(())
+        self.record_mark(key_id, version)
     }
 
     /// The state record of `key_id` (see [`activate_with_state`](Keystore::activate_with_state),
     /// [`save_state`](Keystore::save_state), [`delete_key_with_state`](Keystore::delete_key_with_state)),
     /// or `None` if none was stored. [`KeystoreError::TamperedState`] if it fails
-    /// authentication. The state is sealed on disk but not treated as a secret in
-    /// memory (a plain `Vec`, not zeroized).
+    /// authentication; [`KeystoreError::RolledBack`] if it (or the active pointer) is older
+    /// than the key's last commit (see "Rollback" in the crate docs). The state is sealed on
+    /// disk but not treated as a secret in memory (a plain `Vec`, not zeroized).
     pub fn load_state(&mut self, key_id: &KeyId) -> Result<Option<Vec<u8>>> {
-        let Some(sealed) = get(self.db()?, &state_key(key_id))? else {
-            return Ok(None);
-        };
-        let plain = seal::open(&self.key, &Ad::State(key_id), &sealed).ok_or_else(|| {
-            KeystoreError::TamperedState {
-                key_id: key_id.clone(),
-            }
-        })?;
-        Ok(Some(plain.expose().to_vec()))
+        let state = self.current_state(key_id)?;
+        let pointer = self.current_pointer(key_id)?;
+        same_commit(
+            key_id,
+            pointer.map(|(v, _)| v),
+            state.as_ref().map(|(v, _)| *v),
+        )?;
+        Ok(state.map(|(_, s)| s.expose().to_vec()))
     }
 
     /// The active generation of `key_id`, or `None` if none was activated yet.
-    /// Unknown keys give [`KeystoreError::UnknownKey`].
+    /// Unknown keys give [`KeystoreError::UnknownKey`];
+    /// [`KeystoreError::TamperedActivePointer`] a pointer that fails authentication, and
+    /// [`KeystoreError::RolledBack`] an authentic pointer (or state record) older than the
+    /// key's last commit (see "Rollback" in the crate docs).
     pub fn active_generation(&mut self, key_id: &KeyId) -> Result<Option<Generation>> {
-        match get(self.db()?, &active_key(key_id))? {
-            Some(sealed) => {
-                let plain = seal::open(&self.key, &Ad::Active(key_id), &sealed)
-                    .filter(|p| p.len() == 8)
-                    .ok_or_else(|| KeystoreError::TamperedActivePointer {
-                        key_id: key_id.clone(),
-                    })?;
-                let mut g = [0u8; 8];
-                g.copy_from_slice(plain.expose());
-                Ok(Some(Generation(u64::from_be_bytes(g))))
+        match self.current_pointer(key_id)? {
+            Some((version, generation)) => {
+                let state = self.current_state(key_id)?.map(|(v, _)| v);
+                same_commit(key_id, Some(version), state)?;
+                Ok(Some(generation))
             }
             None if self.key_exists(key_id)? => Ok(None),
             None => Err(KeystoreError::UnknownKey(key_id.clone())),
@@ -449,7 +469,11 @@ impl Keystore {
             }
         }
         let keys = self.keys_with_prefix(&gen_prefix(key_id, generation))?;
-        self.delete_and_purge(keys, None)
+        let mut batch = WriteBatch::default();
+        for k in &keys {
+            batch.delete(k);
+        }
+        self.write_and_purge(batch, None)
     }
 
     /// Deletes every generation of `key_id` and its active pointer in one
@@ -458,14 +482,17 @@ impl Keystore {
     /// in-memory copy left to zeroize (records already returned by
     /// [`load`](Keystore::load) are zeroized when the caller drops them).
     ///
-    /// The key's state record is kept; [`delete_key_with_state`](Keystore::delete_key_with_state)
-    /// replaces it in the same batch.
+    /// The key's state record is kept (sealed again at the key's next version, so the
+    /// deleted active pointer cannot be replayed: see "Rollback" in the crate docs);
+    /// [`delete_key_with_state`](Keystore::delete_key_with_state) replaces it in the same
+    /// batch.
     pub fn delete_key(&mut self, key_id: &KeyId) -> Result<()> {
         let keys = self.keys_with_prefix(&key_prefix(key_id))?;
         if keys.is_empty() {
             return Err(KeystoreError::UnknownKey(key_id.clone()));
         }
-        self.delete_and_purge(keys, None)
+        let (batch, version) = self.new_version(key_id, None, None, &keys)?;
+        self.write_and_purge(batch, Some((key_id, version)))
     }
 
     /// Deletes every generation of `key_id` and its active pointer **and** stores `state`
@@ -488,8 +515,8 @@ impl Keystore {
     pub fn delete_key_with_state(&mut self, key_id: &KeyId, state: &[u8]) -> Result<bool> {
         let keys = self.keys_with_prefix(&key_prefix(key_id))?;
         let existed = !keys.is_empty();
-        let sealed = seal::seal(&self.key, &Ad::State(key_id), state);
-        self.delete_and_purge(keys, Some((state_key(key_id), sealed)))?;
+        let (batch, version) = self.new_version(key_id, None, Some(state), &keys)?;
+        self.write_and_purge(batch, Some((key_id, version)))?;
         Ok(existed)
     }
 
@@ -519,22 +546,160 @@ impl Keystore {
         })
     }
 
-    /// Deletes `keys` and writes `put` (if any) in one synced batch, then compacts.
-    fn delete_and_purge(
-        &mut self,
-        keys: Vec<Vec<u8>>,
-        put: Option<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        for k in &keys {
-            batch.delete(k);
-        }
-        if let Some((k, v)) = &put {
-            batch.put(k, v);
-        }
+    /// Writes `batch` (synced), records the key's new version `mark` if any, then
+    /// compacts.
+    fn write_and_purge(&mut self, batch: WriteBatch, mark: Option<(&KeyId, u64)>) -> Result<()> {
         self.db()?.write(batch, true)?;
+        if let Some((key_id, version)) = mark {
+            self.record_mark(key_id, version)?;
+        }
         crash_point::reached("delete:before-purge");
         self.purge()
+    }
+
+    /// The key's active pointer `(version, generation)`, if any, authenticated and checked
+    /// against the key's high-water mark.
+    fn current_pointer(&mut self, key_id: &KeyId) -> Result<Option<(u64, Generation)>> {
+        let Some(value) = get(self.db()?, &active_key(key_id))? else {
+            return Ok(None);
+        };
+        let (version, generation) = open_pointer(&self.key, key_id, &value).ok_or_else(|| {
+            KeystoreError::TamperedActivePointer {
+                key_id: key_id.clone(),
+            }
+        })?;
+        self.check_mark(key_id, "active pointer", version)?;
+        Ok(Some((version, generation)))
+    }
+
+    /// The key's state record `(version, state)`, if any, authenticated and checked
+    /// against the key's high-water mark.
+    fn current_state(&mut self, key_id: &KeyId) -> Result<Option<(u64, SecretBytes)>> {
+        let Some(value) = get(self.db()?, &state_key(key_id))? else {
+            return Ok(None);
+        };
+        let (version, state) =
+            open_state(&self.key, key_id, &value).ok_or_else(|| KeystoreError::TamperedState {
+                key_id: key_id.clone(),
+            })?;
+        self.check_mark(key_id, "state", version)?;
+        Ok(Some((version, state)))
+    }
+
+    /// [`KeystoreError::RolledBack`] if `version` of the key's `record` is below its mark.
+    fn check_mark(&self, key_id: &KeyId, record: &str, version: u64) -> Result<()> {
+        let mark = self.marks.get(key_id).copied().unwrap_or(0);
+        if version < mark {
+            return Err(KeystoreError::RolledBack {
+                key_id: key_id.clone(),
+                record: record.into(),
+                found: version,
+                expected: mark,
+            });
+        }
+        Ok(())
+    }
+
+    /// A batch committing the key's next version: deletes `deletes`; sets the active
+    /// pointer to `pointer` (or seals the current one again at the new version, unless
+    /// it is deleted); sets the state to `state` (or seals the current one again). The
+    /// records kept must open and must not be rolled back. Returns the batch and the new
+    /// version, to give [`record_mark`](Self::record_mark) once the batch is written.
+    fn new_version(
+        &mut self,
+        key_id: &KeyId,
+        pointer: Option<Generation>,
+        state: Option<&[u8]>,
+        deletes: &[Vec<u8>],
+    ) -> Result<(WriteBatch, u64)> {
+        let pointer_key = active_key(key_id);
+        let pointer_deleted = deletes.contains(&pointer_key);
+        let pointer = match pointer {
+            Some(g) => Some(g),
+            None if pointer_deleted => None,
+            None => self.current_pointer(key_id)?.map(|(_, g)| g),
+        };
+        let kept_state;
+        let state = match state {
+            Some(s) => Some(s),
+            None => {
+                kept_state = self.current_state(key_id)?;
+                kept_state.as_ref().map(|(_, s)| s.expose())
+            }
+        };
+        let version = self
+            .marks
+            .get(key_id)
+            .copied()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or_else(|| corrupt(format!("version counter of key {key_id} is exhausted")))?;
+        let mut batch = WriteBatch::default();
+        for k in deletes {
+            batch.delete(k);
+        }
+        if let Some(g) = pointer {
+            batch.put(&pointer_key, &seal_pointer(&self.key, key_id, version, g));
+        }
+        if let Some(s) = state {
+            batch.put(
+                &state_key(key_id),
+                &seal_state(&self.key, key_id, version, s),
+            );
+        }
+        Ok((batch, version))
+    }
+
+    /// Raises the key's high-water mark to `version` (just committed) and writes the
+    /// marks file. If this fails (or the process dies first), the database is one commit
+    /// ahead of the file, which the next open catches up.
+    fn record_mark(&mut self, key_id: &KeyId, version: u64) -> Result<()> {
+        let mark = self.marks.entry(key_id.clone()).or_insert(0);
+        if *mark >= version {
+            return Ok(());
+        }
+        *mark = version;
+        versions::write(&self.path, &self.key, &self.marks)
+    }
+
+    /// Raises every key's mark to the version of its authentic active pointer and state
+    /// record, if higher (a commit whose mark was not written before a crash), and writes
+    /// the marks file if anything changed. Records that fail authentication are left for
+    /// the loads to report.
+    fn raise_marks_to_the_database(&mut self) -> Result<()> {
+        let mut found: Vec<(KeyId, u64)> = Vec::new();
+        let mut it = self.db()?.new_iter()?;
+        it.seek_to_first();
+        while let Some((k, v)) = it.current() {
+            let parsed = if let Some(id) = k
+                .strip_prefix(KEY_PREFIX)
+                .and_then(|rest| rest.strip_suffix(b"/a"))
+                .and_then(parse_key_id)
+            {
+                open_pointer(&self.key, &id, &v).map(|(version, _)| (id, version))
+            } else if let Some(id) = k.strip_prefix(b"s/").and_then(parse_key_id) {
+                open_state(&self.key, &id, &v).map(|(version, _)| (id, version))
+            } else {
+                None
+            };
+            found.extend(parsed);
+            if !it.advance() {
+                break;
+            }
+        }
+        drop(it);
+        let mut changed = false;
+        for (id, version) in found {
+            let mark = self.marks.entry(id).or_insert(0);
+            if version > *mark {
+                *mark = version;
+                changed = true;
+            }
+        }
+        if changed {
+            versions::write(&self.path, &self.key, &self.marks)?;
+        }
+        Ok(())
     }
 
     /// Rewrites the database so deleted values are dropped from every file:
@@ -603,6 +768,67 @@ impl Keystore {
         }
         Ok(out)
     }
+}
+
+/// The active pointer and the state, when both exist, were written by the same commit
+/// (every commit writes both at its version, given as `pointer` and `state`);
+/// [`KeystoreError::RolledBack`] names the older one otherwise. This catches the replay of
+/// one of them even while the mark lags the database after a crash.
+fn same_commit(key_id: &KeyId, pointer: Option<u64>, state: Option<u64>) -> Result<()> {
+    match (pointer, state) {
+        (Some(p), Some(s)) if p != s => Err(KeystoreError::RolledBack {
+            key_id: key_id.clone(),
+            record: if p < s { "active pointer" } else { "state" }.into(),
+            found: p.min(s),
+            expected: p.max(s),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn parse_key_id(b: &[u8]) -> Option<KeyId> {
+    std::str::from_utf8(b).ok().and_then(|s| KeyId::new(s).ok())
+}
+
+/// `version (u64 BE) | sealed`, the layout of active pointers and state records.
+fn versioned(version: u64, sealed: Vec<u8>) -> Vec<u8> {
+    let mut out = version.to_be_bytes().to_vec();
+    out.extend(sealed);
+    out
+}
+
+fn split_version(value: &[u8]) -> Option<(u64, &[u8])> {
+    if value.len() < 8 {
+        return None;
+    }
+    let (v, sealed) = value.split_at(8);
+    Some((u64::from_be_bytes(v.try_into().ok()?), sealed))
+}
+
+fn seal_pointer(key: &MasterKey, key_id: &KeyId, version: u64, g: Generation) -> Vec<u8> {
+    let sealed = seal::seal(key, &Ad::Active(key_id, version), &g.0.to_be_bytes());
+    versioned(version, sealed)
+}
+
+/// An authentic active pointer's `(version, generation)`; `None` if it fails
+/// authentication or is malformed.
+fn open_pointer(key: &MasterKey, key_id: &KeyId, value: &[u8]) -> Option<(u64, Generation)> {
+    let (version, sealed) = split_version(value)?;
+    let plain = seal::open(key, &Ad::Active(key_id, version), sealed)?;
+    let g: [u8; 8] = plain.expose().try_into().ok()?;
+    Some((version, Generation(u64::from_be_bytes(g))))
+}
+
+fn seal_state(key: &MasterKey, key_id: &KeyId, version: u64, state: &[u8]) -> Vec<u8> {
+    versioned(version, seal::seal(key, &Ad::State(key_id, version), state))
+}
+
+/// An authentic state record's `(version, state)`; `None` if it fails authentication or
+/// is malformed.
+fn open_state(key: &MasterKey, key_id: &KeyId, value: &[u8]) -> Option<(u64, SecretBytes)> {
+    let (version, sealed) = split_version(value)?;
+    let plain = seal::open(key, &Ad::State(key_id, version), sealed)?;
+    Some((version, plain))
 }
 
 fn open_db(path: &Path) -> Result<DB> {
@@ -709,7 +935,7 @@ fn encode_header(method: UnlockMethod, salt: &[u8; SALT_LEN], p: KdfParams) -> V
     h
 }
 
-fn create_new(db: &mut DB, unlock: &Unlock, params: KdfParams) -> Result<MasterKey> {
+fn create_new(db: &mut DB, dir: &Path, unlock: &Unlock, params: KdfParams) -> Result<MasterKey> {
     // A crash between creating the database and writing the metadata leaves
     // an empty database, which is simply initialised again here.
     let mut it = db.new_iter()?;
@@ -729,6 +955,9 @@ fn create_new(db: &mut DB, unlock: &Unlock, params: KdfParams) -> Result<MasterK
         &Ad::KeyCheck(&header),
         KEY_CHECK_PLAINTEXT,
     ));
+    // The marks file first: a store with metadata always has one (a crash before the
+    // metadata is written leaves an empty database, created again from scratch).
+    versions::write(dir, &key, &Marks::new())?;
     let mut batch = WriteBatch::default();
     batch.put(META_KEY, &meta);
     db.write(batch, true)?;
@@ -757,6 +986,13 @@ pub fn decode_metadata(meta: &[u8]) -> Result<(MetadataHeader, &[u8])> {
         return Err(corrupt("metadata record is malformed"));
     }
     let (header, check) = meta.split_at(META_HEADER_LEN);
+    if header[8] == 1 {
+        return Err(corrupt(
+            "keystore format version 1 (written before rollback detection: its active \
+             pointers and state records carry no version) is not supported; re-create the \
+             store and stage the shares again",
+        ));
+    }
     if header[8] != META_FORMAT_VERSION {
         return Err(corrupt(format!(
             "unsupported keystore format version {}",
@@ -975,16 +1211,197 @@ mod tests {
         let mut ks = open(dir.path());
         let (a, b) = (id("a"), id("b"));
         ks.put_generation(&a, Generation(1), &recs(b"a1")).unwrap();
+        ks.put_generation(&a, Generation(2), &recs(b"a2")).unwrap();
         ks.put_generation(&b, Generation(5), &recs(b"b5")).unwrap();
         ks.activate(&a, Generation(1)).unwrap();
         ks.activate(&b, Generation(5)).unwrap();
+
+        // Replay: the raw value of a's pointer before the switch to generation 2,
+        // written back after it. It authenticates (it is a's own pointer) but is older.
+        let old_pointer = raw_get(&mut ks, &active_key(&a));
+        ks.activate(&a, Generation(2)).unwrap();
+        raw_put(&mut ks, &active_key(&a), &old_pointer);
+        let err = ks.active_generation(&a).unwrap_err();
+        assert!(
+            matches!(&err, KeystoreError::RolledBack { key_id, record, found: 1, expected: 2 }
+                if key_id == &a && record == "active pointer"),
+            "{err:?}"
+        );
+        assert!(
+            matches!(ks.load_active(&a), Err(KeystoreError::RolledBack { .. })),
+            "never the old share"
+        );
+        // Neither is the replayed pointer kept by a commit that would seal it again.
+        assert!(matches!(
+            ks.save_state(&a, b"S"),
+            Err(KeystoreError::RolledBack { .. })
+        ));
+
+        // Tampering: another key's pointer fails authentication.
         let pointer_b = raw_get(&mut ks, &active_key(&b));
         raw_put(&mut ks, &active_key(&a), &pointer_b);
         assert!(matches!(
             ks.active_generation(&a),
             Err(KeystoreError::TamperedActivePointer { ref key_id }) if key_id == &a
         ));
+        // So does one whose clear version was changed (it is in the associated data).
+        let mut bumped = old_pointer.clone();
+        bumped[7] = 9;
+        raw_put(&mut ks, &active_key(&a), &bumped);
+        assert!(matches!(
+            ks.active_generation(&a),
+            Err(KeystoreError::TamperedActivePointer { .. })
+        ));
         assert_eq!(ks.active_generation(&b).unwrap(), Some(Generation(5)));
+        // A new activation heals the key.
+        ks.activate(&a, Generation(2)).unwrap();
+        assert_eq!(ks.active_generation(&a).unwrap(), Some(Generation(2)));
+    }
+
+    /// Writes `values` into the closed store's database directly, as an attacker with
+    /// access to its files can.
+    fn offline_put(dir: &Path, values: &[(Vec<u8>, Vec<u8>)]) {
+        let mut db = open_db(dir).unwrap();
+        let mut b = WriteBatch::default();
+        for (k, v) in values {
+            b.put(k, v);
+        }
+        db.write(b, true).unwrap();
+        db.close().unwrap();
+    }
+
+    #[test]
+    fn replaying_an_older_active_pointer_is_detected_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = id("a");
+        let (old_pointer, old_state) = {
+            let mut ks = open(dir.path());
+            ks.put_generation(&a, Generation(0), &recs(b"a0")).unwrap();
+            ks.put_generation(&a, Generation(1), &recs(b"a1")).unwrap();
+            ks.activate_with_state(&a, Generation(0), b"S0").unwrap();
+            let old = (
+                raw_get(&mut ks, &active_key(&a)),
+                raw_get(&mut ks, &state_key(&a)),
+            );
+            ks.activate_with_state(&a, Generation(1), b"S1").unwrap();
+            ks.close().unwrap();
+            old
+        };
+        // The old pointer alone.
+        offline_put(dir.path(), &[(active_key(&a), old_pointer.clone())]);
+        let mut ks = open(dir.path());
+        let err = ks.load_active(&a).unwrap_err();
+        assert!(
+            matches!(&err, KeystoreError::RolledBack { key_id, record, found: 1, expected: 2 }
+                if key_id == &a && record == "active pointer"),
+            "{err:?}"
+        );
+        ks.close().unwrap();
+        // The old pointer and the old state together: a consistent older commit, which
+        // only the high-water mark outside the database tells from the current one.
+        offline_put(
+            dir.path(),
+            &[(active_key(&a), old_pointer), (state_key(&a), old_state)],
+        );
+        let mut ks = open(dir.path());
+        for err in [
+            ks.load_active(&a).unwrap_err(),
+            ks.load_state(&a).unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    &err,
+                    KeystoreError::RolledBack {
+                        found: 1,
+                        expected: 2,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+        }
+        // Deleting the marks file does not help: such a store is refused.
+        ks.close().unwrap();
+        fs::remove_file(dir.path().join(versions::VERSIONS_FILE_NAME)).unwrap();
+        let err = Keystore::open(dir.path(), &Unlock::passphrase("pw")).unwrap_err();
+        assert!(matches!(err, KeystoreError::Corrupt { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn pointer_and_state_from_different_commits_are_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ks = open(dir.path());
+        let a = id("a");
+        ks.put_generation(&a, Generation(0), &recs(b"a0")).unwrap();
+        ks.put_generation(&a, Generation(1), &recs(b"a1")).unwrap();
+        ks.activate_with_state(&a, Generation(0), b"S0").unwrap();
+        let (old_pointer, old_state) = (
+            raw_get(&mut ks, &active_key(&a)),
+            raw_get(&mut ks, &state_key(&a)),
+        );
+        ks.activate_with_state(&a, Generation(1), b"S1").unwrap();
+        let new_pointer = raw_get(&mut ks, &active_key(&a));
+
+        // The state replayed alone.
+        raw_put(&mut ks, &state_key(&a), &old_state);
+        let err = ks.load_state(&a).unwrap_err();
+        assert!(
+            matches!(&err, KeystoreError::RolledBack { record, found: 1, expected: 2, .. }
+                if record == "state"),
+            "{err:?}"
+        );
+        // Both replayed: the pointer and the state agree, the mark does not.
+        raw_put(&mut ks, &active_key(&a), &old_pointer);
+        assert!(matches!(
+            ks.load_active(&a),
+            Err(KeystoreError::RolledBack {
+                found: 1,
+                expected: 2,
+                ..
+            })
+        ));
+        // Even with the marks forgotten (as if the last mark write was lost), the
+        // pointer and state of different commits do not pass.
+        raw_put(&mut ks, &active_key(&a), &new_pointer);
+        ks.marks.clear();
+        let err = ks.active_generation(&a).unwrap_err();
+        assert!(
+            matches!(&err, KeystoreError::RolledBack { record, found: 1, expected: 2, .. }
+                if record == "state"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_deleted_keys_pointer_cannot_be_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ks = open(dir.path());
+        let a = id("a");
+        ks.put_generation(&a, Generation(0), &recs(b"a0")).unwrap();
+        ks.activate(&a, Generation(0)).unwrap();
+        let pointer = raw_get(&mut ks, &active_key(&a));
+        let manifest = raw_get(&mut ks, &manifest_key(&a, Generation(0)));
+        let share = raw_get(&mut ks, &record_key(&a, Generation(0), &share_name()));
+        let aux_name = RecordName::new(RecordName::AUX_INFO).unwrap();
+        let aux = raw_get(&mut ks, &record_key(&a, Generation(0), &aux_name));
+        ks.delete_key(&a).unwrap();
+        // Everything written back from a copy taken before the deletion.
+        raw_put(&mut ks, &manifest_key(&a, Generation(0)), &manifest);
+        raw_put(
+            &mut ks,
+            &record_key(&a, Generation(0), &share_name()),
+            &share,
+        );
+        raw_put(&mut ks, &record_key(&a, Generation(0), &aux_name), &aux);
+        raw_put(&mut ks, &active_key(&a), &pointer);
+        assert!(matches!(
+            ks.load_active(&a),
+            Err(KeystoreError::RolledBack {
+                found: 1,
+                expected: 2,
+                ..
+            })
+        ));
     }
 
     #[test]
