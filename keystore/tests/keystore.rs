@@ -471,6 +471,55 @@ fn retired_generation_is_gone_from_disk_and_active_one_cannot_be_retired() {
     assert_eq!(files_containing(dir.path(), &old_ct), Vec::<PathBuf>::new());
 }
 
+/// CRC-32C (Castagnoli), bit by bit.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Recomputes the checksum of the LevelDB table block holding only the entry for
+/// `user_key` whose value is `data[value_pos..value_pos + value_len]`, uncompressed:
+/// `entry (shared 0, key length, value length varints | internal key | value) |
+/// restart array (u32 0, u32 count 1) | compression (1) | masked CRC-32C (4, LE)`.
+/// `flipped` is the offset in the value of the bit flipped (`0x01`), for a sanity check.
+fn fix_block_crc(
+    data: &mut [u8],
+    value_pos: usize,
+    value_len: usize,
+    flipped: usize,
+    user_key: &[u8],
+) {
+    let key_start = value_pos - 8 - user_key.len(); // internal key = user key | 8-byte tag
+    assert_eq!(&data[key_start..key_start + user_key.len()], user_key);
+    let varints = 1 + 1 + if value_len < 1 << 14 { 2 } else { 3 };
+    let block_start = key_start - varints;
+    assert_eq!(data[block_start], 0, "sanity: first entry of its block");
+    let trailer = value_pos + value_len + 8;
+    assert_eq!(&data[trailer - 8..trailer], &[0, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(data[trailer], 0, "sanity: uncompressed block");
+    let mask = |c: u32| c.rotate_right(15).wrapping_add(0xa282_ead8);
+    // Sanity: with the flipped bit undone, this is the stored checksum.
+    data[value_pos + flipped] ^= 0x01;
+    let stored = &data[trailer + 1..trailer + 5];
+    assert_eq!(
+        stored,
+        mask(crc32c(&data[block_start..=trailer])).to_le_bytes()
+    );
+    data[value_pos + flipped] ^= 0x01;
+    let crc = mask(crc32c(&data[block_start..=trailer]));
+    data[trailer + 1..trailer + 5].copy_from_slice(&crc.to_le_bytes());
+}
+
 #[test]
 fn byte_flipped_on_disk_is_detected_and_other_keys_survive() {
     let dir = tempfile::tempdir().unwrap();
@@ -500,6 +549,12 @@ fn byte_flipped_on_disk_is_detected_and_other_keys_survive() {
         let mut data = std::fs::read(&f).unwrap();
         if let Some(pos) = data.windows(ct.len()).position(|w| w == ct) {
             data[pos + 3000] ^= 0x01; // one bit in the middle of the ciphertext
+                                      // LevelDB checks each table block's CRC when it reads it, and would report
+                                      // the block unreadable (the record missing) before AES-GCM sees anything.
+                                      // Fix the CRC up, as an attacker (or a subtler corruption) would, so it is the
+                                      // authentication of the value itself that must catch the change.
+            let user_key = b"k/victim/g/00000000000000000001/r/key_share";
+            fix_block_crc(&mut data, pos, ct.len(), 3000, user_key);
             std::fs::write(&f, &data).unwrap();
             hits += 1;
         }
@@ -508,16 +563,13 @@ fn byte_flipped_on_disk_is_detected_and_other_keys_survive() {
 
     let mut ks = open(dir.path());
     let err = ks.load(&victim, Generation(1)).unwrap_err();
-    // AES-GCM catches a modified value; LevelDB's block checksum may catch it
-    // first, in which case the record is reported missing. Either way: a typed
-    // error naming the record, never wrong plaintext.
+    // The value reached the store (its block checksum is valid), and AES-GCM
+    // authentication caught the flipped bit: never wrong plaintext.
     assert!(
         matches!(
             &err,
-            KeystoreError::Tampered { key_id, record, .. } if key_id == &victim && record == "key_share"
-        ) || matches!(
-            &err,
-            KeystoreError::MissingRecord { key_id, record, .. } if key_id == &victim && record == &share_name
+            KeystoreError::Tampered { key_id, generation: Generation(1), record }
+                if key_id == &victim && record == "key_share"
         ),
         "{err:?}"
     );
@@ -755,4 +807,65 @@ fn an_existing_store_with_wider_permissions_is_tightened_on_open() {
     let mut ks = open(dir.path());
     assert_private(dir.path());
     assert!(ks.load(&id, Generation(0)).is_ok());
+}
+
+#[test]
+fn a_crash_between_commit_and_high_water_mark_does_not_brick_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = key("k");
+    let marks = dir.path().join(keystore::VERSIONS_FILE_NAME);
+    let before;
+    {
+        let mut ks = open(dir.path());
+        ks.put_generation(&id, Generation(0), &records(b"s0", b"a0"))
+            .unwrap();
+        ks.put_generation(&id, Generation(1), &records(b"s1", b"a1"))
+            .unwrap();
+        ks.activate_with_state(&id, Generation(0), b"S0").unwrap();
+        before = std::fs::read(&marks).unwrap();
+        ks.activate_with_state(&id, Generation(1), b"S1").unwrap();
+        assert_ne!(std::fs::read(&marks).unwrap(), before, "mark written");
+        ks.close().unwrap();
+    }
+    // As if the process died after the LevelDB batch, before the mark was replaced.
+    std::fs::write(&marks, &before).unwrap();
+    {
+        let mut ks = open(dir.path());
+        let (g, recs) = ks.load_active(&id).unwrap();
+        assert_eq!(g, Generation(1));
+        assert_eq!(recs.key_share().unwrap().expose(), b"s1");
+        assert_eq!(ks.load_state(&id).unwrap().unwrap(), b"S1");
+        // The open caught the mark up (the file was rewritten, under a fresh nonce).
+        assert_ne!(
+            std::fs::read(&marks).unwrap(),
+            before,
+            "mark raised on open"
+        );
+        // And the store goes on committing.
+        ks.activate_with_state(&id, Generation(0), b"S0 again")
+            .unwrap();
+        ks.close().unwrap();
+    }
+    let mut ks = open(dir.path());
+    assert_eq!(ks.active_generation(&id).unwrap(), Some(Generation(0)));
+    assert_eq!(ks.load_state(&id).unwrap().unwrap(), b"S0 again");
+}
+
+#[test]
+fn a_marks_file_that_fails_authentication_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join(keystore::VERSIONS_FILE_NAME);
+    {
+        let mut ks = open(dir.path());
+        ks.put_generation(&key("k"), Generation(0), &records(b"s", b"a"))
+            .unwrap();
+        ks.activate(&key("k"), Generation(0)).unwrap();
+        ks.close().unwrap();
+    }
+    // Another store's (valid) marks file.
+    let other = tempfile::tempdir().unwrap();
+    open(other.path()).close().unwrap();
+    std::fs::copy(other.path().join(keystore::VERSIONS_FILE_NAME), &marks).unwrap();
+    let err = Keystore::open(dir.path(), &unlock()).unwrap_err();
+    assert!(matches!(err, KeystoreError::Corrupt { .. }), "{err:?}");
 }
