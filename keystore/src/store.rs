@@ -454,19 +454,21 @@ impl Keystore {
     /// Deletes a generation that is **not** active (e.g. the pre-reshare
     /// generation once the new committee confirmed), then compacts the
     /// database so its ciphertext is gone from the files.
-    /// [`KeystoreError::GenerationActive`] if it is the active one.
+    /// [`KeystoreError::GenerationActive`] if it is the active one; the errors of
+    /// [`active_generation`](Keystore::active_generation) (a tampered or rolled-back
+    /// pointer or state) if the active one cannot be told.
     pub fn retire_generation(&mut self, key_id: &KeyId, generation: Generation) -> Result<()> {
         // Existence check first so unknown keys/generations get typed errors.
         if get(self.db()?, &manifest_key(key_id, generation))?.is_none() {
             return Err(self.missing_generation(key_id, generation)?);
         }
-        if let Ok(Some(active)) = self.active_generation(key_id) {
-            if active == generation {
-                return Err(KeystoreError::GenerationActive {
-                    key_id: key_id.clone(),
-                    generation,
-                });
-            }
+        // A pointer that fails authentication or was rolled back is an error here, not
+        // "no active generation": the generation it hides may be the active one.
+        if self.active_generation(key_id)? == Some(generation) {
+            return Err(KeystoreError::GenerationActive {
+                key_id: key_id.clone(),
+                generation,
+            });
         }
         let keys = self.keys_with_prefix(&gen_prefix(key_id, generation))?;
         let mut batch = WriteBatch::default();
@@ -1231,6 +1233,11 @@ mod tests {
             matches!(ks.load_active(&a), Err(KeystoreError::RolledBack { .. })),
             "never the old share"
         );
+        // The generation the replayed pointer hides cannot be retired.
+        assert!(matches!(
+            ks.retire_generation(&a, Generation(2)),
+            Err(KeystoreError::RolledBack { .. })
+        ));
         // Neither is the replayed pointer kept by a commit that would seal it again.
         assert!(matches!(
             ks.save_state(&a, b"S"),
@@ -1325,6 +1332,21 @@ mod tests {
         fs::remove_file(dir.path().join(versions::VERSIONS_FILE_NAME)).unwrap();
         let err = Keystore::open(dir.path(), &Unlock::passphrase("pw")).unwrap_err();
         assert!(matches!(err, KeystoreError::Corrupt { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_format_1_store_is_refused_with_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ks = open(dir.path());
+        let mut meta = raw_get(&mut ks, META_KEY);
+        ks.close().unwrap();
+        meta[8] = 1;
+        offline_put(dir.path(), &[(META_KEY.to_vec(), meta)]);
+        let err = Keystore::open(dir.path(), &Unlock::passphrase("pw")).unwrap_err();
+        assert!(
+            matches!(&err, KeystoreError::Corrupt { reason } if reason.contains("format version 1")),
+            "{err:?}"
+        );
     }
 
     #[test]
