@@ -39,12 +39,14 @@ put("wire_frame", "huge_length_prefix", frame(1, b"\x00" + b"\x11" * 32 + b"\xff
 
 # ---- keystore_record: mode byte, then input
 salt = bytes(range(16))
-header = b"MPCKSTR1" + b"\x01" + b"\x01" + salt + struct.pack(">III", 8, 1, 1)
+# Format version 2 (versioned pointers and state); 1 is refused as no longer supported.
+header = b"MPCKSTR1" + b"\x02" + b"\x01" + salt + struct.pack(">III", 8, 1, 1)
 check = b"\x01" + b"\x00" * 12 + b"\x11" * 41
 put("keystore_record", "meta_valid_shape", b"\x00" + header + check)
 put("keystore_record", "meta_keyfile", b"\x00" + header[:9] + b"\x02" + header[10:] + check)
 put("keystore_record", "meta_bad_magic", b"\x00" + b"XPCKSTR1" + header[8:] + check)
 put("keystore_record", "meta_bad_version", b"\x00" + header[:8] + b"\x09" + header[9:] + check)
+put("keystore_record", "meta_format_1", b"\x00" + header[:8] + b"\x01" + header[9:] + check)
 put("keystore_record", "meta_huge_kdf", b"\x00" + header[:26] + struct.pack(">III", 0xFFFFFFFF, 99, 99) + check)
 put("keystore_record", "meta_short", b"\x00" + header[:20])
 
