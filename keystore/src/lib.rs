@@ -41,7 +41,9 @@
 //!
 //! * **Storage**: a [rusty-leveldb](rusty_leveldb) directory, plus an advisory
 //!   lock file `KEYSTORE.LOCK` held exclusively while a [`Keystore`] is open
-//!   ([`KeystoreError::Locked`] otherwise). On Unix the directory is mode `0700` and
+//!   ([`KeystoreError::Locked`] otherwise), and the high-water-mark file
+//!   `KEYSTORE.VERSIONS` (see [Rollback](#rollback); back it up **with** the rest
+//!   of the directory, a store without it is refused). On Unix the directory is mode `0700` and
 //!   every file in it `0600`, whatever the umask (see [`Keystore::open`]).
 //! * **Keys**: at creation a random 16-byte salt and the [`KdfParams`] are
 //!   stored in a metadata record. A passphrase is stretched with Argon2id; a
@@ -60,9 +62,8 @@
 //!   carry a per-key *version*, bound into their associated data, so an older
 //!   value written back is detected: see [Rollback](#rollback).
 //! * **Generations**: written inactive by [`Keystore::put_generation`] (one
-//!   synced batch), switched by [`Keystore::activate`] (one synced record
-//!   write) or [`Keystore::activate_with_state`] (pointer and state in one
-//!   synced batch). A crash at any point leaves the previously active generation
+//!   synced batch), switched by [`Keystore::activate`] or
+//!   [`Keystore::activate_with_state`] (pointer and state in one synced batch). A crash at any point leaves the previously active generation
 //!   intact and active, with its state, or the new one with the new state.
 //! * **Deletion**: [`Keystore::delete_key`] / [`Keystore::delete_key_with_state`] /
 //!   [`Keystore::retire_generation`]

@@ -67,8 +67,12 @@ fn record_key(id: &KeyId, g: Generation, name: &RecordName) -> Vec<u8> {
 ///   associated data binding it to its key id, generation and record name.
 /// * Each key id has any number of write-once generations and at most one
 ///   *active* generation; [`activate`](Keystore::activate) switches it with a
-///   single synced write, so a crash leaves either the old or the new
+///   single synced write batch, so a crash leaves either the old or the new
 ///   generation active, never a mix.
+/// * The active pointer and the state record carry a per-key version, and the
+///   store keeps a high-water mark of it outside the database
+///   (`KEYSTORE.VERSIONS`), so an older pointer or state written back is
+///   [`KeystoreError::RolledBack`]: see "Rollback" in the crate docs.
 /// * [`activate_with_state`](Keystore::activate_with_state) switches the active
 ///   generation **and** stores the embedder's state (e.g. the pool it belongs to) in the
 ///   same synced batch, so after a crash both are old or both are new.
@@ -255,9 +259,10 @@ impl Keystore {
     }
 
     /// Makes `generation` the active generation of `key_id`, atomically (one
-    /// synced record write). The generation is fully decrypted and verified
-    /// first, so a damaged generation is never activated. The key's state record
-    /// (see [`activate_with_state`](Keystore::activate_with_state)) is left as it is.
+    /// synced write batch). The generation is fully decrypted and verified
+    /// first, so a damaged generation is never activated. The content of the key's
+    /// state record (see [`activate_with_state`](Keystore::activate_with_state)) is left
+    /// as it is.
     ///
     /// Like every change of the pointer or the state, this is a new *version* of the key
     /// (see "Rollback" in the crate docs): an existing state record is sealed again at the
