@@ -38,7 +38,8 @@
 //!
 //! Implementations: [`InMemoryNetwork`] (in-process, for tests) and, with the `libp2p`
 //! feature (on by default), [`Libp2pTransport`] (TCP + noise + yamux; see [`p2p`]).
-//! [`FaultyTransport`] wraps either to inject faults in tests.
+//! With the `test-util` feature (tests only, not default), `FaultyTransport` wraps either to
+//! inject faults.
 //!
 //! ```
 //! use transport::{InMemoryNetwork, NodeId, SessionId, SessionConfig, Destination, Transport};
@@ -63,6 +64,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "test-util")]
 mod faults;
 mod frame;
 mod memory;
@@ -70,6 +72,7 @@ mod memory;
 pub mod p2p;
 mod session;
 
+#[cfg(feature = "test-util")]
 pub use faults::{Fault, FaultPlan, FaultyTransport};
 pub use frame::{decode_frame, encode_frame, Frame, FRAME_HEADER_LEN, FRAME_VERSION};
 pub use memory::{InMemoryNetwork, InMemoryTransport};
@@ -242,8 +245,10 @@ pub struct InboundMessage {
     pub payload: Vec<u8>,
 }
 
-/// Options of one session.
+/// Options of one session: [`SessionConfig::new`], then the `with_` setters (or set the
+/// public fields).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// Every participant, the local node included. Order is meaningful to protocols
     /// (it fixes party indices) and must be the same at every participant.
@@ -284,6 +289,7 @@ pub trait Transport: Send + Sync + 'static {
 
 /// Everything that can go wrong in a transport.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransportError {
     /// No message arrived for the idle timeout; `silent` are the participants this node
     /// has heard least from (those it is still waiting for).
@@ -345,6 +351,7 @@ pub enum TransportError {
 
 /// Why an inbound message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RejectReason {
     /// The session already finished on this node.
     #[error("session finished")]

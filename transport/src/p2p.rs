@@ -168,6 +168,7 @@ pub fn peer_id_of(node: &NodeId) -> Result<PeerId, TransportError> {
 /// Configuration of a [`Libp2pTransport`]. [`Libp2pConfig::new`] fills in the defaults
 /// documented on each field.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Libp2pConfig {
     /// This node's ed25519 identity.
     pub identity: Libp2pIdentity,

@@ -606,7 +606,8 @@ impl SessionChannel {
         &self.outbox.participants
     }
 
-    /// Replaces the sending half (used by wrappers such as [`crate::FaultyTransport`]).
+    /// Replaces the sending half (used by wrappers such as the fault-injecting
+    /// `FaultyTransport` of the `test-util` feature).
     pub fn wrap_sender(
         mut self,
         wrap: impl FnOnce(Arc<dyn SessionSender>) -> Arc<dyn SessionSender>,
