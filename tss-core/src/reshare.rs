@@ -37,7 +37,7 @@ use transport::{DeliveryKind, Destination, NodeId, SessionChannel, TransportErro
 use zeroize::Zeroizing;
 
 use crate::ecdsa::{Curve, KeyShare, TssNode};
-use crate::error::{ProtocolKind, Result, TssError};
+use crate::error::{ProtocolKind, Result, StoreError, TssError};
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
 use crate::primes::PaillierPrimes;
 use crate::wire::{decode_message, encode_message};
@@ -140,7 +140,14 @@ impl ReshareRequest {
     /// The digest binding a run to everything its parties must agree on (old key facts,
     /// dealers, new committee, execution id). Every dealer's
     /// [`ReshareMsg::Commitments`] carries it, and receivers refuse a different one.
+    /// Public with the `fuzzing` feature only (the fuzz targets forge messages with it).
+    #[cfg(feature = "fuzzing")]
     pub fn context(&self) -> [u8; 32] {
+        self.context_digest()
+    }
+
+    /// See `context` (public with the `fuzzing` feature).
+    pub(crate) fn context_digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"tss-core/reshare-context/v1");
         h.update(self.old.digest());
@@ -346,9 +353,11 @@ fn send(channel: &SessionChannel, to: Destination, msg: &ReshareMsg) -> Result<(
 }
 
 /// Stores a new share before it is confirmed: receives the share's secret bytes (see
-/// [`KeyShare::to_secret_bytes`]) and its generation.
+/// [`KeyShare::to_secret_bytes`]) and its generation. Its error is the store's own, boxed:
+/// [`TssNode::reshare`] reports it as [`TssError::Store`] (a boxed [`TssError`] is passed
+/// through as it is, e.g. the share's bytes not decoding).
 pub type PersistShare = Box<
-    dyn FnOnce(Zeroizing<Vec<u8>>, Generation) -> BoxFuture<'static, Result<(), String>> + Send,
+    dyn FnOnce(Zeroizing<Vec<u8>>, Generation) -> BoxFuture<'static, Result<(), StoreError>> + Send,
 >;
 
 impl TssNode {
@@ -372,7 +381,7 @@ impl TssNode {
         }
         let is_dealer = dealers.contains(&me);
         let new_index = request.new_committee.index_of(&me);
-        let context = request.context();
+        let context = request.context_digest();
         let (y, old_public_shares) = request.old.points()?;
         let t_new = usize::from(request.new_committee.threshold());
 
@@ -494,7 +503,7 @@ impl TssNode {
         }
 
         // Round 2: echo the commitments (or complain).
-        let digest = commitments_digest(&dealers, &inbox.commitments);
+        let digest = echo_digest(&dealers, &inbox.commitments);
         let round2 = match complaint {
             Some(dealer) => ReshareMsg::Complaint { dealer },
             None => ReshareMsg::Echo { digest },
@@ -607,8 +616,9 @@ impl TssNode {
             })?;
             persist(share.to_secret_bytes()?, share.generation())
                 .await
-                .map_err(|reason| {
-                    TssError::InvalidKeyShare(format!("cannot store new share: {reason}"))
+                .map_err(|e| match e.downcast::<TssError>() {
+                    Ok(e) => *e,
+                    Err(e) => TssError::Store(e),
                 })?;
             send(
                 &inbox.channel,
@@ -668,7 +678,17 @@ impl TssNode {
 /// The digest a party echoes after round 1 ([`ReshareMsg::Echo`]): the dealers' contexts
 /// and commitments in dealer order, as this party received them (`commitments` maps a
 /// dealer to its context and commitments). Parties abort unless every echo matches theirs.
+/// Public with the `fuzzing` feature only (the fuzz targets forge echoes with it).
+#[cfg(feature = "fuzzing")]
 pub fn commitments_digest(
+    dealers: &[NodeId],
+    commitments: &HashMap<NodeId, ([u8; 32], Vec<Point<Curve>>)>,
+) -> [u8; 32] {
+    echo_digest(dealers, commitments)
+}
+
+/// See `commitments_digest` (public with the `fuzzing` feature).
+pub(crate) fn echo_digest(
     dealers: &[NodeId],
     commitments: &HashMap<NodeId, ([u8; 32], Vec<Point<Curve>>)>,
 ) -> [u8; 32] {

@@ -16,6 +16,7 @@ use crate::error::{ProtocolKind, TssError};
 
 /// What can go wrong between the transport and a protocol.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// The transport failed (timeout, closed, …).
     #[error(transparent)]

@@ -71,7 +71,7 @@ async fn run_reshare(
             None
         } else if failing_persist == Some(id) {
             Some(Box::new(|_, _| {
-                async { Err("disk full".to_string()) }.boxed()
+                async { Err(std::io::Error::other("disk full").into()) }.boxed()
             }))
         } else {
             Some(persist_into(stored, id))
@@ -334,7 +334,12 @@ async fn split_confirmation_view_never_retires_old_shares() {
     for (id, result) in results {
         if id == failing {
             assert!(
-                matches!(result, Err(TssError::InvalidKeyShare(ref m)) if m.contains("disk full")),
+                matches!(
+                    result,
+                    Err(TssError::Store(ref e))
+                        if e.downcast_ref::<std::io::Error>()
+                            .is_some_and(|e| e.to_string() == "disk full")
+                ),
                 "{result:?}"
             );
             continue;

@@ -794,9 +794,8 @@ impl PoolNode {
                 let store = self.inner.store.clone();
                 let persist: PersistShare = Box::new(move |bytes, _generation| {
                     Box::pin(async move {
-                        let share =
-                            KeyShare::from_secret_bytes(&bytes).map_err(|e| e.to_string())?;
-                        store.stage(&share).await.map_err(|e| e.to_string())
+                        let share = KeyShare::from_secret_bytes(&bytes)?;
+                        store.stage(&share).await
                     })
                 });
                 (Some(self.inner.primes.take().await?), Some(persist))
