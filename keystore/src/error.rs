@@ -194,9 +194,10 @@ pub enum KeystoreError {
         reason: String,
     },
 
-    /// An error reported by the LevelDB engine.
+    /// An error reported by the LevelDB engine (the source; downcast it to
+    /// `rusty_leveldb::Status` for the engine's code).
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 
     /// A filesystem error.
     #[error("I/O error on {path}: {source}")]
@@ -223,6 +224,6 @@ impl From<tss_core::TssError> for KeystoreError {
 
 impl From<rusty_leveldb::Status> for KeystoreError {
     fn from(s: rusty_leveldb::Status) -> Self {
-        KeystoreError::Database(s.to_string())
+        KeystoreError::Database(Box::new(s))
     }
 }

@@ -155,9 +155,9 @@ pub use async_store::AsyncKeystore;
 pub use error::{KeystoreError, Result};
 pub use kdf::{generate_key_file, KdfParams, Unlock, UnlockMethod, SALT_LEN};
 pub use secret::{Passphrase, SecretBytes};
-pub use store::{
-    decode_manifest, decode_metadata, open_sealed_record, Keystore, MetadataHeader, LOCK_FILE_NAME,
-};
+#[cfg(feature = "fuzzing")]
+pub use store::{decode_manifest, decode_metadata, open_sealed_record, MetadataHeader};
+pub use store::{Keystore, LOCK_FILE_NAME};
 pub use types::{
     Generation, GenerationRecords, KeyId, RecordName, MAX_KEY_ID_LEN, MAX_RECORD_NAME_LEN,
 };

@@ -13,7 +13,9 @@ use crate::env::{open_private, SecureEnv};
 use crate::error::{KeystoreError, Result};
 use crate::kdf::{random_salt, KdfParams, Unlock, UnlockMethod, SALT_LEN};
 use crate::seal::{self, Ad};
-use crate::secret::{MasterKey, SecretBytes};
+use crate::secret::MasterKey;
+#[cfg(feature = "fuzzing")]
+use crate::secret::SecretBytes;
 use crate::types::{Generation, GenerationRecords, KeyId, RecordName};
 use crate::versions::{self, Marks};
 
@@ -983,7 +985,7 @@ pub struct MetadataHeader {
 }
 
 /// Decodes a store's metadata record (`header | sealed key-check value`) without
-/// deriving any key: the pure part of [`Keystore::open`], public for fuzzing and tooling.
+/// deriving any key: the pure part of [`Keystore::open`]. Public with the `fuzzing` feature.
 /// Returns the header and the sealed key-check bytes.
 ///
 /// Any input gives a header or a typed error ([`KeystoreError::Corrupt`],
@@ -1021,17 +1023,19 @@ pub fn decode_metadata(meta: &[u8]) -> Result<(MetadataHeader, &[u8])> {
 }
 
 /// Decodes a generation's manifest (its list of record names) from decrypted bytes.
-/// Public for fuzzing and tooling; [`KeystoreError::Corrupt`] if malformed.
+/// Public with the `fuzzing` feature; [`KeystoreError::Corrupt`] if malformed.
+#[cfg(feature = "fuzzing")]
 pub fn decode_manifest(bytes: &[u8]) -> Result<Vec<RecordName>> {
     parse_manifest(bytes).ok_or_else(|| corrupt("malformed generation manifest"))
 }
 
 /// Opens one sealed record (`version | nonce | ciphertext+tag`, as returned by
 /// [`Keystore::sealed_record`]) with a raw 32-byte master key, checking it is bound to
-/// `key_id`, `generation` and `name`. Public for fuzzing and offline tooling (e.g.
-/// checking a backup); [`Keystore::load`] is the normal way to read records.
+/// `key_id`, `generation` and `name`. Public with the `fuzzing` feature (the fuzz
+/// targets); [`Keystore::load`] is the way to read records.
 ///
 /// Any input gives the plaintext or [`KeystoreError::Tampered`], never a panic.
+#[cfg(feature = "fuzzing")]
 pub fn open_sealed_record(
     master_key: &[u8; 32],
     key_id: &KeyId,
