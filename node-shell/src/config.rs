@@ -44,6 +44,7 @@ use crate::pool::{Member, PoolRules};
 /// The file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct FileConfig {
     /// `[node]`
     pub node: NodeSection,
@@ -94,6 +95,7 @@ impl Default for RpcSection {
 /// `[node]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct NodeSection {
     /// File holding the node's ed25519 identity seed (hex), made by `gen-identity`.
     pub identity_file: PathBuf,
@@ -113,6 +115,7 @@ pub struct NodeSection {
 /// `[keystore]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct KeystoreSection {
     /// Environment variable holding the keystore passphrase.
     #[serde(default = "default_passphrase_env")]
@@ -139,6 +142,7 @@ impl Default for KeystoreSection {
 /// `[transport]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TransportSection {
     /// libp2p listen multiaddr, e.g. `/ip4/127.0.0.1/tcp/9000`.
     pub listen: String,
@@ -150,6 +154,7 @@ pub struct TransportSection {
 /// `[[peers]]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct PeerSection {
     /// Hex node id (ed25519 public key).
     pub node_id: String,
@@ -160,6 +165,7 @@ pub struct PeerSection {
 /// `[pool]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct PoolSection {
     /// Admin whitelist: hex node ids allowed to be members.
     pub whitelist: Vec<String>,
@@ -185,6 +191,7 @@ pub struct PoolSection {
 /// `[[pool.members]]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct MemberSection {
     /// Hex node id.
     pub node_id: String,
@@ -195,6 +202,7 @@ pub struct MemberSection {
 /// `[tss]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TssSection {
     /// Which pair of the **public, insecure** test primes this node uses (distinct per
     /// node). Tests and devnets only; a build without the `insecure-test-primes` feature
@@ -230,6 +238,7 @@ fn default_epoch_seconds() -> u64 {
 
 /// Where Paillier primes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PrimeSourceConfig {
     /// Generated in the background (real deployments).
     Generate,
@@ -243,6 +252,7 @@ pub enum PrimeSourceConfig {
 
 /// How the keystore is unlocked.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum UnlockConfig {
     /// A passphrase (kept out of Debug output).
     Passphrase(zeroize::Zeroizing<String>),
@@ -260,8 +270,10 @@ impl std::fmt::Debug for UnlockConfig {
 }
 
 /// Validated settings of one node (what [`crate::coordinator::Node::start`] needs besides
-/// a transport). Built from a [`FileConfig`] or directly (devnet, tests).
+/// a transport). Built from a [`FileConfig`] or with [`NodeSettings::new`] (devnet, tests,
+/// embedders), whose defaults the public fields can then override.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct NodeSettings {
     /// Name of the shared key.
     pub key_id: String,
@@ -296,6 +308,36 @@ pub struct NodeSettings {
 }
 
 impl NodeSettings {
+    /// Settings with what has no default given, and the defaults of a config file for the
+    /// rest: no extra `peers` (the whitelist and genesis members are always
+    /// participants), real Argon2 parameters, 60 s epochs, a 120 s session idle timeout,
+    /// generated Paillier primes, auto keygen after 3 s, and a fresh shutdown token.
+    pub fn new(
+        key_id: impl Into<String>,
+        keystore_dir: impl Into<PathBuf>,
+        unlock: UnlockConfig,
+        rules: PoolRules,
+        genesis: Vec<Member>,
+        epoch_seed: [u8; 32],
+    ) -> Self {
+        Self {
+            key_id: key_id.into(),
+            keystore_dir: keystore_dir.into(),
+            unlock,
+            insecure_fast_kdf: false,
+            peers: Vec::new(),
+            rules,
+            genesis,
+            epoch_length: Duration::from_secs(default_epoch_seconds()),
+            epoch_seed,
+            session_idle_timeout: Duration::from_secs(default_idle()),
+            primes: PrimeSourceConfig::Generate,
+            auto_keygen: default_true(),
+            auto_keygen_delay: Duration::from_secs(3),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
     /// Spawns `task` on the runtime; it is dropped (ends at its next `.await`) once
     /// [`NodeSettings::shutdown`] is cancelled.
     pub fn spawn_until_shutdown<F>(&self, task: F) -> JoinHandle<Option<F::Output>>
@@ -309,6 +351,7 @@ impl NodeSettings {
 
 /// A fully parsed `run` configuration.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct RunConfig {
     /// Node settings.
     pub settings: NodeSettings,
@@ -374,7 +417,7 @@ impl RunConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigRead {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            source: e,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&text, base, |name| std::env::var(name).ok())

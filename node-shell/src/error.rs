@@ -5,15 +5,17 @@ use transport::NodeId;
 /// Everything that can go wrong in a sequencer node: bad configuration, pool rule
 /// violations, bad RPC input, and failures of the keystore, transport or MPC protocols.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     // ----- configuration -----
     /// The configuration file could not be read.
-    #[error("cannot read config file {path}: {reason}")]
+    #[error("cannot read config file {path}: {source}")]
     ConfigRead {
         /// The file.
         path: String,
         /// The I/O error.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The configuration is not valid TOML or has unknown / mistyped fields.
     #[error("config is not valid: {0}")]

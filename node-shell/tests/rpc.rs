@@ -65,24 +65,24 @@ async fn pool() -> Net {
     let mut servers = Vec::new();
     let shutdown = CancellationToken::new();
     for k in 1..=3u8 {
-        let settings = NodeSettings {
-            key_id: KEY.into(),
-            keystore_dir: dir.path().join(format!("n{k}")).join("keystore"),
-            unlock: UnlockConfig::Passphrase(zeroize::Zeroizing::new("test passphrase".into())),
-            insecure_fast_kdf: true,
-            peers: (1..=4).map(id).collect(),
-            rules: rules.clone(),
-            genesis: members.clone(),
-            epoch_length: Duration::from_secs(5),
-            epoch_seed: [9; 32],
-            session_idle_timeout: Duration::from_secs(10),
-            primes: PrimeSourceConfig::InsecureFixture {
-                index: usize::from(k),
-            },
-            auto_keygen: false,
-            auto_keygen_delay: Duration::from_secs(1),
-            shutdown: shutdown.clone(),
+        let mut settings = NodeSettings::new(
+            KEY,
+            dir.path().join(format!("n{k}")).join("keystore"),
+            UnlockConfig::Passphrase(zeroize::Zeroizing::new("test passphrase".into())),
+            rules.clone(),
+            members.clone(),
+            [9; 32],
+        );
+        settings.insecure_fast_kdf = true;
+        settings.peers = (1..=4).map(id).collect();
+        settings.epoch_length = Duration::from_secs(5);
+        settings.session_idle_timeout = Duration::from_secs(10);
+        settings.primes = PrimeSourceConfig::InsecureFixture {
+            index: usize::from(k),
         };
+        settings.auto_keygen = false;
+        settings.auto_keygen_delay = Duration::from_secs(1);
+        settings.shutdown = shutdown.clone();
         let transport: Arc<dyn Transport> = Arc::new(network.endpoint(id(k)));
         let node = Node::start(settings, transport, "in-memory").await.unwrap();
         let token =
