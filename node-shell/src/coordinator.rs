@@ -344,6 +344,11 @@ fn map_tss(e: TssError) -> Error {
         TssError::ReshareNotConfirmed { missing, .. } => Error::Conflict(format!(
             "reshare not confirmed by every new member (missing {missing:?}); old key generation kept"
         )),
+        // The share store is the keystore: its error keeps its type.
+        TssError::Store(e) => match e.downcast::<keystore::KeystoreError>() {
+            Ok(e) => Error::Keystore(*e),
+            Err(e) => Error::Tss(TssError::Store(e)),
+        },
         other => Error::Tss(other),
     }
 }
@@ -364,7 +369,7 @@ impl Node {
         let pool = match store
             .load_state(&key_id)
             .await
-            .map_err(|e| Error::Tss(TssError::Store(e)))?
+            .map_err(|e| map_tss(TssError::Store(e)))?
         {
             Some(bytes) => {
                 let saved = PoolState::decode(&bytes).map_err(|e| {
@@ -725,5 +730,23 @@ async fn auto_keygen(node: Node, delay: Duration) {
             }
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_of_the_keystore_keep_their_type() {
+        let e = map_tss(TssError::Store(Box::new(keystore::KeystoreError::Closed)));
+        assert!(
+            matches!(e, Error::Keystore(keystore::KeystoreError::Closed)),
+            "{e:?}"
+        );
+        let other = map_tss(TssError::Store(Box::new(std::io::Error::other(
+            "disk full",
+        ))));
+        assert!(matches!(other, Error::Tss(TssError::Store(_))), "{other:?}");
     }
 }
