@@ -120,7 +120,9 @@ pub enum PoolEvent {
         /// Why.
         reason: String,
     },
-    /// A key generation became active here, committed with `state`.
+    /// A key generation became active here, committed with `state`. The key is no
+    /// longer busy on this node: a reshare proposed on hearing this is not refused as
+    /// [`TssError::Busy`].
     KeyCommitted {
         /// The key.
         key_id: KeyId,
@@ -549,7 +551,7 @@ impl PoolNode {
             Ok((guard, state))
         }
         .await;
-        let (_guard, state) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
+        let (guard, state) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
         self.execute(&proposal, proposer, propose, async {
             let primes = self.inner.primes.take().await?;
             let share = self
@@ -571,6 +573,8 @@ impl PoolNode {
             // The embedder's view first: whoever sees the new share sees the new state.
             self.inner.validator.committed(&p.key_id, &state).await;
             lock(&self.inner.shares).insert(p.key_id.clone(), share.clone());
+            // Committed: whoever hears of it may propose the next run of this key at once.
+            drop(guard);
             self.emit(PoolEvent::KeyCommitted {
                 key_id: p.key_id.clone(),
                 generation: share.generation(),
@@ -786,7 +790,7 @@ impl PoolNode {
             Ok((guard, share, state))
         }
         .await;
-        let (_guard, old_share, state) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
+        let (guard, old_share, state) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
         self.execute(&proposal, proposer, propose, async {
             let request = p.request();
             let is_new = p.new_committee.index_of(&me).is_some();
@@ -817,8 +821,14 @@ impl PoolNode {
             let new_generation = match outcome.new_share {
                 Some(new_share) => {
                     let generation = new_share.generation();
-                    self.commit_new_generation(&key_id, new_share, old_share.as_deref(), &state)
-                        .await?;
+                    self.commit_new_generation(
+                        &key_id,
+                        new_share,
+                        old_share.as_deref(),
+                        &state,
+                        guard,
+                    )
+                    .await?;
                     Some(generation)
                 }
                 None => {
@@ -832,6 +842,7 @@ impl PoolNode {
                         .discard_presignatures(&key_id, Generation(u64::MAX));
                     self.inner.validator.committed(&key_id, &state).await;
                     lock(&self.inner.shares).remove(&key_id);
+                    drop(guard);
                     self.emit(PoolEvent::KeyLeft {
                         key_id: key_id.clone(),
                         state: state.clone(),
@@ -859,6 +870,7 @@ impl PoolNode {
         new_share: KeyShare,
         old_share: Option<&KeyShare>,
         state: &[u8],
+        guard: BusyGuard<'_>,
     ) -> Result<()> {
         let generation = new_share.generation();
         self.inner
@@ -880,6 +892,8 @@ impl PoolNode {
                 .tss
                 .discard_presignatures(key_id, Generation(generation.get() - 1));
         }
+        // Committed: whoever hears of it may propose the next run of this key at once.
+        drop(guard);
         self.emit(PoolEvent::KeyCommitted {
             key_id: key_id.clone(),
             generation,
