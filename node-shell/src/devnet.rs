@@ -43,8 +43,9 @@ pub enum DevnetTransport {
     InMemory,
 }
 
-/// Devnet options.
+/// Devnet options: [`DevnetOptions::default`], then set the public fields.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct DevnetOptions {
     /// Initial pool size (4..=11: at least the default minimum pool size, see
     /// [`crate::pool`]; the committed test primes have 12 pairs); one more node is

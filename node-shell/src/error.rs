@@ -35,6 +35,9 @@ pub enum Error {
         path: String,
         /// What is wrong (never contains key material).
         reason: String,
+        /// The I/O error, when reading or writing the file failed.
+        #[source]
+        source: Option<std::io::Error>,
     },
 
     // ----- pool rules -----

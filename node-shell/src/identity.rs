@@ -13,6 +13,15 @@ fn ident_err(path: &Path, reason: impl Into<String>) -> Error {
     Error::Identity {
         path: path.display().to_string(),
         reason: reason.into(),
+        source: None,
+    }
+}
+
+fn ident_io_err<'a>(path: &'a Path, what: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::Identity {
+        path: path.display().to_string(),
+        reason: format!("{what}: {e}"),
+        source: Some(e),
     }
 }
 
@@ -37,19 +46,18 @@ pub fn generate(path: &Path, force: bool) -> Result<Libp2pIdentity> {
     }
     let mut file = options
         .open(path)
-        .map_err(|e| ident_err(path, format!("cannot create: {e}")))?;
+        .map_err(ident_io_err(path, "cannot create"))?;
     file.write_all(text.as_bytes())
         .and_then(|_| file.write_all(b"\n"))
         .and_then(|_| file.sync_all())
-        .map_err(|e| ident_err(path, format!("cannot write: {e}")))?;
+        .map_err(ident_io_err(path, "cannot write"))?;
     Ok(identity)
 }
 
 /// Loads the identity whose seed is in `path`.
 pub fn load(path: &Path) -> Result<Libp2pIdentity> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|e| ident_err(path, format!("cannot read: {e}")))?,
-    );
+    let text =
+        Zeroizing::new(std::fs::read_to_string(path).map_err(ident_io_err(path, "cannot read"))?);
     let bytes = Zeroizing::new(
         hex::decode(text.trim())
             .map_err(|_| ident_err(path, "not hex (expected 64 hex digits)"))?,

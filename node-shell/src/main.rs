@@ -167,17 +167,16 @@ async fn main() -> ExitCode {
                 );
                 return ExitCode::FAILURE;
             }
-            let opts = DevnetOptions {
-                nodes,
-                transport: match transport {
-                    TransportArg::Libp2p => DevnetTransport::Libp2p,
-                    TransportArg::Memory => DevnetTransport::InMemory,
-                },
-                batches,
-                epoch_length: Duration::from_secs(epoch_seconds.max(1)),
-                timeout: Duration::from_secs(timeout_secs),
-                log_file: Some(log_file.clone()),
+            let mut opts = DevnetOptions::default();
+            opts.nodes = nodes;
+            opts.transport = match transport {
+                TransportArg::Libp2p => DevnetTransport::Libp2p,
+                TransportArg::Memory => DevnetTransport::InMemory,
             };
+            opts.batches = batches;
+            opts.epoch_length = Duration::from_secs(epoch_seconds.max(1));
+            opts.timeout = Duration::from_secs(timeout_secs);
+            opts.log_file = Some(log_file.clone());
             log_hint = Some(log_file);
             node_shell::devnet::run(opts).await.map(|_| ())
         }
