@@ -13,9 +13,7 @@ use crate::env::{open_private, SecureEnv};
 use crate::error::{KeystoreError, Result};
 use crate::kdf::{random_salt, KdfParams, Unlock, UnlockMethod, SALT_LEN};
 use crate::seal::{self, Ad};
-use crate::secret::MasterKey;
-#[cfg(feature = "fuzzing")]
-use crate::secret::SecretBytes;
+use crate::secret::{MasterKey, SecretBytes};
 use crate::types::{Generation, GenerationRecords, KeyId, RecordName};
 use crate::versions::{self, Marks};
 
