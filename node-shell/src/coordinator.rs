@@ -79,6 +79,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The sequencer pool's rules as a [`ProposalValidator`].
 pub struct SequencerRules {
     me: NodeId,
+    key_id: KeyId,
     pool: Arc<Mutex<Pool>>,
 }
 
@@ -101,6 +102,12 @@ impl ProposalValidator for SequencerRules {
         proposer: NodeId,
         p: &KeygenProposal,
     ) -> std::result::Result<Vec<u8>, Rejection> {
+        if p.key_id != self.key_id {
+            return Err(reject(format!(
+                "this pool serves key {}, not {}",
+                self.key_id, p.key_id
+            )));
+        }
         let pool = lock(&self.pool).clone();
         if !pool.is_member(&proposer) {
             return Err(reject("the proposer is not a pool member"));
@@ -121,6 +128,12 @@ impl ProposalValidator for SequencerRules {
         p: &SignProposal,
         _key: &PublicKeyInfo,
     ) -> std::result::Result<SigningInput, Rejection> {
+        if p.key_id != self.key_id {
+            return Err(reject(format!(
+                "this pool serves key {}, not {}",
+                self.key_id, p.key_id
+            )));
+        }
         if !lock(&self.pool).is_member(&proposer) {
             return Err(reject("the proposer is not a pool member"));
         }
@@ -135,6 +148,12 @@ impl ProposalValidator for SequencerRules {
         p: &ReshareProposal,
         current: Option<&PublicKeyInfo>,
     ) -> std::result::Result<Vec<u8>, Rejection> {
+        if p.old.key_id != self.key_id {
+            return Err(reject(format!(
+                "this pool serves key {}, not {}",
+                self.key_id, p.old.key_id
+            )));
+        }
         let ctx: ReshareContext = serde_json::from_slice(&p.context).map_err(reject)?;
         let mut pool = lock(&self.pool).clone();
         if PoolState::of(&pool) != ctx.before {
@@ -163,7 +182,10 @@ impl ProposalValidator for SequencerRules {
         Ok(PoolState::of(&new_pool).encode())
     }
 
-    async fn committed(&self, _key_id: &KeyId, state: &[u8]) {
+    async fn committed(&self, key_id: &KeyId, state: &[u8]) {
+        if *key_id != self.key_id {
+            return;
+        }
         match PoolState::decode(state) {
             Ok(saved) => {
                 let mut pool = lock(&self.pool);
@@ -342,7 +364,7 @@ fn map_tss(e: TssError) -> Error {
         }
         TssError::NoShare(key) => Error::NoKey(key.to_string()),
         TssError::ReshareNotConfirmed { missing, .. } => Error::Conflict(format!(
-            "reshare not confirmed by every new member (missing {missing:?}); old key generation kept"
+            "reshare not confirmed by every new member (missing {missing:?}); this node kept its old key generation"
         )),
         // The share store is the keystore: its error keeps its type.
         TssError::Store(e) => match e.downcast::<keystore::KeystoreError>() {
@@ -390,6 +412,7 @@ impl Node {
             PoolConfig::new(participants).with_session_idle_timeout(settings.session_idle_timeout);
         let rules = Arc::new(SequencerRules {
             me: id,
+            key_id: key_id.clone(),
             pool: pool.clone(),
         });
         let pool_node = PoolNode::start(

@@ -11,7 +11,7 @@ use common::node_ids;
 use transport::{Destination, InMemoryNetwork, NodeId, SessionConfig, Transport};
 use tss_core::pool::{
     control_session_id, ControlMsg, KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent,
-    PoolNode, ProposalValidator, Rejection, ReshareProposal, ShareStore, SignProposal,
+    PoolNode, PrimeSource, ProposalValidator, Rejection, ReshareProposal, ShareStore, SignProposal,
     SigningInput,
 };
 use tss_core::wire::encode_message;
@@ -282,4 +282,90 @@ async fn a_reshare_committed_through_the_store_survives_a_restart() {
         "signers hash the message themselves"
     );
     assert_eq!(out.signature.recover_address(&out.digest).unwrap(), address);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_equivocating_proposer_cannot_make_parties_commit_different_states() {
+    // Node 1 (the attacker, a raw endpoint) shows node 2 and node 3 keygen proposals under
+    // one eid that differ only in their context (say, the stake of a member), and runs
+    // the protocol itself for both. Without binding the whole proposal into the run, 2
+    // and 3 would complete one keygen together and commit different pool states.
+    let ids = node_ids(3);
+    let key = KeyId::new("equivocation").unwrap();
+    let network = InMemoryNetwork::new();
+    let attacker = Arc::new(network.endpoint(ids[0]));
+    // Short idle timeout: the honest runs can only end in silence here.
+    let quiet = Duration::from_secs(15);
+    let mut honest = Vec::new();
+    for (k, id) in ids.iter().enumerate().skip(1) {
+        let node = PoolNode::start(
+            PoolConfig::new(ids.clone()).with_session_idle_timeout(quiet),
+            Arc::new(network.endpoint(*id)),
+            Arc::new(Rules { refuse: false }),
+            Arc::new(MemoryShareStore::new()),
+            Arc::new(InsecureTestPrimes::new(k)),
+            std::slice::from_ref(&key),
+        )
+        .await
+        .unwrap();
+        honest.push(node);
+    }
+    let mut events: Vec<_> = honest.iter().map(|n| n.subscribe()).collect();
+    let control = attacker
+        .open_session(
+            control_session_id(&ids),
+            SessionConfig::new(ids.clone()).with_idle_timeout(IDLE),
+        )
+        .unwrap();
+    let eid = tss_core::ExecutionId::random(
+        tss_core::ProtocolKind::Keygen,
+        &key,
+        &ids,
+        &mut rand::thread_rng(),
+    );
+    let committee = Committee::new(ids.clone(), 2).unwrap();
+    let proposal = |context: &[u8]| {
+        tss_core::pool::Proposal::Keygen(KeygenProposal {
+            eid,
+            key_id: key.clone(),
+            committee: committee.clone(),
+            context: context.to_vec(),
+        })
+    };
+    let (to_2, to_3) = (proposal(b"stake 100"), proposal(b"stake 1000000"));
+    assert_ne!(to_2.run_eid(), to_3.run_eid());
+    for (to, p) in [(ids[1], &to_2), (ids[2], &to_3)] {
+        let msg = encode_message(&ControlMsg::Propose(p.clone())).unwrap();
+        control.send(Destination::Direct(to), msg).unwrap();
+    }
+    // The attacker takes part in both versions of the run.
+    let tss = Arc::new(tss_core::TssNode::new(attacker.clone()).with_idle_timeout(quiet));
+    for p in [to_2, to_3] {
+        let (tss, key, committee) = (tss.clone(), key.clone(), committee.clone());
+        tokio::spawn(async move {
+            let _ = tss
+                .keygen(
+                    key,
+                    committee,
+                    p.run_eid(),
+                    InsecureTestPrimes::new(0).take().await.unwrap(),
+                )
+                .await;
+        });
+    }
+    for ev in &mut events {
+        let error = wait_for(ev, |e| match e {
+            PoolEvent::RunFinished { error, .. } => Some(error.clone()),
+            PoolEvent::KeyCommitted { .. } => Some(None),
+            _ => None,
+        })
+        .await;
+        assert!(
+            error.is_some(),
+            "no honest node completes an equivocated run"
+        );
+    }
+    for node in &honest {
+        assert!(node.share(&key).is_none(), "nothing was committed");
+    }
 }

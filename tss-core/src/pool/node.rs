@@ -44,6 +44,13 @@ impl PrimeSource for PrimePool {
 
 /// How many aborts for runs this node has not seen yet it remembers.
 const EARLY_ABORTS_REMEMBERED: usize = 1024;
+/// How many execution ids of proposals this node has handled it remembers (a proposal
+/// seen again is dropped without an answer).
+const PROPOSALS_REMEMBERED: usize = 4096;
+/// Longest abort reason kept or sent, in characters.
+const MAX_REASON_CHARS: usize = 512;
+/// Default of [`PoolConfig::max_concurrent_runs`].
+pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
 
 /// Settings of a [`PoolNode`].
 #[derive(Clone, Debug)]
@@ -54,6 +61,9 @@ pub struct PoolConfig {
     pub control_participants: Vec<NodeId>,
     /// How long a protocol session may hear nothing before it fails.
     pub session_idle_timeout: Duration,
+    /// How many runs proposed by peers this node takes part in at once (default 64);
+    /// proposals beyond that are dropped (the proposer's run then fails).
+    pub max_concurrent_runs: usize,
 }
 
 impl PoolConfig {
@@ -62,7 +72,14 @@ impl PoolConfig {
         Self {
             control_participants,
             session_idle_timeout: transport::DEFAULT_IDLE_TIMEOUT,
+            max_concurrent_runs: DEFAULT_MAX_CONCURRENT_RUNS,
         }
+    }
+
+    /// Sets how many runs proposed by peers this node takes part in at once.
+    pub fn with_max_concurrent_runs(mut self, runs: usize) -> Self {
+        self.max_concurrent_runs = runs.max(1);
+        self
     }
 
     /// Sets the session idle timeout.
@@ -183,6 +200,28 @@ struct Run {
 }
 
 #[derive(Default)]
+struct SeenProposals {
+    eids: HashSet<ExecutionId>,
+    order: VecDeque<ExecutionId>,
+}
+
+impl SeenProposals {
+    /// Records `eid`; false if it was already recorded.
+    fn insert(&mut self, eid: ExecutionId) -> bool {
+        if !self.eids.insert(eid) {
+            return false;
+        }
+        self.order.push_back(eid);
+        while self.order.len() > PROPOSALS_REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.eids.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+#[derive(Default)]
 struct EarlyAborts {
     by_eid: HashMap<ExecutionId, Vec<(NodeId, String)>>,
     order: VecDeque<ExecutionId>,
@@ -199,6 +238,8 @@ struct Inner {
     busy: Mutex<HashSet<KeyId>>,
     runs: Mutex<HashMap<ExecutionId, Run>>,
     early_aborts: Mutex<EarlyAborts>,
+    seen: Mutex<SeenProposals>,
+    follow_slots: Arc<tokio::sync::Semaphore>,
     events: broadcast::Sender<PoolEvent>,
     shutdown: CancellationToken,
 }
@@ -302,6 +343,8 @@ impl PoolNode {
                 busy: Mutex::default(),
                 runs: Mutex::default(),
                 early_aborts: Mutex::default(),
+                seen: Mutex::default(),
+                follow_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_runs)),
                 events,
                 shutdown: CancellationToken::new(),
             }),
@@ -364,9 +407,10 @@ impl PoolNode {
     fn abort_to(&self, eid: ExecutionId, participants: &[NodeId], reason: &str) {
         let msg = ControlMsg::Abort {
             eid,
-            reason: reason.chars().take(512).collect(),
+            reason: reason.chars().take(MAX_REASON_CHARS).collect(),
         };
-        for p in participants.iter().filter(|p| **p != self.inner.me) {
+        let recipients: BTreeSet<&NodeId> = participants.iter().collect();
+        for p in recipients.into_iter().filter(|p| **p != self.inner.me) {
             self.send_control(*p, &msg);
         }
     }
@@ -415,8 +459,12 @@ impl PoolNode {
             Proposal::Sign(_) => ProtocolKind::Sign,
             Proposal::Reshare(_) => ProtocolKind::Reshare,
         };
+        // A peer replaying this proposal to this node later gets no answer.
+        lock(&self.inner.seen).insert(eid);
         let token = CancellationToken::new();
-        {
+        let started = Instant::now();
+        let early = {
+            // Lock order everywhere: runs, then early_aborts.
             let mut runs = lock(&self.inner.runs);
             if runs.contains_key(&eid) {
                 return Err(TssError::InvalidProposal {
@@ -432,16 +480,18 @@ impl PoolNode {
                     aborted_by: None,
                 },
             );
-        }
-        let started = Instant::now();
-        // An abort that arrived before the proposal.
-        let early = lock(&self.inner.early_aborts).by_eid.remove(&eid);
-        if let Some((by, reason)) = early
-            .into_iter()
-            .flatten()
-            .find(|(by, _)| participants.contains(by))
-        {
-            lock(&self.inner.runs).remove(&eid);
+            // An abort that arrived before the proposal.
+            let early = lock(&self.inner.early_aborts).by_eid.remove(&eid);
+            let found = early
+                .into_iter()
+                .flatten()
+                .find(|(by, _)| participants.contains(by));
+            if found.is_some() {
+                runs.remove(&eid);
+            }
+            found
+        };
+        if let Some((by, reason)) = early {
             let error = TssError::Aborted { eid, by, reason };
             self.emit(PoolEvent::RunFinished {
                 eid,
@@ -552,37 +602,40 @@ impl PoolNode {
         }
         .await;
         let (guard, state) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
-        self.execute(&proposal, proposer, propose, async {
-            let primes = self.inner.primes.take().await?;
-            let share = self
-                .inner
-                .tss
-                .keygen(p.key_id.clone(), p.committee.clone(), p.eid, primes)
-                .await?;
-            self.inner
-                .store
-                .stage(&share)
-                .await
-                .map_err(TssError::Store)?;
-            self.inner
-                .store
-                .activate(&p.key_id, share.generation(), &state)
-                .await
-                .map_err(TssError::Store)?;
-            let share = Arc::new(share);
-            // The embedder's view first: whoever sees the new share sees the new state.
-            self.inner.validator.committed(&p.key_id, &state).await;
-            lock(&self.inner.shares).insert(p.key_id.clone(), share.clone());
-            // Committed: whoever hears of it may propose the next run of this key at once.
-            drop(guard);
-            self.emit(PoolEvent::KeyCommitted {
-                key_id: p.key_id.clone(),
-                generation: share.generation(),
-                state,
-            });
-            Ok(share)
-        })
-        .await
+        let run_eid = proposal.run_eid();
+        let share = self
+            .execute(&proposal, proposer, propose, async {
+                let primes = self.inner.primes.take().await?;
+                self.inner
+                    .tss
+                    .keygen(p.key_id.clone(), p.committee.clone(), run_eid, primes)
+                    .await
+            })
+            .await?;
+        // The protocol is over: the commit runs outside the abortable run, so a late
+        // abort cannot leave the store and this node's memory disagreeing.
+        self.inner
+            .store
+            .stage(&share)
+            .await
+            .map_err(TssError::Store)?;
+        self.inner
+            .store
+            .activate(&p.key_id, share.generation(), &state)
+            .await
+            .map_err(TssError::Store)?;
+        let share = Arc::new(share);
+        // The embedder's view first: whoever sees the new share sees the new state.
+        self.inner.validator.committed(&p.key_id, &state).await;
+        lock(&self.inner.shares).insert(p.key_id.clone(), share.clone());
+        // Committed: whoever hears of it may propose the next run of this key at once.
+        drop(guard);
+        self.emit(PoolEvent::KeyCommitted {
+            key_id: p.key_id.clone(),
+            generation: share.generation(),
+            state,
+        });
+        Ok(share)
     }
 
     /// On a failed check: tells every party (so they stop at once) and reports it.
@@ -594,7 +647,11 @@ impl PoolNode {
     ) -> Result<T> {
         if let Err(e) = &checked {
             let reason = e.to_string();
-            self.abort_to(proposal.eid(), &proposal.participants(), &reason);
+            // Aborts go out only for a well-formed proposal this node is a party of: a
+            // malformed one (say, a signer list of one victim repeated) is not reflected.
+            if proposal.check_shape(proposer, self.inner.me).is_ok() {
+                self.abort_to(proposal.eid(), &proposal.participants(), &reason);
+            }
             self.emit(PoolEvent::Refused {
                 eid: proposal.eid(),
                 proposer,
@@ -693,7 +750,7 @@ impl PoolNode {
             let signature = self
                 .inner
                 .tss
-                .sign(&share, &p.signers, digest, p.eid)
+                .sign(&share, &p.signers, digest, proposal.run_eid())
                 .await?;
             let address = share.ethereum_address();
             if signature.recover_address(&digest)? != address {
@@ -791,75 +848,76 @@ impl PoolNode {
         }
         .await;
         let (guard, old_share, state) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
-        self.execute(&proposal, proposer, propose, async {
-            let request = p.request();
-            let is_new = p.new_committee.index_of(&me).is_some();
-            let (primes, persist) = if is_new {
-                let store = self.inner.store.clone();
-                let persist: PersistShare = Box::new(move |bytes, _generation| {
-                    Box::pin(async move {
-                        let share = KeyShare::from_secret_bytes(&bytes)?;
-                        store.stage(&share).await
-                    })
-                });
-                (Some(self.inner.primes.take().await?), Some(persist))
-            } else {
-                (None, None)
-            };
-            let outcome = self
-                .inner
-                .tss
-                .reshare(&request, old_share.as_deref(), primes, persist)
-                .await?;
-            if !outcome.may_retire_old_share() {
-                return Err(TssError::ReshareNotConfirmed {
-                    eid: p.eid,
-                    missing: outcome.missing_confirmations,
-                });
-            }
-            let address = EthAddress::from_public_key(&public_key_of(&p.old)?);
-            let new_generation = match outcome.new_share {
-                Some(new_share) => {
-                    let generation = new_share.generation();
-                    self.commit_new_generation(
-                        &key_id,
-                        new_share,
-                        old_share.as_deref(),
-                        &state,
-                        guard,
-                    )
-                    .await?;
-                    Some(generation)
-                }
-                None => {
-                    self.inner
-                        .store
-                        .delete(&key_id, &state)
-                        .await
-                        .map_err(TssError::Store)?;
-                    self.inner
-                        .tss
-                        .discard_presignatures(&key_id, Generation(u64::MAX));
-                    self.inner.validator.committed(&key_id, &state).await;
-                    lock(&self.inner.shares).remove(&key_id);
-                    drop(guard);
-                    self.emit(PoolEvent::KeyLeft {
-                        key_id: key_id.clone(),
-                        state: state.clone(),
+        let outcome = self
+            .execute(&proposal, proposer, propose, async {
+                // The protocol runs under the bound id: parties shown different
+                // proposals under one eid never meet in one session.
+                let mut request = p.request();
+                request.eid = proposal.run_eid();
+                let is_new = p.new_committee.index_of(&me).is_some();
+                let (primes, persist) = if is_new {
+                    let store = self.inner.store.clone();
+                    let persist: PersistShare = Box::new(move |bytes, _generation| {
+                        Box::pin(async move {
+                            let share = KeyShare::from_secret_bytes(&bytes)?;
+                            store.stage(&share).await
+                        })
                     });
-                    None
+                    (Some(self.inner.primes.take().await?), Some(persist))
+                } else {
+                    (None, None)
+                };
+                let outcome = self
+                    .inner
+                    .tss
+                    .reshare(&request, old_share.as_deref(), primes, persist)
+                    .await?;
+                if !outcome.may_retire_old_share() {
+                    return Err(TssError::ReshareNotConfirmed {
+                        eid: p.eid,
+                        missing: outcome.missing_confirmations,
+                    });
                 }
-            };
-            Ok(ReshareCommit {
-                eid: p.eid,
-                key_id: key_id.clone(),
-                address,
-                new_generation,
-                new_committee: p.new_committee.clone(),
-                confirmed_by: outcome.confirmed_by,
+                Ok(outcome)
             })
+            .await?;
+        // Every new member confirmed: the commit runs outside the abortable run, so a
+        // late abort cannot interrupt it half-way.
+        let address = EthAddress::from_public_key(&public_key_of(&p.old)?);
+        let new_generation = match outcome.new_share {
+            Some(new_share) => {
+                let generation = new_share.generation();
+                self.commit_new_generation(&key_id, new_share, old_share.as_deref(), &state, guard)
+                    .await?;
+                Some(generation)
+            }
+            None => {
+                self.inner
+                    .store
+                    .delete(&key_id, &state)
+                    .await
+                    .map_err(TssError::Store)?;
+                self.inner
+                    .tss
+                    .discard_presignatures(&key_id, Generation(u64::MAX));
+                self.inner.validator.committed(&key_id, &state).await;
+                lock(&self.inner.shares).remove(&key_id);
+                drop(guard);
+                self.emit(PoolEvent::KeyLeft {
+                    key_id: key_id.clone(),
+                    state: state.clone(),
+                });
+                None
+            }
+        };
+        Ok(ReshareCommit {
+            eid: p.eid,
+            key_id: key_id.clone(),
+            address,
+            new_generation,
+            new_committee: p.new_committee.clone(),
+            confirmed_by: outcome.confirmed_by,
         })
-        .await
     }
 
     /// Steps 2-4 of the commit order: activate with the state, retire the old
@@ -936,6 +994,8 @@ impl PoolNode {
     }
 
     fn on_abort(&self, from: NodeId, eid: ExecutionId, reason: String) {
+        let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+        // Lock order everywhere: runs, then early_aborts.
         let mut runs = lock(&self.inner.runs);
         match runs.get_mut(&eid) {
             Some(run) if run.participants.contains(&from) => {
@@ -945,13 +1005,16 @@ impl PoolNode {
             }
             Some(_) => tracing::debug!(%from, %eid, "ignoring an abort from a non-party"),
             None => {
-                drop(runs);
                 let mut early = lock(&self.inner.early_aborts);
+                let early = &mut *early;
+                let is_new = !early.by_eid.contains_key(&eid);
                 let list = early.by_eid.entry(eid).or_default();
-                if list.len() < 16 {
+                if list.len() < 16 && !list.iter().any(|(by, _)| *by == from) {
                     list.push((from, reason));
                 }
-                early.order.push_back(eid);
+                if is_new {
+                    early.order.push_back(eid);
+                }
                 while early.order.len() > EARLY_ABORTS_REMEMBERED {
                     if let Some(old) = early.order.pop_front() {
                         early.by_eid.remove(&old);
@@ -1001,8 +1064,19 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                 let from = msg.from; // authenticated by the transport
                 match decode_message::<ControlMsg>(from, &msg.payload) {
                     Ok(ControlMsg::Propose(proposal)) => {
+                        if !lock(&node.inner.seen).insert(proposal.eid()) {
+                            tracing::debug!(%from, eid = %proposal.eid(), "dropping a proposal seen before");
+                            continue;
+                        }
+                        let Ok(slot) = node.inner.follow_slots.clone().try_acquire_owned() else {
+                            tracing::warn!(%from, eid = %proposal.eid(), "too many runs at once: proposal dropped");
+                            continue;
+                        };
                         let node = node.clone();
-                        tokio::spawn(async move { node.follow(from, proposal).await });
+                        tokio::spawn(async move {
+                            node.follow(from, proposal).await;
+                            drop(slot);
+                        });
                     }
                     Ok(ControlMsg::Abort { eid, reason }) => node.on_abort(from, eid, reason),
                     Err(e) => {

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use transport::NodeId;
 
 use crate::error::{Result, TssError};
@@ -100,6 +101,22 @@ impl Proposal {
             Proposal::Sign(p) => &p.key_id,
             Proposal::Reshare(p) => &p.old.key_id,
         }
+    }
+
+    /// The execution id the run's protocol uses: a hash of the whole proposal (its `eid`
+    /// included). Parties that were shown different proposals under one `eid` (an
+    /// equivocating proposer) end up in different protocol sessions and never complete a
+    /// run together, so they cannot commit different states for one run.
+    pub fn run_eid(&self) -> ExecutionId {
+        let mut h = Sha256::new();
+        h.update(b"tss-core/pool/run/v1");
+        match crate::wire::encode_message(self) {
+            Ok(bytes) => h.update(&bytes),
+            // Not reachable for a proposal that was received (it decoded); a local one too
+            // large to encode cannot be sent either.
+            Err(_) => h.update(self.eid().as_bytes()),
+        }
+        ExecutionId::from_bytes(h.finalize().into())
     }
 
     /// Every party of the run (the proposer included).
