@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use transport::{NodeId, Transport};
 use tss_core::pool::{
@@ -72,10 +72,6 @@ struct ReshareContext {
     before: PoolState,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock()
-}
-
 /// The sequencer pool's rules as a [`ProposalValidator`].
 pub struct SequencerRules {
     me: NodeId,
@@ -108,7 +104,7 @@ impl ProposalValidator for SequencerRules {
                 self.key_id, p.key_id
             )));
         }
-        let pool = lock(&self.pool).clone();
+        let pool = self.pool.lock().clone();
         if !pool.is_member(&proposer) {
             return Err(reject("the proposer is not a pool member"));
         }
@@ -134,7 +130,7 @@ impl ProposalValidator for SequencerRules {
                 self.key_id, p.key_id
             )));
         }
-        if !lock(&self.pool).is_member(&proposer) {
+        if !self.pool.lock().is_member(&proposer) {
             return Err(reject("the proposer is not a pool member"));
         }
         let request: SignRequest = serde_json::from_slice(&p.request).map_err(reject)?;
@@ -155,7 +151,7 @@ impl ProposalValidator for SequencerRules {
             )));
         }
         let ctx: ReshareContext = serde_json::from_slice(&p.context).map_err(reject)?;
-        let mut pool = lock(&self.pool).clone();
+        let mut pool = self.pool.lock().clone();
         if PoolState::of(&pool) != ctx.before {
             // A joining node that holds nothing adopts the pool it is told about; the
             // reshare itself proves the old key facts against the dealers' commitments.
@@ -188,7 +184,7 @@ impl ProposalValidator for SequencerRules {
         }
         match PoolState::decode(state) {
             Ok(saved) => {
-                let mut pool = lock(&self.pool);
+                let mut pool = self.pool.lock();
                 match pool.with_members(saved.members, saved.version) {
                     Ok(p) => *pool = p,
                     Err(e) => tracing::error!(error = %e, "committed pool state breaks the rules"),
@@ -488,7 +484,7 @@ impl Node {
 
     /// The current pool.
     pub fn pool(&self) -> Pool {
-        lock(&self.inner.pool).clone()
+        self.inner.pool.lock().clone()
     }
 
     /// The current epoch: wall-clock time divided by the epoch length.

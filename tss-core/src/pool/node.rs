@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -244,10 +244,6 @@ struct Inner {
     shutdown: CancellationToken,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock()
-}
-
 /// One node of a signing pool: the library's coordination layer.
 ///
 /// It proposes keygen, signing and resharing runs, follows the runs other members
@@ -292,7 +288,7 @@ struct BusyGuard<'a> {
 
 impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
-        lock(self.busy).remove(&self.key_id);
+        self.busy.lock().remove(&self.key_id);
     }
 }
 
@@ -370,7 +366,7 @@ impl PoolNode {
 
     /// This node's active share of `key_id`.
     pub fn share(&self, key_id: &KeyId) -> Option<Arc<KeyShare>> {
-        lock(&self.inner.shares).get(key_id).cloned()
+        self.inner.shares.lock().get(key_id).cloned()
     }
 
     /// Events from now on (runs, refusals, commits).
@@ -381,7 +377,7 @@ impl PoolNode {
     /// Stops following proposals and cancels every running run.
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
-        for run in lock(&self.inner.runs).values() {
+        for run in self.inner.runs.lock().values() {
             run.token.cancel();
         }
     }
@@ -418,7 +414,7 @@ impl PoolNode {
     /// Abandons run `eid` (if this node takes part in it): every party is told and stops.
     pub fn abort(&self, eid: ExecutionId, reason: &str) {
         let participants = {
-            let mut runs = lock(&self.inner.runs);
+            let mut runs = self.inner.runs.lock();
             match runs.get_mut(&eid) {
                 Some(run) => {
                     run.aborted_by
@@ -433,7 +429,7 @@ impl PoolNode {
     }
 
     fn busy(&self, key_id: &KeyId) -> Result<BusyGuard<'_>> {
-        if !lock(&self.inner.busy).insert(key_id.clone()) {
+        if !self.inner.busy.lock().insert(key_id.clone()) {
             return Err(TssError::Busy(key_id.clone()));
         }
         Ok(BusyGuard {
@@ -460,12 +456,12 @@ impl PoolNode {
             Proposal::Reshare(_) => ProtocolKind::Reshare,
         };
         // A peer replaying this proposal to this node later gets no answer.
-        lock(&self.inner.seen).insert(eid);
+        self.inner.seen.lock().insert(eid);
         let token = CancellationToken::new();
         let started = Instant::now();
         let early = {
             // Lock order everywhere: runs, then early_aborts.
-            let mut runs = lock(&self.inner.runs);
+            let mut runs = self.inner.runs.lock();
             if runs.contains_key(&eid) {
                 return Err(TssError::InvalidProposal {
                     from: proposer,
@@ -481,7 +477,7 @@ impl PoolNode {
                 },
             );
             // An abort that arrived before the proposal.
-            let early = lock(&self.inner.early_aborts).by_eid.remove(&eid);
+            let early = self.inner.early_aborts.lock().by_eid.remove(&eid);
             let found = early
                 .into_iter()
                 .flatten()
@@ -516,7 +512,7 @@ impl PoolNode {
         });
         // Boxed: protocol futures are large, and several nest here.
         let out = cancel::scoped(token, Box::pin(fut)).await;
-        let run = lock(&self.inner.runs).remove(&eid);
+        let run = self.inner.runs.lock().remove(&eid);
         let aborted = run.and_then(|r| r.aborted_by);
         let result = match (out, aborted) {
             (Some(Ok(v)), _) => Ok(v),
@@ -627,7 +623,10 @@ impl PoolNode {
         let share = Arc::new(share);
         // The embedder's view first: whoever sees the new share sees the new state.
         self.inner.validator.committed(&p.key_id, &state).await;
-        lock(&self.inner.shares).insert(p.key_id.clone(), share.clone());
+        self.inner
+            .shares
+            .lock()
+            .insert(p.key_id.clone(), share.clone());
         // Committed: whoever hears of it may propose the next run of this key at once.
         drop(guard);
         self.emit(PoolEvent::KeyCommitted {
@@ -901,7 +900,7 @@ impl PoolNode {
                     .tss
                     .discard_presignatures(&key_id, Generation(u64::MAX));
                 self.inner.validator.committed(&key_id, &state).await;
-                lock(&self.inner.shares).remove(&key_id);
+                self.inner.shares.lock().remove(&key_id);
                 drop(guard);
                 self.emit(PoolEvent::KeyLeft {
                     key_id: key_id.clone(),
@@ -938,7 +937,10 @@ impl PoolNode {
             .map_err(TssError::Store)?;
         // The embedder's view first: whoever sees the new share sees the new state.
         self.inner.validator.committed(key_id, state).await;
-        lock(&self.inner.shares).insert(key_id.clone(), Arc::new(new_share));
+        self.inner
+            .shares
+            .lock()
+            .insert(key_id.clone(), Arc::new(new_share));
         if let Some(old) = old_share {
             if let Err(e) = self.inner.store.retire(key_id, old.generation()).await {
                 // The new generation is active; a leftover old record is only garbage.
@@ -975,7 +977,7 @@ impl PoolNode {
         self.inner
             .tss
             .discard_presignatures(key_id, Generation(u64::MAX));
-        let held = lock(&self.inner.shares).remove(key_id).is_some();
+        let held = self.inner.shares.lock().remove(key_id).is_some();
         Ok(existed || held)
     }
 
@@ -996,7 +998,7 @@ impl PoolNode {
     fn on_abort(&self, from: NodeId, eid: ExecutionId, reason: String) {
         let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
         // Lock order everywhere: runs, then early_aborts.
-        let mut runs = lock(&self.inner.runs);
+        let mut runs = self.inner.runs.lock();
         match runs.get_mut(&eid) {
             Some(run) if run.participants.contains(&from) => {
                 tracing::info!(%from, %eid, %reason, "run aborted by a party");
@@ -1005,7 +1007,7 @@ impl PoolNode {
             }
             Some(_) => tracing::debug!(%from, %eid, "ignoring an abort from a non-party"),
             None => {
-                let mut early = lock(&self.inner.early_aborts);
+                let mut early = self.inner.early_aborts.lock();
                 let early = &mut *early;
                 let is_new = !early.by_eid.contains_key(&eid);
                 let list = early.by_eid.entry(eid).or_default();
@@ -1064,7 +1066,7 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                 let from = msg.from; // authenticated by the transport
                 match decode_message::<ControlMsg>(from, &msg.payload) {
                     Ok(ControlMsg::Propose(proposal)) => {
-                        if !lock(&node.inner.seen).insert(proposal.eid()) {
+                        if !node.inner.seen.lock().insert(proposal.eid()) {
                             tracing::debug!(%from, eid = %proposal.eid(), "dropping a proposal seen before");
                             continue;
                         }
