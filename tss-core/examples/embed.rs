@@ -100,7 +100,7 @@ async fn main() -> Result<(), Error> {
     }
 
     // Keygen, 3-of-4, proposed by node 0; the others validate and follow.
-    let mut node1_events = nodes[1].subscribe();
+    let mut follower_events: Vec<_> = nodes[1..4].iter().map(|n| n.subscribe()).collect();
     let mut node4_events = nodes[4].subscribe();
     let committee = Committee::two_thirds(ids[..4].to_vec())?;
     let share = nodes[0]
@@ -108,7 +108,10 @@ async fn main() -> Result<(), Error> {
         .await?;
     let address = share.ethereum_address();
     println!("keygen: pool address {address}");
-    committed(&mut node1_events).await; // followers commit when their run ends
+    // Followers commit when their own run ends, which may be after the proposer returns.
+    for events in &mut follower_events {
+        committed(events).await;
+    }
 
     // Reload: what a restarted node finds in its (encrypted) keystore.
     let reopened = nodes[1].store().load_active(&key).await?.expect("stored");
