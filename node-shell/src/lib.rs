@@ -53,6 +53,7 @@ pub mod devnet;
 mod error;
 pub mod identity;
 pub mod keys;
+pub mod l1;
 pub mod logging;
 pub mod metrics;
 pub mod net;
