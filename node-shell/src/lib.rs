@@ -59,6 +59,7 @@ pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod rpc;
+pub mod schedule;
 
 pub use coordinator::Node;
 pub use error::{Error, Result};
