@@ -56,6 +56,8 @@ pub struct L1View {
     pub members: Vec<L1Member>,
     /// The pool's MPC address, once the admin registered it.
     pub mpc_address: Option<Address>,
+    /// The L1 block of the last `MpcAddressSet`.
+    pub mpc_address_set_at: Option<u64>,
     /// The first L2 block of the next batch the inbox will accept.
     pub next_l2_block: u64,
     /// Number of batches appended.
@@ -69,6 +71,17 @@ impl L1View {
     pub fn member(&self, node: &NodeId) -> Option<&L1Member> {
         self.members.iter().find(|m| m.node == *node)
     }
+
+    /// Where the producers' stall clock starts (see [`crate::schedule`]): the L1 block of
+    /// the last appended batch or of the MPC address registration, whichever is later;
+    /// `None` while no MPC address is registered (nothing can be appended yet).
+    pub fn stall_clock_start(&self) -> Option<u64> {
+        let registered = self.mpc_address_set_at?;
+        Some(
+            self.last_batch
+                .map_or(registered, |b| b.l1_block.max(registered)),
+        )
+    }
 }
 
 /// Folded state, kept between reads so each read fetches only new blocks.
@@ -77,6 +90,7 @@ struct Folded {
     height: u64,
     by_account: BTreeMap<Address, L1Member>,
     mpc_address: Option<Address>,
+    mpc_address_set_at: Option<u64>,
     next_l2_block: u64,
     batch_count: u64,
     last_batch: Option<AppendedBatch>,
@@ -199,6 +213,7 @@ impl L1Reader {
             block_hash: block.header.hash,
             members,
             mpc_address: state.mpc_address,
+            mpc_address_set_at: state.mpc_address_set_at,
             next_l2_block: state.next_l2_block,
             batch_count: state.batch_count,
             last_batch: state.last_batch,
@@ -217,6 +232,7 @@ impl L1Reader {
             height: self.deployment.deployment_block.saturating_sub(1),
             by_account: BTreeMap::new(),
             mpc_address: None,
+            mpc_address_set_at: None,
             next_l2_block: genesis,
             batch_count: 0,
             last_batch: None,
@@ -265,6 +281,7 @@ impl L1Reader {
             let e = SequencerStaking::MpcAddressSet::decode_log_data(log.data())
                 .map_err(malformed("MpcAddressSet"))?;
             state.mpc_address = Some(e.current);
+            state.mpc_address_set_at = log.block_number;
         } else if from_inbox && topic == BatchInbox::BatchAppended::SIGNATURE_HASH {
             let e = BatchInbox::BatchAppended::decode_log_data(log.data())
                 .map_err(malformed("BatchAppended"))?;
