@@ -26,6 +26,16 @@ impl EthAddress {
         Self(out)
     }
 
+    /// The address of a SEC1-encoded secp256k1 public key (compressed, 33 bytes, as in
+    /// [`crate::PublicKeyInfo::public_key`], or uncompressed).
+    pub fn from_sec1_bytes(bytes: &[u8]) -> Result<Self> {
+        let key = VerifyingKey::from_sec1_bytes(bytes).map_err(|_| TssError::Decode {
+            what: "public key",
+            reason: "not a SEC1 secp256k1 point".into(),
+        })?;
+        Ok(Self::from_public_key(&key))
+    }
+
     /// EIP-55 mixed-case checksummed hex, with `0x`.
     pub fn to_checksum_string(&self) -> String {
         let lower = hex::encode(self.0);

@@ -63,6 +63,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "alloy")]
+pub mod alloy;
 mod cancel;
 pub mod ecdsa;
 mod error;
