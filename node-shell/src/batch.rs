@@ -219,7 +219,9 @@ impl L2Source for DemoL2 {
             }
         }
         if last_block.saturating_sub(first_block) > 100_000 {
-            return Err(L2SourceError::Unavailable("demo ranges are at most 100 000 blocks".into()));
+            return Err(L2SourceError::Unavailable(
+                "demo ranges are at most 100 000 blocks".into(),
+            ));
         }
         Ok(self.commitment(first_block, last_block))
     }
@@ -261,7 +263,9 @@ pub enum BatchRejection {
         last_block: u64,
     },
     /// The batch starts after the inbox's next block: blocks would be skipped.
-    #[error("block range gap: the inbox expects block {expected}, the batch starts at {first_block}")]
+    #[error(
+        "block range gap: the inbox expects block {expected}, the batch starts at {first_block}"
+    )]
     RangeGap {
         /// `nextBlock()` on L1.
         expected: u64,
@@ -671,7 +675,10 @@ mod tests {
         let p = valid();
         let tx = run(&p, PRODUCER).unwrap();
         assert_eq!(signing_message(&tx), p.tx.as_ref());
-        assert_eq!(alloy::primitives::keccak256(signing_message(&tx)), tx.signature_hash());
+        assert_eq!(
+            alloy::primitives::keccak256(signing_message(&tx)),
+            tx.signature_hash()
+        );
         assert_eq!(BatchProposal::decode(&p.encode()).unwrap(), p);
     }
 

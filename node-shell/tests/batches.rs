@@ -19,7 +19,9 @@ use node_shell::batch::{
     self, BatchFees, BatchPolicy, BatchProposal, BatchRejection, DemoL2, L2Source,
 };
 use node_shell::l1::anvil::{Anvil, AnvilOptions};
-use node_shell::l1::contracts::{deploy, send_and_confirm, BatchInbox, Deployment, SequencerStaking};
+use node_shell::l1::contracts::{
+    deploy, send_and_confirm, BatchInbox, Deployment, SequencerStaking,
+};
 use node_shell::l1::view::{L1Reader, L1View};
 use node_shell::l1::L1Error;
 use node_shell::pool::{Member, Pool, PoolRules};
@@ -184,12 +186,9 @@ async fn register_and_fund(anvil: &Anvil, d: &Deployment, pool: Address) {
         .from(anvil.accounts()[0])
         .into_transaction_request();
     send_and_confirm(&p, "setMpcAddress", tx).await.unwrap();
-    p.raw_request::<_, serde_json::Value>(
-        "anvil_setBalance".into(),
-        (pool, U256::from(10 * ETH)),
-    )
-    .await
-    .unwrap();
+    p.raw_request::<_, serde_json::Value>("anvil_setBalance".into(), (pool, U256::from(10 * ETH)))
+        .await
+        .unwrap();
 }
 
 fn rules(anvil: &Anvil, d: &Deployment, members: u8, l2: DemoL2) -> BatchRules {
@@ -240,7 +239,12 @@ impl StandIn {
         self.key.address()
     }
     /// Signs and submits `proposal`'s transaction as the pool would.
-    async fn append(&self, r: &BatchRules, anvil: &Anvil, proposal: &BatchProposal) -> batch::SubmittedBatch {
+    async fn append(
+        &self,
+        r: &BatchRules,
+        anvil: &Anvil,
+        proposal: &BatchProposal,
+    ) -> batch::SubmittedBatch {
         let tx = batch::batch_tx(&r.policy, proposal);
         let sig = self.key.sign_hash_sync(&tx.signature_hash()).unwrap();
         let eth = EthSignature::try_from(sig).unwrap();
@@ -327,7 +331,9 @@ async fn the_pool_signs_a_batch_every_follower_built_itself_and_the_inbox_append
 
 #[tokio::test]
 async fn a_batch_from_a_non_producer_is_refused() {
-    let Some((_anvil, _d, pool, r)) = fixture().await else { return };
+    let Some((_anvil, _d, pool, r)) = fixture().await else {
+        return;
+    };
     let (producer, proposal) = next_batch(&r, pool.address(), 5).await;
     let intruder = not_producer(&r, producer);
     assert!(matches!(
@@ -346,20 +352,27 @@ fn rebuilt(r: &BatchRules, mut p: BatchProposal) -> BatchProposal {
 
 #[tokio::test]
 async fn a_batch_leaving_a_gap_is_refused() {
-    let Some((_anvil, _d, pool, r)) = fixture().await else { return };
+    let Some((_anvil, _d, pool, r)) = fixture().await else {
+        return;
+    };
     let (producer, mut p) = next_batch(&r, pool.address(), 5).await;
     p.first_block += 2;
     p.batch_hash = r.l2.batch_hash(p.first_block, p.last_block).await.unwrap();
     let p = rebuilt(&r, p);
     assert!(matches!(
         r.check(producer, &p.encode(), None).await,
-        Err(BatchRejection::RangeGap { expected: GENESIS_L2, first_block: 102 })
+        Err(BatchRejection::RangeGap {
+            expected: GENESIS_L2,
+            first_block: 102
+        })
     ));
 }
 
 #[tokio::test]
 async fn an_overlapping_or_replayed_batch_is_refused() {
-    let Some((anvil, _d, pool, r)) = fixture().await else { return };
+    let Some((anvil, _d, pool, r)) = fixture().await else {
+        return;
+    };
     let (producer, first) = next_batch(&r, pool.address(), 5).await;
     assert!(pool.append(&r, &anvil, &first).await.status);
 
@@ -375,7 +388,10 @@ async fn an_overlapping_or_replayed_batch_is_refused() {
     };
     assert!(matches!(
         r.check(proposer, &replay.encode(), None).await,
-        Err(BatchRejection::Replayed { first_block: 100, last_block: 104 })
+        Err(BatchRejection::Replayed {
+            first_block: 100,
+            last_block: 104
+        })
     ));
     // A range that starts inside the appended one and runs past it: an overlap.
     let mut overlap = next.clone();
@@ -384,7 +400,10 @@ async fn an_overlapping_or_replayed_batch_is_refused() {
     let overlap = rebuilt(&r, overlap);
     assert!(matches!(
         r.check(proposer, &overlap.encode(), None).await,
-        Err(BatchRejection::RangeOverlap { expected: 105, first_block: 103 })
+        Err(BatchRejection::RangeOverlap {
+            expected: 105,
+            first_block: 103
+        })
     ));
     // The exact same signed transaction sent again is refused by L1 itself (nonce used).
     let tx = batch::batch_tx(&r.policy, &first);
@@ -395,7 +414,9 @@ async fn an_overlapping_or_replayed_batch_is_refused() {
 
 #[tokio::test]
 async fn a_batch_with_a_stale_or_future_nonce_is_refused() {
-    let Some((_anvil, _d, pool, r)) = fixture().await else { return };
+    let Some((_anvil, _d, pool, r)) = fixture().await else {
+        return;
+    };
     let (producer, p) = next_batch(&r, pool.address(), 5).await;
     for nonce in [p.nonce + 1, p.nonce + 1000] {
         let bad = rebuilt(&r, BatchProposal { nonce, ..p.clone() });
@@ -408,9 +429,17 @@ async fn a_batch_with_a_stale_or_future_nonce_is_refused() {
 
 #[tokio::test]
 async fn a_batch_in_the_wrong_epoch_is_refused() {
-    let Some((_anvil, _d, pool, r)) = fixture().await else { return };
+    let Some((_anvil, _d, pool, r)) = fixture().await else {
+        return;
+    };
     let (producer, p) = next_batch(&r, pool.address(), 5).await;
-    let later = rebuilt(&r, BatchProposal { epoch: p.epoch + 1, ..p.clone() });
+    let later = rebuilt(
+        &r,
+        BatchProposal {
+            epoch: p.epoch + 1,
+            ..p.clone()
+        },
+    );
     assert!(matches!(
         r.check(producer, &later.encode(), None).await,
         Err(BatchRejection::WrongEpoch { .. })
@@ -418,7 +447,10 @@ async fn a_batch_in_the_wrong_epoch_is_refused() {
     // A batch running into the next epoch (epochs are 10 blocks).
     let mut spanning = p.clone();
     spanning.last_block = p.first_block + 10;
-    spanning.batch_hash = r.l2.batch_hash(spanning.first_block, spanning.last_block).await.unwrap();
+    spanning.batch_hash =
+        r.l2.batch_hash(spanning.first_block, spanning.last_block)
+            .await
+            .unwrap();
     let spanning = rebuilt(&r, spanning);
     assert!(matches!(
         r.check(producer, &spanning.encode(), None).await,
@@ -428,7 +460,9 @@ async fn a_batch_in_the_wrong_epoch_is_refused() {
 
 #[tokio::test]
 async fn fees_above_the_cap_are_refused() {
-    let Some((_anvil, _d, pool, r)) = fixture().await else { return };
+    let Some((_anvil, _d, pool, r)) = fixture().await else {
+        return;
+    };
     let (producer, p) = next_batch(&r, pool.address(), 5).await;
     let greedy = rebuilt(
         &r,
@@ -439,7 +473,10 @@ async fn fees_above_the_cap_are_refused() {
     );
     assert!(matches!(
         r.check(producer, &greedy.encode(), None).await,
-        Err(BatchRejection::FeeAboveCap { field: "max_fee_per_gas", .. })
+        Err(BatchRejection::FeeAboveCap {
+            field: "max_fee_per_gas",
+            ..
+        })
     ));
     let tip = rebuilt(
         &r,
@@ -450,9 +487,18 @@ async fn fees_above_the_cap_are_refused() {
     );
     assert!(matches!(
         r.check(producer, &tip.encode(), None).await,
-        Err(BatchRejection::FeeAboveCap { field: "max_priority_fee_per_gas", .. })
+        Err(BatchRejection::FeeAboveCap {
+            field: "max_priority_fee_per_gas",
+            ..
+        })
     ));
-    let gas = rebuilt(&r, BatchProposal { gas_limit: 5_000_000, ..p.clone() });
+    let gas = rebuilt(
+        &r,
+        BatchProposal {
+            gas_limit: 5_000_000,
+            ..p.clone()
+        },
+    );
     assert!(matches!(
         r.check(producer, &gas.encode(), None).await,
         Err(BatchRejection::GasLimitOutOfBounds { .. })
@@ -461,7 +507,9 @@ async fn fees_above_the_cap_are_refused() {
 
 #[tokio::test]
 async fn a_batch_hash_that_differs_from_the_followers_l2_view_is_refused() {
-    let Some((anvil, d, pool, producer_rules)) = fixture().await else { return };
+    let Some((anvil, d, pool, producer_rules)) = fixture().await else {
+        return;
+    };
     // The producer's L2 differs from this follower's (another chain, or forged blocks).
     let (producer, p) = next_batch(&producer_rules, pool.address(), 5).await;
     let follower = rules(&anvil, &d, 4, DemoL2::new("the follower's own chain"));
@@ -487,7 +535,9 @@ async fn a_batch_hash_that_differs_from_the_followers_l2_view_is_refused() {
 
 #[tokio::test]
 async fn a_request_whose_tx_does_not_match_its_fields_is_refused() {
-    let Some((_anvil, _d, pool, r)) = fixture().await else { return };
+    let Some((_anvil, _d, pool, r)) = fixture().await else {
+        return;
+    };
     let (producer, p) = next_batch(&r, pool.address(), 5).await;
     // Fields that pass every check, with a transaction that sends the pool's ETH away.
     let mut evil = batch::batch_tx(&r.policy, &p);
@@ -503,14 +553,17 @@ async fn a_request_whose_tx_does_not_match_its_fields_is_refused() {
     ));
     // Not a batch proposal at all.
     assert!(matches!(
-        r.check(producer, &batch::signing_message(&evil), None).await,
+        r.check(producer, &batch::signing_message(&evil), None)
+            .await,
         Err(BatchRejection::Malformed(_))
     ));
 }
 
 #[tokio::test]
 async fn the_same_batch_from_another_account_reverts_on_l1() {
-    let Some((anvil, d, pool, r)) = fixture().await else { return };
+    let Some((anvil, d, pool, r)) = fixture().await else {
+        return;
+    };
     let (_, p) = next_batch(&r, pool.address(), 5).await;
     let p_ = anvil.provider();
     let inbox = BatchInbox::new(d.inbox, p_.clone());

@@ -226,7 +226,10 @@ impl TxSigner<Signature> for PoolSigner {
         }
         let message = tx.encoded_for_signing();
         let sig = self.sign_message_bytes(message).await?;
-        debug_assert_eq!(B256::from(keccak256(&tx.encoded_for_signing())), tx.signature_hash());
+        debug_assert_eq!(
+            B256::from(keccak256(&tx.encoded_for_signing())),
+            tx.signature_hash()
+        );
         Ok(sig)
     }
 }
@@ -247,7 +250,10 @@ impl Signer<Signature> for PoolSigner {
     async fn sign_message(&self, message: &[u8]) -> alloy_signer::Result<Signature> {
         let mut prefixed = format!("\x19Ethereum Signed Message:\n{}", message.len()).into_bytes();
         prefixed.extend_from_slice(message);
-        debug_assert_eq!(B256::from(keccak256(&prefixed)), eip191_hash_message(message));
+        debug_assert_eq!(
+            B256::from(keccak256(&prefixed)),
+            eip191_hash_message(message)
+        );
         self.sign_message_bytes(prefixed).await
     }
 
@@ -300,10 +306,10 @@ mod tests {
         let digest = keccak256(b"high s");
         let (sig, _) = key.sign_prehash_recoverable(&digest).unwrap();
         let (r, s) = sig.split_bytes();
-        let n = U256::from_be_slice(&hex::decode(
-            "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141",
-        )
-        .unwrap());
+        let n = U256::from_be_slice(
+            &hex::decode("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141")
+                .unwrap(),
+        );
         let high = Signature::new(U256::from_be_slice(&r), n - U256::from_be_slice(&s), false);
         assert_eq!(
             EthSignature::try_from(high),
