@@ -39,7 +39,8 @@ use alloy::sol_types::SolCall;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use transport::NodeId;
-use tss_core::EthSignature;
+use tss_core::pool::{PoolNode, SigningInput};
+use tss_core::{EthAddress, EthSignature, KeyId, PublicKeyInfo, TssError};
 
 use crate::l1::contracts::BatchInbox;
 use crate::l1::view::L1View;
@@ -346,6 +347,12 @@ pub enum BatchRejection {
     /// The transaction in the request is not the one the fields and policy give.
     #[error("the request's transaction does not match its fields")]
     TxMismatch,
+    /// The pool key's public key does not decode.
+    #[error("pool key: {0}")]
+    Key(String),
+    /// This node could not read what it needs from L1 (e.g. the pool's nonce).
+    #[error("L1 unavailable: {0}")]
+    L1(String),
 }
 
 /// The registered MPC address of `view`, checked to be the pool key's own address
@@ -544,6 +551,112 @@ pub async fn validate(
         return Err(BatchRejection::TxMismatch);
     }
     Ok(tx)
+}
+
+/// The whole follower check of a batch signing request, for
+/// `ProposalValidator::check_sign`: decodes the [`BatchProposal`], checks that `view`'s
+/// MPC address is the address of `key` (the key being signed with), reads the pool's
+/// nonce at `view.height` through `provider`, takes the expected producer from
+/// `producer_of(epoch)` for the epoch of `view.next_l2_block`, runs [`validate`] and
+/// returns the message this node computed (`SigningInput::Message` of the transaction's
+/// signing encoding).
+///
+/// `view` must be this node's view at the height the pool agreed on (every follower
+/// reading the same confirmed height derives the same view).
+#[allow(clippy::too_many_arguments)]
+pub async fn check_request(
+    request: &[u8],
+    proposer: NodeId,
+    key: &PublicKeyInfo,
+    view: &L1View,
+    provider: &DynProvider,
+    policy: &BatchPolicy,
+    producer_of: impl FnOnce(u64) -> Option<NodeId>,
+    l2: &dyn L2Source,
+) -> Result<SigningInput, BatchRejection> {
+    let proposal = BatchProposal::decode(request)?;
+    let key_address = EthAddress::from_sec1_bytes(&key.public_key)
+        .map_err(|e| BatchRejection::Key(e.to_string()))?;
+    let pool = check_pool_address(view, key_address.into())?;
+    let nonce = pool_nonce(provider, pool, view.height)
+        .await
+        .map_err(|e| BatchRejection::L1(e.to_string()))?;
+    let producer = policy.next_epoch(view).and_then(producer_of);
+    let tx = validate(&proposal, proposer, producer, view, nonce, policy, l2).await?;
+    Ok(SigningInput::Message(signing_message(&tx)))
+}
+
+/// Producer side: the next batch after `view`, up to `last_block` (clamped to the end of
+/// the epoch of `view.next_l2_block`), with the commitment from this node's `l2` and the
+/// pool's nonce at `view.height` (`pool_nonce`). Propose it with [`sign_and_submit`].
+pub async fn next_proposal(
+    view: &L1View,
+    pool_nonce: u64,
+    policy: &BatchPolicy,
+    l2: &dyn L2Source,
+    last_block: u64,
+    fees: BatchFees,
+) -> Result<(BatchProposal, TxEip1559), BatchRejection> {
+    let first = view.next_l2_block;
+    let epoch = policy.epoch_of(first).ok_or(BatchRejection::WrongEpoch {
+        epoch: 0,
+        expected: None,
+    })?;
+    let last = policy
+        .epoch_end(epoch)
+        .map_or(last_block, |e| e.min(last_block));
+    if last < first {
+        return Err(BatchRejection::InvalidRange {
+            first_block: first,
+            last_block: last,
+        });
+    }
+    let hash = l2.batch_hash(first, last).await?;
+    Ok(build(policy, epoch, first, last, hash, pool_nonce, fees))
+}
+
+/// Why [`sign_and_submit`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The pool did not sign (a follower refused: [`TssError::Aborted`] names it).
+    #[error("pool signing: {0}")]
+    Pool(#[from] TssError),
+    /// The pool signed something other than the transaction's signing hash (a
+    /// misconfigured validator); nothing was sent.
+    #[error("the pool signed digest {signed}, not the transaction's signing hash {expected}")]
+    DigestMismatch {
+        /// What was signed.
+        signed: B256,
+        /// The transaction's signing hash.
+        expected: B256,
+    },
+    /// Sending or confirming on L1 failed.
+    #[error(transparent)]
+    L1(#[from] L1Error),
+}
+
+/// Producer side: proposes `proposal` to the pool as a signing request (every signer
+/// validates it and builds `tx` itself), checks the signature is over `tx`'s signing
+/// hash, and submits the signed transaction. `tx` is what [`build`] /
+/// [`next_proposal`] returned with `proposal`. A reverted transaction is `Ok` with
+/// `status: false`.
+pub async fn sign_and_submit(
+    node: &PoolNode,
+    key_id: &KeyId,
+    proposal: &BatchProposal,
+    tx: TxEip1559,
+    provider: &DynProvider,
+) -> Result<SubmittedBatch, SubmitError> {
+    let out = node.propose_sign(key_id, proposal.encode(), None).await?;
+    let expected = tx.signature_hash();
+    if B256::from(out.digest) != expected {
+        return Err(SubmitError::DigestMismatch {
+            signed: B256::from(out.digest),
+            expected,
+        });
+    }
+    Ok(submit(provider, &signed_raw(tx, out.signature)).await?)
 }
 
 /// The signed transaction as an EIP-2718 envelope (`0x02 || rlp(fields, y_parity, r,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::consensus::SignableTransaction;
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
@@ -30,7 +30,7 @@ use tss_core::pool::{
     KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent, PoolNode, ProposalValidator,
     Rejection, ReshareProposal, SignProposal, SigningInput,
 };
-use tss_core::{Committee, EthAddress, EthSignature, InsecureTestPrimes, KeyId, PublicKeyInfo};
+use tss_core::{Committee, EthSignature, Generation, InsecureTestPrimes, KeyId, PublicKeyInfo};
 
 const ETH: u128 = 1_000_000_000_000_000_000;
 const GWEI: u128 = 1_000_000_000;
@@ -100,37 +100,26 @@ struct BatchRules {
 }
 
 impl BatchRules {
-    /// What `check_sign` runs: the message to sign, or why not.
+    /// What `check_sign` runs: `batch::check_request` on this node's view at the
+    /// confirmed head.
     async fn check(
         &self,
         proposer: NodeId,
         request: &[u8],
-        key_address: Option<Address>,
-    ) -> Result<Vec<u8>, BatchRejection> {
-        let proposal = BatchProposal::decode(request)?;
+        key: &PublicKeyInfo,
+    ) -> Result<SigningInput, BatchRejection> {
         let view = self.reader.latest().await.expect("L1 view");
-        let pool_address = match key_address {
-            Some(k) => batch::check_pool_address(&view, k)?,
-            None => view.mpc_address.ok_or(BatchRejection::NoMpcAddress)?,
-        };
-        let nonce = batch::pool_nonce(self.reader.provider(), pool_address, view.height)
-            .await
-            .expect("nonce");
-        let producer = self
-            .policy
-            .next_epoch(&view)
-            .and_then(|e| self.pool.block_producer(&SEED, e));
-        let tx = batch::validate(
-            &proposal,
+        batch::check_request(
+            request,
             proposer,
-            producer,
+            key,
             &view,
-            nonce,
+            self.reader.provider(),
             &self.policy,
+            |epoch| self.pool.block_producer(&SEED, epoch),
             &*self.l2,
         )
-        .await?;
-        Ok(batch::signing_message(&tx))
+        .await
     }
 }
 
@@ -145,11 +134,8 @@ impl ProposalValidator for BatchRules {
         p: &SignProposal,
         key: &PublicKeyInfo,
     ) -> Result<SigningInput, Rejection> {
-        let key_address = EthAddress::from_sec1_bytes(&key.public_key)
-            .map_err(|e| Rejection::new(e.to_string()))?;
-        self.check(proposer, &p.request, Some(key_address.into()))
+        self.check(proposer, &p.request, key)
             .await
-            .map(SigningInput::Message)
             .map_err(|e| Rejection::new(e.to_string()))
     }
     async fn check_reshare(
@@ -238,6 +224,22 @@ impl StandIn {
     fn address(&self) -> Address {
         self.key.address()
     }
+    /// The public facts `check_sign` gets for this key.
+    fn info(&self) -> PublicKeyInfo {
+        let ids: Vec<NodeId> = (1..=4).map(node).collect();
+        PublicKeyInfo {
+            key_id: KeyId::new("stand-in").unwrap(),
+            generation: Generation::KEYGEN,
+            committee: Committee::new(ids, 3).unwrap(),
+            public_key: self
+                .key
+                .credential()
+                .verifying_key()
+                .to_sec1_bytes()
+                .to_vec(),
+            public_shares: vec![],
+        }
+    }
     /// Signs and submits `proposal`'s transaction as the pool would.
     async fn append(
         &self,
@@ -297,21 +299,21 @@ async fn the_pool_signs_a_batch_every_follower_built_itself_and_the_inbox_append
     register_and_fund(&anvil, &d, pool).await;
 
     let r = rules(&anvil, &d, 3, DemoL2::new("devnet"));
-    let (producer, proposal) = next_batch(&r, pool, 5).await;
+    // The producer's epoch loop: read L1, pick the next range, propose, submit.
+    let view = r.reader.latest().await.unwrap();
+    let epoch = r.policy.next_epoch(&view).unwrap();
+    let producer = r.pool.block_producer(&SEED, epoch).unwrap();
     let at = ids.iter().position(|n| *n == producer).unwrap();
-    let tx = batch::batch_tx(&r.policy, &proposal);
-    let out = nodes[at]
-        .propose_sign(&key, proposal.encode(), None)
-        .await
-        .expect("every follower accepts the producer's batch");
-    assert_eq!(
-        B256::from(out.digest),
-        tx.signature_hash(),
-        "signers signed the transaction's signing hash, computed by themselves"
-    );
-    let submitted = batch::submit(&anvil.provider(), &batch::signed_raw(tx, out.signature))
+    let nonce = batch::pool_nonce(r.reader.provider(), pool, view.height)
         .await
         .unwrap();
+    let (proposal, tx) =
+        batch::next_proposal(&view, nonce, &r.policy, &*r.l2, GENESIS_L2 + 4, fees())
+            .await
+            .unwrap();
+    let submitted = batch::sign_and_submit(&nodes[at], &key, &proposal, tx, &anvil.provider())
+        .await
+        .expect("every follower accepts the producer's batch");
     assert!(submitted.status, "the inbox appended the batch");
     let view = r.reader.latest().await.unwrap();
     assert_eq!(view.batch_count, 1);
@@ -327,6 +329,18 @@ async fn the_pool_signs_a_batch_every_follower_built_itself_and_the_inbox_append
         .await
         .expect_err("a non-producer's batch is refused");
     assert!(err.to_string().contains("not the block producer"), "{err}");
+    assert_eq!(r.reader.latest().await.unwrap().batch_count, 1);
+
+    // The producer proposes the same batch: signed with the pool's next nonce, appended.
+    assert_eq!(next.nonce, 1);
+    let at = ids.iter().position(|n| *n == producer).unwrap();
+    let tx = batch::batch_tx(&r.policy, &next);
+    let submitted = batch::sign_and_submit(&nodes[at], &key, &next, tx, &anvil.provider())
+        .await
+        .unwrap();
+    assert!(submitted.status);
+    let view = r.reader.latest().await.unwrap();
+    assert_eq!((view.batch_count, view.next_l2_block), (2, GENESIS_L2 + 10));
 }
 
 #[tokio::test]
@@ -337,17 +351,33 @@ async fn a_batch_from_a_non_producer_is_refused() {
     let (producer, proposal) = next_batch(&r, pool.address(), 5).await;
     let intruder = not_producer(&r, producer);
     assert!(matches!(
-        r.check(intruder, &proposal.encode(), None).await,
+        r.check(intruder, &proposal.encode(), &pool.info()).await,
         Err(BatchRejection::NotProducer { proposer, producer: Some(p) }) if proposer == intruder && p == producer
     ));
     // The same proposal from the producer is accepted.
-    r.check(producer, &proposal.encode(), None).await.unwrap();
+    r.check(producer, &proposal.encode(), &pool.info())
+        .await
+        .unwrap();
 }
 
 /// Re-signs the proposal's `tx` after a field changed (an honest-looking request).
 fn rebuilt(r: &BatchRules, mut p: BatchProposal) -> BatchProposal {
     p.tx = batch::signing_message(&batch::batch_tx(&r.policy, &p)).into();
     p
+}
+
+#[tokio::test]
+async fn a_pool_whose_key_is_not_the_registered_mpc_address_refuses() {
+    let Some((_anvil, _d, pool, r)) = fixture().await else {
+        return;
+    };
+    let (producer, proposal) = next_batch(&r, pool.address(), 5).await;
+    let other_key = StandIn::new();
+    assert!(matches!(
+        r.check(producer, &proposal.encode(), &other_key.info()).await,
+        Err(BatchRejection::MpcAddressMismatch { registered, key })
+            if registered == pool.address() && key == other_key.address()
+    ));
 }
 
 #[tokio::test]
@@ -360,7 +390,7 @@ async fn a_batch_leaving_a_gap_is_refused() {
     p.batch_hash = r.l2.batch_hash(p.first_block, p.last_block).await.unwrap();
     let p = rebuilt(&r, p);
     assert!(matches!(
-        r.check(producer, &p.encode(), None).await,
+        r.check(producer, &p.encode(), &pool.info()).await,
         Err(BatchRejection::RangeGap {
             expected: GENESIS_L2,
             first_block: 102
@@ -387,7 +417,7 @@ async fn an_overlapping_or_replayed_batch_is_refused() {
         producer2
     };
     assert!(matches!(
-        r.check(proposer, &replay.encode(), None).await,
+        r.check(proposer, &replay.encode(), &pool.info()).await,
         Err(BatchRejection::Replayed {
             first_block: 100,
             last_block: 104
@@ -399,7 +429,7 @@ async fn an_overlapping_or_replayed_batch_is_refused() {
     overlap.batch_hash = r.l2.batch_hash(103, overlap.last_block).await.unwrap();
     let overlap = rebuilt(&r, overlap);
     assert!(matches!(
-        r.check(proposer, &overlap.encode(), None).await,
+        r.check(proposer, &overlap.encode(), &pool.info()).await,
         Err(BatchRejection::RangeOverlap {
             expected: 105,
             first_block: 103
@@ -421,7 +451,7 @@ async fn a_batch_with_a_stale_or_future_nonce_is_refused() {
     for nonce in [p.nonce + 1, p.nonce + 1000] {
         let bad = rebuilt(&r, BatchProposal { nonce, ..p.clone() });
         assert!(matches!(
-            r.check(producer, &bad.encode(), None).await,
+            r.check(producer, &bad.encode(), &pool.info()).await,
             Err(BatchRejection::WrongNonce { nonce: n, expected: 0 }) if n == nonce
         ));
     }
@@ -441,7 +471,7 @@ async fn a_batch_in_the_wrong_epoch_is_refused() {
         },
     );
     assert!(matches!(
-        r.check(producer, &later.encode(), None).await,
+        r.check(producer, &later.encode(), &pool.info()).await,
         Err(BatchRejection::WrongEpoch { .. })
     ));
     // A batch running into the next epoch (epochs are 10 blocks).
@@ -453,7 +483,7 @@ async fn a_batch_in_the_wrong_epoch_is_refused() {
             .unwrap();
     let spanning = rebuilt(&r, spanning);
     assert!(matches!(
-        r.check(producer, &spanning.encode(), None).await,
+        r.check(producer, &spanning.encode(), &pool.info()).await,
         Err(BatchRejection::WrongEpoch { .. })
     ));
 }
@@ -472,7 +502,7 @@ async fn fees_above_the_cap_are_refused() {
         },
     );
     assert!(matches!(
-        r.check(producer, &greedy.encode(), None).await,
+        r.check(producer, &greedy.encode(), &pool.info()).await,
         Err(BatchRejection::FeeAboveCap {
             field: "max_fee_per_gas",
             ..
@@ -486,7 +516,7 @@ async fn fees_above_the_cap_are_refused() {
         },
     );
     assert!(matches!(
-        r.check(producer, &tip.encode(), None).await,
+        r.check(producer, &tip.encode(), &pool.info()).await,
         Err(BatchRejection::FeeAboveCap {
             field: "max_priority_fee_per_gas",
             ..
@@ -500,7 +530,7 @@ async fn fees_above_the_cap_are_refused() {
         },
     );
     assert!(matches!(
-        r.check(producer, &gas.encode(), None).await,
+        r.check(producer, &gas.encode(), &pool.info()).await,
         Err(BatchRejection::GasLimitOutOfBounds { .. })
     ));
 }
@@ -514,7 +544,7 @@ async fn a_batch_hash_that_differs_from_the_followers_l2_view_is_refused() {
     let (producer, p) = next_batch(&producer_rules, pool.address(), 5).await;
     let follower = rules(&anvil, &d, 4, DemoL2::new("the follower's own chain"));
     assert!(matches!(
-        follower.check(producer, &p.encode(), None).await,
+        follower.check(producer, &p.encode(), &pool.info()).await,
         Err(BatchRejection::BatchHashMismatch { proposed, .. }) if proposed == p.batch_hash
     ));
     // A follower that has not seen the blocks yet refuses too.
@@ -528,7 +558,7 @@ async fn a_batch_hash_that_differs_from_the_followers_l2_view_is_refused() {
         },
     );
     assert!(matches!(
-        behind.check(producer, &p.encode(), None).await,
+        behind.check(producer, &p.encode(), &pool.info()).await,
         Err(BatchRejection::L2(_))
     ));
 }
@@ -548,12 +578,12 @@ async fn a_request_whose_tx_does_not_match_its_fields_is_refused() {
         ..p.clone()
     };
     assert!(matches!(
-        r.check(producer, &forged.encode(), None).await,
+        r.check(producer, &forged.encode(), &pool.info()).await,
         Err(BatchRejection::TxMismatch)
     ));
     // Not a batch proposal at all.
     assert!(matches!(
-        r.check(producer, &batch::signing_message(&evil), None)
+        r.check(producer, &batch::signing_message(&evil), &pool.info())
             .await,
         Err(BatchRejection::Malformed(_))
     ));

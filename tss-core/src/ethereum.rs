@@ -66,6 +66,11 @@ impl fmt::Debug for EthAddress {
 
 /// An ECDSA signature in Ethereum form: `s` is in the lower half of the curve order and
 /// `v` (0 or 1) is the recovery id; `v + 27` is the legacy encoding.
+///
+/// `v` is always 0 or 1 in this library (never 27/28, never an EIP-155 value): it is the
+/// `y_parity` of typed transactions and of alloy's `Signature` (feature `alloy`:
+/// `From<EthSignature> for alloy_primitives::Signature`); [`EthSignature::to_bytes`]
+/// adds 27 for `ecrecover`-style 65-byte signatures.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub struct EthSignature {
     /// `r`, big-endian.
