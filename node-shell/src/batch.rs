@@ -83,9 +83,39 @@ impl BatchProposal {
         serde_json::to_vec(self).expect("a batch proposal always serializes")
     }
 
-    /// Parses request bytes; anything else is [`BatchRejection::Malformed`].
+    /// Parses request bytes: a JSON [`BatchProposal`] ([`BatchProposal::encode`]), or the
+    /// bare EIP-1559 signing encoding of an `appendBatch` transaction (`0x02 || rlp`,
+    /// what [`tss_core::alloy::PoolSigner`] sends; see
+    /// [`BatchProposal::from_signing_request`]). Anything else is
+    /// [`BatchRejection::Malformed`].
     pub fn decode(request: &[u8]) -> Result<Self, BatchRejection> {
+        if request.first() == Some(&0x02) {
+            return Self::from_signing_request(request);
+        }
         serde_json::from_slice(request).map_err(|e| BatchRejection::Malformed(e.to_string()))
+    }
+
+    /// The proposal a bare transaction stands for: epoch, range and hash from its
+    /// `appendBatch` calldata, nonce, fees and gas from its fields, and the request itself
+    /// as `tx`. [`validate`] then checks everything else about the transaction (chain,
+    /// inbox, value, access list) by rebuilding it and comparing
+    /// ([`BatchRejection::TxMismatch`]).
+    pub fn from_signing_request(request: &[u8]) -> Result<Self, BatchRejection> {
+        let tx = tss_core::alloy::decode_eip1559_request(request)
+            .map_err(|e| BatchRejection::Malformed(e.to_string()))?;
+        let call = BatchInbox::appendBatchCall::abi_decode(&tx.input)
+            .map_err(|e| BatchRejection::Malformed(format!("not an appendBatch call: {e}")))?;
+        Ok(Self {
+            epoch: call.epoch,
+            first_block: call.firstBlock,
+            last_block: call.lastBlock,
+            batch_hash: call.batchHash,
+            nonce: tx.nonce,
+            max_fee_per_gas: tx.max_fee_per_gas,
+            max_priority_fee_per_gas: tx.max_priority_fee_per_gas,
+            gas_limit: tx.gas_limit,
+            tx: request.to_vec().into(),
+        })
     }
 }
 
@@ -200,7 +230,7 @@ impl DemoL2 {
         if last < first {
             return B256::ZERO;
         }
-        let mut data = Vec::with_capacity(32 * (last - first + 1).min(1 << 16) as usize);
+        let mut data = Vec::with_capacity(32 * (last - first).min(1 << 16) as usize + 32);
         for n in first..=last {
             data.extend_from_slice(self.block_hash(n).as_slice());
         }
@@ -793,6 +823,23 @@ mod tests {
             tx.signature_hash()
         );
         assert_eq!(BatchProposal::decode(&p.encode()).unwrap(), p);
+    }
+
+    #[test]
+    fn a_bare_signing_request_decodes_to_the_same_proposal() {
+        let p = valid();
+        assert_eq!(BatchProposal::decode(&p.tx).unwrap(), p);
+        let mut evil = batch_tx(&policy(), &p);
+        evil.input = vec![0xde, 0xad, 0xbe, 0xef].into();
+        assert!(matches!(
+            BatchProposal::decode(&signing_message(&evil)),
+            Err(BatchRejection::Malformed(_))
+        ));
+        // A transaction that carries the right call but also sends ETH is refused.
+        let mut value = batch_tx(&policy(), &p);
+        value.value = U256::from(1);
+        let q = BatchProposal::decode(&signing_message(&value)).unwrap();
+        assert_eq!(run(&q, PRODUCER), Err(BatchRejection::TxMismatch));
     }
 
     proptest! {

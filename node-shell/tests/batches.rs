@@ -9,10 +9,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::consensus::SignableTransaction;
+use alloy::consensus::{SignableTransaction, TxEnvelope};
+use alloy::eips::eip2718::Encodable2718;
+use alloy::network::TxSigner;
 use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
+use alloy::signers::Signer;
 use alloy::signers::SignerSync;
 use async_trait::async_trait;
 use node_shell::batch::{
@@ -26,6 +29,7 @@ use node_shell::l1::view::{L1Reader, L1View};
 use node_shell::l1::L1Error;
 use node_shell::pool::{Member, Pool, PoolRules};
 use transport::{InMemoryNetwork, NodeId};
+use tss_core::alloy::PoolSigner;
 use tss_core::pool::{
     KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent, PoolNode, ProposalValidator,
     Rejection, ReshareProposal, SignProposal, SigningInput,
@@ -331,13 +335,20 @@ async fn the_pool_signs_a_batch_every_follower_built_itself_and_the_inbox_append
     assert!(err.to_string().contains("not the block producer"), "{err}");
     assert_eq!(r.reader.latest().await.unwrap().batch_count, 1);
 
-    // The producer proposes the same batch: signed with the pool's next nonce, appended.
+    // The producer signs the same batch through the alloy adapter (`PoolSigner`, an
+    // alloy `TxSigner`): the request is the bare transaction, which every follower
+    // decodes and checks as a batch. Signed with the pool's next nonce, appended.
     assert_eq!(next.nonce, 1);
     let at = ids.iter().position(|n| *n == producer).unwrap();
-    let tx = batch::batch_tx(&r.policy, &next);
-    let submitted = batch::sign_and_submit(&nodes[at], &key, &next, tx, &anvil.provider())
-        .await
-        .unwrap();
+    let signer = PoolSigner::new(nodes[at].clone(), key.clone())
+        .unwrap()
+        .with_chain_id(Some(anvil.chain_id()));
+    let mut tx = batch::batch_tx(&r.policy, &next);
+    let sig = signer.sign_transaction(&mut tx).await.unwrap();
+    let signed = tx.into_signed(sig);
+    assert_eq!(signed.recover_signer().unwrap(), pool);
+    let raw = TxEnvelope::from(signed).encoded_2718();
+    let submitted = batch::submit(&anvil.provider(), &raw).await.unwrap();
     assert!(submitted.status);
     let view = r.reader.latest().await.unwrap();
     assert_eq!((view.batch_count, view.next_l2_block), (2, GENESIS_L2 + 10));
@@ -581,10 +592,16 @@ async fn a_request_whose_tx_does_not_match_its_fields_is_refused() {
         r.check(producer, &forged.encode(), &pool.info()).await,
         Err(BatchRejection::TxMismatch)
     ));
-    // Not a batch proposal at all.
+    // The same evil transaction sent bare (as `PoolSigner` sends transactions): its
+    // calldata is a valid batch, the rest is not what the follower builds.
     assert!(matches!(
         r.check(producer, &batch::signing_message(&evil), &pool.info())
             .await,
+        Err(BatchRejection::TxMismatch)
+    ));
+    // Not a batch proposal at all.
+    assert!(matches!(
+        r.check(producer, b"sign this", &pool.info()).await,
         Err(BatchRejection::Malformed(_))
     ));
 }
