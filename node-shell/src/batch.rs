@@ -14,21 +14,25 @@
 //! hashes that itself (keccak256 of it is the EIP-1559 signing hash), so no signer signs
 //! a digest it did not compute from a batch it checked.
 //!
-//! Producer side: [`build`] the same proposal and transaction, run the pool signing, then
-//! [`signed_raw`] (EIP-2718 envelope) and [`submit`] (`eth_sendRawTransaction`, wait for
-//! the receipt).
+//! Producer side: [`next_proposal`] (or [`build`]) the proposal and transaction, then
+//! [`sign_and_submit`]: pool signing, [`signed_raw`] (EIP-2718 envelope) and [`submit`]
+//! (`eth_sendRawTransaction`, wait for the receipt). A producer may instead sign the bare
+//! transaction through [`tss_core::alloy::PoolSigner`] (an alloy `TxSigner`):
+//! [`BatchProposal::decode`] reads such a request as the batch its calldata describes.
 //!
-//! Wiring into a node's `ProposalValidator::check_sign` (sketch):
+//! Wiring into a node (sketch; `reader` is the node's [`L1Reader`](crate::l1::view::L1Reader),
+//! `membership` its [`Pool`](crate::pool::Pool), `l2` its [`L2Source`]):
 //!
 //! ```ignore
-//! let proposal = BatchProposal::decode(&p.request).map_err(reject)?;
-//! let view = reader.view_at(agreed_height).await?;            // L1View
-//! let pool = view.mpc_address.ok_or(...)?;                      // must equal the key's address
-//! let nonce = batch::pool_nonce(reader.provider(), pool, view.height).await?;
-//! let epoch = policy.epoch_of(view.next_l2_block);
-//! let producer = membership.block_producer(&seed, epoch);      // node-shell's Pool
-//! let tx = batch::validate(&proposal, proposer, producer, &view, nonce, &policy, &*l2).await.map_err(reject)?;
-//! Ok(SigningInput::Message(batch::signing_message(&tx)))
+//! // ProposalValidator::check_sign
+//! let view = reader.latest().await.map_err(reject)?;
+//! batch::check_request(&p.request, proposer, key, &view, reader.provider(), &policy,
+//!     |epoch| membership.block_producer(&seed, epoch), &*l2).await.map_err(reject)
+//!
+//! // The producer loop, whenever this node is the producer of `policy.next_epoch(&view)`
+//! let nonce = batch::pool_nonce(reader.provider(), pool_address, view.height).await?;
+//! let (proposal, tx) = batch::next_proposal(&view, nonce, &policy, &*l2, l2_head, fees).await?;
+//! let submitted = batch::sign_and_submit(&pool_node, &key_id, &proposal, tx, reader.provider()).await?;
 //! ```
 
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
