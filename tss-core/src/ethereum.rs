@@ -180,9 +180,25 @@ mod tests {
                 sig.recover_address(&digest).unwrap(),
                 EthAddress::from_public_key(&key)
             );
+            let address = EthAddress::from_public_key(&key);
+            assert_eq!(
+                EthAddress::from_sec1_bytes(&key.to_sec1_bytes()).unwrap(),
+                address
+            );
+            let uncompressed = key.to_encoded_point(false);
+            assert_eq!(
+                EthAddress::from_sec1_bytes(uncompressed.as_bytes()).unwrap(),
+                address
+            );
             seen[usize::from(v)] = true;
         }
         assert_eq!(seen, [true, true], "both recovery ids were exercised");
+    }
+
+    #[test]
+    fn a_public_key_that_is_not_a_point_has_no_address() {
+        assert!(EthAddress::from_sec1_bytes(&[]).is_err());
+        assert!(EthAddress::from_sec1_bytes(&[5u8; 33]).is_err());
     }
 
     #[test]
