@@ -9,7 +9,11 @@
 //! | `rpc.token_file` | `<node.data_dir>/rpc-token` (created with mode 0600 if missing; refused if group or others may read it) |
 //! | `rpc.allowed_hosts` | `["127.0.0.1:<port>", "localhost:<port>", "[::1]:<port>"]` of `node.rpc_listen` |
 //! | `rpc.metrics_public` | `true` (`GET /metrics` needs no token; it holds no secrets) |
-//! | `node.auto_keygen` | `true` (the lowest node id of the pool proposes keygen when no key exists) |
+//! | `rpc.unsafe_raw_digest_signing` | `false` (`POST /sign` of a caller's 32-byte digest is refused, and so are such proposals from peers) |
+//! | `l1.confirmations` | `2` (a height is used once this many blocks are on top of it) |
+//! | `l1.poll_seconds` | `2` |
+//! | `l1.proposal_wait_seconds` | `30` (how long a follower waits for its own L1 view to reach a proposal's height before refusing it) |
+//! | `l1.leader_timeout_seconds` | `120` (after this long without the change taking effect, the next member in line proposes it) |
 //! | `keystore.passphrase_env` | `"NODE_SHELL_PASSPHRASE"` (used unless `keystore.key_file` is set) |
 //! | `keystore.insecure_fast_kdf` | `false` |
 //! | `transport.session_idle_timeout_secs` | `120` |
@@ -20,6 +24,12 @@
 //!
 //! Unknown fields are errors, so typos are caught at start.
 //!
+//! **Membership comes from L1 only.** `[l1]` names the RPC endpoint and the
+//! `SequencerStaking` / `BatchInbox` contracts; the pool is the set of sequencers with
+//! stake locked there (the contract enforces the admin whitelist and the stake bounds).
+//! There is no genesis member list and no whitelist in this file; `[pool]` keeps the
+//! size bounds, the epoch length and the producer schedule's seed.
+//!
 //! **Pool size.** The signing threshold is `floor(2n/3) + 1`, which is 3-of-3 at `n = 3`:
 //! losing any one member then makes the key unusable and un-resharable. That is why
 //! `pool.min_members` defaults to 4 (3-of-4 survives the loss of one member). A smaller
@@ -27,7 +37,6 @@
 //! members needs a new keygen, hence a new address registered on L1 by the admin: see
 //! [`crate::pool`].
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use transport::NodeId;
 
 use crate::error::{Error, Result};
-use crate::pool::{Member, PoolRules};
+use crate::pool::PoolRules;
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -64,6 +73,68 @@ pub struct FileConfig {
     /// `[rpc]`: access control of the HTTP API.
     #[serde(default)]
     pub rpc: RpcSection,
+    /// `[l1]`: where the pool's membership is recorded.
+    pub l1: L1Section,
+}
+
+/// `[l1]`: the L1 endpoint and contracts the pool's membership is read from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct L1Section {
+    /// JSON-RPC endpoint (HTTP) of an L1 node.
+    pub rpc_url: String,
+    /// `SequencerStaking` address (`0x` + 40 hex).
+    pub staking: String,
+    /// `BatchInbox` address.
+    pub inbox: String,
+    /// Block the contracts were deployed in (event scans start here).
+    pub deployment_block: u64,
+    /// Blocks on top of a height before it counts as confirmed.
+    #[serde(default = "default_confirmations")]
+    pub confirmations: u64,
+    /// Seconds between two reads of L1.
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u64,
+    /// Seconds a follower waits for its L1 view to reach a proposal's height.
+    #[serde(default = "default_proposal_wait")]
+    pub proposal_wait_seconds: u64,
+    /// Seconds before the next member in line proposes a pending change.
+    #[serde(default = "default_leader_timeout")]
+    pub leader_timeout_seconds: u64,
+}
+
+/// Validated `[l1]` section.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct L1Settings {
+    /// JSON-RPC endpoint.
+    pub rpc_url: String,
+    /// The contracts.
+    pub deployment: crate::l1::contracts::Deployment,
+    /// Confirmation depth.
+    pub confirmations: u64,
+    /// Time between two reads of L1.
+    pub poll_interval: Duration,
+    /// How long a follower waits for its L1 view to reach a proposal's height.
+    pub proposal_wait: Duration,
+    /// How long a pending change waits before the next member in line proposes it.
+    pub leader_timeout: Duration,
+}
+
+impl L1Settings {
+    /// Settings for `deployment` behind `rpc_url` with the config file's defaults
+    /// (2 confirmations, 2 s polls, 30 s proposal wait, 120 s leader timeout).
+    pub fn new(rpc_url: impl Into<String>, deployment: crate::l1::contracts::Deployment) -> Self {
+        Self {
+            rpc_url: rpc_url.into(),
+            deployment,
+            confirmations: default_confirmations(),
+            poll_interval: Duration::from_secs(default_poll_seconds()),
+            proposal_wait: Duration::from_secs(default_proposal_wait()),
+            leader_timeout: Duration::from_secs(default_leader_timeout()),
+        }
+    }
 }
 
 /// `[rpc]`: access control of the HTTP API (see [`crate::rpc::auth`]).
@@ -80,6 +151,11 @@ pub struct RpcSection {
     /// Whether `GET /metrics` is served without the token.
     #[serde(default = "default_true")]
     pub metrics_public: bool,
+    /// Whether `POST /sign` signs a caller's 32-byte digest, and whether this node joins
+    /// such signing runs proposed by peers. **Off by default**: a raw digest is not a
+    /// validated batch; on only for devnets and tests.
+    #[serde(default)]
+    pub unsafe_raw_digest_signing: bool,
 }
 
 impl Default for RpcSection {
@@ -88,6 +164,7 @@ impl Default for RpcSection {
             token_file: None,
             allowed_hosts: None,
             metrics_public: true,
+            unsafe_raw_digest_signing: false,
         }
     }
 }
@@ -107,9 +184,6 @@ pub struct NodeSection {
     /// Address of the HTTP JSON API (loopback only).
     #[serde(default = "default_rpc_listen")]
     pub rpc_listen: String,
-    /// Whether the pool's lowest node id proposes keygen when no key exists.
-    #[serde(default = "default_true")]
-    pub auto_keygen: bool,
 }
 
 /// `[keystore]`
@@ -162,17 +236,11 @@ pub struct PeerSection {
     pub address: String,
 }
 
-/// `[pool]`
+/// `[pool]`: size bounds and the producer schedule (members come from `[l1]`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PoolSection {
-    /// Admin whitelist: hex node ids allowed to be members.
-    pub whitelist: Vec<String>,
-    /// Minimum stake.
-    pub min_stake: u64,
-    /// Maximum stake.
-    pub max_stake: u64,
     /// Minimum pool size (default 4; at 3 the pool signs 3-of-3 and cannot lose anyone).
     #[serde(default = "default_min_members")]
     pub min_members: usize,
@@ -184,19 +252,6 @@ pub struct PoolSection {
     pub epoch_seconds: u64,
     /// 32-byte hex seed of the block-producer schedule.
     pub epoch_seed: String,
-    /// Genesis members.
-    pub members: Vec<MemberSection>,
-}
-
-/// `[[pool.members]]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct MemberSection {
-    /// Hex node id.
-    pub node_id: String,
-    /// Stake.
-    pub stake: u64,
 }
 
 /// `[tss]`
@@ -234,6 +289,18 @@ fn default_max_members() -> usize {
 }
 fn default_epoch_seconds() -> u64 {
     60
+}
+fn default_confirmations() -> u64 {
+    2
+}
+fn default_poll_seconds() -> u64 {
+    2
+}
+fn default_proposal_wait() -> u64 {
+    30
+}
+fn default_leader_timeout() -> u64 {
+    120
 }
 
 /// Where Paillier primes come from.
@@ -285,10 +352,13 @@ pub struct NodeSettings {
     pub insecure_fast_kdf: bool,
     /// Every known sequencer (the control channel's participants), self included.
     pub peers: Vec<NodeId>,
-    /// Pool rules.
+    /// Pool rules (size bounds; see [`PoolRules::l1`]).
     pub rules: PoolRules,
-    /// Genesis members.
-    pub genesis: Vec<Member>,
+    /// Where membership is read from.
+    pub l1: L1Settings,
+    /// Whether this node signs raw 32-byte digests (`rpc.unsafe_raw_digest_signing`),
+    /// as proposer (`POST /sign`) and as follower.
+    pub unsafe_raw_digest_signing: bool,
     /// Epoch length.
     pub epoch_length: Duration,
     /// Block producer schedule seed.
@@ -297,10 +367,6 @@ pub struct NodeSettings {
     pub session_idle_timeout: Duration,
     /// Paillier prime source.
     pub primes: PrimeSourceConfig,
-    /// Auto keygen when no key exists.
-    pub auto_keygen: bool,
-    /// Delay before the first auto-keygen proposal (lets peers connect).
-    pub auto_keygen_delay: Duration,
     /// Cancelled when the node is to stop: its background loops (control messages, epoch
     /// ticker, auto keygen) end. One token can stop many nodes and their HTTP servers
     /// ([`crate::rpc::serve_with_shutdown`]).
@@ -309,15 +375,15 @@ pub struct NodeSettings {
 
 impl NodeSettings {
     /// Settings with what has no default given, and the defaults of a config file for the
-    /// rest: no extra `peers` (the whitelist and genesis members are always
-    /// participants), real Argon2 parameters, 60 s epochs, a 120 s session idle timeout,
-    /// generated Paillier primes, auto keygen after 3 s, and a fresh shutdown token.
+    /// rest: no `peers` (set them: only they, and this node, can take part), real Argon2
+    /// parameters, 60 s epochs, a 120 s session idle timeout, generated Paillier primes,
+    /// raw-digest signing off, and a fresh shutdown token.
     pub fn new(
         key_id: impl Into<String>,
         keystore_dir: impl Into<PathBuf>,
         unlock: UnlockConfig,
         rules: PoolRules,
-        genesis: Vec<Member>,
+        l1: L1Settings,
         epoch_seed: [u8; 32],
     ) -> Self {
         Self {
@@ -327,13 +393,12 @@ impl NodeSettings {
             insecure_fast_kdf: false,
             peers: Vec::new(),
             rules,
-            genesis,
+            l1,
+            unsafe_raw_digest_signing: false,
             epoch_length: Duration::from_secs(default_epoch_seconds()),
             epoch_seed,
             session_idle_timeout: Duration::from_secs(default_idle()),
             primes: PrimeSourceConfig::Generate,
-            auto_keygen: default_true(),
-            auto_keygen_delay: Duration::from_secs(3),
             shutdown: CancellationToken::new(),
         }
     }
@@ -400,6 +465,37 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
 fn parse_node_id(field: &str, s: &str) -> Result<NodeId> {
     let s = s.strip_prefix("0x").unwrap_or(s);
     NodeId::from_hex(s).map_err(|_| invalid(field, format!("{s:?} is not a 64-hex-digit node id")))
+}
+
+fn parse_address(field: &str, s: &str) -> Result<alloy::primitives::Address> {
+    let hex_part = s.strip_prefix("0x").unwrap_or(s);
+    if hex_part.len() != 40 {
+        return Err(invalid(field, format!("{s:?} is not 0x + 40 hex digits")));
+    }
+    s.parse()
+        .map_err(|_| invalid(field, format!("{s:?} is not an address")))
+}
+
+fn parse_l1(l1: &L1Section) -> Result<L1Settings> {
+    crate::l1::connect(&l1.rpc_url).map_err(|e| invalid("l1.rpc_url", e.to_string()))?;
+    if l1.poll_seconds == 0 {
+        return Err(invalid("l1.poll_seconds", "must be positive"));
+    }
+    if l1.leader_timeout_seconds == 0 {
+        return Err(invalid("l1.leader_timeout_seconds", "must be positive"));
+    }
+    Ok(L1Settings {
+        rpc_url: l1.rpc_url.clone(),
+        deployment: crate::l1::contracts::Deployment {
+            staking: parse_address("l1.staking", &l1.staking)?,
+            inbox: parse_address("l1.inbox", &l1.inbox)?,
+            deployment_block: l1.deployment_block,
+        },
+        confirmations: l1.confirmations,
+        poll_interval: Duration::from_secs(l1.poll_seconds),
+        proposal_wait: Duration::from_secs(l1.proposal_wait_seconds),
+        leader_timeout: Duration::from_secs(l1.leader_timeout_seconds),
+    })
 }
 
 /// Parses 32 bytes of hex (optional `0x`).
@@ -511,34 +607,17 @@ impl RunConfig {
             }
             peer_addrs.push((id, p.address.clone()));
         }
-        let whitelist = file
-            .pool
-            .whitelist
-            .iter()
-            .enumerate()
-            .map(|(i, s)| parse_node_id(&format!("pool.whitelist[{i}]"), s))
-            .collect::<Result<BTreeSet<_>>>()?;
-        let genesis = file
-            .pool
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                Ok(Member {
-                    node: parse_node_id(&format!("pool.members[{i}].node_id"), &m.node_id)?,
-                    stake: m.stake,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let rules = PoolRules {
-            whitelist,
-            min_stake: file.pool.min_stake,
-            max_stake: file.pool.max_stake,
-            min_members: file.pool.min_members,
-            max_members: file.pool.max_members,
-        };
-        // Validates rules and genesis (typed pool errors).
-        crate::pool::Pool::new(rules.clone(), genesis.clone(), 0)?;
+        let rules = PoolRules::l1(file.pool.min_members, file.pool.max_members);
+        if rules.min_members < 2 {
+            return Err(invalid("pool.min_members", "must be at least 2"));
+        }
+        if rules.max_members < rules.min_members {
+            return Err(invalid(
+                "pool.max_members",
+                "must be at least pool.min_members",
+            ));
+        }
+        let l1 = parse_l1(&file.l1)?;
         if rules.min_members < crate::pool::DEFAULT_MIN_MEMBERS {
             let n = rules.min_members;
             tracing::warn!(
@@ -563,13 +642,12 @@ impl RunConfig {
                 insecure_fast_kdf: file.keystore.insecure_fast_kdf,
                 peers,
                 rules,
-                genesis,
+                l1,
+                unsafe_raw_digest_signing: file.rpc.unsafe_raw_digest_signing,
                 epoch_length: Duration::from_secs(file.pool.epoch_seconds),
                 epoch_seed,
                 session_idle_timeout: Duration::from_secs(file.transport.session_idle_timeout_secs),
                 primes,
-                auto_keygen: file.node.auto_keygen,
-                auto_keygen_delay: Duration::from_secs(3),
                 shutdown: CancellationToken::new(),
             },
             identity_file: resolve(&file.node.identity_file),
@@ -615,22 +693,14 @@ node_id = "{D}"
 address = "/ip4/127.0.0.1/tcp/9003"
 
 [pool]
-whitelist = ["{A}", "{B}", "{C}", "{D}"]
-min_stake = {min_stake}
-max_stake = 100000
+min_members = {min_stake}
 epoch_seed = "{seed}"
-[[pool.members]]
-node_id = "{A}"
-stake = 1000
-[[pool.members]]
-node_id = "{B}"
-stake = 2000
-[[pool.members]]
-node_id = "{C}"
-stake = 3000
-[[pool.members]]
-node_id = "{D}"
-stake = 4000
+
+[l1]
+rpc_url = "http://127.0.0.1:8545"
+staking = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+inbox = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
+deployment_block = 1
 "#
         )
     }
@@ -642,7 +712,7 @@ stake = 4000
     #[test]
     fn valid_config_parses_with_documented_defaults() {
         let cfg = RunConfig::from_toml(
-            &sample("127.0.0.1:8645", 1000, A),
+            &sample("127.0.0.1:8645", 4, A),
             Path::new("/etc/ns"),
             env_ok,
         )
@@ -650,16 +720,19 @@ stake = 4000
         assert_eq!(cfg.settings.key_id, "sequencer-key");
         assert_eq!(cfg.settings.rules.min_members, 4);
         assert_eq!(cfg.settings.rules.max_members, 100);
+        assert_eq!(cfg.settings.rules.whitelist, None);
         assert_eq!(cfg.settings.epoch_length, Duration::from_secs(60));
         assert_eq!(cfg.settings.session_idle_timeout, Duration::from_secs(120));
         assert_eq!(cfg.settings.primes, PrimeSourceConfig::Generate);
-        assert!(cfg.settings.auto_keygen);
+        assert!(!cfg.settings.unsafe_raw_digest_signing);
+        assert_eq!(cfg.settings.l1.confirmations, 2);
+        assert_eq!(cfg.settings.l1.poll_interval, Duration::from_secs(2));
+        assert_eq!(cfg.settings.l1.deployment.deployment_block, 1);
         assert_eq!(cfg.identity_file, Path::new("/etc/ns/identity.key"));
         assert_eq!(
             cfg.settings.keystore_dir,
             Path::new("/etc/ns/data/keystore")
         );
-        assert_eq!(cfg.settings.genesis.len(), 4);
         assert_eq!(cfg.peer_addrs.len(), 4);
         assert_eq!(cfg.rpc.token_file, Path::new("/etc/ns/data/rpc-token"));
         assert_eq!(cfg.rpc.allowed_hosts, None);
@@ -672,34 +745,42 @@ stake = 4000
     fn sample_config_file_parses() {
         let text = include_str!("../examples/node.toml");
         let cfg = RunConfig::from_toml(text, Path::new("/srv/node"), env_ok).unwrap();
-        assert_eq!(cfg.settings.genesis.len(), 4);
-        assert_eq!(cfg.settings.rules.whitelist.len(), 5);
         assert_eq!(cfg.peer_addrs.len(), 5);
         assert_eq!(cfg.settings.rules.min_members, 4);
         assert_eq!(cfg.rpc_listen, "127.0.0.1:8645".parse().unwrap());
         assert_eq!(cfg.rpc.token_file, Path::new("/srv/node/data/rpc-token"));
         assert!(cfg.rpc.metrics_public);
+        assert!(!cfg.settings.unsafe_raw_digest_signing);
     }
 
     #[test]
-    fn default_min_members_refuses_a_genesis_of_three() {
-        let four = sample("127.0.0.1:1", 1000, A);
-        let three = four.replace(
-            &format!("[[pool.members]]\nnode_id = \"{D}\"\nstake = 4000\n"),
-            "",
+    fn the_membership_sections_of_old_configs_are_refused() {
+        // Membership is L1's record: a genesis list or a whitelist here is an error.
+        for old in ["whitelist = []", "min_stake = 1", "members = []"] {
+            let text = sample("127.0.0.1:1", 4, A).replace("[pool]\n", &format!("[pool]\n{old}\n"));
+            let err = RunConfig::from_toml(&text, Path::new("."), env_ok).unwrap_err();
+            assert!(matches!(err, Error::ConfigParse(_)), "{old}: {err}");
+        }
+        let bad = sample("127.0.0.1:1", 4, A).replace(
+            "staking = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"",
+            "staking = \"0x1234\"",
         );
-        assert_ne!(three, four);
-        let err = RunConfig::from_toml(&three, Path::new("."), env_ok).unwrap_err();
-        assert!(matches!(err, Error::PoolTooSmall { min: 4 }), "{err}");
-        // Three members only with an explicit (documented as risky) min_members.
-        let explicit = three.replace("[pool]\n", "[pool]\nmin_members = 3\n");
-        let cfg = RunConfig::from_toml(&explicit, Path::new("."), env_ok).unwrap();
-        assert_eq!(cfg.settings.genesis.len(), 3);
+        let err = RunConfig::from_toml(&bad, Path::new("."), env_ok).unwrap_err();
+        assert!(
+            matches!(&err, Error::ConfigInvalid { field, .. } if field == "l1.staking"),
+            "{err}"
+        );
+        let raw = sample("127.0.0.1:1", 4, A).replace(
+            "[pool]",
+            "[rpc]\nunsafe_raw_digest_signing = true\n\n[pool]",
+        );
+        let cfg = RunConfig::from_toml(&raw, Path::new("."), env_ok).unwrap();
+        assert!(cfg.settings.unsafe_raw_digest_signing);
     }
 
     #[test]
     fn non_loopback_rpc_is_a_typed_error() {
-        let err = RunConfig::from_toml(&sample("0.0.0.0:8645", 1000, A), Path::new("."), env_ok)
+        let err = RunConfig::from_toml(&sample("0.0.0.0:8645", 4, A), Path::new("."), env_ok)
             .unwrap_err();
         assert!(
             matches!(&err, Error::ConfigInvalid { field, .. } if field == "node.rpc_listen"),
@@ -709,9 +790,8 @@ stake = 4000
 
     #[test]
     fn bad_seed_is_a_typed_error() {
-        let err =
-            RunConfig::from_toml(&sample("127.0.0.1:1", 1000, "abcd"), Path::new("."), env_ok)
-                .unwrap_err();
+        let err = RunConfig::from_toml(&sample("127.0.0.1:1", 4, "abcd"), Path::new("."), env_ok)
+            .unwrap_err();
         assert!(
             matches!(&err, Error::ConfigInvalid { field, .. } if field == "pool.epoch_seed"),
             "{err}"
@@ -719,25 +799,23 @@ stake = 4000
     }
 
     #[test]
-    fn genesis_member_violating_stake_bounds_is_a_typed_error() {
-        let err = RunConfig::from_toml(&sample("127.0.0.1:1", 1500, A), Path::new("."), env_ok)
-            .unwrap_err();
+    fn pool_size_bounds_are_checked() {
+        let err =
+            RunConfig::from_toml(&sample("127.0.0.1:1", 1, A), Path::new("."), env_ok).unwrap_err();
         assert!(
-            matches!(
-                err,
-                Error::StakeTooLow {
-                    stake: 1000,
-                    min: 1500
-                }
-            ),
+            matches!(&err, Error::ConfigInvalid { field, .. } if field == "pool.min_members"),
             "{err}"
         );
+        // Three members only with an explicit (documented as risky) min_members.
+        let cfg =
+            RunConfig::from_toml(&sample("127.0.0.1:1", 3, A), Path::new("."), env_ok).unwrap();
+        assert_eq!(cfg.settings.rules.min_members, 3);
     }
 
     #[test]
     fn unknown_field_and_bad_toml_are_parse_errors() {
         let text =
-            sample("127.0.0.1:1", 1000, A).replace("[transport]", "[transport]\nlisten_typo = 1");
+            sample("127.0.0.1:1", 4, A).replace("[transport]", "[transport]\nlisten_typo = 1");
         let err = RunConfig::from_toml(&text, Path::new("."), env_ok).unwrap_err();
         assert!(
             matches!(&err, Error::ConfigParse(m) if m.contains("listen_typo")),
@@ -749,7 +827,7 @@ stake = 4000
 
     #[test]
     fn missing_passphrase_is_a_typed_error() {
-        let err = RunConfig::from_toml(&sample("127.0.0.1:1", 1000, A), Path::new("."), |_| None)
+        let err = RunConfig::from_toml(&sample("127.0.0.1:1", 4, A), Path::new("."), |_| None)
             .unwrap_err();
         assert!(
             matches!(&err, Error::ConfigInvalid { field, .. } if field == "keystore.passphrase_env"),
@@ -759,7 +837,7 @@ stake = 4000
 
     #[test]
     fn bad_node_id_names_the_field() {
-        let text = sample("127.0.0.1:1", 1000, A).replacen(
+        let text = sample("127.0.0.1:1", 4, A).replacen(
             &format!("node_id = \"{B}\""),
             "node_id = \"zz\"",
             1,

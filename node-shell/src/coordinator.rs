@@ -1,23 +1,40 @@
-//! The node: the sequencer pool's rules on top of the library's pool layer.
+//! The node: the sequencer pool's rules on top of the library's pool layer, with the
+//! pool's membership read from L1 only.
 //!
 //! Coordination (proposals, aborts, commit order) is [`tss_core::pool::PoolNode`]'s job;
 //! this module supplies what is specific to the sequencer pool:
 //!
-//! - [`SequencerRules`], the [`ProposalValidator`] every node runs before it joins a run:
-//!   the proposer is a pool member; keygen is for exactly this node's view of the pool;
-//!   a reshare applies a membership change that passes the pool rules to this node's view
-//!   of the pool, and its new committee is exactly the result.
-//! - The pool state (members, stakes, version), committed by the share store in the same
-//!   atomic step as the key generation it belongs to, and restored from there on start.
-//! - Views for the HTTP API, and metrics fed from the pool layer's events.
-//!   The pool state in memory follows each commit (the validator's `committed` hook).
+//! - **Following L1.** Every `l1.poll_seconds` the node reads the pool at the highest
+//!   confirmed L1 height `h` ([`L1Reader::latest`]): the sequencers with stake locked in
+//!   `SequencerStaking`, sorted by node id, stakes in gwei ([`crate::pool::stake_from_wei`]).
+//!   That is the desired committee ([`desired_pool`]; fewer than `pool.min_members` or
+//!   more than `pool.max_members`: nothing happens, and `GET /status` says why). No key
+//!   yet: keygen. A key whose committee differs: a reshare to the desired committee
+//!   (joins and exits; a stake change alone changes no committee and triggers nothing).
+//! - **Who proposes** is a liveness matter only: the smallest node id of the committee
+//!   that holds the key (for keygen: of the desired committee); if the change has not
+//!   taken effect after `l1.leader_timeout_seconds`, the next one in node-id order, and
+//!   so on. Every proposal carries `h` and the members it derived ([`MembershipProposal`]).
+//! - **Safety comes from the followers**: [`SequencerRules`], the [`ProposalValidator`]
+//!   every party (the proposer included) runs before it joins a run, accepts a keygen or
+//!   reshare only if `h` is confirmed in its *own* L1 view (it waits up to
+//!   `l1.proposal_wait_seconds` for its confirmed head to reach `h`, then refuses), `h`
+//!   is above the height of the state it committed last (no going back), the members
+//!   and the committee are exactly what it derives from L1 at `h`, the proposer holds the
+//!   key (reshare) or is a member at `h` (keygen), and, for a joiner that holds no share,
+//!   the old key's Ethereum address is the MPC address registered on L1 at `h`. So one
+//!   member cannot evict another, nor add anyone: the others refuse.
+//! - The pool state (L1 height, members with stakes, version) is committed by the share
+//!   store in the same atomic step as the key generation it belongs to, and restored from
+//!   there on start; the block producer of each epoch is drawn by stake from it.
 //!
 //! A membership change takes effect only through a reshare in which `t_old` members of
 //! the old committee (more than two thirds) take part after validating it, and every
 //! new member confirmed storing its share before anyone activates or retires anything.
 //!
-//! Known gap (planned): followers co-sign any 32-byte digest a pool member proposes;
-//! batch validation and membership from L1 come next.
+//! Raw-digest signing (`POST /sign`) is off unless `rpc.unsafe_raw_digest_signing` is
+//! set, and a follower joins such a run only if its own flag is set too: a 32-byte digest
+//! is not a validated batch.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,53 +47,110 @@ use tss_core::pool::{
     KeygenProposal, PoolConfig, PoolEvent, PoolNode, PrimeSource, ProposalValidator, Rejection,
     ReshareProposal, SignProposal, SigningInput,
 };
-use tss_core::{EthSignature, KeyId, KeyShare, PrimePool, ProtocolKind, PublicKeyInfo, TssError};
+use tss_core::{
+    EthAddress, EthSignature, KeyId, KeyShare, PrimePool, ProtocolKind, PublicKeyInfo, TssError,
+};
 
 use crate::config::{NodeSettings, PrimeSourceConfig};
 use crate::error::{Error, Result};
+use crate::l1::view::{L1Reader, L1View};
+use crate::l1::L1Error;
 use crate::metrics::{Metrics, Protocol};
-use crate::pool::{Change, Member, Pool};
+use crate::pool::{stake_from_wei, Member, Pool, PoolRules};
 
-/// The pool state committed with each key generation.
+/// The pool state committed with each key generation: the L1 height it was derived at
+/// and the members (sorted by node id, stakes in gwei).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct PoolState {
-    version: u64,
-    members: Vec<Member>,
+pub struct PoolState {
+    /// The key generation it belongs to: 0 after keygen, +1 per reshare.
+    pub version: u64,
+    /// The L1 height the members were read at.
+    #[serde(default)]
+    pub l1_height: u64,
+    /// The members, in committee order (sorted by node id).
+    pub members: Vec<Member>,
 }
 
 impl PoolState {
-    fn of(pool: &Pool) -> Self {
-        Self {
-            version: pool.version(),
-            members: pool.members().to_vec(),
-        }
-    }
     fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
     fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
         serde_json::from_slice(bytes).map_err(|e| e.to_string())
     }
+    fn member_ids(&self) -> Vec<NodeId> {
+        self.members.iter().map(|m| m.node).collect()
+    }
+    /// The members as a [`Pool`] (for the producer schedule and the API views).
+    fn pool(&self) -> Option<Pool> {
+        Pool::new(
+            PoolRules::l1(2, usize::MAX),
+            self.members.clone(),
+            self.version,
+        )
+        .ok()
+    }
 }
 
-/// What a signing request carries: today a 32-byte digest.
+/// What a keygen or reshare proposal carries (its `context`): the L1 height the
+/// proposer read and the members it derived there. Every follower derives them itself
+/// and refuses on any difference.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipProposal {
+    /// The confirmed L1 height the members were read at.
+    pub l1_height: u64,
+    /// The members at that height, sorted by node id, stakes in gwei.
+    pub members: Vec<Member>,
+}
+
+impl MembershipProposal {
+    /// The proposal's encoding (JSON).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+    fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("malformed membership proposal: {e}"))
+    }
+}
+
+/// What a signing request carries: today a 32-byte digest (raw-digest signing, off
+/// unless `rpc.unsafe_raw_digest_signing`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct SignRequest {
     digest: [u8; 32],
 }
 
-/// What a reshare proposal carries: the change and the pool it applies to.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct ReshareContext {
-    change: Change,
-    before: PoolState,
+/// The pool L1 records at `view`'s height under `rules`' size bounds: the locked
+/// sequencers sorted by node id, stakes in gwei. An error says why there is no valid
+/// pool (too few or too many members).
+pub fn desired_pool(rules: &PoolRules, view: &L1View) -> Result<Pool> {
+    let members = view
+        .members
+        .iter()
+        .map(|m| Member {
+            node: m.node,
+            stake: stake_from_wei(m.stake),
+        })
+        .collect();
+    Pool::new(rules.clone(), members, 0)
 }
 
-/// The sequencer pool's rules as a [`ProposalValidator`].
+/// The Ethereum address of a compressed secp256k1 public key.
+fn address_of(public_key: &[u8]) -> std::result::Result<EthAddress, String> {
+    let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key)
+        .map_err(|_| "the old key is not a valid secp256k1 point".to_string())?;
+    Ok(EthAddress::from_public_key(&key))
+}
+
+/// The sequencer pool's rules as a [`ProposalValidator`]: see the [module docs](self).
 pub struct SequencerRules {
     me: NodeId,
     key_id: KeyId,
-    pool: Arc<Mutex<Pool>>,
+    rules: PoolRules,
+    state: Arc<Mutex<Option<PoolState>>>,
+    l1: Arc<L1Reader>,
+    proposal_wait: Duration,
+    raw_digest_signing: bool,
 }
 
 impl std::fmt::Debug for SequencerRules {
@@ -91,6 +165,99 @@ fn reject(reason: impl std::fmt::Display) -> Rejection {
     Rejection::new(reason.to_string())
 }
 
+impl SequencerRules {
+    /// The rules of node `me` for `key_id`: `rules`' size bounds, L1 read through `l1`,
+    /// a follower waiting up to `proposal_wait` for its view to reach a proposal's
+    /// height, raw-digest signing only if `raw_digest_signing`. No pool committed yet
+    /// ([`Node::start`] builds its own with the state restored from the keystore; this is
+    /// for embedders and tests that run a [`PoolNode`] themselves).
+    pub fn new(
+        me: NodeId,
+        key_id: KeyId,
+        rules: PoolRules,
+        l1: Arc<L1Reader>,
+        proposal_wait: Duration,
+        raw_digest_signing: bool,
+    ) -> Self {
+        Self {
+            me,
+            key_id,
+            rules,
+            state: Arc::new(Mutex::new(None)),
+            l1,
+            proposal_wait,
+            raw_digest_signing,
+        }
+    }
+
+    fn check_key_id(&self, key_id: &KeyId) -> std::result::Result<(), Rejection> {
+        if *key_id != self.key_id {
+            return Err(reject(format!(
+                "this pool serves key {}, not {key_id}",
+                self.key_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// This node's own L1 view at `height`, waiting up to `proposal_wait` for its
+    /// confirmed head to reach it.
+    async fn own_view_at(&self, height: u64) -> std::result::Result<L1View, Rejection> {
+        let started = Instant::now();
+        loop {
+            match self.l1.view_at(height).await {
+                Ok(view) => return Ok(view),
+                Err(L1Error::HeightNotConfirmed { confirmed, .. })
+                    if started.elapsed() < self.proposal_wait =>
+                {
+                    tracing::debug!(height, ?confirmed, "waiting for L1 to confirm a proposal's height");
+                }
+                Err(L1Error::HeightNotConfirmed { confirmed, .. }) => {
+                    return Err(reject(format!(
+                        "L1 height {height} is not confirmed in this node's view (confirmed head {confirmed:?}) after {:?}",
+                        self.proposal_wait
+                    )))
+                }
+                Err(e) if started.elapsed() < self.proposal_wait => {
+                    tracing::warn!(error = %e, "L1 read failed while checking a proposal; retrying");
+                }
+                Err(e) => return Err(reject(format!("cannot read L1: {e}"))),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Checks a proposal's L1 facts against this node's own view: `h` above the last
+    /// committed height, confirmed here, and the members exactly L1's at `h`.
+    async fn check_membership(
+        &self,
+        ctx: &MembershipProposal,
+    ) -> std::result::Result<(Pool, L1View), Rejection> {
+        if let Some(state) = self.state.lock().as_ref() {
+            if ctx.l1_height <= state.l1_height {
+                return Err(reject(format!(
+                    "L1 height {} is not above the height {} of this node's committed pool",
+                    ctx.l1_height, state.l1_height
+                )));
+            }
+        }
+        let view = self.own_view_at(ctx.l1_height).await?;
+        let desired = desired_pool(&self.rules, &view).map_err(|e| {
+            reject(format!(
+                "L1 at height {} gives no valid pool: {e}",
+                ctx.l1_height
+            ))
+        })?;
+        if desired.members() != ctx.members.as_slice() {
+            return Err(reject(format!(
+                "the proposed members differ from the sequencers locked on L1 at height {}",
+                ctx.l1_height
+            )));
+        }
+        Ok((desired, view))
+    }
+}
+
 #[async_trait]
 impl ProposalValidator for SequencerRules {
     async fn check_keygen(
@@ -98,24 +265,32 @@ impl ProposalValidator for SequencerRules {
         proposer: NodeId,
         p: &KeygenProposal,
     ) -> std::result::Result<Vec<u8>, Rejection> {
-        if p.key_id != self.key_id {
+        self.check_key_id(&p.key_id)?;
+        if self.state.lock().is_some() {
+            return Err(reject("this node already committed a pool for this key"));
+        }
+        let ctx = MembershipProposal::decode(&p.context).map_err(reject)?;
+        let (desired, view) = self.check_membership(&ctx).await?;
+        if let Some(registered) = view.mpc_address {
             return Err(reject(format!(
-                "this pool serves key {}, not {}",
-                self.key_id, p.key_id
+                "L1 already has an MPC address ({registered}) at height {}: no new keygen",
+                ctx.l1_height
             )));
         }
-        let pool = self.pool.lock().clone();
-        if !pool.is_member(&proposer) {
-            return Err(reject("the proposer is not a pool member"));
+        if !desired.is_member(&proposer) {
+            return Err(reject("the proposer is not locked on L1"));
         }
-        let theirs = PoolState::decode(&p.context).map_err(reject)?;
-        if theirs != PoolState::of(&pool) {
-            return Err(reject("pool membership differs from this node's"));
+        if desired.committee().map_err(reject)? != p.committee {
+            return Err(reject(
+                "the committee is not the sequencers locked on L1 (sorted by node id, > 2/3)",
+            ));
         }
-        if pool.committee().map_err(reject)? != p.committee {
-            return Err(reject("the committee is not the pool"));
+        Ok(PoolState {
+            version: 0,
+            l1_height: ctx.l1_height,
+            members: ctx.members,
         }
-        Ok(p.context.clone())
+        .encode())
     }
 
     async fn check_sign(
@@ -124,17 +299,22 @@ impl ProposalValidator for SequencerRules {
         p: &SignProposal,
         _key: &PublicKeyInfo,
     ) -> std::result::Result<SigningInput, Rejection> {
-        if p.key_id != self.key_id {
-            return Err(reject(format!(
-                "this pool serves key {}, not {}",
-                self.key_id, p.key_id
-            )));
-        }
-        if !self.pool.lock().is_member(&proposer) {
+        self.check_key_id(&p.key_id)?;
+        let is_member = self
+            .state
+            .lock()
+            .as_ref()
+            .is_some_and(|s| s.members.iter().any(|m| m.node == proposer));
+        if !is_member {
             return Err(reject("the proposer is not a pool member"));
         }
         let request: SignRequest = serde_json::from_slice(&p.request).map_err(reject)?;
-        // Known gap (planned): the batch behind the digest is not validated yet.
+        if !self.raw_digest_signing {
+            return Err(reject(
+                "raw-digest signing is off on this node (rpc.unsafe_raw_digest_signing)",
+            ));
+        }
+        // Known gap (planned): batches replace raw digests.
         Ok(SigningInput::Digest(request.digest))
     }
 
@@ -144,38 +324,63 @@ impl ProposalValidator for SequencerRules {
         p: &ReshareProposal,
         current: Option<&PublicKeyInfo>,
     ) -> std::result::Result<Vec<u8>, Rejection> {
-        if p.old.key_id != self.key_id {
-            return Err(reject(format!(
-                "this pool serves key {}, not {}",
-                self.key_id, p.old.key_id
-            )));
+        self.check_key_id(&p.old.key_id)?;
+        if p.old.committee.index_of(&proposer).is_none() {
+            return Err(reject("the proposer does not hold the key"));
         }
-        let ctx: ReshareContext = serde_json::from_slice(&p.context).map_err(reject)?;
-        let mut pool = self.pool.lock().clone();
-        if PoolState::of(&pool) != ctx.before {
-            // A joining node that holds nothing adopts the pool it is told about; the
-            // reshare itself proves the old key facts against the dealers' commitments.
-            // (Planned: check them against the pool's L1 record instead.)
-            let joining = matches!(&ctx.change, Change::Join { node, .. } if *node == self.me);
-            if current.is_none() && !pool.is_member(&self.me) && joining {
-                pool = pool
-                    .with_members(ctx.before.members.clone(), ctx.before.version)
-                    .map_err(reject)?;
-            } else {
-                return Err(reject("pool membership differs from this node's"));
+        let ctx = MembershipProposal::decode(&p.context).map_err(reject)?;
+        if current.is_some() {
+            // The pool layer checked that the old key facts are this node's share's.
+            let state = self
+                .state
+                .lock()
+                .clone()
+                .ok_or_else(|| reject("this node holds a share but no committed pool state"))?;
+            if p.old.committee.members() != state.member_ids().as_slice() {
+                return Err(reject(
+                    "the old committee is not this node's committed pool",
+                ));
             }
         }
-        if !pool.is_member(&proposer) {
-            return Err(reject("the proposer is not a pool member"));
+        let (desired, view) = self.check_membership(&ctx).await?;
+        if desired.member_ids().as_slice() == p.old.committee.members() {
+            return Err(reject(format!(
+                "nothing to reshare: the committee at L1 height {} is the key's",
+                ctx.l1_height
+            )));
         }
-        if p.old.committee.members() != pool.member_ids().as_slice() {
-            return Err(reject("the old committee is not the pool"));
+        if desired.committee().map_err(reject)? != p.new_committee {
+            return Err(reject(format!(
+                "the new committee is not the sequencers locked on L1 at height {}",
+                ctx.l1_height
+            )));
         }
-        let new_pool = pool.apply(&ctx.change).map_err(reject)?;
-        if new_pool.committee().map_err(reject)? != p.new_committee {
-            return Err(reject("the new committee is not the pool after the change"));
+        if current.is_none() {
+            // A joiner cannot check the old shares; it checks that the key is the one L1
+            // accepts batches from.
+            let offered = address_of(&p.old.public_key).map_err(reject)?;
+            match view.mpc_address {
+                None => {
+                    return Err(reject(format!(
+                        "no MPC address is registered on L1 at height {}: not joining",
+                        ctx.l1_height
+                    )))
+                }
+                Some(registered) if registered.0 .0 != offered.0 => {
+                    return Err(reject(format!(
+                        "the offered key's address {} is not the MPC address {registered} registered on L1",
+                        offered.to_checksum_string()
+                    )))
+                }
+                Some(_) => {}
+            }
         }
-        Ok(PoolState::of(&new_pool).encode())
+        Ok(PoolState {
+            version: p.old.generation.get() + 1,
+            l1_height: ctx.l1_height,
+            members: ctx.members,
+        }
+        .encode())
     }
 
     async fn committed(&self, key_id: &KeyId, state: &[u8]) {
@@ -183,13 +388,7 @@ impl ProposalValidator for SequencerRules {
             return;
         }
         match PoolState::decode(state) {
-            Ok(saved) => {
-                let mut pool = self.pool.lock();
-                match pool.with_members(saved.members, saved.version) {
-                    Ok(p) => *pool = p,
-                    Err(e) => tracing::error!(error = %e, "committed pool state breaks the rules"),
-                }
-            }
+            Ok(saved) => *self.state.lock() = Some(saved),
             Err(e) => tracing::error!(error = %e, "committed pool state does not decode"),
         }
     }
@@ -230,7 +429,15 @@ struct Inner {
     id: NodeId,
     key_id: KeyId,
     pool_node: PoolNode,
-    pool: Arc<Mutex<Pool>>,
+    state: Arc<Mutex<Option<PoolState>>>,
+    rules: PoolRules,
+    l1: Arc<L1Reader>,
+    l1_settings: crate::config::L1Settings,
+    /// The latest L1 view read by the follower loop.
+    l1_latest: Mutex<Option<L1View>>,
+    /// What the follower loop is doing, for `GET /status`.
+    membership: Mutex<String>,
+    raw_digest_signing: bool,
     metrics: Arc<Metrics>,
     epoch_length: Duration,
     epoch_seed: [u8; 32],
@@ -264,23 +471,6 @@ pub struct SignOutcome {
     pub generation: u64,
 }
 
-/// Result of a membership change at the coordinator.
-#[derive(Clone, Debug, Serialize)]
-pub struct ChangeOutcome {
-    /// Address before.
-    pub address_before: String,
-    /// Address after (equal: resharing keeps the key).
-    pub address_after: String,
-    /// New key generation (of the coordinator's share; `None` if it left).
-    pub generation: Option<u64>,
-    /// Pool members after the change.
-    pub members: Vec<String>,
-    /// Signing threshold after the change.
-    pub threshold: usize,
-    /// New members that confirmed they stored their share.
-    pub confirmed_by: Vec<String>,
-}
-
 /// Public view of the key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KeyView {
@@ -303,7 +493,7 @@ pub struct KeyView {
 pub struct MemberView {
     /// Hex node id.
     pub node_id: String,
-    /// Stake.
+    /// Stake in gwei (L1 stakes are wei; see [`crate::pool::stake_from_wei`]).
     pub stake: u64,
 }
 
@@ -316,17 +506,23 @@ pub struct StatusView {
     pub transport: String,
     /// Current epoch.
     pub epoch: u64,
-    /// This epoch's block producer.
+    /// This epoch's block producer (drawn by stake from the committed pool).
     pub block_producer: Option<String>,
     /// Whether this node is it.
     pub is_block_producer: bool,
-    /// Whether this node is a pool member.
+    /// Whether this node is a member of the committed pool and holds a share.
     pub is_member: bool,
-    /// Pool version.
+    /// Pool version (the key generation the committed pool belongs to).
     pub pool_version: u64,
+    /// The L1 height the committed pool was read at.
+    pub pool_l1_height: Option<u64>,
+    /// The latest confirmed L1 height this node read.
+    pub l1_confirmed_height: Option<u64>,
+    /// What the node does about membership, e.g. why nothing happens.
+    pub membership: String,
     /// Signers needed (> 2/3 of the pool).
     pub threshold: usize,
-    /// Members.
+    /// Members of the committed pool.
     pub members: Vec<MemberView>,
     /// The key, if held.
     pub key: Option<KeyView>,
@@ -371,10 +567,17 @@ fn map_tss(e: TssError) -> Error {
     }
 }
 
+/// What the follower loop would do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    Keygen,
+    Reshare,
+}
+
 impl Node {
     /// Starts a node on `transport`: opens the keystore, loads the active key share and
-    /// the pool state committed with it (or starts from genesis), starts the pool layer,
-    /// and spawns the event listener, the epoch ticker and (if enabled) auto-keygen.
+    /// the pool state committed with it, connects to L1, starts the pool layer, and
+    /// spawns the event listener, the epoch ticker and the L1 follower.
     pub async fn start(
         settings: NodeSettings,
         transport: Arc<dyn Transport>,
@@ -383,33 +586,37 @@ impl Node {
         let id = transport.local_node();
         let key_id = KeyId::new(settings.key_id.clone())?;
         let store = crate::keys::open_store(&settings).await?;
-        let genesis = Pool::new(settings.rules.clone(), settings.genesis.clone(), 0)?;
-        let pool = match store
+        let state = match store
             .load_state(&key_id)
             .await
             .map_err(|e| map_tss(TssError::Store(e)))?
         {
-            Some(bytes) => {
-                let saved = PoolState::decode(&bytes).map_err(|e| {
-                    Error::Conflict(format!("the pool state in the keystore is corrupt: {e}"))
-                })?;
-                genesis.with_members(saved.members, saved.version)?
-            }
-            None => genesis,
+            Some(bytes) if !bytes.is_empty() => Some(PoolState::decode(&bytes).map_err(|e| {
+                Error::Conflict(format!("the pool state in the keystore is corrupt: {e}"))
+            })?),
+            _ => None,
         };
-        let pool = Arc::new(Mutex::new(pool));
+        let state = Arc::new(Mutex::new(state));
         let primes = prime_source(&settings.primes)?;
+        let provider = crate::l1::connect(&settings.l1.rpc_url)?;
+        let l1 = Arc::new(L1Reader::new(
+            provider,
+            settings.l1.deployment,
+            settings.l1.confirmations,
+        ));
 
         let mut participants: Vec<NodeId> = settings.peers.clone();
-        participants.extend(settings.rules.whitelist.iter().copied());
-        participants.extend(settings.genesis.iter().map(|m| m.node));
         participants.push(id);
         let config =
             PoolConfig::new(participants).with_session_idle_timeout(settings.session_idle_timeout);
         let rules = Arc::new(SequencerRules {
             me: id,
             key_id: key_id.clone(),
-            pool: pool.clone(),
+            rules: settings.rules.clone(),
+            state: state.clone(),
+            l1: l1.clone(),
+            proposal_wait: settings.l1.proposal_wait,
+            raw_digest_signing: settings.unsafe_raw_digest_signing,
         });
         let pool_node = PoolNode::start(
             config,
@@ -429,7 +636,13 @@ impl Node {
                 id,
                 key_id,
                 pool_node,
-                pool,
+                state,
+                rules: settings.rules.clone(),
+                l1,
+                l1_settings: settings.l1.clone(),
+                l1_latest: Mutex::new(None),
+                membership: Mutex::new("starting: L1 not read yet".into()),
+                raw_digest_signing: settings.unsafe_raw_digest_signing,
                 metrics: Arc::new(Metrics::default()),
                 epoch_length: settings.epoch_length,
                 epoch_seed: settings.epoch_seed,
@@ -447,9 +660,7 @@ impl Node {
             node.inner.pool_node.subscribe(),
         ));
         settings.spawn_until_shutdown(epoch_ticker(node.clone()));
-        if settings.auto_keygen {
-            settings.spawn_until_shutdown(auto_keygen(node.clone(), settings.auto_keygen_delay));
-        }
+        settings.spawn_until_shutdown(follow_l1(node.clone()));
         tracing::info!(node = %id, "node started");
         Ok(node)
     }
@@ -474,17 +685,36 @@ impl Node {
         &self.inner.pool_node
     }
 
+    /// This node's L1 reader.
+    pub fn l1(&self) -> &Arc<L1Reader> {
+        &self.inner.l1
+    }
+
     fn share(&self) -> Option<Arc<KeyShare>> {
         self.inner.pool_node.share(&self.inner.key_id)
     }
 
-    fn snapshot(&self) -> (Pool, Option<Arc<KeyShare>>) {
-        (self.pool(), self.share())
+    /// The pool state committed with the current key generation (`None` before keygen).
+    pub fn pool_state(&self) -> Option<PoolState> {
+        self.inner.state.lock().clone()
     }
 
-    /// The current pool.
-    pub fn pool(&self) -> Pool {
-        self.inner.pool.lock().clone()
+    /// The committed pool (`None` before keygen).
+    pub fn pool(&self) -> Option<Pool> {
+        self.pool_state().and_then(|s| s.pool())
+    }
+
+    /// What the L1 follower is doing (shown in `GET /status`).
+    pub fn membership_status(&self) -> String {
+        self.inner.membership.lock().clone()
+    }
+
+    fn set_membership(&self, text: String) {
+        let mut m = self.inner.membership.lock();
+        if *m != text {
+            tracing::info!(status = %text, "membership");
+            *m = text;
+        }
     }
 
     /// The current epoch: wall-clock time divided by the epoch length.
@@ -496,9 +726,9 @@ impl Node {
         (now / self.inner.epoch_length.as_millis().max(1)) as u64
     }
 
-    /// The block producer of `epoch` for the current pool.
+    /// The block producer of `epoch`, drawn by stake from the committed pool.
     pub fn block_producer(&self, epoch: u64) -> Option<NodeId> {
-        self.pool().block_producer(&self.inner.epoch_seed, epoch)
+        self.pool()?.block_producer(&self.inner.epoch_seed, epoch)
     }
 
     /// The key, if this node holds a share.
@@ -508,66 +738,53 @@ impl Node {
 
     /// Status for `GET /status`.
     pub fn status(&self) -> StatusView {
-        let (pool, share) = self.snapshot();
+        let state = self.pool_state();
+        let pool = state.as_ref().and_then(|s| s.pool());
+        let share = self.share();
         let epoch = self.epoch();
-        let producer = pool.block_producer(&self.inner.epoch_seed, epoch);
+        let producer = pool
+            .as_ref()
+            .and_then(|p| p.block_producer(&self.inner.epoch_seed, epoch));
         StatusView {
             node_id: self.inner.id.to_hex(),
             transport: self.inner.transport_kind.clone(),
             epoch,
             block_producer: producer.map(|p| p.to_hex()),
             is_block_producer: producer == Some(self.inner.id),
-            is_member: pool.is_member(&self.inner.id),
-            pool_version: pool.version(),
-            threshold: pool.threshold(),
-            members: pool
-                .members()
-                .iter()
-                .map(|m| MemberView {
-                    node_id: m.node.to_hex(),
-                    stake: m.stake,
+            is_member: share.is_some()
+                && pool.as_ref().is_some_and(|p| p.is_member(&self.inner.id)),
+            pool_version: state.as_ref().map_or(0, |s| s.version),
+            pool_l1_height: state.as_ref().map(|s| s.l1_height),
+            l1_confirmed_height: self.inner.l1_latest.lock().as_ref().map(|v| v.height),
+            membership: self.membership_status(),
+            threshold: pool.as_ref().map_or(0, |p| p.threshold()),
+            members: state
+                .as_ref()
+                .map(|s| {
+                    s.members
+                        .iter()
+                        .map(|m| MemberView {
+                            node_id: m.node.to_hex(),
+                            stake: m.stake,
+                        })
+                        .collect()
                 })
-                .collect(),
+                .unwrap_or_default(),
             key: share.as_deref().map(key_view),
             signatures: self.inner.metrics.signatures(),
         }
     }
 
-    /// Proposes keygen for the current pool (this node must be a member and no key may
-    /// exist yet).
-    pub async fn propose_keygen(&self) -> Result<KeyView> {
-        let (pool, share) = self.snapshot();
-        if share.is_some() {
-            return Err(Error::Conflict("a key already exists".into()));
-        }
-        if !pool.is_member(&self.inner.id) {
-            return Err(Error::NotMember(self.inner.id));
-        }
-        let committee = pool.committee()?;
-        tracing::info!(
-            n = committee.n(),
-            t = committee.threshold(),
-            "proposing keygen"
-        );
-        let share = self
-            .inner
-            .pool_node
-            .propose_keygen(
-                self.inner.key_id.clone(),
-                committee,
-                PoolState::of(&pool).encode(),
-            )
-            .await
-            .map_err(map_tss)?;
-        let view = key_view(&share);
-        tracing::info!(address = %view.address, "keygen complete; share stored");
-        Ok(view)
-    }
-
-    /// Proposes signing of a 32-byte batch digest: this node and the next `t - 1`
-    /// committee members (in committee order) sign. The signature is checked to recover
-    /// to the key's address.
+    /// Proposes signing of a raw 32-byte digest (only with
+    /// `rpc.unsafe_raw_digest_signing`): this node and the next `t - 1` committee members
+    /// (in committee order) sign, each only if its own flag is on too. The signature is
+    /// checked to recover to the key's address.
     pub async fn sign(&self, digest: [u8; 32]) -> Result<SignOutcome> {
+        if !self.inner.raw_digest_signing {
+            return Err(Error::Disabled(
+                "raw-digest signing is off (rpc.unsafe_raw_digest_signing = false)".into(),
+            ));
+        }
         let request = serde_json::to_vec(&SignRequest { digest })
             .map_err(|e| Error::Internal(e.to_string()))?;
         let out = self
@@ -584,67 +801,82 @@ impl Node {
         })
     }
 
-    /// Proposes a membership change: validates it against the pool rules, then reshares
-    /// the key to the new pool (same public key and address).
-    pub async fn change_membership(&self, change: Change) -> Result<ChangeOutcome> {
-        let (pool, share) = self.snapshot();
-        let new_pool = pool.apply(&change)?;
-        if !pool.is_member(&self.inner.id) {
-            return Err(Error::NotMember(self.inner.id));
-        }
-        let share = share.ok_or_else(|| Error::NoKey(self.inner.key_id.to_string()))?;
-        let address_before = share.ethereum_address().to_checksum_string();
-        let context = serde_json::to_vec(&ReshareContext {
-            change: change.clone(),
-            before: PoolState::of(&pool),
-        })
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    /// Proposes keygen for `desired` (the pool L1 records at `l1_height`).
+    async fn propose_keygen(&self, desired: &Pool, l1_height: u64) -> Result<KeyView> {
+        let committee = desired.committee()?;
+        tracing::info!(
+            n = committee.n(),
+            t = committee.threshold(),
+            l1_height,
+            "proposing keygen"
+        );
+        let context = MembershipProposal {
+            l1_height,
+            members: desired.members().to_vec(),
+        };
+        let share = self
+            .inner
+            .pool_node
+            .propose_keygen(self.inner.key_id.clone(), committee, context.encode())
+            .await
+            .map_err(map_tss)?;
+        let view = key_view(&share);
+        tracing::info!(address = %view.address, "keygen complete; share stored");
+        Ok(view)
+    }
+
+    /// Proposes a reshare of the key to `desired` (the pool L1 records at `l1_height`).
+    async fn propose_reshare(&self, desired: &Pool, l1_height: u64) -> Result<()> {
+        let share = self
+            .share()
+            .ok_or_else(|| Error::NoKey(self.inner.key_id.to_string()))?;
+        let new_committee = desired.committee()?;
         // Dealers: this node first, then members that stay, then (only if needed to
         // reach the old threshold) members that leave, which may already be gone.
-        let dealers = tss_core::pool::default_dealers(
-            share.committee(),
-            self.inner.id,
-            &new_pool.committee()?,
+        let dealers =
+            tss_core::pool::default_dealers(share.committee(), self.inner.id, &new_committee);
+        let context = MembershipProposal {
+            l1_height,
+            members: desired.members().to_vec(),
+        };
+        tracing::info!(
+            l1_height,
+            n = new_committee.n(),
+            "proposing reshare to the L1 committee"
         );
-        tracing::info!(?change, "proposing reshare");
-        let commit = self
-            .inner
+        self.inner
             .pool_node
             .propose_reshare(
                 &self.inner.key_id,
-                new_pool.committee()?,
+                new_committee,
                 Some(dealers),
-                context,
+                context.encode(),
             )
             .await
             .map_err(map_tss)?;
-        let key = self.key();
-        Ok(ChangeOutcome {
-            address_before,
-            address_after: key
-                .as_ref()
-                .map(|k| k.address.clone())
-                .unwrap_or_else(|| "(this node left the pool)".into()),
-            generation: key.map(|k| k.generation),
-            members: new_pool.member_ids().iter().map(|m| m.to_hex()).collect(),
-            threshold: new_pool.threshold(),
-            confirmed_by: commit.confirmed_by.iter().map(|m| m.to_hex()).collect(),
-        })
+        Ok(())
     }
 
     /// Deletes this node's key share (every generation) from the keystore and memory.
     /// A pool member must pass `force` (deleting a member's share weakens the pool).
     pub async fn delete_key(&self, force: bool) -> Result<()> {
-        let (pool, share) = self.snapshot();
-        if share.is_some() && pool.is_member(&self.inner.id) && !force {
+        let state = self.pool_state();
+        let member = state
+            .as_ref()
+            .is_some_and(|s| s.members.iter().any(|m| m.node == self.inner.id));
+        if self.share().is_some() && member && !force {
             return Err(Error::Conflict(
-                "this node is a pool member: exit the pool first, or pass force=true".into(),
+                "this node is a pool member: unlock its stake on L1 first, or pass force=true"
+                    .into(),
             ));
         }
         let existed = self
             .inner
             .pool_node
-            .delete_key(&self.inner.key_id, &PoolState::of(&pool).encode())
+            .delete_key(
+                &self.inner.key_id,
+                &state.map(|s| s.encode()).unwrap_or_default(),
+            )
             .await
             .map_err(map_tss)?;
         if !existed {
@@ -652,6 +884,107 @@ impl Node {
         }
         tracing::info!("key share deleted");
         Ok(())
+    }
+
+    /// One round of the L1 follower: reads the latest confirmed view and, if this node
+    /// is the one in line, proposes the keygen or reshare it calls for. `since` is when
+    /// the pending change was first seen (it picks who is in line).
+    async fn follow_l1_once(&self, pending: &mut Option<(Vec<NodeId>, Instant)>) {
+        let view = match self.inner.l1.latest().await {
+            Ok(v) => v,
+            Err(e) => {
+                self.set_membership(format!("L1 not readable: {e}"));
+                return;
+            }
+        };
+        let h = view.height;
+        *self.inner.l1_latest.lock() = Some(view.clone());
+        let desired = match desired_pool(&self.inner.rules, &view) {
+            Ok(p) => p,
+            Err(e) => {
+                *pending = None;
+                self.set_membership(format!(
+                    "waiting: L1 at height {h} has {} locked sequencer(s), no valid pool ({e})",
+                    view.members.len()
+                ));
+                return;
+            }
+        };
+        let wanted = desired.member_ids();
+        let share = self.share();
+        let (kind, in_line) = match (&share, self.pool_state()) {
+            (Some(s), _) if s.committee().members() == wanted.as_slice() => {
+                *pending = None;
+                self.set_membership(format!(
+                    "in sync with L1 at height {h}: {} members",
+                    wanted.len()
+                ));
+                return;
+            }
+            (Some(s), _) => (Pending::Reshare, s.committee().members().to_vec()),
+            (None, None) if view.mpc_address.is_none() => (Pending::Keygen, wanted.clone()),
+            (None, _) => {
+                *pending = None;
+                let joining = wanted.contains(&self.inner.id);
+                self.set_membership(if joining {
+                    format!("locked on L1 at height {h}; waiting to be given a share")
+                } else {
+                    "not a pool member".into()
+                });
+                return;
+            }
+        };
+        let since = match pending {
+            Some((w, since)) if *w == wanted => *since,
+            _ => {
+                let now = Instant::now();
+                *pending = Some((wanted.clone(), now));
+                now
+            }
+        };
+        let mut in_line = in_line;
+        in_line.sort();
+        let slot =
+            since.elapsed().as_secs() / self.inner.l1_settings.leader_timeout.as_secs().max(1);
+        let leader = in_line[(slot as usize) % in_line.len()];
+        if leader != self.inner.id {
+            self.set_membership(format!(
+                "{kind:?} to the {} members locked at L1 height {h} pending; {} proposes",
+                wanted.len(),
+                leader.to_hex()
+            ));
+            return;
+        }
+        self.set_membership(format!(
+            "proposing {kind:?} to the {} members locked at L1 height {h}",
+            wanted.len()
+        ));
+        let started = Instant::now();
+        let outcome = match kind {
+            Pending::Keygen => self.propose_keygen(&desired, h).await.map(|_| ()),
+            Pending::Reshare => self.propose_reshare(&desired, h).await,
+        };
+        match outcome {
+            Ok(()) => tracing::info!(
+                ?kind,
+                l1_height = h,
+                secs = started.elapsed().as_secs(),
+                "membership change committed"
+            ),
+            Err(e) => {
+                tracing::warn!(?kind, l1_height = h, error = %e, "membership change failed; retrying");
+                self.set_membership(format!("{kind:?} at L1 height {h} failed: {e}; retrying"));
+            }
+        }
+    }
+}
+
+/// Follows L1: see [`Node::follow_l1_once`].
+async fn follow_l1(node: Node) {
+    let mut pending = None;
+    loop {
+        node.follow_l1_once(&mut pending).await;
+        tokio::time::sleep(node.inner.l1_settings.poll_interval).await;
     }
 }
 
@@ -710,10 +1043,13 @@ async fn epoch_ticker(node: Node) {
     let mut last = None;
     loop {
         let epoch = node.epoch();
-        let (pool, share) = node.snapshot();
-        let producer = pool.block_producer(&node.inner.epoch_seed, epoch);
+        let pool = node.pool();
+        let share = node.share();
+        let producer = pool
+            .as_ref()
+            .and_then(|p| p.block_producer(&node.inner.epoch_seed, epoch));
         node.inner.metrics.set_state(
-            pool.len(),
+            pool.as_ref().map_or(0, |p| p.len()),
             share.map(|s| s.generation().get()),
             epoch,
             producer == Some(node.inner.id),
@@ -725,30 +1061,6 @@ async fn epoch_ticker(node: Node) {
             last = Some(epoch);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// When no key exists, the pool member with the lowest node id proposes keygen, retrying
-/// every few seconds until a key exists.
-async fn auto_keygen(node: Node, delay: Duration) {
-    tokio::time::sleep(delay).await;
-    loop {
-        let (pool, share) = node.snapshot();
-        if share.is_some() {
-            return;
-        }
-        let leader = pool.member_ids().into_iter().min();
-        if leader == Some(node.inner.id) {
-            let started = Instant::now();
-            match node.propose_keygen().await {
-                Ok(key) => {
-                    tracing::info!(address = %key.address, secs = started.elapsed().as_secs(), "auto-keygen complete");
-                    return;
-                }
-                Err(e) => tracing::warn!(error = %e, "auto-keygen failed; retrying"),
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await;
     }
 }
 

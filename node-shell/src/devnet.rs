@@ -1,20 +1,26 @@
-//! `node-shell devnet`: a local pool of sequencer nodes in one process, each with its own
-//! identity, keystore (in a temp dir), transport endpoint and HTTP port on 127.0.0.1.
+//! `node-shell devnet`: a local L1 (anvil) and a pool of sequencer nodes in one process,
+//! each with its own identity, keystore (in a temp dir), transport endpoint and HTTP port
+//! on 127.0.0.1.
 //!
-//! The demo: keygen (automatic), sign batches through the HTTP API at the epoch's block
-//! producer, verify every signature by recovering the address, add a sequencer (reshare
-//! n -> n+1), sign with the new member, remove one (voluntary exit: reshare n+1 -> n, the
-//! leaver deletes its key), sign again, and check the address never changed.
+//! The demo, membership from L1 only: start anvil, deploy `SequencerStaking` and
+//! `BatchInbox` from dev account 0 (the admin), whitelist the sequencers' dev accounts
+//! and lock stake for each; the nodes read L1 and run keygen on their own; the admin
+//! registers the pool's MPC address (`setMpcAddress`); batches are signed at the epoch's
+//! block producer (raw-digest signing, switched on for the devnet); a lock by a
+//! non-whitelisted account reverts; a new sequencer locks stake and the nodes reshare
+//! n -> n+1 (same address); one unlocks and they reshare n+1 -> n (the leaver's share is
+//! retired); signatures are verified by recovering the address after each step.
 //!
-//! Progress lines go to stdout and end in a summary: the pool address, every step with
-//! its duration and result, the signatures verified, the address after each reshare.
-//! The binary sends the nodes' own logs to a file (see [`crate::logging`]).
+//! Progress lines go to stdout and end in a summary: the pool address, the contracts,
+//! every L1 transaction hash, every step with its duration and result, the signatures
+//! verified, the address after each reshare. The binary sends the nodes' own logs to a
+//! file (see [`crate::logging`]).
 //!
 //! Each node's HTTP API token is in `<its data dir>/rpc-token` (see [`crate::rpc::auth`]);
 //! the demo's client sends it, and shows that a request without it is refused.
 //!
-//! **Insecure by design**: it uses the public test primes compiled into the binary and a
-//! cheap KDF, so it finishes in minutes. Never reuse its keys.
+//! **Insecure by design**: it uses the public test primes compiled into the binary, a
+//! cheap KDF and raw-digest signing, so it finishes in minutes. Never reuse its keys.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,10 +34,15 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use transport::{Libp2pConfig, Libp2pIdentity, NodeId, Transport};
 use tss_core::EthSignature;
 
-use crate::config::{NodeSettings, PrimeSourceConfig, UnlockConfig};
+use alloy::primitives::{Address, FixedBytes, B256, U256};
+
+use crate::config::{L1Settings, NodeSettings, PrimeSourceConfig, UnlockConfig};
 use crate::coordinator::Node;
 use crate::error::{Error, Result};
-use crate::pool::{threshold_for, Member, PoolRules, DEFAULT_MIN_MEMBERS};
+use crate::l1::anvil::{Anvil, AnvilOptions};
+use crate::l1::contracts::{deploy, send_and_confirm, SequencerStaking};
+use crate::l1::L1Error;
+use crate::pool::{threshold_for, PoolRules, DEFAULT_MIN_MEMBERS};
 use crate::rpc::auth::{Access, ApiToken};
 
 /// Which transport the devnet nodes use.
@@ -109,6 +120,12 @@ pub struct DevnetStep {
 pub struct DevnetReport {
     /// Transport used.
     pub transport: DevnetTransport,
+    /// The `SequencerStaking` contract on the devnet's anvil.
+    pub staking: String,
+    /// The `BatchInbox` contract.
+    pub inbox: String,
+    /// Every L1 transaction the demo sent: what, and its hash.
+    pub l1_txs: Vec<(String, String)>,
     /// Address after keygen.
     pub address_after_keygen: String,
     /// Address after the join reshare.
@@ -121,7 +138,7 @@ pub struct DevnetReport {
     pub joined: usize,
     /// Index of the node that left.
     pub left: usize,
-    /// Whether the leaver's key was deleted (its `GET /key` is 404).
+    /// Whether the leaver's share was retired (its `GET /key` is 404).
     pub leaver_key_deleted: bool,
     /// Pool sizes: initial, after join, after exit.
     pub pool_sizes: [usize; 3],
@@ -343,7 +360,6 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             outcome,
         })
     };
-    let t0 = Instant::now();
     let total = n + 1;
     let identities: Vec<Libp2pIdentity> = (0..total).map(|_| Libp2pIdentity::generate()).collect();
     let ids: Vec<NodeId> = identities.iter().map(|i| i.node_id()).collect();
@@ -393,45 +409,81 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         }
     };
 
-    let rules = PoolRules {
-        whitelist: ids.iter().copied().collect(),
-        min_stake: 1_000,
-        max_stake: 1_000_000,
-        min_members: DEFAULT_MIN_MEMBERS,
-        max_members: total,
-    };
-    let genesis: Vec<Member> = ids[..n]
-        .iter()
-        .enumerate()
-        .map(|(i, id)| Member {
-            node: *id,
-            stake: 1_000 * (i as u64 + 1),
-        })
-        .collect();
+    // L1: anvil, the contracts, the whitelist and the genesis stakes.
+    let t0 = Instant::now();
+    let anvil = Anvil::spawn(&AnvilOptions {
+        accounts: total + 3,
+        block_time: Some(1),
+        ..AnvilOptions::default()
+    })?;
+    let provider = anvil.provider();
+    let accounts = anvil.accounts().to_vec();
+    check(
+        accounts.len() > total + 1,
+        "anvil reported too few dev accounts",
+    )?;
+    let admin = accounts[0];
+    let account_of = |i: usize| accounts[i + 1];
+    let deployment = deploy(&provider, admin, eth(1), eth(100), 1).await?;
+    println!(
+        "  L1:    anvil {} (chain {}), SequencerStaking {}, BatchInbox {}, deployed in block {}",
+        anvil.endpoint(),
+        anvil.chain_id(),
+        deployment.staking,
+        deployment.inbox,
+        deployment.deployment_block
+    );
+    let staking = SequencerStaking::new(deployment.staking, provider.clone());
+    let mut l1_txs: Vec<(String, String)> = Vec::new();
+    for i in 0..total {
+        let tx = staking
+            .setWhitelisted(account_of(i), true)
+            .from(admin)
+            .into_transaction_request();
+        let hash = send_and_confirm(&provider, "setWhitelisted", tx).await?;
+        l1_txs.push((
+            format!("whitelist node {i} ({})", account_of(i)),
+            hash.to_string(),
+        ));
+    }
+    for i in 0..n {
+        let hash = lock_stake(&staking, account_of(i), ids[i], stake_of(i)).await?;
+        l1_txs.push((format!("node {i} locks {} ETH", i + 1), hash.to_string()));
+    }
+    step(
+        format!("L1: deploy, whitelist {total}, lock {n} stakes"),
+        t0,
+        format!("staking {}", deployment.staking),
+    );
+    let mut l1 = L1Settings::new(anvil.endpoint(), deployment);
+    l1.confirmations = 1;
+    l1.poll_interval = Duration::from_millis(500);
+    l1.leader_timeout = Duration::from_secs(90);
+    l1.proposal_wait = Duration::from_secs(20);
+    let rules = PoolRules::l1(DEFAULT_MIN_MEMBERS, total);
     let seed: [u8; 32] = Sha256::digest(b"node-shell devnet epoch seed").into();
 
+    let t0 = Instant::now();
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone().drop_guard();
     let mut nodes = Vec::new();
     for (i, transport) in transports.into_iter().enumerate() {
         let mut pass = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut pass);
-        let settings = NodeSettings {
-            key_id: "devnet-sequencer-key".into(),
-            keystore_dir: dir.path().join(format!("node-{i}")).join("keystore"),
-            unlock: UnlockConfig::Passphrase(zeroize::Zeroizing::new(hex::encode(pass))),
-            insecure_fast_kdf: true,
-            peers: ids.clone(),
-            rules: rules.clone(),
-            genesis: genesis.clone(),
-            epoch_length: opts.epoch_length,
-            epoch_seed: seed,
-            session_idle_timeout: Duration::from_secs(120),
-            primes: PrimeSourceConfig::InsecureFixture { index: i },
-            auto_keygen: true,
-            auto_keygen_delay: Duration::from_millis(500),
-            shutdown: shutdown.clone(),
-        };
+        let mut settings = NodeSettings::new(
+            "devnet-sequencer-key",
+            dir.path().join(format!("node-{i}")).join("keystore"),
+            UnlockConfig::Passphrase(zeroize::Zeroizing::new(hex::encode(pass))),
+            rules.clone(),
+            l1.clone(),
+            seed,
+        );
+        settings.insecure_fast_kdf = true;
+        settings.peers = ids.clone();
+        settings.epoch_length = opts.epoch_length;
+        settings.primes = PrimeSourceConfig::InsecureFixture { index: i };
+        settings.unsafe_raw_digest_signing = true;
+        settings.shutdown = shutdown.clone();
         let token =
             ApiToken::load_or_create(&dir.path().join(format!("node-{i}")).join("rpc-token"))?;
         let node = Node::start(settings, transport, kind).await?;
@@ -446,7 +498,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             "  node {i}: HTTP API http://{rpc} (token in {}){}",
             token.path().unwrap_or(dir.path()).display(),
             if i == n {
-                "  (candidate, not yet in the pool)"
+                "  (candidate: whitelisted, no stake locked yet)"
             } else {
                 ""
             }
@@ -471,7 +523,9 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     );
 
     let (t_n, t_join) = (threshold_for(n), threshold_for(n + 1));
-    println!("\n[1] keygen ({n} sequencers, threshold {t_n}-of-{n} = more than 2/3)");
+    println!(
+        "\n[1] keygen from L1 ({n} sequencers locked, threshold {t_n}-of-{n} = more than 2/3)"
+    );
     let t0 = Instant::now();
     let address = net.wait_for_key(&members, 0).await?;
     println!(
@@ -488,6 +542,28 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     println!(
         "  public key {}",
         key["public_key"].as_str().unwrap_or_default()
+    );
+    let t0 = Instant::now();
+    let mpc: Address = address
+        .parse()
+        .map_err(|e| Error::Devnet(format!("pool address {address}: {e}")))?;
+    let tx = staking
+        .setMpcAddress(mpc)
+        .from(admin)
+        .into_transaction_request();
+    let hash = send_and_confirm(&provider, "setMpcAddress", tx).await?;
+    l1_txs.push(("admin registers the MPC address".into(), hash.to_string()));
+    let registered = staking
+        .mpcAddress()
+        .call()
+        .await
+        .map_err(|e| Error::Devnet(format!("mpcAddress(): {e}")))?;
+    check(registered == mpc, "the MPC address on L1 is not the pool's")?;
+    println!("  admin registered the MPC address on L1: tx {hash}");
+    step(
+        "L1: admin registers the MPC address".into(),
+        t0,
+        format!("tx {hash}"),
     );
 
     println!("\n[2] sign {} batches at the block producer", opts.batches);
@@ -542,21 +618,33 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     )?;
     println!("  request without the operator token refused: {status} {err}");
 
+    let outsider = accounts[total + 1];
+    let refused = lock_stake(&staking, outsider, NodeId::from_bytes([0xee; 32]), eth(1)).await;
+    check(
+        matches!(refused, Err(Error::L1(L1Error::Reverted { .. }))),
+        format!("a lock by the non-whitelisted {outsider} did not revert: {refused:?}"),
+    )?;
+    println!("  a lock by the non-whitelisted account {outsider} reverted on L1");
+
     let joiner = n;
     println!(
-        "\n[3] sequencer node {joiner} joins with stake 5000 (reshare {n} -> {})",
+        "\n[3] sequencer node {joiner} locks {} ETH on L1 (reshare {n} -> {})",
+        joiner + 1,
         n + 1
     );
-    let via = net.producer(&members).await?;
     let t0 = Instant::now();
-    let (status, out) = http_json(
-        &net.nodes[via],
-        "POST",
-        "/pool/join",
-        Some(&json!({"node_id": net.ids[joiner].to_hex(), "stake": 5000})),
+    let hash = lock_stake(
+        &staking,
+        account_of(joiner),
+        net.ids[joiner],
+        stake_of(joiner),
     )
     .await?;
-    check(status == 200, format!("POST /pool/join: {status} {out}"))?;
+    l1_txs.push((
+        format!("node {joiner} locks {} ETH", joiner + 1),
+        hash.to_string(),
+    ));
+    println!("  lock tx {hash}");
     let members_after_join: Vec<usize> = (0..=n).collect();
     let address_after_join = net.wait_for_key(&members_after_join, 1).await?;
     println!(
@@ -591,13 +679,17 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
 
     let leaver = 1;
     println!(
-        "\n[4] sequencer node {leaver} exits (reshare {} -> {n}); it deals, then deletes its key",
+        "\n[4] sequencer node {leaver} unlocks its stake on L1 (reshare {} -> {n}); its share is retired",
         n + 1
     );
     let t0 = Instant::now();
-    let (status, out) =
-        http_json(&net.nodes[leaver], "POST", "/pool/exit", Some(&json!({}))).await?;
-    check(status == 200, format!("POST /pool/exit: {status} {out}"))?;
+    let tx = staking
+        .unlock()
+        .from(account_of(leaver))
+        .into_transaction_request();
+    let hash = send_and_confirm(&provider, "unlock", tx).await?;
+    l1_txs.push((format!("node {leaver} unlocks"), hash.to_string()));
+    println!("  unlock tx {hash}");
     let remaining: Vec<usize> = (0..=n).filter(|i| *i != leaver).collect();
     let address_after_exit = net.wait_for_key(&remaining, 2).await?;
     println!(
@@ -660,6 +752,9 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
 
     let report = DevnetReport {
         transport: opts.transport,
+        staking: deployment.staking.to_string(),
+        inbox: deployment.inbox.to_string(),
+        l1_txs,
         address_after_keygen: address,
         address_after_join,
         address_after_exit,
@@ -674,6 +769,32 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     print_summary(&report);
     check(report.all_ok(), "summary checks failed")?;
     Ok(report)
+}
+
+/// `n` ETH in wei.
+pub fn eth(n: u64) -> U256 {
+    U256::from(n) * U256::from(10u64).pow(U256::from(18))
+}
+
+/// Node `i`'s stake in the devnet: `i + 1` ETH.
+fn stake_of(i: usize) -> U256 {
+    eth(i as u64 + 1)
+}
+
+/// `SequencerStaking.lock(node)` with `stake` wei from `account` (an account the L1 node
+/// signs for), waiting for the receipt; a revert is [`L1Error::Reverted`].
+pub async fn lock_stake(
+    staking: &SequencerStaking::SequencerStakingInstance<alloy::providers::DynProvider>,
+    account: Address,
+    node: NodeId,
+    stake: U256,
+) -> Result<B256> {
+    let tx = staking
+        .lock(FixedBytes(*node.as_bytes()))
+        .value(stake)
+        .from(account)
+        .into_transaction_request();
+    Ok(send_and_confirm(staking.provider(), "lock", tx).await?)
 }
 
 fn unchanged(before: &str, after: &str) -> &'static str {
@@ -694,6 +815,12 @@ fn print_summary(r: &DevnetReport) {
         }
     );
     println!("pool address:         {}", r.address_after_keygen);
+    println!("SequencerStaking:     {}", r.staking);
+    println!("BatchInbox:           {}", r.inbox);
+    println!("L1 transactions:");
+    for (what, hash) in &r.l1_txs {
+        println!("  {what:<40} {hash}");
+    }
     println!(
         "pool sizes:           {} -> {} (node {} joined) -> {} (node {} left)",
         r.pool_sizes[0], r.pool_sizes[1], r.joined, r.pool_sizes[2], r.left

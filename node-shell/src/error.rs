@@ -40,6 +40,13 @@ pub enum Error {
         source: Option<std::io::Error>,
     },
 
+    /// An L1 read or transaction failed.
+    #[error(transparent)]
+    L1(#[from] crate::l1::L1Error),
+    /// The operation is switched off by configuration.
+    #[error("disabled: {0}")]
+    Disabled(String),
+
     // ----- pool rules -----
     /// A candidate is not on the admin whitelist.
     #[error("{0} is not on the admin whitelist")]

@@ -11,7 +11,10 @@
 //! runs), [`rpc`] (HTTP JSON API), [`metrics`] (Prometheus), [`devnet`] (a local
 //! multi-node demo), [`identity`], [`logging`] (the binary's log set-up).
 //!
-//! The pool rules every node applies the same way (no I/O, so this runs as is):
+//! Membership comes from L1 only ([`l1`]): the pool is the set of sequencers with stake
+//! locked in the `SequencerStaking` contract at a confirmed height, and every node checks
+//! a keygen or reshare proposal against its own L1 view ([`coordinator`]). The pure pool
+//! rules (no I/O, so this runs as is; a node following L1 uses [`pool::PoolRules::l1`]):
 //!
 //! ```
 //! use node_shell::pool::{Change, Member, Pool, PoolRules};
@@ -20,7 +23,7 @@
 //!
 //! let id = |i: u8| NodeId::from_bytes([i; 32]);
 //! let rules = PoolRules {
-//!     whitelist: (1..=5).map(id).collect(),
+//!     whitelist: Some((1..=5).map(id).collect()),
 //!     min_stake: 1_000,
 //!     max_stake: 1_000_000,
 //!     min_members: 4, // the default; a pool of 3 would sign 3-of-3 and could lose no one

@@ -71,8 +71,10 @@ pub struct Member {
 /// The rules a pool enforces on membership changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolRules {
-    /// Nodes the admin allows to be members.
-    pub whitelist: BTreeSet<NodeId>,
+    /// Nodes the admin allows to be members; `None` when membership is gated elsewhere
+    /// (a node following L1: the `SequencerStaking` contract enforces its whitelist and
+    /// stake bounds, see [`PoolRules::l1`]).
+    pub whitelist: Option<BTreeSet<NodeId>>,
     /// Minimum stake of a member.
     pub min_stake: u64,
     /// Maximum stake of a member.
@@ -90,13 +92,38 @@ impl PoolRules {
     /// [`DEFAULT_MAX_MEMBERS`]), as a config file that does not set them gets.
     pub fn with_default_sizes(whitelist: BTreeSet<NodeId>, min_stake: u64, max_stake: u64) -> Self {
         Self {
-            whitelist,
+            whitelist: Some(whitelist),
             min_stake,
             max_stake,
             min_members: DEFAULT_MIN_MEMBERS,
             max_members: DEFAULT_MAX_MEMBERS,
         }
     }
+
+    /// The rules of a pool read from L1: only the size bounds are the node's; the
+    /// whitelist and the stake bounds are the staking contract's (every stake it
+    /// accepted is accepted here, `1..=u64::MAX` in [`stake_from_wei`] units).
+    pub fn l1(min_members: usize, max_members: usize) -> Self {
+        Self {
+            whitelist: None,
+            min_stake: 1,
+            max_stake: u64::MAX,
+            min_members,
+            max_members,
+        }
+    }
+}
+
+/// One gwei in wei: the unit of pool stakes read from L1.
+pub const WEI_PER_STAKE_UNIT: u64 = 1_000_000_000;
+
+/// An L1 stake (wei) in the pool's stake unit, **gwei**: `wei / 10^9` rounded down, at
+/// least 1 (the contract's `minStake` is positive, so every locked sequencer weighs
+/// something) and at most `u64::MAX` (18.4 billion ETH). Every node computes the same
+/// value, so the stake-weighted producer schedule is the same everywhere.
+pub fn stake_from_wei(wei: alloy::primitives::U256) -> u64 {
+    let units = wei / alloy::primitives::U256::from(WEI_PER_STAKE_UNIT);
+    u64::try_from(units).unwrap_or(u64::MAX).max(1)
 }
 
 /// A membership change.
@@ -172,7 +199,12 @@ impl Pool {
     }
 
     fn check_candidate(&self, node: NodeId, stake: u64) -> Result<()> {
-        if !self.rules.whitelist.contains(&node) {
+        if self
+            .rules
+            .whitelist
+            .as_ref()
+            .is_some_and(|w| !w.contains(&node))
+        {
             return Err(Error::NotWhitelisted(node));
         }
         if stake < self.rules.min_stake {
@@ -350,7 +382,7 @@ mod tests {
 
     fn rules(whitelist: &[u8]) -> PoolRules {
         PoolRules {
-            whitelist: whitelist.iter().map(|k| id(*k)).collect(),
+            whitelist: Some(whitelist.iter().map(|k| id(*k)).collect()),
             min_stake: 100,
             max_stake: 10_000,
             min_members: DEFAULT_MIN_MEMBERS,
@@ -536,6 +568,28 @@ mod tests {
             0,
         );
         assert!(matches!(dup, Err(Error::AlreadyMember(_))));
+    }
+
+    #[test]
+    fn l1_stakes_are_gwei_rounded_down_at_least_one() {
+        use alloy::primitives::U256;
+        assert_eq!(stake_from_wei(U256::from(10u128.pow(18))), 1_000_000_000);
+        assert_eq!(stake_from_wei(U256::from(1_999_999_999u64)), 1);
+        assert_eq!(stake_from_wei(U256::from(1u64)), 1);
+        assert_eq!(stake_from_wei(U256::MAX), u64::MAX);
+        // L1 rules: no whitelist of their own, any positive stake.
+        let p = Pool::new(
+            PoolRules::l1(4, 10),
+            (1..=4)
+                .map(|k| Member {
+                    node: id(k),
+                    stake: 1,
+                })
+                .collect(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(p.len(), 4);
     }
 
     #[test]

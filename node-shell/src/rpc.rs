@@ -12,16 +12,17 @@
 //!
 //! | method and path | body | answer |
 //! | --- | --- | --- |
-//! | `GET /status` | | node id, epoch, block producer, pool, key |
+//! | `GET /status` | | node id, epoch, block producer, committed pool (members, L1 height), latest confirmed L1 height, what the node does about membership, key |
 //! | `GET /key` | | `{key_id, generation, public_key, address, committee, threshold}` or 404 |
-//! | `POST /sign` | `{"digest": "0x" + 64 hex}` | `{r, s, v, recovery_id, signature, signers, address, digest, generation}` |
-//! | `POST /pool/join` | `{"node_id": hex, "stake": n}` | reshare result (address before/after, members, threshold) |
-//! | `POST /pool/exit` | `{"node_id": hex}` (default: this node) | reshare result |
-//! | `POST /keygen` | | runs keygen now (normally automatic) |
+//! | `POST /sign` | `{"digest": "0x" + 64 hex}` | `{r, s, v, recovery_id, signature, signers, address, digest, generation}`; **403 unless `rpc.unsafe_raw_digest_signing = true`** (and peers sign only with their own flag on) |
 //! | `DELETE /key[?force=true]` | | deletes this node's key share |
 //! | `GET /metrics` | | Prometheus text |
 //!
-//! Errors are `{"error": "..."}` with 401, 403, 413 or 415 (access control, above), 400 (malformed input), 404 (no key), 409 (state
+//! There is no endpoint that changes membership: the pool is the set of sequencers with
+//! stake locked on L1, and a node reshares only to what L1 records (see
+//! [`crate::coordinator`]). Keygen is automatic once enough sequencers are locked.
+//!
+//! Errors are `{"error": "..."}` with 401, 403, 413 or 415 (access control, above; 403 also for switched-off raw-digest signing), 400 (malformed input), 404 (no key), 409 (state
 //! conflict), 422 (pool rule violated), 502 (a peer refused), 504 (a peer timed out) or
 //! 500.
 
@@ -40,11 +41,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use transport::NodeId;
 
 use crate::coordinator::Node;
 use crate::error::{Error, Result};
-use crate::pool::Change;
 
 /// An API error: status code and message.
 #[derive(Debug)]
@@ -56,6 +55,7 @@ impl From<Error> for ApiError {
             Error::BadRequest(_) | Error::ConfigInvalid { .. } => StatusCode::BAD_REQUEST,
             Error::NoKey(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Disabled(_) => StatusCode::FORBIDDEN,
             Error::NotWhitelisted(_)
             | Error::StakeTooLow { .. }
             | Error::StakeTooHigh { .. }
@@ -105,12 +105,6 @@ pub fn parse_digest(s: &str) -> Result<[u8; 32]> {
     })
 }
 
-fn parse_node(s: &str) -> Result<NodeId> {
-    let hex_part = s.strip_prefix("0x").unwrap_or(s);
-    NodeId::from_hex(hex_part)
-        .map_err(|_| Error::BadRequest(format!("node_id {s:?} is not 64 hex digits")))
-}
-
 fn parse_body<'a, T: Deserialize<'a>>(
     node: &Node,
     body: &'a [u8],
@@ -122,20 +116,6 @@ fn parse_body<'a, T: Deserialize<'a>>(
 #[serde(deny_unknown_fields)]
 struct SignRequest {
     digest: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JoinRequest {
-    node_id: String,
-    stake: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExitRequest {
-    #[serde(default)]
-    node_id: Option<String>,
 }
 
 async fn status(State(node): State<Node>) -> Response {
@@ -166,41 +146,6 @@ async fn sign(State(node): State<Node>, body: Bytes) -> ApiResult {
         "generation": out.generation,
     }))
     .into_response())
-}
-
-async fn join(State(node): State<Node>, body: Bytes) -> ApiResult {
-    let req: JoinRequest = parse_body(&node, &body)?;
-    let candidate = parse_node(&req.node_id).map_err(|e| counted(&node, e))?;
-    let out = node
-        .change_membership(Change::Join {
-            node: candidate,
-            stake: req.stake,
-        })
-        .await
-        .map_err(|e| counted(&node, e))?;
-    Ok(Json(out).into_response())
-}
-
-async fn exit(State(node): State<Node>, body: Bytes) -> ApiResult {
-    let req: ExitRequest = if body.is_empty() {
-        ExitRequest { node_id: None }
-    } else {
-        parse_body(&node, &body)?
-    };
-    let leaver = match req.node_id {
-        Some(s) => parse_node(&s).map_err(|e| counted(&node, e))?,
-        None => node.id(),
-    };
-    let out = node
-        .change_membership(Change::Exit { node: leaver })
-        .await
-        .map_err(|e| counted(&node, e))?;
-    Ok(Json(out).into_response())
-}
-
-async fn keygen(State(node): State<Node>) -> ApiResult {
-    let key = node.propose_keygen().await.map_err(|e| counted(&node, e))?;
-    Ok(Json(key).into_response())
 }
 
 async fn delete_key(State(node): State<Node>, RawQuery(query): RawQuery) -> ApiResult {
@@ -239,9 +184,6 @@ pub fn router(node: Node, policy: auth::Policy) -> Router {
         .route("/status", get(status))
         .route("/key", get(key).delete(delete_key))
         .route("/sign", post(sign))
-        .route("/pool/join", post(join))
-        .route("/pool/exit", post(exit))
-        .route("/keygen", post(keygen))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(node)

@@ -1,16 +1,20 @@
-//! HTTP API behaviour that needs no MPC run: access control (operator token, Host
-//! allow-list, Origin, JSON only, body size; each test named for the attack it defeats),
-//! clear 4xx JSON errors for bad input, the status view, and refusal of a proposal whose
-//! (transport-authenticated) sender is not a pool member. In-memory transport, no
-//! keygen: fast.
+//! HTTP API behaviour that needs no MPC run and no L1: access control (operator token,
+//! Host allow-list, Origin, JSON only, body size; each test named for the attack it
+//! defeats), clear 4xx JSON errors for bad input, no membership-changing endpoints,
+//! raw-digest signing off unless configured, the status view, and refusal of a keygen
+//! proposal that the follower's own L1 view does not back. In-memory transport, an
+//! unreachable L1 endpoint, no keygen: fast. (Membership from a real L1:
+//! `tests/l1_membership.rs`.)
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use node_shell::config::{NodeSettings, PrimeSourceConfig, UnlockConfig};
+use node_shell::config::{L1Settings, NodeSettings, PrimeSourceConfig, UnlockConfig};
+use node_shell::coordinator::MembershipProposal;
 use node_shell::devnet::http;
+use node_shell::l1::contracts::Deployment;
 use node_shell::pool::{Member, PoolRules};
 use node_shell::rpc::auth::{Access, ApiToken, MAX_BODY_BYTES};
 use node_shell::Node;
@@ -40,25 +44,25 @@ struct Net {
     servers: Vec<JoinHandle<()>>,
 }
 
-/// Three members (ids 1..=3) and a whitelisted candidate (id 4) that runs no node.
+/// Three nodes (ids 1..=3; raw-digest signing on at 1 and 2, off at 3) and a fourth
+/// peer (id 4) that runs no node. Their L1 endpoint answers nothing (port 1): no
+/// committed pool, no keygen.
 async fn pool() -> Net {
     let dir = tempfile::tempdir().unwrap();
     let network = InMemoryNetwork::new();
-    let members: Vec<Member> = (1..=3)
-        .map(|k| Member {
-            node: id(k),
-            stake: 1000 * u64::from(k),
-        })
-        .collect();
-    let rules = PoolRules {
-        whitelist: (1..=4).map(id).collect(),
-        min_stake: 1000,
-        max_stake: 10_000,
-        // Set explicitly (the default is 4): these tests are about the HTTP API, and a
-        // third node less keeps them fast. Never run a real pool of 3 (3-of-3).
-        min_members: 3,
-        max_members: 5,
-    };
+    // Set explicitly (the default is 4): these tests are about the HTTP API. Never run a
+    // real pool of 3 (3-of-3).
+    let rules = PoolRules::l1(3, 5);
+    let mut l1 = L1Settings::new(
+        "http://127.0.0.1:1",
+        Deployment {
+            staking: [1u8; 20].into(),
+            inbox: [2u8; 20].into(),
+            deployment_block: 1,
+        },
+    );
+    l1.poll_interval = Duration::from_millis(200);
+    l1.proposal_wait = Duration::from_secs(1);
     let mut rpc = Vec::new();
     let mut tokens = Vec::new();
     let mut nodes = Vec::new();
@@ -70,7 +74,7 @@ async fn pool() -> Net {
             dir.path().join(format!("n{k}")).join("keystore"),
             UnlockConfig::Passphrase(zeroize::Zeroizing::new("test passphrase".into())),
             rules.clone(),
-            members.clone(),
+            l1.clone(),
             [9; 32],
         );
         settings.insecure_fast_kdf = true;
@@ -80,8 +84,7 @@ async fn pool() -> Net {
         settings.primes = PrimeSourceConfig::InsecureFixture {
             index: usize::from(k),
         };
-        settings.auto_keygen = false;
-        settings.auto_keygen_delay = Duration::from_secs(1);
+        settings.unsafe_raw_digest_signing = k != 3;
         settings.shutdown = shutdown.clone();
         let transport: Arc<dyn Transport> = Arc::new(network.endpoint(id(k)));
         let node = Node::start(settings, transport, "in-memory").await.unwrap();
@@ -167,52 +170,25 @@ async fn bad_requests_get_clear_json_errors() {
     assert_eq!(s, 404);
     assert_eq!(error_of(&v), "no key share for key test-key on this node");
 
-    // Pool rules are checked before anything else.
-    let outsider = id(9).to_hex();
+    // Raw-digest signing is off unless configured.
     let (s, v) = call(
         &net,
-        a,
+        net.rpc[2],
         "POST",
-        "/pool/join",
-        Some(json!({"node_id": outsider, "stake": 5000})),
+        "/sign",
+        Some(json!({"digest": digest})),
     )
     .await;
-    assert_eq!(s, 422);
-    assert!(error_of(&v).contains("not on the admin whitelist"), "{v}");
-    let (s, v) = call(
-        &net,
-        a,
-        "POST",
-        "/pool/join",
-        Some(json!({"node_id": id(4).to_hex(), "stake": 10})),
-    )
-    .await;
-    assert_eq!(s, 422);
-    assert!(error_of(&v).contains("below the minimum stake"), "{v}");
-    let (s, v) = call(
-        &net,
-        a,
-        "POST",
-        "/pool/join",
-        Some(json!({"node_id": "abc", "stake": 5000})),
-    )
-    .await;
-    assert_eq!(s, 400);
-    assert!(error_of(&v).contains("node_id"), "{v}");
-    let (s, v) = call(
-        &net,
-        a,
-        "POST",
-        "/pool/exit",
-        Some(json!({"node_id": id(4).to_hex()})),
-    )
-    .await;
-    assert_eq!(s, 422);
-    assert!(error_of(&v).contains("not a member"), "{v}");
-    // Three members is the minimum.
-    let (s, v) = call(&net, a, "POST", "/pool/exit", Some(json!({}))).await;
-    assert_eq!(s, 422);
-    assert!(error_of(&v).contains("cannot shrink below 3"), "{v}");
+    assert_eq!(s, 403);
+    assert!(error_of(&v).contains("unsafe_raw_digest_signing"), "{v}");
+
+    // Membership changes on one node's word are gone: L1 is the record.
+    for path in ["/pool/join", "/pool/exit", "/keygen"] {
+        let body = json!({"node_id": id(4).to_hex(), "stake": 5000});
+        let (s, v) = call(&net, a, "POST", path, Some(body)).await;
+        assert_eq!(s, 404, "{path}");
+        assert_eq!(error_of(&v), "no such endpoint");
+    }
 
     let (s, v) = call(&net, a, "DELETE", "/key?force=maybe", None).await;
     assert_eq!(s, 400);
@@ -230,33 +206,48 @@ async fn bad_requests_get_clear_json_errors() {
         .find_map(|l| l.strip_prefix("node_shell_http_bad_requests_total "))
         .and_then(|n| n.parse::<u64>().ok())
         .expect("bad request counter");
-    assert!(bad >= 10, "{text}");
+    assert!(bad >= 7, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_reports_pool_threshold_and_block_producer() {
+async fn status_says_why_there_is_no_pool_yet() {
     let net = pool().await;
-    let (s, v) = call(&net, net.rpc[1], "GET", "/status", None).await;
-    assert_eq!(s, 200);
+    let mut v = Value::Null;
+    for _ in 0..50 {
+        let (s, w) = call(&net, net.rpc[1], "GET", "/status", None).await;
+        assert_eq!(s, 200);
+        v = w;
+        if v["membership"]
+            .as_str()
+            .unwrap_or("")
+            .contains("L1 not readable")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(v["node_id"], id(2).to_hex());
     assert_eq!(v["transport"], "in-memory");
-    assert_eq!(v["is_member"], true);
-    assert_eq!(v["members"].as_array().unwrap().len(), 3);
-    assert_eq!(v["threshold"], 3); // floor(2*3/3)+1
+    assert!(
+        v["membership"]
+            .as_str()
+            .unwrap()
+            .contains("L1 not readable"),
+        "{v}"
+    );
+    assert_eq!(v["is_member"], false);
+    assert_eq!(v["members"].as_array().unwrap().len(), 0);
+    assert!(v["pool_l1_height"].is_null());
+    assert!(v["l1_confirmed_height"].is_null());
+    assert!(v["block_producer"].is_null());
     assert!(v["key"].is_null());
-    let producer = v["block_producer"].as_str().unwrap();
-    assert!((1..=3).any(|k| id(k).to_hex() == producer), "{producer}");
-    // Every node computes the same producer for the same epoch.
-    let (_, w) = call(&net, net.rpc[2], "GET", "/status", None).await;
-    if w["epoch"] == v["epoch"] {
-        assert_eq!(w["block_producer"], v["block_producer"]);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proposal_from_a_non_member_is_rejected_using_the_authenticated_sender() {
+async fn keygen_proposal_not_backed_by_the_followers_l1_view_is_refused() {
     let net = pool().await;
-    // The whitelisted candidate (id 4) is on the control channel but not in the pool.
+    // Peer 4 is on the control channel; it proposes a keygen citing an L1 height that
+    // node 1 cannot confirm (its L1 answers nothing).
     let candidate = net.network.endpoint(id(4));
     let participants: Vec<NodeId> = (1..=4).map(id).collect();
     let key_id = KeyId::new(KEY).unwrap();
@@ -266,7 +257,7 @@ async fn proposal_from_a_non_member_is_rejected_using_the_authenticated_sender()
             SessionConfig::new(participants.clone()).with_idle_timeout(Duration::from_secs(10)),
         )
         .unwrap();
-    let members: Vec<Member> = (1..=3)
+    let members: Vec<Member> = (1..=4)
         .map(|k| Member {
             node: id(k),
             stake: 1000 * u64::from(k),
@@ -278,13 +269,15 @@ async fn proposal_from_a_non_member_is_rejected_using_the_authenticated_sender()
         &participants,
         &mut rand::thread_rng(),
     );
-    // The candidate proposes a keygen that includes itself.
     let proposal = ControlMsg::Propose(Proposal::Keygen(KeygenProposal {
         eid,
         key_id: key_id.clone(),
         committee: Committee::new(participants.clone(), 3).unwrap(),
-        context: serde_json::to_vec(&serde_json::json!({"version": 0, "members": members}))
-            .unwrap(),
+        context: MembershipProposal {
+            l1_height: 5,
+            members,
+        }
+        .encode(),
     }));
     control
         .send(
@@ -300,7 +293,7 @@ async fn proposal_from_a_non_member_is_rejected_using_the_authenticated_sender()
             reason,
         } => {
             assert_eq!(rejected, eid);
-            assert!(reason.contains("proposer is not a pool member"), "{reason}");
+            assert!(reason.contains("L1"), "{reason}");
         }
         other => panic!("expected an abort, got {other:?}"),
     }

@@ -1,0 +1,333 @@
+//! A pool of real nodes (in-memory transport, insecure test primes) following a real
+//! anvil started by the test, with the L1 actions a test needs.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, FixedBytes, B256, U256};
+use alloy::providers::{DynProvider, Provider};
+use async_trait::async_trait;
+use node_shell::config::{L1Settings, NodeSettings, PrimeSourceConfig, UnlockConfig};
+use node_shell::coordinator::SequencerRules;
+use node_shell::devnet::{eth, lock_stake};
+use node_shell::l1::anvil::{Anvil, AnvilOptions};
+use node_shell::l1::contracts::{deploy, send_and_confirm, Deployment, SequencerStaking};
+use node_shell::l1::view::L1Reader;
+use node_shell::pool::PoolRules;
+use node_shell::Node;
+use tokio_util::sync::CancellationToken;
+use transport::{InMemoryNetwork, NodeId, Transport};
+use tss_core::pool::{
+    KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent, PoolNode, ProposalValidator,
+    Rejection, ReshareProposal, SignProposal, SigningInput,
+};
+use tss_core::{KeyId, PublicKeyInfo};
+
+pub const KEY: &str = "l1-test-key";
+
+pub fn id(k: u8) -> NodeId {
+    NodeId::from_bytes([k; 32])
+}
+
+/// anvil, or `None` (with a message) when it is not installed and CI is not set.
+pub fn anvil() -> Option<Anvil> {
+    if Anvil::binary().is_none() && std::env::var_os("CI").is_none() {
+        eprintln!(
+            "SKIPPED: anvil not installed (run `npm ci` in the repository root); CI never skips"
+        );
+        return None;
+    }
+    Some(
+        Anvil::spawn(&AnvilOptions {
+            block_time: Some(1),
+            ..AnvilOptions::default()
+        })
+        .expect("anvil starts"),
+    )
+}
+
+/// L1 (anvil + contracts) and nodes `1..=max_id` on one in-memory network; node `k`
+/// locks from dev account `k`.
+pub struct L1Pool {
+    pub anvil: Anvil,
+    pub provider: DynProvider,
+    pub deployment: Deployment,
+    pub staking: SequencerStaking::SequencerStakingInstance<DynProvider>,
+    pub admin: Address,
+    pub network: InMemoryNetwork,
+    pub dir: tempfile::TempDir,
+    pub rules: PoolRules,
+    pub peers: Vec<NodeId>,
+    pub nodes: Vec<Option<(Node, CancellationToken)>>,
+    pub l1: L1Settings,
+}
+
+impl L1Pool {
+    /// Deploys the contracts (stake 1..=10 ETH) and whitelists accounts `1..=max_id`.
+    pub async fn new(anvil: Anvil, max_id: u8, min_members: usize) -> L1Pool {
+        let provider = anvil.provider();
+        let admin = anvil.accounts()[0];
+        let deployment = deploy(&provider, admin, eth(1), eth(10), 1).await.unwrap();
+        let staking = SequencerStaking::new(deployment.staking, provider.clone());
+        for k in 1..=max_id {
+            let tx = staking
+                .setWhitelisted(anvil.accounts()[usize::from(k)], true)
+                .from(admin)
+                .into_transaction_request();
+            send_and_confirm(&provider, "setWhitelisted", tx)
+                .await
+                .unwrap();
+        }
+        let mut l1 = L1Settings::new(anvil.endpoint(), deployment);
+        l1.confirmations = 1;
+        l1.poll_interval = Duration::from_millis(400);
+        l1.proposal_wait = Duration::from_secs(4);
+        l1.leader_timeout = Duration::from_secs(600);
+        L1Pool {
+            provider,
+            deployment,
+            staking,
+            admin,
+            network: InMemoryNetwork::new(),
+            dir: tempfile::tempdir().unwrap(),
+            rules: PoolRules::l1(min_members, 10),
+            peers: (1..=max_id).map(id).collect(),
+            nodes: (0..=max_id).map(|_| None).collect(),
+            l1,
+            anvil,
+        }
+    }
+
+    pub fn account(&self, k: u8) -> Address {
+        self.anvil.accounts()[usize::from(k)]
+    }
+
+    pub async fn lock(&self, k: u8, eth_amount: u64) -> B256 {
+        lock_stake(&self.staking, self.account(k), id(k), eth(eth_amount))
+            .await
+            .unwrap()
+    }
+
+    pub async fn unlock(&self, k: u8) -> B256 {
+        let tx = self
+            .staking
+            .unlock()
+            .from(self.account(k))
+            .into_transaction_request();
+        send_and_confirm(&self.provider, "unlock", tx)
+            .await
+            .unwrap()
+    }
+
+    pub async fn set_mpc_address(&self, address: Address) {
+        let tx = self
+            .staking
+            .setMpcAddress(address)
+            .from(self.admin)
+            .into_transaction_request();
+        send_and_confirm(&self.provider, "setMpcAddress", tx)
+            .await
+            .unwrap();
+    }
+
+    pub fn settings(&self, k: u8) -> NodeSettings {
+        let mut s = NodeSettings::new(
+            KEY,
+            self.dir.path().join(format!("n{k}")).join("keystore"),
+            UnlockConfig::Passphrase(zeroize::Zeroizing::new("test passphrase".into())),
+            self.rules.clone(),
+            self.l1.clone(),
+            [3; 32],
+        );
+        s.insecure_fast_kdf = true;
+        s.peers = self.peers.clone();
+        s.epoch_length = Duration::from_secs(30);
+        s.session_idle_timeout = Duration::from_secs(60);
+        s.primes = PrimeSourceConfig::InsecureFixture {
+            index: usize::from(k),
+        };
+        s.unsafe_raw_digest_signing = true;
+        s
+    }
+
+    /// Starts (or restarts) node `k`.
+    pub async fn start(&mut self, k: u8) -> Node {
+        let mut settings = self.settings(k);
+        let stop = CancellationToken::new();
+        settings.shutdown = stop.clone();
+        let started = Instant::now();
+        let node = loop {
+            // A node just stopped may still hold its keystore lock for a moment.
+            let transport: Arc<dyn Transport> = Arc::new(self.network.endpoint(id(k)));
+            match Node::start(settings.clone(), transport, "in-memory").await {
+                Ok(n) => break n,
+                Err(e) if started.elapsed() < Duration::from_secs(20) => {
+                    eprintln!("node {k} start: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) => panic!("node {k} does not start: {e}"),
+            }
+        };
+        self.nodes[usize::from(k)] = Some((node.clone(), stop));
+        node
+    }
+
+    /// Stops node `k` (its loops and pool layer).
+    pub async fn stop(&mut self, k: u8) {
+        if let Some((node, stop)) = self.nodes[usize::from(k)].take() {
+            stop.cancel();
+            drop(node);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    pub fn node(&self, k: u8) -> &Node {
+        &self.nodes[usize::from(k)].as_ref().expect("node running").0
+    }
+
+    /// Waits until every node in `ks` holds generation `generation`; returns the common
+    /// address.
+    pub async fn wait_for_generation(&self, ks: &[u8], generation: u64, limit: Duration) -> String {
+        let started = Instant::now();
+        let mut address: Option<String> = None;
+        for &k in ks {
+            loop {
+                if let Some(key) = self.node(k).key() {
+                    if key.generation == generation {
+                        match &address {
+                            None => address = Some(key.address.clone()),
+                            Some(a) => assert_eq!(*a, key.address, "node {k}'s address"),
+                        }
+                        break;
+                    }
+                }
+                assert!(
+                    started.elapsed() < limit,
+                    "node {k} has no generation {generation} after {limit:?}: {:?}",
+                    self.node(k).status()
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        address.expect("some node")
+    }
+
+    /// Mines blocks until the confirmed head is past the latest block now.
+    pub async fn confirmed_head(&self) -> u64 {
+        let reader = L1Reader::new(self.provider.clone(), self.deployment, 1);
+        reader.confirmed_height().await.unwrap().unwrap()
+    }
+
+    pub async fn head(&self) -> u64 {
+        self.provider.get_block_number().await.unwrap()
+    }
+}
+
+/// A pool member gone rogue: honest during keygen (the real rules), but it proposes
+/// any reshare it likes, since its own validator accepts every reshare. Runs a bare
+/// [`PoolNode`] with an in-memory share store.
+pub struct Rogue {
+    pub pool_node: PoolNode,
+    pub key_id: KeyId,
+}
+
+struct AcceptAnyReshare(SequencerRules);
+
+#[async_trait]
+impl ProposalValidator for AcceptAnyReshare {
+    async fn check_keygen(&self, p: NodeId, k: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
+        self.0.check_keygen(p, k).await
+    }
+    async fn check_sign(
+        &self,
+        p: NodeId,
+        s: &SignProposal,
+        key: &PublicKeyInfo,
+    ) -> Result<SigningInput, Rejection> {
+        self.0.check_sign(p, s, key).await
+    }
+    async fn check_reshare(
+        &self,
+        _p: NodeId,
+        _r: &ReshareProposal,
+        _c: Option<&PublicKeyInfo>,
+    ) -> Result<Vec<u8>, Rejection> {
+        Ok(Vec::new())
+    }
+    async fn committed(&self, key_id: &KeyId, state: &[u8]) {
+        self.0.committed(key_id, state).await
+    }
+}
+
+impl L1Pool {
+    /// Starts node `k` as a [`Rogue`].
+    pub async fn start_rogue(&self, k: u8) -> Rogue {
+        let key_id = KeyId::new(KEY).unwrap();
+        let reader = Arc::new(L1Reader::new(
+            self.provider.clone(),
+            self.deployment,
+            self.l1.confirmations,
+        ));
+        let rules = SequencerRules::new(
+            id(k),
+            key_id.clone(),
+            self.rules.clone(),
+            reader,
+            self.l1.proposal_wait,
+            true,
+        );
+        let mut participants = self.peers.clone();
+        participants.push(id(k));
+        let pool_node = PoolNode::start(
+            PoolConfig::new(participants).with_session_idle_timeout(Duration::from_secs(60)),
+            Arc::new(self.network.endpoint(id(k))),
+            Arc::new(AcceptAnyReshare(rules)),
+            Arc::new(MemoryShareStore::new()),
+            Arc::new(tss_core::InsecureTestPrimes::new(usize::from(k))),
+            std::slice::from_ref(&key_id),
+        )
+        .await
+        .unwrap();
+        Rogue { pool_node, key_id }
+    }
+}
+
+/// Collects the reasons of the proposals `node` refused, as they come.
+pub fn refusals(node: &PoolNode) -> Arc<parking_lot::Mutex<Vec<String>>> {
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let out = seen.clone();
+    let mut events = node.subscribe();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            if let PoolEvent::Refused { reason, .. } = e {
+                out.lock().push(reason);
+            }
+        }
+    });
+    seen
+}
+
+/// Waits until `seen` has a reason containing `text`.
+pub async fn wait_refusal(seen: &parking_lot::Mutex<Vec<String>>, text: &str, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        if seen.lock().iter().any(|r| r.contains(text)) {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no refusal containing {text:?} after {limit:?}; refusals: {:?}",
+            seen.lock()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn fixed(k: u8) -> FixedBytes<32> {
+    FixedBytes([k; 32])
+}
+
+pub fn wei(n: u64) -> U256 {
+    U256::from(n)
+}
