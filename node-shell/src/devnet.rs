@@ -621,7 +621,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     let outsider = accounts[total + 1];
     let refused = lock_stake(&staking, outsider, NodeId::from_bytes([0xee; 32]), eth(1)).await;
     check(
-        matches!(refused, Err(Error::L1(L1Error::Reverted { .. }))),
+        reverted_with(&refused, "NotWhitelisted"),
         format!("a lock by the non-whitelisted {outsider} did not revert: {refused:?}"),
     )?;
     println!("  a lock by the non-whitelisted account {outsider} reverted on L1");
@@ -795,6 +795,27 @@ pub async fn lock_stake(
         .from(account)
         .into_transaction_request();
     Ok(send_and_confirm(staking.provider(), "lock", tx).await?)
+}
+
+/// Whether `result` is an L1 transaction refused with the `SequencerStaking` custom
+/// error `error` (by name): reverted when mined, or refused by the node's gas estimate
+/// (which carries the revert data).
+pub fn reverted_with<T>(result: &Result<T>, error: &str) -> bool {
+    let Some(selector) = SequencerStaking::SequencerStakingErrors::SELECTORS
+        .iter()
+        .zip(SequencerStaking::SequencerStakingErrors::VARIANT_NAMES)
+        .find(|(_, name)| **name == error)
+        .map(|(sel, _)| hex::encode(sel))
+    else {
+        return false;
+    };
+    match result {
+        Err(Error::L1(L1Error::Rpc { reason, .. })) => {
+            reason.contains("execution reverted") && reason.contains(&selector)
+        }
+        Err(Error::L1(L1Error::Reverted { .. })) => true,
+        _ => false,
+    }
 }
 
 fn unchanged(before: &str, after: &str) -> &'static str {

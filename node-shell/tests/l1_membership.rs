@@ -11,8 +11,6 @@ use std::time::Duration;
 use alloy::primitives::Address;
 use common::*;
 use node_shell::devnet::lock_stake;
-use node_shell::l1::L1Error;
-use node_shell::Error;
 
 const KEYGEN: Duration = Duration::from_secs(900);
 
@@ -41,7 +39,7 @@ async fn membership_follows_locks_and_unlocks_on_l1() {
     let outsider = pool.account(9);
     let refused = lock_stake(&pool.staking, outsider, id(9), node_shell::devnet::eth(1)).await;
     assert!(
-        matches!(refused, Err(Error::L1(L1Error::Reverted { .. }))),
+        node_shell::devnet::reverted_with(&refused, "NotWhitelisted"),
         "{refused:?}"
     );
 
