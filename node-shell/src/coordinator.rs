@@ -438,6 +438,9 @@ struct Inner {
     /// What the follower loop is doing, for `GET /status`.
     membership: Mutex<String>,
     raw_digest_signing: bool,
+    /// Keygen and reshare runs this node takes part in now, and when one last started
+    /// or ended: the next member in line waits while the pool is busy with a change.
+    membership_runs: Mutex<(usize, Option<Instant>)>,
     metrics: Arc<Metrics>,
     epoch_length: Duration,
     epoch_seed: [u8; 32],
@@ -567,6 +570,17 @@ fn map_tss(e: TssError) -> Error {
     }
 }
 
+/// A change the follower loop saw on L1 and has not made yet.
+#[derive(Debug)]
+struct PendingChange {
+    /// The committee L1 calls for.
+    committee: Vec<NodeId>,
+    /// When this node first saw it.
+    since: Instant,
+    /// This node's failed proposals of it.
+    failures: u32,
+}
+
 /// What the follower loop would do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pending {
@@ -643,6 +657,7 @@ impl Node {
                 l1_latest: Mutex::new(None),
                 membership: Mutex::new("starting: L1 not read yet".into()),
                 raw_digest_signing: settings.unsafe_raw_digest_signing,
+                membership_runs: Mutex::new((0, None)),
                 metrics: Arc::new(Metrics::default()),
                 epoch_length: settings.epoch_length,
                 epoch_seed: settings.epoch_seed,
@@ -826,15 +841,39 @@ impl Node {
     }
 
     /// Proposes a reshare of the key to `desired` (the pool L1 records at `l1_height`).
-    async fn propose_reshare(&self, desired: &Pool, l1_height: u64) -> Result<()> {
+    /// With `leavers_deal`, members that leave deal first (after this node): a dealer
+    /// that leaves retires its share when the run commits, so a sequencer that unlocked
+    /// does not keep a share of the key. A leaver may already be offline, so a retry
+    /// after a failed attempt passes `false` (members that stay deal).
+    async fn propose_reshare(
+        &self,
+        desired: &Pool,
+        l1_height: u64,
+        leavers_deal: bool,
+    ) -> Result<()> {
         let share = self
             .share()
             .ok_or_else(|| Error::NoKey(self.inner.key_id.to_string()))?;
         let new_committee = desired.committee()?;
-        // Dealers: this node first, then members that stay, then (only if needed to
-        // reach the old threshold) members that leave, which may already be gone.
-        let dealers =
-            tss_core::pool::default_dealers(share.committee(), self.inner.id, &new_committee);
+        let old = share.committee();
+        let dealers = if leavers_deal {
+            let me = self.inner.id;
+            let mut order: Vec<NodeId> = old.index_of(&me).map(|_| me).into_iter().collect();
+            let (leaving, staying): (Vec<NodeId>, Vec<NodeId>) = old
+                .members()
+                .iter()
+                .copied()
+                .filter(|m| *m != me)
+                .partition(|m| new_committee.index_of(m).is_none());
+            order.extend(leaving);
+            order.extend(staying);
+            order.truncate(usize::from(old.threshold()));
+            order
+        } else {
+            // This node first, then members that stay, then (only if needed to reach the
+            // old threshold) members that leave.
+            tss_core::pool::default_dealers(old, self.inner.id, &new_committee)
+        };
         let context = MembershipProposal {
             l1_height,
             members: desired.members().to_vec(),
@@ -889,7 +928,7 @@ impl Node {
     /// One round of the L1 follower: reads the latest confirmed view and, if this node
     /// is the one in line, proposes the keygen or reshare it calls for. `since` is when
     /// the pending change was first seen (it picks who is in line).
-    async fn follow_l1_once(&self, pending: &mut Option<(Vec<NodeId>, Instant)>) {
+    async fn follow_l1_once(&self, pending: &mut Option<PendingChange>) {
         let view = match self.inner.l1.latest().await {
             Ok(v) => v,
             Err(e) => {
@@ -934,13 +973,22 @@ impl Node {
                 return;
             }
         };
-        let since = match pending {
-            Some((w, since)) if *w == wanted => *since,
-            _ => {
-                let now = Instant::now();
-                *pending = Some((wanted.clone(), now));
-                now
-            }
+        let change = match pending {
+            Some(p) if p.committee == wanted => p,
+            _ => pending.insert(PendingChange {
+                committee: wanted.clone(),
+                since: Instant::now(),
+                failures: 0,
+            }),
+        };
+        let since = change.since;
+        // While a keygen or reshare runs here, or shortly after one, the member in line
+        // is not passed over.
+        let (active, last_run) = *self.inner.membership_runs.lock();
+        let since = if active > 0 {
+            Instant::now()
+        } else {
+            last_run.map_or(since, |t| t.max(since))
         };
         let mut in_line = in_line;
         in_line.sort();
@@ -962,8 +1010,14 @@ impl Node {
         let started = Instant::now();
         let outcome = match kind {
             Pending::Keygen => self.propose_keygen(&desired, h).await.map(|_| ()),
-            Pending::Reshare => self.propose_reshare(&desired, h).await,
+            Pending::Reshare => {
+                self.propose_reshare(&desired, h, change.failures == 0)
+                    .await
+            }
         };
+        if outcome.is_err() {
+            change.failures += 1;
+        }
         match outcome {
             Ok(()) => tracing::info!(
                 ?kind,
@@ -1009,6 +1063,23 @@ async fn follow_events(node: Node, mut events: tokio::sync::broadcast::Receiver<
             Err(RecvError::Closed) => break,
         };
         let m = &node.inner.metrics;
+        let membership_run = |started: bool| {
+            let mut runs = node.inner.membership_runs.lock();
+            runs.0 = if started {
+                runs.0 + 1
+            } else {
+                runs.0.saturating_sub(1)
+            };
+            runs.1 = Some(Instant::now());
+        };
+        match &event {
+            PoolEvent::RunStarted { protocol, .. } | PoolEvent::RunFinished { protocol, .. }
+                if matches!(protocol, ProtocolKind::Keygen | ProtocolKind::Reshare) =>
+            {
+                membership_run(matches!(event, PoolEvent::RunStarted { .. }))
+            }
+            _ => {}
+        }
         match event {
             PoolEvent::RunStarted { protocol, .. } => m.session_started(protocol_of(protocol)),
             PoolEvent::RunFinished {

@@ -28,13 +28,20 @@
 //!
 //! A pool that loses more than `n - t` members (keystores destroyed, operators gone for
 //! good) can neither sign nor reshare: fewer than `t` shares remain, and the key cannot
-//! be rebuilt from them. The way out is a **new keygen**: the remaining operators (plus
-//! replacements, to stay at or above the minimum size) restart their nodes with a new
-//! genesis `[pool]` and a fresh `node.data_dir` (it holds the pool state and the
-//! keystore), so the old pool and shares are not loaded, and keygen runs. The new key has a **new public
-//! key and a new Ethereum address**; the rollup's L1 admin must register that address as
-//! the sequencer pool's signer in place of the old one before batches signed by the new
-//! pool are accepted. The old shares are useless by then; delete them.
+//! be rebuilt from them. The way out is a **new keygen**, with a **new public key and a
+//! new Ethereum address**. Nodes refuse a keygen while L1 has an MPC address registered
+//! (see [`crate::coordinator`]), so today that means a new deployment of the L1
+//! contracts, stakes locked there, and every node restarted with the new `[l1]` section
+//! and a fresh `node.data_dir`; the rollup must then accept batches from the new inbox.
+//! The old shares are useless by then; delete them.
+//!
+//! # Membership from L1
+//!
+//! A node does not apply [`Change`]s of its own: the pool is the set of sequencers with
+//! stake locked on L1, read at a confirmed height under [`PoolRules::l1`] (no whitelist
+//! or stake bounds of its own: the contract enforces them), stakes in gwei
+//! ([`stake_from_wei`]), members sorted by node id. [`Pool::apply`] remains the pure
+//! rule set for embedders that keep membership elsewhere.
 
 use std::collections::BTreeSet;
 

@@ -120,6 +120,38 @@ fn devnet_keeps_the_address_across_reshares_and_signatures_verify() {
             .unwrap_or_else(|| panic!("no step {name:?} in:\n{out}"))
     };
     assert!(step("start 5 nodes").ends_with("connected"), "{out}");
+    // L1: the contracts, the stakes, the MPC address registered by the admin, and a lock
+    // by a non-whitelisted account reverted.
+    assert!(
+        step("L1: deploy, whitelist 5, lock 4 stakes").contains("staking 0x"),
+        "{out}"
+    );
+    assert!(
+        step("L1: admin registers the MPC address").contains("tx 0x"),
+        "{out}"
+    );
+    assert!(out.contains("reverted on L1"), "{out}");
+    let staking = field("SequencerStaking:");
+    assert!(
+        staking.starts_with("0x") && staking.len() == 42,
+        "{staking}"
+    );
+    let txs: Vec<&str> = out
+        .lines()
+        .skip_while(|l| *l != "L1 transactions:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    // 5 whitelistings, 4 + 1 locks, the MPC address, 1 unlock.
+    assert_eq!(txs.len(), 12, "{out}");
+    assert!(
+        txs.iter().all(|l| l
+            .trim_end()
+            .rsplit(' ')
+            .next()
+            .is_some_and(|h| h.starts_with("0x") && h.len() == 66)),
+        "{out}"
+    );
     assert!(
         step("keygen 3-of-4").ends_with(&format!("address {keygen}")),
         "{out}"
