@@ -446,8 +446,8 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             hash.to_string(),
         ));
     }
-    for i in 0..n {
-        let hash = lock_stake(&staking, account_of(i), ids[i], stake_of(i)).await?;
+    for (i, node) in ids.iter().enumerate().take(n) {
+        let hash = lock_stake(&staking, account_of(i), *node, stake_of(i)).await?;
         l1_txs.push((format!("node {i} locks {} ETH", i + 1), hash.to_string()));
     }
     step(
