@@ -702,7 +702,16 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         address_after_join == address_after_exit,
         "address changed after exit",
     )?;
-    let (status, _) = http_json(&net.nodes[leaver], "GET", "/key", None).await?;
+    // The leaver dealt (leavers deal first) and retires its share once the new
+    // committee confirmed; give it a moment.
+    let mut status = 200;
+    for _ in 0..120 {
+        status = http_json(&net.nodes[leaver], "GET", "/key", None).await?.0;
+        if status == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let leaver_key_deleted = status == 404;
     println!(
         "  node {leaver} GET /key -> {status} ({})",
