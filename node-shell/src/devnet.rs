@@ -441,10 +441,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             .from(admin)
             .into_transaction_request();
         let hash = send_and_confirm(&provider, "setWhitelisted", tx).await?;
-        l1_txs.push((
-            format!("whitelist node {i} ({})", account_of(i)),
-            hash.to_string(),
-        ));
+        l1_txs.push((format!("admin whitelists node {i}"), hash.to_string()));
     }
     for (i, node) in ids.iter().enumerate().take(n) {
         let hash = lock_stake(&staking, account_of(i), *node, stake_of(i)).await?;

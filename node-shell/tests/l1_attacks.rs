@@ -23,6 +23,8 @@ async fn pool_with_rogue() -> Option<(L1Pool, Rogue, String)> {
     for k in 1..=4 {
         pool.lock(k, u64::from(k)).await;
     }
+    // All four locks confirmed before any node looks (else 1..=3 could already be a pool).
+    pool.wait_confirmed().await;
     let rogue = pool.start_rogue(4).await;
     for k in 1..=3 {
         pool.start(k).await;

@@ -213,10 +213,18 @@ impl L1Pool {
         address.expect("some node")
     }
 
-    /// Mines blocks until the confirmed head is past the latest block now.
+    /// The confirmed L1 head (confirmation depth 1).
     pub async fn confirmed_head(&self) -> u64 {
         let reader = L1Reader::new(self.provider.clone(), self.deployment, 1);
         reader.confirmed_height().await.unwrap().unwrap()
+    }
+
+    /// Waits until every block mined so far is confirmed (so nodes started now see it).
+    pub async fn wait_confirmed(&self) {
+        let head = self.head().await;
+        while self.confirmed_head().await < head {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub async fn head(&self) -> u64 {
