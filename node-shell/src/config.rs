@@ -754,6 +754,19 @@ deployment_block = 1
     }
 
     #[test]
+    fn the_fuzzers_valid_seed_parses() {
+        let text = include_str!("../../fuzz/corpus/node_config/valid");
+        let cfg = RunConfig::from_toml(text, Path::new("/fuzz"), env_ok).unwrap();
+        assert_eq!(cfg.settings.l1.confirmations, 2);
+        let text = include_str!("../../fuzz/corpus/node_config/l1_bad_address");
+        let err = RunConfig::from_toml(text, Path::new("/fuzz"), env_ok).unwrap_err();
+        assert!(
+            matches!(&err, Error::ConfigInvalid { field, .. } if field == "l1.staking"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_membership_sections_of_old_configs_are_refused() {
         // Membership is L1's record: a genesis list or a whitelist here is an error.
         for old in ["whitelist = []", "min_stake = 1", "members = []"] {
