@@ -26,7 +26,9 @@
 //!   member cannot evict another, nor add anyone: the others refuse.
 //! - The pool state (L1 height, members with stakes, version) is committed by the share
 //!   store in the same atomic step as the key generation it belongs to, and restored from
-//!   there on start; the block producer of each epoch is drawn by stake from it.
+//!   there on start; the block producer of each epoch is drawn by stake from it. So the
+//!   schedule uses the stakes as of the last keygen or reshare: an `increase` on L1
+//!   changes no committee, and weighs in from the next membership change on.
 //!
 //! A membership change takes effect only through a reshare in which `t_old` members of
 //! the old committee (more than two thirds) take part after validating it, and every
