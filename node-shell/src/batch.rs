@@ -781,6 +781,7 @@ mod tests {
             block_hash: B256::ZERO,
             members: vec![],
             mpc_address: Some(Address::repeat_byte(0xaa)),
+            mpc_address_set_at: Some(30),
             next_l2_block: 105,
             batch_count: 1,
             last_batch: Some(AppendedBatch {
