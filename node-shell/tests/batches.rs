@@ -78,7 +78,7 @@ fn fees() -> BatchFees {
 /// `1..=n` with distinct stakes, so the stake-weighted producer draw is not trivial.
 fn membership(n: u8) -> Pool {
     let rules = PoolRules {
-        whitelist: (1..=n).map(node).collect::<BTreeSet<_>>(),
+        whitelist: Some((1..=n).map(node).collect::<BTreeSet<_>>()),
         min_stake: 1,
         max_stake: 1_000,
         min_members: 2,
