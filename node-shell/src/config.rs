@@ -75,6 +75,174 @@ pub struct FileConfig {
     pub rpc: RpcSection,
     /// `[l1]`: where the pool's membership is recorded.
     pub l1: L1Section,
+    /// `[batches]`: the L2 batches the pool signs and appends to the inbox (absent: this
+    /// node neither produces nor co-signs batches).
+    #[serde(default)]
+    pub batches: Option<BatchesSection>,
+}
+
+/// `[batches]`: what the pool signs. Every node must use the same values (a follower
+/// refuses a transaction its own policy would not build). Fees are in gwei.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BatchesSection {
+    /// The L2 source. The binary has one: `"demo"`, a deterministic stand-in chain for
+    /// devnets and tests (see [`crate::batch::DemoL2`]); embedders implement
+    /// [`crate::batch::L2Source`] over their L2 node and use the library instead.
+    pub l2: String,
+    /// Tag of the demo chain (the same on every node).
+    #[serde(default)]
+    pub demo_l2_tag: String,
+    /// L2 blocks per epoch (each epoch has its own producer).
+    #[serde(default = "default_epoch_blocks")]
+    pub epoch_blocks: u64,
+    /// Largest batch, in L2 blocks.
+    #[serde(default = "default_max_batch_blocks")]
+    pub max_batch_blocks: u64,
+    /// L1 blocks without an appended batch after which the next producer in the epoch's
+    /// order may propose (failover; see [`crate::schedule`]).
+    #[serde(default = "default_stall_l1_blocks")]
+    pub stall_l1_blocks: u64,
+    /// `max_fee_per_gas` the producer offers.
+    #[serde(default = "default_max_fee_gwei")]
+    pub max_fee_per_gas_gwei: u64,
+    /// `max_priority_fee_per_gas` the producer offers.
+    #[serde(default = "default_priority_fee_gwei")]
+    pub max_priority_fee_gwei: u64,
+    /// Gas limit of a batch transaction.
+    #[serde(default = "default_gas_limit")]
+    pub gas_limit: u64,
+    /// Highest `max_fee_per_gas` a follower signs.
+    #[serde(default = "default_max_fee_cap_gwei")]
+    pub max_fee_cap_gwei: u64,
+    /// Highest `max_priority_fee_per_gas` a follower signs.
+    #[serde(default = "default_priority_fee_cap_gwei")]
+    pub max_priority_fee_cap_gwei: u64,
+    /// Smallest gas limit a follower signs.
+    #[serde(default = "default_min_gas_limit")]
+    pub min_gas_limit: u64,
+    /// Largest gas limit a follower signs.
+    #[serde(default = "default_max_gas_limit")]
+    pub max_gas_limit: u64,
+}
+
+/// Validated `[batches]` section (chain id and the inbox's genesis block are read from
+/// L1 when the node starts).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct BatchSettings {
+    /// Tag of the demo L2 chain.
+    pub demo_l2_tag: Vec<u8>,
+    /// L2 blocks per epoch.
+    pub epoch_blocks: u64,
+    /// Largest batch, in L2 blocks.
+    pub max_batch_blocks: u64,
+    /// Failover window in L1 blocks.
+    pub stall_l1_blocks: u64,
+    /// What the producer offers.
+    pub fees: crate::batch::BatchFees,
+    /// Highest `max_fee_per_gas` signed (wei).
+    pub max_fee_cap: u128,
+    /// Highest `max_priority_fee_per_gas` signed (wei).
+    pub max_priority_fee_cap: u128,
+    /// Gas limit bounds signed.
+    pub gas_limit_bounds: (u64, u64),
+}
+
+impl BatchSettings {
+    /// The config file's defaults with the demo L2 tagged `demo_l2_tag`.
+    pub fn demo(demo_l2_tag: impl Into<Vec<u8>>) -> Self {
+        const GWEI: u128 = 1_000_000_000;
+        Self {
+            demo_l2_tag: demo_l2_tag.into(),
+            epoch_blocks: default_epoch_blocks(),
+            max_batch_blocks: default_max_batch_blocks(),
+            stall_l1_blocks: default_stall_l1_blocks(),
+            fees: crate::batch::BatchFees {
+                max_fee_per_gas: u128::from(default_max_fee_gwei()) * GWEI,
+                max_priority_fee_per_gas: u128::from(default_priority_fee_gwei()) * GWEI,
+                gas_limit: default_gas_limit(),
+            },
+            max_fee_cap: u128::from(default_max_fee_cap_gwei()) * GWEI,
+            max_priority_fee_cap: u128::from(default_priority_fee_cap_gwei()) * GWEI,
+            gas_limit_bounds: (default_min_gas_limit(), default_max_gas_limit()),
+        }
+    }
+}
+
+fn default_epoch_blocks() -> u64 {
+    100
+}
+fn default_max_batch_blocks() -> u64 {
+    10
+}
+fn default_stall_l1_blocks() -> u64 {
+    30
+}
+fn default_max_fee_gwei() -> u64 {
+    50
+}
+fn default_priority_fee_gwei() -> u64 {
+    2
+}
+fn default_gas_limit() -> u64 {
+    200_000
+}
+fn default_max_fee_cap_gwei() -> u64 {
+    500
+}
+fn default_priority_fee_cap_gwei() -> u64 {
+    50
+}
+fn default_min_gas_limit() -> u64 {
+    60_000
+}
+fn default_max_gas_limit() -> u64 {
+    1_000_000
+}
+
+fn parse_batches(b: &BatchesSection) -> Result<BatchSettings> {
+    const GWEI: u128 = 1_000_000_000;
+    if b.l2 != "demo" {
+        return Err(invalid(
+            "batches.l2",
+            format!(
+                "{:?} is not an L2 source this binary has (only \"demo\"; embed the library \
+                 with your own L2Source for a real L2)",
+                b.l2
+            ),
+        ));
+    }
+    for (field, v) in [
+        ("batches.epoch_blocks", b.epoch_blocks),
+        ("batches.max_batch_blocks", b.max_batch_blocks),
+        ("batches.stall_l1_blocks", b.stall_l1_blocks),
+    ] {
+        if v == 0 {
+            return Err(invalid(field, "must be positive"));
+        }
+    }
+    if b.min_gas_limit > b.max_gas_limit {
+        return Err(invalid(
+            "batches.min_gas_limit",
+            "must not exceed batches.max_gas_limit",
+        ));
+    }
+    Ok(BatchSettings {
+        demo_l2_tag: b.demo_l2_tag.as_bytes().to_vec(),
+        epoch_blocks: b.epoch_blocks,
+        max_batch_blocks: b.max_batch_blocks,
+        stall_l1_blocks: b.stall_l1_blocks,
+        fees: crate::batch::BatchFees {
+            max_fee_per_gas: u128::from(b.max_fee_per_gas_gwei) * GWEI,
+            max_priority_fee_per_gas: u128::from(b.max_priority_fee_gwei) * GWEI,
+            gas_limit: b.gas_limit,
+        },
+        max_fee_cap: u128::from(b.max_fee_cap_gwei) * GWEI,
+        max_priority_fee_cap: u128::from(b.max_priority_fee_cap_gwei) * GWEI,
+        gas_limit_bounds: (b.min_gas_limit, b.max_gas_limit),
+    })
 }
 
 /// `[l1]`: the L1 endpoint and contracts the pool's membership is read from.
@@ -363,6 +531,8 @@ pub struct NodeSettings {
     pub epoch_length: Duration,
     /// Block producer schedule seed.
     pub epoch_seed: [u8; 32],
+    /// Batches (`None`: this node neither produces nor co-signs batches).
+    pub batches: Option<BatchSettings>,
     /// Protocol session idle timeout.
     pub session_idle_timeout: Duration,
     /// Paillier prime source.
@@ -397,6 +567,7 @@ impl NodeSettings {
             unsafe_raw_digest_signing: false,
             epoch_length: Duration::from_secs(default_epoch_seconds()),
             epoch_seed,
+            batches: None,
             session_idle_timeout: Duration::from_secs(default_idle()),
             primes: PrimeSourceConfig::Generate,
             shutdown: CancellationToken::new(),
@@ -646,6 +817,7 @@ impl RunConfig {
                 unsafe_raw_digest_signing: file.rpc.unsafe_raw_digest_signing,
                 epoch_length: Duration::from_secs(file.pool.epoch_seconds),
                 epoch_seed,
+                batches: file.batches.as_ref().map(parse_batches).transpose()?,
                 session_idle_timeout: Duration::from_secs(file.transport.session_idle_timeout_secs),
                 primes,
                 shutdown: CancellationToken::new(),

@@ -58,6 +58,7 @@ use crate::error::{Error, Result};
 use crate::l1::view::{L1Reader, L1View};
 use crate::l1::L1Error;
 use crate::metrics::{Metrics, Protocol};
+use crate::producer::BatchDuty;
 use crate::pool::{stake_from_wei, Member, Pool, PoolRules};
 
 /// The pool state committed with each key generation: the L1 height it was derived at
@@ -153,6 +154,7 @@ pub struct SequencerRules {
     l1: Arc<L1Reader>,
     proposal_wait: Duration,
     raw_digest_signing: bool,
+    batches: Option<Arc<BatchDuty>>,
 }
 
 impl std::fmt::Debug for SequencerRules {
@@ -189,7 +191,14 @@ impl SequencerRules {
             l1,
             proposal_wait,
             raw_digest_signing,
+            batches: None,
         }
+    }
+
+    /// The same rules, co-signing the batches `duty` checks.
+    pub fn with_batches(mut self, duty: Arc<BatchDuty>) -> Self {
+        self.batches = Some(duty);
+        self
     }
 
     fn check_key_id(&self, key_id: &KeyId) -> std::result::Result<(), Rejection> {
@@ -299,7 +308,7 @@ impl ProposalValidator for SequencerRules {
         &self,
         proposer: NodeId,
         p: &SignProposal,
-        _key: &PublicKeyInfo,
+        key: &PublicKeyInfo,
     ) -> std::result::Result<SigningInput, Rejection> {
         self.check_key_id(&p.key_id)?;
         let is_member = self
@@ -310,14 +319,20 @@ impl ProposalValidator for SequencerRules {
         if !is_member {
             return Err(reject("the proposer is not a pool member"));
         }
-        let request: SignRequest = serde_json::from_slice(&p.request).map_err(reject)?;
-        if !self.raw_digest_signing {
-            return Err(reject(
-                "raw-digest signing is off on this node (rpc.unsafe_raw_digest_signing)",
-            ));
+        // A raw digest only with the explicit testing flag; everything else is a batch
+        // that this node checks and rebuilds itself.
+        if let Ok(request) = serde_json::from_slice::<SignRequest>(&p.request) {
+            if !self.raw_digest_signing {
+                return Err(reject(
+                    "raw-digest signing is off on this node (rpc.unsafe_raw_digest_signing)",
+                ));
+            }
+            return Ok(SigningInput::Digest(request.digest));
         }
-        // Known gap (planned): batches replace raw digests.
-        Ok(SigningInput::Digest(request.digest))
+        match &self.batches {
+            Some(duty) => duty.check(proposer, p, key).await.map_err(reject),
+            None => Err(reject("this node co-signs no batches (no [batches] section)")),
+        }
     }
 
     async fn check_reshare(
@@ -444,6 +459,7 @@ struct Inner {
     /// or ended: the next member in line waits while the pool is busy with a change.
     membership_runs: Mutex<(usize, Option<Instant>)>,
     metrics: Arc<Metrics>,
+    batches: Option<Arc<BatchDuty>>,
     epoch_length: Duration,
     epoch_seed: [u8; 32],
     transport_kind: String,
@@ -533,6 +549,11 @@ pub struct StatusView {
     pub key: Option<KeyView>,
     /// Signatures made.
     pub signatures: u64,
+    /// With `[batches]`: who may propose the inbox's next batch now (epoch, failover
+    /// level), as last computed from the confirmed L1 view.
+    pub batch_producer: Option<crate::producer::ProducerView>,
+    /// With `[batches]`: the last batch this node produced and sent.
+    pub last_batch: Option<crate::producer::SubmittedView>,
 }
 
 fn key_view(share: &KeyShare) -> KeyView {
@@ -625,6 +646,22 @@ impl Node {
         participants.push(id);
         let config =
             PoolConfig::new(participants).with_session_idle_timeout(settings.session_idle_timeout);
+        let metrics = Arc::new(Metrics::default());
+        let batches = match &settings.batches {
+            Some(b) => Some(Arc::new(
+                BatchDuty::connect(
+                    id,
+                    key_id.clone(),
+                    b.clone(),
+                    settings.epoch_seed,
+                    l1.clone(),
+                    state.clone(),
+                    metrics.clone(),
+                )
+                .await?,
+            )),
+            None => None,
+        };
         let rules = Arc::new(SequencerRules {
             me: id,
             key_id: key_id.clone(),
@@ -633,6 +670,7 @@ impl Node {
             l1: l1.clone(),
             proposal_wait: settings.l1.proposal_wait,
             raw_digest_signing: settings.unsafe_raw_digest_signing,
+            batches: batches.clone(),
         });
         let pool_node = PoolNode::start(
             config,
@@ -660,7 +698,8 @@ impl Node {
                 membership: Mutex::new("starting: L1 not read yet".into()),
                 raw_digest_signing: settings.unsafe_raw_digest_signing,
                 membership_runs: Mutex::new((0, None)),
-                metrics: Arc::new(Metrics::default()),
+                metrics,
+                batches: batches.clone(),
                 epoch_length: settings.epoch_length,
                 epoch_seed: settings.epoch_seed,
                 transport_kind: transport_kind.to_string(),
@@ -678,6 +717,13 @@ impl Node {
         ));
         settings.spawn_until_shutdown(epoch_ticker(node.clone()));
         settings.spawn_until_shutdown(follow_l1(node.clone()));
+        if let Some(duty) = batches {
+            settings.spawn_until_shutdown(crate::producer::produce(
+                duty,
+                node.inner.pool_node.clone(),
+                settings.l1.poll_interval,
+            ));
+        }
         tracing::info!(node = %id, "node started");
         Ok(node)
     }
@@ -758,11 +804,27 @@ impl Node {
         let state = self.pool_state();
         let pool = state.as_ref().and_then(|s| s.pool());
         let share = self.share();
-        let epoch = self.epoch();
-        let producer = pool
+        let (batch_producer, last_batch) = self
+            .inner
+            .batches
             .as_ref()
-            .and_then(|p| p.block_producer(&self.inner.epoch_seed, epoch));
+            .map(|d| d.status())
+            .unwrap_or_default();
+        // With batches, the epoch is the inbox's next L2 block's and the producer the
+        // schedule's (failover included); without, the wall-clock epoch's draw.
+        let (epoch, producer) = match &batch_producer {
+            Some(v) => (v.epoch, NodeId::from_hex(&v.producer).ok()),
+            None => {
+                let epoch = self.epoch();
+                let producer = pool
+                    .as_ref()
+                    .and_then(|p| p.block_producer(&self.inner.epoch_seed, epoch));
+                (epoch, producer)
+            }
+        };
         StatusView {
+            batch_producer,
+            last_batch,
             node_id: self.inner.id.to_hex(),
             transport: self.inner.transport_kind.clone(),
             epoch,

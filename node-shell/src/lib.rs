@@ -62,6 +62,7 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pool;
+pub mod producer;
 pub mod rpc;
 pub mod schedule;
 

@@ -15,6 +15,9 @@
 //! | `node_shell_epoch` | gauge | current epoch |
 //! | `node_shell_is_block_producer` | gauge | 1 if this node produces blocks this epoch |
 //! | `node_shell_sign_latency_seconds` | histogram | latency of signing runs |
+//! | `node_shell_batches_total{stage}` | counter | this node's batches as producer, by stage: `proposed`, `signed`, `submitted`, `included`, `reverted` |
+//! | `node_shell_producer_fallback_level` | gauge | failover level of the current batch's producer (0: the epoch's own producer) |
+//! | `node_shell_producer_stalls_total` | counter | times this node saw the producer schedule move to a fallback (a stall) |
 
 use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
@@ -64,6 +67,52 @@ impl EncodeLabelValue for Protocol {
     }
 }
 
+/// Stages of a batch this node produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BatchStage {
+    /// Proposed to the pool for signing.
+    Proposed,
+    /// Signed by the pool.
+    Signed,
+    /// Sent to L1 (`eth_sendRawTransaction` accepted it).
+    Submitted,
+    /// Mined with status success.
+    Included,
+    /// Mined and reverted.
+    Reverted,
+}
+
+impl BatchStage {
+    const ALL: [BatchStage; 5] = [
+        BatchStage::Proposed,
+        BatchStage::Signed,
+        BatchStage::Submitted,
+        BatchStage::Included,
+        BatchStage::Reverted,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            BatchStage::Proposed => "proposed",
+            BatchStage::Signed => "signed",
+            BatchStage::Submitted => "submitted",
+            BatchStage::Included => "included",
+            BatchStage::Reverted => "reverted",
+        }
+    }
+}
+
+impl EncodeLabelValue for BatchStage {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.label())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StageLabel {
+    stage: BatchStage,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ProtocolLabel {
     protocol: Protocol,
@@ -86,6 +135,9 @@ pub struct Metrics {
     epoch: U64Gauge,
     is_producer: U64Gauge,
     sign_latency: Histogram,
+    batches: Family<StageLabel, Counter>,
+    fallback_level: U64Gauge,
+    stalls: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -171,8 +223,30 @@ impl Metrics {
             Unit::Seconds,
             sign_latency.clone(),
         );
+        let batches = Family::<StageLabel, Counter>::default();
+        for stage in BatchStage::ALL {
+            drop(batches.get_or_create(&StageLabel { stage }));
+        }
+        registry.register(
+            "batches",
+            "This node's batches as producer, by stage",
+            batches.clone(),
+        );
+        let fallback_level = gauge(
+            &mut registry,
+            "producer_fallback_level",
+            "Failover level of the current batch's producer (0: the epoch's own producer)",
+        );
+        let stalls = counter(
+            &mut registry,
+            "producer_stalls",
+            "Times the producer schedule moved to a fallback",
+        );
         Self {
             registry,
+            batches,
+            fallback_level,
+            stalls,
             signatures,
             sign_failures,
             sessions_started,
@@ -223,6 +297,22 @@ impl Metrics {
         self.key_generation.set(generation.unwrap_or(0));
         self.epoch.set(epoch);
         self.is_producer.set(u64::from(producer));
+    }
+    /// One of this node's batches reached `stage`.
+    pub fn batch(&self, stage: BatchStage) {
+        self.batches.get_or_create(&StageLabel { stage }).inc();
+    }
+    /// How many of this node's batches reached `stage`.
+    pub fn batches(&self, stage: BatchStage) -> u64 {
+        self.batches.get_or_create(&StageLabel { stage }).get()
+    }
+    /// The producer schedule's failover level now; a rise from 0 counts as a stall.
+    pub fn set_fallback_level(&self, level: u64) {
+        let before = self.fallback_level.get();
+        if before == 0 && level > 0 {
+            self.stalls.inc();
+        }
+        self.fallback_level.set(level);
     }
     /// Signatures produced so far.
     pub fn signatures(&self) -> u64 {
@@ -277,6 +367,9 @@ mod tests {
             ("node_shell_epoch", "gauge"),
             ("node_shell_is_block_producer", "gauge"),
             ("node_shell_sign_latency_seconds", "histogram"),
+            ("node_shell_batches_total", "counter"),
+            ("node_shell_producer_fallback_level", "gauge"),
+            ("node_shell_producer_stalls_total", "counter"),
         ] {
             assert!(
                 text.lines().any(|l| l == format!("# TYPE {name} {kind}")),
