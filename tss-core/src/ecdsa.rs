@@ -268,6 +268,17 @@ impl TssNode {
         &self.transport
     }
 
+    /// The randomness of one protocol run: fresh from the OS, except in a `fuzzing`
+    /// build after [`crate::fuzzing::set_deterministic_rng`].
+    fn run_rng(&self, eid: &ExecutionId) -> ChaCha20Rng {
+        #[cfg(feature = "fuzzing")]
+        if let Some(rng) = crate::fuzzing::run_rng(self.node_id(), eid) {
+            return rng;
+        }
+        let _ = eid;
+        ChaCha20Rng::from_entropy()
+    }
+
     pub(crate) fn open(
         &self,
         eid: &ExecutionId,
@@ -287,8 +298,8 @@ impl TssNode {
         primes: PaillierPrimes,
     ) -> Result<KeyShare> {
         let i = committee.require_index(&self.node_id())?;
-        let mut rng = ChaCha20Rng::from_entropy();
         let dkg_eid = eid.sub("dkg");
+        let mut rng = self.run_rng(&dkg_eid);
         let party = MpcParty::connected(delivery(self.open(&dkg_eid, committee.members())?));
         let incomplete = cggmp21::keygen::<Curve>(
             cggmp21::ExecutionId::new(dkg_eid.as_bytes()),
@@ -321,7 +332,7 @@ impl TssNode {
         primes: PaillierPrimes,
     ) -> Result<AuxInfo> {
         let i = committee.require_index(&self.node_id())?;
-        let mut rng = ChaCha20Rng::from_entropy();
+        let mut rng = self.run_rng(&eid);
         let party = MpcParty::connected(delivery(self.open(&eid, committee.members())?));
         let aux = off_executor(
             cggmp21::aux_info_gen(
@@ -377,7 +388,7 @@ impl TssNode {
         eid: ExecutionId,
     ) -> Result<ExecutionId> {
         let (indices, i) = Self::signer_indices(share, signers, self.node_id())?;
-        let mut rng = ChaCha20Rng::from_entropy();
+        let mut rng = self.run_rng(&eid);
         let party = MpcParty::connected(delivery(self.open(&eid, signers)?));
         let inner = off_executor(
             cggmp21::signing(
@@ -530,7 +541,7 @@ impl TssNode {
         eid: ExecutionId,
     ) -> Result<EthSignature> {
         let (indices, i) = Self::signer_indices(share, signers, self.node_id())?;
-        let mut rng = ChaCha20Rng::from_entropy();
+        let mut rng = self.run_rng(&eid);
         let party = MpcParty::connected(delivery(self.open(&eid, signers)?));
         let data = DataToSign::from_scalar(Scalar::<Curve>::from_be_bytes_mod_order(digest));
         let sig = off_executor(

@@ -69,6 +69,8 @@ mod cancel;
 pub mod ecdsa;
 mod error;
 pub mod ethereum;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod ids;
 pub mod pool;
 mod primes;
