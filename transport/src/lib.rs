@@ -71,6 +71,7 @@ mod memory;
 #[cfg(feature = "libp2p")]
 pub mod p2p;
 mod session;
+mod stream;
 
 #[cfg(feature = "test-util")]
 pub use faults::{Fault, FaultPlan, FaultyTransport};
@@ -84,6 +85,7 @@ pub use session::{
     DEFAULT_EARLY_TTL, DEFAULT_INBOX_BYTES_PER_SENDER, DEFAULT_INBOX_MESSAGES_PER_SENDER,
     FINISHED_SESSIONS_REMEMBERED,
 };
+pub use stream::{read_length_prefixed, StreamReadError};
 
 use std::fmt;
 use std::time::Duration;

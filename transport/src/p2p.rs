@@ -59,6 +59,7 @@ pub use ::libp2p_stream;
 
 use crate::frame::{decode_frame, encode_frame, FRAME_HEADER_LEN};
 use crate::session::{HubLimits, HubStats, SessionChannel, SessionHub, SessionSender};
+use crate::stream::{read_length_prefixed, StreamReadError};
 use crate::{
     DeliveryKind, InboundMessage, NodeId, SessionConfig, SessionId, Transport, TransportError,
     MAX_MESSAGE_SIZE,
@@ -915,20 +916,6 @@ async fn accept_streams(shared: Arc<Shared>, mut incoming: libp2p_stream::Incomi
     }
 }
 
-/// Fills `buf` from `stream`. `Ok(false)`: the stream ended cleanly before the first
-/// byte; an end inside `buf` is an `UnexpectedEof` error.
-async fn read_full(stream: &mut libp2p::Stream, buf: &mut [u8]) -> io::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match stream.read(&mut buf[filled..]).await? {
-            0 if filled == 0 => return Ok(false),
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => filled += n,
-        }
-    }
-    Ok(true)
-}
-
 async fn read_frames(
     shared: Arc<Shared>,
     from: NodeId,
@@ -952,38 +939,26 @@ async fn read_frames(
         return;
     }
     loop {
-        let mut len = [0u8; 4];
-        let header = tokio::select! {
+        let read = tokio::select! {
             biased;
             _ = closed.changed() => return,
-            r = read_full(&mut stream, &mut len) => r,
+            r = read_length_prefixed(&mut stream, shared.max_frame_len) => r,
         };
-        match header {
-            Ok(true) => {}
-            Ok(false) => return,
+        let bytes = match read {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return,
+            Err(StreamReadError::Oversized { len, limit }) => {
+                bump(&counters.oversized_frames);
+                tracing::warn!(%from, len, limit, "oversized inbound frame refused; stream closed");
+                return;
+            }
             Err(error) => {
                 bump(&counters.inbound_failures);
                 tracing::debug!(%from, %error, "inbound stream broke off");
                 return;
             }
-        }
-        let len = u32::from_be_bytes(len) as usize;
-        // Refuse before allocating: the length is the peer's claim.
-        if len > shared.max_frame_len {
-            bump(&counters.oversized_frames);
-            tracing::warn!(%from, len, limit = shared.max_frame_len, "oversized inbound frame refused; stream closed");
-            return;
-        }
-        let mut bytes = vec![0u8; len];
-        match read_full(&mut stream, &mut bytes).await {
-            Ok(true) => {}
-            Ok(false) if len == 0 => {}
-            Ok(false) | Err(_) => {
-                bump(&counters.inbound_failures);
-                tracing::debug!(%from, "inbound stream ended inside a frame");
-                return;
-            }
-        }
+        };
+        let len = bytes.len();
         bump(&counters.frames_received);
         match decode_frame(&bytes, shared.max_message_size) {
             Err(error) => {
