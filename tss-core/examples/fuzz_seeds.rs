@@ -182,8 +182,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .zip(&primes_index)
         .map(|(node, &pi)| {
-            let (node, committee, key_id, members) =
-                (node.clone(), committee.clone(), key_id.clone(), members.clone());
+            let (node, committee, key_id, members) = (
+                node.clone(),
+                committee.clone(),
+                key_id.clone(),
+                members.clone(),
+            );
             let online_message = online_message.clone();
             tokio::spawn(async move {
                 let primes = insecure_test_primes().remove(pi);
@@ -232,7 +236,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let seeds = fuzz_dir.join("seeds");
     std::fs::create_dir_all(&seeds)?;
-    std::fs::write(seeds.join("transcript.bin"), postcard::to_stdvec(&transcript)?)?;
+    std::fs::write(
+        seeds.join("transcript.bin"),
+        postcard::to_stdvec(&transcript)?,
+    )?;
 
     // A real reshare of the key to nodes 1, 2, 3 (threshold 2), for its messages.
     let new_committee = Committee::new(vec![node(1), node(2), node(3)], 2)?;
