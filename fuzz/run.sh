@@ -1,51 +1,103 @@
 #!/usr/bin/env bash
-# Builds every fuzz target, replays the committed seed corpus, then fuzzes each target
-# for N seconds (default 30). Exit status is non-zero on any crash, panic or timeout.
+# Builds every fuzz target (release, with debug assertions and overflow checks), replays
+# the committed corpus, then fuzzes each target for N seconds (default 30). Then, as a
+# separate bounded step, the targets that reach the GMP-backed big-integer decoding are
+# built with AddressSanitizer and fuzzed for FUZZ_ASAN_SECONDS. Exit status is non-zero on
+# any crash, panic, failed assertion, sanitizer report or timeout.
 #
 #   fuzz/run.sh [seconds]
 #
 # Environment:
-#   FUZZ_SANITIZER   sanitizer for cargo-fuzz (default "none": every crate here forbids
-#                    `unsafe`, and building cggmp21/libp2p under ASan is much slower;
-#                    use "address" for a deeper, slower run)
-#   FUZZ_TARGETS     space-separated subset of targets (default: all)
-#   FUZZ_JOBS        cargo build jobs (default: cargo's choice)
+#   FUZZ_TARGETS        space-separated subset of targets (default: all)
+#   FUZZ_SANITIZER      sanitizer of the main step (default "none": every crate here
+#                       forbids `unsafe`; the ASan step below covers the decoders)
+#   FUZZ_ASAN_TARGETS   targets of the ASan step (default "wire_message wire_frame";
+#                       "" skips the step)
+#   FUZZ_ASAN_SECONDS   fuzzing time per target in the ASan step (default 30)
+#   FUZZ_MERGE          1: merge the inputs found that add coverage into corpus/<target>
+#                       (libFuzzer -merge=1; review and commit them), instead of
+#                       throwing the scratch corpus away
+#   FUZZ_JOBS           cargo build jobs (default: cargo's choice)
 set -euo pipefail
 
 SECS="${1:-30}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 cd "$HERE"
+ALL=(wire_frame wire_message stream_reader keystore_record node_config protocol_party party_signing party_keygen)
+TARGETS=(${FUZZ_TARGETS:-${ALL[*]}})
 SAN="${FUZZ_SANITIZER:-none}"
-TARGETS=(${FUZZ_TARGETS:-wire_frame keystore_record node_config protocol_party})
-FLAGS=(--release -s "$SAN")
-if [[ -n "${FUZZ_JOBS:-}" ]]; then FLAGS+=(--jobs "$FUZZ_JOBS"); fi
+ASAN_TARGETS=(${FUZZ_ASAN_TARGETS-wire_message wire_frame})
+ASAN_SECS="${FUZZ_ASAN_SECONDS:-30}"
+# --debug-assertions: overflow checks and debug_assert! stay on in the optimized build.
+COMMON=(--release --debug-assertions)
+if [[ -n "${FUZZ_JOBS:-}" ]]; then COMMON+=(--jobs "$FUZZ_JOBS"); fi
+
+# libFuzzer options per target. Real messages are up to a few hundred KiB (aux-info
+# proofs), so wire_frame takes inputs up to 1 MiB; the structure-aware targets' inputs
+# are edits of real messages and stay small. party_keygen runs aux-info with all its
+# proofs: about 10 s per run in this build, so a longer per-input timeout.
+opts() {
+    case "$1" in
+        wire_frame) echo "-max_len=1048576 -timeout=30" ;;
+        wire_message | stream_reader) echo "-max_len=65536 -len_control=0 -timeout=30" ;;
+        party_signing) echo "-max_len=4096 -len_control=0 -timeout=60" ;;
+        party_keygen) echo "-max_len=4096 -len_control=0 -timeout=120" ;;
+        *) echo "-timeout=20" ;;
+    esac
+}
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz"
     cargo install cargo-fuzz --locked
 fi
 
-start=$(date +%s)
-echo "== build (${TARGETS[*]}; sanitizer $SAN)"
-if [[ -z "${FUZZ_TARGETS:-}" ]]; then
-    cargo +nightly fuzz build "${FLAGS[@]}"
-else
-    for t in "${TARGETS[@]}"; do cargo +nightly fuzz build "${FLAGS[@]}" "$t"; done
-fi
-echo "   build took $(( $(date +%s) - start )) s"
+build() { # sanitizer target-dir targets...
+    local san="$1" dir="$2"
+    shift 2
+    local flags=("${COMMON[@]}" -s "$san" --target-dir "$dir")
+    if [[ "$*" == "${ALL[*]}" ]]; then
+        cargo +nightly fuzz build "${flags[@]}"
+    else
+        for t in "$@"; do cargo +nightly fuzz build "${flags[@]}" "$t"; done
+    fi
+}
 
-for t in "${TARGETS[@]}"; do
-    echo "== $t: replay committed corpus"
+fuzz() { # sanitizer target-dir seconds target
+    local san="$1" dir="$2" secs="$3" t="$4"
+    local flags=("${COMMON[@]}" -s "$san" --target-dir "$dir")
+    local t0
     t0=$(date +%s)
+    mkdir -p "corpus/$t"
+    echo "== $t ($san): replay committed corpus ($(ls "corpus/$t" | wc -l) inputs)"
     # -runs=0: execute every input of the corpus once, then stop.
-    cargo +nightly fuzz run "${FLAGS[@]}" "$t" "corpus/$t" -- -runs=0
-    echo "== $t: fuzz for ${SECS}s"
+    cargo +nightly fuzz run "${flags[@]}" "$t" "corpus/$t" -- -runs=0 $(opts "$t")
+    echo "== $t ($san): fuzz for ${secs}s"
     # Fuzz on a scratch copy so the committed corpus only changes deliberately.
+    local scratch
     scratch="$(mktemp -d)"
-    cp "corpus/$t"/* "$scratch"/
-    cargo +nightly fuzz run "${FLAGS[@]}" "$t" "$scratch" -- \
-        -max_total_time="$SECS" -timeout=20 -rss_limit_mb=4096 -print_final_stats=1
+    cp -r "corpus/$t"/. "$scratch"/
+    cargo +nightly fuzz run "${flags[@]}" "$t" "$scratch" -- \
+        -max_total_time="$secs" -rss_limit_mb=4096 -print_final_stats=1 $(opts "$t")
+    if [[ "${FUZZ_MERGE:-0}" == 1 ]]; then
+        echo "== $t: merging new coverage into corpus/$t"
+        cargo +nightly fuzz run "${flags[@]}" "$t" "corpus/$t" "$scratch" -- -merge=1 $(opts "$t")
+    fi
     rm -rf "$scratch"
-    echo "   $t took $(( $(date +%s) - t0 )) s"
-done
+    echo "   $t ($san) took $(( $(date +%s) - t0 )) s"
+}
+
+start=$(date +%s)
+echo "== build (${TARGETS[*]}; sanitizer $SAN, debug assertions on)"
+build "$SAN" target "${TARGETS[@]}"
+echo "   build took $(( $(date +%s) - start )) s"
+for t in "${TARGETS[@]}"; do fuzz "$SAN" target "$SECS" "$t"; done
+
+if [[ "$SAN" == none && ${#ASAN_TARGETS[@]} -gt 0 ]]; then
+    t0=$(date +%s)
+    echo "== build with AddressSanitizer (${ASAN_TARGETS[*]})"
+    # Its own target directory: switching sanitizers in one would rebuild everything.
+    build address target/asan "${ASAN_TARGETS[@]}"
+    echo "   ASan build took $(( $(date +%s) - t0 )) s"
+    for t in "${ASAN_TARGETS[@]}"; do fuzz address target/asan "$ASAN_SECS" "$t"; done
+fi
 echo "== all fuzz targets passed in $(( $(date +%s) - start )) s"

@@ -1,0 +1,375 @@
+//! Property tests of everything that crosses the wire: transport frames (and the
+//! length-prefixed stream they travel in), and every protocol message type: the reshare
+//! messages and cggmp21's keygen, aux-info, presigning / signing messages and partial
+//! signatures. Each must decode to what was encoded, encode canonically, and refuse a
+//! trailing byte and every truncation. Failing cases are kept in
+//! `tests/wire_props.proptest-regressions` (commit it) and replayed first on later runs.
+//!
+//! The cggmp21 messages other than the last signing round come only out of a real run,
+//! so `real_runs_round_trip` runs a whole 2-of-2 keygen (with aux-info), presign, online
+//! signing and full signing per case, with random node ids, key id, prime pairs, message
+//! and digest: 8 cases (about a minute each on 2 cores in the test profile).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use cggmp21::generic_ec::{Point, Scalar};
+use cggmp21::security_level::SecurityLevel128;
+use cggmp21::supported_curves::Secp256k1;
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+use serde::{de::DeserializeOwned, Serialize};
+use sha2::Sha256;
+use transport::p2p::length_prefixed;
+use transport::{
+    decode_frame, encode_frame, read_length_prefixed, DeliveryKind, InMemoryNetwork,
+    InMemoryTransport, NodeId, SessionChannel, SessionConfig, SessionId, SessionSender,
+    Transport, TransportError, FRAME_HEADER_LEN, MAX_MESSAGE_SIZE,
+};
+use tss_core::reshare::ReshareMsg;
+use tss_core::wire::{decode_message, encode_message, WireError};
+use tss_core::{keccak256, Committee, ExecutionId, KeyId, ProtocolKind, TssNode};
+
+type KeygenMsg = cggmp21::keygen::ThresholdMsg<Secp256k1, SecurityLevel128, Sha256>;
+type AuxMsg = cggmp21::key_refresh::AuxOnlyMsg<Sha256, SecurityLevel128>;
+type SigningMsg = cggmp21::signing::msg::Msg<Secp256k1, Sha256>;
+type PartialSig = cggmp21::PartialSignature<Secp256k1>;
+
+const FROM: NodeId = NodeId::from_bytes([7; 32]);
+
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
+
+/// Encodes, decodes and checks the encoding: canonical, strict about trailing bytes and
+/// truncation. Returns the decoded value.
+fn round_trip<M: Serialize + DeserializeOwned>(msg: &M) -> Result<M, TestCaseError> {
+    let bytes = encode_message(msg).unwrap();
+    let back: M = decode_message(FROM, &bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(&encode_message(&back).unwrap(), &bytes, "canonical encoding");
+    check_strict::<M>(&bytes)?;
+    Ok(back)
+}
+
+/// A trailing byte and every strict prefix of `bytes` are refused, naming the sender.
+fn check_strict<M: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let mut longer = bytes.to_vec();
+    longer.push(0);
+    let refused = matches!(
+        decode_message::<M>(FROM, &longer),
+        Err(WireError::Malformed { from: FROM, .. })
+    );
+    prop_assert!(refused, "a trailing byte was accepted");
+    // Every prefix for short messages; for long ones (aux-info proofs, hundreds of KiB)
+    // the first and last 64 and every 997th.
+    for len in 0..bytes.len() {
+        if bytes.len() > 4096 && len > 64 && len + 64 < bytes.len() && len % 997 != 0 {
+            continue;
+        }
+        let refused = decode_message::<M>(FROM, &bytes[..len]).is_err();
+        prop_assert!(refused, "a {}-byte prefix of {} decoded", len, bytes.len());
+    }
+    Ok(())
+}
+
+fn scalar() -> impl Strategy<Value = Scalar<Secp256k1>> {
+    any::<[u8; 32]>().prop_map(|b| Scalar::from_be_bytes_mod_order(b))
+}
+
+fn point() -> impl Strategy<Value = Point<Secp256k1>> {
+    prop_oneof![
+        1 => Just(Point::zero()),
+        9 => scalar().prop_map(|s| Point::generator() * s),
+    ]
+}
+
+fn reshare_msg() -> impl Strategy<Value = ReshareMsg> {
+    prop_oneof![
+        (any::<[u8; 32]>(), prop::collection::vec(point(), 0..12)).prop_map(
+            |(context, commitments)| ReshareMsg::Commitments {
+                context,
+                commitments
+            }
+        ),
+        scalar().prop_map(|share| ReshareMsg::Share { share }),
+        any::<[u8; 32]>().prop_map(|digest| ReshareMsg::Echo { digest }),
+        any::<[u8; 32]>().prop_map(|b| ReshareMsg::Complaint {
+            dealer: NodeId::from_bytes(b)
+        }),
+        any::<[u8; 32]>().prop_map(|digest| ReshareMsg::Confirm { digest }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn frames_round_trip(
+        session in any::<[u8; 32]>(),
+        broadcast in any::<bool>(),
+        payload in prop::collection::vec(any::<u8>(), 0..8192),
+    ) {
+        let kind = if broadcast { DeliveryKind::Broadcast } else { DeliveryKind::Direct };
+        let session = SessionId::from_bytes(session);
+        let bytes = encode_frame(session, kind, &payload);
+        prop_assert_eq!(bytes.len(), FRAME_HEADER_LEN + payload.len());
+        let frame = decode_frame(&bytes, MAX_MESSAGE_SIZE).unwrap();
+        prop_assert_eq!(frame.session, session);
+        prop_assert_eq!(frame.kind, kind);
+        prop_assert_eq!(&frame.payload, &payload);
+        // A payload over the limit is refused with its size.
+        if !payload.is_empty() {
+            let refused = matches!(
+                decode_frame(&bytes, payload.len() - 1),
+                Err(TransportError::MessageTooLarge { .. })
+            );
+            prop_assert!(refused, "an oversized payload was accepted");
+        }
+        // A truncated header is refused.
+        for len in 0..FRAME_HEADER_LEN {
+            prop_assert!(decode_frame(&bytes[..len], MAX_MESSAGE_SIZE).is_err());
+        }
+    }
+
+    #[test]
+    fn length_prefixed_streams_round_trip(
+        frames in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..2048), 0..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let stream: Vec<u8> = frames.iter().flat_map(|f| length_prefixed(f).unwrap()).collect();
+        let read_all = |bytes: &[u8]| futures::executor::block_on(async {
+            let mut r = futures::io::Cursor::new(bytes.to_vec());
+            let mut out = Vec::new();
+            loop {
+                match read_length_prefixed(&mut r, 2048).await {
+                    Ok(Some(f)) => out.push(f),
+                    Ok(None) => return (out, true),
+                    Err(_) => return (out, false),
+                }
+            }
+        });
+        let (read, clean) = read_all(&stream);
+        prop_assert!(clean);
+        prop_assert_eq!(&read, &frames);
+        // Cut anywhere: the whole frames before the cut, then a clean end only at a
+        // frame boundary.
+        if !stream.is_empty() {
+            let at = cut.index(stream.len());
+            let (read, clean) = read_all(&stream[..at]);
+            let mut boundary = 0;
+            let mut whole = 0;
+            for f in &frames {
+                if boundary + 4 + f.len() > at { break; }
+                boundary += 4 + f.len();
+                whole += 1;
+            }
+            prop_assert_eq!(&read[..], &frames[..whole]);
+            prop_assert_eq!(clean, boundary == at);
+        }
+    }
+
+    #[test]
+    fn reshare_messages_round_trip(msg in reshare_msg()) {
+        prop_assert_eq!(round_trip(&msg)?, msg);
+    }
+
+    #[test]
+    fn partial_signatures_and_last_signing_round_round_trip(
+        r in scalar(), sigma in scalar(), digest in any::<[u8; 32]>(),
+    ) {
+        let back = round_trip(&PartialSig { r, sigma })?;
+        prop_assert_eq!((back.r, back.sigma), (r, sigma));
+        let round4 = SigningMsg::Round4(cggmp21::signing::msg::MsgRound4 { sigma });
+        round_trip(&round4)?;
+        let check = SigningMsg::ReliabilityCheck(cggmp21::signing::msg::MsgReliabilityCheck(
+            digest.into(),
+        ));
+        round_trip(&check)?;
+    }
+}
+
+type Log = Arc<Mutex<Vec<(SessionId, Vec<u8>)>>>;
+
+/// The in-memory transport, recording every payload this node sends.
+struct Recording {
+    inner: InMemoryTransport,
+    log: Log,
+}
+
+struct RecordingSender {
+    inner: Arc<dyn SessionSender>,
+    log: Log,
+}
+
+impl SessionSender for RecordingSender {
+    fn send(
+        &self,
+        session: SessionId,
+        to: NodeId,
+        kind: DeliveryKind,
+        payload: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        self.log.lock().unwrap().push((session, payload.clone()));
+        self.inner.send(session, to, kind, payload)
+    }
+}
+
+impl Transport for Recording {
+    fn local_node(&self) -> NodeId {
+        self.inner.local_node()
+    }
+    fn open_session(
+        &self,
+        session: SessionId,
+        config: SessionConfig,
+    ) -> Result<SessionChannel, TransportError> {
+        let log = self.log.clone();
+        Ok(self
+            .inner
+            .open_session(session, config)?
+            .wrap_sender(|inner| Arc::new(RecordingSender { inner, log })))
+    }
+}
+
+/// One real 2-of-2 run; returns every message sent, with the kind of its session.
+fn real_run(
+    ids: &[NodeId],
+    key_id: &KeyId,
+    primes: [usize; 2],
+    message: &[u8],
+    digest: [u8; 32],
+) -> Vec<(&'static str, Vec<u8>)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let network = InMemoryNetwork::new();
+    let log: Log = Arc::default();
+    let committee = Committee::new(ids.to_vec(), 2).unwrap();
+    let keygen_eid = common::fresh_eid(ProtocolKind::Keygen, key_id, ids);
+    let presign_eid = common::fresh_eid(ProtocolKind::Presign, key_id, ids);
+    let sign_eid = common::fresh_eid(ProtocolKind::Sign, key_id, ids);
+    let nodes: Vec<Arc<TssNode>> = ids
+        .iter()
+        .map(|id| {
+            Arc::new(TssNode::new(Arc::new(Recording {
+                inner: network.endpoint(*id),
+                log: log.clone(),
+            })))
+        })
+        .collect();
+    rt.block_on(async {
+        let runs: Vec<_> = nodes
+            .iter()
+            .zip(primes)
+            .map(|(node, p)| {
+                let (node, committee, key_id, ids) =
+                    (node.clone(), committee.clone(), key_id.clone(), ids.to_vec());
+                let message = message.to_vec();
+                tokio::spawn(async move {
+                    let share = node
+                        .keygen(key_id.clone(), committee, keygen_eid, common::primes_at(p))
+                        .await?;
+                    node.presign(&share, &ids, presign_eid).await?;
+                    let online = node
+                        .sign_with_presignature(&key_id, presign_eid, &message)
+                        .await?;
+                    let full = node.sign(&share, &ids, digest, sign_eid).await?;
+                    let address = share.ethereum_address();
+                    Ok::<_, tss_core::TssError>((address, online, full))
+                })
+            })
+            .collect();
+        for run in runs {
+            let (address, online, full) = run.await.unwrap().expect("the run succeeds");
+            assert_eq!(online.recover_address(&keccak256(&message)).unwrap(), address);
+            assert_eq!(full.recover_address(&digest).unwrap(), address);
+        }
+    });
+    let kind = |sid: &SessionId| {
+        let s = |e: ExecutionId| e.session_id();
+        match sid {
+            x if *x == s(keygen_eid.sub("dkg")) => "keygen",
+            x if *x == s(keygen_eid.sub("aux")) => "aux",
+            x if *x == s(presign_eid.sub("online")) => "online",
+            x if *x == s(presign_eid) || *x == s(sign_eid) => "signing",
+            _ => panic!("a message of an unknown session"),
+        }
+    };
+    let log = log.lock().unwrap();
+    log.iter().map(|(sid, b)| (kind(sid), b.clone())).collect()
+}
+
+/// Decodes `bytes` as `M` and checks it like [`round_trip`].
+fn decoded<M: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<M, TestCaseError> {
+    let msg: M = decode_message(FROM, bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(&encode_message(&msg).unwrap()[..], bytes, "canonical encoding");
+    check_strict::<M>(bytes)?;
+    Ok(msg)
+}
+
+proptest! {
+    #![proptest_config(config(8))]
+
+    #[test]
+    fn real_runs_round_trip(
+        seeds in prop::collection::btree_set(any::<[u8; 32]>(), 2..=2),
+        key_id in "[A-Za-z0-9_.:-]{1,128}",
+        primes in (0usize..12, 0usize..11),
+        message in prop::collection::vec(any::<u8>(), 0..256),
+        digest in any::<[u8; 32]>(),
+    ) {
+        let ids: Vec<NodeId> = seeds.into_iter().map(NodeId::from_bytes).collect();
+        let key_id = KeyId::new(key_id).unwrap();
+        // Two distinct pairs of the committed test primes.
+        let primes = [primes.0, (primes.0 + 1 + primes.1) % 12];
+        let mut seen = BTreeSet::new();
+        for (kind, bytes) in real_run(&ids, &key_id, primes, &message, digest) {
+            let variant = match kind {
+                "keygen" => match decoded::<KeygenMsg>(&bytes)? {
+                    KeygenMsg::Round1(_) => "Round1",
+                    KeygenMsg::Round2Broad(_) => "Round2Broad",
+                    KeygenMsg::Round2Uni(_) => "Round2Uni",
+                    KeygenMsg::Round3(_) => "Round3",
+                    KeygenMsg::ReliabilityCheck(_) => "ReliabilityCheck",
+                },
+                "aux" => match decoded::<AuxMsg>(&bytes)? {
+                    AuxMsg::Round1(_) => "Round1",
+                    AuxMsg::Round2(_) => "Round2",
+                    AuxMsg::Round3(_) => "Round3",
+                    AuxMsg::ReliabilityCheck(_) => "ReliabilityCheck",
+                },
+                "online" => {
+                    decoded::<PartialSig>(&bytes)?;
+                    "PartialSignature"
+                }
+                _ => match decoded::<SigningMsg>(&bytes)? {
+                    SigningMsg::Round1a(_) => "Round1a",
+                    SigningMsg::Round1b(_) => "Round1b",
+                    SigningMsg::Round2(_) => "Round2",
+                    SigningMsg::Round3(_) => "Round3",
+                    SigningMsg::Round4(_) => "Round4",
+                    SigningMsg::ReliabilityCheck(_) => "ReliabilityCheck",
+                },
+            };
+            seen.insert(format!("{kind}/{variant}"));
+        }
+        for kind in [
+            "keygen/Round1", "keygen/Round2Broad", "keygen/Round2Uni", "keygen/Round3",
+            "aux/Round1", "aux/Round2", "aux/Round3", "online/PartialSignature",
+            "signing/Round1a", "signing/Round1b", "signing/Round2", "signing/Round3",
+            "signing/Round4",
+        ] {
+            prop_assert!(seen.contains(kind), "no {} message was sent; saw {:?}", kind, seen);
+        }
+    }
+}
