@@ -1,6 +1,6 @@
 //! Property tests of everything that crosses the wire: transport frames (and the
-//! length-prefixed stream they travel in), and every protocol message type: the reshare
-//! messages and cggmp21's keygen, aux-info, presigning / signing messages and partial
+//! length-prefixed stream they travel in), and every protocol message type: the pool's
+//! control messages (proposals, aborts), the reshare messages and cggmp21's keygen, aux-info, presigning / signing messages and partial
 //! signatures. Each must decode to what was encoded, encode canonically, and refuse a
 //! trailing byte and every truncation. Failing cases are kept in
 //! `tests/wire_props.proptest-regressions` (commit it) and replayed first on later runs.
@@ -25,12 +25,15 @@ use sha2::Sha256;
 use transport::p2p::length_prefixed;
 use transport::{
     decode_frame, encode_frame, read_length_prefixed, DeliveryKind, InMemoryNetwork,
-    InMemoryTransport, NodeId, SessionChannel, SessionConfig, SessionId, SessionSender,
-    Transport, TransportError, FRAME_HEADER_LEN, MAX_MESSAGE_SIZE,
+    InMemoryTransport, NodeId, SessionChannel, SessionConfig, SessionId, SessionSender, Transport,
+    TransportError, FRAME_HEADER_LEN, MAX_MESSAGE_SIZE,
 };
+use tss_core::pool::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
 use tss_core::reshare::ReshareMsg;
 use tss_core::wire::{decode_message, encode_message, WireError};
-use tss_core::{keccak256, Committee, ExecutionId, KeyId, ProtocolKind, TssNode};
+use tss_core::{
+    keccak256, Committee, ExecutionId, Generation, KeyId, ProtocolKind, PublicKeyInfo, TssNode,
+};
 
 type KeygenMsg = cggmp21::keygen::ThresholdMsg<Secp256k1, SecurityLevel128, Sha256>;
 type AuxMsg = cggmp21::key_refresh::AuxOnlyMsg<Sha256, SecurityLevel128>;
@@ -54,7 +57,11 @@ fn config(cases: u32) -> ProptestConfig {
 fn round_trip<M: Serialize + DeserializeOwned>(msg: &M) -> Result<M, TestCaseError> {
     let bytes = encode_message(msg).unwrap();
     let back: M = decode_message(FROM, &bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert_eq!(&encode_message(&back).unwrap(), &bytes, "canonical encoding");
+    prop_assert_eq!(
+        &encode_message(&back).unwrap(),
+        &bytes,
+        "canonical encoding"
+    );
     check_strict::<M>(&bytes)?;
     Ok(back)
 }
@@ -108,8 +115,104 @@ fn reshare_msg() -> impl Strategy<Value = ReshareMsg> {
     ]
 }
 
+fn node_id() -> impl Strategy<Value = NodeId> {
+    any::<[u8; 32]>().prop_map(NodeId::from_bytes)
+}
+
+fn eid() -> impl Strategy<Value = ExecutionId> {
+    any::<[u8; 32]>().prop_map(ExecutionId::from_bytes)
+}
+
+fn key_id() -> impl Strategy<Value = KeyId> {
+    "[A-Za-z0-9_.:-]{1,128}".prop_map(|k| KeyId::new(k).unwrap())
+}
+
+fn committee() -> impl Strategy<Value = Committee> {
+    prop::collection::btree_set(node_id(), 2..12).prop_flat_map(|members| {
+        let n = members.len() as u16;
+        (Just(members), 2..=n)
+            .prop_map(|(m, t)| Committee::new(m.into_iter().collect(), t).unwrap())
+    })
+}
+
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..max)
+}
+
+fn public_key_info() -> impl Strategy<Value = PublicKeyInfo> {
+    (
+        key_id(),
+        any::<u64>(),
+        committee(),
+        bytes(40),
+        prop::collection::vec(bytes(40), 0..12),
+    )
+        .prop_map(
+            |(key_id, g, committee, public_key, public_shares)| PublicKeyInfo {
+                key_id,
+                generation: Generation(g),
+                committee,
+                public_key,
+                public_shares,
+            },
+        )
+}
+
+fn control_msg() -> impl Strategy<Value = ControlMsg> {
+    let keygen =
+        (eid(), key_id(), committee(), bytes(512)).prop_map(|(eid, key_id, committee, context)| {
+            Proposal::Keygen(KeygenProposal {
+                eid,
+                key_id,
+                committee,
+                context,
+            })
+        });
+    let sign = (
+        eid(),
+        key_id(),
+        any::<u64>(),
+        prop::collection::vec(node_id(), 0..12),
+        bytes(2048),
+    )
+        .prop_map(|(eid, key_id, g, signers, request)| {
+            Proposal::Sign(SignProposal {
+                eid,
+                key_id,
+                generation: Generation(g),
+                signers,
+                request,
+            })
+        });
+    let reshare = (
+        eid(),
+        public_key_info(),
+        prop::collection::vec(node_id(), 0..12),
+        committee(),
+        bytes(512),
+    )
+        .prop_map(|(eid, old, dealers, new_committee, context)| {
+            Proposal::Reshare(ReshareProposal {
+                eid,
+                old,
+                dealers,
+                new_committee,
+                context,
+            })
+        });
+    prop_oneof![
+        prop_oneof![keygen, sign, reshare].prop_map(ControlMsg::Propose),
+        (eid(), "\\PC{0,600}").prop_map(|(eid, reason)| ControlMsg::Abort { eid, reason }),
+    ]
+}
+
 proptest! {
     #![proptest_config(config(256))]
+
+    #[test]
+    fn control_messages_round_trip(msg in control_msg()) {
+        prop_assert_eq!(round_trip(&msg)?, msg);
+    }
 
     #[test]
     fn frames_round_trip(
@@ -272,8 +375,12 @@ fn real_run(
             .iter()
             .zip(primes)
             .map(|(node, p)| {
-                let (node, committee, key_id, ids) =
-                    (node.clone(), committee.clone(), key_id.clone(), ids.to_vec());
+                let (node, committee, key_id, ids) = (
+                    node.clone(),
+                    committee.clone(),
+                    key_id.clone(),
+                    ids.to_vec(),
+                );
                 let message = message.to_vec();
                 tokio::spawn(async move {
                     let share = node
@@ -291,7 +398,10 @@ fn real_run(
             .collect();
         for run in runs {
             let (address, online, full) = run.await.unwrap().expect("the run succeeds");
-            assert_eq!(online.recover_address(&keccak256(&message)).unwrap(), address);
+            assert_eq!(
+                online.recover_address(&keccak256(&message)).unwrap(),
+                address
+            );
             assert_eq!(full.recover_address(&digest).unwrap(), address);
         }
     });
@@ -312,7 +422,11 @@ fn real_run(
 /// Decodes `bytes` as `M` and checks it like [`round_trip`].
 fn decoded<M: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<M, TestCaseError> {
     let msg: M = decode_message(FROM, bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert_eq!(&encode_message(&msg).unwrap()[..], bytes, "canonical encoding");
+    prop_assert_eq!(
+        &encode_message(&msg).unwrap()[..],
+        bytes,
+        "canonical encoding"
+    );
     check_strict::<M>(bytes)?;
     Ok(msg)
 }
