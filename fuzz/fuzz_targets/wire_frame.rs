@@ -1,7 +1,7 @@
 //! Wire decoding: `transport::decode_frame` on arbitrary bytes, then the frame's payload
 //! through `tss_core::wire::decode_message` as every protocol message type tss-core
-//! receives. Any input must give a value or a typed error, never a panic; a frame or
-//! message that decodes must survive a round trip.
+//! receives (the pool's control messages included). Any input must give a value or a
+//! typed error, never a panic; a frame or message that decodes must survive a round trip.
 #![no_main]
 
 use cggmp21::security_level::SecurityLevel128;
@@ -9,6 +9,7 @@ use cggmp21::supported_curves::Secp256k1;
 use libfuzzer_sys::fuzz_target;
 use sha2::Sha256;
 use transport::{decode_frame, encode_frame, NodeId, TransportError, MAX_MESSAGE_SIZE};
+use tss_core::pool::ControlMsg;
 use tss_core::reshare::ReshareMsg;
 use tss_core::wire::{decode_message, encode_message, WireError};
 
@@ -47,6 +48,7 @@ fn payload(bytes: &[u8]) {
     check::<SigningMsg>(bytes);
     check::<KeygenMsg>(bytes);
     check::<AuxMsg>(bytes);
+    check::<ControlMsg>(bytes);
 }
 
 fuzz_target!(|data: &[u8]| {

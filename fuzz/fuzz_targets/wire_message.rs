@@ -1,5 +1,5 @@
 //! Structure-aware decoding of every protocol message type: a real message of the chosen
-//! type (from the recorded transcript, or a built reshare message), edited field by field
+//! type (from the recorded transcript, or a built reshare or pool control message), edited field by field
 //! (`tss_fuzz::edit`: a big integer of a proof, a vector's length, an enum tag …), or raw
 //! bytes, decoded with `tss_core::wire::decode_message` as that type. Must give a value
 //! whose encoding is stable, or `WireError::Malformed` naming the sender; never a panic.
@@ -12,7 +12,9 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use transport::NodeId;
-use tss_fuzz::edit::{check_decode_as, edited, reshare_samples, FieldEdit, MsgType};
+use tss_fuzz::edit::{
+    check_decode_as, control_samples, edited, reshare_samples, FieldEdit, MsgType,
+};
 use tss_fuzz::transcript::payloads_of;
 
 #[derive(Arbitrary, Debug)]
@@ -34,10 +36,12 @@ fn samples(ty: MsgType) -> &'static [Vec<u8>] {
             MsgType::Aux,
             MsgType::Signing,
             MsgType::PartialSig,
+            MsgType::Control,
         ]
         .into_iter()
         .map(|ty| match ty {
             MsgType::Reshare => reshare_samples(),
+            MsgType::Control => control_samples(),
             ty => payloads_of(ty),
         })
         .collect()

@@ -12,7 +12,9 @@ use cggmp21::supported_curves::Secp256k1;
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::Sha256;
 use transport::NodeId;
+use tss_core::pool::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
 use tss_core::reshare::ReshareMsg;
+use tss_core::{Committee, ExecutionId, Generation, KeyId, PublicKeyInfo};
 use tss_core::wire::{decode_message, encode_message, WireError};
 
 use crate::tree::{to_tree, Node};
@@ -39,6 +41,8 @@ pub enum MsgType {
     Signing,
     /// Online signing.
     PartialSig,
+    /// `tss_core::pool::ControlMsg`: proposals and aborts of the pool's control session.
+    Control,
 }
 
 /// One edit of one node of a message's field tree. `node` is taken modulo the number of
@@ -193,6 +197,7 @@ pub fn tree_of(ty: MsgType, bytes: &[u8]) -> Option<Node> {
         MsgType::Aux => tree_as::<AuxMsg>(bytes),
         MsgType::Signing => tree_as::<SigningMsg>(bytes),
         MsgType::PartialSig => tree_as::<PartialSig>(bytes),
+        MsgType::Control => tree_as::<ControlMsg>(bytes),
     }
 }
 
@@ -239,6 +244,7 @@ pub fn check_decode_as(ty: MsgType, from: NodeId, bytes: &[u8]) -> bool {
         MsgType::Aux => check_decode::<AuxMsg>(from, bytes),
         MsgType::Signing => check_decode::<SigningMsg>(from, bytes),
         MsgType::PartialSig => check_decode::<PartialSig>(from, bytes),
+        MsgType::Control => check_decode::<ControlMsg>(from, bytes),
     }
 }
 
@@ -258,6 +264,51 @@ pub fn reshare_samples() -> Vec<Vec<u8>> {
             dealer: NodeId::from_bytes([3; 32]),
         },
         ReshareMsg::Confirm { digest: [0xcd; 32] },
+    ]
+    .iter()
+    .map(|m| encode_message(m).unwrap())
+    .collect()
+}
+
+/// Well-formed control messages: every proposal kind and an abort.
+pub fn control_samples() -> Vec<Vec<u8>> {
+    let ids: Vec<NodeId> = (1..=4).map(|k| NodeId::from_bytes([k; 32])).collect();
+    let committee = Committee::new(ids[..3].to_vec(), 2).unwrap();
+    let key_id = KeyId::new("fuzz-key").unwrap();
+    let g = Point::<Secp256k1>::generator().to_point();
+    let point = |k: u64| (g * Scalar::from(k)).to_bytes(true).as_ref().to_vec();
+    let old = PublicKeyInfo {
+        key_id: key_id.clone(),
+        generation: Generation(3),
+        committee: committee.clone(),
+        public_key: point(11),
+        public_shares: vec![point(1), point(2), point(3)],
+    };
+    [
+        ControlMsg::Propose(Proposal::Keygen(KeygenProposal {
+            eid: ExecutionId::from_bytes([1; 32]),
+            key_id: key_id.clone(),
+            committee: committee.clone(),
+            context: b"l1 block 1234".to_vec(),
+        })),
+        ControlMsg::Propose(Proposal::Sign(SignProposal {
+            eid: ExecutionId::from_bytes([2; 32]),
+            key_id: key_id.clone(),
+            generation: Generation(3),
+            signers: ids[..2].to_vec(),
+            request: vec![0xb7; 300],
+        })),
+        ControlMsg::Propose(Proposal::Reshare(ReshareProposal {
+            eid: ExecutionId::from_bytes([3; 32]),
+            old,
+            dealers: ids[..2].to_vec(),
+            new_committee: Committee::new(ids.clone(), 3).unwrap(),
+            context: b"join 0x04".to_vec(),
+        })),
+        ControlMsg::Abort {
+            eid: ExecutionId::from_bytes([4; 32]),
+            reason: "refused by the validator".into(),
+        },
     ]
     .iter()
     .map(|m| encode_message(m).unwrap())
