@@ -26,7 +26,10 @@ fuzz_target!(|input: PartyInput| {
             primes(),
         ));
         if std::env::var_os("FUZZ_DEBUG").is_some() {
-            eprintln!("party_keygen: {}", describe(&result.as_ref().map(|s| s.ethereum_address())));
+            eprintln!(
+                "party_keygen: {}",
+                describe(&result.as_ref().map(|s| s.ethereum_address()))
+            );
         }
         match result {
             Ok(share) if honest => assert_eq!(share.ethereum_address().0, address()),
@@ -37,7 +40,10 @@ fuzz_target!(|input: PartyInput| {
         let node = party(&[Stage::Aux], &input.edits);
         let result = rt.block_on(node.aux_info(&committee, Stage::Aux.eid(), primes()));
         if std::env::var_os("FUZZ_DEBUG").is_some() {
-            eprintln!("party_keygen (aux only): {}", describe(&result.as_ref().map(|_| ())));
+            eprintln!(
+                "party_keygen (aux only): {}",
+                describe(&result.as_ref().map(|_| ()))
+            );
         }
         if let Err(e) = result {
             assert!(!honest, "the recorded aux-info replays: {e}");

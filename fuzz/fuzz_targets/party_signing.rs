@@ -40,11 +40,17 @@ fuzz_target!(|input: PartyInput| {
         (t.sign_digest, result)
     };
     if std::env::var_os("FUZZ_DEBUG").is_some() {
-        eprintln!("party_signing: pick {}: {}", input.pick & 1, describe(&result));
+        eprintln!(
+            "party_signing: pick {}: {}",
+            input.pick & 1,
+            describe(&result)
+        );
     }
     match result {
         Ok(sig) => assert_eq!(
-            sig.recover_address(&digest).expect("a returned signature recovers").0,
+            sig.recover_address(&digest)
+                .expect("a returned signature recovers")
+                .0,
             address(),
             "a completed signing signs with the key"
         ),

@@ -59,7 +59,10 @@ fuzz_target!(|input: Input| {
             let bytes = edited(input.ty, base, edits, samples);
             if edits.is_empty() {
                 assert_eq!(&bytes, base);
-                assert!(check_decode_as(input.ty, FROM, &bytes), "a real message decodes");
+                assert!(
+                    check_decode_as(input.ty, FROM, &bytes),
+                    "a real message decodes"
+                );
             }
             bytes
         }

@@ -14,8 +14,8 @@ use sha2::Sha256;
 use transport::NodeId;
 use tss_core::pool::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
 use tss_core::reshare::ReshareMsg;
-use tss_core::{Committee, ExecutionId, Generation, KeyId, PublicKeyInfo};
 use tss_core::wire::{decode_message, encode_message, WireError};
+use tss_core::{Committee, ExecutionId, Generation, KeyId, PublicKeyInfo};
 
 use crate::tree::{to_tree, Node};
 
@@ -185,7 +185,11 @@ pub fn apply(tree: &mut Node, edit: &FieldEdit, others: &[Node]) {
 pub fn tree_as<M: Serialize + DeserializeOwned>(bytes: &[u8]) -> Option<Node> {
     let msg: M = decode_message(NodeId::from_bytes([0; 32]), bytes).ok()?;
     let tree = to_tree(&msg).expect("protocol messages serialize");
-    assert_eq!(tree.encode(), bytes, "the field tree encodes as postcard does");
+    assert_eq!(
+        tree.encode(),
+        bytes,
+        "the field tree encodes as postcard does"
+    );
     Some(tree)
 }
 
@@ -225,7 +229,11 @@ pub fn check_decode<M: Serialize + DeserializeOwned>(from: NodeId, bytes: &[u8])
         Ok(m) => {
             let once = encode_message(&m).expect("a decoded message re-encodes");
             let again: M = decode_message(from, &once).expect("a re-encoded message decodes");
-            assert_eq!(encode_message(&again).unwrap(), once, "re-encoding is stable");
+            assert_eq!(
+                encode_message(&again).unwrap(),
+                once,
+                "re-encoding is stable"
+            );
             true
         }
         Err(WireError::Malformed { from: f, .. }) => {

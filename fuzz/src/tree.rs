@@ -251,7 +251,12 @@ impl ser::Serializer for TreeSerializer {
     fn serialize_unit_struct(self, _: &'static str) -> Result<Node, Error> {
         Ok(Node::Group(vec![]))
     }
-    fn serialize_unit_variant(self, _: &'static str, i: u32, _: &'static str) -> Result<Node, Error> {
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        i: u32,
+        _: &'static str,
+    ) -> Result<Node, Error> {
         Ok(Node::Variant(i, Box::new(Node::Group(vec![]))))
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(

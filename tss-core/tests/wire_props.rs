@@ -88,7 +88,7 @@ fn check_strict<M: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<(), Tes
 }
 
 fn scalar() -> impl Strategy<Value = Scalar<Secp256k1>> {
-    any::<[u8; 32]>().prop_map(|b| Scalar::from_be_bytes_mod_order(b))
+    any::<[u8; 32]>().prop_map(Scalar::from_be_bytes_mod_order)
 }
 
 fn point() -> impl Strategy<Value = Point<Secp256k1>> {
@@ -399,7 +399,7 @@ fn real_run(
         for run in runs {
             let (address, online, full) = run.await.unwrap().expect("the run succeeds");
             assert_eq!(
-                online.recover_address(&keccak256(&message)).unwrap(),
+                online.recover_address(&keccak256(message)).unwrap(),
                 address
             );
             assert_eq!(full.recover_address(&digest).unwrap(), address);
