@@ -269,7 +269,7 @@ impl TssNode {
     }
 
     /// The randomness of one protocol run: fresh from the OS, except in a `fuzzing`
-    /// build after [`crate::fuzzing::set_deterministic_rng`].
+    /// build after `tss_core::fuzzing::set_deterministic_rng`.
     fn run_rng(&self, eid: &ExecutionId) -> ChaCha20Rng {
         #[cfg(feature = "fuzzing")]
         if let Some(rng) = crate::fuzzing::run_rng(self.node_id(), eid) {
