@@ -10,6 +10,9 @@ use tss_fuzz::party::{address, committee, describe, party, primes, PartyInput};
 use tss_fuzz::transcript::{transcript, Stage};
 
 fuzz_target!(|input: PartyInput| {
+    if std::env::var_os("FUZZ_DEBUG").is_some() {
+        eprintln!("party_keygen: input {input:?}");
+    }
     let t = transcript();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
