@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Builds every fuzz target (release, with debug assertions and overflow checks), replays
 # the committed corpus, then fuzzes each target for N seconds (default 30). Then, as a
-# separate bounded step, the targets that reach the GMP-backed big-integer decoding are
-# built with AddressSanitizer and fuzzed for FUZZ_ASAN_SECONDS. Exit status is non-zero on
+# separate bounded step, the target that reaches the GMP-backed big-integer decoding
+# (wire_message) is built with AddressSanitizer and fuzzed for FUZZ_ASAN_SECONDS. Exit status is non-zero on
 # any crash, panic, failed assertion, sanitizer report or timeout.
 #
 #   fuzz/run.sh [seconds]
 #
 # Environment:
-#   FUZZ_TARGETS        space-separated subset of targets (default: all)
+#   FUZZ_TARGETS        space-separated subset of targets (unset: all; "": none, only
+#                       the ASan step)
 #   FUZZ_SANITIZER      sanitizer of the main step (default "none": every crate here
 #                       forbids `unsafe`; the ASan step below covers the decoders)
-#   FUZZ_ASAN_TARGETS   targets of the ASan step (default "wire_message wire_frame";
-#                       "" skips the step)
-#   FUZZ_ASAN_SECONDS   fuzzing time per target in the ASan step (default 30)
+#   FUZZ_ASAN_TARGETS   targets of the ASan step (default "wire_message"; "" skips the
+#                       step; e.g. "wire_message wire_frame" for more)
+#   FUZZ_ASAN_SECONDS   fuzzing time per target in the ASan step (default 20)
 #   FUZZ_MERGE          1: merge the inputs found that add coverage into corpus/<target>
 #                       (libFuzzer -merge=1; review and commit them), instead of
 #                       throwing the scratch corpus away
@@ -24,10 +25,10 @@ SECS="${1:-30}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 cd "$HERE"
 ALL=(wire_frame wire_message stream_reader keystore_record node_config protocol_party party_signing party_keygen)
-TARGETS=(${FUZZ_TARGETS:-${ALL[*]}})
+TARGETS=(${FUZZ_TARGETS-${ALL[*]}})
 SAN="${FUZZ_SANITIZER:-none}"
-ASAN_TARGETS=(${FUZZ_ASAN_TARGETS-wire_message wire_frame})
-ASAN_SECS="${FUZZ_ASAN_SECONDS:-30}"
+ASAN_TARGETS=(${FUZZ_ASAN_TARGETS-wire_message})
+ASAN_SECS="${FUZZ_ASAN_SECONDS:-20}"
 # --debug-assertions: overflow checks and debug_assert! stay on in the optimized build.
 COMMON=(--release --debug-assertions)
 if [[ -n "${FUZZ_JOBS:-}" ]]; then COMMON+=(--jobs "$FUZZ_JOBS"); fi
@@ -87,10 +88,12 @@ fuzz() { # sanitizer target-dir seconds target
 }
 
 start=$(date +%s)
-echo "== build (${TARGETS[*]}; sanitizer $SAN, debug assertions on)"
-build "$SAN" target "${TARGETS[@]}"
-echo "   build took $(( $(date +%s) - start )) s"
-for t in "${TARGETS[@]}"; do fuzz "$SAN" target "$SECS" "$t"; done
+if [[ ${#TARGETS[@]} -gt 0 ]]; then
+    echo "== build (${TARGETS[*]}; sanitizer $SAN, debug assertions on)"
+    build "$SAN" target "${TARGETS[@]}"
+    echo "   build took $(( $(date +%s) - start )) s"
+    for t in "${TARGETS[@]}"; do fuzz "$SAN" target "$SECS" "$t"; done
+fi
 
 if [[ "$SAN" == none && ${#ASAN_TARGETS[@]} -gt 0 ]]; then
     t0=$(date +%s)
