@@ -8,7 +8,8 @@
 //! The cggmp21 messages other than the last signing round come only out of a real run,
 //! so `real_runs_round_trip` runs a whole 2-of-2 keygen (with aux-info), presign, online
 //! signing and full signing per case, with random node ids, key id, prime pairs, message
-//! and digest: 8 cases (about a minute each on 2 cores in the test profile).
+//! and digest: 8 cases (6.4 minutes in all on a 2-core machine busy with other builds,
+//! in the test profile).
 
 mod common;
 
