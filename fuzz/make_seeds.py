@@ -147,4 +147,60 @@ put("protocol_party", "share_broadcast_by_a", b"\x00" + rec(0, 1, b"\x01" + b"\x
 put("protocol_party", "confirm_from_dealer", b"\x3f" + rec(0, 1, confirm))
 put("protocol_party", "equivocating_echo", b"\x3f" + rec(0, 1, echo))
 put("protocol_party", "non_participant", b"\x00" + rec(3, 1, echo))
+
+# ---- party_signing / party_keygen: `tss_fuzz::party::PartyInput` in `arbitrary`'s format
+# (arbitrary 1.x): integers little-endian; an enum is a u32 `x` choosing variant
+# `(x * variants) >> 32`; a Vec is items each preceded by a byte whose low bit says "one
+# more" (also the last field's). pick, then edits. Unedited inputs (b"\x00", b"\x01")
+# replay the recorded run and must complete.
+def le32(x):
+    return struct.pack("<I", x)
+
+
+def u16(x):
+    return struct.pack("<H", x)
+
+
+def peer_edit(variant):  # PeerEdit has 7 variants
+    return le32([0, 0x30000000, 0x50000000, 0x70000000, 0xA0000000, 0xC0000000, 0xF0000000][variant])
+
+
+FIELDS, DROP, DUP, SWAP, TOGGLE, MOVE, INJECT = range(7)
+
+
+def op(variant):  # Op has 8 variants
+    return le32(variant * 0x20000000)
+
+
+FLIP, OVERWRITE, SET, ZERO, ONES, REMOVE, DUPLICATE, SPLICE = range(8)
+
+
+def fields(msg, *edits):  # edits: (node, op bytes)
+    out = peer_edit(FIELDS) + bytes([msg])
+    for node, o in edits:
+        out += b"\x01" + u16(node) + o
+    return out + b"\x00"
+
+
+def party(pick, *edits):
+    return bytes([pick]) + b"".join(b"\x01" + e for e in edits)
+
+
+for t in ("party_signing", "party_keygen"):
+    os.makedirs(os.path.join(HERE, "corpus", t), exist_ok=True)
+put("party_signing", "honest_presign_online", party(0))
+put("party_signing", "honest_full_sign", party(1))
+put("party_signing", "edit_presign_drop_first", party(0, peer_edit(DROP) + b"\x00"))
+put("party_signing", "edit_presign_flip_bit", party(0, fields(1, (7, op(FLIP) + u16(13)))))
+put("party_signing", "edit_sign_zero_field", party(1, fields(2, (5, op(ZERO)))))
+put("party_signing", "edit_sign_toggle_kind", party(1, peer_edit(TOGGLE) + b"\x00"))
+put("party_signing", "edit_presign_swap", party(0, peer_edit(SWAP) + b"\x00\x01"))
+put("party_signing", "edit_presign_set_small", party(0, fields(3, (40, op(SET) + struct.pack("<Q", 1)))))
+put("party_signing", "edit_online_move", party(0, peer_edit(MOVE) + b"\x00\x01"))
+put("party_signing", "edit_sign_splice", party(1, fields(3, (9, op(SPLICE) + b"\x01" + u16(9)))))
+put("party_keygen", "honest_keygen", party(0))
+put("party_keygen", "honest_aux_only", party(1))
+put("party_keygen", "edit_dkg_drop_first", party(0, peer_edit(DROP) + b"\x00"))
+put("party_keygen", "edit_dkg_flip_bit", party(0, fields(1, (3, op(FLIP) + u16(77)))))
+put("party_keygen", "edit_aux_flip_bit", party(1, fields(1, (30, op(FLIP) + u16(5)))))
 print("seeds written")
