@@ -39,7 +39,8 @@
 //! Implementations: [`InMemoryNetwork`] (in-process, for tests) and, with the `libp2p`
 //! feature (on by default), [`Libp2pTransport`] (TCP + noise + yamux; see [`p2p`]).
 //! With the `test-util` feature (tests only, not default), `FaultyTransport` wraps either to
-//! inject faults.
+//! inject faults, and `proxy::TcpProxy` delays, throttles, stalls and cuts real TCP
+//! connections (for the libp2p transport on 127.0.0.1).
 //!
 //! ```
 //! use transport::{InMemoryNetwork, NodeId, SessionId, SessionConfig, Destination, Transport};
@@ -66,6 +67,8 @@
 
 #[cfg(feature = "test-util")]
 mod faults;
+#[cfg(feature = "test-util")]
+pub mod proxy;
 mod frame;
 mod memory;
 #[cfg(feature = "libp2p")]
