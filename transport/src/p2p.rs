@@ -51,11 +51,12 @@
 //!   counted in [`Libp2pStats::sequence_gaps`]). Memory per peer stays bounded: the
 //!   receiver keeps three numbers per sender, the sender at most the unacked limits.
 //! - **Keepalive.** libp2p ping runs on every connection every
-//!   [`Libp2pConfig::keepalive_interval`] (default 1 s); a ping not answered within
-//!   [`Libp2pConfig::keepalive_timeout`] (default 5 s) closes that connection, so a
-//!   silently dead connection (a cut cable, a frozen peer, a middlebox dropping packets)
-//!   is noticed within about 6 s by default and re-dialled; frames in flight on it are
-//!   retransmitted on the next one.
+//!   [`Libp2pConfig::keepalive_interval`] (default 1 s); a connection on which no ping
+//!   was answered for that interval plus [`Libp2pConfig::keepalive_timeout`] (default
+//!   5 s) is closed, so a silently dead connection (a cut cable, a frozen peer, a
+//!   middlebox dropping packets) is noticed within about 6 s by default and re-dialled;
+//!   frames in flight on it are retransmitted on the next one. A peer that does not
+//!   speak ping is not watched.
 //! - **Connection state.** [`Libp2pTransport::connection_state`] (also
 //!   [`Transport::connection_state`]) says whether a peer is connected now, and
 //!   [`Libp2pTransport::connection_events`] reports every change, so a session layer can
@@ -271,9 +272,11 @@ pub struct Libp2pConfig {
     /// How often every connection is pinged (libp2p ping). Default
     /// [`DEFAULT_KEEPALIVE_INTERVAL`] (1 s).
     pub keepalive_interval: Duration,
-    /// A ping not answered within this closes the connection (it is then re-dialled and
-    /// unacknowledged frames are retransmitted). Default [`DEFAULT_KEEPALIVE_TIMEOUT`]
-    /// (5 s): long enough for a node whose runtime is busy with proofs for a few seconds.
+    /// A connection on which no ping was answered for `keepalive_interval +
+    /// keepalive_timeout` is closed (its peer is reported down if it has no other; it is
+    /// re-dialled and unacknowledged frames are retransmitted). Default
+    /// [`DEFAULT_KEEPALIVE_TIMEOUT`] (5 s): long enough for a node whose runtime is busy
+    /// with proofs for a few seconds.
     pub keepalive_timeout: Duration,
 }
 
@@ -558,7 +561,7 @@ impl Libp2pTransport {
                     node: *node,
                     addr: addr.clone(),
                     connections: 0,
-                    live: HashSet::new(),
+                    live: HashMap::new(),
                     dialing: false,
                     next_dial: Some(Instant::now()),
                     backoff: config.redial_initial_backoff,
@@ -641,6 +644,7 @@ impl Libp2pTransport {
             shared: shared.clone(),
             initial_backoff: config.redial_initial_backoff,
             max_backoff: config.redial_max_backoff,
+            keepalive_deadline: config.keepalive_interval + config.keepalive_timeout,
             ready: Some(ready_tx),
         };
         let driver_task = tokio::spawn(driver.run(command_rx));
@@ -1093,15 +1097,15 @@ impl Writer {
                     let Some(current) = link.as_mut() else {
                         continue;
                     };
+                    // Handed to the stream from here on: sent again only as a retransmission.
+                    self.sent_upto = self.next_seq;
+                    shared
+                        .counters
+                        .frames_sent
+                        .fetch_add(frames, Ordering::Relaxed);
                     match self.write(current, &batch).await {
                         Wake::Closed => return,
-                        Wake::Ready(Ok(())) => {
-                            self.sent_upto = self.next_seq;
-                            shared
-                                .counters
-                                .frames_sent
-                                .fetch_add(frames, Ordering::Relaxed);
-                        }
+                        Wake::Ready(Ok(())) => {}
                         Wake::Ready(Err(error)) => {
                             bump(&shared.counters.outbound_failures);
                             tracing::debug!(peer = %self.node, %error, frames, "stream to peer failed; frames will be retransmitted");
@@ -1459,8 +1463,9 @@ struct PeerState {
     node: NodeId,
     addr: Multiaddr,
     connections: usize,
-    /// Open connections whose keepalive has not failed.
-    live: HashSet<libp2p::swarm::ConnectionId>,
+    /// Open connections whose keepalive has not failed, with when a ping on each was
+    /// last answered (`None`: the peer does not support ping; not watched).
+    live: HashMap<libp2p::swarm::ConnectionId, Option<Instant>>,
     dialing: bool,
     /// When to dial next (None: connected or a dial is in progress).
     next_dial: Option<Instant>,
@@ -1473,6 +1478,8 @@ struct Driver {
     shared: Arc<Shared>,
     initial_backoff: Duration,
     max_backoff: Duration,
+    /// A connection with no ping answered for this long is closed.
+    keepalive_deadline: Duration,
     ready: Option<oneshot::Sender<Result<(), String>>>,
 }
 
@@ -1492,7 +1499,10 @@ impl Driver {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                _ = tick.tick() => self.redial_due(),
+                _ = tick.tick() => {
+                    self.check_keepalive();
+                    self.redial_due();
+                }
             }
         }
         let node = self.shared.local;
@@ -1510,7 +1520,7 @@ impl Driver {
             node,
             addr: addr.clone(),
             connections: 0,
-            live: HashSet::new(),
+            live: HashMap::new(),
             dialing: false,
             next_dial: None,
             backoff: self.initial_backoff,
@@ -1572,26 +1582,72 @@ impl Driver {
     }
 
     fn on_ping(&mut self, event: libp2p::ping::Event) {
-        let Err(failure) = event.result else {
-            return;
-        };
         let Some(state) = self.peers.get_mut(&event.peer) else {
             return;
         };
-        if matches!(failure, libp2p::ping::Failure::Unsupported) {
-            // A peer without ping (a tool, an old version) is not dead; it just cannot
-            // be watched this way.
-            tracing::debug!(peer = %state.node, "peer does not support ping; no keepalive on this connection");
+        let failure = match event.result {
+            Ok(_) => {
+                if let Some(last) = state.live.get_mut(&event.connection) {
+                    *last = Some(Instant::now());
+                }
+                return;
+            }
+            Err(libp2p::ping::Failure::Unsupported) => {
+                // A peer without ping (a tool, an old version) is not dead; it just
+                // cannot be watched this way.
+                tracing::debug!(peer = %state.node, "peer does not support ping; no keepalive on this connection");
+                if let Some(last) = state.live.get_mut(&event.connection) {
+                    *last = None;
+                }
+                return;
+            }
+            Err(failure) => failure.to_string(),
+        };
+        self.keepalive_failed(event.peer, event.connection, &failure);
+    }
+
+    /// Closes a connection whose keepalive failed and reports the peer down if it has
+    /// no other live connection.
+    fn keepalive_failed(
+        &mut self,
+        peer: PeerId,
+        connection: libp2p::swarm::ConnectionId,
+        why: &str,
+    ) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if state.live.remove(&connection).is_none() {
             return;
         }
         bump(&self.shared.counters.keepalive_failures);
-        tracing::info!(peer = %state.node, %failure, "keepalive failed; closing the connection");
-        state.live.remove(&event.connection);
+        tracing::info!(peer = %state.node, why, "keepalive failed; closing the connection");
         let down = state.live.is_empty();
         let node = state.node;
-        self.swarm.close_connection(event.connection);
+        self.swarm.close_connection(connection);
         if down {
             self.set_connected(node, false);
+        }
+    }
+
+    /// Closes every connection with no answered ping for `keepalive_interval +
+    /// keepalive_timeout` (libp2p's ping reports a failure only after two of them, and
+    /// re-negotiating its stream on a dead connection waits for the 10 s upgrade timeout).
+    fn check_keepalive(&mut self) {
+        let now = Instant::now();
+        let limit = self.keepalive_deadline;
+        let stale: Vec<(PeerId, libp2p::swarm::ConnectionId)> = self
+            .peers
+            .iter()
+            .flat_map(|(peer, state)| {
+                state.live.iter().filter_map(move |(conn, last)| {
+                    last.filter(|t| now.duration_since(*t) > limit)
+                        .map(|_| (*peer, *conn))
+                })
+            })
+            .collect();
+        for (peer, connection) in stale {
+            self.keepalive_failed(peer, connection, "no ping answered in time");
         }
     }
 
@@ -1630,7 +1686,7 @@ impl Driver {
                     return;
                 };
                 state.connections = num_established.get() as usize;
-                state.live.insert(connection_id);
+                state.live.insert(connection_id, Some(Instant::now()));
                 state.dialing = false;
                 state.next_dial = None;
                 state.backoff = self.initial_backoff;

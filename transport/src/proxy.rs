@@ -241,6 +241,137 @@ async fn pump(
     tokio::join!(reader, writer);
 }
 
+/// Libp2p nodes on 127.0.0.1 whose every connection runs through a [`TcpProxy`]: one
+/// proxy per ordered pair of nodes (`from` dials `to` through `proxy(from, to)`), so a
+/// test can slow, stall or cut one link, or every link of one node.
+#[cfg(feature = "libp2p")]
+pub struct ProxiedNetwork {
+    /// The nodes, in the order of the configurations given to [`ProxiedNetwork::start`].
+    pub nodes: Vec<crate::Libp2pTransport>,
+    proxies: Vec<((usize, usize), TcpProxy)>,
+}
+
+#[cfg(feature = "libp2p")]
+impl std::fmt::Debug for ProxiedNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxiedNetwork")
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "libp2p")]
+impl ProxiedNetwork {
+    /// Starts one node per configuration (each should listen on `/ip4/127.0.0.1/tcp/0`;
+    /// the port is read back), a proxy per ordered pair, and makes every node know every
+    /// other through its proxy (the configurations' `peers` are replaced). Returns once
+    /// every node is connected to every other, or fails after `timeout`.
+    pub async fn start(
+        configs: Vec<crate::Libp2pConfig>,
+        timeout: Duration,
+    ) -> Result<Self, crate::TransportError> {
+        use crate::TransportError;
+        let mut nodes = Vec::new();
+        for mut config in configs {
+            config.peers.clear();
+            nodes.push(crate::Libp2pTransport::start(config).await?);
+        }
+        let mut listen = Vec::new();
+        for node in &nodes {
+            let addr = node
+                .listen_addrs()
+                .into_iter()
+                .find_map(|a| socket_addr(&a))
+                .ok_or_else(|| TransportError::Network("no tcp listen address".into()))?;
+            listen.push(addr);
+        }
+        let ids: Vec<crate::NodeId> = nodes.iter().map(crate::Transport::local_node).collect();
+        let mut proxies = Vec::new();
+        for from in 0..nodes.len() {
+            for to in 0..nodes.len() {
+                if from == to {
+                    continue;
+                }
+                let proxy = TcpProxy::start(listen[to])
+                    .await
+                    .map_err(|e| TransportError::Network(format!("proxy: {e}")))?;
+                let addr = format!("/ip4/127.0.0.1/tcp/{}", proxy.local_addr().port())
+                    .parse()
+                    .map_err(|e| TransportError::Network(format!("proxy address: {e}")))?;
+                nodes[from].add_peer(ids[to], addr)?;
+                proxies.push(((from, to), proxy));
+            }
+        }
+        for node in &nodes {
+            node.wait_for_peers(&ids, timeout).await?;
+        }
+        Ok(Self { nodes, proxies })
+    }
+
+    /// The nodes' ids, in order.
+    pub fn node_ids(&self) -> Vec<crate::NodeId> {
+        self.nodes.iter().map(crate::Transport::local_node).collect()
+    }
+
+    /// The proxy `from` dials `to` through.
+    pub fn proxy(&self, from: usize, to: usize) -> &TcpProxy {
+        &self
+            .proxies
+            .iter()
+            .find(|(pair, _)| *pair == (from, to))
+            .expect("a proxy for every ordered pair of distinct nodes")
+            .1
+    }
+
+    /// Every proxy.
+    pub fn proxies(&self) -> impl Iterator<Item = &TcpProxy> {
+        self.proxies.iter().map(|(_, p)| p)
+    }
+
+    /// The proxies of every link of node `k` (both directions).
+    pub fn proxies_of(&self, k: usize) -> impl Iterator<Item = &TcpProxy> {
+        self.proxies
+            .iter()
+            .filter(move |((from, to), _)| *from == k || *to == k)
+            .map(|(_, p)| p)
+    }
+
+    /// Sets the same delay and jitter on every proxy.
+    pub fn set_delay(&self, delay: Duration, jitter: Duration) {
+        for p in self.proxies() {
+            p.set_delay(delay, jitter);
+        }
+    }
+
+    /// Bytes forwarded by every proxy together.
+    pub fn bytes_forwarded(&self) -> u64 {
+        self.proxies().map(TcpProxy::bytes_forwarded).sum()
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(&self) {
+        for node in &self.nodes {
+            node.shutdown().await;
+        }
+    }
+}
+
+#[cfg(feature = "libp2p")]
+fn socket_addr(addr: &crate::p2p::libp2p::Multiaddr) -> Option<SocketAddr> {
+    use crate::p2p::libp2p::multiaddr::Protocol;
+    let mut ip = None;
+    let mut port = None;
+    for part in addr.iter() {
+        match part {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    Some(SocketAddr::new(ip?, port?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
