@@ -67,12 +67,12 @@
 
 #[cfg(feature = "test-util")]
 mod faults;
-#[cfg(feature = "test-util")]
-pub mod proxy;
 mod frame;
 mod memory;
 #[cfg(feature = "libp2p")]
 pub mod p2p;
+#[cfg(feature = "test-util")]
+pub mod proxy;
 mod session;
 
 #[cfg(feature = "test-util")]

@@ -96,8 +96,8 @@ pub use ::libp2p_stream;
 use crate::frame::{decode_frame, encode_frame, FRAME_HEADER_LEN};
 use crate::session::{HubLimits, HubStats, SessionChannel, SessionHub, SessionSender};
 use crate::{
-    ConnectionEvent, ConnectionState, DeliveryKind, InboundMessage, NodeId, SessionConfig, SessionId, Transport, TransportError,
-    MAX_MESSAGE_SIZE,
+    ConnectionEvent, ConnectionState, DeliveryKind, InboundMessage, NodeId, SessionConfig,
+    SessionId, Transport, TransportError, MAX_MESSAGE_SIZE,
 };
 
 /// The stream protocol carrying MPC frames.
@@ -141,10 +141,11 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// follows it), the 8-byte big-endian sequence number `seq`, then the frame. Fails with
 /// [`TransportError::MessageTooLarge`] for a frame of 4 GiB or more.
 pub fn stream_unit(seq: u64, frame: &[u8]) -> Result<Vec<u8>, TransportError> {
-    let len = u32::try_from(frame.len() + SEQ_LEN).map_err(|_| TransportError::MessageTooLarge {
-        size: frame.len(),
-        limit: u32::MAX as usize - SEQ_LEN,
-    })?;
+    let len =
+        u32::try_from(frame.len() + SEQ_LEN).map_err(|_| TransportError::MessageTooLarge {
+            size: frame.len(),
+            limit: u32::MAX as usize - SEQ_LEN,
+        })?;
     let mut out = Vec::with_capacity(4 + SEQ_LEN + frame.len());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&seq.to_be_bytes());
@@ -878,15 +879,34 @@ enum Wake<T> {
 
 /// A stream to the peer after the handshake: its write half, and what its ack reader
 /// saw (the peer's next expected sequence number, `None` once the stream ended).
+///
+/// Both halves are polled by the writer task only: a yamux stream keeps one waker for
+/// the channel to its connection, so a read half polled by another task can steal the
+/// wake-up of a blocked write (seen as a write stuck until its timeout).
 struct Link {
     write: futures::io::WriteHalf<libp2p::Stream>,
-    acks: watch::Receiver<Option<u64>>,
-    reader: JoinHandle<()>,
+    read: futures::io::ReadHalf<libp2p::Stream>,
+    /// A partly read acknowledgement.
+    ack: [u8; SEQ_LEN],
+    ack_filled: usize,
 }
 
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.reader.abort();
+impl Link {
+    /// Reads the next acknowledgement; `None` once the stream ended. Cancel-safe: a
+    /// partly read acknowledgement is kept for the next call.
+    async fn next_ack(&mut self) -> Option<u64> {
+        loop {
+            match self.read.read(&mut self.ack[self.ack_filled..]).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => {
+                    self.ack_filled += n;
+                    if self.ack_filled == SEQ_LEN {
+                        self.ack_filled = 0;
+                        return Some(u64::from_be_bytes(self.ack));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -935,16 +955,14 @@ impl Writer {
             );
             let failure = match Self::until_closed_or(&mut self.closed, open).await {
                 Wake::Closed => return None,
-                Wake::Ready(Ok(Ok((stream, next)))) => {
-                    match self.start_link(stream, next).await {
-                        Wake::Closed => return None,
-                        Wake::Ready(Ok(link)) => return Some(link),
-                        Wake::Ready(Err(e)) => {
-                            bump(&shared.counters.outbound_failures);
-                            format!("retransmission failed: {e}")
-                        }
+                Wake::Ready(Ok(Ok((stream, next)))) => match self.start_link(stream, next).await {
+                    Wake::Closed => return None,
+                    Wake::Ready(Ok(link)) => return Some(link),
+                    Wake::Ready(Err(e)) => {
+                        bump(&shared.counters.outbound_failures);
+                        format!("retransmission failed: {e}")
                     }
-                }
+                },
                 Wake::Ready(Err(_)) => "timed out".to_string(),
                 Wake::Ready(Ok(Err(OpenFailure::Open(e)))) => e.to_string(),
                 Wake::Ready(Ok(Err(OpenFailure::NotAccepted(e)))) => {
@@ -968,25 +986,25 @@ impl Writer {
 
     /// After the handshake (`next`: the peer's next expected number): starts the ack
     /// reader and retransmits every frame from `next` on.
-    async fn start_link(
-        &mut self,
-        stream: libp2p::Stream,
-        next: u64,
-    ) -> Wake<io::Result<Link>> {
+    async fn start_link(&mut self, stream: libp2p::Stream, next: u64) -> Wake<io::Result<Link>> {
         self.prune(next);
+        tracing::debug!(peer = %self.node, next, unacked = self.unacked.len(), "stream to peer open");
         let (read, write) = stream.split();
-        let (ack_tx, acks) = watch::channel(Some(next));
-        let reader = self.shared.runtime.spawn(read_acks(read, ack_tx));
         let mut link = Link {
             write,
-            acks,
-            reader,
+            read,
+            ack: [0; SEQ_LEN],
+            ack_filled: 0,
         };
         if self.unacked.is_empty() {
             return Wake::Ready(Ok(link));
         }
         let sent_upto = self.sent_upto;
-        let again = self.unacked.iter().filter(|(seq, _)| *seq < sent_upto).count() as u64;
+        let again = self
+            .unacked
+            .iter()
+            .filter(|(seq, _)| *seq < sent_upto)
+            .count() as u64;
         let first_time = self.unacked.len() as u64 - again;
         let units: Vec<Vec<u8>> = self.unacked.iter().map(|(_, u)| u.clone()).collect();
         let mut batch = Vec::new();
@@ -1010,7 +1028,9 @@ impl Writer {
         counters
             .frames_retransmitted
             .fetch_add(again, Ordering::Relaxed);
-        counters.frames_sent.fetch_add(first_time, Ordering::Relaxed);
+        counters
+            .frames_sent
+            .fetch_add(first_time, Ordering::Relaxed);
         if again > 0 {
             tracing::debug!(peer = %self.node, frames = again, "retransmitted unacknowledged frames");
         }
@@ -1054,14 +1074,10 @@ impl Writer {
             };
             let room = self.has_room();
             let event = {
-                let acks = &mut current.acks;
                 let queue = &mut self.queue;
                 let next = async {
                     tokio::select! {
-                        changed = acks.changed() => {
-                            let ack = if changed.is_ok() { *acks.borrow_and_update() } else { None };
-                            Event::Ack(ack)
-                        }
+                        ack = current.next_ack() => Event::Ack(ack),
                         frame = queue.recv(), if room => Event::Frame(frame),
                     }
                 };
@@ -1141,33 +1157,6 @@ impl<T> Wake<io::Result<T>> {
         match self {
             Wake::Closed => Wake::Closed,
             Wake::Ready(r) => Wake::Ready(r.map(f)),
-        }
-    }
-}
-
-/// Reads the peer's cumulative acknowledgements until the stream ends, then says so.
-async fn read_acks(
-    mut read: futures::io::ReadHalf<libp2p::Stream>,
-    acks: watch::Sender<Option<u64>>,
-) {
-    let mut buf = [0u8; SEQ_LEN];
-    loop {
-        match read.read_exact(&mut buf).await {
-            Ok(()) => {
-                let next = u64::from_be_bytes(buf);
-                acks.send_if_modified(|seen| {
-                    if seen.is_some_and(|s| s < next) {
-                        *seen = Some(next);
-                        true
-                    } else {
-                        false
-                    }
-                });
-            }
-            Err(_) => {
-                acks.send_replace(None);
-                return;
-            }
         }
     }
 }
@@ -1289,32 +1278,6 @@ struct InboundSeq {
     generation: watch::Sender<u64>,
 }
 
-/// Writes the next expected sequence number back whenever it changes.
-async fn write_acks(
-    mut write: futures::io::WriteHalf<libp2p::Stream>,
-    mut next: watch::Receiver<u64>,
-) {
-    while next.changed().await.is_ok() {
-        let value = *next.borrow_and_update();
-        let sent = async {
-            write.write_all(&value.to_be_bytes()).await?;
-            write.flush().await
-        };
-        if sent.await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 async fn read_frames(
     shared: Arc<Shared>,
     from: NodeId,
@@ -1364,6 +1327,7 @@ async fn read_frames(
         state.generation.send_replace(generation);
         (generation, state.next, state.generation.subscribe())
     };
+    tracing::debug!(%from, generation, next, "inbound stream open");
     let reply = async {
         stream.write_all(&next.to_be_bytes()).await?;
         stream.flush().await
@@ -1372,10 +1336,32 @@ async fn read_frames(
         tracing::debug!(%from, %error, "inbound handshake failed");
         return;
     }
-    let (mut stream, write) = stream.split();
-    let (ack, acks) = watch::channel(next);
-    let _acker = AbortOnDrop(shared.runtime.spawn(write_acks(write, acks)));
+    // Reads and acknowledgements in this one task (see `Link`). An acknowledgement goes
+    // out whenever no further frame is already buffered, so a burst costs one.
+    let (read, mut write) = stream.split();
+    let mut stream = futures::io::BufReader::with_capacity(64 * 1024, read);
+    let mut acked = next;
+    let mut to_ack = next;
     loop {
+        if to_ack != acked && stream.buffer().is_empty() {
+            let sent = async {
+                write.write_all(&to_ack.to_be_bytes()).await?;
+                write.flush().await
+            };
+            let sent = tokio::select! {
+                biased;
+                _ = closed.changed() => return,
+                _ = superseded.changed() => return,
+                r = tokio::time::timeout(shared.write_timeout, sent) => r,
+            };
+            match sent {
+                Ok(Ok(())) => acked = to_ack,
+                _ => {
+                    tracing::debug!(%from, "could not acknowledge; stream closed");
+                    return;
+                }
+            }
+        }
         let mut len = [0u8; 4];
         let header = tokio::select! {
             biased;
@@ -1422,7 +1408,7 @@ async fn read_frames(
         }
         if seq < state.next {
             bump(&counters.duplicates_dropped);
-            let _ = ack.send(state.next);
+            to_ack = state.next;
             continue;
         }
         if seq > state.next {
@@ -1430,7 +1416,7 @@ async fn read_frames(
             tracing::debug!(%from, expected = state.next, got = seq, "sequence gap (this node restarted?)");
         }
         state.next = seq + 1;
-        let _ = ack.send(state.next);
+        to_ack = state.next;
         // Delivered under the lock: a frame is delivered once, in sequence order.
         match decode_frame(&bytes[SEQ_LEN..], shared.max_message_size) {
             Err(error) => {
@@ -1577,7 +1563,10 @@ impl Driver {
                 ConnectionState::Down
             };
             tracing::debug!(peer = %node, ?state, "connection state changed");
-            let _ = self.shared.events.send(ConnectionEvent { peer: node, state });
+            let _ = self
+                .shared
+                .events
+                .send(ConnectionEvent { peer: node, state });
         }
     }
 

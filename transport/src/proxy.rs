@@ -124,7 +124,9 @@ impl TcpProxy {
 
     /// While refusing, new connections are accepted and closed at once.
     pub fn set_refusing(&self, refusing: bool) {
-        self.shared.conditions.send_modify(|c| c.refusing = refusing);
+        self.shared
+            .conditions
+            .send_modify(|c| c.refusing = refusing);
     }
 
     /// Closes every open connection (both sides see the connection end).
@@ -310,7 +312,10 @@ impl ProxiedNetwork {
 
     /// The nodes' ids, in order.
     pub fn node_ids(&self) -> Vec<crate::NodeId> {
-        self.nodes.iter().map(crate::Transport::local_node).collect()
+        self.nodes
+            .iter()
+            .map(crate::Transport::local_node)
+            .collect()
     }
 
     /// The proxy `from` dials `to` through.
@@ -406,7 +411,10 @@ mod tests {
         round_trip(proxy.local_addr()).await.unwrap();
         proxy.set_delay(Duration::from_millis(50), Duration::ZERO);
         let rtt = round_trip(proxy.local_addr()).await.unwrap();
-        assert!(rtt >= Duration::from_millis(100), "two delayed legs: {rtt:?}");
+        assert!(
+            rtt >= Duration::from_millis(100),
+            "two delayed legs: {rtt:?}"
+        );
         proxy.set_delay(Duration::ZERO, Duration::ZERO);
 
         proxy.set_refusing(true);

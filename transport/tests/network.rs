@@ -101,7 +101,10 @@ async fn frames_in_flight_when_the_connection_is_cut_arrive_once_after_it_is_res
     }
     // The first message arrived, so the rest is on its way: cut now, with frames still in
     // the proxies' delay lines, and keep the link down for a while.
-    let first = tokio::time::timeout(WAIT, on_b.recv()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(WAIT, on_b.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.payload, message(0));
     let in_flight_at_cut = N as u64 - b.stats().frames_delivered;
     for p in net.proxies() {
@@ -115,11 +118,21 @@ async fn frames_in_flight_when_the_connection_is_cut_arrive_once_after_it_is_res
     for p in net.proxies() {
         p.set_refusing(false);
         p.set_throttle(None);
+        p.set_delay(Duration::ZERO, Duration::ZERO);
     }
     for i in 1..N {
         let msg = tokio::time::timeout(WAIT, on_b.recv())
             .await
-            .unwrap_or_else(|_| panic!("message {i} never arrived: {:?}", a.stats()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "message {i} never arrived: {:?} {:?} proxies {:?}",
+                    a.stats(),
+                    b.stats(),
+                    net.proxies()
+                        .map(|p| (p.connections_accepted(), p.bytes_forwarded()))
+                        .collect::<Vec<_>>()
+                )
+            })
             .unwrap();
         assert_eq!(
             msg.payload[..4],
@@ -130,7 +143,10 @@ async fn frames_in_flight_when_the_connection_is_cut_arrive_once_after_it_is_res
     // Nothing after the last one: a marker sent now is the very next message.
     on_a.send(Destination::Direct(ids[1]), b"end".to_vec())
         .unwrap();
-    let msg = tokio::time::timeout(WAIT, on_b.recv()).await.unwrap().unwrap();
+    let msg = tokio::time::timeout(WAIT, on_b.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(msg.payload, b"end");
     let (sa, sb) = (a.stats(), b.stats());
     assert!(in_flight_at_cut > 0, "the cut must hit frames in flight");
@@ -190,7 +206,10 @@ async fn a_peer_that_stays_away_is_reported_down_within_seconds() {
         p.set_stalled(false);
     }
     wait_for_state(&mut events, ids[1], ConnectionState::Connected).await;
-    let msg = tokio::time::timeout(WAIT, on_b.recv()).await.unwrap().unwrap();
+    let msg = tokio::time::timeout(WAIT, on_b.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(msg.payload, b"while away");
     net.shutdown().await;
 }
@@ -312,7 +331,10 @@ async fn retransmitted_duplicates_are_delivered_once() {
     send_seq(&mut first, s, &[0, 1, 2, 1, 2]).await;
     let mut got = Vec::new();
     for _ in 0..3 {
-        let msg = tokio::time::timeout(WAIT, inbox.recv()).await.unwrap().unwrap();
+        let msg = tokio::time::timeout(WAIT, inbox.recv())
+            .await
+            .unwrap()
+            .unwrap();
         got.push(u64::from_be_bytes(msg.payload.try_into().unwrap()));
     }
     assert_eq!(got, [0, 1, 2]);
@@ -332,7 +354,10 @@ async fn retransmitted_duplicates_are_delivered_once() {
     let (mut second, next) = raw.open(peer, &addr, 7).await;
     assert_eq!(next, 3);
     send_seq(&mut second, s, &[1, 2, 3]).await;
-    let msg = tokio::time::timeout(WAIT, inbox.recv()).await.unwrap().unwrap();
+    let msg = tokio::time::timeout(WAIT, inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(msg.payload, 3u64.to_be_bytes());
     let r = receiver.clone();
     wait_until("duplicates counted", || r.stats().duplicates_dropped == 4).await;
@@ -343,7 +368,10 @@ async fn retransmitted_duplicates_are_delivered_once() {
     let (mut third, next) = raw.open(peer, &addr, 8).await;
     assert_eq!(next, 0);
     send_seq(&mut third, s, &[0]).await;
-    let msg = tokio::time::timeout(WAIT, inbox.recv()).await.unwrap().unwrap();
+    let msg = tokio::time::timeout(WAIT, inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         msg.payload,
         0u64.to_be_bytes(),
