@@ -45,6 +45,8 @@ struct Shared {
     accepted: AtomicU64,
     refused: AtomicU64,
     forwarded: AtomicU64,
+    /// Bytes read from one side and not yet written to the other (nor lost to a cut).
+    in_flight: AtomicU64,
 }
 
 /// A misbehaving TCP forwarder (see the [module docs](self)). Stops when dropped.
@@ -84,6 +86,7 @@ impl TcpProxy {
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept(listener, shared.clone()));
         Ok(Self { addr, shared, task })
@@ -148,6 +151,36 @@ impl TcpProxy {
     pub fn bytes_forwarded(&self) -> u64 {
         self.shared.forwarded.load(Ordering::Relaxed)
     }
+
+    /// Bytes read and not yet delivered (held by the delay, a throttle or a stall): what
+    /// [`TcpProxy::cut_all`] would destroy now.
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes one direction holds; given back to [`Shared::in_flight`] when it ends.
+struct Pending {
+    shared: Arc<Shared>,
+    bytes: AtomicU64,
+}
+
+impl Pending {
+    fn add(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        self.shared.in_flight.fetch_add(n, Ordering::Relaxed);
+    }
+    fn sub(&self, n: u64) {
+        self.bytes.fetch_sub(n, Ordering::Relaxed);
+        self.shared.in_flight.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let left = self.bytes.load(Ordering::Relaxed);
+        self.shared.in_flight.fetch_sub(left, Ordering::Relaxed);
+    }
 }
 
 async fn accept(listener: TcpListener, shared: Arc<Shared>) {
@@ -191,6 +224,11 @@ async fn pump(
     shared: Arc<Shared>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let pending = Arc::new(Pending {
+        shared: shared.clone(),
+        bytes: AtomicU64::new(0),
+    });
+    let pending_in = pending.clone();
     let conditions = shared.conditions.subscribe();
     let reader = async move {
         let mut buf = vec![0u8; 16 * 1024];
@@ -208,6 +246,7 @@ async fn pump(
             };
             let at = (Instant::now() + c.delay + jitter).max(last);
             last = at;
+            pending_in.add(n as u64);
             if tx.send((at, buf[..n].to_vec())).is_err() {
                 return;
             }
@@ -229,6 +268,7 @@ async fn pump(
             if to.write_all(&chunk).await.is_err() {
                 return;
             }
+            pending.sub(chunk.len() as u64);
             shared
                 .forwarded
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -351,6 +391,11 @@ impl ProxiedNetwork {
     /// Bytes forwarded by every proxy together.
     pub fn bytes_forwarded(&self) -> u64 {
         self.proxies().map(TcpProxy::bytes_forwarded).sum()
+    }
+
+    /// Bytes every proxy together holds now ([`TcpProxy::bytes_in_flight`]).
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.proxies().map(TcpProxy::bytes_in_flight).sum()
     }
 
     /// Stops every node.
