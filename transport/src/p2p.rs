@@ -327,7 +327,8 @@ struct Behaviour {
 /// `frames_delivered` (or, on the sender, `frames_sent`) includes it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Libp2pStats {
-    /// Frames handed to a stream.
+    /// Frames handed to a stream for the first time (sending them again after a cut is
+    /// counted in `frames_retransmitted`).
     pub frames_sent: u64,
     /// Frames read from streams (before any check).
     pub frames_received: u64,
