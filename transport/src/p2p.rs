@@ -330,6 +330,10 @@ pub struct Libp2pStats {
     /// Frames handed to a stream for the first time (sending them again after a cut is
     /// counted in `frames_retransmitted`).
     pub frames_sent: u64,
+    /// Bytes handed to streams: length prefixes, sequence numbers and frames, the
+    /// retransmitted ones included (not counted: handshakes, acknowledgements, and
+    /// noise, yamux and TCP overhead).
+    pub bytes_sent: u64,
     /// Frames read from streams (before any check).
     pub frames_received: u64,
     /// Frames accepted by the session table.
@@ -377,6 +381,7 @@ pub struct Libp2pStats {
 #[derive(Default)]
 struct Counters {
     frames_sent: AtomicU64,
+    bytes_sent: AtomicU64,
     frames_received: AtomicU64,
     frames_delivered: AtomicU64,
     unknown_peer_refused: AtomicU64,
@@ -403,6 +408,7 @@ impl Counters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Libp2pStats {
             frames_sent: get(&self.frames_sent),
+            bytes_sent: get(&self.bytes_sent),
             frames_received: get(&self.frames_received),
             frames_delivered: get(&self.frames_delivered),
             unknown_peer_refused: get(&self.unknown_peer_refused),
@@ -1039,6 +1045,10 @@ impl Writer {
     }
 
     async fn write(&mut self, link: &mut Link, bytes: &[u8]) -> Wake<io::Result<()>> {
+        self.shared
+            .counters
+            .bytes_sent
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let write = tokio::time::timeout(self.shared.write_timeout, async {
             link.write.write_all(bytes).await?;
             link.write.flush().await
