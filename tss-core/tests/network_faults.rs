@@ -142,3 +142,117 @@ async fn a_connection_cut_mid_signing_and_restored_still_completes_the_run() {
     );
     net.shutdown().await;
 }
+
+/// The whole life of a key among five nodes over libp2p with 50 ms one-way delay (5 ms
+/// jitter) on every link: keygen 3-of-5, presign + one-round online signing, a reshare
+/// to four of them (3-of-4) and signing with the new shares; the address never changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_complete_keygen_presign_online_and_reshare_with_50ms_delay() {
+    use futures::FutureExt;
+    use tss_core::{PersistShare, ReshareRequest};
+
+    let net = proxied(&[211, 212, 213, 214, 215]).await;
+    net.set_delay(Duration::from_millis(50), Duration::from_millis(5));
+    let ids = net.node_ids();
+    let nodes: Vec<Arc<TssNode>> = net
+        .nodes
+        .iter()
+        .map(|t| {
+            Arc::new(TssNode::new(Arc::new(t.clone())).with_idle_timeout(Duration::from_secs(600)))
+        })
+        .collect();
+
+    // Keygen 3-of-5.
+    let committee = Committee::new(ids.clone(), 3).unwrap();
+    let key_id = KeyId::new("five-with-delay").unwrap();
+    let eid = fresh_eid(ProtocolKind::Keygen, &key_id, &ids);
+    let runs: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(k, node)| {
+            let (node, committee, key_id) = (node.clone(), committee.clone(), key_id.clone());
+            tokio::spawn(async move { node.keygen(key_id, committee, eid, primes_at(k)).await })
+        })
+        .collect();
+    let mut parties = Vec::new();
+    for (node, run) in nodes.iter().zip(runs) {
+        parties.push(Party {
+            node: node.clone(),
+            share: run.await.unwrap().expect("keygen with delay"),
+        });
+    }
+    let address = parties[0].share.ethereum_address();
+    let old_info = parties[0].share.public_info();
+    let parties = Arc::new(parties);
+
+    // Presign + online signing.
+    let presig = presign(&parties, &[0, 2, 4]).await;
+    let batch = b"batch 1, five nodes, 50 ms";
+    for sig in sign_online(&parties, &[0, 2, 4], presig, batch).await {
+        assert_eq!(
+            sig.unwrap().recover_address(&keccak256(batch)).unwrap(),
+            address
+        );
+    }
+
+    // Reshare to nodes 0..4 (3-of-4), dealt by the first three old members.
+    let new_members = ids[..4].to_vec();
+    let new_committee = Committee::new(new_members.clone(), 3).unwrap();
+    let dealers = ids[..3].to_vec();
+    let mut all = dealers.clone();
+    all.extend(new_members.iter().copied());
+    let request = ReshareRequest {
+        old: old_info.clone(),
+        dealers,
+        new_committee: new_committee.clone(),
+        eid: fresh_eid(ProtocolKind::Reshare, &old_info.key_id, &all),
+    };
+    let mut runs = Vec::new();
+    for id in request.participants() {
+        let k = ids.iter().position(|x| *x == id).unwrap();
+        let (node, parties, request) = (nodes[k].clone(), parties.clone(), request.clone());
+        let is_new = new_committee.index_of(&id).is_some();
+        runs.push(tokio::spawn(async move {
+            let old_share = request.dealers.contains(&id).then(|| &parties[k].share);
+            let persist: Option<PersistShare> =
+                is_new.then(|| -> PersistShare { Box::new(|_, _| async { Ok(()) }.boxed()) });
+            let primes = is_new.then(|| primes_at(k + 5));
+            let outcome = node.reshare(&request, old_share, primes, persist).await;
+            (k, outcome)
+        }));
+    }
+    let mut new_parties = Vec::new();
+    for run in runs {
+        let (k, outcome) = run.await.unwrap();
+        let outcome = outcome.expect("reshare with delay");
+        assert!(outcome.may_retire_old_share());
+        if let Some(share) = outcome.new_share {
+            assert_eq!(
+                share.ethereum_address(),
+                address,
+                "same address after reshare"
+            );
+            new_parties.push((k, share));
+        }
+    }
+    new_parties.sort_by_key(|(k, _)| *k);
+    assert_eq!(new_parties.len(), 4);
+    let new_parties = Arc::new(
+        new_parties
+            .into_iter()
+            .map(|(k, share)| Party {
+                node: nodes[k].clone(),
+                share,
+            })
+            .collect::<Vec<_>>(),
+    );
+    let presig = presign(&new_parties, &[1, 2, 3]).await;
+    let batch = b"batch 2, after the reshare";
+    for sig in sign_online(&new_parties, &[1, 2, 3], presig, batch).await {
+        assert_eq!(
+            sig.unwrap().recover_address(&keccak256(batch)).unwrap(),
+            address
+        );
+    }
+    net.shutdown().await;
+}
