@@ -260,7 +260,10 @@ impl Nodes {
     /// retransmitted, not lost), summed over the nodes: non-zero means a run may have
     /// stalled on a lost message.
     pub fn libp2p_losses(&self) -> u64 {
-        self.libp2p.iter().map(|t| t.stats().dropped_queue_full).sum()
+        self.libp2p
+            .iter()
+            .map(|t| t.stats().dropped_queue_full)
+            .sum()
     }
 
     /// The first `t` node ids: the signer set used by every signing benchmark.
