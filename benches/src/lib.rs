@@ -224,6 +224,23 @@ impl Nodes {
         }
     }
 
+    /// Nodes on already connected libp2p transports (in committee order), whose swarms
+    /// run on a runtime the caller keeps alive (e.g. `transport::proxy::ProxiedNetwork`).
+    pub fn from_libp2p(transports: Vec<Libp2pTransport>) -> Self {
+        use transport::Transport;
+        let ids = transports.iter().map(|t| t.local_node()).collect();
+        let nodes = transports
+            .iter()
+            .map(|t| Arc::new(TssNode::new(Arc::new(t.clone())).with_idle_timeout(IDLE_TIMEOUT)))
+            .collect();
+        Self {
+            nodes,
+            ids,
+            libp2p: transports,
+            net_runtime: None,
+        }
+    }
+
     /// Nodes on `net`.
     pub async fn start(net: Net, identities: &[Libp2pIdentity]) -> Self {
         match net {
@@ -239,15 +256,13 @@ impl Nodes {
         }
     }
 
-    /// libp2p messages lost so far (outbound failures, drops on full queues), summed over
-    /// the nodes: non-zero means a run may have stalled on a lost message.
+    /// libp2p messages lost so far (drops on full queues; frames on failed streams are
+    /// retransmitted, not lost), summed over the nodes: non-zero means a run may have
+    /// stalled on a lost message.
     pub fn libp2p_losses(&self) -> u64 {
         self.libp2p
             .iter()
-            .map(|t| {
-                let s = t.stats();
-                s.outbound_failures + s.dropped_queue_full
-            })
+            .map(|t| t.stats().dropped_queue_full)
             .sum()
     }
 

@@ -58,8 +58,8 @@ use crate::error::{Error, Result};
 use crate::l1::view::{L1Reader, L1View};
 use crate::l1::L1Error;
 use crate::metrics::{Metrics, Protocol};
-use crate::producer::BatchDuty;
 use crate::pool::{stake_from_wei, Member, Pool, PoolRules};
+use crate::producer::BatchDuty;
 
 /// The pool state committed with each key generation: the L1 height it was derived at
 /// and the members (sorted by node id, stakes in gwei).
@@ -331,7 +331,9 @@ impl ProposalValidator for SequencerRules {
         }
         match &self.batches {
             Some(duty) => duty.check(proposer, p, key).await.map_err(reject),
-            None => Err(reject("this node co-signs no batches (no [batches] section)")),
+            None => Err(reject(
+                "this node co-signs no batches (no [batches] section)",
+            )),
         }
     }
 

@@ -192,7 +192,11 @@ impl BatchDuty {
             &view,
             self.l1.provider(),
             &self.policy,
-            |_epoch| producer.as_ref().and_then(|p| NodeId::from_hex(&p.producer).ok()),
+            |_epoch| {
+                producer
+                    .as_ref()
+                    .and_then(|p| NodeId::from_hex(&p.producer).ok())
+            },
             &*self.l2,
         )
         .await
@@ -256,18 +260,23 @@ impl BatchDuty {
             "proposing batch"
         );
         let range = (proposal.first_block, proposal.last_block);
-        let submitted =
-            match batch::sign_and_submit(pool_node, &self.key_id, &proposal, tx, self.l1.provider())
-                .await
-            {
-                Ok(s) => s,
-                Err(batch::SubmitError::Pool(e)) => return Err(Error::Tss(e)),
-                Err(e) => {
-                    // Signed but not sent, or sent without a receipt.
-                    self.metrics.batch(BatchStage::Signed);
-                    return Err(Error::Internal(format!("batch {range:?}: {e}")));
-                }
-            };
+        let submitted = match batch::sign_and_submit(
+            pool_node,
+            &self.key_id,
+            &proposal,
+            tx,
+            self.l1.provider(),
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(batch::SubmitError::Pool(e)) => return Err(Error::Tss(e)),
+            Err(e) => {
+                // Signed but not sent, or sent without a receipt.
+                self.metrics.batch(BatchStage::Signed);
+                return Err(Error::Internal(format!("batch {range:?}: {e}")));
+            }
+        };
         self.metrics.batch(BatchStage::Signed);
         self.metrics.batch(BatchStage::Submitted);
         self.metrics.batch(if submitted.status {

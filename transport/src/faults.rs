@@ -66,6 +66,10 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         self.inner.local_node()
     }
 
+    fn connection_state(&self, peer: &NodeId) -> crate::ConnectionState {
+        self.inner.connection_state(peer)
+    }
+
     fn open_session(
         &self,
         session: SessionId,

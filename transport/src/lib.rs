@@ -39,7 +39,8 @@
 //! Implementations: [`InMemoryNetwork`] (in-process, for tests) and, with the `libp2p`
 //! feature (on by default), [`Libp2pTransport`] (TCP + noise + yamux; see [`p2p`]).
 //! With the `test-util` feature (tests only, not default), `FaultyTransport` wraps either to
-//! inject faults.
+//! inject faults, and `proxy::TcpProxy` delays, throttles, stalls and cuts real TCP
+//! connections (for the libp2p transport on 127.0.0.1).
 //!
 //! ```
 //! use transport::{InMemoryNetwork, NodeId, SessionId, SessionConfig, Destination, Transport};
@@ -70,6 +71,8 @@ mod frame;
 mod memory;
 #[cfg(feature = "libp2p")]
 pub mod p2p;
+#[cfg(feature = "test-util")]
+pub mod proxy;
 mod session;
 mod stream;
 
@@ -275,10 +278,42 @@ impl SessionConfig {
     }
 }
 
+/// Whether this node can reach a peer now ([`Transport::connection_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// At least one live connection to the peer (libp2p: established and answering
+    /// keepalive pings); the in-memory transport's peers are always connected.
+    Connected,
+    /// No live connection: never connected yet, closed, or its keepalive went
+    /// unanswered. Messages to the peer wait (within the transport's limits) and are
+    /// delivered once it is back.
+    Down,
+    /// The transport does not know the peer, or cannot tell.
+    Unknown,
+}
+
+/// A change of a peer's [`ConnectionState`] (libp2p:
+/// [`Libp2pTransport::connection_events`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionEvent {
+    /// The peer.
+    pub peer: NodeId,
+    /// Its state from now on.
+    pub state: ConnectionState,
+}
+
 /// A node's connection to its peers, carrying many concurrent sessions.
 pub trait Transport: Send + Sync + 'static {
     /// This node's identity.
     fn local_node(&self) -> NodeId;
+
+    /// Whether `peer` is reachable now. A session layer can use it to tell a party that
+    /// is down from one that is slow. Default: [`ConnectionState::Unknown`].
+    fn connection_state(&self, peer: &NodeId) -> ConnectionState {
+        let _ = peer;
+        ConnectionState::Unknown
+    }
 
     /// Opens a session. Fails if the session is already open or was finished on this
     /// node, or if the local node is not among the participants.

@@ -88,6 +88,14 @@ impl Transport for InMemoryTransport {
         self.hub.local_node()
     }
 
+    fn connection_state(&self, peer: &NodeId) -> crate::ConnectionState {
+        if self.network.hub_of(peer).is_some() {
+            crate::ConnectionState::Connected
+        } else {
+            crate::ConnectionState::Unknown
+        }
+    }
+
     fn open_session(
         &self,
         session: SessionId,

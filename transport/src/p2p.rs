@@ -31,12 +31,48 @@
 //!   backoff whenever no connection to them is open, so a restarted peer (same identity,
 //!   same address) is reconnected. Messages to a peer that is not connected wait in a
 //!   bounded queue ([`Libp2pConfig::max_queued_per_peer`]) and are sent once it is.
-//! - **Delivery.** Best effort: bytes handed to a stream are not sent again if that
-//!   stream then fails (a retry could duplicate a message); a batch that could not be
-//!   written at all is sent again on a fresh stream. Losses are counted in
-//!   [`Libp2pStats::outbound_failures`].
+//! - **Delivery that survives a reconnect.** Every frame a node sends to a peer carries
+//!   a sequence number (per peer, from 0, within the sender's *incarnation*: a random
+//!   64-bit number drawn at [`Libp2pTransport::start`]). The receiver acknowledges
+//!   cumulatively on the same stream (the next sequence number it expects), and the
+//!   sender keeps every frame until it is acknowledged, at most
+//!   [`Libp2pConfig::max_unacked_per_peer`] frames and
+//!   [`Libp2pConfig::max_unacked_bytes_per_peer`] bytes per peer (while that is full,
+//!   new messages wait in the peer's queue, then are dropped as in a full queue). When a
+//!   stream fails, or the connection under it dies, the next stream starts with a
+//!   handshake in which the receiver says which sequence number it expects, and the
+//!   sender retransmits every unacknowledged frame from there
+//!   ([`Libp2pStats::frames_retransmitted`]). The receiver delivers each sequence number
+//!   at most once ([`Libp2pStats::duplicates_dropped`]) and reads only the newest stream
+//!   of each peer (an older one is closed as soon as a newer one has shaken hands). A
+//!   restarted sender has a new incarnation and starts again from 0; a restarted
+//!   receiver expects 0 and accepts the sender's first retransmitted frame whatever its
+//!   number (the frames before it were acknowledged by the receiver's previous run;
+//!   counted in [`Libp2pStats::sequence_gaps`]). Memory per peer stays bounded: the
+//!   receiver keeps three numbers per sender, the sender at most the unacked limits.
+//! - **Keepalive.** libp2p ping runs on every connection every
+//!   [`Libp2pConfig::keepalive_interval`] (default 1 s); a connection on which no ping
+//!   was answered for that interval plus [`Libp2pConfig::keepalive_timeout`] (default
+//!   5 s) is closed, so a silently dead connection (a cut cable, a frozen peer, a
+//!   middlebox dropping packets) is noticed within about 6 s by default and re-dialled;
+//!   frames in flight on it are retransmitted on the next one. A peer that does not
+//!   speak ping is not watched.
+//! - **Connection state.** [`Libp2pTransport::connection_state`] (also
+//!   [`Transport::connection_state`]) says whether a peer is connected now, and
+//!   [`Libp2pTransport::connection_events`] reports every change, so a session layer can
+//!   tell "party is down" from "party is slow".
+//!
+//! Wire of one stream (all integers big-endian):
+//!
+//! ```text
+//! receiver -> sender: STREAM_ACCEPTED (1 byte)
+//! sender -> receiver: incarnation (8 bytes)
+//! receiver -> sender: next expected sequence number (8 bytes)
+//! sender -> receiver: { length (4 bytes) | sequence number (8 bytes) | frame }*   (length = 8 + frame length)
+//! receiver -> sender: { next expected sequence number (8 bytes) }*                (cumulative acks)
+//! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +84,7 @@ use libp2p::identity;
 use libp2p::swarm::{dial_opts::DialOpts, NetworkBehaviour, SwarmEvent};
 use libp2p::{allow_block_list, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 /// The libp2p crate this transport is built on (to build raw clients in tests and tools
@@ -61,12 +97,12 @@ use crate::frame::{decode_frame, encode_frame, FRAME_HEADER_LEN};
 use crate::session::{HubLimits, HubStats, SessionChannel, SessionHub, SessionSender};
 use crate::stream::{read_length_prefixed, StreamReadError};
 use crate::{
-    DeliveryKind, InboundMessage, NodeId, SessionConfig, SessionId, Transport, TransportError,
-    MAX_MESSAGE_SIZE,
+    ConnectionEvent, ConnectionState, DeliveryKind, InboundMessage, NodeId, SessionConfig,
+    SessionId, Transport, TransportError, MAX_MESSAGE_SIZE,
 };
 
 /// The stream protocol carrying MPC frames.
-pub const PROTOCOL_NAME: &str = "/tss-seq/mpc/3";
+pub const PROTOCOL_NAME: &str = "/tss-seq/mpc/4";
 
 /// The byte a node writes back on a stream it accepts, before reading frames from it.
 /// A sender writes nothing on a new stream until it has read this byte, so a stream the
@@ -79,21 +115,41 @@ pub const STREAM_ACCEPTED: u8 = 0xa5;
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the swarm task checks for peers due for a re-dial.
 const REDIAL_TICK: Duration = Duration::from_millis(50);
+/// Connection events kept for a slow [`Libp2pTransport::connection_events`] listener
+/// (it then skips the oldest: the current state is always [`Libp2pTransport::connection_state`]).
+const CONNECTION_EVENTS_BUFFERED: usize = 256;
+/// How long an inbound stream may take to send its handshake before it is closed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A writer hands at most this many bytes of queued frames to its stream at once.
 const MAX_BATCH: usize = 256 * 1024;
 /// First wait of a writer between failed attempts to open its stream (doubles, up to the
 /// configured maximum re-dial backoff; a new connection to the peer cuts it short).
 const OPEN_RETRY: Duration = Duration::from_millis(10);
 
-/// Prefixes `frame` with its 4-byte big-endian length: the unit written on a stream.
-/// Fails with [`TransportError::MessageTooLarge`] for a frame of 4 GiB or more.
-pub fn length_prefixed(frame: &[u8]) -> Result<Vec<u8>, TransportError> {
-    let len = u32::try_from(frame.len()).map_err(|_| TransportError::MessageTooLarge {
-        size: frame.len(),
-        limit: u32::MAX as usize,
-    })?;
-    let mut out = Vec::with_capacity(4 + frame.len());
+/// Bytes of a sequence number on the wire.
+pub const SEQ_LEN: usize = 8;
+
+/// Default of [`Libp2pConfig::max_unacked_per_peer`].
+pub const DEFAULT_MAX_UNACKED_PER_PEER: usize = 4096;
+/// Default of [`Libp2pConfig::max_unacked_bytes_per_peer`] (64 MiB).
+pub const DEFAULT_MAX_UNACKED_BYTES_PER_PEER: usize = 64 * 1024 * 1024;
+/// Default of [`Libp2pConfig::keepalive_interval`].
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Default of [`Libp2pConfig::keepalive_timeout`].
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The unit written on a stream for one frame: its 4-byte big-endian length (of what
+/// follows it), the 8-byte big-endian sequence number `seq`, then the frame. Fails with
+/// [`TransportError::MessageTooLarge`] for a frame of 4 GiB or more.
+pub fn stream_unit(seq: u64, frame: &[u8]) -> Result<Vec<u8>, TransportError> {
+    let len =
+        u32::try_from(frame.len() + SEQ_LEN).map_err(|_| TransportError::MessageTooLarge {
+            size: frame.len(),
+            limit: u32::MAX as usize - SEQ_LEN,
+        })?;
+    let mut out = Vec::with_capacity(4 + SEQ_LEN + frame.len());
     out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(frame);
     Ok(out)
 }
@@ -206,6 +262,24 @@ pub struct Libp2pConfig {
     /// sessions' inboxes (32 MiB and 4096 messages per sender per session). Default
     /// [`HubLimits::default`]; hits are counted in [`Libp2pStats::sessions`].
     pub hub_limits: HubLimits,
+    /// Frames sent to one peer and kept until it acknowledges them (to retransmit them
+    /// after a reconnect). While this many are unacknowledged, new messages to the peer
+    /// wait in its queue ([`Libp2pConfig::max_queued_per_peer`]). Default
+    /// [`DEFAULT_MAX_UNACKED_PER_PEER`] (4096).
+    pub max_unacked_per_peer: usize,
+    /// Bytes of unacknowledged frames kept per peer, as above (a single frame larger
+    /// than this is still sent when nothing else is unacknowledged). Default
+    /// [`DEFAULT_MAX_UNACKED_BYTES_PER_PEER`] (64 MiB).
+    pub max_unacked_bytes_per_peer: usize,
+    /// How often every connection is pinged (libp2p ping). Default
+    /// [`DEFAULT_KEEPALIVE_INTERVAL`] (1 s).
+    pub keepalive_interval: Duration,
+    /// A connection on which no ping was answered for `keepalive_interval +
+    /// keepalive_timeout` is closed (its peer is reported down if it has no other; it is
+    /// re-dialled and unacknowledged frames are retransmitted). Default
+    /// [`DEFAULT_KEEPALIVE_TIMEOUT`] (5 s): long enough for a node whose runtime is busy
+    /// with proofs for a few seconds.
+    pub keepalive_timeout: Duration,
 }
 
 impl Libp2pConfig {
@@ -223,6 +297,10 @@ impl Libp2pConfig {
             max_inbound_streams_per_peer: 8,
             idle_connection_timeout: Duration::from_secs(3600),
             hub_limits: HubLimits::default(),
+            max_unacked_per_peer: DEFAULT_MAX_UNACKED_PER_PEER,
+            max_unacked_bytes_per_peer: DEFAULT_MAX_UNACKED_BYTES_PER_PEER,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
         }
     }
 
@@ -238,6 +316,7 @@ impl Libp2pConfig {
 struct Behaviour {
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     stream: libp2p_stream::Behaviour,
+    ping: libp2p::ping::Behaviour,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -249,8 +328,13 @@ struct Behaviour {
 /// `frames_delivered` (or, on the sender, `frames_sent`) includes it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Libp2pStats {
-    /// Frames handed to a stream.
+    /// Frames handed to a stream for the first time (sending them again after a cut is
+    /// counted in `frames_retransmitted`).
     pub frames_sent: u64,
+    /// Bytes handed to streams: length prefixes, sequence numbers and frames, the
+    /// retransmitted ones included (not counted: handshakes, acknowledgements, and
+    /// noise, yamux and TCP overhead).
+    pub bytes_sent: u64,
     /// Frames read from streams (before any check).
     pub frames_received: u64,
     /// Frames accepted by the session table.
@@ -269,8 +353,21 @@ pub struct Libp2pStats {
     pub inbound_failures: u64,
     /// Inbound streams refused because the peer already had the maximum open.
     pub inbound_streams_refused: u64,
-    /// Outbound frames lost after being handed to a stream that then failed.
+    /// Outbound streams that failed (write error, write timeout, connection closed)
+    /// while frames on them were unacknowledged; those frames are retransmitted on the
+    /// next stream ([`Libp2pStats::frames_retransmitted`]), not lost.
     pub outbound_failures: u64,
+    /// Frames sent again on a new stream because the previous one failed before the
+    /// peer acknowledged them.
+    pub frames_retransmitted: u64,
+    /// Inbound frames whose sequence number was already delivered (a retransmission of
+    /// a frame that had arrived): dropped, not delivered twice.
+    pub duplicates_dropped: u64,
+    /// Inbound frames that skipped sequence numbers (only after this node restarted
+    /// while a peer still held frames for it that its previous run had acknowledged).
+    pub sequence_gaps: u64,
+    /// Pings not answered in time; each closed its connection.
+    pub keepalive_failures: u64,
     /// Outbound streams the peer did not accept (reset or closed before
     /// [`STREAM_ACCEPTED`] came back); the writer opened another and lost nothing.
     pub streams_not_accepted: u64,
@@ -285,6 +382,7 @@ pub struct Libp2pStats {
 #[derive(Default)]
 struct Counters {
     frames_sent: AtomicU64,
+    bytes_sent: AtomicU64,
     frames_received: AtomicU64,
     frames_delivered: AtomicU64,
     unknown_peer_refused: AtomicU64,
@@ -294,6 +392,10 @@ struct Counters {
     inbound_failures: AtomicU64,
     inbound_streams_refused: AtomicU64,
     outbound_failures: AtomicU64,
+    frames_retransmitted: AtomicU64,
+    duplicates_dropped: AtomicU64,
+    sequence_gaps: AtomicU64,
+    keepalive_failures: AtomicU64,
     streams_not_accepted: AtomicU64,
     dropped_queue_full: AtomicU64,
 }
@@ -307,6 +409,7 @@ impl Counters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Libp2pStats {
             frames_sent: get(&self.frames_sent),
+            bytes_sent: get(&self.bytes_sent),
             frames_received: get(&self.frames_received),
             frames_delivered: get(&self.frames_delivered),
             unknown_peer_refused: get(&self.unknown_peer_refused),
@@ -316,6 +419,10 @@ impl Counters {
             inbound_failures: get(&self.inbound_failures),
             inbound_streams_refused: get(&self.inbound_streams_refused),
             outbound_failures: get(&self.outbound_failures),
+            frames_retransmitted: get(&self.frames_retransmitted),
+            duplicates_dropped: get(&self.duplicates_dropped),
+            sequence_gaps: get(&self.sequence_gaps),
+            keepalive_failures: get(&self.keepalive_failures),
             streams_not_accepted: get(&self.streams_not_accepted),
             dropped_queue_full: get(&self.dropped_queue_full),
             sessions,
@@ -341,7 +448,7 @@ struct Shared {
     local: NodeId,
     hub: SessionHub,
     listen_addrs: Mutex<Vec<Multiaddr>>,
-    connected: Mutex<std::collections::HashSet<NodeId>>,
+    connected: Mutex<HashSet<NodeId>>,
     /// Woken whenever a connection to some peer is established (writers waiting to
     /// (re)open their stream retry then).
     connection_up: Notify,
@@ -353,6 +460,14 @@ struct Shared {
     writers: RwLock<HashMap<NodeId, mpsc::Sender<Vec<u8>>>>,
     /// Open inbound streams per peer (each reader holds a clone of the peer's token).
     inbound_tokens: Mutex<HashMap<PeerId, Arc<()>>>,
+    /// Every change of a peer's connection state.
+    events: broadcast::Sender<ConnectionEvent>,
+    /// Per sender: which of its sequence numbers this node delivered.
+    inbound_seq: Mutex<HashMap<NodeId, InboundSeq>>,
+    /// This run's incarnation (random): sent in every stream handshake.
+    incarnation: u64,
+    max_unacked: usize,
+    max_unacked_bytes: usize,
     /// Flipped to true on shutdown: every writer and reader stops.
     closed: watch::Sender<bool>,
     control: libp2p_stream::Control,
@@ -382,6 +497,10 @@ impl Shared {
             peer,
             queue: rx,
             closed: self.closed.subscribe(),
+            next_seq: 0,
+            sent_upto: 0,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
         };
         self.runtime.spawn(writer.run());
     }
@@ -451,6 +570,7 @@ impl Libp2pTransport {
                     node: *node,
                     addr: addr.clone(),
                     connections: 0,
+                    live: HashMap::new(),
                     dialing: false,
                     next_dial: Some(Instant::now()),
                     backoff: config.redial_initial_backoff,
@@ -477,7 +597,15 @@ impl Libp2pTransport {
                     yamux::Config::default,
                 )
                 .map_err(|e| TransportError::Network(format!("tcp/noise setup: {e}")))?
-                .with_behaviour(|_| Behaviour { allow, stream })
+                .with_behaviour(|_| Behaviour {
+                    allow,
+                    stream,
+                    ping: libp2p::ping::Behaviour::new(
+                        libp2p::ping::Config::new()
+                            .with_interval(config.keepalive_interval)
+                            .with_timeout(config.keepalive_timeout),
+                    ),
+                })
                 .map_err(|e| TransportError::Network(format!("behaviour setup: {e}")))?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
                 .build();
@@ -493,6 +621,11 @@ impl Libp2pTransport {
             listen_addrs: Mutex::default(),
             connected: Mutex::default(),
             connection_up: Notify::new(),
+            events: broadcast::channel(CONNECTION_EVENTS_BUFFERED).0,
+            inbound_seq: Mutex::default(),
+            incarnation: rand::random(),
+            max_unacked: config.max_unacked_per_peer.max(1),
+            max_unacked_bytes: config.max_unacked_bytes_per_peer,
             counters: Counters::default(),
             peer_of: RwLock::default(),
             node_of: RwLock::default(),
@@ -520,6 +653,7 @@ impl Libp2pTransport {
             shared: shared.clone(),
             initial_backoff: config.redial_initial_backoff,
             max_backoff: config.redial_max_backoff,
+            keepalive_deadline: config.keepalive_interval + config.keepalive_timeout,
             ready: Some(ready_tx),
         };
         let driver_task = tokio::spawn(driver.run(command_rx));
@@ -555,6 +689,26 @@ impl Libp2pTransport {
         let mut peers: Vec<NodeId> = self.inner.shared.connected.lock().iter().copied().collect();
         peers.sort();
         peers
+    }
+
+    /// Whether `peer` has a live connection now ([`ConnectionState::Unknown`] for a node
+    /// that is not a known peer). A connection whose keepalive ping goes unanswered for
+    /// [`Libp2pConfig::keepalive_timeout`] counts as down at once.
+    pub fn connection_state(&self, peer: &NodeId) -> ConnectionState {
+        let shared = &self.inner.shared;
+        if shared.connected.lock().contains(peer) {
+            ConnectionState::Connected
+        } else if shared.peer_of.read().contains_key(peer) {
+            ConnectionState::Down
+        } else {
+            ConnectionState::Unknown
+        }
+    }
+
+    /// Every change of a known peer's connection state from now on (a receiver that
+    /// falls more than 256 events behind skips the oldest).
+    pub fn connection_events(&self) -> broadcast::Receiver<ConnectionEvent> {
+        self.inner.shared.events.subscribe()
     }
 
     /// Waits until every node of `nodes` (other than this one) is connected. Fails with
@@ -670,8 +824,8 @@ impl SessionSender for Libp2pSender {
         let writer = shared.writers.read().get(&to).cloned().ok_or_else(|| {
             TransportError::Network(format!("{to} is not a known peer of this node"))
         })?;
-        let unit = length_prefixed(&encode_frame(session, kind, &payload))?;
-        match writer.try_send(unit) {
+        let frame = encode_frame(session, kind, &payload);
+        match writer.try_send(frame) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 // Like a lossy network: the session notices through its idle timeout.
@@ -687,6 +841,10 @@ impl SessionSender for Libp2pSender {
 impl Transport for Libp2pTransport {
     fn local_node(&self) -> NodeId {
         self.inner.shared.local
+    }
+
+    fn connection_state(&self, peer: &NodeId) -> ConnectionState {
+        Libp2pTransport::connection_state(self, peer)
     }
 
     fn open_session(
@@ -709,14 +867,55 @@ struct Writer {
     shared: Arc<Shared>,
     node: NodeId,
     peer: PeerId,
+    /// Frames (without sequence number) waiting to be sent.
     queue: mpsc::Receiver<Vec<u8>>,
     closed: watch::Receiver<bool>,
+    /// Sequence number of the next new frame.
+    next_seq: u64,
+    /// Frames numbered below this were written to some stream at least once.
+    sent_upto: u64,
+    /// Sent, not yet acknowledged: (sequence number, stream unit).
+    unacked: VecDeque<(u64, Vec<u8>)>,
+    unacked_bytes: usize,
 }
 
 /// Why a writer stopped waiting.
 enum Wake<T> {
     Closed,
     Ready(T),
+}
+
+/// A stream to the peer after the handshake: its write half, and what its ack reader
+/// saw (the peer's next expected sequence number, `None` once the stream ended).
+///
+/// Both halves are polled by the writer task only: a yamux stream keeps one waker for
+/// the channel to its connection, so a read half polled by another task can steal the
+/// wake-up of a blocked write (seen as a write stuck until its timeout).
+struct Link {
+    write: futures::io::WriteHalf<libp2p::Stream>,
+    read: futures::io::ReadHalf<libp2p::Stream>,
+    /// A partly read acknowledgement.
+    ack: [u8; SEQ_LEN],
+    ack_filled: usize,
+}
+
+impl Link {
+    /// Reads the next acknowledgement; `None` once the stream ended. Cancel-safe: a
+    /// partly read acknowledgement is kept for the next call.
+    async fn next_ack(&mut self) -> Option<u64> {
+        loop {
+            match self.read.read(&mut self.ack[self.ack_filled..]).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => {
+                    self.ack_filled += n;
+                    if self.ack_filled == SEQ_LEN {
+                        self.ack_filled = 0;
+                        return Some(u64::from_be_bytes(self.ack));
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -734,99 +933,242 @@ impl Writer {
         }
     }
 
-    async fn run(mut self) {
+    /// Forgets every frame the peer acknowledged (`next` is its next expected number).
+    fn prune(&mut self, next: u64) {
+        while let Some((seq, unit)) = self.unacked.front() {
+            if *seq >= next {
+                break;
+            }
+            self.unacked_bytes -= unit.len();
+            self.unacked.pop_front();
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.unacked.is_empty()
+            || (self.unacked.len() < self.shared.max_unacked
+                && self.unacked_bytes < self.shared.max_unacked_bytes)
+    }
+
+    /// Opens a stream (retrying until the peer takes one), shakes hands, and
+    /// retransmits what the peer has not acknowledged. `None`: shutting down.
+    async fn connect(&mut self, control: &mut libp2p_stream::Control) -> Option<Link> {
         let protocol = StreamProtocol::new(PROTOCOL_NAME);
         let shared = self.shared.clone();
+        let mut retry = OPEN_RETRY;
+        loop {
+            let open = tokio::time::timeout(
+                shared.write_timeout,
+                open_accepted_stream(control, self.peer, protocol.clone(), shared.incarnation),
+            );
+            let failure = match Self::until_closed_or(&mut self.closed, open).await {
+                Wake::Closed => return None,
+                Wake::Ready(Ok(Ok((stream, next)))) => match self.start_link(stream, next).await {
+                    Wake::Closed => return None,
+                    Wake::Ready(Ok(link)) => return Some(link),
+                    Wake::Ready(Err(e)) => {
+                        bump(&shared.counters.outbound_failures);
+                        format!("retransmission failed: {e}")
+                    }
+                },
+                Wake::Ready(Err(_)) => "timed out".to_string(),
+                Wake::Ready(Ok(Err(OpenFailure::Open(e)))) => e.to_string(),
+                Wake::Ready(Ok(Err(OpenFailure::NotAccepted(e)))) => {
+                    bump(&shared.counters.streams_not_accepted);
+                    format!("not accepted: {e}")
+                }
+            };
+            tracing::debug!(peer = %self.node, reason = %failure, "no stream to peer; retrying");
+            let wait = async {
+                tokio::select! {
+                    _ = shared.connection_up.notified() => {}
+                    _ = tokio::time::sleep(retry) => {}
+                }
+            };
+            if let Wake::Closed = Self::until_closed_or(&mut self.closed, wait).await {
+                return None;
+            }
+            retry = (retry * 2).min(shared.max_backoff);
+        }
+    }
+
+    /// After the handshake (`next`: the peer's next expected number): starts the ack
+    /// reader and retransmits every frame from `next` on.
+    async fn start_link(&mut self, stream: libp2p::Stream, next: u64) -> Wake<io::Result<Link>> {
+        self.prune(next);
+        tracing::debug!(peer = %self.node, next, unacked = self.unacked.len(), "stream to peer open");
+        let (read, write) = stream.split();
+        let mut link = Link {
+            write,
+            read,
+            ack: [0; SEQ_LEN],
+            ack_filled: 0,
+        };
+        if self.unacked.is_empty() {
+            return Wake::Ready(Ok(link));
+        }
+        let sent_upto = self.sent_upto;
+        let again = self
+            .unacked
+            .iter()
+            .filter(|(seq, _)| *seq < sent_upto)
+            .count() as u64;
+        let first_time = self.unacked.len() as u64 - again;
+        let units: Vec<Vec<u8>> = self.unacked.iter().map(|(_, u)| u.clone()).collect();
+        let mut batch = Vec::new();
+        for unit in &units {
+            batch.extend_from_slice(unit);
+            if batch.len() >= MAX_BATCH {
+                match self.write(&mut link, &batch).await {
+                    Wake::Ready(Ok(())) => batch.clear(),
+                    other => return other.map_ok(|()| link),
+                }
+            }
+        }
+        if !batch.is_empty() {
+            match self.write(&mut link, &batch).await {
+                Wake::Ready(Ok(())) => {}
+                other => return other.map_ok(|()| link),
+            }
+        }
+        self.sent_upto = self.next_seq;
+        let counters = &self.shared.counters;
+        counters
+            .frames_retransmitted
+            .fetch_add(again, Ordering::Relaxed);
+        counters
+            .frames_sent
+            .fetch_add(first_time, Ordering::Relaxed);
+        if again > 0 {
+            tracing::debug!(peer = %self.node, frames = again, "retransmitted unacknowledged frames");
+        }
+        Wake::Ready(Ok(link))
+    }
+
+    async fn write(&mut self, link: &mut Link, bytes: &[u8]) -> Wake<io::Result<()>> {
+        self.shared
+            .counters
+            .bytes_sent
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let write = tokio::time::timeout(self.shared.write_timeout, async {
+            link.write.write_all(bytes).await?;
+            link.write.flush().await
+        });
+        match Self::until_closed_or(&mut self.closed, write).await {
+            Wake::Closed => Wake::Closed,
+            Wake::Ready(Ok(r)) => Wake::Ready(r),
+            Wake::Ready(Err(_)) => Wake::Ready(Err(io::ErrorKind::TimedOut.into())),
+        }
+    }
+
+    async fn run(mut self) {
+        let shared = self.shared.clone();
         let mut control = shared.control.clone();
-        let mut stream: Option<libp2p::Stream> = None;
+        let mut link: Option<Link> = None;
         let mut batch: Vec<u8> = Vec::new();
         loop {
-            let first = match Self::until_closed_or(&mut self.closed, self.queue.recv()).await {
-                Wake::Ready(Some(unit)) => unit,
-                Wake::Ready(None) | Wake::Closed => return,
+            let Some(current) = link.as_mut() else {
+                if self.unacked.is_empty() {
+                    // Nothing to retransmit: open a stream only once there is a message.
+                    match Self::until_closed_or(&mut self.closed, self.queue.recv()).await {
+                        Wake::Ready(Some(frame)) => {
+                            self.push(frame);
+                        }
+                        Wake::Ready(None) | Wake::Closed => return,
+                    }
+                }
+                match self.connect(&mut control).await {
+                    Some(l) => link = Some(l),
+                    None => return,
+                }
+                // Frames pushed before the stream existed were sent by the retransmission.
+                continue;
             };
-            // Everything already queued goes out in the same write.
-            batch.clear();
-            batch.extend_from_slice(&first);
-            let mut frames = 1u64;
-            while batch.len() < MAX_BATCH {
-                match self.queue.try_recv() {
-                    Ok(unit) => {
-                        batch.extend_from_slice(&unit);
-                        frames += 1;
+            let room = self.has_room();
+            let event = {
+                let queue = &mut self.queue;
+                let next = async {
+                    tokio::select! {
+                        ack = current.next_ack() => Event::Ack(ack),
+                        frame = queue.recv(), if room => Event::Frame(frame),
                     }
-                    Err(_) => break,
-                }
-            }
-            let mut retry = OPEN_RETRY;
-            loop {
-                if stream.is_none() {
-                    let open = tokio::time::timeout(
-                        self.shared.write_timeout,
-                        open_accepted_stream(&mut control, self.peer, protocol.clone()),
-                    );
-                    match Self::until_closed_or(&mut self.closed, open).await {
-                        Wake::Closed => return,
-                        Wake::Ready(Ok(Ok(s))) => stream = Some(s),
-                        Wake::Ready(result) => {
-                            let reason = match result {
-                                Err(_) => "timed out".to_string(),
-                                Ok(Err(OpenFailure::Open(e))) => e.to_string(),
-                                Ok(Err(OpenFailure::NotAccepted(e))) => {
-                                    bump(&self.shared.counters.streams_not_accepted);
-                                    format!("not accepted: {e}")
-                                }
-                                Ok(Ok(_)) => unreachable!("handled above"),
-                            };
-                            tracing::debug!(peer = %self.node, %reason, "no stream to peer; retrying");
-                            let wait = async {
-                                tokio::select! {
-                                    _ = shared.connection_up.notified() => {}
-                                    _ = tokio::time::sleep(retry) => {}
-                                }
-                            };
-                            if let Wake::Closed =
-                                Self::until_closed_or(&mut self.closed, wait).await
-                            {
-                                return;
-                            }
-                            retry = (retry * 2).min(self.shared.max_backoff);
-                            continue;
-                        }
-                    }
-                }
-                let Some(s) = stream.as_mut() else { continue };
-                let write =
-                    tokio::time::timeout(self.shared.write_timeout, write_all_counted(s, &batch));
-                let (written, result) = match Self::until_closed_or(&mut self.closed, write).await {
-                    Wake::Closed => return,
-                    Wake::Ready(Ok(outcome)) => outcome,
-                    Wake::Ready(Err(_)) => (usize::MAX, Err(io::ErrorKind::TimedOut.into())),
                 };
-                match result {
-                    Ok(()) => {
-                        self.shared
-                            .counters
-                            .frames_sent
-                            .fetch_add(frames, Ordering::Relaxed);
-                        break;
+                Self::until_closed_or(&mut self.closed, next).await
+            };
+            match event {
+                Wake::Closed => return,
+                Wake::Ready(Event::Ack(Some(next))) => self.prune(next),
+                Wake::Ready(Event::Ack(None)) => {
+                    // The stream ended (the peer closed it, or the connection died).
+                    if !self.unacked.is_empty() {
+                        bump(&shared.counters.outbound_failures);
                     }
-                    Err(error) => {
-                        stream = None;
-                        if written == 0 {
-                            // Nothing left this node: safe to send on a fresh stream.
-                            tracing::debug!(peer = %self.node, %error, "stream failed before writing; re-opening");
-                            continue;
+                    tracing::debug!(peer = %self.node, unacked = self.unacked.len(), "stream to peer ended; re-opening");
+                    link = None;
+                }
+                Wake::Ready(Event::Frame(None)) => return,
+                Wake::Ready(Event::Frame(Some(frame))) => {
+                    // Everything already queued goes out in the same write.
+                    batch.clear();
+                    let first = self.push(frame);
+                    batch.extend_from_slice(first);
+                    let mut frames = 1u64;
+                    while batch.len() < MAX_BATCH && self.has_room() {
+                        match self.queue.try_recv() {
+                            Ok(frame) => {
+                                batch.extend_from_slice(self.push(frame));
+                                frames += 1;
+                            }
+                            Err(_) => break,
                         }
-                        self.shared
-                            .counters
-                            .outbound_failures
-                            .fetch_add(frames, Ordering::Relaxed);
-                        tracing::warn!(peer = %self.node, %error, frames, "stream to peer failed; frames lost");
-                        break;
+                    }
+                    let Some(current) = link.as_mut() else {
+                        continue;
+                    };
+                    // Handed to the stream from here on: sent again only as a retransmission.
+                    self.sent_upto = self.next_seq;
+                    shared
+                        .counters
+                        .frames_sent
+                        .fetch_add(frames, Ordering::Relaxed);
+                    match self.write(current, &batch).await {
+                        Wake::Closed => return,
+                        Wake::Ready(Ok(())) => {}
+                        Wake::Ready(Err(error)) => {
+                            bump(&shared.counters.outbound_failures);
+                            tracing::debug!(peer = %self.node, %error, frames, "stream to peer failed; frames will be retransmitted");
+                            link = None;
+                        }
                     }
                 }
             }
+        }
+    }
+
+    /// Numbers `frame`, keeps it until acknowledged, and returns its stream unit.
+    fn push(&mut self, frame: Vec<u8>) -> &[u8] {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let unit = stream_unit(seq, &frame).expect("frames are at most max_message_size");
+        self.unacked_bytes += unit.len();
+        self.unacked.push_back((seq, unit));
+        &self.unacked.back().expect("just pushed").1
+    }
+}
+
+/// What woke a writer with a live stream.
+enum Event {
+    /// The ack reader saw a new acknowledgement (`None`: the stream ended).
+    Ack(Option<u64>),
+    /// A new message to send (`None`: the transport is gone).
+    Frame(Option<Vec<u8>>),
+}
+
+impl<T> Wake<io::Result<T>> {
+    fn map_ok<U>(self, f: impl FnOnce(T) -> U) -> Wake<io::Result<U>> {
+        match self {
+            Wake::Closed => Wake::Closed,
+            Wake::Ready(r) => Wake::Ready(r.map(f)),
         }
     }
 }
@@ -835,46 +1177,51 @@ impl Writer {
 enum OpenFailure {
     /// libp2p could not open one (no connection, negotiation failed).
     Open(libp2p_stream::OpenStreamError),
-    /// The peer reset or closed it instead of writing [`STREAM_ACCEPTED`].
+    /// The peer reset or closed it instead of writing [`STREAM_ACCEPTED`] and its
+    /// handshake reply.
     NotAccepted(io::Error),
 }
 
-/// Opens a stream to `peer` and waits until the peer confirms it reads from it.
+/// Opens a stream to `peer`, waits until the peer confirms it reads from it, sends this
+/// node's incarnation and returns the stream with the peer's next expected sequence
+/// number.
 async fn open_accepted_stream(
     control: &mut libp2p_stream::Control,
     peer: PeerId,
     protocol: StreamProtocol,
-) -> Result<libp2p::Stream, OpenFailure> {
+    incarnation: u64,
+) -> Result<(libp2p::Stream, u64), OpenFailure> {
     let mut stream = control
         .open_stream(peer, protocol)
         .await
         .map_err(OpenFailure::Open)?;
     let mut byte = [0u8; 1];
     match stream.read(&mut byte).await {
-        Ok(1) if byte[0] == STREAM_ACCEPTED => Ok(stream),
-        Ok(0) => Err(OpenFailure::NotAccepted(
-            io::ErrorKind::UnexpectedEof.into(),
-        )),
-        Ok(_) => Err(OpenFailure::NotAccepted(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("unexpected accept byte {:#04x}", byte[0]),
-        ))),
+        Ok(1) if byte[0] == STREAM_ACCEPTED => {}
+        Ok(0) => {
+            return Err(OpenFailure::NotAccepted(
+                io::ErrorKind::UnexpectedEof.into(),
+            ))
+        }
+        Ok(_) => {
+            return Err(OpenFailure::NotAccepted(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected accept byte {:#04x}", byte[0]),
+            )))
+        }
+        Err(e) => return Err(OpenFailure::NotAccepted(e)),
+    }
+    let handshake = async {
+        stream.write_all(&incarnation.to_be_bytes()).await?;
+        stream.flush().await?;
+        let mut next = [0u8; SEQ_LEN];
+        stream.read_exact(&mut next).await?;
+        Ok(u64::from_be_bytes(next))
+    };
+    match handshake.await {
+        Ok(next) => Ok((stream, next)),
         Err(e) => Err(OpenFailure::NotAccepted(e)),
     }
-}
-
-/// Writes all of `buf` and flushes; on failure also says how many bytes had been
-/// accepted by the stream.
-async fn write_all_counted(stream: &mut libp2p::Stream, buf: &[u8]) -> (usize, io::Result<()>) {
-    let mut written = 0;
-    while written < buf.len() {
-        match stream.write(&buf[written..]).await {
-            Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
-            Ok(n) => written += n,
-            Err(e) => return (written, Err(e)),
-        }
-    }
-    (written, stream.flush().await)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -916,6 +1263,16 @@ async fn accept_streams(shared: Arc<Shared>, mut incoming: libp2p_stream::Incomi
     }
 }
 
+/// What a node delivered of one sender's frames.
+struct InboundSeq {
+    /// The sender's incarnation these numbers belong to.
+    incarnation: u64,
+    /// The next sequence number to deliver.
+    next: u64,
+    /// Bumped by every new stream from the sender; older readers stop.
+    generation: watch::Sender<u64>,
+}
+
 async fn read_frames(
     shared: Arc<Shared>,
     from: NodeId,
@@ -925,31 +1282,99 @@ async fn read_frames(
 ) {
     let counters = &shared.counters;
     // Tell the sender this stream is being read; it writes nothing before this byte.
-    let accept = async {
+    // Then read its incarnation.
+    let hello = async {
         stream.write_all(&[STREAM_ACCEPTED]).await?;
-        stream.flush().await
+        stream.flush().await?;
+        let mut incarnation = [0u8; SEQ_LEN];
+        stream.read_exact(&mut incarnation).await?;
+        Ok::<u64, io::Error>(u64::from_be_bytes(incarnation))
     };
-    let accepted = tokio::select! {
+    let hello = tokio::select! {
         biased;
         _ = closed.changed() => return,
-        r = accept => r,
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, hello) => r,
     };
-    if let Err(error) = accepted {
-        tracing::debug!(%from, %error, "could not accept an inbound stream");
+    let incarnation = match hello {
+        Ok(Ok(incarnation)) => incarnation,
+        Ok(Err(error)) => {
+            tracing::debug!(%from, %error, "could not accept an inbound stream");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%from, "inbound stream sent no handshake in time; closed");
+            return;
+        }
+    };
+    // This stream supersedes every older one from the same peer.
+    let (generation, next, mut superseded) = {
+        let mut table = shared.inbound_seq.lock();
+        let state = table.entry(from).or_insert_with(|| InboundSeq {
+            incarnation,
+            next: 0,
+            generation: watch::channel(0).0,
+        });
+        if state.incarnation != incarnation {
+            state.incarnation = incarnation;
+            state.next = 0;
+        }
+        let generation = *state.generation.borrow() + 1;
+        state.generation.send_replace(generation);
+        (generation, state.next, state.generation.subscribe())
+    };
+    tracing::debug!(%from, generation, next, "inbound stream open");
+    let reply = async {
+        stream.write_all(&next.to_be_bytes()).await?;
+        stream.flush().await
+    };
+    if let Err(error) = reply.await {
+        tracing::debug!(%from, %error, "inbound handshake failed");
         return;
     }
+    // Reads and acknowledgements in this one task (see `Link`). An acknowledgement goes
+    // out whenever no further frame is already buffered, so a burst costs one.
+    let (read, mut write) = stream.split();
+    let mut stream = futures::io::BufReader::with_capacity(64 * 1024, read);
+    let mut acked = next;
+    let mut to_ack = next;
     loop {
+        if to_ack != acked && stream.buffer().is_empty() {
+            let sent = async {
+                write.write_all(&to_ack.to_be_bytes()).await?;
+                write.flush().await
+            };
+            let sent = tokio::select! {
+                biased;
+                _ = closed.changed() => return,
+                _ = superseded.changed() => return,
+                r = tokio::time::timeout(shared.write_timeout, sent) => r,
+            };
+            match sent {
+                Ok(Ok(())) => acked = to_ack,
+                _ => {
+                    tracing::debug!(%from, "could not acknowledge; stream closed");
+                    return;
+                }
+            }
+        }
+        // The same reader the `stream_reader` fuzz target drives.
         let read = tokio::select! {
             biased;
             _ = closed.changed() => return,
-            r = read_length_prefixed(&mut stream, shared.max_frame_len) => r,
+            _ = superseded.changed() => return,
+            r = read_length_prefixed(&mut stream, shared.max_frame_len + SEQ_LEN) => r,
         };
         let bytes = match read {
-            Ok(Some(bytes)) => bytes,
+            Ok(Some(bytes)) if bytes.len() >= SEQ_LEN => bytes,
             Ok(None) => return,
+            Ok(Some(bytes)) => {
+                bump(&counters.oversized_frames);
+                tracing::warn!(%from, len = bytes.len(), "inbound frame shorter than its sequence number; stream closed");
+                return;
+            }
             Err(StreamReadError::Oversized { len, limit }) => {
                 bump(&counters.oversized_frames);
-                tracing::warn!(%from, len, limit, "oversized inbound frame refused; stream closed");
+                tracing::warn!(%from, len, limit, "inbound frame length out of bounds; stream closed");
                 return;
             }
             Err(error) => {
@@ -960,7 +1385,30 @@ async fn read_frames(
         };
         let len = bytes.len();
         bump(&counters.frames_received);
-        match decode_frame(&bytes, shared.max_message_size) {
+        let mut seq = [0u8; SEQ_LEN];
+        seq.copy_from_slice(&bytes[..SEQ_LEN]);
+        let seq = u64::from_be_bytes(seq);
+        let mut table = shared.inbound_seq.lock();
+        let Some(state) = table.get_mut(&from) else {
+            return;
+        };
+        if *state.generation.borrow() != generation {
+            // A newer stream took over; it gets everything from its handshake on.
+            return;
+        }
+        if seq < state.next {
+            bump(&counters.duplicates_dropped);
+            to_ack = state.next;
+            continue;
+        }
+        if seq > state.next {
+            bump(&counters.sequence_gaps);
+            tracing::debug!(%from, expected = state.next, got = seq, "sequence gap (this node restarted?)");
+        }
+        state.next = seq + 1;
+        to_ack = state.next;
+        // Delivered under the lock: a frame is delivered once, in sequence order.
+        match decode_frame(&bytes[SEQ_LEN..], shared.max_message_size) {
             Err(error) => {
                 bump(&counters.malformed_frames);
                 tracing::warn!(%from, %error, len, "undecodable frame dropped");
@@ -991,6 +1439,9 @@ struct PeerState {
     node: NodeId,
     addr: Multiaddr,
     connections: usize,
+    /// Open connections whose keepalive has not failed, with when a ping on each was
+    /// last answered (`None`: the peer does not support ping; not watched).
+    live: HashMap<libp2p::swarm::ConnectionId, Option<Instant>>,
     dialing: bool,
     /// When to dial next (None: connected or a dial is in progress).
     next_dial: Option<Instant>,
@@ -1003,6 +1454,8 @@ struct Driver {
     shared: Arc<Shared>,
     initial_backoff: Duration,
     max_backoff: Duration,
+    /// A connection with no ping answered for this long is closed.
+    keepalive_deadline: Duration,
     ready: Option<oneshot::Sender<Result<(), String>>>,
 }
 
@@ -1022,7 +1475,10 @@ impl Driver {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                _ = tick.tick() => self.redial_due(),
+                _ = tick.tick() => {
+                    self.check_keepalive();
+                    self.redial_due();
+                }
             }
         }
         let node = self.shared.local;
@@ -1040,6 +1496,7 @@ impl Driver {
             node,
             addr: addr.clone(),
             connections: 0,
+            live: HashMap::new(),
             dialing: false,
             next_dial: None,
             backoff: self.initial_backoff,
@@ -1081,11 +1538,95 @@ impl Driver {
     }
 
     fn set_connected(&self, node: NodeId, connected: bool) {
-        let mut set = self.shared.connected.lock();
-        if connected {
-            set.insert(node);
-        } else {
-            set.remove(&node);
+        let changed = {
+            let mut set = self.shared.connected.lock();
+            if connected {
+                set.insert(node)
+            } else {
+                set.remove(&node)
+            }
+        };
+        if changed {
+            let state = if connected {
+                ConnectionState::Connected
+            } else {
+                ConnectionState::Down
+            };
+            tracing::debug!(peer = %node, ?state, "connection state changed");
+            let _ = self
+                .shared
+                .events
+                .send(ConnectionEvent { peer: node, state });
+        }
+    }
+
+    fn on_ping(&mut self, event: libp2p::ping::Event) {
+        let Some(state) = self.peers.get_mut(&event.peer) else {
+            return;
+        };
+        let failure = match event.result {
+            Ok(_) => {
+                if let Some(last) = state.live.get_mut(&event.connection) {
+                    *last = Some(Instant::now());
+                }
+                return;
+            }
+            Err(libp2p::ping::Failure::Unsupported) => {
+                // A peer without ping (a tool, an old version) is not dead; it just
+                // cannot be watched this way.
+                tracing::debug!(peer = %state.node, "peer does not support ping; no keepalive on this connection");
+                if let Some(last) = state.live.get_mut(&event.connection) {
+                    *last = None;
+                }
+                return;
+            }
+            Err(failure) => failure.to_string(),
+        };
+        self.keepalive_failed(event.peer, event.connection, &failure);
+    }
+
+    /// Closes a connection whose keepalive failed and reports the peer down if it has
+    /// no other live connection.
+    fn keepalive_failed(
+        &mut self,
+        peer: PeerId,
+        connection: libp2p::swarm::ConnectionId,
+        why: &str,
+    ) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if state.live.remove(&connection).is_none() {
+            return;
+        }
+        bump(&self.shared.counters.keepalive_failures);
+        tracing::info!(peer = %state.node, why, "keepalive failed; closing the connection");
+        let down = state.live.is_empty();
+        let node = state.node;
+        self.swarm.close_connection(connection);
+        if down {
+            self.set_connected(node, false);
+        }
+    }
+
+    /// Closes every connection with no answered ping for `keepalive_interval +
+    /// keepalive_timeout` (libp2p's ping reports a failure only after two of them, and
+    /// re-negotiating its stream on a dead connection waits for the 10 s upgrade timeout).
+    fn check_keepalive(&mut self) {
+        let now = Instant::now();
+        let limit = self.keepalive_deadline;
+        let stale: Vec<(PeerId, libp2p::swarm::ConnectionId)> = self
+            .peers
+            .iter()
+            .flat_map(|(peer, state)| {
+                state.live.iter().filter_map(move |(conn, last)| {
+                    last.filter(|t| now.duration_since(*t) > limit)
+                        .map(|_| (*peer, *conn))
+                })
+            })
+            .collect();
+        for (peer, connection) in stale {
+            self.keepalive_failed(peer, connection, "no ping answered in time");
         }
     }
 
@@ -1109,8 +1650,10 @@ impl Driver {
                     let _ = ready.send(Err(format!("listener error: {error}")));
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
@@ -1122,6 +1665,7 @@ impl Driver {
                     return;
                 };
                 state.connections = num_established.get() as usize;
+                state.live.insert(connection_id, Some(Instant::now()));
                 state.dialing = false;
                 state.next_dial = None;
                 state.backoff = self.initial_backoff;
@@ -1132,6 +1676,7 @@ impl Driver {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 cause,
                 ..
@@ -1140,13 +1685,19 @@ impl Driver {
                     return;
                 };
                 state.connections = num_established as usize;
+                state.live.remove(&connection_id);
+                if state.live.is_empty() {
+                    let node = state.node;
+                    self.set_connected(node, false);
+                }
+                let Some(state) = self.peers.get_mut(&peer_id) else {
+                    return;
+                };
                 if num_established == 0 {
                     tracing::debug!(peer = %state.node, ?cause, "disconnected; will re-dial");
                     if !state.dialing {
                         state.next_dial = Some(Instant::now() + state.backoff);
                     }
-                    let node = state.node;
-                    self.set_connected(node, false);
                 }
             }
             SwarmEvent::OutgoingConnectionError {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use transport::p2p::libp2p::{self, Multiaddr, PeerId, StreamProtocol};
 use transport::p2p::libp2p_stream;
-use transport::p2p::{length_prefixed, peer_id_of, PROTOCOL_NAME, STREAM_ACCEPTED};
+use transport::p2p::{peer_id_of, stream_unit, PROTOCOL_NAME, STREAM_ACCEPTED};
 use transport::{
     encode_frame, DeliveryKind, Destination, Libp2pConfig, Libp2pIdentity, Libp2pTransport, NodeId,
     SessionConfig, SessionId, Transport, TransportError,
@@ -397,10 +397,12 @@ impl RawClient {
         }
     }
 
-    /// Writes `bytes` on a fresh stream and closes it. An error means the victim reset
-    /// the stream before everything was written (what it does on an oversized frame).
+    /// Writes a handshake (a fresh incarnation) and `bytes` on a fresh stream and closes
+    /// it. An error means the victim reset the stream before everything was written
+    /// (what it does on an oversized frame).
     async fn try_send_raw(&mut self, to: PeerId, addr: &Multiaddr, bytes: &[u8]) -> io::Result<()> {
         let mut stream = self.open(to, addr).await;
+        stream.write_all(&hello()).await?;
         stream.write_all(bytes).await?;
         stream.flush().await?;
         let _ = stream.close().await;
@@ -413,8 +415,14 @@ impl RawClient {
     }
 }
 
+/// A frame as the first (sequence number 0) on a stream.
 fn prefixed(frame: &[u8]) -> Vec<u8> {
-    length_prefixed(frame).unwrap()
+    stream_unit(0, frame).unwrap()
+}
+
+/// The sender's half of a stream handshake: a fresh random incarnation.
+fn hello() -> [u8; 8] {
+    rand::random::<u64>().to_be_bytes()
 }
 
 /// A victim (node 0) with a 64 KiB message limit and at most 2 inbound streams per peer,
@@ -521,7 +529,11 @@ async fn garbage_frame_is_rejected_and_node_keeps_working() {
     let count = garbage.len() as u64;
     // All on one stream: the length prefixes keep it in step, so each bad frame is
     // skipped on its own.
-    let all: Vec<u8> = garbage.iter().flat_map(|g| prefixed(g)).collect();
+    let all: Vec<u8> = garbage
+        .iter()
+        .enumerate()
+        .flat_map(|(seq, g)| stream_unit(seq as u64, g).unwrap())
+        .collect();
     raw.send_raw(victim, &addr, &all).await;
     wait_until("every garbage frame counted", || {
         n0.stats().malformed_frames == count
@@ -583,7 +595,12 @@ async fn a_peer_cannot_hold_more_streams_open_than_the_limit() {
     let mut on_victim = nodes[0]
         .open_session(s, SessionConfig::new(ids.clone()))
         .unwrap();
-    let frame = prefixed(&encode_frame(s, DeliveryKind::Direct, b"on a held stream"));
+    let mut frame = hello().to_vec();
+    frame.extend(prefixed(&encode_frame(
+        s,
+        DeliveryKind::Direct,
+        b"on a held stream",
+    )));
     held[0].write_all(&frame).await.unwrap();
     held[0].flush().await.unwrap();
     let msg = recv(&mut on_victim).await;
@@ -810,9 +827,11 @@ async fn a_flooding_peer_cannot_crowd_out_an_honest_early_message() {
 
     let mut stream = flooder.open(receiver.local_peer_id(), &plan.addrs[0]).await;
     let junk = vec![0x5a; transport::MAX_MESSAGE_SIZE];
+    stream.write_all(&hello()).await.unwrap();
     for i in 0..JUNK {
         let frame = encode_frame(session(200 + i as u8), DeliveryKind::Broadcast, &junk);
-        tokio::time::timeout(FLOOD_WAIT, stream.write_all(&prefixed(&frame)))
+        let unit = stream_unit(i as u64, &frame).unwrap();
+        tokio::time::timeout(FLOOD_WAIT, stream.write_all(&unit))
             .await
             .expect("flood written in time")
             .expect("the receiver reads the flood");
