@@ -100,6 +100,10 @@ pub struct BatchesSection {
     /// Largest batch, in L2 blocks.
     #[serde(default = "default_max_batch_blocks")]
     pub max_batch_blocks: u64,
+    /// L1 blocks the producer waits after the last appended batch before it proposes
+    /// the next (batch cadence; followers do not check it).
+    #[serde(default = "default_interval_l1_blocks")]
+    pub interval_l1_blocks: u64,
     /// L1 blocks without an appended batch after which the next producer in the epoch's
     /// order may propose (failover; see [`crate::schedule`]).
     #[serde(default = "default_stall_l1_blocks")]
@@ -138,6 +142,8 @@ pub struct BatchSettings {
     pub epoch_blocks: u64,
     /// Largest batch, in L2 blocks.
     pub max_batch_blocks: u64,
+    /// Batch cadence in L1 blocks (producer only).
+    pub interval_l1_blocks: u64,
     /// Failover window in L1 blocks.
     pub stall_l1_blocks: u64,
     /// What the producer offers.
@@ -158,6 +164,7 @@ impl BatchSettings {
             demo_l2_tag: demo_l2_tag.into(),
             epoch_blocks: default_epoch_blocks(),
             max_batch_blocks: default_max_batch_blocks(),
+            interval_l1_blocks: default_interval_l1_blocks(),
             stall_l1_blocks: default_stall_l1_blocks(),
             fees: crate::batch::BatchFees {
                 max_fee_per_gas: u128::from(default_max_fee_gwei()) * GWEI,
@@ -176,6 +183,9 @@ fn default_epoch_blocks() -> u64 {
 }
 fn default_max_batch_blocks() -> u64 {
     10
+}
+fn default_interval_l1_blocks() -> u64 {
+    5
 }
 fn default_stall_l1_blocks() -> u64 {
     30
@@ -233,6 +243,7 @@ fn parse_batches(b: &BatchesSection) -> Result<BatchSettings> {
         demo_l2_tag: b.demo_l2_tag.as_bytes().to_vec(),
         epoch_blocks: b.epoch_blocks,
         max_batch_blocks: b.max_batch_blocks,
+        interval_l1_blocks: b.interval_l1_blocks,
         stall_l1_blocks: b.stall_l1_blocks,
         fees: crate::batch::BatchFees {
             max_fee_per_gas: u128::from(b.max_fee_per_gas_gwei) * GWEI,

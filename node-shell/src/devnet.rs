@@ -5,11 +5,14 @@
 //! The demo, membership from L1 only: start anvil, deploy `SequencerStaking` and
 //! `BatchInbox` from dev account 0 (the admin), whitelist the sequencers' dev accounts
 //! and lock stake for each; the nodes read L1 and run keygen on their own; the admin
-//! registers the pool's MPC address (`setMpcAddress`); batches are signed at the epoch's
-//! block producer (raw-digest signing, switched on for the devnet); a lock by a
-//! non-whitelisted account reverts; a new sequencer locks stake and the nodes reshare
-//! n -> n+1 (same address); one unlocks and they reshare n+1 -> n (the leaver's share is
-//! retired); signatures are verified by recovering the address after each step.
+//! registers the pool's MPC address (`setMpcAddress`) and funds it; from then on the
+//! epoch's producer proposes batches of the demo L2 chain, every follower rebuilds and
+//! checks the `appendBatch` transaction against its own L1 view before it co-signs, and
+//! the producer sends the signed transaction to the inbox; a lock by a non-whitelisted
+//! account reverts; a new sequencer locks stake and the nodes reshare n -> n+1 (same
+//! address) and batches continue; one unlocks and they reshare n+1 -> n (the leaver's
+//! share is retired) and batches continue. Every appended batch is checked on L1: sent by
+//! the pool's MPC address.
 //!
 //! Progress lines go to stdout and end in a summary: the pool address, the contracts,
 //! every L1 transaction hash, every step with its duration and result, the signatures
@@ -19,8 +22,9 @@
 //! Each node's HTTP API token is in `<its data dir>/rpc-token` (see [`crate::rpc::auth`]);
 //! the demo's client sends it, and shows that a request without it is refused.
 //!
-//! **Insecure by design**: it uses the public test primes compiled into the binary, a
-//! cheap KDF and raw-digest signing, so it finishes in minutes. Never reuse its keys.
+//! **Insecure by design**: it uses the public test primes compiled into the binary and a
+//! cheap KDF, so it finishes in minutes, and a demo L2 (deterministic block hashes, no
+//! rollup). Never reuse its keys.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,14 +36,14 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use transport::{Libp2pConfig, Libp2pIdentity, NodeId, Transport};
-use tss_core::EthSignature;
 
 use alloy::primitives::{Address, FixedBytes, B256, U256};
 
-use crate::config::{L1Settings, NodeSettings, PrimeSourceConfig, UnlockConfig};
+use crate::config::{BatchSettings, L1Settings, NodeSettings, PrimeSourceConfig, UnlockConfig};
 use crate::coordinator::Node;
 use crate::error::{Error, Result};
 use crate::l1::anvil::{Anvil, AnvilOptions};
+use crate::l1::contracts::BatchInbox;
 use crate::l1::contracts::{deploy, send_and_confirm, SequencerStaking};
 use crate::l1::L1Error;
 use crate::pool::{threshold_for, PoolRules, DEFAULT_MIN_MEMBERS};
@@ -87,20 +91,22 @@ impl Default for DevnetOptions {
     }
 }
 
-/// One signed batch.
+/// One batch the inbox appended, as L1 records it.
 #[derive(Clone, Debug)]
-pub struct SignedBatch {
-    /// What was signed.
-    pub label: String,
-    /// keccak256 of the batch.
-    pub digest: String,
-    /// Node index that coordinated.
-    pub coordinator: usize,
-    /// Node indices that signed.
-    pub signers: Vec<usize>,
-    /// Address recovered from the signature.
-    pub recovered: String,
-    /// Whether it equals the pool address.
+pub struct InboxBatch {
+    /// Its epoch.
+    pub epoch: u64,
+    /// First L2 block.
+    pub first_block: u64,
+    /// Last L2 block.
+    pub last_block: u64,
+    /// The L1 transaction that appended it.
+    pub tx_hash: String,
+    /// The L1 block that included it.
+    pub l1_block: u64,
+    /// The transaction's sender.
+    pub from: String,
+    /// Whether the sender is the pool's MPC address (so the pool signed it).
     pub verified: bool,
 }
 
@@ -132,8 +138,8 @@ pub struct DevnetReport {
     pub address_after_join: String,
     /// Address after the exit reshare.
     pub address_after_exit: String,
-    /// Every signed batch.
-    pub batches: Vec<SignedBatch>,
+    /// Every batch the inbox appended, in order.
+    pub batches: Vec<InboxBatch>,
     /// Index of the node that joined.
     pub joined: usize,
     /// Index of the node that left.
@@ -228,10 +234,6 @@ struct Devnet {
 }
 
 impl Devnet {
-    fn index_of_hex(&self, hex: &str) -> Option<usize> {
-        self.ids.iter().position(|id| id.to_hex() == hex)
-    }
-
     fn remaining(&self) -> Result<Duration> {
         self.deadline
             .checked_duration_since(Instant::now())
@@ -263,67 +265,26 @@ impl Devnet {
         address.ok_or_else(|| Error::Devnet("no nodes".into()))
     }
 
-    async fn producer(&self, among: &[usize]) -> Result<usize> {
-        let (_, status) = http_json(&self.nodes[among[0]], "GET", "/status", None).await?;
-        let epoch = status["epoch"].as_u64().unwrap_or_default();
-        let producer = status["block_producer"]
-            .as_str()
-            .and_then(|h| self.index_of_hex(h))
-            .ok_or_else(|| Error::Devnet("no block producer".into()))?;
-        println!("  epoch {epoch}: block producer is node {producer}");
-        Ok(producer)
-    }
-
-    async fn sign_batch(&self, via: usize, label: &str, address: &str) -> Result<SignedBatch> {
-        let batch = json!({ "batch": label, "txs": [format!("0x{}", hex::encode(Sha256::digest(label.as_bytes())))] });
-        let digest = tss_core::keccak256(batch.to_string().as_bytes());
-        let digest_hex = format!("0x{}", hex::encode(digest));
-        let started = Instant::now();
-        let (status, resp) = http_json(
-            &self.nodes[via],
-            "POST",
-            "/sign",
-            Some(&json!({ "digest": digest_hex })),
-        )
-        .await?;
-        check(
-            status == 200,
-            format!("POST /sign at node {via}: {status} {resp}"),
-        )?;
-        let parse32 = |k: &str| -> Result<[u8; 32]> {
-            crate::rpc::parse_digest(resp[k].as_str().unwrap_or_default())
-                .map_err(|_| Error::Devnet(format!("bad {k} in sign response")))
-        };
-        let v = resp["v"].as_u64().unwrap_or(0);
-        let sig = EthSignature {
-            r: parse32("r")?,
-            s: parse32("s")?,
-            v: v.saturating_sub(27) as u8,
-        };
-        let recovered = sig.recover_address(&digest)?.to_checksum_string();
-        let signers: Vec<usize> = resp["signers"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().and_then(|h| self.index_of_hex(h)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let verified = recovered == address;
-        println!(
-            "  signed {label:<22} digest {}.. via node {via}, signers {signers:?}, v={v}, recovered {recovered} -> {} ({:.1}s)",
-            &digest_hex[..12],
-            if verified { "OK" } else { "MISMATCH" },
-            started.elapsed().as_secs_f64()
-        );
-        Ok(SignedBatch {
-            label: label.to_string(),
-            digest: digest_hex,
-            coordinator: via,
-            signers,
-            recovered,
-            verified,
-        })
+    /// Waits until the inbox holds at least `count` batches; returns the count.
+    async fn wait_for_batches(
+        &self,
+        inbox: &BatchInbox::BatchInboxInstance<alloy::providers::DynProvider>,
+        count: u64,
+    ) -> Result<u64> {
+        loop {
+            self.remaining()?;
+            let n: u64 = inbox
+                .batchCount()
+                .call()
+                .await
+                .map_err(|e| Error::Devnet(format!("batchCount(): {e}")))?
+                .try_into()
+                .unwrap_or(u64::MAX);
+            if n >= count {
+                return Ok(n);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }
 
@@ -479,7 +440,12 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         settings.peers = ids.clone();
         settings.epoch_length = opts.epoch_length;
         settings.primes = PrimeSourceConfig::InsecureFixture { index: i };
-        settings.unsafe_raw_digest_signing = true;
+        // Batches of the demo L2: a batch every few L1 blocks (anvil mines one a second),
+        // a fallback producer after 40 blocks without one.
+        let mut batches = BatchSettings::demo("node-shell devnet");
+        batches.interval_l1_blocks = 3;
+        batches.stall_l1_blocks = 40;
+        settings.batches = Some(batches);
         settings.shutdown = shutdown.clone();
         let token =
             ApiToken::load_or_create(&dir.path().join(format!("node-{i}")).join("rpc-token"))?;
@@ -563,44 +529,60 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         format!("tx {hash}"),
     );
 
-    println!("\n[2] sign {} batches at the block producer", opts.batches);
     let t0 = Instant::now();
-    let mut batches = Vec::new();
-    for b in 0..opts.batches {
-        let via = net.producer(&members).await?;
-        batches.push(
-            net.sign_batch(via, &format!("L2 batch #{b}"), &address)
-                .await?,
+    let fund = alloy::rpc::types::TransactionRequest::default()
+        .from(admin)
+        .to(mpc)
+        .value(eth(100));
+    let hash = send_and_confirm(&provider, "fund the MPC address", fund).await?;
+    l1_txs.push(("admin funds the MPC address".into(), hash.to_string()));
+    step(
+        "L1: admin funds the MPC address (100 ETH)".into(),
+        t0,
+        format!("tx {hash}"),
+    );
+
+    println!(
+        "\n[2] the epoch's producer proposes batches; {t_n} signers each rebuild the appendBatch transaction from their own L1 view and co-sign; the producer sends it to the inbox"
+    );
+    let inbox = BatchInbox::new(deployment.inbox, provider.clone());
+    let t0 = Instant::now();
+    let count = net.wait_for_batches(&inbox, opts.batches as u64).await?;
+    let appended = inbox_batches(&provider, deployment.inbox, mpc).await?;
+    for b in &appended {
+        println!(
+            "  batch epoch {} L2 blocks [{}, {}] appended by tx {} from {}",
+            b.epoch, b.first_block, b.last_block, b.tx_hash, b.from
         );
     }
-    let verified = |bs: &[SignedBatch]| {
-        format!(
-            "{} of {} signatures verified",
-            bs.iter().filter(|b| b.verified).count(),
-            bs.len()
-        )
-    };
     step(
         format!(
-            "sign {} batch{} ({t_n}-of-{n})",
+            "pool appends {} batch{} ({t_n}-of-{n})",
             opts.batches,
             if opts.batches == 1 { "" } else { "es" }
         ),
         t0,
-        verified(&batches),
+        format!("inbox holds {count}, {}", from_pool(&appended)),
     );
-    let (status, err) = http_json(
-        &net.nodes[0],
+    check(
+        appended.iter().all(|b| b.verified),
+        "a batch was appended by another account than the pool",
+    )?;
+    let (status, err) = http(
+        net.nodes[0].rpc,
+        Some(net.nodes[0].token.secret()),
         "POST",
         "/sign",
-        Some(&json!({"digest": "0x1234"})),
+        Some(&json!({"digest": format!("0x{}", "11".repeat(32))})),
     )
     .await?;
     check(
-        status == 400,
-        format!("malformed digest gave {status}, expected 400"),
+        status == 403,
+        format!(
+            "POST /sign of a raw digest gave {status}, expected 403 (raw-digest signing is off)"
+        ),
     )?;
-    println!("  malformed digest rejected: {status} {err}");
+    println!("  raw-digest signing refused: {status} {err}");
     let (status, err) = http(
         net.nodes[0].rpc,
         None,
@@ -663,15 +645,12 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     );
     check(address == address_after_join, "address changed after join")?;
     let t0 = Instant::now();
-    batches.push(net.sign_batch(joiner, "L2 batch #join", &address).await?);
-    check(
-        batches.last().is_some_and(|b| b.signers.contains(&joiner)),
-        "the new member did not sign",
-    )?;
+    let before = inbox_count(&inbox).await?;
+    let count = net.wait_for_batches(&inbox, before + 1).await?;
     step(
-        format!("sign with the new member ({t_join}-of-{})", n + 1),
+        format!("batches continue after the join ({t_join}-of-{})", n + 1),
         t0,
-        verified(&batches[batches.len() - 1..]),
+        format!("inbox {before} -> {count}"),
     );
 
     let leaver = 1;
@@ -736,24 +715,27 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     });
     check(leaver_key_deleted, "the leaver still holds a key share")?;
     let t0 = Instant::now();
-    let via = net.producer(&remaining).await?;
-    batches.push(net.sign_batch(via, "L2 batch #exit", &address).await?);
-    check(
-        batches.last().is_some_and(|b| !b.signers.contains(&leaver)),
-        "the leaver signed after leaving",
-    )?;
+    let before = inbox_count(&inbox).await?;
+    let count = net.wait_for_batches(&inbox, before + 1).await?;
     steps.push(DevnetStep {
-        name: format!("sign after the exit ({t_n}-of-{n})"),
+        name: format!("batches continue after the exit ({t_n}-of-{n})"),
         elapsed: t0.elapsed(),
-        outcome: verified(&batches[batches.len() - 1..]),
+        outcome: format!("inbox {before} -> {count}"),
     });
-    let (status, metrics) = http(net.nodes[via].rpc, None, "GET", "/metrics", None).await?;
-    check(status == 200, "GET /metrics")?;
-    if let Some(line) = metrics
-        .lines()
-        .find(|l| l.starts_with("node_shell_signatures_total"))
-    {
-        println!("  node {via} /metrics: {line}");
+    let batches = inbox_batches(&provider, deployment.inbox, mpc).await?;
+    check(
+        batches.iter().all(|b| b.verified),
+        "a batch was appended by another account than the pool",
+    )?;
+    for (i, node) in net.nodes.iter().enumerate() {
+        let (status, metrics) = http(node.rpc, None, "GET", "/metrics", None).await?;
+        check(status == 200, "GET /metrics")?;
+        if let Some(line) = metrics
+            .lines()
+            .find(|l| l.starts_with("node_shell_batches_total{stage=\"included\"}"))
+        {
+            println!("  node {i} /metrics: {line}");
+        }
     }
 
     let report = DevnetReport {
@@ -775,6 +757,68 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     print_summary(&report);
     check(report.all_ok(), "summary checks failed")?;
     Ok(report)
+}
+
+/// The inbox's batch count.
+async fn inbox_count(
+    inbox: &BatchInbox::BatchInboxInstance<alloy::providers::DynProvider>,
+) -> Result<u64> {
+    Ok(inbox
+        .batchCount()
+        .call()
+        .await
+        .map_err(|e| Error::Devnet(format!("batchCount(): {e}")))?
+        .try_into()
+        .unwrap_or(u64::MAX))
+}
+
+/// Every `BatchAppended` of `inbox`, with the sender of its transaction (verified:
+/// the pool's MPC address `mpc`).
+pub async fn inbox_batches(
+    provider: &alloy::providers::DynProvider,
+    inbox: Address,
+    mpc: Address,
+) -> Result<Vec<InboxBatch>> {
+    use alloy::providers::Provider;
+    use alloy::sol_types::SolEvent;
+    let filter = alloy::rpc::types::Filter::new()
+        .address(inbox)
+        .event_signature(BatchInbox::BatchAppended::SIGNATURE_HASH)
+        .from_block(0u64);
+    let logs = provider
+        .get_logs(&filter)
+        .await
+        .map_err(|e| Error::Devnet(format!("eth_getLogs: {e}")))?;
+    let mut out = Vec::new();
+    for log in logs {
+        let e = BatchInbox::BatchAppended::decode_log_data(log.data())
+            .map_err(|e| Error::Devnet(format!("BatchAppended: {e}")))?;
+        let hash = log.transaction_hash.unwrap_or_default();
+        let tx = provider
+            .get_transaction_by_hash(hash)
+            .await
+            .map_err(|e| Error::Devnet(format!("eth_getTransactionByHash: {e}")))?
+            .ok_or_else(|| Error::Devnet(format!("no transaction {hash}")))?;
+        let from = tx.inner.signer();
+        out.push(InboxBatch {
+            epoch: e.epoch,
+            first_block: e.firstBlock,
+            last_block: e.lastBlock,
+            tx_hash: hash.to_string(),
+            l1_block: log.block_number.unwrap_or_default(),
+            from: from.to_string(),
+            verified: from == mpc,
+        });
+    }
+    Ok(out)
+}
+
+fn from_pool(batches: &[InboxBatch]) -> String {
+    format!(
+        "{} of {} sent by the MPC address",
+        batches.iter().filter(|b| b.verified).count(),
+        batches.len()
+    )
 }
 
 /// `n` ETH in wei.
@@ -883,21 +927,20 @@ fn print_summary(r: &DevnetReport) {
     );
     for b in &r.batches {
         println!(
-            "batch {:<22} signers {:?} -> {}",
-            b.label,
-            b.signers,
+            "batch epoch {} L2 [{}, {}] tx {} from {} -> {}",
+            b.epoch,
+            b.first_block,
+            b.last_block,
+            b.tx_hash,
+            b.from,
             if b.verified {
                 "verified"
             } else {
-                "NOT VERIFIED"
+                "NOT FROM THE POOL"
             }
         );
     }
-    println!(
-        "signatures verified:  {} of {}",
-        r.batches.iter().filter(|b| b.verified).count(),
-        r.batches.len()
-    );
+    println!("inbox batches:        {}", from_pool(&r.batches));
     println!("leaver's key deleted: {}", r.leaver_key_deleted);
     println!(
         "result:               {} in {:.1}s",

@@ -229,6 +229,11 @@ impl BatchDuty {
         if view.mpc_address != Some(address.into()) {
             return Ok(None);
         }
+        // Cadence: wait `interval_l1_blocks` after the last appended batch.
+        let since = view.stall_clock_start().unwrap_or(view.height);
+        if view.height < since.saturating_add(self.settings.interval_l1_blocks) {
+            return Ok(None);
+        }
         if self
             .submitted_up_to
             .lock()
