@@ -24,5 +24,5 @@ pub use node::{
     ReshareCommit, SignOutcome,
 };
 pub use proposal::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
-pub use store::{MemoryShareStore, MemoryStoreError, ShareStore};
+pub use store::{MemoryShareStore, MemoryStoreError, PendingGeneration, ShareStore};
 pub use validator::{ProposalValidator, Rejection, SigningInput};
