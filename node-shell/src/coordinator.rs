@@ -375,9 +375,12 @@ impl Node {
     /// Starts a node on `transport`: opens the keystore, loads the active key share and
     /// the pool state committed with it (or starts from genesis), starts the pool layer,
     /// and spawns the event listener, the epoch ticker and (if enabled) auto-keygen.
+    /// `identity` is the key of the transport's identity (it signs reshare
+    /// confirmations; for libp2p, the node's `Libp2pIdentity`).
     pub async fn start(
         settings: NodeSettings,
         transport: Arc<dyn Transport>,
+        identity: Arc<dyn tss_core::IdentitySigner>,
         transport_kind: &str,
     ) -> Result<Node> {
         let id = transport.local_node();
@@ -414,6 +417,7 @@ impl Node {
         let pool_node = PoolNode::start(
             config,
             transport,
+            identity,
             rules,
             store,
             primes,

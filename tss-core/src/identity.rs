@@ -81,6 +81,11 @@ impl Ed25519Signer {
         Self { key }
     }
 
+    /// The node id (the public key); also [`IdentitySigner::node_id`].
+    pub fn node_id(&self) -> NodeId {
+        NodeId::from_bytes(self.key.verifying_key().to_bytes())
+    }
+
     /// A fresh random key.
     pub fn generate() -> Self {
         use rand_core::RngCore;
@@ -93,14 +98,14 @@ impl Ed25519Signer {
 impl std::fmt::Debug for Ed25519Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ed25519Signer")
-            .field("node", &IdentitySigner::node_id(self))
+            .field("node", &self.node_id())
             .finish_non_exhaustive()
     }
 }
 
 impl IdentitySigner for Ed25519Signer {
     fn node_id(&self) -> NodeId {
-        NodeId::from_bytes(self.key.verifying_key().to_bytes())
+        Ed25519Signer::node_id(self)
     }
 
     fn sign(&self, message: &[u8]) -> IdentitySignature {
