@@ -920,12 +920,13 @@ impl TssNode {
     }
 }
 
-/// How often a computing party sends a heartbeat: a quarter of the idle timeout (at
-/// least every 10 ms, at most every 10 s).
+/// How often a computing party sends a heartbeat: a quarter of its idle timeout, and at
+/// least every second (other parties may wait with shorter timeouts; a heartbeat is a few
+/// bytes).
 fn heartbeat_interval(idle_timeout: std::time::Duration) -> std::time::Duration {
     (idle_timeout / 4).clamp(
         std::time::Duration::from_millis(10),
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(1),
     )
 }
 
