@@ -597,7 +597,9 @@ impl TssNode {
 /// stops at its next await point with [`TssError::Cancelled`].
 async fn off_executor<F: std::future::Future>(fut: F) -> Result<F::Output> {
     let token = crate::cancel::current();
-    let run = async move {
+    // On the heap: CGGMP21's protocol futures are large, and `block_on` below would put
+    // this one on the (worker or test) thread's stack, next to the frames polling it.
+    let run = Box::pin(async move {
         match token {
             Some(token) => tokio::select! {
                 biased;
@@ -606,7 +608,7 @@ async fn off_executor<F: std::future::Future>(fut: F) -> Result<F::Output> {
             },
             None => Some(fut.await),
         }
-    };
+    });
     let out = match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(|| handle.block_on(run))

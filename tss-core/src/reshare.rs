@@ -820,9 +820,12 @@ impl TssNode {
                     })?;
                 Ok::<_, TssError>(share)
             };
-            let share =
-                with_heartbeats(&inbox.channel, heartbeat_interval(self.idle_timeout()), work)
-                    .await?;
+            let share = with_heartbeats(
+                &inbox.channel,
+                heartbeat_interval(self.idle_timeout()),
+                Box::pin(work),
+            )
+            .await?;
             let signature = identity.sign(&statement_bytes);
             send(
                 &inbox.channel,

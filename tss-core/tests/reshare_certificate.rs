@@ -118,7 +118,13 @@ impl Transport for Tampered {
     }
 }
 
+/// The reshare message in `payload`, if it is a confirmation-phase one. Larger frames
+/// (commitments, aux-info messages) are never decoded here.
 fn reshare_msg(payload: &[u8]) -> Option<ReshareMsg> {
+    // Tag of `ReshareMsg::Confirm` and `ReshareMsg::Certificate` (postcard varint).
+    if payload.len() > 16 * 1024 || !matches!(payload.first(), Some(4 | 5)) {
+        return None;
+    }
     decode_message(NodeId::from_bytes([0; 32]), payload).ok()
 }
 
@@ -350,7 +356,7 @@ async fn a_member_that_missed_the_certificate_activates_after_restart_by_fetchin
     // Short enough that node 3's wait for confirmations ends soon, long enough for
     // aux-info rounds on a loaded machine.
     let idle = Duration::from_secs(30);
-    let pool = pool(
+    let pool = Box::pin(pool(
         "missed-certificate",
         vec![
             Some(rule(lossy.clone())),
@@ -359,7 +365,7 @@ async fn a_member_that_missed_the_certificate_activates_after_restart_by_fetchin
             Some(rule(lossy.clone())),
         ],
         idle,
-    )
+    ))
     .await;
     let mut missed_events = pool.nodes[2].subscribe();
     pool.nodes[0]
@@ -402,7 +408,7 @@ async fn a_member_that_missed_the_certificate_activates_after_restart_by_fetchin
     // Restart node 3 (same store, new process) once the network delivers again.
     pool.nodes[2].shutdown();
     lossy.store(false, Ordering::SeqCst);
-    let restarted = start_node(
+    let restarted = Box::pin(start_node(
         &pool.network,
         &pool.ids,
         2,
@@ -410,7 +416,7 @@ async fn a_member_that_missed_the_certificate_activates_after_restart_by_fetchin
         None,
         idle,
         &pool.key,
-    )
+    ))
     .await;
     wait_active(store, &pool.key, Generation(1)).await;
     assert_eq!(store.generations(&pool.key), vec![Generation(1)], "old share retired");
@@ -647,3 +653,4 @@ async fn a_run_past_its_deadline_fails_however_long_the_idle_timeout() {
     );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+

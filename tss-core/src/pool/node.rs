@@ -302,13 +302,21 @@ struct Inner {
 /// the run.
 ///
 /// **Commit order of a reshare**, at every party: (1) each new member *stages* its new
-/// share (durable, not active) and only then confirms; (2) when every new member
-/// confirmed, each new member *activates* the new generation together with the
-/// embedder's state, in one atomic step; (3) then *retires* its old generation; (4) then
-/// drops the presignatures of older generations. A member that leaves deletes its share
-/// (with the state) only after every new member confirmed. Without every confirmation
+/// share (durable, pending, with the state to commit) and only then signs its
+/// confirmation; (2) a party that holds a valid [`ReshareCertificate`] (every new
+/// member's signed confirmation) *activates* the new generation together with the
+/// embedder's state and the certificate, in one atomic step; (3) then *retires* its old
+/// generation; (4) then drops the presignatures of older generations. A member that
+/// leaves deletes its share (with the state) only with the certificate. Without one
 /// nothing is activated or retired, and the old generation stays active
-/// ([`TssError::ReshareNotConfirmed`]).
+/// ([`TssError::ReshareNotConfirmed`]); a staged share stays pending, and the node asks
+/// its peers for the certificate ([`ControlMsg::CertificateRequest`], also at every
+/// start) and activates the generation when a valid one arrives. So all members end on
+/// the same generation: whoever activated holds the certificate and hands it on.
+///
+/// **Confirmation phase.** Junk, changed or unverifiable frames are ignored and reported
+/// as [`PoolEvent::Misbehaved`] naming the sender. Every run also has an overall
+/// deadline ([`PoolConfig::run_deadline`]).
 #[derive(Clone)]
 pub struct PoolNode {
     inner: Arc<Inner>,
@@ -409,7 +417,7 @@ impl PoolNode {
                 .map_err(TssError::Store)?;
             for p in pending {
                 if let Some(certificate) = p.certificate {
-                    node.adopt_certificate(certificate).await?;
+                    Box::pin(node.adopt_certificate(certificate)).await?;
                 } else {
                     node.request_certificate(key_id, p.share.generation(), None);
                 }
@@ -949,11 +957,14 @@ impl PoolNode {
                 } else {
                     (None, None)
                 };
-                let outcome = self
-                    .inner
-                    .tss
-                    .reshare(&request, old_share.as_deref(), primes, persist)
-                    .await?;
+                // Boxed: the protocol's future is large (debug builds poll it deep).
+                let outcome = Box::pin(self.inner.tss.reshare(
+                    &request,
+                    old_share.as_deref(),
+                    primes,
+                    persist,
+                ))
+                .await?;
                 for fault in &outcome.faults {
                     self.emit(PoolEvent::Misbehaved {
                         eid: p.eid,
@@ -1314,7 +1325,7 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                         tokio::spawn(async move {
                             let (key_id, generation) =
                                 (certificate.key_id().clone(), certificate.generation());
-                            match node.adopt_certificate(*certificate).await {
+                            match Box::pin(node.adopt_certificate(*certificate)).await {
                                 Ok(_) => {}
                                 Err(e) => tracing::warn!(%from, %key_id, %generation, error = %e, "certificate refused"),
                             }
