@@ -582,6 +582,8 @@ async fn silence_still_times_out_a_waiting_dealer() {
     let old_info = old[0].share.public_info();
     let ids = node_ids(4);
     let absent = node_id(4);
+    // Reachable, but it runs nothing.
+    let _absent_endpoint = network.endpoint(absent);
     let request = ReshareRequest {
         old: old_info.clone(),
         dealers: vec![ids[0], ids[1]],

@@ -587,26 +587,38 @@ impl PoolNode {
             protocol,
             proposer,
         });
-        // Boxed: protocol futures are large, and several nest here. The deadline is a
-        // backstop: idle timeouts count silence, and a party that keeps sending (heartbeats,
-        // retransmissions) could otherwise keep the run going forever.
+        // The deadline is a backstop: idle timeouts count silence, and a party that keeps
+        // sending (heartbeats, retransmissions) could otherwise keep the run going
+        // forever. It cancels the run through its token (a protocol blocked in its CPU
+        // work sees only that), like an abort.
         let deadline = self.inner.run_deadline;
-        let out = cancel::scoped(token, async move {
-            match tokio::time::timeout(deadline, Box::pin(fut)).await {
-                Ok(out) => out,
-                Err(_) => Err(TssError::DeadlineExceeded {
-                    eid,
-                    after: deadline,
-                }),
-            }
-        })
-        .await;
+        let deadline_hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let timer = {
+            let (token, hit) = (token.clone(), deadline_hit.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(deadline).await;
+                hit.store(true, std::sync::atomic::Ordering::SeqCst);
+                token.cancel();
+            })
+        };
+        // Boxed: protocol futures are large, and several nest here.
+        let out = cancel::scoped(token, Box::pin(fut)).await;
+        timer.abort();
+        let past_deadline = deadline_hit.load(std::sync::atomic::Ordering::SeqCst);
         let run = self.inner.runs.lock().remove(&eid);
         let aborted = run.and_then(|r| r.aborted_by);
         let result = match (out, aborted) {
             (Some(Ok(v)), _) => Ok(v),
             // Cancelled (possibly finishing with `Cancelled` from inside the protocol).
             (Some(Err(_)) | None, Some((by, reason))) => Err(TssError::Aborted { eid, by, reason }),
+            (Some(Err(_)) | None, None) if past_deadline => {
+                let e = TssError::DeadlineExceeded {
+                    eid,
+                    after: deadline,
+                };
+                self.abort_to(eid, &participants, &e.to_string());
+                Err(e)
+            }
             (Some(Err(e)), None) => {
                 self.abort_to(eid, &participants, &e.to_string());
                 Err(e)
