@@ -48,7 +48,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use transport::{DeliveryKind, Destination, NodeId, SessionChannel, TransportError};
+use transport::{DeliveryKind, Destination, NodeId, SessionInbox, SessionOutbox, TransportError};
 use zeroize::Zeroizing;
 
 use crate::ecdsa::{Curve, KeyShare, TssNode};
@@ -397,7 +397,8 @@ pub enum ReshareMsg {
 /// Receives and sorts reshare messages, checking that each comes from a party allowed to
 /// send it, the right way (broadcast or direct).
 struct Inbox {
-    channel: SessionChannel,
+    channel: SessionInbox,
+    out: SessionOutbox,
     commitments: HashMap<NodeId, ([u8; 32], Vec<Point<Curve>>)>,
     shares: HashMap<NodeId, Scalar<Curve>>,
     round2: HashMap<NodeId, ReshareMsg>,
@@ -515,7 +516,7 @@ fn eval_commitments(commitments: &[Point<Curve>], x: &Scalar<Curve>) -> Point<Cu
     acc
 }
 
-fn send(channel: &SessionChannel, to: Destination, msg: &ReshareMsg) -> Result<()> {
+fn send(channel: &SessionOutbox, to: Destination, msg: &ReshareMsg) -> Result<()> {
     let bytes = encode_message(msg).map_err(|e| TssError::ProtocolAborted {
         protocol: ProtocolKind::Reshare,
         reason: e.to_string(),
@@ -568,8 +569,10 @@ impl TssNode {
             })
             .collect::<Result<_>>()?;
 
+        let (channel, out) = self.open(&request.eid, &participants)?.split();
         let mut inbox = Inbox {
-            channel: self.open(&request.eid, &participants)?,
+            channel,
+            out,
             commitments: HashMap::new(),
             shares: HashMap::new(),
             round2: HashMap::new(),
@@ -596,7 +599,7 @@ impl TssNode {
             let commitments: Vec<Point<Curve>> =
                 coefs.iter().map(|c| Point::generator() * c).collect();
             send(
-                &inbox.channel,
+                &inbox.out,
                 Destination::Broadcast,
                 &ReshareMsg::Commitments {
                     context,
@@ -614,7 +617,7 @@ impl TssNode {
                     inbox.shares.insert(me, value);
                 } else {
                     send(
-                        &inbox.channel,
+                        &inbox.out,
                         Destination::Direct(*member),
                         &ReshareMsg::Share { share: value },
                     )?;
@@ -636,7 +639,7 @@ impl TssNode {
                 };
                 if let Some(dealer) = blamed.filter(|b| dealers.contains(b)) {
                     let _ = send(
-                        &inbox.channel,
+                        &inbox.out,
                         Destination::Broadcast,
                         &ReshareMsg::Complaint { dealer },
                     );
@@ -680,7 +683,7 @@ impl TssNode {
             Some(dealer) => ReshareMsg::Complaint { dealer },
             None => ReshareMsg::Echo { digest },
         };
-        send(&inbox.channel, Destination::Broadcast, &round2)?;
+        send(&inbox.out, Destination::Broadcast, &round2)?;
         inbox.round2.insert(me, round2);
         while inbox.round2.len() < participants.len() {
             inbox.next(&dealers).await?;
@@ -821,14 +824,14 @@ impl TssNode {
                 Ok::<_, TssError>(share)
             };
             let share = with_heartbeats(
-                &inbox.channel,
+                &inbox.out,
                 heartbeat_interval(self.idle_timeout()),
                 Box::pin(work),
             )
             .await?;
             let signature = identity.sign(&statement_bytes);
             send(
-                &inbox.channel,
+                &inbox.out,
                 Destination::Broadcast,
                 &ReshareMsg::Confirm {
                     signature: signature.clone(),
@@ -892,7 +895,7 @@ impl TssNode {
         if let Some(certificate) = &phase.certificate {
             // Whoever missed a confirmation (or got a different one) completes with this.
             let _ = send(
-                &inbox.channel,
+                &inbox.out,
                 Destination::Broadcast,
                 &ReshareMsg::Certificate(Box::new(certificate.clone())),
             );
@@ -933,23 +936,32 @@ fn heartbeat_interval(idle_timeout: std::time::Duration) -> std::time::Duration 
     )
 }
 
-/// Runs `work`, broadcasting [`ReshareMsg::Alive`] on `channel` every `every` meanwhile.
+/// Runs `work`, broadcasting [`ReshareMsg::Alive`] on `channel` every `every` meanwhile,
+/// from a task of its own: the work may block its thread (aux-info's CPU-bound rounds
+/// run in `block_in_place`), and the heartbeats must go on.
 async fn with_heartbeats<T>(
-    channel: &SessionChannel,
+    channel: &SessionOutbox,
     every: std::time::Duration,
     work: impl std::future::Future<Output = T>,
 ) -> T {
-    let mut work = std::pin::pin!(work);
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            out = &mut work => return out,
-            _ = ticks.tick() => {
-                let _ = send(channel, Destination::Broadcast, &ReshareMsg::Alive);
-            }
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
         }
     }
+    let channel = channel.clone();
+    let _beats = AbortOnDrop(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if send(&channel, Destination::Broadcast, &ReshareMsg::Alive).is_err() {
+                break;
+            }
+        }
+    }));
+    work.await
 }
 
 /// Most faults recorded per run (a flooding party is named once it is here).
