@@ -138,8 +138,11 @@ fn load_certificate_in(
     key_id: &KeyId,
     generation: Generation,
 ) -> Result<Option<ReshareCertificate>> {
-    let Some(bytes) =
-        ks.load_attachment(key_id, generation, &RecordName::new(CERTIFICATE_ATTACHMENT)?)?
+    let Some(bytes) = ks.load_attachment(
+        key_id,
+        generation,
+        &RecordName::new(CERTIFICATE_ATTACHMENT)?,
+    )?
     else {
         return Ok(None);
     };
@@ -365,7 +368,10 @@ impl AsyncKeystore {
                 Err(e) => return Err(e),
             };
             let mut out = Vec::new();
-            for g in generations.into_iter().filter(|g| active.is_none_or(|a| *g > a)) {
+            for g in generations
+                .into_iter()
+                .filter(|g| active.is_none_or(|a| *g > a))
+            {
                 let records = ks.load(&key_id, g)?;
                 let share = decode_share(&key_id, g, &records)?;
                 let state = records
@@ -411,12 +417,13 @@ impl AsyncKeystore {
         generation: Generation,
     ) -> Result<Option<ReshareCertificate>> {
         let key_id = key_id.clone();
-        self.call(move |ks| match load_certificate_in(ks, &key_id, generation) {
-            Err(KeystoreError::UnknownKey(_)) | Err(KeystoreError::UnknownGeneration { .. }) => {
-                Ok(None)
-            }
-            other => other,
-        })
+        self.call(
+            move |ks| match load_certificate_in(ks, &key_id, generation) {
+                Err(KeystoreError::UnknownKey(_))
+                | Err(KeystoreError::UnknownGeneration { .. }) => Ok(None),
+                other => other,
+            },
+        )
         .await
     }
 

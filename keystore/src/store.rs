@@ -474,13 +474,17 @@ impl Keystore {
         let Some(sealed) = get(self.db()?, &attachment_key(key_id, generation, name))? else {
             return Ok(None);
         };
-        seal::open(&self.key, &Ad::Attachment(key_id, generation, name), &sealed)
-            .map(Some)
-            .ok_or_else(|| KeystoreError::Tampered {
-                key_id: key_id.clone(),
-                generation,
-                record: format!("attachment {name}"),
-            })
+        seal::open(
+            &self.key,
+            &Ad::Attachment(key_id, generation, name),
+            &sealed,
+        )
+        .map(Some)
+        .ok_or_else(|| KeystoreError::Tampered {
+            key_id: key_id.clone(),
+            generation,
+            record: format!("attachment {name}"),
+        })
     }
 
     /// Returns the sealed (encrypted, authenticated) bytes of one record

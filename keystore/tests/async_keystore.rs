@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{generation as g, key, share};
 use keystore::{AsyncKeystore, Generation, KdfParams, KeystoreError, RecordName, Unlock};
-use tss_core::transport::NodeId;
 use tss_core::pool::ShareStore;
+use tss_core::transport::NodeId;
 use tss_core::{IdentitySignature, ReshareCertificate, ReshareStatement};
 
 const PASS: &str = "operator passphrase for tests";
@@ -399,7 +399,10 @@ async fn works_as_the_pool_layers_share_store() {
         err.downcast_ref::<KeystoreError>(),
         Some(KeystoreError::GenerationActive { .. })
     ));
-    let err = store.stage(&share("pool-key", 1), b"other").await.unwrap_err();
+    let err = store
+        .stage(&share("pool-key", 1), b"other")
+        .await
+        .unwrap_err();
     assert!(matches!(
         err.downcast_ref::<KeystoreError>(),
         Some(KeystoreError::GenerationExists { .. })
@@ -444,9 +447,15 @@ async fn a_pending_generation_and_its_certificate_survive_a_reopen() {
         let store: &dyn ShareStore = &ks;
         store.stage(&share("pending-key", 0), b"S0").await.unwrap();
         store.activate(&k, g(0), b"S0", None).await.unwrap();
-        store.stage(&share("pending-key", 1), b"S1 pending").await.unwrap();
+        store
+            .stage(&share("pending-key", 1), b"S1 pending")
+            .await
+            .unwrap();
         // Staging never overwrites a pending generation.
-        assert!(store.stage(&share("pending-key", 1), b"other").await.is_err());
+        assert!(store
+            .stage(&share("pending-key", 1), b"other")
+            .await
+            .is_err());
     }
     let ks = open(dir.path()).await;
     let store: &dyn ShareStore = &ks;
@@ -455,7 +464,10 @@ async fn a_pending_generation_and_its_certificate_survive_a_reopen() {
     assert_eq!(pending[0].share.generation(), g(1));
     assert_eq!(pending[0].state, b"S1 pending");
     assert!(pending[0].certificate.is_none());
-    assert_eq!(store.load_active(&k).await.unwrap().unwrap().generation(), g(0));
+    assert_eq!(
+        store.load_active(&k).await.unwrap().unwrap().generation(),
+        g(0)
+    );
     assert!(store.load_certificate(&k, g(1)).await.unwrap().is_none());
 
     store
@@ -466,7 +478,10 @@ async fn a_pending_generation_and_its_certificate_survive_a_reopen() {
     let ks = open(dir.path()).await;
     let store: &dyn ShareStore = &ks;
     assert!(store.load_pending(&k).await.unwrap().is_empty());
-    assert_eq!(store.load_active(&k).await.unwrap().unwrap().generation(), g(1));
+    assert_eq!(
+        store.load_active(&k).await.unwrap().unwrap().generation(),
+        g(1)
+    );
     assert_eq!(
         store.load_certificate(&k, g(1)).await.unwrap(),
         Some(certificate)

@@ -90,7 +90,9 @@ async fn pool() -> Net {
             transport,
             Arc::new(tss_core::Ed25519Signer::from_seed([k; 32])),
             "in-memory",
-        ).await.unwrap();
+        )
+        .await
+        .unwrap();
         let token =
             ApiToken::load_or_create(&dir.path().join(format!("n{k}")).join("rpc-token")).unwrap();
         let (addr, server) = node_shell::rpc::serve_with_shutdown(

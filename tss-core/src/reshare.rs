@@ -888,7 +888,10 @@ impl TssNode {
                     from,
                     format!("{} sent directly during confirmation", message_name(&m)),
                 ),
-                Err(_) => phase.fault(from, "a frame that does not decode during confirmation".into()),
+                Err(_) => phase.fault(
+                    from,
+                    "a frame that does not decode during confirmation".into(),
+                ),
             }
             phase.try_complete();
         }
@@ -979,7 +982,11 @@ struct ConfirmPhase<'a> {
 
 impl ConfirmPhase<'_> {
     fn fault(&mut self, party: NodeId, reason: String) {
-        if self.faults.iter().any(|f| f.party == party && f.reason == reason) {
+        if self
+            .faults
+            .iter()
+            .any(|f| f.party == party && f.reason == reason)
+        {
             return;
         }
         tracing::warn!(%party, %reason, "ignored during reshare confirmation");

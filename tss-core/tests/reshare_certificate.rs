@@ -25,8 +25,8 @@ use tss_core::pool::{
 use tss_core::reshare::ReshareMsg;
 use tss_core::wire::{decode_message, encode_message};
 use tss_core::{
-    Committee, Generation, IdentitySigner, InsecureTestPrimes, KeyId, PersistShare,
-    PublicKeyInfo, ReshareRequest, TssError, TssNode,
+    Committee, Generation, IdentitySigner, InsecureTestPrimes, KeyId, PersistShare, PublicKeyInfo,
+    ReshareRequest, TssError, TssNode,
 };
 
 /// Accepts everything; the state to commit is the proposal's context.
@@ -419,7 +419,11 @@ async fn a_member_that_missed_the_certificate_activates_after_restart_by_fetchin
     ))
     .await;
     wait_active(store, &pool.key, Generation(1)).await;
-    assert_eq!(store.generations(&pool.key), vec![Generation(1)], "old share retired");
+    assert_eq!(
+        store.generations(&pool.key),
+        vec![Generation(1)],
+        "old share retired"
+    );
     assert_eq!(
         restarted.share(&pool.key).unwrap().generation(),
         Generation(1)
@@ -484,7 +488,9 @@ async fn junk_during_confirmation_is_ignored_and_the_sender_named() {
             i + 1
         );
         assert!(
-            blamed.iter().any(|(p, r)| *p == joiner && r.contains("echo")),
+            blamed
+                .iter()
+                .any(|(p, r)| *p == joiner && r.contains("echo")),
             "node {} names the joiner for its changed echo: {blamed:?}",
             i + 1
         );
@@ -559,8 +565,13 @@ async fn a_dealer_waiting_through_slow_aux_info_does_not_time_out() {
     };
     let results = run_reshare(&nodes, &Arc::new(old), &request).await;
     let (dealer, waited) = &results[&ids[0]];
-    let dealer = dealer.as_ref().expect("the waiting dealer does not time out");
-    assert!(dealer.may_retire_old_share(), "the dealer holds the certificate");
+    let dealer = dealer
+        .as_ref()
+        .expect("the waiting dealer does not time out");
+    assert!(
+        dealer.may_retire_old_share(),
+        "the dealer holds the certificate"
+    );
     assert!(dealer.new_share.is_none());
     assert!(
         *waited > aux_delay && *waited > dealer_idle * 3,
@@ -655,4 +666,3 @@ async fn a_run_past_its_deadline_fails_however_long_the_idle_timeout() {
     );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
-

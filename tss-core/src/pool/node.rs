@@ -19,12 +19,12 @@ use crate::cancel;
 use crate::ecdsa::{KeyShare, TssNode};
 use crate::error::{ProtocolKind, Result, TssError};
 use crate::ethereum::{EthAddress, EthSignature};
+use crate::identity::IdentitySigner;
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
 use crate::pool::proposal::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
 use crate::pool::store::ShareStore;
 use crate::pool::validator::ProposalValidator;
 use crate::primes::{PaillierPrimes, PrimePool};
-use crate::identity::IdentitySigner;
 use crate::reshare::{PersistShare, PublicKeyInfo, ReshareCertificate};
 use crate::wire::{decode_message, encode_message};
 
@@ -1000,18 +1000,23 @@ impl PoolNode {
                 // certificate: ask for it (the generation stays pending until it comes).
                 if is_new {
                     drop(guard);
-                    self.request_certificate(&key_id, new_generation, Some(&proposal.participants()));
+                    self.request_certificate(
+                        &key_id,
+                        new_generation,
+                        Some(&proposal.participants()),
+                    );
                 }
                 return Err(e);
             }
         };
-        let certificate = outcome
-            .certificate
-            .clone()
-            .ok_or_else(|| TssError::ReshareNotConfirmed {
-                eid: p.eid,
-                missing: outcome.missing_confirmations.clone(),
-            })?;
+        let certificate =
+            outcome
+                .certificate
+                .clone()
+                .ok_or_else(|| TssError::ReshareNotConfirmed {
+                    eid: p.eid,
+                    missing: outcome.missing_confirmations.clone(),
+                })?;
         self.remember_certificate(&certificate);
         // A valid certificate: the commit runs outside the abortable run, so a late abort
         // cannot interrupt it half-way.
@@ -1077,7 +1082,12 @@ impl PoolNode {
 
     /// Asks `peers` (default: every control participant) for the certificate of
     /// `generation` of `key_id`; a valid answer activates the pending generation.
-    fn request_certificate(&self, key_id: &KeyId, generation: Generation, peers: Option<&[NodeId]>) {
+    fn request_certificate(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+        peers: Option<&[NodeId]>,
+    ) {
         let msg = ControlMsg::CertificateRequest {
             key_id: key_id.clone(),
             generation,
@@ -1096,7 +1106,12 @@ impl PoolNode {
     }
 
     /// Answers a peer's certificate request, if this node has the certificate.
-    async fn answer_certificate_request(&self, from: NodeId, key_id: KeyId, generation: Generation) {
+    async fn answer_certificate_request(
+        &self,
+        from: NodeId,
+        key_id: KeyId,
+        generation: Generation,
+    ) {
         let remembered = self
             .inner
             .certificates
@@ -1339,7 +1354,9 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                                 (certificate.key_id().clone(), certificate.generation());
                             match Box::pin(node.adopt_certificate(*certificate)).await {
                                 Ok(_) => {}
-                                Err(e) => tracing::warn!(%from, %key_id, %generation, error = %e, "certificate refused"),
+                                Err(e) => {
+                                    tracing::warn!(%from, %key_id, %generation, error = %e, "certificate refused")
+                                }
                             }
                         });
                     }

@@ -210,7 +210,12 @@ impl ShareStore for MemoryShareStore {
     }
 
     async fn load_pending(&self, key_id: &KeyId) -> Result<Vec<PendingGeneration>, StoreError> {
-        let staged: Vec<(Generation, zeroize::Zeroizing<Vec<u8>>, Vec<u8>, Option<ReshareCertificate>)> = {
+        let staged: Vec<(
+            Generation,
+            zeroize::Zeroizing<Vec<u8>>,
+            Vec<u8>,
+            Option<ReshareCertificate>,
+        )> = {
             let keys = self.keys.lock();
             let Some(key) = keys.get(key_id) else {
                 return Ok(Vec::new());
