@@ -705,6 +705,9 @@ async fn follow_events(node: Node, mut events: tokio::sync::broadcast::Receiver<
                 m.proposal_rejected();
                 tracing::warn!(%eid, %proposer, %reason, "proposal refused");
             }
+            PoolEvent::Misbehaved { eid, party, reason } => {
+                tracing::warn!(%eid, %party, %reason, "a party misbehaved during a reshare's confirmation (ignored)");
+            }
             _ => {}
         }
     }
