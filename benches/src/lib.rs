@@ -159,9 +159,13 @@ impl Nodes {
         let ids: Vec<NodeId> = identities.iter().map(|i| i.node_id()).collect();
         let nodes = ids
             .iter()
-            .map(|id| {
+            .zip(identities)
+            .map(|(id, identity)| {
                 Arc::new(
-                    TssNode::new(Arc::new(network.endpoint(*id))).with_idle_timeout(IDLE_TIMEOUT),
+                    TssNode::new(Arc::new(network.endpoint(*id)))
+                        .with_identity(Arc::new(identity.clone()))
+                        .expect("the endpoint's identity")
+                        .with_idle_timeout(IDLE_TIMEOUT),
                 )
             })
             .collect();
@@ -214,7 +218,15 @@ impl Nodes {
         }
         let nodes = transports
             .iter()
-            .map(|t| Arc::new(TssNode::new(Arc::new(t.clone())).with_idle_timeout(IDLE_TIMEOUT)))
+            .zip(identities)
+            .map(|(t, identity)| {
+                Arc::new(
+                    TssNode::new(Arc::new(t.clone()))
+                        .with_identity(Arc::new(identity.clone()))
+                        .expect("the transport's identity")
+                        .with_idle_timeout(IDLE_TIMEOUT),
+                )
+            })
             .collect();
         Self {
             nodes,

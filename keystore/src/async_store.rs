@@ -7,8 +7,8 @@ use std::sync::{mpsc, Arc};
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
-use tss_core::pool::ShareStore;
-use tss_core::{KeyShare, StoreError, TssError};
+use tss_core::pool::{PendingGeneration, ShareStore};
+use tss_core::{KeyShare, ReshareCertificate, StoreError, TssError};
 
 use crate::error::{KeystoreError, Result};
 use crate::kdf::{KdfParams, Unlock};
@@ -126,6 +126,29 @@ fn decode_share(
         ));
     }
     Ok(share)
+}
+
+/// Name of the record holding a staged generation's pending state.
+pub const PENDING_STATE_RECORD: &str = "pending_state";
+/// Name of the attachment holding a generation's reshare certificate.
+pub const CERTIFICATE_ATTACHMENT: &str = "reshare_certificate";
+
+fn load_certificate_in(
+    ks: &mut Keystore,
+    key_id: &KeyId,
+    generation: Generation,
+) -> Result<Option<ReshareCertificate>> {
+    let Some(bytes) = ks.load_attachment(
+        key_id,
+        generation,
+        &RecordName::new(CERTIFICATE_ATTACHMENT)?,
+    )?
+    else {
+        return Ok(None);
+    };
+    ReshareCertificate::from_bytes(bytes.expose())
+        .map(Some)
+        .map_err(|e| invalid_share(key_id, generation, format!("its certificate: {e}")))
 }
 
 fn serve(mut store: Keystore, rx: mpsc::Receiver<Msg>) {
@@ -310,6 +333,100 @@ impl AsyncKeystore {
         .await
     }
 
+    /// Like [`AsyncKeystore::stage`], and stores `pending_state` (the embedder's state to
+    /// commit when the generation is activated) as its [`PENDING_STATE_RECORD`] record.
+    pub async fn stage_pending(&self, share: &KeyShare, pending_state: &[u8]) -> Result<()> {
+        let (key_id, generation) = (share.key_id().clone(), share.generation());
+        let bytes = SecretBytes::from(
+            share
+                .to_secret_bytes()
+                .map_err(|e| invalid_share(&key_id, generation, tss_reason(e)))?,
+        );
+        let state = SecretBytes::from(zeroize::Zeroizing::new(pending_state.to_vec()));
+        self.call(move |ks| {
+            let mut records = GenerationRecords::new();
+            records.insert(RecordName::new(RecordName::KEY_SHARE)?, bytes);
+            records.insert(RecordName::new(PENDING_STATE_RECORD)?, state);
+            ks.put_generation(&key_id, generation, &records)
+        })
+        .await
+    }
+
+    /// The staged generations of `key_id` newer than the active one (all if none is
+    /// active), oldest first, with their pending state and stored certificate.
+    pub async fn load_pending(&self, key_id: &KeyId) -> Result<Vec<PendingGeneration>> {
+        let key_id = key_id.clone();
+        self.call(move |ks| {
+            let active = match ks.active_generation(&key_id) {
+                Ok(a) => a,
+                Err(KeystoreError::UnknownKey(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let generations = match ks.generations(&key_id) {
+                Ok(g) => g,
+                Err(KeystoreError::UnknownKey(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let mut out = Vec::new();
+            for g in generations
+                .into_iter()
+                .filter(|g| active.is_none_or(|a| *g > a))
+            {
+                let records = ks.load(&key_id, g)?;
+                let share = decode_share(&key_id, g, &records)?;
+                let state = records
+                    .get(PENDING_STATE_RECORD)
+                    .map(|s| s.expose().to_vec())
+                    .unwrap_or_default();
+                let certificate = load_certificate_in(ks, &key_id, g)?;
+                out.push(PendingGeneration {
+                    share,
+                    state,
+                    certificate,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Stores `certificate` with `generation` of `key_id` (an attachment, see
+    /// [`Keystore::put_attachment`]).
+    pub async fn put_certificate(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+        certificate: &ReshareCertificate,
+    ) -> Result<()> {
+        let (key_id, bytes) = (key_id.clone(), certificate.to_bytes());
+        self.call(move |ks| {
+            ks.put_attachment(
+                &key_id,
+                generation,
+                &RecordName::new(CERTIFICATE_ATTACHMENT)?,
+                &bytes,
+            )
+        })
+        .await
+    }
+
+    /// The certificate stored with `generation` of `key_id`, if any.
+    pub async fn load_certificate(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+    ) -> Result<Option<ReshareCertificate>> {
+        let key_id = key_id.clone();
+        self.call(
+            move |ks| match load_certificate_in(ks, &key_id, generation) {
+                Err(KeystoreError::UnknownKey(_))
+                | Err(KeystoreError::UnknownGeneration { .. }) => Ok(None),
+                other => other,
+            },
+        )
+        .await
+    }
+
     /// Deletes generation `generation` of `key_id` (then compacts the database, see
     /// [`Keystore::retire_generation`]). Returns `false` if there was no such
     /// generation, so a retire repeated after a crash succeeds.
@@ -400,8 +517,12 @@ impl ShareStore for AsyncKeystore {
         Ok(AsyncKeystore::load_state(self, key_id).await?)
     }
 
-    async fn stage(&self, share: &KeyShare) -> Result<(), StoreError> {
-        Ok(AsyncKeystore::stage(self, share).await?)
+    async fn stage(&self, share: &KeyShare, pending_state: &[u8]) -> Result<(), StoreError> {
+        Ok(AsyncKeystore::stage_pending(self, share, pending_state).await?)
+    }
+
+    async fn load_pending(&self, key_id: &KeyId) -> Result<Vec<PendingGeneration>, StoreError> {
+        Ok(AsyncKeystore::load_pending(self, key_id).await?)
     }
 
     async fn activate(
@@ -409,8 +530,20 @@ impl ShareStore for AsyncKeystore {
         key_id: &KeyId,
         generation: Generation,
         state: &[u8],
+        certificate: Option<&ReshareCertificate>,
     ) -> Result<(), StoreError> {
+        if let Some(certificate) = certificate {
+            AsyncKeystore::put_certificate(self, key_id, generation, certificate).await?;
+        }
         Ok(AsyncKeystore::activate(self, key_id, generation, state).await?)
+    }
+
+    async fn load_certificate(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+    ) -> Result<Option<ReshareCertificate>, StoreError> {
+        Ok(AsyncKeystore::load_certificate(self, key_id, generation).await?)
     }
 
     async fn retire(&self, key_id: &KeyId, generation: Generation) -> Result<(), StoreError> {

@@ -30,6 +30,9 @@ pub(crate) enum Ad<'a> {
     Manifest(&'a KeyId, Generation),
     /// One named secret record.
     Record(&'a KeyId, Generation, &'a RecordName),
+    /// One named attachment of a generation, written after it (see
+    /// `Keystore::put_attachment`).
+    Attachment(&'a KeyId, Generation, &'a RecordName),
     /// A key's state record (the embedder's bytes committed with the active generation),
     /// at a version: the same as the pointer committed with it.
     State(&'a KeyId, u64),
@@ -61,6 +64,12 @@ impl Ad<'_> {
             }
             Ad::Record(id, g, name) => {
                 out.push(b'R');
+                field(&mut out, id.as_str().as_bytes());
+                out.extend_from_slice(&g.0.to_be_bytes());
+                field(&mut out, name.as_str().as_bytes());
+            }
+            Ad::Attachment(id, g, name) => {
+                out.push(b'X');
                 field(&mut out, id.as_str().as_bytes());
                 out.extend_from_slice(&g.0.to_be_bytes());
                 field(&mut out, name.as_str().as_bytes());

@@ -59,6 +59,9 @@ fn manifest_key(id: &KeyId, g: Generation) -> Vec<u8> {
 fn record_key(id: &KeyId, g: Generation, name: &RecordName) -> Vec<u8> {
     format!("k/{id}/g/{:020}/r/{name}", g.0).into_bytes()
 }
+fn attachment_key(id: &KeyId, g: Generation, name: &RecordName) -> Vec<u8> {
+    format!("k/{id}/g/{:020}/x/{name}", g.0).into_bytes()
+}
 
 /// An encrypted, generation-aware store of key shares in a LevelDB directory.
 ///
@@ -435,6 +438,53 @@ impl Keystore {
             return Err(KeystoreError::UnknownKey(key_id.clone()));
         }
         Ok(gens)
+    }
+
+    /// Stores `bytes` as attachment `name` of an existing generation (one synced write),
+    /// e.g. the certificate that its committee confirmed it. Unlike a generation's
+    /// records, which are written once with it, an attachment is written later; an
+    /// existing one of that name is replaced. It is sealed like a record (bound to key id,
+    /// generation and name), is not part of the generation's manifest (so
+    /// [`load`](Keystore::load) does not return it), and is deleted with the generation.
+    pub fn put_attachment(
+        &mut self,
+        key_id: &KeyId,
+        generation: Generation,
+        name: &RecordName,
+        bytes: &[u8],
+    ) -> Result<()> {
+        self.manifest(key_id, generation)?;
+        let sealed = seal::seal(&self.key, &Ad::Attachment(key_id, generation, name), bytes);
+        let mut batch = WriteBatch::default();
+        batch.put(&attachment_key(key_id, generation, name), &sealed);
+        self.db()?.write(batch, true)?;
+        Ok(())
+    }
+
+    /// Attachment `name` of a generation (see [`put_attachment`](Keystore::put_attachment)),
+    /// or `None`. [`KeystoreError::Tampered`] if it fails authentication; the errors of a
+    /// missing generation as in [`load`](Keystore::load).
+    pub fn load_attachment(
+        &mut self,
+        key_id: &KeyId,
+        generation: Generation,
+        name: &RecordName,
+    ) -> Result<Option<SecretBytes>> {
+        self.manifest(key_id, generation)?;
+        let Some(sealed) = get(self.db()?, &attachment_key(key_id, generation, name))? else {
+            return Ok(None);
+        };
+        seal::open(
+            &self.key,
+            &Ad::Attachment(key_id, generation, name),
+            &sealed,
+        )
+        .map(Some)
+        .ok_or_else(|| KeystoreError::Tampered {
+            key_id: key_id.clone(),
+            generation,
+            record: format!("attachment {name}"),
+        })
     }
 
     /// Returns the sealed (encrypted, authenticated) bytes of one record

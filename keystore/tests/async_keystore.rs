@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use common::{generation as g, key, share};
 use keystore::{AsyncKeystore, Generation, KdfParams, KeystoreError, RecordName, Unlock};
 use tss_core::pool::ShareStore;
+use tss_core::transport::NodeId;
+use tss_core::{IdentitySignature, ReshareCertificate, ReshareStatement};
 
 const PASS: &str = "operator passphrase for tests";
 
@@ -386,18 +388,21 @@ async fn works_as_the_pool_layers_share_store() {
     let store: Arc<dyn ShareStore> = Arc::new(open(dir.path()).await);
     let k = key("pool-key");
     store.save_state(&k, b"S-genesis").await.unwrap();
-    store.stage(&share("pool-key", 0)).await.unwrap();
+    store.stage(&share("pool-key", 0), b"S0").await.unwrap();
     assert!(store.load_active(&k).await.unwrap().is_none());
-    store.activate(&k, g(0), b"S0").await.unwrap();
-    store.stage(&share("pool-key", 1)).await.unwrap();
-    store.activate(&k, g(1), b"S1").await.unwrap();
+    store.activate(&k, g(0), b"S0", None).await.unwrap();
+    store.stage(&share("pool-key", 1), b"S1").await.unwrap();
+    store.activate(&k, g(1), b"S1", None).await.unwrap();
     // Errors keep their type: downcast to the keystore's.
     let err = store.retire(&k, g(1)).await.unwrap_err();
     assert!(matches!(
         err.downcast_ref::<KeystoreError>(),
         Some(KeystoreError::GenerationActive { .. })
     ));
-    let err = store.stage(&share("pool-key", 1)).await.unwrap_err();
+    let err = store
+        .stage(&share("pool-key", 1), b"other")
+        .await
+        .unwrap_err();
     assert!(matches!(
         err.downcast_ref::<KeystoreError>(),
         Some(KeystoreError::GenerationExists { .. })
@@ -412,4 +417,77 @@ async fn works_as_the_pool_layers_share_store() {
     assert!(store.delete(&k, b"gone").await.unwrap());
     assert!(store.load_active(&k).await.unwrap().is_none());
     assert_eq!(store.load_state(&k).await.unwrap().unwrap(), b"gone");
+}
+
+fn certificate_for(key_id: &str, generation: u64) -> ReshareCertificate {
+    let members: Vec<NodeId> = (1..=2).map(|i| NodeId::from_bytes([i; 32])).collect();
+    let committee = tss_core::Committee::new(members, 2).unwrap();
+    ReshareCertificate {
+        statement: ReshareStatement {
+            eid: tss_core::ExecutionId::from_bytes([5; 32]),
+            key_id: key(key_id),
+            generation: g(generation),
+            public_key: vec![2; 33],
+            new_committee: committee,
+            threshold: 2,
+            commitments_digest: [6; 32],
+            public_info_digest: [7; 32],
+        },
+        signatures: vec![IdentitySignature::from_bytes(vec![8; 64]); 2],
+    }
+}
+
+#[tokio::test]
+async fn a_pending_generation_and_its_certificate_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("pending-key");
+    let certificate = certificate_for("pending-key", 1);
+    {
+        let ks = open(dir.path()).await;
+        let store: &dyn ShareStore = &ks;
+        store.stage(&share("pending-key", 0), b"S0").await.unwrap();
+        store.activate(&k, g(0), b"S0", None).await.unwrap();
+        store
+            .stage(&share("pending-key", 1), b"S1 pending")
+            .await
+            .unwrap();
+        // Staging never overwrites a pending generation.
+        assert!(store
+            .stage(&share("pending-key", 1), b"other")
+            .await
+            .is_err());
+    }
+    let ks = open(dir.path()).await;
+    let store: &dyn ShareStore = &ks;
+    let pending = store.load_pending(&k).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].share.generation(), g(1));
+    assert_eq!(pending[0].state, b"S1 pending");
+    assert!(pending[0].certificate.is_none());
+    assert_eq!(
+        store.load_active(&k).await.unwrap().unwrap().generation(),
+        g(0)
+    );
+    assert!(store.load_certificate(&k, g(1)).await.unwrap().is_none());
+
+    store
+        .activate(&k, g(1), b"S1", Some(&certificate))
+        .await
+        .unwrap();
+    drop(ks);
+    let ks = open(dir.path()).await;
+    let store: &dyn ShareStore = &ks;
+    assert!(store.load_pending(&k).await.unwrap().is_empty());
+    assert_eq!(
+        store.load_active(&k).await.unwrap().unwrap().generation(),
+        g(1)
+    );
+    assert_eq!(
+        store.load_certificate(&k, g(1)).await.unwrap(),
+        Some(certificate)
+    );
+    // Retired with its generation.
+    store.retire(&k, g(0)).await.unwrap();
+    assert!(store.delete(&k, b"gone").await.unwrap());
+    assert!(store.load_certificate(&k, g(1)).await.unwrap().is_none());
 }

@@ -616,10 +616,13 @@ enum Pending {
 impl Node {
     /// Starts a node on `transport`: opens the keystore, loads the active key share and
     /// the pool state committed with it, connects to L1, starts the pool layer, and
-    /// spawns the event listener, the epoch ticker and the L1 follower.
+    /// spawns the event listener, the epoch ticker, the L1 follower and (with
+    /// `[batches]`) the batch producer. `identity` is the key of the transport's identity
+    /// (it signs reshare confirmations; for libp2p, the node's `Libp2pIdentity`).
     pub async fn start(
         settings: NodeSettings,
         transport: Arc<dyn Transport>,
+        identity: Arc<dyn tss_core::IdentitySigner>,
         transport_kind: &str,
     ) -> Result<Node> {
         let id = transport.local_node();
@@ -677,6 +680,7 @@ impl Node {
         let pool_node = PoolNode::start(
             config,
             transport,
+            identity,
             rules,
             store,
             primes,
@@ -1170,6 +1174,9 @@ async fn follow_events(node: Node, mut events: tokio::sync::broadcast::Receiver<
             } => {
                 m.proposal_rejected();
                 tracing::warn!(%eid, %proposer, %reason, "proposal refused");
+            }
+            PoolEvent::Misbehaved { eid, party, reason } => {
+                tracing::warn!(%eid, %party, %reason, "a party misbehaved during a reshare's confirmation (ignored)");
             }
             _ => {}
         }

@@ -449,7 +449,8 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         settings.shutdown = shutdown.clone();
         let token =
             ApiToken::load_or_create(&dir.path().join(format!("node-{i}")).join("rpc-token"))?;
-        let node = Node::start(settings, transport, kind).await?;
+        let signer: Arc<dyn tss_core::IdentitySigner> = Arc::new(identities[i].clone());
+        let node = Node::start(settings, transport, signer, kind).await?;
         let (rpc, _task) = crate::rpc::serve_with_shutdown(
             node.clone(),
             "127.0.0.1:0".parse().expect("addr"),

@@ -83,6 +83,7 @@ async fn run_node(config: PathBuf) -> Result<(), Error> {
         field: "transport.listen".into(),
         reason: format!("{e}"),
     })?;
+    let signer: Arc<dyn tss_core::IdentitySigner> = Arc::new(identity.clone());
     let mut p2p = Libp2pConfig::new(identity, listen);
     for (i, (peer, addr)) in cfg.peer_addrs.iter().enumerate() {
         let addr = addr.parse().map_err(|e| Error::ConfigInvalid {
@@ -95,7 +96,7 @@ async fn run_node(config: PathBuf) -> Result<(), Error> {
     // One token stops everything: the node's loops and the HTTP server.
     let shutdown = cfg.settings.shutdown.clone();
     let tasks = TaskTracker::new();
-    let node = Node::start(cfg.settings, transport, "libp2p").await?;
+    let node = Node::start(cfg.settings, transport, signer, "libp2p").await?;
     let (addr, server) =
         rpc::serve_with_shutdown(node, cfg.rpc_listen, access, shutdown.clone()).await?;
     tasks.spawn(server);

@@ -49,8 +49,12 @@ fn anvil() -> Option<Anvil> {
     Some(Anvil::spawn(&AnvilOptions::default()).expect("anvil starts"))
 }
 
+fn signer(i: u8) -> tss_core::Ed25519Signer {
+    tss_core::Ed25519Signer::from_seed([i; 32])
+}
+
 fn node(i: u8) -> NodeId {
-    NodeId::from_bytes([i; 32])
+    signer(i).node_id()
 }
 
 fn policy(anvil: &Anvil, d: &Deployment) -> BatchPolicy {
@@ -282,6 +286,7 @@ async fn the_pool_signs_a_batch_every_follower_built_itself_and_the_inbox_append
             PoolNode::start(
                 PoolConfig::new(ids.clone()).with_session_idle_timeout(Duration::from_secs(600)),
                 Arc::new(network.endpoint(*id)),
+                Arc::new(signer(i as u8 + 1)),
                 Arc::new(rules(&anvil, &d, 3, DemoL2::new("devnet"))),
                 Arc::new(MemoryShareStore::new()),
                 Arc::new(InsecureTestPrimes::new(i)),

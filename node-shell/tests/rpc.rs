@@ -28,8 +28,9 @@ use tss_core::{Committee, ExecutionId, KeyId, ProtocolKind};
 
 const KEY: &str = "test-key";
 
+/// Test node `k`'s id: the public key of the identity key with seed `[k; 32]`.
 fn id(k: u8) -> NodeId {
-    NodeId::from_bytes([k; 32])
+    tss_core::Ed25519Signer::from_seed([k; 32]).node_id()
 }
 
 struct Net {
@@ -87,7 +88,14 @@ async fn pool() -> Net {
         settings.unsafe_raw_digest_signing = k != 3;
         settings.shutdown = shutdown.clone();
         let transport: Arc<dyn Transport> = Arc::new(network.endpoint(id(k)));
-        let node = Node::start(settings, transport, "in-memory").await.unwrap();
+        let node = Node::start(
+            settings,
+            transport,
+            Arc::new(tss_core::Ed25519Signer::from_seed([k; 32])),
+            "in-memory",
+        )
+        .await
+        .unwrap();
         let token =
             ApiToken::load_or_create(&dir.path().join(format!("n{k}")).join("rpc-token")).unwrap();
         let (addr, server) = node_shell::rpc::serve_with_shutdown(

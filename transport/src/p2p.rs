@@ -200,6 +200,13 @@ impl Libp2pIdentity {
     pub fn peer_id(&self) -> PeerId {
         self.keypair.public().to_peer_id()
     }
+
+    /// An ed25519 signature (64 bytes) of `message` by this identity: verifiable by anyone
+    /// against [`Libp2pIdentity::node_id`], which is the public key.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        // Signing with an ed25519 key cannot fail (only RSA/ECDSA keys of other kinds may).
+        self.keypair.sign(message).unwrap_or_default()
+    }
 }
 
 impl fmt::Debug for Libp2pIdentity {

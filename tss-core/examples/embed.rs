@@ -68,8 +68,10 @@ async fn main() -> Result<(), Error> {
     let key = KeyId::new("batch-submitter")?;
     // Five libp2p nodes on 127.0.0.1 (ports picked by the OS), each knowing the others.
     let mut transports = Vec::new();
+    let mut identities = Vec::new();
     for k in 1..=5u8 {
         let identity = Libp2pIdentity::from_seed([k; 32])?; // real nodes: a stored seed
+        identities.push(identity.clone()); // signs this node's reshare confirmations
         let config = Libp2pConfig::new(identity, "/ip4/127.0.0.1/tcp/0".parse()?);
         transports.push(Libp2pTransport::start(config).await?);
     }
@@ -90,6 +92,7 @@ async fn main() -> Result<(), Error> {
             PoolNode::start(
                 config,
                 Arc::new(t.clone()),
+                Arc::new(identities[k].clone()),
                 rules,
                 store,
                 primes,

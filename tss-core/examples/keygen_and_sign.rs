@@ -9,8 +9,8 @@ use std::sync::Arc;
 use futures::FutureExt;
 use transport::{InMemoryNetwork, NodeId};
 use tss_core::{
-    keccak256, Committee, ExecutionId, KeyId, KeyShare, PaillierPrimes, ProtocolKind,
-    ReshareRequest, TssNode,
+    keccak256, Committee, Ed25519Signer, ExecutionId, KeyId, KeyShare, PaillierPrimes,
+    ProtocolKind, ReshareRequest, TssNode,
 };
 
 const PRIMES: &str = include_str!("../test-data/insecure-test-primes.json");
@@ -19,11 +19,18 @@ const PRIMES: &str = include_str!("../test-data/insecure-test-primes.json");
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let primes = PaillierPrimes::list_from_json(PRIMES)?;
     let network = InMemoryNetwork::new();
-    let ids: Vec<NodeId> = (1..=4).map(|i| NodeId::from_bytes([i; 32])).collect();
-    let nodes: Vec<Arc<TssNode>> = ids
-        .iter()
-        .map(|id| Arc::new(TssNode::new(Arc::new(network.endpoint(*id)))))
-        .collect();
+    // Each node's id is the public key of its identity key, which signs its reshare
+    // confirmations (libp2p nodes use their `Libp2pIdentity`).
+    let identities: Vec<Ed25519Signer> =
+        (1..=4).map(|i| Ed25519Signer::from_seed([i; 32])).collect();
+    let ids: Vec<NodeId> = identities.iter().map(|i| i.node_id()).collect();
+    let mut nodes: Vec<Arc<TssNode>> = Vec::new();
+    for identity in identities {
+        let endpoint = Arc::new(network.endpoint(identity.node_id()));
+        nodes.push(Arc::new(
+            TssNode::new(endpoint).with_identity(Arc::new(identity))?,
+        ));
+    }
     let mut rng = rand::thread_rng();
 
     // 1. Keygen: 2-of-3 among the first three nodes.

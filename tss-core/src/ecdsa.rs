@@ -37,6 +37,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{ProtocolKind, Result, TssError};
 use crate::ethereum::{keccak256, EthAddress, EthSignature};
+use crate::identity::IdentitySigner;
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
 use crate::primes::PaillierPrimes;
 use crate::wire::{classify_error, decode_message, delivery, encode_message};
@@ -230,6 +231,8 @@ pub struct TssNode {
     transport: Arc<dyn Transport>,
     idle_timeout: Duration,
     presignatures: Mutex<PresignatureStore>,
+    identity: Option<Arc<dyn IdentitySigner>>,
+    aux_info_delay: Duration,
 }
 
 impl std::fmt::Debug for TssNode {
@@ -248,7 +251,43 @@ impl TssNode {
             transport,
             idle_timeout: transport::DEFAULT_IDLE_TIMEOUT,
             presignatures: Mutex::default(),
+            identity: None,
+            aux_info_delay: Duration::ZERO,
         }
+    }
+
+    /// Sets the key of this node's transport identity, with which it signs its reshare
+    /// confirmations (needed by every node that joins a new committee). Fails with
+    /// [`TssError::InvalidParticipants`] if its node id is not the transport's.
+    pub fn with_identity(mut self, identity: Arc<dyn IdentitySigner>) -> Result<Self> {
+        if identity.node_id() != self.transport.local_node() {
+            return Err(TssError::InvalidParticipants(format!(
+                "the identity key is {}'s, the transport is {}'s",
+                identity.node_id(),
+                self.transport.local_node()
+            )));
+        }
+        self.identity = Some(identity);
+        Ok(self)
+    }
+
+    /// The identity key set by [`TssNode::with_identity`].
+    pub fn identity(&self) -> Option<&Arc<dyn IdentitySigner>> {
+        self.identity.as_ref()
+    }
+
+    /// The idle timeout of this node's sessions.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// Test hook (feature `test-hooks`): makes every aux-info run of this node take
+    /// `delay` longer, as on a loaded machine.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn with_aux_info_delay(mut self, delay: Duration) -> Self {
+        self.aux_info_delay = delay;
+        self
     }
 
     /// Sets how long any session may hear nothing before failing with
@@ -334,6 +373,9 @@ impl TssNode {
         let i = committee.require_index(&self.node_id())?;
         let mut rng = self.run_rng(&eid);
         let party = MpcParty::connected(delivery(self.open(&eid, committee.members())?));
+        if !self.aux_info_delay.is_zero() {
+            tokio::time::sleep(self.aux_info_delay).await;
+        }
         let aux = off_executor(
             cggmp21::aux_info_gen(
                 cggmp21::ExecutionId::new(eid.as_bytes()),
@@ -566,7 +608,9 @@ impl TssNode {
 /// stops at its next await point with [`TssError::Cancelled`].
 async fn off_executor<F: std::future::Future>(fut: F) -> Result<F::Output> {
     let token = crate::cancel::current();
-    let run = async move {
+    // On the heap: CGGMP21's protocol futures are large, and `block_on` below would put
+    // this one on the (worker or test) thread's stack, next to the frames polling it.
+    let run = Box::pin(async move {
         match token {
             Some(token) => tokio::select! {
                 biased;
@@ -575,7 +619,7 @@ async fn off_executor<F: std::future::Future>(fut: F) -> Result<F::Output> {
             },
             None => Some(fut.await),
         }
-    };
+    });
     let out = match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(|| handle.block_on(run))

@@ -166,14 +166,33 @@ pub enum TssError {
     /// Another keygen or reshare of this key is running on this node.
     #[error("a keygen or reshare of key {0} is already running on this node")]
     Busy(KeyId),
-    /// A reshare ended before every new member confirmed: nothing was activated or
-    /// retired; the old generation stays active.
+    /// A reshare ended before this node held a certificate (a valid signed confirmation
+    /// from every new member): nothing was activated or retired here; the old generation
+    /// stays active, and a staged new share stays pending until a certificate arrives.
     #[error("reshare {eid} not confirmed by {missing:?}; the old generation stays active")]
     ReshareNotConfirmed {
         /// The run.
         eid: ExecutionId,
-        /// New members whose confirmation did not arrive.
+        /// New members whose valid confirmation did not arrive.
         missing: Vec<NodeId>,
+    },
+    /// A reshare certificate does not prove what it claims.
+    #[error("invalid reshare certificate (blamed {culprits:?}): {reason}")]
+    InvalidCertificate {
+        /// Members whose signature in it does not verify (empty if the certificate is
+        /// malformed as a whole).
+        culprits: Vec<NodeId>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A run went past its overall deadline ([`crate::pool::PoolConfig::run_deadline`]),
+    /// however alive its parties looked.
+    #[error("run {eid} exceeded its deadline of {after:?}")]
+    DeadlineExceeded {
+        /// The run.
+        eid: ExecutionId,
+        /// The deadline.
+        after: std::time::Duration,
     },
 }
 

@@ -71,6 +71,7 @@ mod error;
 pub mod ethereum;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod identity;
 mod ids;
 pub mod pool;
 mod primes;
@@ -80,9 +81,13 @@ pub mod wire;
 pub use ecdsa::{AuxInfo, KeyShare, Presignature, TssNode};
 pub use error::{ProtocolKind, Result, StoreError, TssError};
 pub use ethereum::{keccak256, EthAddress, EthSignature};
+pub use identity::{verify_identity_signature, Ed25519Signer, IdentitySignature, IdentitySigner};
 pub use ids::{Committee, ExecutionId, Generation, KeyId};
 #[cfg(feature = "insecure-test-primes")]
 pub use primes::{insecure_test_primes, InsecureTestPrimes};
 pub use primes::{PaillierPrimes, PrimePool};
-pub use reshare::{PersistShare, PublicKeyInfo, ReshareOutcome, ReshareRequest};
+pub use reshare::{
+    ConfirmFault, PersistShare, PublicKeyInfo, ReshareCertificate, ReshareOutcome, ReshareRequest,
+    ReshareStatement,
+};
 pub use transport;

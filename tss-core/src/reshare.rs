@@ -18,11 +18,26 @@
 //! 3. **New shares.** New member `k` sums its shares, `x'_k = Σ_j f_j(k)`; everyone
 //!    computes the new public shares from the commitments. The new committee runs aux-info
 //!    generation (fresh Paillier keys, all proofs checked) and builds CGGMP21 key shares.
-//! 4. **Confirm.** Each new member stores its share (the caller's `persist` step), then
-//!    broadcasts a confirmation carrying a hash of the new public key data. A party may
-//!    retire its old share only once it holds a matching confirmation from **every** new
-//!    member ([`ReshareOutcome::may_retire_old_share`]); any missing confirmation means
-//!    nobody retires anything.
+//! 4. **Confirm.** Each new member stores its share (the caller's `persist` step, which
+//!    keeps it *pending*), then signs a [`ReshareStatement`] (execution id, key, new
+//!    generation, public key, new committee and threshold, the agreed commitments digest,
+//!    the new public key facts) with the key of its transport identity
+//!    ([`crate::identity::IdentitySigner`]) and broadcasts the signature. One valid
+//!    signature from **every** new member is a [`ReshareCertificate`]: whoever holds one
+//!    may activate the new generation and retire the old one
+//!    ([`ReshareOutcome::may_retire_old_share`]); without one nobody does. A party that
+//!    assembles a certificate broadcasts it, so a party that missed one confirmation
+//!    (say, a joiner sent it a different one) still completes; and a certificate is
+//!    self-verifying, so a member that missed the end can take it from any peer later
+//!    (the pool layer's certificate request).
+//!
+//! During the confirmation phase nothing a party receives aborts the run: a frame that
+//! does not decode, a confirmation that does not verify (an equivocating or broken new
+//! member), an unexpected or changed message are ignored and reported with the sender
+//! named ([`ReshareOutcome::faults`]). Identical retransmissions are ignored silently.
+//! New members send [`ReshareMsg::Alive`] heartbeats while they compute (aux-info,
+//! storing), so parties that only wait (e.g. leaving dealers) do not reach their idle
+//! timeout, which counts silence, not work.
 
 use std::collections::HashMap;
 
@@ -33,11 +48,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use transport::{DeliveryKind, Destination, NodeId, SessionChannel, TransportError};
+use transport::{DeliveryKind, Destination, NodeId, SessionInbox, SessionOutbox, TransportError};
 use zeroize::Zeroizing;
 
 use crate::ecdsa::{Curve, KeyShare, TssNode};
 use crate::error::{ProtocolKind, Result, StoreError, TssError};
+use crate::identity::{verify_identity_signature, IdentitySignature};
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
 use crate::primes::PaillierPrimes;
 use crate::wire::{decode_message, encode_message};
@@ -81,7 +97,8 @@ impl PublicKeyInfo {
         Ok((y, shares))
     }
 
-    fn digest(&self) -> [u8; 32] {
+    /// A hash of these facts (bound into reshare confirmations).
+    pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"tss-core/public-key-info/v1");
         h.update(serde_json::to_vec(self).unwrap_or_default());
@@ -182,22 +199,161 @@ impl ReshareRequest {
     }
 }
 
+/// What every new member signs once its new share is stored: a reshare confirmation.
+///
+/// Every honest party of a run computes the same statement (the commitments digest is the
+/// one all of them echoed), so a confirmation is checked against the receiver's own
+/// statement, never against one sent with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareStatement {
+    /// The run's execution id.
+    pub eid: ExecutionId,
+    /// The key.
+    pub key_id: KeyId,
+    /// The new generation.
+    pub generation: Generation,
+    /// Compressed public key (unchanged by resharing).
+    pub public_key: Vec<u8>,
+    /// The new committee.
+    pub new_committee: Committee,
+    /// The new threshold (also in `new_committee`; signed explicitly).
+    pub threshold: u16,
+    /// Digest of every dealer's commitments, as echoed by every party.
+    pub commitments_digest: [u8; 32],
+    /// [`PublicKeyInfo::digest`] of the new generation (public shares included).
+    pub public_info_digest: [u8; 32],
+}
+
+impl ReshareStatement {
+    /// The bytes a new member signs: a domain tag and the statement's wire encoding.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut out = b"tss-core/reshare-confirm/v1".to_vec();
+        // A statement always encodes (a committee is bounded); an empty encoding would
+        // only make every signature over it fail to match any honest one.
+        out.extend(encode_message(self).unwrap_or_default());
+        out
+    }
+
+    /// Whether this statement describes the generation `info` (key, generation,
+    /// committee, threshold, public key and public shares).
+    pub fn certifies(&self, info: &PublicKeyInfo) -> bool {
+        self.key_id == info.key_id
+            && self.generation == info.generation
+            && self.new_committee == info.committee
+            && self.threshold == info.committee.threshold()
+            && self.public_key == info.public_key
+            && self.public_info_digest == info.digest()
+    }
+}
+
+/// Proof that every member of a new committee stored its share of a reshared
+/// generation: each one's signature, under its transport identity, of the same
+/// [`ReshareStatement`]. Self-verifying ([`ReshareCertificate::verify`]): it can be
+/// forwarded by anyone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareCertificate {
+    /// What was confirmed.
+    pub statement: ReshareStatement,
+    /// One signature per new member, in committee order.
+    pub signatures: Vec<IdentitySignature>,
+}
+
+impl ReshareCertificate {
+    /// The key.
+    pub fn key_id(&self) -> &KeyId {
+        &self.statement.key_id
+    }
+
+    /// The certified generation.
+    pub fn generation(&self) -> Generation {
+        self.statement.generation
+    }
+
+    /// Its wire encoding (for stores).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode_message(self).unwrap_or_default()
+    }
+
+    /// Decodes [`ReshareCertificate::to_bytes`]' output (not verified: call
+    /// [`ReshareCertificate::verify`]).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        decode_message(NodeId::from_bytes([0; 32]), bytes).map_err(|e| TssError::Decode {
+            what: "reshare certificate",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Checks that it holds a valid signature of its statement from every member of the
+    /// new committee. [`TssError::InvalidCertificate`] names the members whose signature
+    /// does not verify.
+    pub fn verify(&self) -> Result<()> {
+        let members = self.statement.new_committee.members();
+        if self.signatures.len() != members.len() {
+            return Err(TssError::InvalidCertificate {
+                culprits: Vec::new(),
+                reason: format!(
+                    "{} signatures for {} members",
+                    self.signatures.len(),
+                    members.len()
+                ),
+            });
+        }
+        if self.statement.threshold != self.statement.new_committee.threshold() {
+            return Err(TssError::InvalidCertificate {
+                culprits: Vec::new(),
+                reason: "the threshold differs from the committee's".into(),
+            });
+        }
+        let bytes = self.statement.signing_bytes();
+        let culprits: Vec<NodeId> = members
+            .iter()
+            .zip(&self.signatures)
+            .filter(|(m, sig)| !verify_identity_signature(m, &bytes, sig))
+            .map(|(m, _)| *m)
+            .collect();
+        if culprits.is_empty() {
+            Ok(())
+        } else {
+            Err(TssError::InvalidCertificate {
+                culprits,
+                reason: "signatures that do not verify".into(),
+            })
+        }
+    }
+}
+
+/// Something a party did wrong during the confirmation phase, which was ignored (not a
+/// reason to abort) and is reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfirmFault {
+    /// The sender (authenticated by the transport).
+    pub party: NodeId,
+    /// What it sent.
+    pub reason: String,
+}
+
 /// How a reshare ended for one party.
 #[derive(Debug)]
 pub struct ReshareOutcome {
-    /// The new share, for members of the new committee (already handed to `persist`).
+    /// The new share, for members of the new committee (already handed to `persist`,
+    /// which keeps it pending).
     pub new_share: Option<KeyShare>,
-    /// New members whose confirmation arrived.
+    /// New members whose valid confirmation this party holds.
     pub confirmed_by: Vec<NodeId>,
-    /// New members whose confirmation did not arrive (timeout).
+    /// New members whose valid confirmation did not arrive (timeout).
     pub missing_confirmations: Vec<NodeId>,
+    /// The certificate, if this party holds one (every confirmation, or a forwarded
+    /// certificate).
+    pub certificate: Option<ReshareCertificate>,
+    /// What was ignored during the confirmation phase, with the sender named.
+    pub faults: Vec<ConfirmFault>,
 }
 
 impl ReshareOutcome {
-    /// True only when every new member confirmed it stored its new share: then, and only
-    /// then, old shares may be retired and the new generation activated.
+    /// True only when this party holds a valid certificate: then, and only then, old
+    /// shares may be retired and the new generation activated.
     pub fn may_retire_old_share(&self) -> bool {
-        self.missing_confirmations.is_empty()
+        self.certificate.is_some()
     }
 }
 
@@ -226,21 +382,30 @@ pub enum ReshareMsg {
         /// The accused dealer.
         dealer: NodeId,
     },
-    /// Round 3, broadcast by each new member once its share is stored.
+    /// Round 3, broadcast by each new member once its share is stored: its identity
+    /// signature of the run's [`ReshareStatement`].
     Confirm {
-        /// Hash of the new public key info.
-        digest: [u8; 32],
+        /// The signature.
+        signature: IdentitySignature,
     },
+    /// Round 3, broadcast by a party that holds every confirmation.
+    Certificate(Box<ReshareCertificate>),
+    /// A heartbeat: the sender is alive and computing (aux-info, storing).
+    Alive,
 }
 
 /// Receives and sorts reshare messages, checking that each comes from a party allowed to
 /// send it, the right way (broadcast or direct).
 struct Inbox {
-    channel: SessionChannel,
+    channel: SessionInbox,
+    out: SessionOutbox,
     commitments: HashMap<NodeId, ([u8; 32], Vec<Point<Curve>>)>,
     shares: HashMap<NodeId, Scalar<Curve>>,
     round2: HashMap<NodeId, ReshareMsg>,
-    confirms: HashMap<NodeId, [u8; 32]>,
+    /// Confirmation-phase messages that arrived before this party got there.
+    later: Vec<(NodeId, ReshareMsg)>,
+    /// Bound of `later`.
+    later_limit: usize,
 }
 
 fn misbehaviour(culprits: Vec<NodeId>, reason: impl Into<String>) -> TssError {
@@ -252,7 +417,7 @@ fn misbehaviour(culprits: Vec<NodeId>, reason: impl Into<String>) -> TssError {
 }
 
 impl Inbox {
-    async fn next(&mut self, dealers: &[NodeId], new_members: &[NodeId]) -> Result<()> {
+    async fn next(&mut self, dealers: &[NodeId]) -> Result<()> {
         let msg = self.channel.recv().await.map_err(|e| match e {
             TransportError::Timeout { silent, .. } => TssError::Timeout {
                 protocol: ProtocolKind::Reshare,
@@ -269,7 +434,6 @@ impl Inbox {
             })?;
         let broadcast = msg.kind == DeliveryKind::Broadcast;
         let is_dealer = dealers.contains(&from);
-        let is_new = new_members.contains(&from);
         // A repeated identical message (a retransmission) is ignored; a different one is
         // equivocation.
         fn insert<V: PartialEq>(map: &mut HashMap<NodeId, V>, from: NodeId, v: V) -> Result<()> {
@@ -298,8 +462,14 @@ impl Inbox {
             m @ (ReshareMsg::Echo { .. } | ReshareMsg::Complaint { .. }) if broadcast => {
                 insert(&mut self.round2, from, m)
             }
-            ReshareMsg::Confirm { digest } if is_new && broadcast => {
-                insert(&mut self.confirms, from, digest)
+            ReshareMsg::Alive => Ok(()),
+            // Confirmation-phase messages may overtake a slower party's round 2 (they come
+            // from other senders): kept for later, and judged then.
+            m @ (ReshareMsg::Confirm { .. } | ReshareMsg::Certificate(_)) if broadcast => {
+                if self.later.len() < self.later_limit {
+                    self.later.push((from, m));
+                }
+                Ok(())
             }
             other => Err(misbehaviour(
                 vec![from],
@@ -316,6 +486,8 @@ fn message_name(m: &ReshareMsg) -> &'static str {
         ReshareMsg::Echo { .. } => "echo",
         ReshareMsg::Complaint { .. } => "complaint",
         ReshareMsg::Confirm { .. } => "confirm",
+        ReshareMsg::Certificate(_) => "certificate",
+        ReshareMsg::Alive => "heartbeat",
     }
 }
 
@@ -344,7 +516,7 @@ fn eval_commitments(commitments: &[Point<Curve>], x: &Scalar<Curve>) -> Point<Cu
     acc
 }
 
-fn send(channel: &SessionChannel, to: Destination, msg: &ReshareMsg) -> Result<()> {
+fn send(channel: &SessionOutbox, to: Destination, msg: &ReshareMsg) -> Result<()> {
     let bytes = encode_message(msg).map_err(|e| TssError::ProtocolAborted {
         protocol: ProtocolKind::Reshare,
         reason: e.to_string(),
@@ -397,12 +569,15 @@ impl TssNode {
             })
             .collect::<Result<_>>()?;
 
+        let (channel, out) = self.open(&request.eid, &participants)?.split();
         let mut inbox = Inbox {
-            channel: self.open(&request.eid, &participants)?,
+            channel,
+            out,
             commitments: HashMap::new(),
             shares: HashMap::new(),
             round2: HashMap::new(),
-            confirms: HashMap::new(),
+            later: Vec::new(),
+            later_limit: 4 * participants.len(),
         };
 
         // Round 1: deal.
@@ -424,7 +599,7 @@ impl TssNode {
             let commitments: Vec<Point<Curve>> =
                 coefs.iter().map(|c| Point::generator() * c).collect();
             send(
-                &inbox.channel,
+                &inbox.out,
                 Destination::Broadcast,
                 &ReshareMsg::Commitments {
                     context,
@@ -442,7 +617,7 @@ impl TssNode {
                     inbox.shares.insert(me, value);
                 } else {
                     send(
-                        &inbox.channel,
+                        &inbox.out,
                         Destination::Direct(*member),
                         &ReshareMsg::Share { share: value },
                     )?;
@@ -454,7 +629,7 @@ impl TssNode {
         while inbox.commitments.len() < dealers.len()
             || (new_index.is_some() && inbox.shares.len() < dealers.len())
         {
-            if let Err(e) = inbox.next(&dealers, &new_members).await {
+            if let Err(e) = inbox.next(&dealers).await {
                 // A dealer that sent garbage is named to everyone, so that nobody waits
                 // for a timeout to learn the run failed.
                 let blamed = match &e {
@@ -464,7 +639,7 @@ impl TssNode {
                 };
                 if let Some(dealer) = blamed.filter(|b| dealers.contains(b)) {
                     let _ = send(
-                        &inbox.channel,
+                        &inbox.out,
                         Destination::Broadcast,
                         &ReshareMsg::Complaint { dealer },
                     );
@@ -508,10 +683,10 @@ impl TssNode {
             Some(dealer) => ReshareMsg::Complaint { dealer },
             None => ReshareMsg::Echo { digest },
         };
-        send(&inbox.channel, Destination::Broadcast, &round2)?;
+        send(&inbox.out, Destination::Broadcast, &round2)?;
         inbox.round2.insert(me, round2);
         while inbox.round2.len() < participants.len() {
-            inbox.next(&dealers, &new_members).await?;
+            inbox.next(&dealers).await?;
         }
         let mut accused: Vec<NodeId> = inbox
             .round2
@@ -562,11 +737,34 @@ impl TssNode {
                 .map(|p| p.to_bytes(true).as_ref().to_vec())
                 .collect(),
         };
-        let new_info_digest = new_info.digest();
+        let statement = ReshareStatement {
+            eid: request.eid,
+            key_id: new_info.key_id.clone(),
+            generation: new_info.generation,
+            public_key: new_info.public_key.clone(),
+            new_committee: request.new_committee.clone(),
+            threshold: request.new_committee.threshold(),
+            commitments_digest: digest,
+            public_info_digest: new_info.digest(),
+        };
+        let statement_bytes = statement.signing_bytes();
+        let mut phase = ConfirmPhase {
+            statement: &statement,
+            statement_bytes: &statement_bytes,
+            new_members: &new_members,
+            signatures: HashMap::new(),
+            certificate: None,
+            faults: Vec::new(),
+        };
 
         // Round 3 (new members): build, aux-info, store, confirm.
         let mut new_share = None;
         if let Some(k) = new_index {
+            let identity = self.identity().cloned().ok_or_else(|| {
+                TssError::InvalidParticipants(
+                    "a new member needs an identity key to sign its confirmation".into(),
+                )
+            })?;
             let mut x: Scalar<Curve> = dealers.iter().map(|d| inbox.shares[d]).sum();
             inbox.shares.clear();
             let x = NonZero::from_secret_scalar(SecretScalar::new(&mut x))
@@ -599,79 +797,259 @@ impl TssNode {
             let primes = primes.ok_or_else(|| {
                 TssError::InvalidKeyShare("a new member must provide Paillier primes".into())
             })?;
-            let aux = self
-                .aux_info(&request.new_committee, request.eid.sub("aux"), primes)
-                .await?;
-            let inner = cggmp21::KeyShare::from_parts((core, aux.0))
-                .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
-            let share = KeyShare {
-                key_id: new_info.key_id.clone(),
-                generation: new_info.generation,
-                committee: request.new_committee.clone(),
-                local: me,
-                inner,
-            };
             let persist = persist.ok_or_else(|| {
                 TssError::InvalidKeyShare("a new member must provide a persist step".into())
             })?;
-            persist(share.to_secret_bytes()?, share.generation())
-                .await
-                .map_err(|e| match e.downcast::<TssError>() {
-                    Ok(e) => *e,
-                    Err(e) => TssError::Store(e),
-                })?;
+            // Aux-info and storing take long on a loaded machine: heartbeats on this
+            // session tell the parties that only wait (leaving dealers) that we are alive.
+            let work = async {
+                let aux = self
+                    .aux_info(&request.new_committee, request.eid.sub("aux"), primes)
+                    .await?;
+                let inner = cggmp21::KeyShare::from_parts((core, aux.0))
+                    .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
+                let share = KeyShare {
+                    key_id: new_info.key_id.clone(),
+                    generation: new_info.generation,
+                    committee: request.new_committee.clone(),
+                    local: me,
+                    inner,
+                };
+                persist(share.to_secret_bytes()?, share.generation())
+                    .await
+                    .map_err(|e| match e.downcast::<TssError>() {
+                        Ok(e) => *e,
+                        Err(e) => TssError::Store(e),
+                    })?;
+                Ok::<_, TssError>(share)
+            };
+            let share = with_heartbeats(
+                &inbox.out,
+                heartbeat_interval(self.idle_timeout()),
+                Box::pin(work),
+            )
+            .await?;
+            let signature = identity.sign(&statement_bytes);
             send(
-                &inbox.channel,
+                &inbox.out,
                 Destination::Broadcast,
                 &ReshareMsg::Confirm {
-                    digest: new_info_digest,
+                    signature: signature.clone(),
                 },
             )?;
-            inbox.confirms.insert(me, new_info_digest);
+            phase.signatures.insert(me, signature);
             new_share = Some(share);
         }
 
-        // Everyone waits for every new member's confirmation.
-        while inbox.confirms.len() < new_members.len() {
-            match inbox.next(&dealers, &new_members).await {
-                Ok(()) => {}
-                Err(TssError::Timeout { .. }) => break,
-                Err(e) => return Err(e),
+        // Everyone collects a certificate: every new member's valid confirmation, or a
+        // certificate another party assembled. Nothing received here aborts the run.
+        for (from, msg) in std::mem::take(&mut inbox.later) {
+            phase.take(from, msg);
+        }
+        phase.try_complete();
+        let mut seen_raw: Vec<(NodeId, Vec<u8>)> = Vec::new();
+        while phase.certificate.is_none() {
+            let msg = match inbox.channel.recv().await {
+                Ok(msg) => msg,
+                Err(TransportError::Timeout { .. }) => break,
+                Err(e) => return Err(TssError::Transport(e)),
+            };
+            let from = msg.from;
+            if !participants.contains(&from) {
+                continue;
             }
+            // Identical retransmissions are ignored without a word.
+            let raw = (from, msg.payload.clone());
+            if seen_raw.contains(&raw) {
+                continue;
+            }
+            if seen_raw.len() < 8 * participants.len() {
+                seen_raw.push(raw);
+            }
+            match decode_message::<ReshareMsg>(from, &msg.payload) {
+                Ok(m) if msg.kind == DeliveryKind::Broadcast => {
+                    // A repeat of an earlier round's message is a retransmission.
+                    let repeat = match &m {
+                        ReshareMsg::Commitments {
+                            context,
+                            commitments,
+                        } => inbox.commitments.get(&from) == Some(&(*context, commitments.clone())),
+                        ReshareMsg::Echo { .. } | ReshareMsg::Complaint { .. } => {
+                            inbox.round2.get(&from) == Some(&m)
+                        }
+                        _ => false,
+                    };
+                    if !repeat {
+                        phase.take(from, m);
+                    }
+                }
+                Ok(ReshareMsg::Share { .. }) if dealers.contains(&from) => {}
+                Ok(m) => phase.fault(
+                    from,
+                    format!("{} sent directly during confirmation", message_name(&m)),
+                ),
+                Err(_) => phase.fault(
+                    from,
+                    "a frame that does not decode during confirmation".into(),
+                ),
+            }
+            phase.try_complete();
         }
-        let wrong: Vec<NodeId> = inbox
-            .confirms
-            .iter()
-            .filter(|(_, d)| **d != new_info_digest)
-            .map(|(n, _)| *n)
-            .collect();
-        if !wrong.is_empty() {
-            return Err(misbehaviour(wrong, "confirmed a different new key"));
+        if let Some(certificate) = &phase.certificate {
+            // Whoever missed a confirmation (or got a different one) completes with this.
+            let _ = send(
+                &inbox.out,
+                Destination::Broadcast,
+                &ReshareMsg::Certificate(Box::new(certificate.clone())),
+            );
         }
-        let confirmed_by: Vec<NodeId> = new_members
-            .iter()
-            .filter(|m| inbox.confirms.contains_key(m))
-            .copied()
-            .collect();
-        let missing_confirmations: Vec<NodeId> = new_members
-            .iter()
-            .filter(|m| !inbox.confirms.contains_key(m))
-            .copied()
-            .collect();
+        let (confirmed_by, missing_confirmations): (Vec<NodeId>, Vec<NodeId>) =
+            match &phase.certificate {
+                Some(_) => (new_members.clone(), Vec::new()),
+                None => new_members
+                    .iter()
+                    .partition(|m| phase.signatures.contains_key(*m)),
+            };
         if !missing_confirmations.is_empty() {
             tracing::warn!(
                 missing = ?missing_confirmations,
                 "reshare not confirmed by every new member: old shares must be kept"
             );
         }
-        if missing_confirmations.is_empty() {
+        if phase.certificate.is_some() {
             self.discard_presignatures(&request.old.key_id, request.old.generation);
         }
         Ok(ReshareOutcome {
             new_share,
             confirmed_by,
             missing_confirmations,
+            certificate: phase.certificate,
+            faults: phase.faults,
         })
+    }
+}
+
+/// How often a computing party sends a heartbeat: a quarter of its idle timeout, and at
+/// least every second (other parties may wait with shorter timeouts; a heartbeat is a few
+/// bytes).
+fn heartbeat_interval(idle_timeout: std::time::Duration) -> std::time::Duration {
+    (idle_timeout / 4).clamp(
+        std::time::Duration::from_millis(10),
+        std::time::Duration::from_secs(1),
+    )
+}
+
+/// Runs `work`, broadcasting [`ReshareMsg::Alive`] on `channel` every `every` meanwhile,
+/// from a task of its own: the work may block its thread (aux-info's CPU-bound rounds
+/// run in `block_in_place`), and the heartbeats must go on.
+async fn with_heartbeats<T>(
+    channel: &SessionOutbox,
+    every: std::time::Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let channel = channel.clone();
+    let _beats = AbortOnDrop(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if send(&channel, Destination::Broadcast, &ReshareMsg::Alive).is_err() {
+                break;
+            }
+        }
+    }));
+    work.await
+}
+
+/// Most faults recorded per run (a flooding party is named once it is here).
+const MAX_FAULTS: usize = 64;
+
+/// The confirmation phase's state at one party.
+struct ConfirmPhase<'a> {
+    statement: &'a ReshareStatement,
+    statement_bytes: &'a [u8],
+    new_members: &'a [NodeId],
+    signatures: HashMap<NodeId, IdentitySignature>,
+    certificate: Option<ReshareCertificate>,
+    faults: Vec<ConfirmFault>,
+}
+
+impl ConfirmPhase<'_> {
+    fn fault(&mut self, party: NodeId, reason: String) {
+        if self
+            .faults
+            .iter()
+            .any(|f| f.party == party && f.reason == reason)
+        {
+            return;
+        }
+        tracing::warn!(%party, %reason, "ignored during reshare confirmation");
+        if self.faults.len() < MAX_FAULTS {
+            self.faults.push(ConfirmFault { party, reason });
+        }
+    }
+
+    /// Judges one broadcast message of the confirmation phase.
+    fn take(&mut self, from: NodeId, msg: ReshareMsg) {
+        match msg {
+            ReshareMsg::Alive => {}
+            ReshareMsg::Confirm { signature } if self.new_members.contains(&from) => {
+                if !verify_identity_signature(&from, self.statement_bytes, &signature) {
+                    self.fault(
+                        from,
+                        "a confirmation that does not verify against this run's statement \
+                         (equivocation or junk)"
+                            .into(),
+                    );
+                } else if let Some(earlier) = self.signatures.get(&from) {
+                    if *earlier != signature {
+                        // Two valid signatures of one statement: not a protocol fault of
+                        // consequence, but not what an honest signer (deterministic
+                        // ed25519) does.
+                        self.fault(from, "two different valid confirmations".into());
+                    }
+                } else {
+                    self.signatures.insert(from, signature);
+                }
+            }
+            ReshareMsg::Certificate(certificate) => {
+                if certificate.statement != *self.statement {
+                    self.fault(from, "a certificate of a different statement".into());
+                } else if let Err(e) = certificate.verify() {
+                    self.fault(from, format!("an invalid certificate: {e}"));
+                } else if self.certificate.is_none() {
+                    self.certificate = Some(*certificate);
+                }
+            }
+            other => self.fault(
+                from,
+                format!("an unexpected {} during confirmation", message_name(&other)),
+            ),
+        }
+    }
+
+    /// Assembles the certificate once every new member's confirmation is here.
+    fn try_complete(&mut self) {
+        if self.certificate.is_some() {
+            return;
+        }
+        let signatures: Option<Vec<IdentitySignature>> = self
+            .new_members
+            .iter()
+            .map(|m| self.signatures.get(m).cloned())
+            .collect();
+        if let Some(signatures) = signatures {
+            self.certificate = Some(ReshareCertificate {
+                statement: self.statement.clone(),
+                signatures,
+            });
+        }
     }
 }
 

@@ -207,7 +207,10 @@ mod tests {
             ReshareMsg::Complaint {
                 dealer: NodeId::from_bytes([3; 32]),
             },
-            ReshareMsg::Confirm { digest: [0xcd; 32] },
+            ReshareMsg::Confirm {
+                signature: crate::identity::IdentitySignature::from_bytes(vec![0xcd; 64]),
+            },
+            ReshareMsg::Alive,
         ]
     }
 

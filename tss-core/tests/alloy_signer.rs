@@ -80,6 +80,7 @@ async fn a_pool_signs_a_transaction_through_the_alloy_adapter_and_followers_chec
             PoolNode::start(
                 PoolConfig::new(ids.clone()).with_session_idle_timeout(Duration::from_secs(600)),
                 Arc::new(network.endpoint(*id)),
+                common::signer_for(id),
                 Arc::new(TxRules),
                 Arc::new(MemoryShareStore::new()),
                 Arc::new(InsecureTestPrimes::new(i)),

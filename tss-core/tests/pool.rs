@@ -74,6 +74,7 @@ async fn start(
     PoolNode::start(
         PoolConfig::new(all.to_vec()).with_session_idle_timeout(IDLE),
         Arc::new(network.endpoint(me)),
+        common::signer_for(&me),
         Arc::new(Rules { refuse }),
         store,
         Arc::new(InsecureTestPrimes::new(index)),
@@ -301,6 +302,7 @@ async fn an_equivocating_proposer_cannot_make_parties_commit_different_states() 
         let node = PoolNode::start(
             PoolConfig::new(ids.clone()).with_session_idle_timeout(quiet),
             Arc::new(network.endpoint(*id)),
+            common::signer_for(id),
             Arc::new(Rules { refuse: false }),
             Arc::new(MemoryShareStore::new()),
             Arc::new(InsecureTestPrimes::new(k)),

@@ -271,6 +271,8 @@ async fn bad_dealer_share_is_rejected_naming_the_culprit() {
                     network.endpoint(id),
                     FaultPlan::single(Fault::CorruptDirectTo(victim)),
                 )))
+                .with_identity(signer_for(&id))
+                .unwrap()
                 .with_idle_timeout(Duration::from_secs(300)),
             )
         } else {
@@ -318,7 +320,10 @@ async fn split_confirmation_view_never_retires_old_shares() {
         let id = p.node.node_id();
         // Short idle timeout: the missing confirmation is waited for only this long.
         let node = Arc::new(
-            TssNode::new(Arc::new(network.endpoint(id))).with_idle_timeout(Duration::from_secs(45)),
+            TssNode::new(Arc::new(network.endpoint(id)))
+                .with_identity(signer_for(&id))
+                .unwrap()
+                .with_idle_timeout(Duration::from_secs(45)),
         );
         runners.get_mut(&id).unwrap().node = node;
     }
@@ -393,6 +398,8 @@ async fn dealer_equivocating_its_commitments_aborts_the_reshare_for_everyone() {
             network.endpoint(cheater),
             FaultPlan::single(Fault::EquivocateBroadcastTo(vec![victim])),
         )))
+        .with_identity(signer_for(&cheater))
+        .unwrap()
         .with_idle_timeout(Duration::from_secs(300)),
     );
     let request = ReshareRequest {

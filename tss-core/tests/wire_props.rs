@@ -23,7 +23,6 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::Sha256;
-use transport::p2p::length_prefixed;
 use transport::{
     decode_frame, encode_frame, read_length_prefixed, DeliveryKind, InMemoryNetwork,
     InMemoryTransport, NodeId, SessionChannel, SessionConfig, SessionId, SessionSender, Transport,
@@ -112,7 +111,10 @@ fn reshare_msg() -> impl Strategy<Value = ReshareMsg> {
         any::<[u8; 32]>().prop_map(|b| ReshareMsg::Complaint {
             dealer: NodeId::from_bytes(b)
         }),
-        any::<[u8; 32]>().prop_map(|digest| ReshareMsg::Confirm { digest }),
+        prop::collection::vec(any::<u8>(), 0..80).prop_map(|b| ReshareMsg::Confirm {
+            signature: tss_core::identity::IdentitySignature::from_bytes(b)
+        }),
+        Just(ReshareMsg::Alive),
     ]
 }
 
@@ -248,7 +250,13 @@ proptest! {
         frames in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..2048), 0..8),
         cut in any::<prop::sample::Index>(),
     ) {
-        let stream: Vec<u8> = frames.iter().flat_map(|f| length_prefixed(f).unwrap()).collect();
+        // The reader's unit: a 4-byte big-endian length, then that many bytes.
+        let length_prefixed = |f: &Vec<u8>| {
+            let mut unit = (f.len() as u32).to_be_bytes().to_vec();
+            unit.extend_from_slice(f);
+            unit
+        };
+        let stream: Vec<u8> = frames.iter().flat_map(length_prefixed).collect();
         let read_all = |bytes: &[u8]| futures::executor::block_on(async {
             let mut r = futures::io::Cursor::new(bytes.to_vec());
             let mut out = Vec::new();

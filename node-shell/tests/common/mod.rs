@@ -26,8 +26,14 @@ use tss_core::{KeyId, PublicKeyInfo};
 
 pub const KEY: &str = "l1-test-key";
 
+/// Test node `k`'s identity key (its id is the public key: the transport and the
+/// reshare confirmations use the same key).
+pub fn signer(k: u8) -> tss_core::Ed25519Signer {
+    tss_core::Ed25519Signer::from_seed([k; 32])
+}
+
 pub fn id(k: u8) -> NodeId {
-    NodeId::from_bytes([k; 32])
+    signer(k).node_id()
 }
 
 /// anvil, or `None` (with a message) when it is not installed and CI is not set.
@@ -160,7 +166,14 @@ impl L1Pool {
         let node = loop {
             // A node just stopped may still hold its keystore lock for a moment.
             let transport: Arc<dyn Transport> = Arc::new(self.network.endpoint(id(k)));
-            match Node::start(settings.clone(), transport, "in-memory").await {
+            match Node::start(
+                settings.clone(),
+                transport,
+                Arc::new(signer(k)),
+                "in-memory",
+            )
+            .await
+            {
                 Ok(n) => break n,
                 Err(e) if started.elapsed() < Duration::from_secs(20) => {
                     eprintln!("node {k} start: {e}; retrying");
@@ -290,6 +303,7 @@ impl L1Pool {
         let pool_node = PoolNode::start(
             PoolConfig::new(participants).with_session_idle_timeout(Duration::from_secs(60)),
             Arc::new(self.network.endpoint(id(k))),
+            Arc::new(signer(k)),
             Arc::new(AcceptAnyReshare(rules)),
             Arc::new(MemoryShareStore::new()),
             Arc::new(tss_core::InsecureTestPrimes::new(usize::from(k))),

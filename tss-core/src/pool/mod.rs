@@ -21,8 +21,8 @@ mod validator;
 
 pub use node::{
     control_session_id, default_dealers, PoolConfig, PoolEvent, PoolNode, PrimeSource,
-    ReshareCommit, SignOutcome,
+    ReshareCommit, SignOutcome, DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_RUN_DEADLINE,
 };
 pub use proposal::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
-pub use store::{MemoryShareStore, MemoryStoreError, ShareStore};
+pub use store::{MemoryShareStore, MemoryStoreError, PendingGeneration, ShareStore};
 pub use validator::{ProposalValidator, Rejection, SigningInput};

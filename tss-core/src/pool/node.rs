@@ -19,12 +19,13 @@ use crate::cancel;
 use crate::ecdsa::{KeyShare, TssNode};
 use crate::error::{ProtocolKind, Result, TssError};
 use crate::ethereum::{EthAddress, EthSignature};
+use crate::identity::IdentitySigner;
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
 use crate::pool::proposal::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
 use crate::pool::store::ShareStore;
 use crate::pool::validator::ProposalValidator;
 use crate::primes::{PaillierPrimes, PrimePool};
-use crate::reshare::{PersistShare, PublicKeyInfo};
+use crate::reshare::{PersistShare, PublicKeyInfo, ReshareCertificate};
 use crate::wire::{decode_message, encode_message};
 
 /// Where a node's Paillier primes come from (one pair per keygen or reshare it joins as
@@ -51,6 +52,11 @@ const PROPOSALS_REMEMBERED: usize = 4096;
 const MAX_REASON_CHARS: usize = 512;
 /// Default of [`PoolConfig::max_concurrent_runs`].
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
+/// Default of [`PoolConfig::run_deadline`]: an hour, far beyond any run's work (a 7-of-10
+/// reshare with all parties on 2 cores takes about 3 minutes).
+pub const DEFAULT_RUN_DEADLINE: Duration = Duration::from_secs(3600);
+/// How many certificates of generations this node does not hold it keeps to forward.
+const CERTIFICATES_REMEMBERED: usize = 256;
 
 /// Settings of a [`PoolNode`].
 #[derive(Clone, Debug)]
@@ -59,8 +65,13 @@ pub struct PoolConfig {
     /// Every node that may propose or take part in a run (all configured peers). Every
     /// node must use the same set: it names the control session.
     pub control_participants: Vec<NodeId>,
-    /// How long a protocol session may hear nothing before it fails.
+    /// How long a protocol session may hear nothing before it fails. It counts silence:
+    /// any message, heartbeats included, starts it again.
     pub session_idle_timeout: Duration,
+    /// The longest a run may take however alive its parties look (heartbeats or
+    /// retransmissions cannot keep a run going past it): a generous backstop, default
+    /// [`DEFAULT_RUN_DEADLINE`]. A run past it fails with [`TssError::DeadlineExceeded`].
+    pub run_deadline: Duration,
     /// How many runs proposed by peers this node takes part in at once (default 64);
     /// proposals beyond that are dropped (the proposer's run then fails).
     pub max_concurrent_runs: usize,
@@ -73,7 +84,14 @@ impl PoolConfig {
             control_participants,
             session_idle_timeout: transport::DEFAULT_IDLE_TIMEOUT,
             max_concurrent_runs: DEFAULT_MAX_CONCURRENT_RUNS,
+            run_deadline: DEFAULT_RUN_DEADLINE,
         }
+    }
+
+    /// Sets the overall deadline of every run (see [`PoolConfig::run_deadline`]).
+    pub fn with_run_deadline(mut self, deadline: Duration) -> Self {
+        self.run_deadline = deadline;
+        self
     }
 
     /// Sets how many runs proposed by peers this node takes part in at once.
@@ -148,6 +166,24 @@ pub enum PoolEvent {
         /// The embedder's state committed with it.
         state: Vec<u8>,
     },
+    /// A party sent something wrong during a reshare's confirmation phase (a confirmation
+    /// that does not verify, junk, an unexpected message). It was ignored; this names it.
+    Misbehaved {
+        /// The run.
+        eid: ExecutionId,
+        /// The sender (authenticated by the transport).
+        party: NodeId,
+        /// What it sent.
+        reason: String,
+    },
+    /// This node asked its peers for the certificate of a pending generation (after a
+    /// reshare that ended here without one, or at start).
+    CertificateRequested {
+        /// The key.
+        key_id: KeyId,
+        /// The pending generation.
+        generation: Generation,
+    },
     /// This node left a key's committee and deleted its share.
     KeyLeft {
         /// The key.
@@ -191,6 +227,8 @@ pub struct ReshareCommit {
     pub new_committee: Committee,
     /// New members that confirmed they stored their share (all of them).
     pub confirmed_by: Vec<NodeId>,
+    /// Their signed confirmations: the proof that the new generation is complete.
+    pub certificate: ReshareCertificate,
 }
 
 struct Run {
@@ -229,6 +267,7 @@ struct EarlyAborts {
 
 struct Inner {
     me: NodeId,
+    control_participants: Vec<NodeId>,
     tss: TssNode,
     control: SessionOutbox,
     validator: Arc<dyn ProposalValidator>,
@@ -240,6 +279,8 @@ struct Inner {
     early_aborts: Mutex<EarlyAborts>,
     seen: Mutex<SeenProposals>,
     follow_slots: Arc<tokio::sync::Semaphore>,
+    certificates: Mutex<VecDeque<ReshareCertificate>>,
+    run_deadline: Duration,
     events: broadcast::Sender<PoolEvent>,
     shutdown: CancellationToken,
 }
@@ -261,13 +302,21 @@ struct Inner {
 /// the run.
 ///
 /// **Commit order of a reshare**, at every party: (1) each new member *stages* its new
-/// share (durable, not active) and only then confirms; (2) when every new member
-/// confirmed, each new member *activates* the new generation together with the
-/// embedder's state, in one atomic step; (3) then *retires* its old generation; (4) then
-/// drops the presignatures of older generations. A member that leaves deletes its share
-/// (with the state) only after every new member confirmed. Without every confirmation
+/// share (durable, pending, with the state to commit) and only then signs its
+/// confirmation; (2) a party that holds a valid [`ReshareCertificate`] (every new
+/// member's signed confirmation) *activates* the new generation together with the
+/// embedder's state and the certificate, in one atomic step; (3) then *retires* its old
+/// generation; (4) then drops the presignatures of older generations. A member that
+/// leaves deletes its share (with the state) only with the certificate. Without one
 /// nothing is activated or retired, and the old generation stays active
-/// ([`TssError::ReshareNotConfirmed`]).
+/// ([`TssError::ReshareNotConfirmed`]); a staged share stays pending, and the node asks
+/// its peers for the certificate ([`ControlMsg::CertificateRequest`], also at every
+/// start) and activates the generation when a valid one arrives. So all members end on
+/// the same generation: whoever activated holds the certificate and hands it on.
+///
+/// **Confirmation phase.** Junk, changed or unverifiable frames are ignored and reported
+/// as [`PoolEvent::Misbehaved`] naming the sender. Every run also has an overall
+/// deadline ([`PoolConfig::run_deadline`]).
 #[derive(Clone)]
 pub struct PoolNode {
     inner: Arc<Inner>,
@@ -296,9 +345,16 @@ impl PoolNode {
     /// Starts a pool node on `transport`: loads the active shares of `keys` from `store`,
     /// opens the control session among `config.control_participants` and spawns the task
     /// that follows proposals (it stops when [`PoolNode::shutdown`] is called).
+    ///
+    /// `identity` is the key of this node's transport identity (its node id must be the
+    /// transport's): it signs this node's reshare confirmations. A pending generation of
+    /// one of `keys` (staged by a reshare that ended here without a certificate) is
+    /// activated if its certificate was stored, else the certificate is asked of every
+    /// peer, and the generation activated when a valid one arrives.
     pub async fn start(
         config: PoolConfig,
         transport: Arc<dyn Transport>,
+        identity: Arc<dyn IdentitySigner>,
         validator: Arc<dyn ProposalValidator>,
         store: Arc<dyn ShareStore>,
         primes: Arc<dyn PrimeSource>,
@@ -322,14 +378,18 @@ impl PoolNode {
         let participants: Vec<NodeId> = participants.into_iter().collect();
         let channel = transport.open_session(
             control_session_id(&participants),
-            SessionConfig::new(participants).with_idle_timeout(Duration::from_secs(24 * 3600)),
+            SessionConfig::new(participants.clone())
+                .with_idle_timeout(Duration::from_secs(24 * 3600)),
         )?;
         let (inbox, control) = channel.split();
-        let tss = TssNode::new(transport).with_idle_timeout(config.session_idle_timeout);
+        let tss = TssNode::new(transport)
+            .with_identity(identity)?
+            .with_idle_timeout(config.session_idle_timeout);
         let (events, _) = broadcast::channel(256);
         let node = PoolNode {
             inner: Arc::new(Inner {
                 me,
+                control_participants: participants.clone(),
                 tss,
                 control,
                 validator,
@@ -341,11 +401,28 @@ impl PoolNode {
                 early_aborts: Mutex::default(),
                 seen: Mutex::default(),
                 follow_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_runs)),
+                certificates: Mutex::default(),
+                run_deadline: config.run_deadline,
                 events,
                 shutdown: CancellationToken::new(),
             }),
         };
         tokio::spawn(control_loop(node.clone(), inbox));
+        for key_id in keys {
+            let pending = node
+                .inner
+                .store
+                .load_pending(key_id)
+                .await
+                .map_err(TssError::Store)?;
+            for p in pending {
+                if let Some(certificate) = p.certificate {
+                    Box::pin(node.adopt_certificate(certificate)).await?;
+                } else {
+                    node.request_certificate(key_id, p.share.generation(), None);
+                }
+            }
+        }
         Ok(node)
     }
 
@@ -510,14 +587,38 @@ impl PoolNode {
             protocol,
             proposer,
         });
+        // The deadline is a backstop: idle timeouts count silence, and a party that keeps
+        // sending (heartbeats, retransmissions) could otherwise keep the run going
+        // forever. It cancels the run through its token (a protocol blocked in its CPU
+        // work sees only that), like an abort.
+        let deadline = self.inner.run_deadline;
+        let deadline_hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let timer = {
+            let (token, hit) = (token.clone(), deadline_hit.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(deadline).await;
+                hit.store(true, std::sync::atomic::Ordering::SeqCst);
+                token.cancel();
+            })
+        };
         // Boxed: protocol futures are large, and several nest here.
         let out = cancel::scoped(token, Box::pin(fut)).await;
+        timer.abort();
+        let past_deadline = deadline_hit.load(std::sync::atomic::Ordering::SeqCst);
         let run = self.inner.runs.lock().remove(&eid);
         let aborted = run.and_then(|r| r.aborted_by);
         let result = match (out, aborted) {
             (Some(Ok(v)), _) => Ok(v),
             // Cancelled (possibly finishing with `Cancelled` from inside the protocol).
             (Some(Err(_)) | None, Some((by, reason))) => Err(TssError::Aborted { eid, by, reason }),
+            (Some(Err(_)) | None, None) if past_deadline => {
+                let e = TssError::DeadlineExceeded {
+                    eid,
+                    after: deadline,
+                };
+                self.abort_to(eid, &participants, &e.to_string());
+                Err(e)
+            }
             (Some(Err(e)), None) => {
                 self.abort_to(eid, &participants, &e.to_string());
                 Err(e)
@@ -612,12 +713,12 @@ impl PoolNode {
         // abort cannot leave the store and this node's memory disagreeing.
         self.inner
             .store
-            .stage(&share)
+            .stage(&share, &state)
             .await
             .map_err(TssError::Store)?;
         self.inner
             .store
-            .activate(&p.key_id, share.generation(), &state)
+            .activate(&p.key_id, share.generation(), &state, None)
             .await
             .map_err(TssError::Store)?;
         let share = Arc::new(share);
@@ -847,30 +948,42 @@ impl PoolNode {
         }
         .await;
         let (guard, old_share, state) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
-        let outcome = self
+        let is_new = p.new_committee.index_of(&me).is_some();
+        let new_generation = p.old.generation.next();
+        let executed = self
             .execute(&proposal, proposer, propose, async {
                 // The protocol runs under the bound id: parties shown different
                 // proposals under one eid never meet in one session.
                 let mut request = p.request();
                 request.eid = proposal.run_eid();
-                let is_new = p.new_committee.index_of(&me).is_some();
                 let (primes, persist) = if is_new {
                     let store = self.inner.store.clone();
+                    let pending_state = state.clone();
                     let persist: PersistShare = Box::new(move |bytes, _generation| {
                         Box::pin(async move {
                             let share = KeyShare::from_secret_bytes(&bytes)?;
-                            store.stage(&share).await
+                            store.stage(&share, &pending_state).await
                         })
                     });
                     (Some(self.inner.primes.take().await?), Some(persist))
                 } else {
                     (None, None)
                 };
-                let outcome = self
-                    .inner
-                    .tss
-                    .reshare(&request, old_share.as_deref(), primes, persist)
-                    .await?;
+                // Boxed: the protocol's future is large (debug builds poll it deep).
+                let outcome = Box::pin(self.inner.tss.reshare(
+                    &request,
+                    old_share.as_deref(),
+                    primes,
+                    persist,
+                ))
+                .await?;
+                for fault in &outcome.faults {
+                    self.emit(PoolEvent::Misbehaved {
+                        eid: p.eid,
+                        party: fault.party,
+                        reason: fault.reason.clone(),
+                    });
+                }
                 if !outcome.may_retire_old_share() {
                     return Err(TssError::ReshareNotConfirmed {
                         eid: p.eid,
@@ -879,15 +992,47 @@ impl PoolNode {
                 }
                 Ok(outcome)
             })
-            .await?;
-        // Every new member confirmed: the commit runs outside the abortable run, so a
-        // late abort cannot interrupt it half-way.
+            .await;
+        let outcome = match executed {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // A new member may have staged its share and another party may hold the
+                // certificate: ask for it (the generation stays pending until it comes).
+                if is_new {
+                    drop(guard);
+                    self.request_certificate(
+                        &key_id,
+                        new_generation,
+                        Some(&proposal.participants()),
+                    );
+                }
+                return Err(e);
+            }
+        };
+        let certificate =
+            outcome
+                .certificate
+                .clone()
+                .ok_or_else(|| TssError::ReshareNotConfirmed {
+                    eid: p.eid,
+                    missing: outcome.missing_confirmations.clone(),
+                })?;
+        self.remember_certificate(&certificate);
+        // A valid certificate: the commit runs outside the abortable run, so a late abort
+        // cannot interrupt it half-way.
         let address = EthAddress::from_public_key(&public_key_of(&p.old)?);
         let new_generation = match outcome.new_share {
             Some(new_share) => {
                 let generation = new_share.generation();
-                self.commit_new_generation(&key_id, new_share, old_share.as_deref(), &state, guard)
-                    .await?;
+                self.commit_new_generation(
+                    &key_id,
+                    new_share,
+                    old_share.map(|s| s.generation()),
+                    &state,
+                    &certificate,
+                    guard,
+                )
+                .await?;
                 Some(generation)
             }
             None => {
@@ -916,7 +1061,120 @@ impl PoolNode {
             new_generation,
             new_committee: p.new_committee.clone(),
             confirmed_by: outcome.confirmed_by,
+            certificate,
         })
+    }
+
+    // ------------------------------------------------------------------ certificates
+
+    /// Keeps `certificate` to forward to peers that ask (bounded; the store keeps the
+    /// certificates of the generations this node holds).
+    fn remember_certificate(&self, certificate: &ReshareCertificate) {
+        let mut certs = self.inner.certificates.lock();
+        if certs.iter().any(|c| c == certificate) {
+            return;
+        }
+        certs.push_back(certificate.clone());
+        while certs.len() > CERTIFICATES_REMEMBERED {
+            certs.pop_front();
+        }
+    }
+
+    /// Asks `peers` (default: every control participant) for the certificate of
+    /// `generation` of `key_id`; a valid answer activates the pending generation.
+    fn request_certificate(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+        peers: Option<&[NodeId]>,
+    ) {
+        let msg = ControlMsg::CertificateRequest {
+            key_id: key_id.clone(),
+            generation,
+        };
+        let peers: BTreeSet<NodeId> = match peers {
+            Some(p) => p.iter().copied().collect(),
+            None => self.inner.control_participants.iter().copied().collect(),
+        };
+        for peer in peers.into_iter().filter(|p| *p != self.inner.me) {
+            self.send_control(peer, &msg);
+        }
+        self.emit(PoolEvent::CertificateRequested {
+            key_id: key_id.clone(),
+            generation,
+        });
+    }
+
+    /// Answers a peer's certificate request, if this node has the certificate.
+    async fn answer_certificate_request(
+        &self,
+        from: NodeId,
+        key_id: KeyId,
+        generation: Generation,
+    ) {
+        let remembered = self
+            .inner
+            .certificates
+            .lock()
+            .iter()
+            .find(|c| *c.key_id() == key_id && c.generation() == generation)
+            .cloned();
+        let certificate = match remembered {
+            Some(c) => Some(c),
+            None => match self.inner.store.load_certificate(&key_id, generation).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%key_id, %generation, error = %e, "cannot read a certificate");
+                    None
+                }
+            },
+        };
+        if let Some(certificate) = certificate {
+            self.send_control(from, &ControlMsg::Certificate(Box::new(certificate)));
+        }
+    }
+
+    /// Activates the pending generation `certificate` certifies, if this node staged it
+    /// and the certificate is valid. Returns whether it did.
+    pub async fn adopt_certificate(&self, certificate: ReshareCertificate) -> Result<bool> {
+        certificate.verify()?;
+        let key_id = certificate.key_id().clone();
+        let generation = certificate.generation();
+        if self
+            .share(&key_id)
+            .is_some_and(|s| s.generation() >= generation)
+        {
+            return Ok(false);
+        }
+        let Ok(guard) = self.busy(&key_id) else {
+            // A run of this key is going on here: it ends with the certificate or asks
+            // for it again.
+            return Ok(false);
+        };
+        let pending = self
+            .inner
+            .store
+            .load_pending(&key_id)
+            .await
+            .map_err(TssError::Store)?;
+        let Some(p) = pending
+            .into_iter()
+            .find(|p| p.share.generation() == generation)
+        else {
+            return Ok(false);
+        };
+        if !certificate.statement.certifies(&p.share.public_info()) {
+            return Err(TssError::InvalidCertificate {
+                culprits: Vec::new(),
+                reason: format!("it does not certify the staged {generation} of {key_id}"),
+            });
+        }
+        self.remember_certificate(&certificate);
+        let old = self.share(&key_id).map(|s| s.generation());
+        self.commit_new_generation(&key_id, p.share, old, &p.state, &certificate, guard)
+            .await?;
+        tracing::info!(%key_id, %generation, "pending generation activated with a forwarded certificate");
+        Ok(true)
     }
 
     /// Steps 2-4 of the commit order: activate with the state, retire the old
@@ -925,14 +1183,15 @@ impl PoolNode {
         &self,
         key_id: &KeyId,
         new_share: KeyShare,
-        old_share: Option<&KeyShare>,
+        old_generation: Option<Generation>,
         state: &[u8],
+        certificate: &ReshareCertificate,
         guard: BusyGuard<'_>,
     ) -> Result<()> {
         let generation = new_share.generation();
         self.inner
             .store
-            .activate(key_id, generation, state)
+            .activate(key_id, generation, state, Some(certificate))
             .await
             .map_err(TssError::Store)?;
         // The embedder's view first: whoever sees the new share sees the new state.
@@ -941,8 +1200,8 @@ impl PoolNode {
             .shares
             .lock()
             .insert(key_id.clone(), Arc::new(new_share));
-        if let Some(old) = old_share {
-            if let Err(e) = self.inner.store.retire(key_id, old.generation()).await {
+        if let Some(old) = old_generation {
+            if let Err(e) = self.inner.store.retire(key_id, old).await {
                 // The new generation is active; a leftover old record is only garbage.
                 tracing::warn!(%key_id, error = %e, "could not retire the old generation");
             }
@@ -1081,6 +1340,26 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                         });
                     }
                     Ok(ControlMsg::Abort { eid, reason }) => node.on_abort(from, eid, reason),
+                    Ok(ControlMsg::CertificateRequest { key_id, generation }) => {
+                        let node = node.clone();
+                        tokio::spawn(async move {
+                            node.answer_certificate_request(from, key_id, generation)
+                                .await
+                        });
+                    }
+                    Ok(ControlMsg::Certificate(certificate)) => {
+                        let node = node.clone();
+                        tokio::spawn(async move {
+                            let (key_id, generation) =
+                                (certificate.key_id().clone(), certificate.generation());
+                            match Box::pin(node.adopt_certificate(*certificate)).await {
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::warn!(%from, %key_id, %generation, error = %e, "certificate refused")
+                                }
+                            }
+                        });
+                    }
                     Err(e) => {
                         tracing::warn!(%from, error = %e, "malformed control message dropped")
                     }

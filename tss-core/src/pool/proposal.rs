@@ -8,7 +8,7 @@ use transport::NodeId;
 
 use crate::error::{Result, TssError};
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
-use crate::reshare::{PublicKeyInfo, ReshareRequest};
+use crate::reshare::{PublicKeyInfo, ReshareCertificate, ReshareRequest};
 
 /// Run keygen for `committee`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,4 +193,15 @@ pub enum ControlMsg {
         /// Why.
         reason: String,
     },
+    /// Asks for the certificate of a reshared generation (the sender staged its share but
+    /// missed the end of the run). Peers that have it answer with
+    /// [`ControlMsg::Certificate`]; others stay silent.
+    CertificateRequest {
+        /// The key.
+        key_id: KeyId,
+        /// The generation.
+        generation: Generation,
+    },
+    /// A reshare certificate (self-verifying: the receiver checks every signature).
+    Certificate(Box<ReshareCertificate>),
 }

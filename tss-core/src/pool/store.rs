@@ -6,6 +6,12 @@
 //! run is confirmed, *activated* together with the embedder's pool state in one atomic
 //! step, and only then is the previous generation *retired*. A crash at any point leaves
 //! either the old generation active with the old state, or the new one with the new state.
+//!
+//! A reshared generation is activated only with its [`ReshareCertificate`] (every new
+//! member's signed confirmation), stored with it. A staged generation that never got one
+//! stays **pending**: not active, not deleted, never overwritten, listed by
+//! [`ShareStore::load_pending`] with the state to commit with it, until a certificate
+//! arrives (from any peer, also after a restart).
 
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +21,27 @@ use async_trait::async_trait;
 use crate::ecdsa::KeyShare;
 use crate::error::StoreError;
 use crate::ids::{Generation, KeyId};
+use crate::reshare::ReshareCertificate;
+
+/// A staged generation that is not active yet (see [`ShareStore::load_pending`]).
+pub struct PendingGeneration {
+    /// The staged share.
+    pub share: KeyShare,
+    /// The embedder's state to commit with it when it is activated.
+    pub state: Vec<u8>,
+    /// Its certificate, if one was stored (a crash between storing it and activating).
+    pub certificate: Option<ReshareCertificate>,
+}
+
+impl std::fmt::Debug for PendingGeneration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingGeneration")
+            .field("key_id", self.share.key_id())
+            .field("generation", &self.share.generation())
+            .field("certified", &self.certificate.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 /// Durable storage of key shares and of the embedder's state committed with them.
 ///
@@ -31,19 +58,35 @@ pub trait ShareStore: Send + Sync + 'static {
     /// [`ShareStore::save_state`] or [`ShareStore::delete`]), if any.
     async fn load_state(&self, key_id: &KeyId) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Durably stores `share` as a **pending** generation: not active, not loaded by
+    /// Durably stores `share` as a **pending** generation, with the embedder's
+    /// `pending_state` to commit when it is activated: not active, not loaded by
     /// [`ShareStore::load_active`]. Fails if that generation already exists (a store never
-    /// overwrites a generation).
-    async fn stage(&self, share: &KeyShare) -> Result<(), StoreError>;
+    /// overwrites a generation, pending or not).
+    async fn stage(&self, share: &KeyShare, pending_state: &[u8]) -> Result<(), StoreError>;
 
-    /// In one atomic step: makes the staged `generation` of `key_id` the active one and
-    /// stores `state` with it.
+    /// The staged generations of `key_id` newer than its active one (all of them if none
+    /// is active), oldest first, each with the state staged with it and its certificate if
+    /// one was stored.
+    async fn load_pending(&self, key_id: &KeyId) -> Result<Vec<PendingGeneration>, StoreError>;
+
+    /// In one atomic step as far as the active generation and `state` go: makes the
+    /// staged `generation` of `key_id` the active one and stores `state` with it. A
+    /// reshared generation comes with its `certificate`, stored with the generation
+    /// (before the switch, so the active generation always has it); keygen has none.
     async fn activate(
         &self,
         key_id: &KeyId,
         generation: Generation,
         state: &[u8],
+        certificate: Option<&ReshareCertificate>,
     ) -> Result<(), StoreError>;
+
+    /// The certificate stored with `generation` of `key_id`, if any.
+    async fn load_certificate(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+    ) -> Result<Option<ReshareCertificate>, StoreError>;
 
     /// Deletes generation `generation` of `key_id`, which must not be the active one.
     async fn retire(&self, key_id: &KeyId, generation: Generation) -> Result<(), StoreError>;
@@ -89,6 +132,8 @@ pub enum MemoryStoreError {
 #[derive(Default)]
 struct MemoryKey {
     generations: BTreeMap<Generation, zeroize::Zeroizing<Vec<u8>>>,
+    pending_states: BTreeMap<Generation, Vec<u8>>,
+    certificates: BTreeMap<Generation, ReshareCertificate>,
     active: Option<Generation>,
     state: Option<Vec<u8>>,
 }
@@ -148,7 +193,7 @@ impl ShareStore for MemoryShareStore {
         Ok(keys.get(key_id).and_then(|k| k.state.clone()))
     }
 
-    async fn stage(&self, share: &KeyShare) -> Result<(), StoreError> {
+    async fn stage(&self, share: &KeyShare, pending_state: &[u8]) -> Result<(), StoreError> {
         let bytes = share.to_secret_bytes()?;
         let mut keys = self.keys.lock();
         let key = keys.entry(share.key_id().clone()).or_default();
@@ -159,7 +204,56 @@ impl ShareStore for MemoryShareStore {
             }));
         }
         key.generations.insert(share.generation(), bytes);
+        key.pending_states
+            .insert(share.generation(), pending_state.to_vec());
         Ok(())
+    }
+
+    async fn load_pending(&self, key_id: &KeyId) -> Result<Vec<PendingGeneration>, StoreError> {
+        let staged: Vec<(
+            Generation,
+            zeroize::Zeroizing<Vec<u8>>,
+            Vec<u8>,
+            Option<ReshareCertificate>,
+        )> = {
+            let keys = self.keys.lock();
+            let Some(key) = keys.get(key_id) else {
+                return Ok(Vec::new());
+            };
+            key.generations
+                .iter()
+                .filter(|(g, _)| key.active.is_none_or(|a| **g > a))
+                .map(|(g, bytes)| {
+                    (
+                        *g,
+                        bytes.clone(),
+                        key.pending_states.get(g).cloned().unwrap_or_default(),
+                        key.certificates.get(g).cloned(),
+                    )
+                })
+                .collect()
+        };
+        staged
+            .into_iter()
+            .map(|(_, bytes, state, certificate)| {
+                Ok(PendingGeneration {
+                    share: KeyShare::from_secret_bytes(&bytes)?,
+                    state,
+                    certificate,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_certificate(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+    ) -> Result<Option<ReshareCertificate>, StoreError> {
+        let keys = self.keys.lock();
+        Ok(keys
+            .get(key_id)
+            .and_then(|k| k.certificates.get(&generation).cloned()))
     }
 
     async fn activate(
@@ -167,6 +261,7 @@ impl ShareStore for MemoryShareStore {
         key_id: &KeyId,
         generation: Generation,
         state: &[u8],
+        certificate: Option<&ReshareCertificate>,
     ) -> Result<(), StoreError> {
         let mut keys = self.keys.lock();
         let key = keys.entry(key_id.clone()).or_default();
@@ -176,6 +271,10 @@ impl ShareStore for MemoryShareStore {
                 generation,
             }));
         }
+        if let Some(certificate) = certificate {
+            key.certificates.insert(generation, certificate.clone());
+        }
+        key.pending_states.remove(&generation);
         key.active = Some(generation);
         key.state = Some(state.to_vec());
         Ok(())
@@ -193,6 +292,8 @@ impl ShareStore for MemoryShareStore {
             }));
         }
         key.generations.remove(&generation);
+        key.pending_states.remove(&generation);
+        key.certificates.remove(&generation);
         Ok(())
     }
 
@@ -201,6 +302,8 @@ impl ShareStore for MemoryShareStore {
         let key = keys.entry(key_id.clone()).or_default();
         let existed = !key.generations.is_empty();
         key.generations.clear();
+        key.pending_states.clear();
+        key.certificates.clear();
         key.active = None;
         key.state = Some(state.to_vec());
         Ok(existed)

@@ -15,9 +15,27 @@ fn fixture_primes() -> &'static Vec<PaillierPrimes> {
     PRIMES.get_or_init(|| PaillierPrimes::list_from_json(PRIMES_JSON).expect("fixture primes"))
 }
 
-/// Test node `k` (1-based) has id `[k; 32]`.
+/// The identity key of test node `k` (1-based): the ed25519 key with seed `[k; 32]`.
+pub fn signer(k: u8) -> tss_core::Ed25519Signer {
+    tss_core::Ed25519Signer::from_seed([k; 32])
+}
+
+/// Test node `k`'s id: the public key of [`signer`]`(k)`.
 pub fn node_id(k: u8) -> NodeId {
-    NodeId::from_bytes([k; 32])
+    static IDS: OnceLock<Vec<NodeId>> = OnceLock::new();
+    IDS.get_or_init(|| (0..=64u8).map(|k| signer(k).node_id()).collect())[usize::from(k)]
+}
+
+/// The `k` of a test node id (panics for other ids).
+pub fn number_of(node: &NodeId) -> u8 {
+    (0..=64u8)
+        .find(|k| node_id(*k) == *node)
+        .expect("a test node id")
+}
+
+/// The identity key of test node `node`.
+pub fn signer_for(node: &NodeId) -> Arc<dyn tss_core::IdentitySigner> {
+    Arc::new(signer(number_of(node)))
 }
 
 /// Ids of nodes `1..=n`.
@@ -34,7 +52,7 @@ pub fn primes_at(k: usize) -> PaillierPrimes {
 /// The fixture primes of a test node (distinct per node).
 pub fn primes_for(node: &NodeId) -> PaillierPrimes {
     let list = fixture_primes();
-    let k = usize::from(node.as_bytes()[0]);
+    let k = usize::from(number_of(node));
     list[(k - 1) % list.len()].clone_fixture()
 }
 
@@ -55,6 +73,8 @@ pub fn nodes(network: &InMemoryNetwork, ids: &[NodeId]) -> Vec<Arc<TssNode>> {
         .map(|id| {
             Arc::new(
                 TssNode::new(Arc::new(network.endpoint(*id)))
+                    .with_identity(signer_for(id))
+                    .expect("the identity of the endpoint")
                     .with_idle_timeout(Duration::from_secs(300)),
             )
         })

@@ -1,0 +1,668 @@
+//! A reshare ends with a certificate every member can hold: every new member's signed
+//! confirmation. Members activate the new generation iff they hold one, a member that
+//! missed it fetches it (also after a restart), junk and equivocation during the
+//! confirmation phase are ignored and named, and idle timeouts count silence, not work.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::{node_id, node_ids, primes_for, signer, signer_for};
+use futures::FutureExt;
+use transport::{
+    DeliveryKind, InMemoryNetwork, InMemoryTransport, NodeId, SessionChannel, SessionConfig,
+    SessionId, SessionSender, Transport, TransportError,
+};
+use tss_core::pool::{
+    control_session_id, ControlMsg, KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent,
+    PoolNode, ProposalValidator, Rejection, ReshareProposal, ShareStore, SignProposal,
+    SigningInput,
+};
+use tss_core::reshare::ReshareMsg;
+use tss_core::wire::{decode_message, encode_message};
+use tss_core::{
+    Committee, Generation, IdentitySigner, InsecureTestPrimes, KeyId, PersistShare, PublicKeyInfo,
+    ReshareRequest, TssError, TssNode,
+};
+
+/// Accepts everything; the state to commit is the proposal's context.
+struct Rules;
+
+#[async_trait]
+impl ProposalValidator for Rules {
+    async fn check_keygen(&self, _: NodeId, p: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
+        Ok(p.context.clone())
+    }
+    async fn check_sign(
+        &self,
+        _: NodeId,
+        p: &SignProposal,
+        _: &PublicKeyInfo,
+    ) -> Result<SigningInput, Rejection> {
+        Ok(SigningInput::Message(p.request.clone()))
+    }
+    async fn check_reshare(
+        &self,
+        _: NodeId,
+        p: &ReshareProposal,
+        _: Option<&PublicKeyInfo>,
+    ) -> Result<Vec<u8>, Rejection> {
+        Ok(p.context.clone())
+    }
+}
+
+// ---------------------------------------------------------------------- tampering
+
+/// What a tampering rule does with one outgoing frame.
+enum Action {
+    Pass,
+    Drop,
+    Replace(Vec<Vec<u8>>),
+}
+
+/// `(session, recipient, kind, payload)` → what to send instead.
+type Rule = Arc<dyn Fn(SessionId, NodeId, DeliveryKind, &[u8]) -> Action + Send + Sync>;
+
+/// An in-memory endpoint whose outgoing frames pass through `rule`: a node that
+/// misbehaves on the wire while running the honest code.
+struct Tampered {
+    inner: InMemoryTransport,
+    rule: Rule,
+}
+
+struct TamperedSender {
+    inner: Arc<dyn SessionSender>,
+    rule: Rule,
+}
+
+impl SessionSender for TamperedSender {
+    fn send(
+        &self,
+        session: SessionId,
+        to: NodeId,
+        kind: DeliveryKind,
+        payload: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        match (self.rule)(session, to, kind, &payload) {
+            Action::Pass => self.inner.send(session, to, kind, payload),
+            Action::Drop => Ok(()),
+            Action::Replace(frames) => {
+                for frame in frames {
+                    self.inner.send(session, to, kind, frame)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Transport for Tampered {
+    fn local_node(&self) -> NodeId {
+        self.inner.local_node()
+    }
+
+    fn open_session(
+        &self,
+        session: SessionId,
+        config: SessionConfig,
+    ) -> Result<SessionChannel, TransportError> {
+        let rule = self.rule.clone();
+        Ok(self
+            .inner
+            .open_session(session, config)?
+            .wrap_sender(move |inner| Arc::new(TamperedSender { inner, rule })))
+    }
+}
+
+/// The reshare message in `payload`, if it is a confirmation-phase one. Larger frames
+/// (commitments, aux-info messages) are never decoded here.
+fn reshare_msg(payload: &[u8]) -> Option<ReshareMsg> {
+    // Tag of `ReshareMsg::Confirm` and `ReshareMsg::Certificate` (postcard varint).
+    if payload.len() > 16 * 1024 || !matches!(payload.first(), Some(4 | 5)) {
+        return None;
+    }
+    decode_message(NodeId::from_bytes([0; 32]), payload).ok()
+}
+
+fn control_msg(payload: &[u8]) -> Option<ControlMsg> {
+    decode_message(NodeId::from_bytes([0; 32]), payload).ok()
+}
+
+// ---------------------------------------------------------------------- the pool
+
+/// Nodes 1..=4; 1..=3 hold a 2-of-3 key, 4 joins by the reshare.
+struct Pool {
+    network: InMemoryNetwork,
+    ids: Vec<NodeId>,
+    key: KeyId,
+    stores: Vec<Arc<MemoryShareStore>>,
+    nodes: Vec<PoolNode>,
+    control: SessionId,
+}
+
+async fn start_node(
+    network: &InMemoryNetwork,
+    ids: &[NodeId],
+    i: usize,
+    store: Arc<MemoryShareStore>,
+    rule: Option<Rule>,
+    idle: Duration,
+    key: &KeyId,
+) -> PoolNode {
+    let endpoint = network.endpoint(ids[i]);
+    let transport: Arc<dyn Transport> = match rule {
+        Some(rule) => Arc::new(Tampered {
+            inner: endpoint,
+            rule,
+        }),
+        None => Arc::new(endpoint),
+    };
+    PoolNode::start(
+        PoolConfig::new(ids.to_vec()).with_session_idle_timeout(idle),
+        transport,
+        signer_for(&ids[i]),
+        Arc::new(Rules),
+        store,
+        Arc::new(InsecureTestPrimes::new(i)),
+        std::slice::from_ref(key),
+    )
+    .await
+    .unwrap()
+}
+
+/// Starts the four nodes (node `i` with `rules[i]`) and runs keygen among 1..=3.
+async fn pool(name: &str, rules: Vec<Option<Rule>>, idle: Duration) -> Pool {
+    let network = InMemoryNetwork::new();
+    let ids = node_ids(4);
+    let key = KeyId::new(name).unwrap();
+    let stores: Vec<Arc<MemoryShareStore>> = ids.iter().map(|_| Arc::default()).collect();
+    let mut nodes = Vec::new();
+    for (i, rule) in rules.into_iter().enumerate() {
+        nodes.push(start_node(&network, &ids, i, stores[i].clone(), rule, idle, &key).await);
+    }
+    let mut followers: Vec<_> = nodes[1..3].iter().map(|n| n.subscribe()).collect();
+    nodes[0]
+        .propose_keygen(
+            key.clone(),
+            Committee::new(ids[..3].to_vec(), 2).unwrap(),
+            b"pool v1".to_vec(),
+        )
+        .await
+        .expect("keygen");
+    for events in &mut followers {
+        wait_event(events, |e| {
+            matches!(e, PoolEvent::KeyCommitted { .. }).then_some(())
+        })
+        .await;
+    }
+    let control = control_session_id(&ids);
+    Pool {
+        network,
+        ids,
+        key,
+        stores,
+        nodes,
+        control,
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(240);
+
+async fn wait_event<T>(
+    events: &mut tokio::sync::broadcast::Receiver<PoolEvent>,
+    mut pick: impl FnMut(&PoolEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let event = events.recv().await.expect("event stream");
+            if let Some(t) = pick(&event) {
+                return t;
+            }
+        }
+    })
+    .await
+    .expect("the event came")
+}
+
+/// Waits until `store`'s active generation of `key` is `generation`.
+async fn wait_active(store: &MemoryShareStore, key: &KeyId, generation: Generation) {
+    let waited = tokio::time::timeout(WAIT, async {
+        while store.active_generation(key) != Some(generation) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "active generation stayed {:?}, expected {generation}",
+        store.active_generation(key)
+    );
+}
+
+/// Misbehaved events seen so far on `events`: (party, reason).
+fn misbehaved(events: &mut tokio::sync::broadcast::Receiver<PoolEvent>) -> Vec<(NodeId, String)> {
+    let mut out = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let PoolEvent::Misbehaved { party, reason, .. } = event {
+            out.push((party, reason));
+        }
+    }
+    out
+}
+
+/// Every honest node's stored certificate of `generation` verifies and certifies its share.
+async fn assert_certified(pool: &Pool, nodes: &[usize], generation: Generation) {
+    for &i in nodes {
+        let certificate = pool.stores[i]
+            .load_certificate(&pool.key, generation)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("node {} stored the certificate", i + 1));
+        certificate.verify().expect("a valid certificate");
+        let share = pool.nodes[i].share(&pool.key).expect("a share");
+        assert!(certificate.statement.certifies(&share.public_info()));
+    }
+}
+
+// ---------------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_equivocating_joiner_cannot_split_the_pool_across_generations() {
+    // The joiner (node 4) sends node 1 a different confirmation (a valid signature by it,
+    // of another statement) and the honest one to everyone else. Before certificates,
+    // node 1 aborted after the others had retired their old shares: the pool was split
+    // across generations and could not sign.
+    let ids = node_ids(4);
+    let victim = ids[0];
+    let equivocation: Rule = Arc::new(move |_, to, kind, payload| match reshare_msg(payload) {
+        Some(ReshareMsg::Confirm { .. }) if to == victim && kind == DeliveryKind::Broadcast => {
+            let other = signer(4).sign(b"a statement of another generation");
+            Action::Replace(vec![encode_message(&ReshareMsg::Confirm {
+                signature: other,
+            })
+            .unwrap()])
+        }
+        _ => Action::Pass,
+    });
+    let pool = pool(
+        "equivocating-joiner",
+        vec![None, None, None, Some(equivocation)],
+        Duration::from_secs(120),
+    )
+    .await;
+    let mut victim_events = pool.nodes[0].subscribe();
+    let commit = pool.nodes[1]
+        .propose_reshare(
+            &pool.key,
+            Committee::two_thirds(pool.ids.clone()).unwrap(),
+            None,
+            b"pool v2".to_vec(),
+        )
+        .await
+        .expect("the reshare completes at the proposer");
+    assert_eq!(commit.new_generation, Some(Generation(1)));
+    // Every member, the one shown the different confirmation included, ends on the new
+    // generation, its old one retired.
+    for i in 0..4 {
+        wait_active(&pool.stores[i], &pool.key, Generation(1)).await;
+    }
+    for i in 0..3 {
+        assert_eq!(pool.stores[i].generations(&pool.key), vec![Generation(1)]);
+    }
+    assert_certified(&pool, &[0, 1, 2, 3], Generation(1)).await;
+    // The victim named the equivocator, and no one else.
+    let blamed = misbehaved(&mut victim_events);
+    assert!(
+        blamed.iter().any(|(p, _)| *p == ids[3]),
+        "the equivocating joiner is named: {blamed:?}"
+    );
+    assert!(blamed.iter().all(|(p, _)| *p == ids[3]), "{blamed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_missed_the_certificate_activates_after_restart_by_fetching_it() {
+    // Node 3 hears no confirmation and no certificate (its peers' frames to it are lost)
+    // and no answer to its certificate requests until it restarts. Its new share stays
+    // pending (staged, neither active nor deleted) meanwhile; after the restart it asks
+    // its peers, gets the certificate and activates.
+    let ids = node_ids(4);
+    let missed = ids[2];
+    let lossy = Arc::new(AtomicBool::new(true));
+    let control = control_session_id(&ids);
+    let rule = |lossy: Arc<AtomicBool>| -> Rule {
+        Arc::new(move |session, to, _, payload| {
+            if to != missed || !lossy.load(Ordering::SeqCst) {
+                return Action::Pass;
+            }
+            let lost = if session == control {
+                matches!(control_msg(payload), Some(ControlMsg::Certificate(_)))
+            } else {
+                matches!(
+                    reshare_msg(payload),
+                    Some(ReshareMsg::Confirm { .. } | ReshareMsg::Certificate(_))
+                )
+            };
+            if lost {
+                Action::Drop
+            } else {
+                Action::Pass
+            }
+        })
+    };
+    // Short enough that node 3's wait for confirmations ends soon, long enough for
+    // aux-info rounds on a loaded machine.
+    let idle = Duration::from_secs(30);
+    let pool = Box::pin(pool(
+        "missed-certificate",
+        vec![
+            Some(rule(lossy.clone())),
+            Some(rule(lossy.clone())),
+            None,
+            Some(rule(lossy.clone())),
+        ],
+        idle,
+    ))
+    .await;
+    let mut missed_events = pool.nodes[2].subscribe();
+    pool.nodes[0]
+        .propose_reshare(
+            &pool.key,
+            Committee::two_thirds(pool.ids.clone()).unwrap(),
+            None,
+            b"pool v2".to_vec(),
+        )
+        .await
+        .expect("the reshare completes at the proposer");
+    for i in [0, 1, 3] {
+        wait_active(&pool.stores[i], &pool.key, Generation(1)).await;
+    }
+    // Node 3's run ends without a certificate; it asks for one and hears nothing.
+    wait_event(&mut missed_events, |e| match e {
+        PoolEvent::CertificateRequested { generation, .. } => Some(*generation),
+        _ => None,
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let store = &pool.stores[2];
+    assert_eq!(store.active_generation(&pool.key), Some(Generation(0)));
+    assert_eq!(
+        store.generations(&pool.key),
+        vec![Generation(0), Generation(1)],
+        "the new share is kept, pending"
+    );
+    let pending = store.load_pending(&pool.key).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].share.generation(), Generation(1));
+    assert_eq!(pending[0].state, b"pool v2");
+    assert!(pending[0].certificate.is_none());
+    // A pending generation is never overwritten.
+    assert!(store
+        .stage(&pending[0].share, b"something else")
+        .await
+        .is_err());
+
+    // Restart node 3 (same store, new process) once the network delivers again.
+    pool.nodes[2].shutdown();
+    lossy.store(false, Ordering::SeqCst);
+    let restarted = Box::pin(start_node(
+        &pool.network,
+        &pool.ids,
+        2,
+        pool.stores[2].clone(),
+        None,
+        idle,
+        &pool.key,
+    ))
+    .await;
+    wait_active(store, &pool.key, Generation(1)).await;
+    assert_eq!(
+        store.generations(&pool.key),
+        vec![Generation(1)],
+        "old share retired"
+    );
+    assert_eq!(
+        restarted.share(&pool.key).unwrap().generation(),
+        Generation(1)
+    );
+    assert_eq!(
+        store.load_state(&pool.key).await.unwrap().unwrap(),
+        b"pool v2",
+        "activated with the state staged with it"
+    );
+    let certificate = store
+        .load_certificate(&pool.key, Generation(1))
+        .await
+        .unwrap()
+        .expect("the fetched certificate is stored");
+    certificate.verify().unwrap();
+    assert_eq!(pool.control, control);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn junk_during_confirmation_is_ignored_and_the_sender_named() {
+    // With its confirmation the joiner sends every member a frame that does not decode,
+    // an echo that differs from the one it sent in round 2, and its confirmation twice.
+    let junk: Rule = Arc::new(move |_, _, kind, payload| match reshare_msg(payload) {
+        Some(ReshareMsg::Confirm { .. }) if kind == DeliveryKind::Broadcast => {
+            Action::Replace(vec![
+                vec![0xff; 40],
+                encode_message(&ReshareMsg::Echo { digest: [9; 32] }).unwrap(),
+                payload.to_vec(),
+                payload.to_vec(),
+            ])
+        }
+        _ => Action::Pass,
+    });
+    let pool = pool(
+        "junk-confirmation",
+        vec![None, None, None, Some(junk)],
+        Duration::from_secs(120),
+    )
+    .await;
+    let mut events: Vec<_> = pool.nodes[..3].iter().map(|n| n.subscribe()).collect();
+    pool.nodes[0]
+        .propose_reshare(
+            &pool.key,
+            Committee::two_thirds(pool.ids.clone()).unwrap(),
+            None,
+            b"pool v2".to_vec(),
+        )
+        .await
+        .expect("junk does not abort the reshare");
+    for i in 0..4 {
+        wait_active(&pool.stores[i], &pool.key, Generation(1)).await;
+    }
+    assert_certified(&pool, &[0, 1, 2, 3], Generation(1)).await;
+    let joiner = pool.ids[3];
+    for (i, events) in events.iter_mut().enumerate() {
+        let blamed = misbehaved(events);
+        assert!(
+            blamed
+                .iter()
+                .any(|(p, r)| *p == joiner && r.contains("does not decode")),
+            "node {} names the joiner for its junk: {blamed:?}",
+            i + 1
+        );
+        assert!(
+            blamed
+                .iter()
+                .any(|(p, r)| *p == joiner && r.contains("echo")),
+            "node {} names the joiner for its changed echo: {blamed:?}",
+            i + 1
+        );
+        assert!(
+            blamed.iter().all(|(p, _)| *p == joiner),
+            "only the joiner is blamed (a repeated frame is no fault): {blamed:?}"
+        );
+    }
+}
+
+/// Runs a reshare among `nodes`; returns each party's result and how long it took.
+async fn run_reshare(
+    nodes: &HashMap<NodeId, (Arc<TssNode>, Option<usize>)>,
+    old: &Arc<Vec<common::Party>>,
+    request: &ReshareRequest,
+) -> HashMap<NodeId, (tss_core::Result<tss_core::ReshareOutcome>, Duration)> {
+    let mut tasks = Vec::new();
+    for id in request.participants() {
+        let (node, index) = nodes[&id].clone();
+        let old = old.clone();
+        let request = request.clone();
+        let is_new = request.new_committee.index_of(&id).is_some();
+        let persist: Option<PersistShare> =
+            is_new.then(|| Box::new(|_, _| async { Ok(()) }.boxed()) as PersistShare);
+        tasks.push((
+            id,
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let primes = is_new.then(|| primes_for(&id));
+                let old_share = index.map(|i| &old[i].share);
+                let out = node.reshare(&request, old_share, primes, persist).await;
+                (out, started.elapsed())
+            }),
+        ));
+    }
+    let mut out = HashMap::new();
+    for (id, task) in tasks {
+        out.insert(id, task.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dealer_waiting_through_slow_aux_info_does_not_time_out() {
+    // Dealer 1 leaves: after round 2 it only waits while the new committee {2, 3, 4}
+    // runs aux-info, here made slow (8 s each, as on a loaded machine). Its idle timeout
+    // is 2 s: it survives only because the timeout counts silence and the computing
+    // members send heartbeats.
+    let (network, old) = common::pool(3, 2, "slow-aux-info").await;
+    let old_info = old[0].share.public_info();
+    let ids = node_ids(4);
+    let dealer_idle = Duration::from_secs(2);
+    let aux_delay = Duration::from_secs(8);
+    let mut nodes = HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let mut node = TssNode::new(Arc::new(network.endpoint(*id)))
+            .with_identity(signer_for(id))
+            .unwrap();
+        node = if i == 0 {
+            node.with_idle_timeout(dealer_idle)
+        } else {
+            node.with_idle_timeout(Duration::from_secs(120))
+                .with_aux_info_delay(aux_delay)
+        };
+        nodes.insert(*id, (Arc::new(node), (i < old.len()).then_some(i)));
+    }
+    let request = ReshareRequest {
+        old: old_info.clone(),
+        dealers: vec![ids[0], ids[1]],
+        new_committee: Committee::new(ids[1..].to_vec(), 2).unwrap(),
+        eid: common::fresh_eid(tss_core::ProtocolKind::Reshare, &old_info.key_id, &ids),
+    };
+    let results = run_reshare(&nodes, &Arc::new(old), &request).await;
+    let (dealer, waited) = &results[&ids[0]];
+    let dealer = dealer
+        .as_ref()
+        .expect("the waiting dealer does not time out");
+    assert!(
+        dealer.may_retire_old_share(),
+        "the dealer holds the certificate"
+    );
+    assert!(dealer.new_share.is_none());
+    assert!(
+        *waited > aux_delay && *waited > dealer_idle * 3,
+        "the dealer waited {waited:?}, far beyond its idle timeout"
+    );
+    for id in &ids[1..] {
+        let outcome = results[id].0.as_ref().expect("new members finish");
+        assert!(outcome.may_retire_old_share());
+        assert!(outcome.faults.is_empty(), "{:?}", outcome.faults);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silence_still_times_out_a_waiting_dealer() {
+    // The counterpart: the same short idle timeout, and a new member that never runs.
+    // Nothing is heard from it, so the dealer's run ends after the idle timeout, naming it.
+    let (network, old) = common::pool(3, 2, "silent-joiner").await;
+    let old = Arc::new(old);
+    let old_info = old[0].share.public_info();
+    let ids = node_ids(4);
+    let absent = node_id(4);
+    // Reachable, but it runs nothing.
+    let _absent_endpoint = network.endpoint(absent);
+    let request = ReshareRequest {
+        old: old_info.clone(),
+        dealers: vec![ids[0], ids[1]],
+        new_committee: Committee::new(ids[1..].to_vec(), 2).unwrap(),
+        eid: common::fresh_eid(tss_core::ProtocolKind::Reshare, &old_info.key_id, &ids),
+    };
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for (i, id) in ids[..3].iter().enumerate() {
+        let node = TssNode::new(Arc::new(network.endpoint(*id)))
+            .with_identity(signer_for(id))
+            .unwrap()
+            .with_idle_timeout(Duration::from_secs(2));
+        let (request, old) = (request.clone(), old.clone());
+        let is_new = i > 0;
+        let id = *id;
+        runs.push(tokio::spawn(async move {
+            let persist: Option<PersistShare> =
+                is_new.then(|| Box::new(|_, _| async { Ok(()) }.boxed()) as PersistShare);
+            node.reshare(
+                &request,
+                Some(&old[i].share),
+                is_new.then(|| primes_for(&id)),
+                persist,
+            )
+            .await
+        }));
+    }
+    let result = runs.remove(0).await.unwrap();
+    match result {
+        Err(TssError::Timeout { silent, .. }) => assert_eq!(silent, vec![absent]),
+        other => panic!("expected a timeout naming the silent joiner, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_past_its_deadline_fails_however_long_the_idle_timeout() {
+    // The backstop: whatever keeps a session from being idle (here, an idle timeout of
+    // 15 minutes stands for heartbeats or retransmissions), a run ends at its deadline.
+    let network = InMemoryNetwork::new();
+    let ids = node_ids(2);
+    let key = KeyId::new("deadline").unwrap();
+    let node = PoolNode::start(
+        PoolConfig::new(ids.clone())
+            .with_session_idle_timeout(Duration::from_secs(900))
+            .with_run_deadline(Duration::from_secs(2)),
+        Arc::new(network.endpoint(ids[0])),
+        signer_for(&ids[0]),
+        Arc::new(Rules),
+        Arc::new(MemoryShareStore::new()),
+        Arc::new(InsecureTestPrimes::new(0)),
+        std::slice::from_ref(&key),
+    )
+    .await
+    .unwrap();
+    network.endpoint(ids[1]); // reachable, but runs nothing
+    let started = Instant::now();
+    let result = node
+        .propose_keygen(
+            key,
+            Committee::new(ids.clone(), 2).unwrap(),
+            b"pool".to_vec(),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(TssError::DeadlineExceeded { .. })),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
