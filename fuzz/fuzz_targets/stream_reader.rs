@@ -13,8 +13,7 @@ use std::task::{Context, Poll};
 use arbitrary::Arbitrary;
 use futures::AsyncRead;
 use libfuzzer_sys::fuzz_target;
-use transport::p2p::length_prefixed;
-use transport::{decode_frame, read_length_prefixed, StreamReadError, MAX_MESSAGE_SIZE};
+use transport::{decode_frame, length_prefixed, read_length_prefixed, StreamReadError, MAX_MESSAGE_SIZE};
 
 #[derive(Arbitrary, Debug)]
 struct Input {

@@ -271,7 +271,10 @@ pub fn reshare_samples() -> Vec<Vec<u8>> {
         ReshareMsg::Complaint {
             dealer: NodeId::from_bytes([3; 32]),
         },
-        ReshareMsg::Confirm { digest: [0xcd; 32] },
+        ReshareMsg::Confirm {
+            signature: tss_core::IdentitySignature::from_bytes(vec![0xcd; 64]),
+        },
+        ReshareMsg::Alive,
     ]
     .iter()
     .map(|m| encode_message(m).unwrap())

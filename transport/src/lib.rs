@@ -88,7 +88,7 @@ pub use session::{
     DEFAULT_EARLY_TTL, DEFAULT_INBOX_BYTES_PER_SENDER, DEFAULT_INBOX_MESSAGES_PER_SENDER,
     FINISHED_SESSIONS_REMEMBERED,
 };
-pub use stream::{read_length_prefixed, StreamReadError};
+pub use stream::{length_prefixed, read_length_prefixed, StreamReadError};
 
 use std::fmt;
 use std::time::Duration;

@@ -30,6 +30,16 @@ pub enum StreamReadError {
     Io(#[from] io::Error),
 }
 
+/// The unit [`read_length_prefixed`] reads for `frame`: its 4-byte big-endian length,
+/// then the frame. `None` for a frame of 4 GiB or more (no prefix can announce it).
+pub fn length_prefixed(frame: &[u8]) -> Option<Vec<u8>> {
+    let len = u32::try_from(frame.len()).ok()?;
+    let mut out = Vec::with_capacity(4 + frame.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(frame);
+    Some(out)
+}
+
 /// Fills `buf` from `stream`. `Ok(false)`: the stream ended cleanly before the first
 /// byte; an end inside `buf` is [`StreamReadError::Truncated`].
 async fn read_full<R: AsyncRead + Unpin>(
