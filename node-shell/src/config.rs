@@ -17,7 +17,15 @@
 //! | `keystore.passphrase_env` | `"NODE_SHELL_PASSPHRASE"` (used unless `keystore.key_file` is set) |
 //! | `keystore.insecure_fast_kdf` | `false` |
 //! | `transport.session_idle_timeout_secs` | `120` |
-//! | `pool.epoch_seconds` | `60` |
+//! | `pool.epoch_seconds` | `60` (wall-clock epochs of `GET /status` without `[batches]`; with it, epochs are spans of L2 blocks) |
+//! | `batches` | absent: the node neither produces nor co-signs batches |
+//! | `batches.epoch_blocks` | `100` |
+//! | `batches.max_batch_blocks` | `10` |
+//! | `batches.interval_l1_blocks` | `5` |
+//! | `batches.stall_l1_blocks` | `30` (failover window, see [`crate::schedule`]) |
+//! | `batches.max_fee_per_gas_gwei` / `max_priority_fee_gwei` / `gas_limit` | `50` / `2` / `200000` (what the producer offers) |
+//! | `batches.max_fee_cap_gwei` / `max_priority_fee_cap_gwei` | `500` / `50` (the most a follower signs) |
+//! | `batches.min_gas_limit` / `max_gas_limit` | `60000` / `1000000` |
 //! | `pool.min_members` | `4` (see below) |
 //! | `pool.max_members` | `100` |
 //! | `tss.insecure_test_primes_index` | unset: real safe primes are generated in the background (set: the public test primes built in with the `insecure-test-primes` feature; refused by builds without it) |
@@ -934,6 +942,28 @@ deployment_block = 1
         assert_eq!(cfg.rpc.token_file, Path::new("/srv/node/data/rpc-token"));
         assert!(cfg.rpc.metrics_public);
         assert!(!cfg.settings.unsafe_raw_digest_signing);
+        let batches = cfg.settings.batches.expect("[batches]");
+        assert_eq!(batches.epoch_blocks, 100);
+        assert_eq!(batches.stall_l1_blocks, 30);
+        assert_eq!(batches.max_fee_cap, 500 * 1_000_000_000);
+    }
+
+    #[test]
+    fn a_batches_section_with_an_l2_source_the_binary_lacks_is_refused() {
+        let text =
+            include_str!("../examples/node.toml").replace("l2 = \"demo\"", "l2 = \"op-geth\"");
+        let err = RunConfig::from_toml(&text, Path::new("/srv/node"), env_ok).unwrap_err();
+        assert!(
+            matches!(&err, Error::ConfigInvalid { field, .. } if field == "batches.l2"),
+            "{err}"
+        );
+        let text = include_str!("../examples/node.toml")
+            .replace("stall_l1_blocks = 30", "stall_l1_blocks = 0");
+        let err = RunConfig::from_toml(&text, Path::new("/srv/node"), env_ok).unwrap_err();
+        assert!(
+            matches!(&err, Error::ConfigInvalid { field, .. } if field == "batches.stall_l1_blocks"),
+            "{err}"
+        );
     }
 
     #[test]
