@@ -456,6 +456,9 @@ async fn a_pending_generation_and_its_certificate_survive_a_reopen() {
             .stage(&share("pending-key", 1), b"other")
             .await
             .is_err());
+        // Closed before the reopen (dropping the handle releases the lock on the store's
+        // own thread, a moment later).
+        ks.close().await.unwrap();
     }
     let ks = open(dir.path()).await;
     let store: &dyn ShareStore = &ks;
@@ -474,7 +477,7 @@ async fn a_pending_generation_and_its_certificate_survive_a_reopen() {
         .activate(&k, g(1), b"S1", Some(&certificate))
         .await
         .unwrap();
-    drop(ks);
+    ks.close().await.unwrap();
     let ks = open(dir.path()).await;
     let store: &dyn ShareStore = &ks;
     assert!(store.load_pending(&k).await.unwrap().is_empty());
