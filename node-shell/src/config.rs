@@ -53,6 +53,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use transport::NodeId;
 
 use crate::error::{Error, Result};
@@ -560,6 +561,11 @@ pub struct NodeSettings {
     /// ticker, auto keygen) end. One token can stop many nodes and their HTTP servers
     /// ([`crate::rpc::serve_with_shutdown`]).
     pub shutdown: CancellationToken,
+    /// Tracks the node's background loops: after cancelling [`NodeSettings::shutdown`],
+    /// `tasks.close(); tasks.wait().await` returns once every loop has ended (so no
+    /// loop is still running when the runtime shuts down). One tracker can serve many
+    /// nodes.
+    pub tasks: TaskTracker,
 }
 
 impl NodeSettings {
@@ -590,6 +596,7 @@ impl NodeSettings {
             session_idle_timeout: Duration::from_secs(default_idle()),
             primes: PrimeSourceConfig::Generate,
             shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -600,7 +607,8 @@ impl NodeSettings {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        tokio::spawn(self.shutdown.clone().run_until_cancelled_owned(task))
+        self.tasks
+            .spawn(self.shutdown.clone().run_until_cancelled_owned(task))
     }
 }
 
@@ -840,6 +848,7 @@ impl RunConfig {
                 session_idle_timeout: Duration::from_secs(file.transport.session_idle_timeout_secs),
                 primes,
                 shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
             },
             identity_file: resolve(&file.node.identity_file),
             rpc_listen,

@@ -35,6 +35,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
 use transport::{Libp2pConfig, Libp2pIdentity, NodeId, Transport};
 
 use alloy::primitives::{Address, FixedBytes, B256, U256};
@@ -424,6 +425,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     let t0 = Instant::now();
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone().drop_guard();
+    let tasks = TaskTracker::new();
     let mut nodes = Vec::new();
     for (i, transport) in transports.into_iter().enumerate() {
         let mut pass = [0u8; 16];
@@ -447,6 +449,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         batches.stall_l1_blocks = 40;
         settings.batches = Some(batches);
         settings.shutdown = shutdown.clone();
+        settings.tasks = tasks.clone();
         let token =
             ApiToken::load_or_create(&dir.path().join(format!("node-{i}")).join("rpc-token"))?;
         let signer: Arc<dyn tss_core::IdentitySigner> = Arc::new(identities[i].clone());
@@ -755,6 +758,11 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         steps,
         elapsed: started.elapsed(),
     };
+    // Stop every node and wait for their loops to end before the runtime goes (a loop
+    // still running then would meet a runtime that is shutting down).
+    drop(net);
+    tasks.close();
+    tasks.wait().await;
     print_summary(&report);
     check(report.all_ok(), "summary checks failed")?;
     Ok(report)

@@ -96,6 +96,7 @@ async fn run_node(config: PathBuf) -> Result<(), Error> {
     // One token stops everything: the node's loops and the HTTP server.
     let shutdown = cfg.settings.shutdown.clone();
     let tasks = TaskTracker::new();
+    let node_tasks = cfg.settings.tasks.clone();
     let node = Node::start(cfg.settings, transport, signer, "libp2p").await?;
     let (addr, server) =
         rpc::serve_with_shutdown(node, cfg.rpc_listen, access, shutdown.clone()).await?;
@@ -113,8 +114,9 @@ async fn run_node(config: PathBuf) -> Result<(), Error> {
         "stopping: finishing HTTP requests in flight (a second signal stops at once)"
     );
     shutdown.cancel();
+    node_tasks.close();
     tokio::select! {
-        () = tasks.wait() => tracing::info!("stopped"),
+        () = async { tasks.wait().await; node_tasks.wait().await } => tracing::info!("stopped"),
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!("requests still running after the grace period; stopping anyway")
         }
@@ -179,7 +181,11 @@ async fn main() -> ExitCode {
             opts.timeout = Duration::from_secs(timeout_secs);
             opts.log_file = Some(log_file.clone());
             log_hint = Some(log_file);
-            node_shell::devnet::run(opts).await.map(|_| ())
+            let result = node_shell::devnet::run(opts).await.map(|_| ());
+            // The nodes were stopped; give their pool layers' own tasks a moment to end
+            // before the runtime shuts down.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            result
         }
         Command::GenIdentity { out, force } => identity::generate(&out, force).map(|id| {
             println!("{}", id.node_id().to_hex());
