@@ -53,7 +53,8 @@ async fn membership_follows_locks_and_unlocks_on_l1() {
     );
     let state = pool.node(2).pool_state().unwrap();
     assert_eq!(state.members.len(), 4);
-    assert_eq!(state.members[3].stake, 4_000_000_000); // 4 ETH in gwei
+    let fourth = state.members.iter().find(|m| m.node == id(4)).unwrap();
+    assert_eq!(fourth.stake, 4_000_000_000); // 4 ETH in gwei
     assert!(pool.node(5).key().is_none());
     for k in 1..=4 {
         assert_eq!(pool.node(k).pool_state().unwrap(), state, "node {k}");
