@@ -38,13 +38,17 @@ async fn pool_with_rogue() -> Option<(L1Pool, Rogue, String)> {
     Some((pool, rogue, address))
 }
 
+/// Members `ks` as a proposal lists them: sorted by node id, stakes in gwei.
 fn members(ks: &[u8]) -> Vec<Member> {
-    ks.iter()
+    let mut members: Vec<Member> = ks
+        .iter()
         .map(|k| Member {
             node: id(*k),
             stake: u64::from(*k) * 1_000_000_000,
         })
-        .collect()
+        .collect();
+    members.sort_by_key(|m| m.node);
+    members
 }
 
 async fn assert_unchanged(pool: &L1Pool, address: &str) {
@@ -76,7 +80,7 @@ async fn one_member_cannot_evict_another() {
         .pool_node
         .propose_reshare(
             &rogue.key_id,
-            Committee::two_thirds(vec![id(1), id(2), id(4)]).unwrap(),
+            Committee::two_thirds(sorted(vec![id(1), id(2), id(4)])).unwrap(),
             None,
             ctx.encode(),
         )
@@ -113,7 +117,7 @@ async fn a_reshare_citing_an_unconfirmed_or_old_height_is_refused() {
         };
         rogue.pool_node.propose_reshare(
             &rogue.key_id,
-            Committee::two_thirds(vec![id(1), id(2), id(3)]).unwrap(),
+            Committee::two_thirds(sorted(vec![id(1), id(2), id(3)])).unwrap(),
             None,
             ctx.encode(),
         )
@@ -174,4 +178,10 @@ async fn a_joiner_offered_a_key_that_differs_from_l1_refuses() {
     pool.set_mpc_address(address.parse().unwrap()).await;
     let after = pool.wait_for_generation(&[1, 2, 3, 4, 5], 1, KEYGEN).await;
     assert_eq!(after, address);
+}
+
+/// Committee order: by node id.
+fn sorted(mut ids: Vec<transport::NodeId>) -> Vec<transport::NodeId> {
+    ids.sort();
+    ids
 }
