@@ -151,14 +151,23 @@ async fn five_nodes_complete_keygen_presign_online_and_reshare_with_50ms_delay()
     use futures::FutureExt;
     use tss_core::{PersistShare, ReshareRequest};
 
-    let net = proxied(&[211, 212, 213, 214, 215]).await;
+    let seeds = [211u8, 212, 213, 214, 215];
+    let net = proxied(&seeds).await;
     net.set_delay(Duration::from_millis(50), Duration::from_millis(5));
     let ids = net.node_ids();
+    // Each node signs its reshare confirmations with its transport identity.
     let nodes: Vec<Arc<TssNode>> = net
         .nodes
         .iter()
-        .map(|t| {
-            Arc::new(TssNode::new(Arc::new(t.clone())).with_idle_timeout(Duration::from_secs(600)))
+        .zip(seeds)
+        .map(|(t, seed)| {
+            let identity = Libp2pIdentity::from_seed([seed; 32]).unwrap();
+            Arc::new(
+                TssNode::new(Arc::new(t.clone()))
+                    .with_idle_timeout(Duration::from_secs(600))
+                    .with_identity(Arc::new(identity))
+                    .unwrap(),
+            )
         })
         .collect();
 
