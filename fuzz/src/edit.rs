@@ -320,6 +320,9 @@ pub fn control_samples() -> Vec<Vec<u8>> {
             eid: ExecutionId::from_bytes([4; 32]),
             reason: "refused by the validator".into(),
         },
+        ControlMsg::Alive {
+            eid: ExecutionId::from_bytes([5; 32]),
+        },
     ]
     .iter()
     .map(|m| encode_message(m).unwrap())

@@ -17,6 +17,8 @@
 //! | `keystore.passphrase_env` | `"NODE_SHELL_PASSPHRASE"` (used unless `keystore.key_file` is set) |
 //! | `keystore.insecure_fast_kdf` | `false` |
 //! | `transport.session_idle_timeout_secs` | `120` |
+//! | `pool.signer_silence_seconds` | `5` (a signer that shows no sign of life this long, or whose connection drops, is set aside and another set signs) |
+//! | `pool.sign_attempts` | `3` (signer sets tried per signing request) |
 //! | `pool.epoch_seconds` | `60` (wall-clock epochs of `GET /status` without `[batches]`; with it, epochs are spans of L2 blocks) |
 //! | `batches` | absent: the node neither produces nor co-signs batches |
 //! | `batches.epoch_blocks` | `100` |
@@ -438,6 +440,12 @@ pub struct PoolSection {
     /// Epoch length in seconds (block producer rotation).
     #[serde(default = "default_epoch_seconds")]
     pub epoch_seconds: u64,
+    /// Seconds a signing run tolerates no heartbeat from a signer it watches.
+    #[serde(default = "default_signer_silence_seconds")]
+    pub signer_silence_seconds: u64,
+    /// Signer sets tried per signing request.
+    #[serde(default = "default_sign_attempts")]
+    pub sign_attempts: usize,
     /// 32-byte hex seed of the block-producer schedule.
     pub epoch_seed: String,
 }
@@ -475,6 +483,14 @@ fn default_min_members() -> usize {
 fn default_max_members() -> usize {
     crate::pool::DEFAULT_MAX_MEMBERS
 }
+fn default_signer_silence_seconds() -> u64 {
+    tss_core::pool::DEFAULT_SIGNER_SILENCE_TIMEOUT.as_secs()
+}
+
+fn default_sign_attempts() -> usize {
+    tss_core::pool::DEFAULT_SIGN_ATTEMPTS
+}
+
 fn default_epoch_seconds() -> u64 {
     60
 }
@@ -555,6 +571,12 @@ pub struct NodeSettings {
     pub batches: Option<BatchSettings>,
     /// Protocol session idle timeout.
     pub session_idle_timeout: Duration,
+    /// How long a signing run tolerates no heartbeat from a signer it watches
+    /// ([`tss_core::pool::PoolConfig::signer_silence_timeout`]).
+    pub signer_silence: Duration,
+    /// Signer sets tried per signing request
+    /// ([`tss_core::pool::PoolConfig::sign_attempts`]).
+    pub sign_attempts: usize,
     /// Paillier prime source.
     pub primes: PrimeSourceConfig,
     /// Cancelled when the node is to stop: its background loops (control messages, epoch
@@ -594,6 +616,8 @@ impl NodeSettings {
             epoch_seed,
             batches: None,
             session_idle_timeout: Duration::from_secs(default_idle()),
+            signer_silence: Duration::from_secs(default_signer_silence_seconds()),
+            sign_attempts: default_sign_attempts(),
             primes: PrimeSourceConfig::Generate,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -795,6 +819,12 @@ impl RunConfig {
         if file.pool.epoch_seconds == 0 {
             return Err(invalid("pool.epoch_seconds", "must be positive"));
         }
+        if file.pool.signer_silence_seconds == 0 {
+            return Err(invalid("pool.signer_silence_seconds", "must be positive"));
+        }
+        if file.pool.sign_attempts == 0 {
+            return Err(invalid("pool.sign_attempts", "must be at least 1"));
+        }
         let epoch_seed = parse_hex32("pool.epoch_seed", &file.pool.epoch_seed)?;
 
         let mut peer_addrs = Vec::new();
@@ -846,6 +876,8 @@ impl RunConfig {
                 epoch_seed,
                 batches: file.batches.as_ref().map(parse_batches).transpose()?,
                 session_idle_timeout: Duration::from_secs(file.transport.session_idle_timeout_secs),
+                signer_silence: Duration::from_secs(file.pool.signer_silence_seconds),
+                sign_attempts: file.pool.sign_attempts,
                 primes,
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),

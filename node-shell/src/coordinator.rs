@@ -488,6 +488,9 @@ pub struct SignOutcome {
     pub signature: EthSignature,
     /// The signers, in protocol order.
     pub signers: Vec<NodeId>,
+    /// Members left out: set aside by an earlier attempt (silent, cut off, refusing or
+    /// failing) or passed over as down.
+    pub skipped: Vec<NodeId>,
     /// The key's address (the signature recovers to it: checked).
     pub address: String,
     /// Key generation used.
@@ -556,6 +559,18 @@ pub struct StatusView {
     pub batch_producer: Option<crate::producer::ProducerView>,
     /// With `[batches]`: the last batch this node produced and sent.
     pub last_batch: Option<crate::producer::SubmittedView>,
+    /// Members that signing runs proposed by this node found silent, cut off, refusing or
+    /// failing in the last minute (they are picked last), most recent first.
+    pub unresponsive_members: Vec<UnresponsiveView>,
+}
+
+/// A member set aside by signing runs this node proposed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnresponsiveView {
+    /// Hex node id.
+    pub node_id: String,
+    /// Seconds since it was last found unresponsive.
+    pub seconds_ago: u64,
 }
 
 fn key_view(share: &KeyShare) -> KeyView {
@@ -649,8 +664,10 @@ impl Node {
 
         let mut participants: Vec<NodeId> = settings.peers.clone();
         participants.push(id);
-        let config =
-            PoolConfig::new(participants).with_session_idle_timeout(settings.session_idle_timeout);
+        let config = PoolConfig::new(participants)
+            .with_session_idle_timeout(settings.session_idle_timeout)
+            .with_signer_silence_timeout(settings.signer_silence)
+            .with_sign_attempts(settings.sign_attempts);
         let metrics = Arc::new(Metrics::default());
         let batches = match &settings.batches {
             Some(b) => Some(Arc::new(
@@ -831,6 +848,16 @@ impl Node {
         StatusView {
             batch_producer,
             last_batch,
+            unresponsive_members: self
+                .inner
+                .pool_node
+                .unresponsive_members()
+                .into_iter()
+                .map(|(node, ago)| UnresponsiveView {
+                    node_id: node.to_hex(),
+                    seconds_ago: ago.as_secs(),
+                })
+                .collect(),
             node_id: self.inner.id.to_hex(),
             transport: self.inner.transport_kind.clone(),
             epoch,
@@ -861,8 +888,9 @@ impl Node {
     }
 
     /// Proposes signing of a raw 32-byte digest (only with
-    /// `rpc.unsafe_raw_digest_signing`): this node and the next `t - 1` committee members
-    /// (in committee order) sign, each only if its own flag is on too. The signature is
+    /// `rpc.unsafe_raw_digest_signing`): this node and `t - 1` live members
+    /// ([`PoolNode::propose_sign`] picks them and retries without a member that fails),
+    /// each signing only if its own flag is on too. The signature is
     /// checked to recover to the key's address.
     pub async fn sign(&self, digest: [u8; 32]) -> Result<SignOutcome> {
         if !self.inner.raw_digest_signing {
@@ -881,6 +909,7 @@ impl Node {
         Ok(SignOutcome {
             signature: out.signature,
             signers: out.signers,
+            skipped: out.skipped,
             address: out.address.to_checksum_string(),
             generation: out.generation.get(),
         })
@@ -1174,6 +1203,14 @@ async fn follow_events(node: Node, mut events: tokio::sync::broadcast::Receiver<
             } => {
                 m.proposal_rejected();
                 tracing::warn!(%eid, %proposer, %reason, "proposal refused");
+            }
+            PoolEvent::SignerSkipped {
+                eid,
+                member,
+                reason,
+            } => {
+                m.signer_skipped(&member);
+                tracing::warn!(%eid, %member, %reason, "signer set aside; signing with another set");
             }
             PoolEvent::Misbehaved { eid, party, reason } => {
                 tracing::warn!(%eid, %party, %reason, "a party misbehaved during a reshare's confirmation (ignored)");

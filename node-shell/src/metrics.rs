@@ -18,6 +18,7 @@
 //! | `node_shell_batches_total{stage}` | counter | this node's batches as producer, by stage: `proposed`, `signed`, `submitted`, `included`, `reverted` |
 //! | `node_shell_producer_fallback_level` | gauge | failover level of the current batch's producer (0: the epoch's own producer) |
 //! | `node_shell_producer_stalls_total` | counter | times this node saw the producer schedule move to a fallback (a stall) |
+//! | `node_shell_signers_skipped_total{member}` | counter | signing runs this node proposed that were abandoned because of `member` (silent, cut off, refusing or failing), so another set signed |
 
 use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
@@ -118,6 +119,11 @@ struct ProtocolLabel {
     protocol: Protocol,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MemberLabel {
+    member: String,
+}
+
 type U64Gauge = Gauge<u64, AtomicU64>;
 
 /// The node's counters, gauges and histogram, and the registry that renders them.
@@ -138,6 +144,7 @@ pub struct Metrics {
     batches: Family<StageLabel, Counter>,
     fallback_level: U64Gauge,
     stalls: Counter,
+    signers_skipped: Family<MemberLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -242,8 +249,15 @@ impl Metrics {
             "producer_stalls",
             "Times the producer schedule moved to a fallback",
         );
+        let signers_skipped = Family::<MemberLabel, Counter>::default();
+        registry.register(
+            "signers_skipped",
+            "Signing runs proposed here abandoned because of a member (silent, cut off, refusing or failing)",
+            signers_skipped.clone(),
+        );
         Self {
             registry,
+            signers_skipped,
             batches,
             fallback_level,
             stalls,
@@ -281,6 +295,14 @@ impl Metrics {
     pub fn signature_made(&self, elapsed: Duration) {
         self.signatures.inc();
         self.sign_latency.observe(elapsed.as_secs_f64());
+    }
+    /// A signing run this node proposed was abandoned because of `member`.
+    pub fn signer_skipped(&self, member: &transport::NodeId) {
+        self.signers_skipped
+            .get_or_create(&MemberLabel {
+                member: member.to_string(),
+            })
+            .inc();
     }
     /// This node refused a proposal.
     pub fn proposal_rejected(&self) {
@@ -370,6 +392,7 @@ mod tests {
             ("node_shell_batches_total", "counter"),
             ("node_shell_producer_fallback_level", "gauge"),
             ("node_shell_producer_stalls_total", "counter"),
+            ("node_shell_signers_skipped_total", "counter"),
         ] {
             assert!(
                 text.lines().any(|l| l == format!("# TYPE {name} {kind}")),

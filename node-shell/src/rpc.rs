@@ -14,7 +14,7 @@
 //! | --- | --- | --- |
 //! | `GET /status` | | node id, epoch, block producer, committed pool (members, L1 height), latest confirmed L1 height, what the node does about membership, key |
 //! | `GET /key` | | `{key_id, generation, public_key, address, committee, threshold}` or 404 |
-//! | `POST /sign` | `{"digest": "0x" + 64 hex}` | `{r, s, v, recovery_id, signature, signers, address, digest, generation}`; **403 unless `rpc.unsafe_raw_digest_signing = true`** (and peers sign only with their own flag on) |
+//! | `POST /sign` | `{"digest": "0x" + 64 hex}` | `{r, s, v, recovery_id, signature, signers, skipped, address, digest, generation}`; **403 unless `rpc.unsafe_raw_digest_signing = true`** (and peers sign only with their own flag on) |
 //! | `DELETE /key[?force=true]` | | deletes this node's key share |
 //! | `GET /metrics` | | Prometheus text |
 //!
@@ -64,7 +64,12 @@ impl From<Error> for ApiError {
             | Error::PoolFull { .. }
             | Error::PoolTooSmall { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Rejected { .. } | Error::InvalidProposal { .. } => StatusCode::BAD_GATEWAY,
-            Error::Tss(tss_core::TssError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Tss(
+                tss_core::TssError::Timeout { .. } | tss_core::TssError::Unresponsive { .. },
+            ) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Tss(tss_core::TssError::NotEnoughSigners { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
@@ -141,6 +146,7 @@ async fn sign(State(node): State<Node>, body: Bytes) -> ApiResult {
         "recovery_id": sig.v,
         "signature": format!("0x{}", hex::encode(sig.to_bytes())),
         "signers": out.signers, // hex strings (NodeId's human-readable serde form)
+        "skipped": out.skipped,
         "address": out.address,
         "digest": format!("0x{}", hex::encode(digest)),
         "generation": out.generation,

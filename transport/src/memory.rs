@@ -17,6 +17,7 @@ use crate::{
 #[derive(Clone, Default)]
 pub struct InMemoryNetwork {
     hubs: Arc<Mutex<HashMap<NodeId, SessionHub>>>,
+    down: Arc<Mutex<std::collections::HashSet<NodeId>>>,
 }
 
 impl InMemoryNetwork {
@@ -35,10 +36,19 @@ impl InMemoryNetwork {
     pub fn endpoint_with_limits(&self, node: NodeId, limits: HubLimits) -> InMemoryTransport {
         let hub = SessionHub::with_limits(node, limits);
         self.hubs.lock().insert(node, hub.clone());
+        self.down.lock().remove(&node);
         InMemoryTransport {
             hub,
             network: self.clone(),
         }
+    }
+
+    /// Takes `node` off the network, as if its process died: messages to it are refused,
+    /// and its peers see it [`crate::ConnectionState::Down`] until
+    /// [`InMemoryNetwork::endpoint`] creates it again.
+    pub fn disconnect(&self, node: &NodeId) {
+        self.hubs.lock().remove(node);
+        self.down.lock().insert(*node);
     }
 
     fn hub_of(&self, node: &NodeId) -> Option<SessionHub> {
@@ -91,6 +101,8 @@ impl Transport for InMemoryTransport {
     fn connection_state(&self, peer: &NodeId) -> crate::ConnectionState {
         if self.network.hub_of(peer).is_some() {
             crate::ConnectionState::Connected
+        } else if self.network.down.lock().contains(peer) {
+            crate::ConnectionState::Down
         } else {
             crate::ConnectionState::Unknown
         }

@@ -194,6 +194,31 @@ pub enum TssError {
         /// The deadline.
         after: std::time::Duration,
     },
+    /// Parties of a signing run stopped answering: no sign of life (heartbeat) for
+    /// `after` ([`crate::pool::PoolConfig::signer_silence_timeout`]), or their connection
+    /// dropped. The run was aborted for every party.
+    #[error("run {eid}: no sign of life from {silent:?} for {after:?}")]
+    Unresponsive {
+        /// The run.
+        eid: ExecutionId,
+        /// The parties that went silent.
+        silent: Vec<NodeId>,
+        /// The silence that was tolerated.
+        after: std::time::Duration,
+    },
+    /// Too few committee members are left to sign `key_id`: `needed` signers, `available`
+    /// candidates once the members found unresponsive during this request are set aside.
+    #[error("{key_id}: {needed} signers needed, {available} members available (unresponsive: {unresponsive:?})")]
+    NotEnoughSigners {
+        /// The key.
+        key_id: KeyId,
+        /// The threshold.
+        needed: usize,
+        /// Members still available.
+        available: usize,
+        /// Members set aside as unresponsive during this request.
+        unresponsive: Vec<NodeId>,
+    },
 }
 
 /// The error of a [`crate::pool::ShareStore`]: the store's own error type, boxed (callers

@@ -206,6 +206,7 @@ fn control_msg() -> impl Strategy<Value = ControlMsg> {
     prop_oneof![
         prop_oneof![keygen, sign, reshare].prop_map(ControlMsg::Propose),
         (eid(), "\\PC{0,600}").prop_map(|(eid, reason)| ControlMsg::Abort { eid, reason }),
+        eid().prop_map(|eid| ControlMsg::Alive { eid }),
     ]
 }
 

@@ -22,6 +22,7 @@ mod validator;
 pub use node::{
     control_session_id, default_dealers, PoolConfig, PoolEvent, PoolNode, PrimeSource,
     ReshareCommit, SignOutcome, DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_RUN_DEADLINE,
+    DEFAULT_SIGNER_SILENCE_TIMEOUT, DEFAULT_SIGN_ATTEMPTS, DEFAULT_UNRESPONSIVE_BACKOFF,
 };
 pub use proposal::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
 pub use store::{MemoryShareStore, MemoryStoreError, PendingGeneration, ShareStore};

@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use transport::{
-    Destination, NodeId, SessionConfig, SessionId, SessionInbox, SessionOutbox, Transport,
-    TransportError,
+    ConnectionState, Destination, NodeId, SessionConfig, SessionId, SessionInbox, SessionOutbox,
+    Transport, TransportError,
 };
 
 use crate::cancel;
@@ -57,6 +57,12 @@ pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
 pub const DEFAULT_RUN_DEADLINE: Duration = Duration::from_secs(3600);
 /// How many certificates of generations this node does not hold it keeps to forward.
 const CERTIFICATES_REMEMBERED: usize = 256;
+/// Default of [`PoolConfig::signer_silence_timeout`].
+pub const DEFAULT_SIGNER_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of [`PoolConfig::sign_attempts`].
+pub const DEFAULT_SIGN_ATTEMPTS: usize = 3;
+/// Default of [`PoolConfig::unresponsive_backoff`].
+pub const DEFAULT_UNRESPONSIVE_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Settings of a [`PoolNode`].
 #[derive(Clone, Debug)]
@@ -75,6 +81,19 @@ pub struct PoolConfig {
     /// How many runs proposed by peers this node takes part in at once (default 64);
     /// proposals beyond that are dropped (the proposer's run then fails).
     pub max_concurrent_runs: usize,
+    /// How long a signing run tolerates hearing no heartbeat ([`ControlMsg::Alive`]) from
+    /// a party it watches (the proposer watches every signer, a signer watches the
+    /// proposer) before it aborts the run for everyone with [`TssError::Unresponsive`].
+    /// Heartbeats come from a task apart from the protocol's CPU work, so this counts
+    /// silence (a dead, frozen or cut-off node), not slowness. Default
+    /// [`DEFAULT_SIGNER_SILENCE_TIMEOUT`]; heartbeats go out five times as often.
+    pub signer_silence_timeout: Duration,
+    /// How many signer sets [`PoolNode::propose_sign`] tries, each with a fresh
+    /// execution id, before it gives up (default [`DEFAULT_SIGN_ATTEMPTS`]).
+    pub sign_attempts: usize,
+    /// How long a member found unresponsive is put after the others when signers are
+    /// picked (default [`DEFAULT_UNRESPONSIVE_BACKOFF`]).
+    pub unresponsive_backoff: Duration,
 }
 
 impl PoolConfig {
@@ -85,7 +104,34 @@ impl PoolConfig {
             session_idle_timeout: transport::DEFAULT_IDLE_TIMEOUT,
             max_concurrent_runs: DEFAULT_MAX_CONCURRENT_RUNS,
             run_deadline: DEFAULT_RUN_DEADLINE,
+            signer_silence_timeout: DEFAULT_SIGNER_SILENCE_TIMEOUT,
+            sign_attempts: DEFAULT_SIGN_ATTEMPTS,
+            unresponsive_backoff: DEFAULT_UNRESPONSIVE_BACKOFF,
         }
+    }
+
+    /// Sets [`PoolConfig::signer_silence_timeout`] (at least 100 ms).
+    pub fn with_signer_silence_timeout(mut self, timeout: Duration) -> Self {
+        self.signer_silence_timeout = timeout.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Sets [`PoolConfig::sign_attempts`] (at least 1).
+    pub fn with_sign_attempts(mut self, attempts: usize) -> Self {
+        self.sign_attempts = attempts.max(1);
+        self
+    }
+
+    /// Sets [`PoolConfig::unresponsive_backoff`].
+    pub fn with_unresponsive_backoff(mut self, backoff: Duration) -> Self {
+        self.unresponsive_backoff = backoff;
+        self
+    }
+
+    /// How often a party of a signing run sends [`ControlMsg::Alive`]: a fifth of the
+    /// silence timeout.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.signer_silence_timeout / 5
     }
 
     /// Sets the overall deadline of every run (see [`PoolConfig::run_deadline`]).
@@ -184,6 +230,16 @@ pub enum PoolEvent {
         /// The pending generation.
         generation: Generation,
     },
+    /// A signing run proposed here was abandoned because of `member` (silent, cut off,
+    /// or it refused or failed the run); [`PoolNode::propose_sign`] tries another set.
+    SignerSkipped {
+        /// The abandoned run.
+        eid: ExecutionId,
+        /// The member set aside.
+        member: NodeId,
+        /// Why.
+        reason: String,
+    },
     /// This node left a key's committee and deleted its share.
     KeyLeft {
         /// The key.
@@ -209,6 +265,13 @@ pub struct SignOutcome {
     pub address: EthAddress,
     /// The key generation used.
     pub generation: Generation,
+    /// Members left out of this request: first those of earlier attempts that were set
+    /// aside (silent, cut off, refusing or failing), in the order they were found, then
+    /// those passed over because the transport reported them down or they were found
+    /// unresponsive recently. Empty for an explicit signer set.
+    pub skipped: Vec<NodeId>,
+    /// How many signer sets were tried (1 if the first one signed).
+    pub attempts: usize,
 }
 
 /// The result of a reshare at one party, after its commit.
@@ -235,6 +298,8 @@ struct Run {
     participants: Vec<NodeId>,
     token: CancellationToken,
     aborted_by: Option<(NodeId, String)>,
+    /// When each party was last heard from on the control session ([`ControlMsg::Alive`]).
+    heard: HashMap<NodeId, Instant>,
 }
 
 #[derive(Default)]
@@ -281,6 +346,12 @@ struct Inner {
     follow_slots: Arc<tokio::sync::Semaphore>,
     certificates: Mutex<VecDeque<ReshareCertificate>>,
     run_deadline: Duration,
+    signer_silence: Duration,
+    heartbeat_interval: Duration,
+    sign_attempts: usize,
+    unresponsive_backoff: Duration,
+    /// Members found unresponsive by signing runs proposed here, and when.
+    unresponsive: Mutex<HashMap<NodeId, Instant>>,
     events: broadcast::Sender<PoolEvent>,
     shutdown: CancellationToken,
 }
@@ -327,6 +398,15 @@ impl std::fmt::Debug for PoolNode {
         f.debug_struct("PoolNode")
             .field("node", &self.inner.me)
             .finish_non_exhaustive()
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -403,6 +483,11 @@ impl PoolNode {
                 follow_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_runs)),
                 certificates: Mutex::default(),
                 run_deadline: config.run_deadline,
+                signer_silence: config.signer_silence_timeout,
+                heartbeat_interval: config.heartbeat_interval(),
+                sign_attempts: config.sign_attempts,
+                unresponsive_backoff: config.unresponsive_backoff,
+                unresponsive: Mutex::default(),
                 events,
                 shutdown: CancellationToken::new(),
             }),
@@ -517,12 +602,14 @@ impl PoolNode {
 
     /// Runs `fut` as this node's part of `proposal`: abortable by any party, announced
     /// to the others first when `propose` is set, and reported to every party as an
-    /// abort when it fails here.
+    /// abort when it fails here. The parties in `watched` must show signs of life
+    /// ([`ControlMsg::Alive`]) or the run ends with [`TssError::Unresponsive`].
     async fn execute<T>(
         &self,
         proposal: &Proposal,
         proposer: NodeId,
         propose: bool,
+        watched: &[NodeId],
         fut: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
         let eid = proposal.eid();
@@ -551,6 +638,7 @@ impl PoolNode {
                     participants: participants.clone(),
                     token: token.clone(),
                     aborted_by: None,
+                    heard: participants.iter().map(|p| (*p, started)).collect(),
                 },
             );
             // An abort that arrived before the proposal.
@@ -601,16 +689,35 @@ impl PoolNode {
                 token.cancel();
             })
         };
+        let silent_found: Arc<Mutex<Option<Vec<NodeId>>>> = Arc::default();
+        let watchdog = (!watched.is_empty()).then(|| {
+            let (node, token, found) = (self.clone(), token.clone(), silent_found.clone());
+            let watched = watched.to_vec();
+            tokio::spawn(async move { node.watch_run(eid, watched, token, found).await })
+        });
         // Boxed: protocol futures are large, and several nest here.
         let out = cancel::scoped(token, Box::pin(fut)).await;
         timer.abort();
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
         let past_deadline = deadline_hit.load(std::sync::atomic::Ordering::SeqCst);
+        let silent = silent_found.lock().take();
         let run = self.inner.runs.lock().remove(&eid);
         let aborted = run.and_then(|r| r.aborted_by);
         let result = match (out, aborted) {
             (Some(Ok(v)), _) => Ok(v),
             // Cancelled (possibly finishing with `Cancelled` from inside the protocol).
             (Some(Err(_)) | None, Some((by, reason))) => Err(TssError::Aborted { eid, by, reason }),
+            (Some(Err(_)) | None, None) if silent.is_some() => {
+                let e = TssError::Unresponsive {
+                    eid,
+                    silent: silent.unwrap_or_default(),
+                    after: self.inner.signer_silence,
+                };
+                self.abort_to(eid, &participants, &e.to_string());
+                Err(e)
+            }
             (Some(Err(_)) | None, None) if past_deadline => {
                 let e = TssError::DeadlineExceeded {
                     eid,
@@ -641,6 +748,78 @@ impl PoolNode {
             elapsed: started.elapsed(),
         });
         result
+    }
+
+    /// Watches run `eid` until it ends: when a party of `watched` has shown no sign of
+    /// life for the silence timeout (or for two heartbeat intervals while the transport
+    /// reports it disconnected), records them in `found` and cancels the run.
+    async fn watch_run(
+        &self,
+        eid: ExecutionId,
+        watched: Vec<NodeId>,
+        token: CancellationToken,
+        found: Arc<Mutex<Option<Vec<NodeId>>>>,
+    ) {
+        let limit = self.inner.signer_silence;
+        let every = self.inner.heartbeat_interval.max(Duration::from_millis(10));
+        let transport = self.inner.tss.transport().clone();
+        loop {
+            let before = Instant::now();
+            tokio::time::sleep(every).await;
+            let now = Instant::now();
+            // This task itself woke late: the runtime was starved, so heartbeats may be
+            // waiting unread. Judge nobody on this round.
+            if now.duration_since(before) > every * 2 {
+                continue;
+            }
+            let silent: Vec<NodeId> = {
+                let runs = self.inner.runs.lock();
+                let Some(run) = runs.get(&eid) else { return };
+                watched
+                    .iter()
+                    .filter(|p| {
+                        let quiet = run
+                            .heard
+                            .get(p)
+                            .map_or(Duration::MAX, |t| now.duration_since(*t));
+                        quiet > limit
+                            || (quiet > every * 2
+                                && transport.connection_state(p) == ConnectionState::Down)
+                    })
+                    .copied()
+                    .collect()
+            };
+            if !silent.is_empty() {
+                tracing::warn!(%eid, ?silent, "signing parties went silent: aborting the run");
+                *found.lock() = Some(silent);
+                token.cancel();
+                return;
+            }
+        }
+    }
+
+    /// Sends [`ControlMsg::Alive`] for `eid` to `to` now and every heartbeat interval,
+    /// until the returned guard is dropped.
+    fn heartbeats(&self, eid: ExecutionId, to: Vec<NodeId>) -> AbortOnDrop {
+        let node = self.clone();
+        let every = self.inner.heartbeat_interval.max(Duration::from_millis(10));
+        AbortOnDrop(tokio::spawn(async move {
+            let msg = ControlMsg::Alive { eid };
+            loop {
+                for p in to.iter().filter(|p| **p != node.inner.me) {
+                    node.send_control(*p, &msg);
+                }
+                tokio::time::sleep(every).await;
+            }
+        }))
+    }
+
+    fn on_alive(&self, from: NodeId, eid: ExecutionId) {
+        if let Some(run) = self.inner.runs.lock().get_mut(&eid) {
+            if run.participants.contains(&from) {
+                run.heard.insert(from, Instant::now());
+            }
+        }
     }
 
     // ------------------------------------------------------------------ keygen
@@ -701,7 +880,7 @@ impl PoolNode {
         let (guard, state) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
         let run_eid = proposal.run_eid();
         let share = self
-            .execute(&proposal, proposer, propose, async {
+            .execute(&proposal, proposer, propose, &[], async {
                 let primes = self.inner.primes.take().await?;
                 self.inner
                     .tss
@@ -764,32 +943,178 @@ impl PoolNode {
     // ------------------------------------------------------------------ signing
 
     /// Proposes signing `request` (the embedder's description of what to sign) with key
-    /// `key_id`. `signers` defaults to this node and the next `t - 1` committee members in
-    /// committee order. Every signer validates `request` and computes the digest itself;
-    /// the signature is checked to recover to the key's address.
+    /// `key_id`. Every signer validates `request` and computes the digest itself; the
+    /// signature is checked to recover to the key's address.
+    ///
+    /// With `signers = None` this node picks them, and tries again when a set fails:
+    /// itself first, then the next members in committee order, leaving out members the
+    /// transport reports down and preferring members that were not found unresponsive in
+    /// the last [`PoolConfig::unresponsive_backoff`]. A signer that shows no sign of life for
+    /// [`PoolConfig::signer_silence_timeout`] (or whose connection drops), refuses, or
+    /// fails the run is set aside ([`PoolEvent::SignerSkipped`]), the run is aborted for
+    /// everyone, and a new set signs under a fresh execution id, up to
+    /// [`PoolConfig::sign_attempts`] sets. [`SignOutcome::skipped`] names the members set
+    /// aside. Fails with [`TssError::NotEnoughSigners`] when too few members are left.
+    ///
+    /// With `signers = Some(set)` exactly that set is tried, once.
     pub async fn propose_sign(
         &self,
         key_id: &KeyId,
         request: Vec<u8>,
         signers: Option<Vec<NodeId>>,
     ) -> Result<SignOutcome> {
+        if let Some(signers) = signers {
+            return self.propose_sign_once(key_id, request, signers).await;
+        }
+        let mut skipped: Vec<NodeId> = Vec::new();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let share = self
+                .share(key_id)
+                .ok_or_else(|| TssError::NoShare(key_id.clone()))?;
+            let (signers, passed_over) = self.pick_signers(key_id, share.committee(), &skipped)?;
+            match self
+                .propose_sign_once(key_id, request.clone(), signers.clone())
+                .await
+            {
+                Ok(mut out) => {
+                    {
+                        let mut unresponsive = self.inner.unresponsive.lock();
+                        for s in &out.signers {
+                            unresponsive.remove(s);
+                        }
+                    }
+                    for m in passed_over {
+                        if !skipped.contains(&m) {
+                            skipped.push(m);
+                        }
+                    }
+                    out.skipped = skipped;
+                    out.attempts = attempt;
+                    return Ok(out);
+                }
+                Err(e) => {
+                    let (eid, culprits) = match &e {
+                        TssError::Unresponsive { eid, silent, .. } => (*eid, silent.clone()),
+                        TssError::Aborted { eid, by, .. }
+                            if *by != self.inner.me && signers.contains(by) =>
+                        {
+                            (*eid, vec![*by])
+                        }
+                        _ => return Err(e),
+                    };
+                    let now = Instant::now();
+                    for member in culprits {
+                        tracing::warn!(%key_id, %eid, %member, error = %e, "signer set aside");
+                        self.inner.unresponsive.lock().insert(member, now);
+                        self.emit(PoolEvent::SignerSkipped {
+                            eid,
+                            member,
+                            reason: e.to_string(),
+                        });
+                        if !skipped.contains(&member) {
+                            skipped.push(member);
+                        }
+                    }
+                    if attempt >= self.inner.sign_attempts {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Members found unresponsive (or refusing) by signing runs this node proposed in the
+    /// last [`PoolConfig::unresponsive_backoff`], with how long ago, most recent first.
+    pub fn unresponsive_members(&self) -> Vec<(NodeId, Duration)> {
+        let backoff = self.inner.unresponsive_backoff;
+        let mut unresponsive = self.inner.unresponsive.lock();
+        unresponsive.retain(|_, at| at.elapsed() < backoff);
+        let mut list: Vec<(NodeId, Duration)> = unresponsive
+            .iter()
+            .map(|(n, at)| (*n, at.elapsed()))
+            .collect();
+        list.sort_by_key(|(n, ago)| (*ago, *n));
+        list
+    }
+
+    /// `t` signers for `committee`: this node, then the other members in committee order
+    /// starting after it, those not found unresponsive recently first; never one of
+    /// `skipped`, nor one the transport reports down. Also returns the members passed over
+    /// (down, or recently unresponsive and not needed).
+    fn pick_signers(
+        &self,
+        key_id: &KeyId,
+        committee: &Committee,
+        skipped: &[NodeId],
+    ) -> Result<(Vec<NodeId>, Vec<NodeId>)> {
+        let me = self.inner.me;
+        let members = committee.members();
+        let at = committee
+            .index_of(&me)
+            .ok_or(TssError::NotACommitteeMember(me))? as usize;
+        let needed = usize::from(committee.threshold());
+        let transport = self.inner.tss.transport();
+        let backoff = self.inner.unresponsive_backoff;
+        let unresponsive = self.inner.unresponsive.lock().clone();
+        let mut down = Vec::new();
+        let mut ranked: Vec<(bool, usize, NodeId)> = Vec::new();
+        for k in 1..members.len() {
+            let m = members[(at + k) % members.len()];
+            if skipped.contains(&m) {
+                continue;
+            }
+            if transport.connection_state(&m) == ConnectionState::Down {
+                down.push(m);
+                continue;
+            }
+            let recently_failed = unresponsive.get(&m).is_some_and(|t| t.elapsed() < backoff);
+            ranked.push((recently_failed, k, m));
+        }
+        ranked.sort();
+        if ranked.len() + 1 < needed {
+            let mut unresponsive = skipped.to_vec();
+            unresponsive.extend(down);
+            return Err(TssError::NotEnoughSigners {
+                key_id: key_id.clone(),
+                needed,
+                available: ranked.len() + 1,
+                unresponsive,
+            });
+        }
+        let mut passed_over = down;
+        passed_over.extend(
+            ranked
+                .iter()
+                .skip(needed - 1)
+                .filter(|(recently_failed, _, _)| *recently_failed)
+                .map(|(_, _, m)| *m),
+        );
+        // Protocol order: committee order from this node on, as before.
+        let mut chosen: Vec<(usize, NodeId)> = ranked
+            .into_iter()
+            .take(needed - 1)
+            .map(|(_, k, m)| (k, m))
+            .collect();
+        chosen.sort();
+        let signers = std::iter::once(me)
+            .chain(chosen.into_iter().map(|(_, m)| m))
+            .collect();
+        Ok((signers, passed_over))
+    }
+
+    /// One signing run with exactly `signers`.
+    async fn propose_sign_once(
+        &self,
+        key_id: &KeyId,
+        request: Vec<u8>,
+        signers: Vec<NodeId>,
+    ) -> Result<SignOutcome> {
         let me = self.inner.me;
         let share = self
             .share(key_id)
             .ok_or_else(|| TssError::NoShare(key_id.clone()))?;
-        let committee = share.committee();
-        let signers = match signers {
-            Some(s) => s,
-            None => {
-                let members = committee.members();
-                let at = committee
-                    .index_of(&me)
-                    .ok_or(TssError::NotACommitteeMember(me))? as usize;
-                (0..usize::from(committee.threshold()))
-                    .map(|k| members[(at + k) % members.len()])
-                    .collect()
-            }
-        };
         let eid = ExecutionId::random(
             ProtocolKind::Sign,
             key_id,
@@ -808,6 +1133,18 @@ impl PoolNode {
 
     async fn sign(&self, proposer: NodeId, p: SignProposal, propose: bool) -> Result<SignOutcome> {
         let proposal = Proposal::Sign(p.clone());
+        // Signs of life from the start (validation included), to every other signer: the
+        // proposer watches every signer, each signer watches the proposer.
+        let me = self.inner.me;
+        let _alive = p
+            .signers
+            .contains(&me)
+            .then(|| self.heartbeats(p.eid, proposal.participants()));
+        let watched: Vec<NodeId> = if proposer == me {
+            p.signers.iter().copied().filter(|s| *s != me).collect()
+        } else {
+            vec![proposer]
+        };
         let prepared = async {
             proposal.check_shape(proposer, self.inner.me)?;
             let bad = |reason: String| TssError::InvalidProposal {
@@ -846,7 +1183,7 @@ impl PoolNode {
         .await;
         let (share, input) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
         let digest = input.digest();
-        self.execute(&proposal, proposer, propose, async {
+        self.execute(&proposal, proposer, propose, &watched, async {
             let signature = self
                 .inner
                 .tss
@@ -863,6 +1200,8 @@ impl PoolNode {
                 signers: p.signers.clone(),
                 address,
                 generation: share.generation(),
+                skipped: Vec::new(),
+                attempts: 1,
             })
         })
         .await
@@ -951,7 +1290,7 @@ impl PoolNode {
         let is_new = p.new_committee.index_of(&me).is_some();
         let new_generation = p.old.generation.next();
         let executed = self
-            .execute(&proposal, proposer, propose, async {
+            .execute(&proposal, proposer, propose, &[], async {
                 // The protocol runs under the bound id: parties shown different
                 // proposals under one eid never meet in one session.
                 let mut request = p.request();
@@ -1340,6 +1679,7 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                         });
                     }
                     Ok(ControlMsg::Abort { eid, reason }) => node.on_abort(from, eid, reason),
+                    Ok(ControlMsg::Alive { eid }) => node.on_alive(from, eid),
                     Ok(ControlMsg::CertificateRequest { key_id, generation }) => {
                         let node = node.clone();
                         tokio::spawn(async move {

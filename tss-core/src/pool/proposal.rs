@@ -204,4 +204,12 @@ pub enum ControlMsg {
     },
     /// A reshare certificate (self-verifying: the receiver checks every signature).
     Certificate(Box<ReshareCertificate>),
+    /// A heartbeat of a signing run: the sender has run `eid` in hand (validating or
+    /// computing). Sent to the run's other parties every
+    /// [`crate::pool::PoolConfig::heartbeat_interval`]; a watched party that sends none for
+    /// the silence timeout is taken as down.
+    Alive {
+        /// The run.
+        eid: ExecutionId,
+    },
 }

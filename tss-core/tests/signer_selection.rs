@@ -1,0 +1,341 @@
+//! Signing that survives a member down: the proposer picks live signers, detects a
+//! signer that goes silent or refuses within seconds, aborts the run for everyone and
+//! signs with another set, naming the members it left out.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use transport::{
+    ConnectionState, DeliveryKind, InMemoryNetwork, NodeId, SessionChannel, SessionConfig,
+    SessionId, SessionSender, Transport, TransportError,
+};
+use tss_core::pool::{
+    KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent, PoolNode, ProposalValidator,
+    Rejection, ReshareProposal, ShareStore, SignProposal, SigningInput,
+};
+use tss_core::{InsecureTestPrimes, KeyId, KeyShare, PublicKeyInfo, TssError};
+use zeroize::Zeroizing;
+
+const N: u8 = 5;
+const T: u16 = 4;
+
+fn key() -> KeyId {
+    KeyId::new("selection").unwrap()
+}
+
+/// The shares of one 4-of-5 keygen, made once for this test binary (keygen with aux-info
+/// is the slow part), kept as bytes so every test loads its own copies.
+async fn shares() -> &'static Vec<Zeroizing<Vec<u8>>> {
+    static SHARES: tokio::sync::OnceCell<Vec<Zeroizing<Vec<u8>>>> =
+        tokio::sync::OnceCell::const_new();
+    SHARES
+        .get_or_init(|| async {
+            let (_network, parties) = common::pool(N, T, "selection").await;
+            parties
+                .iter()
+                .map(|p| p.share.to_secret_bytes().unwrap())
+                .collect()
+        })
+        .await
+}
+
+/// Accepts everything, unless `refuse_sign`.
+struct Rules {
+    refuse_sign: bool,
+}
+
+#[async_trait]
+impl ProposalValidator for Rules {
+    async fn check_keygen(&self, _: NodeId, p: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
+        Ok(p.context.clone())
+    }
+    async fn check_sign(
+        &self,
+        _: NodeId,
+        p: &SignProposal,
+        _: &PublicKeyInfo,
+    ) -> Result<SigningInput, Rejection> {
+        if self.refuse_sign {
+            return Err(Rejection::new("this member refuses every batch"));
+        }
+        Ok(SigningInput::Message(p.request.clone()))
+    }
+    async fn check_reshare(
+        &self,
+        _: NodeId,
+        p: &ReshareProposal,
+        _: Option<&PublicKeyInfo>,
+    ) -> Result<Vec<u8>, Rejection> {
+        Ok(p.context.clone())
+    }
+}
+
+/// A transport that can be muted: once `muted` is set, everything this node sends is
+/// dropped (a frozen process, or one cut off by the network while its peers' connections
+/// still look open).
+struct Mutable {
+    inner: transport::InMemoryTransport,
+    muted: Arc<AtomicBool>,
+}
+
+struct MutableSender {
+    inner: Arc<dyn SessionSender>,
+    muted: Arc<AtomicBool>,
+}
+
+impl SessionSender for MutableSender {
+    fn send(
+        &self,
+        session: SessionId,
+        to: NodeId,
+        kind: DeliveryKind,
+        payload: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        if self.muted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.inner.send(session, to, kind, payload)
+    }
+}
+
+impl Transport for Mutable {
+    fn local_node(&self) -> NodeId {
+        self.inner.local_node()
+    }
+    fn connection_state(&self, peer: &NodeId) -> ConnectionState {
+        self.inner.connection_state(peer)
+    }
+    fn open_session(
+        &self,
+        session: SessionId,
+        config: SessionConfig,
+    ) -> Result<SessionChannel, TransportError> {
+        let muted = self.muted.clone();
+        Ok(self
+            .inner
+            .open_session(session, config)?
+            .wrap_sender(move |inner| Arc::new(MutableSender { inner, muted })))
+    }
+}
+
+/// Silence a signing run tolerates here. Heartbeats go out five times as often, from a
+/// task apart from the protocol's CPU work.
+const SILENCE: Duration = Duration::from_secs(3);
+/// Idle timeout of protocol sessions: far longer than any test, so a test that finishes
+/// proves the heartbeat watch (not an idle timeout) found the silent member.
+const IDLE: Duration = Duration::from_secs(900);
+
+struct Pool {
+    network: InMemoryNetwork,
+    ids: Vec<NodeId>,
+    nodes: Vec<PoolNode>,
+    muted: Vec<Arc<AtomicBool>>,
+}
+
+impl Pool {
+    /// Five members holding the 4-of-5 key; member `refusing` (if any) refuses to sign.
+    async fn start(refusing: Option<usize>) -> Pool {
+        let shares = shares().await;
+        let ids = common::node_ids(N);
+        let network = InMemoryNetwork::new();
+        let key = key();
+        let mut nodes = Vec::new();
+        let mut muted = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let store = Arc::new(MemoryShareStore::new());
+            let share = KeyShare::from_secret_bytes(&shares[i]).unwrap();
+            store.stage(&share, b"state").await.unwrap();
+            store
+                .activate(&key, share.generation(), b"state", None)
+                .await
+                .unwrap();
+            let flag = Arc::new(AtomicBool::new(false));
+            let transport = Mutable {
+                inner: network.endpoint(*id),
+                muted: flag.clone(),
+            };
+            let node = PoolNode::start(
+                PoolConfig::new(ids.clone())
+                    .with_session_idle_timeout(IDLE)
+                    .with_signer_silence_timeout(SILENCE),
+                Arc::new(transport),
+                common::signer_for(id),
+                Arc::new(Rules {
+                    refuse_sign: refusing == Some(i),
+                }),
+                store,
+                Arc::new(InsecureTestPrimes::new(i)),
+                std::slice::from_ref(&key),
+            )
+            .await
+            .unwrap();
+            nodes.push(node);
+            muted.push(flag);
+        }
+        Pool {
+            network,
+            ids,
+            nodes,
+            muted,
+        }
+    }
+
+    /// Kills member `i`: its node stops and the network no longer reaches it.
+    fn kill(&self, i: usize) {
+        self.nodes[i].shutdown();
+        self.network.disconnect(&self.ids[i]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_with_one_member_down_keeps_signing_and_names_the_skipped_member() {
+    let pool = Pool::start(None).await;
+    // Member 2 is the first the proposer (member 1) would pick after itself.
+    pool.kill(1);
+    let out = pool.nodes[0]
+        .propose_sign(&key(), b"batch 1".to_vec(), None)
+        .await
+        .expect("four live members of five sign");
+    assert_eq!(out.signers.len(), usize::from(T));
+    assert!(
+        !out.signers.contains(&pool.ids[1]),
+        "the dead member is not a signer"
+    );
+    assert_eq!(out.skipped, vec![pool.ids[1]], "the dead member is named");
+    assert_eq!(
+        out.attempts, 1,
+        "a member the transport reports down is not tried"
+    );
+    assert_eq!(
+        out.signature.recover_address(&out.digest).unwrap(),
+        out.address
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signer_that_goes_silent_mid_run_is_detected_and_the_retry_succeeds() {
+    let pool = Pool::start(None).await;
+    let silent = 1;
+    // Member 2 goes silent as soon as it has joined the run: its connections still look
+    // open, so only the missing heartbeats can tell.
+    let mut events = pool.nodes[silent].subscribe();
+    let flag = pool.muted[silent].clone();
+    tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            if matches!(event, PoolEvent::RunStarted { .. }) {
+                flag.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    });
+    let mut proposer_events = pool.nodes[0].subscribe();
+    let out = pool.nodes[0]
+        .propose_sign(&key(), b"batch 2".to_vec(), None)
+        .await
+        .expect("the second set signs");
+    assert_eq!(out.attempts, 2, "the first set failed, the second signed");
+    assert_eq!(out.skipped, vec![pool.ids[silent]]);
+    assert!(!out.signers.contains(&pool.ids[silent]));
+    assert_eq!(
+        out.signature.recover_address(&out.digest).unwrap(),
+        out.address
+    );
+    // The proposer reported whom it set aside, and why.
+    let mut skipped_event = None;
+    while let Ok(event) = proposer_events.try_recv() {
+        if let PoolEvent::SignerSkipped { member, reason, .. } = event {
+            skipped_event = Some((member, reason));
+        }
+    }
+    let (member, reason) = skipped_event.expect("a SignerSkipped event");
+    assert_eq!(member, pool.ids[silent]);
+    assert!(reason.contains("no sign of life"), "{reason}");
+    let unresponsive = pool.nodes[0].unresponsive_members();
+    assert_eq!(unresponsive.len(), 1);
+    assert_eq!(unresponsive[0].0, pool.ids[silent]);
+    // The other signers of the first run stopped too (the abort reached them): each of
+    // them signed the second run, which needs the key not to be stuck in the first.
+    for s in &out.signers {
+        assert_ne!(*s, pool.ids[silent]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signer_that_refuses_is_set_aside_and_another_set_signs() {
+    // Member 3 refuses every batch (a broken or dishonest follower).
+    let pool = Pool::start(Some(2)).await;
+    let out = pool.nodes[0]
+        .propose_sign(&key(), b"batch 3".to_vec(), None)
+        .await
+        .expect("the set without the refuser signs");
+    assert_eq!(out.attempts, 2);
+    assert_eq!(out.skipped, vec![pool.ids[2]]);
+    assert!(!out.signers.contains(&pool.ids[2]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_fewer_live_members_than_the_threshold_signing_fails_naming_them() {
+    let pool = Pool::start(None).await;
+    pool.kill(1);
+    pool.kill(3);
+    let err = pool.nodes[0]
+        .propose_sign(&key(), b"batch 4".to_vec(), None)
+        .await
+        .expect_err("three live members cannot reach a threshold of four");
+    match err {
+        TssError::NotEnoughSigners {
+            needed,
+            available,
+            mut unresponsive,
+            ..
+        } => {
+            assert_eq!(needed, 4);
+            assert_eq!(available, 3);
+            unresponsive.sort();
+            let mut dead = vec![pool.ids[1], pool.ids[3]];
+            dead.sort();
+            assert_eq!(unresponsive, dead);
+        }
+        other => panic!("expected NotEnoughSigners, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signer_aborts_when_the_proposer_goes_silent() {
+    let pool = Pool::start(None).await;
+    let mut follower = pool.nodes[1].subscribe();
+    let flag = pool.muted[0].clone();
+    // The proposer freezes as soon as the follower has joined.
+    let mut joined = pool.nodes[1].subscribe();
+    tokio::spawn(async move {
+        while let Ok(event) = joined.recv().await {
+            if matches!(event, PoolEvent::RunStarted { .. }) {
+                flag.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    });
+    let proposer = pool.nodes[0].clone();
+    let key = key();
+    let run =
+        tokio::spawn(async move { proposer.propose_sign(&key, b"batch 5".to_vec(), None).await });
+    // The follower ends its run (well before the 900 s idle timeout) with the proposer
+    // named silent.
+    let error = tokio::time::timeout(IDLE / 3, async {
+        loop {
+            if let PoolEvent::RunFinished { error, .. } = follower.recv().await.unwrap() {
+                return error;
+            }
+        }
+    })
+    .await
+    .expect("the follower's run ended long before the idle timeout")
+    .expect("it failed");
+    assert!(error.contains("no sign of life"), "{error}");
+    assert!(error.contains(&pool.ids[0].to_string()), "{error}");
+    run.abort();
+}
