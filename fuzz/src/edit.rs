@@ -12,7 +12,9 @@ use cggmp21::supported_curves::Secp256k1;
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::Sha256;
 use transport::NodeId;
-use tss_core::pool::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
+use tss_core::pool::{
+    ControlMsg, KeygenProposal, PresignProposal, Proposal, ReshareProposal, SignProposal,
+};
 use tss_core::reshare::ReshareMsg;
 use tss_core::wire::{decode_message, encode_message, WireError};
 use tss_core::{Committee, ExecutionId, Generation, KeyId, PublicKeyInfo};
@@ -308,6 +310,13 @@ pub fn control_samples() -> Vec<Vec<u8>> {
             generation: Generation(3),
             signers: ids[..2].to_vec(),
             request: vec![0xb7; 300],
+            presignature: Some(ExecutionId::from_bytes([6; 32])),
+        })),
+        ControlMsg::Propose(Proposal::Presign(PresignProposal {
+            eid: ExecutionId::from_bytes([7; 32]),
+            key_id: key_id.clone(),
+            generation: Generation(3),
+            signers: ids[..2].to_vec(),
         })),
         ControlMsg::Propose(Proposal::Reshare(ReshareProposal {
             eid: ExecutionId::from_bytes([3; 32]),
@@ -322,6 +331,9 @@ pub fn control_samples() -> Vec<Vec<u8>> {
         },
         ControlMsg::Alive {
             eid: ExecutionId::from_bytes([5; 32]),
+        },
+        ControlMsg::PresignatureStored {
+            id: ExecutionId::from_bytes([8; 32]),
         },
     ]
     .iter()

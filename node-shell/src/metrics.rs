@@ -375,7 +375,17 @@ mod tests {
 
     #[test]
     fn every_family_is_typed_with_its_former_name() {
-        let text = Metrics::default().render();
+        let m = Metrics::default();
+        // A labelled family shows up once it has a series.
+        m.signer_skipped(&transport::NodeId::from_bytes([7; 32]));
+        let text = m.render();
+        assert!(
+            text.contains(&format!(
+                "node_shell_signers_skipped_total{{member=\"{}\"}} 1",
+                transport::NodeId::from_bytes([7; 32])
+            )),
+            "{text}"
+        );
         for (name, kind) in [
             ("node_shell_signatures_total", "counter"),
             ("node_shell_sign_failures_total", "counter"),

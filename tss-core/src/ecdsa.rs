@@ -456,6 +456,26 @@ impl TssNode {
         Ok(eid)
     }
 
+    /// What unused presignature `id` was made for: its key, key generation and signers
+    /// (in protocol order); `None` if this node does not hold it (unknown, used or
+    /// discarded).
+    pub fn presignature_info(&self, id: &ExecutionId) -> Option<(KeyId, Generation, Vec<NodeId>)> {
+        let store = self.presignatures.lock();
+        store
+            .ready
+            .get(id)
+            .map(|p| (p.key_id.clone(), p.generation, p.signers.clone()))
+    }
+
+    /// Makes presignature `id` unusable (removes it, remembers it as used); a no-op for
+    /// an id this node does not hold.
+    pub fn burn_presignature(&self, id: &ExecutionId) {
+        let mut store = self.presignatures.lock();
+        if store.ready.remove(id).is_some() {
+            store.mark_used(*id);
+        }
+    }
+
     /// Number of unused presignatures held for `key_id`.
     pub fn presignatures_ready(&self, key_id: &KeyId) -> usize {
         let store = self.presignatures.lock();

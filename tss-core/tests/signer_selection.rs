@@ -10,14 +10,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use transport::{
-    ConnectionState, DeliveryKind, InMemoryNetwork, NodeId, SessionChannel, SessionConfig,
-    SessionId, SessionSender, Transport, TransportError,
+    ConnectionState, DeliveryKind, Destination, InMemoryNetwork, NodeId, SessionChannel,
+    SessionConfig, SessionId, SessionSender, Transport, TransportError,
 };
 use tss_core::pool::{
-    KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent, PoolNode, ProposalValidator,
-    Rejection, ReshareProposal, ShareStore, SignProposal, SigningInput,
+    control_session_id, ControlMsg, KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent,
+    PoolNode, Proposal, ProposalValidator, Rejection, ReshareProposal, ShareStore, SignProposal,
+    SigningInput,
 };
-use tss_core::{InsecureTestPrimes, KeyId, KeyShare, PublicKeyInfo, TssError};
+use tss_core::wire::encode_message;
+use tss_core::{
+    ExecutionId, InsecureTestPrimes, KeyId, KeyShare, ProtocolKind, PublicKeyInfo, TssError,
+};
 use zeroize::Zeroizing;
 
 const N: u8 = 5;
@@ -134,6 +138,8 @@ struct Pool {
     ids: Vec<NodeId>,
     nodes: Vec<PoolNode>,
     muted: Vec<Arc<AtomicBool>>,
+    stores: Vec<Arc<MemoryShareStore>>,
+    refusing: Option<usize>,
 }
 
 impl Pool {
@@ -143,45 +149,59 @@ impl Pool {
         let ids = common::node_ids(N);
         let network = InMemoryNetwork::new();
         let key = key();
-        let mut nodes = Vec::new();
-        let mut muted = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
+        let mut pool = Pool {
+            network,
+            ids: ids.clone(),
+            nodes: Vec::new(),
+            muted: Vec::new(),
+            stores: Vec::new(),
+            refusing,
+        };
+        for (i, share) in shares.iter().enumerate() {
             let store = Arc::new(MemoryShareStore::new());
-            let share = KeyShare::from_secret_bytes(&shares[i]).unwrap();
+            let share = KeyShare::from_secret_bytes(share).unwrap();
             store.stage(&share, b"state").await.unwrap();
             store
                 .activate(&key, share.generation(), b"state", None)
                 .await
                 .unwrap();
+            pool.stores.push(store);
             let flag = Arc::new(AtomicBool::new(false));
-            let transport = Mutable {
-                inner: network.endpoint(*id),
-                muted: flag.clone(),
-            };
-            let node = PoolNode::start(
-                PoolConfig::new(ids.clone())
-                    .with_session_idle_timeout(IDLE)
-                    .with_signer_silence_timeout(SILENCE),
-                Arc::new(transport),
-                common::signer_for(id),
-                Arc::new(Rules {
-                    refuse_sign: refusing == Some(i),
-                }),
-                store,
-                Arc::new(InsecureTestPrimes::new(i)),
-                std::slice::from_ref(&key),
-            )
-            .await
-            .unwrap();
-            nodes.push(node);
-            muted.push(flag);
+            pool.muted.push(flag.clone());
+            let node = pool.start_node(i, flag).await;
+            pool.nodes.push(node);
         }
-        Pool {
-            network,
-            ids,
-            nodes,
+        pool
+    }
+
+    async fn start_node(&self, i: usize, muted: Arc<AtomicBool>) -> PoolNode {
+        let id = self.ids[i];
+        let transport = Mutable {
+            inner: self.network.endpoint(id),
             muted,
-        }
+        };
+        PoolNode::start(
+            PoolConfig::new(self.ids.clone())
+                .with_session_idle_timeout(IDLE)
+                .with_signer_silence_timeout(SILENCE),
+            Arc::new(transport),
+            common::signer_for(&id),
+            Arc::new(Rules {
+                refuse_sign: self.refusing == Some(i),
+            }),
+            self.stores[i].clone(),
+            Arc::new(InsecureTestPrimes::new(i)),
+            &[key()],
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Restarts member `i` on its store (a new process: nothing kept in memory).
+    async fn restart(&mut self, i: usize) {
+        self.nodes[i].shutdown();
+        let node = self.start_node(i, self.muted[i].clone()).await;
+        self.nodes[i] = node;
     }
 
     /// Kills member `i`: its node stops and the network no longer reaches it.
@@ -338,4 +358,154 @@ async fn a_signer_aborts_when_the_proposer_goes_silent() {
     assert!(error.contains("no sign of life"), "{error}");
     assert!(error.contains(&pool.ids[0].to_string()), "{error}");
     run.abort();
+}
+
+// ------------------------------------------------------------------ presignature pool
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ready_presignature_signs_in_one_round_once_and_then_the_pool_falls_back_to_full_signing()
+{
+    let pool = Pool::start(None).await;
+    let key = key();
+    assert_eq!(pool.nodes[0].fill_presignatures(&key, 1).await.unwrap(), 1);
+    assert_eq!(pool.nodes[0].presignatures_ready(&key), 1);
+
+    let first = pool.nodes[0]
+        .propose_sign(&key, b"batch 6".to_vec(), None)
+        .await
+        .unwrap();
+    let id = first.presignature.expect("the ready presignature was used");
+    assert_eq!(
+        first.signature.recover_address(&first.digest).unwrap(),
+        first.address
+    );
+    assert_eq!(first.digest, tss_core::keccak256(b"batch 6"));
+    assert_eq!(pool.nodes[0].presignatures_ready(&key), 0);
+
+    // The pool is empty: the next request signs fully.
+    let second = pool.nodes[0]
+        .propose_sign(&key, b"batch 7".to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(second.presignature, None);
+    assert_eq!(
+        second.signature.recover_address(&second.digest).unwrap(),
+        second.address
+    );
+
+    // Replaying the used presignature id with the same signers is refused by every one
+    // of them (each burned it), so nothing is signed with it twice.
+    let err = pool.nodes[0]
+        .propose_sign(&key, b"batch 8".to_vec(), Some(first.signers.clone()))
+        .await;
+    assert!(
+        err.is_ok(),
+        "an explicit set without a presignature still signs fully"
+    );
+    for (i, node) in pool.nodes.iter().enumerate() {
+        assert!(
+            node.tss().presignature_info(&id).is_none(),
+            "node {i} no longer holds the used presignature"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_never_share_a_presignature() {
+    let pool = Pool::start(None).await;
+    let key = key();
+    pool.nodes[0].fill_presignatures(&key, 2).await.unwrap();
+    let (a, b) = tokio::join!(
+        pool.nodes[0].propose_sign(&key, b"batch A".to_vec(), None),
+        pool.nodes[0].propose_sign(&key, b"batch B".to_vec(), None),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (pa, pb) = (a.presignature.unwrap(), b.presignature.unwrap());
+    assert_ne!(pa, pb, "each request took its own presignature");
+    for out in [&a, &b] {
+        assert_eq!(
+            out.signature.recover_address(&out.digest).unwrap(),
+            out.address
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_cannot_spend_or_burn_another_members_presignature() {
+    let pool = Pool::start(None).await;
+    let key = key();
+    let id = pool.nodes[0].propose_presign(&key).await.unwrap();
+    let (_, generation, signers) = pool.nodes[2]
+        .tss()
+        .presignature_info(&id)
+        .expect("member 3 holds its part of member 1's presignature");
+    assert!(signers.contains(&pool.ids[1]) && signers[0] == pool.ids[0]);
+    // Member 2, a signer of it, turns attacker: its node stops and a raw endpoint takes
+    // its place, proposing a batch of its own with member 1's presignature.
+    pool.nodes[1].shutdown();
+    let attacker = pool.network.endpoint(pool.ids[1]);
+    let control = attacker
+        .open_session(
+            control_session_id(&pool.ids),
+            SessionConfig::new(pool.ids.clone()).with_idle_timeout(IDLE),
+        )
+        .unwrap();
+    let mut events = pool.nodes[2].subscribe();
+    let proposal = SignProposal {
+        eid: ExecutionId::random(ProtocolKind::Sign, &key, &signers, &mut rand::thread_rng()),
+        key_id: key.clone(),
+        generation,
+        signers: signers.clone(),
+        request: b"the attacker's batch".to_vec(),
+        presignature: Some(id),
+    };
+    let msg = encode_message(&ControlMsg::Propose(Proposal::Sign(proposal))).unwrap();
+    for to in signers.iter().filter(|s| **s != pool.ids[1]) {
+        control.send(Destination::Direct(*to), msg.clone()).unwrap();
+    }
+    let reason = tokio::time::timeout(IDLE / 3, async {
+        loop {
+            if let PoolEvent::Refused { reason, .. } = events.recv().await.unwrap() {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("member 3 refused");
+    assert!(reason.contains("not this proposer's"), "{reason}");
+    for i in [0, 2, 3] {
+        assert!(
+            pool.nodes[i].tss().presignature_info(&id).is_some(),
+            "member {} still holds the presignature: the refusal burned nothing",
+            i + 1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_presignature_lost_in_a_restart_is_never_used_and_signing_falls_back_to_full() {
+    let mut pool = Pool::start(None).await;
+    let key = key();
+    let id = pool.nodes[0].propose_presign(&key).await.unwrap();
+    // Member 2 restarts: presignatures live in memory only, so its part is gone.
+    pool.restart(1).await;
+    assert!(pool.nodes[1].tss().presignature_info(&id).is_none());
+    let out = pool.nodes[0]
+        .propose_sign(&key, b"batch 10".to_vec(), None)
+        .await
+        .expect("full signing after the presignature was refused");
+    assert_eq!(out.presignature, None, "the lost presignature was not used");
+    assert_eq!(out.attempts, 2);
+    assert!(
+        out.skipped.is_empty(),
+        "nobody is blamed for a lost presignature"
+    );
+    assert_eq!(
+        out.signature.recover_address(&out.digest).unwrap(),
+        out.address
+    );
+    assert!(
+        pool.nodes[0].tss().presignature_info(&id).is_none(),
+        "the proposer burned it"
+    );
 }

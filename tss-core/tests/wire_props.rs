@@ -28,7 +28,9 @@ use transport::{
     InMemoryTransport, NodeId, SessionChannel, SessionConfig, SessionId, SessionSender, Transport,
     TransportError, FRAME_HEADER_LEN, MAX_MESSAGE_SIZE,
 };
-use tss_core::pool::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
+use tss_core::pool::{
+    ControlMsg, KeygenProposal, PresignProposal, Proposal, ReshareProposal, SignProposal,
+};
 use tss_core::reshare::ReshareMsg;
 use tss_core::wire::{decode_message, encode_message, WireError};
 use tss_core::{
@@ -177,14 +179,30 @@ fn control_msg() -> impl Strategy<Value = ControlMsg> {
         any::<u64>(),
         prop::collection::vec(node_id(), 0..12),
         bytes(2048),
+        prop::option::of(eid()),
     )
-        .prop_map(|(eid, key_id, g, signers, request)| {
+        .prop_map(|(eid, key_id, g, signers, request, presignature)| {
             Proposal::Sign(SignProposal {
                 eid,
                 key_id,
                 generation: Generation(g),
                 signers,
                 request,
+                presignature,
+            })
+        });
+    let presign = (
+        eid(),
+        key_id(),
+        any::<u64>(),
+        prop::collection::vec(node_id(), 0..12),
+    )
+        .prop_map(|(eid, key_id, g, signers)| {
+            Proposal::Presign(PresignProposal {
+                eid,
+                key_id,
+                generation: Generation(g),
+                signers,
             })
         });
     let reshare = (
@@ -204,9 +222,10 @@ fn control_msg() -> impl Strategy<Value = ControlMsg> {
             })
         });
     prop_oneof![
-        prop_oneof![keygen, sign, reshare].prop_map(ControlMsg::Propose),
+        prop_oneof![keygen, sign, reshare, presign].prop_map(ControlMsg::Propose),
         (eid(), "\\PC{0,600}").prop_map(|(eid, reason)| ControlMsg::Abort { eid, reason }),
         eid().prop_map(|eid| ControlMsg::Alive { eid }),
+        eid().prop_map(|id| ControlMsg::PresignatureStored { id }),
     ]
 }
 

@@ -24,6 +24,8 @@ pub use node::{
     ReshareCommit, SignOutcome, DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_RUN_DEADLINE,
     DEFAULT_SIGNER_SILENCE_TIMEOUT, DEFAULT_SIGN_ATTEMPTS, DEFAULT_UNRESPONSIVE_BACKOFF,
 };
-pub use proposal::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
+pub use proposal::{
+    ControlMsg, KeygenProposal, PresignProposal, Proposal, ReshareProposal, SignProposal,
+};
 pub use store::{MemoryShareStore, MemoryStoreError, PendingGeneration, ShareStore};
 pub use validator::{ProposalValidator, Rejection, SigningInput};

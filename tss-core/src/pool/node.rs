@@ -21,9 +21,12 @@ use crate::error::{ProtocolKind, Result, TssError};
 use crate::ethereum::{EthAddress, EthSignature};
 use crate::identity::IdentitySigner;
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
-use crate::pool::proposal::{ControlMsg, KeygenProposal, Proposal, ReshareProposal, SignProposal};
+use crate::pool::proposal::{
+    ControlMsg, KeygenProposal, PresignProposal, Proposal, ReshareProposal, SignProposal,
+};
 use crate::pool::store::ShareStore;
 use crate::pool::validator::ProposalValidator;
+use crate::pool::validator::SigningInput;
 use crate::primes::{PaillierPrimes, PrimePool};
 use crate::reshare::{PersistShare, PublicKeyInfo, ReshareCertificate};
 use crate::wire::{decode_message, encode_message};
@@ -61,6 +64,8 @@ const CERTIFICATES_REMEMBERED: usize = 256;
 pub const DEFAULT_SIGNER_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default of [`PoolConfig::sign_attempts`].
 pub const DEFAULT_SIGN_ATTEMPTS: usize = 3;
+/// Default of [`PoolConfig::max_presignatures`].
+pub const DEFAULT_MAX_PRESIGNATURES: usize = 64;
 /// Default of [`PoolConfig::unresponsive_backoff`].
 pub const DEFAULT_UNRESPONSIVE_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -94,6 +99,11 @@ pub struct PoolConfig {
     /// How long a member found unresponsive is put after the others when signers are
     /// picked (default [`DEFAULT_UNRESPONSIVE_BACKOFF`]).
     pub unresponsive_backoff: Duration,
+    /// The most unused presignatures of one key this node holds (its own and its
+    /// parts of other members'); a presign proposal beyond it is refused, so a member
+    /// cannot make this node spend CPU and memory without bound. Default
+    /// [`DEFAULT_MAX_PRESIGNATURES`].
+    pub max_presignatures: usize,
 }
 
 impl PoolConfig {
@@ -107,7 +117,14 @@ impl PoolConfig {
             signer_silence_timeout: DEFAULT_SIGNER_SILENCE_TIMEOUT,
             sign_attempts: DEFAULT_SIGN_ATTEMPTS,
             unresponsive_backoff: DEFAULT_UNRESPONSIVE_BACKOFF,
+            max_presignatures: DEFAULT_MAX_PRESIGNATURES,
         }
+    }
+
+    /// Sets [`PoolConfig::max_presignatures`].
+    pub fn with_max_presignatures(mut self, max: usize) -> Self {
+        self.max_presignatures = max;
+        self
     }
 
     /// Sets [`PoolConfig::signer_silence_timeout`] (at least 100 ms).
@@ -272,6 +289,16 @@ pub struct SignOutcome {
     pub skipped: Vec<NodeId>,
     /// How many signer sets were tried (1 if the first one signed).
     pub attempts: usize,
+    /// The presignature used (one-round signing), or `None` (full interactive signing).
+    pub presignature: Option<ExecutionId>,
+}
+
+/// A presignature this node proposed and holds its part of, ready for one signing run.
+#[derive(Clone, Debug)]
+struct ReadyPresignature {
+    id: ExecutionId,
+    generation: Generation,
+    signers: Vec<NodeId>,
 }
 
 /// The result of a reshare at one party, after its commit.
@@ -352,6 +379,14 @@ struct Inner {
     unresponsive_backoff: Duration,
     /// Members found unresponsive by signing runs proposed here, and when.
     unresponsive: Mutex<HashMap<NodeId, Instant>>,
+    /// Presignatures this node proposed, per key, oldest first; one is taken out (so no
+    /// concurrent request can name it too) when a signing run is proposed with it.
+    presignatures: Mutex<HashMap<KeyId, VecDeque<ReadyPresignature>>>,
+    /// Presign runs proposed here that are waiting for every signer's
+    /// [`ControlMsg::PresignatureStored`]: who has said so.
+    presign_acks: Mutex<HashMap<ExecutionId, HashSet<NodeId>>>,
+    presign_acked: tokio::sync::Notify,
+    max_presignatures: usize,
     events: broadcast::Sender<PoolEvent>,
     shutdown: CancellationToken,
 }
@@ -398,6 +433,21 @@ impl std::fmt::Debug for PoolNode {
         f.debug_struct("PoolNode")
             .field("node", &self.inner.me)
             .finish_non_exhaustive()
+    }
+}
+
+/// Burns a presignature (if any) when dropped: a sign run that named it, however it
+/// ended, leaves it unusable at this node.
+struct BurnPresignature<'a> {
+    tss: &'a TssNode,
+    id: Option<ExecutionId>,
+}
+
+impl Drop for BurnPresignature<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.tss.burn_presignature(&id);
+        }
     }
 }
 
@@ -488,6 +538,10 @@ impl PoolNode {
                 sign_attempts: config.sign_attempts,
                 unresponsive_backoff: config.unresponsive_backoff,
                 unresponsive: Mutex::default(),
+                presignatures: Mutex::default(),
+                presign_acks: Mutex::default(),
+                presign_acked: tokio::sync::Notify::new(),
+                max_presignatures: config.max_presignatures,
                 events,
                 shutdown: CancellationToken::new(),
             }),
@@ -618,6 +672,7 @@ impl PoolNode {
             Proposal::Keygen(_) => ProtocolKind::Keygen,
             Proposal::Sign(_) => ProtocolKind::Sign,
             Proposal::Reshare(_) => ProtocolKind::Reshare,
+            Proposal::Presign(_) => ProtocolKind::Presign,
         };
         // A peer replaying this proposal to this node later gets no answer.
         self.inner.seen.lock().insert(eid);
@@ -968,14 +1023,25 @@ impl PoolNode {
         }
         let mut skipped: Vec<NodeId> = Vec::new();
         let mut attempt = 0;
+        let mut use_presignatures = true;
         loop {
             attempt += 1;
             let share = self
                 .share(key_id)
                 .ok_or_else(|| TssError::NoShare(key_id.clone()))?;
-            let (signers, passed_over) = self.pick_signers(key_id, share.committee(), &skipped)?;
+            let ready = use_presignatures
+                .then(|| self.take_ready_presignature(key_id, share.generation(), &skipped))
+                .flatten();
+            let (signers, passed_over, presignature) = match ready {
+                Some(ready) => (ready.signers, Vec::new(), Some(ready.id)),
+                None => {
+                    let (signers, passed_over) =
+                        self.pick_signers(key_id, share.committee(), &skipped)?;
+                    (signers, passed_over, None)
+                }
+            };
             match self
-                .propose_sign_once(key_id, request.clone(), signers.clone())
+                .propose_sign_with(key_id, request.clone(), signers.clone(), presignature)
                 .await
             {
                 Ok(mut out) => {
@@ -993,6 +1059,14 @@ impl PoolNode {
                     out.skipped = skipped;
                     out.attempts = attempt;
                     return Ok(out);
+                }
+                Err(TssError::Aborted { by, reason, .. })
+                    if presignature.is_some() && attempt < self.inner.sign_attempts =>
+                {
+                    // A signer refused the presignature (say it restarted and lost it)
+                    // or the request: try full signing before setting anyone aside.
+                    tracing::info!(%key_id, %by, %reason, "signing with a presignature failed; full signing next");
+                    use_presignatures = false;
                 }
                 Err(e) => {
                     let (eid, culprits) = match &e {
@@ -1104,12 +1178,23 @@ impl PoolNode {
         Ok((signers, passed_over))
     }
 
-    /// One signing run with exactly `signers`.
+    /// One signing run with exactly `signers`, full interactive signing.
     async fn propose_sign_once(
         &self,
         key_id: &KeyId,
         request: Vec<u8>,
         signers: Vec<NodeId>,
+    ) -> Result<SignOutcome> {
+        self.propose_sign_with(key_id, request, signers, None).await
+    }
+
+    /// One signing run with exactly `signers`, with `presignature` if given.
+    async fn propose_sign_with(
+        &self,
+        key_id: &KeyId,
+        request: Vec<u8>,
+        signers: Vec<NodeId>,
+        presignature: Option<ExecutionId>,
     ) -> Result<SignOutcome> {
         let me = self.inner.me;
         let share = self
@@ -1127,12 +1212,226 @@ impl PoolNode {
             generation: share.generation(),
             signers,
             request,
+            presignature,
         };
         Box::pin(self.sign(me, proposal, true)).await
     }
 
-    async fn sign(&self, proposer: NodeId, p: SignProposal, propose: bool) -> Result<SignOutcome> {
-        let proposal = Proposal::Sign(p.clone());
+    /// Takes out a presignature this node proposed for `key_id` at `generation` whose
+    /// signers are all live: none in `skipped`, none reported down, none found
+    /// unresponsive recently. Presignatures of older generations are dropped on the way.
+    fn take_ready_presignature(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+        skipped: &[NodeId],
+    ) -> Option<ReadyPresignature> {
+        let transport = self.inner.tss.transport();
+        let backoff = self.inner.unresponsive_backoff;
+        let unresponsive = self.inner.unresponsive.lock().clone();
+        let mut all = self.inner.presignatures.lock();
+        let ready = all.get_mut(key_id)?;
+        ready.retain(|r| r.generation == generation);
+        let live = |r: &ReadyPresignature| {
+            r.signers.iter().all(|s| {
+                *s == self.inner.me
+                    || (!skipped.contains(s)
+                        && transport.connection_state(s) != ConnectionState::Down
+                        && unresponsive.get(s).is_none_or(|t| t.elapsed() >= backoff))
+            })
+        };
+        let at = ready.iter().position(live)?;
+        ready.remove(at)
+    }
+
+    /// Presignatures this node proposed for `key_id` and holds, ready for
+    /// [`PoolNode::propose_sign`].
+    pub fn presignatures_ready(&self, key_id: &KeyId) -> usize {
+        let generation = self.share(key_id).map(|s| s.generation());
+        self.inner.presignatures.lock().get(key_id).map_or(0, |r| {
+            r.iter()
+                .filter(|p| Some(p.generation) == generation)
+                .count()
+        })
+    }
+
+    /// Proposes presignature runs for `key_id` until this node holds `target` of its own
+    /// ([`PoolNode::presignatures_ready`]), each with this node and `t - 1` live members
+    /// (picked as for signing). Returns how many were made. [`PoolNode::propose_sign`]
+    /// then signs in one round with one of them when all its signers are live, and falls
+    /// back to full signing when none is.
+    ///
+    /// Presignatures live in memory only: a restart, or a reshare of the key, drops
+    /// them. A member refuses to make more than [`PoolConfig::max_presignatures`] of one
+    /// key.
+    pub async fn fill_presignatures(&self, key_id: &KeyId, target: usize) -> Result<usize> {
+        let mut made = 0;
+        while self.presignatures_ready(key_id) < target {
+            self.propose_presign(key_id).await?;
+            made += 1;
+        }
+        Ok(made)
+    }
+
+    /// Proposes one presignature run for `key_id` with this node and `t - 1` live members;
+    /// returns the presignature's id once every signer holds its part.
+    pub async fn propose_presign(&self, key_id: &KeyId) -> Result<ExecutionId> {
+        let me = self.inner.me;
+        let share = self
+            .share(key_id)
+            .ok_or_else(|| TssError::NoShare(key_id.clone()))?;
+        let (signers, _) = self.pick_signers(key_id, share.committee(), &[])?;
+        let eid = ExecutionId::random(
+            ProtocolKind::Presign,
+            key_id,
+            &signers,
+            &mut rand::thread_rng(),
+        );
+        let proposal = PresignProposal {
+            eid,
+            key_id: key_id.clone(),
+            generation: share.generation(),
+            signers,
+        };
+        Box::pin(self.presign(me, proposal, true)).await
+    }
+
+    async fn presign(
+        &self,
+        proposer: NodeId,
+        p: PresignProposal,
+        propose: bool,
+    ) -> Result<ExecutionId> {
+        let proposal = Proposal::Presign(p.clone());
+        let me = self.inner.me;
+        let _alive = p
+            .signers
+            .contains(&me)
+            .then(|| self.heartbeats(p.eid, proposal.participants()));
+        let watched: Vec<NodeId> = if proposer == me {
+            p.signers.iter().copied().filter(|s| *s != me).collect()
+        } else {
+            vec![proposer]
+        };
+        let prepared = async {
+            proposal.check_shape(proposer, me)?;
+            let bad = |reason: String| TssError::InvalidProposal {
+                from: proposer,
+                reason,
+            };
+            let share = self
+                .share(&p.key_id)
+                .ok_or_else(|| bad(format!("{me} holds no share of {}", p.key_id)))?;
+            if share.generation() != p.generation {
+                return Err(bad(format!(
+                    "generation {} proposed, this node holds {}",
+                    p.generation,
+                    share.generation()
+                )));
+            }
+            let committee = share.committee();
+            if p.signers.len() != usize::from(committee.threshold()) {
+                return Err(bad(format!(
+                    "{} signers proposed, the threshold is {}",
+                    p.signers.len(),
+                    committee.threshold()
+                )));
+            }
+            if let Some(outsider) = p.signers.iter().find(|s| committee.index_of(s).is_none()) {
+                return Err(bad(format!("signer {outsider} is not a committee member")));
+            }
+            let held = self.inner.tss.presignatures_ready(&p.key_id);
+            if held >= self.inner.max_presignatures {
+                return Err(bad(format!(
+                    "this node already holds {held} presignatures of {} (the most it keeps)",
+                    p.key_id
+                )));
+            }
+            Ok(share)
+        }
+        .await;
+        let share = self.refuse_unless_ok(&proposal, proposer, prepared)?;
+        let run_eid = proposal.run_eid();
+        if proposer == me {
+            self.inner
+                .presign_acks
+                .lock()
+                .insert(run_eid, HashSet::from([me]));
+        }
+        let made = self
+            .execute(&proposal, proposer, propose, &watched, async {
+                self.inner.tss.presign(&share, &p.signers, run_eid).await
+            })
+            .await;
+        let id = match made {
+            Ok(id) => id,
+            Err(e) => {
+                self.inner.presign_acks.lock().remove(&run_eid);
+                return Err(e);
+            }
+        };
+        if proposer != me {
+            self.send_control(proposer, &ControlMsg::PresignatureStored { id });
+            return Ok(id);
+        }
+        // Offered for signing only once every signer holds its part (a signer may finish
+        // the last round after this node): wait for their word, within the silence
+        // allowed to a signer.
+        let all: HashSet<NodeId> = p.signers.iter().copied().collect();
+        let waited = tokio::time::timeout(self.inner.signer_silence * 2, async {
+            loop {
+                let notified = self.inner.presign_acked.notified();
+                if self
+                    .inner
+                    .presign_acks
+                    .lock()
+                    .get(&id)
+                    .is_some_and(|acked| acked.is_superset(&all))
+                {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        let acked = self
+            .inner
+            .presign_acks
+            .lock()
+            .remove(&id)
+            .unwrap_or_default();
+        if waited.is_err() {
+            self.inner.tss.burn_presignature(&id);
+            let silent: Vec<NodeId> = all.difference(&acked).copied().collect();
+            return Err(TssError::Unresponsive {
+                eid: p.eid,
+                silent,
+                after: self.inner.signer_silence * 2,
+            });
+        }
+        // Dropped if the key was reshared meanwhile (its parts are discarded too).
+        if self.share(&p.key_id).map(|s| s.generation()) == Some(p.generation) {
+            self.inner
+                .presignatures
+                .lock()
+                .entry(p.key_id.clone())
+                .or_default()
+                .push_back(ReadyPresignature {
+                    id,
+                    generation: p.generation,
+                    signers: p.signers.clone(),
+                });
+        }
+        Ok(id)
+    }
+
+    async fn sign(
+        &self,
+        proposer: NodeId,
+        mut p: SignProposal,
+        propose: bool,
+    ) -> Result<SignOutcome> {
+        let mut proposal = Proposal::Sign(p.clone());
         // Signs of life from the start (validation included), to every other signer: the
         // proposer watches every signer, each signer watches the proposer.
         let me = self.inner.me;
@@ -1178,17 +1477,78 @@ impl PoolNode {
                 .check_sign(proposer, &p, &share.public_info())
                 .await
                 .map_err(|r| bad(r.reason))?;
+            if let Some(id) = &p.presignature {
+                let message = matches!(input, SigningInput::Message(_));
+                if !message && proposer != me {
+                    return Err(bad(
+                        "a presignature signs only a message each signer hashes itself, \
+                         never a digest given as is"
+                            .into(),
+                    ));
+                }
+                // Only the presignature's own proposer (its first signer) may spend it,
+                // on exactly the signers, key and generation it was made for.
+                let fits = matches!(
+                    self.inner.tss.presignature_info(id),
+                    Some((k, g, s)) if k == p.key_id
+                        && g == p.generation
+                        && s == p.signers
+                        && s.first() == Some(&proposer)
+                );
+                if message && !fits {
+                    return Err(bad(format!(
+                        "presignature {id} is unknown here, used, or not this proposer's \
+                         for these signers"
+                    )));
+                }
+            }
             Ok((share, input))
         }
         .await;
         let (share, input) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
+        // Validated: whatever happens from here, the presignature this run names is
+        // never used again at this node. (A refused proposal burns nothing, so a member
+        // cannot burn another's presignatures by naming them.)
+        let mut burn = BurnPresignature {
+            tss: &self.inner.tss,
+            id: p.presignature,
+        };
+        if propose && p.presignature.is_some() && matches!(input, SigningInput::Digest(_)) {
+            // This node's own validator gave a digest: sign it fully, and keep the
+            // presignature for a later message.
+            if let Some(id) = p.presignature.take() {
+                burn.id = None;
+                self.inner
+                    .presignatures
+                    .lock()
+                    .entry(p.key_id.clone())
+                    .or_default()
+                    .push_front(ReadyPresignature {
+                        id,
+                        generation: p.generation,
+                        signers: p.signers.clone(),
+                    });
+            }
+            proposal = Proposal::Sign(p.clone());
+        }
         let digest = input.digest();
+        let presignature = p.presignature;
         self.execute(&proposal, proposer, propose, &watched, async {
-            let signature = self
-                .inner
-                .tss
-                .sign(&share, &p.signers, digest, proposal.run_eid())
-                .await?;
+            let signature = match (presignature, &input) {
+                // One round; the digest is computed inside from the validated message.
+                (Some(id), SigningInput::Message(message)) => {
+                    self.inner
+                        .tss
+                        .sign_with_presignature(&p.key_id, id, message)
+                        .await?
+                }
+                _ => {
+                    self.inner
+                        .tss
+                        .sign(&share, &p.signers, digest, proposal.run_eid())
+                        .await?
+                }
+            };
             let address = share.ethereum_address();
             if signature.recover_address(&digest)? != address {
                 return Err(TssError::InvalidSignature);
@@ -1202,6 +1562,7 @@ impl PoolNode {
                 generation: share.generation(),
                 skipped: Vec::new(),
                 attempts: 1,
+                presignature,
             })
         })
         .await
@@ -1383,6 +1744,7 @@ impl PoolNode {
                 self.inner
                     .tss
                     .discard_presignatures(&key_id, Generation(u64::MAX));
+                self.inner.presignatures.lock().remove(&key_id);
                 self.inner.validator.committed(&key_id, &state).await;
                 self.inner.shares.lock().remove(&key_id);
                 drop(guard);
@@ -1550,6 +1912,9 @@ impl PoolNode {
                 .tss
                 .discard_presignatures(key_id, Generation(generation.get() - 1));
         }
+        if let Some(ready) = self.inner.presignatures.lock().get_mut(key_id) {
+            ready.retain(|r| r.generation >= generation);
+        }
         // Committed: whoever hears of it may propose the next run of this key at once.
         drop(guard);
         self.emit(PoolEvent::KeyCommitted {
@@ -1575,6 +1940,7 @@ impl PoolNode {
         self.inner
             .tss
             .discard_presignatures(key_id, Generation(u64::MAX));
+        self.inner.presignatures.lock().remove(key_id);
         let held = self.inner.shares.lock().remove(key_id).is_some();
         Ok(existed || held)
     }
@@ -1587,6 +1953,7 @@ impl PoolNode {
             Proposal::Keygen(p) => Box::pin(self.keygen(from, p, false)).await.map(|_| ()),
             Proposal::Sign(p) => Box::pin(self.sign(from, p, false)).await.map(|_| ()),
             Proposal::Reshare(p) => Box::pin(self.reshare(from, p, false)).await.map(|_| ()),
+            Proposal::Presign(p) => Box::pin(self.presign(from, p, false)).await.map(|_| ()),
         };
         if let Err(e) = result {
             tracing::info!(%from, %eid, error = %e, "run proposed by a peer ended without result here");
@@ -1680,6 +2047,12 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                     }
                     Ok(ControlMsg::Abort { eid, reason }) => node.on_abort(from, eid, reason),
                     Ok(ControlMsg::Alive { eid }) => node.on_alive(from, eid),
+                    Ok(ControlMsg::PresignatureStored { id }) => {
+                        if let Some(acked) = node.inner.presign_acks.lock().get_mut(&id) {
+                            acked.insert(from);
+                        }
+                        node.inner.presign_acked.notify_waiters();
+                    }
                     Ok(ControlMsg::CertificateRequest { key_id, generation }) => {
                         let node = node.clone();
                         tokio::spawn(async move {

@@ -43,6 +43,29 @@ pub struct SignProposal {
     pub signers: Vec<NodeId>,
     /// What is to be signed, in the embedder's encoding.
     pub request: Vec<u8>,
+    /// Sign in one round with this presignature (made earlier by a
+    /// [`PresignProposal`] run of exactly `signers`), instead of full interactive
+    /// signing. Each signer refuses an id it does not hold (unknown, used, or made for
+    /// other signers, key or generation) and burns it on use, so it signs at most once;
+    /// and only a [`crate::pool::SigningInput::Message`] (hashed by each signer itself)
+    /// is signed with one, never a digest given as is.
+    pub presignature: Option<ExecutionId>,
+}
+
+/// Make a presignature with `signers`, for a later [`SignProposal`] naming it. Nothing
+/// is signed; each party keeps its part in memory only (never on disk) and drops it on
+/// reshare and restart. The presignature's id is the run's
+/// [`Proposal::run_eid`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresignProposal {
+    /// The run's id.
+    pub eid: ExecutionId,
+    /// The key.
+    pub key_id: KeyId,
+    /// The key generation.
+    pub generation: Generation,
+    /// Exactly the threshold of committee members, in the order every signer uses.
+    pub signers: Vec<NodeId>,
 }
 
 /// Reshare the key to `new_committee`.
@@ -82,6 +105,8 @@ pub enum Proposal {
     Sign(SignProposal),
     /// Resharing to a new committee.
     Reshare(ReshareProposal),
+    /// A presignature for later one-round signing.
+    Presign(PresignProposal),
 }
 
 impl Proposal {
@@ -91,6 +116,7 @@ impl Proposal {
             Proposal::Keygen(p) => p.eid,
             Proposal::Sign(p) => p.eid,
             Proposal::Reshare(p) => p.eid,
+            Proposal::Presign(p) => p.eid,
         }
     }
 
@@ -100,6 +126,7 @@ impl Proposal {
             Proposal::Keygen(p) => &p.key_id,
             Proposal::Sign(p) => &p.key_id,
             Proposal::Reshare(p) => &p.old.key_id,
+            Proposal::Presign(p) => &p.key_id,
         }
     }
 
@@ -125,6 +152,7 @@ impl Proposal {
             Proposal::Keygen(p) => p.committee.members().to_vec(),
             Proposal::Sign(p) => p.signers.clone(),
             Proposal::Reshare(p) => p.request().participants(),
+            Proposal::Presign(p) => p.signers.clone(),
         }
     }
 
@@ -146,9 +174,10 @@ impl Proposal {
         }
         match self {
             Proposal::Keygen(_) => Ok(()),
-            Proposal::Sign(p) => {
-                let distinct: BTreeSet<&NodeId> = p.signers.iter().collect();
-                if distinct.len() != p.signers.len() {
+            Proposal::Sign(SignProposal { signers, .. })
+            | Proposal::Presign(PresignProposal { signers, .. }) => {
+                let distinct: BTreeSet<&NodeId> = signers.iter().collect();
+                if distinct.len() != signers.len() {
                     return Err(bad("signers are not distinct".into()));
                 }
                 Ok(())
@@ -204,6 +233,13 @@ pub enum ControlMsg {
     },
     /// A reshare certificate (self-verifying: the receiver checks every signature).
     Certificate(Box<ReshareCertificate>),
+    /// A signer of presign run `id` (the run's [`Proposal::run_eid`]) stored its part;
+    /// sent to the run's proposer, which offers the presignature for signing only once
+    /// every signer said so.
+    PresignatureStored {
+        /// The presignature.
+        id: ExecutionId,
+    },
     /// A heartbeat of a signing run: the sender has run `eid` in hand (validating or
     /// computing). Sent to the run's other parties every
     /// [`crate::pool::PoolConfig::heartbeat_interval`]; a watched party that sends none for
