@@ -183,10 +183,27 @@ impl BatchDuty {
         p: &SignProposal,
         key: &PublicKeyInfo,
     ) -> std::result::Result<SigningInput, String> {
-        let view = self.l1.latest().await.map_err(|e| e.to_string())?;
+        self.check_batch(proposer, &p.request, key)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// [`BatchDuty::check`] of a bare request, with the typed refusal: what this node's
+    /// validator answers when `proposer` asks it to co-sign `request` now.
+    pub async fn check_batch(
+        &self,
+        proposer: NodeId,
+        request: &[u8],
+        key: &PublicKeyInfo,
+    ) -> std::result::Result<SigningInput, batch::BatchRejection> {
+        let view = self
+            .l1
+            .latest()
+            .await
+            .map_err(|e| batch::BatchRejection::L1(e.to_string()))?;
         let producer = self.producer_at(&view);
         batch::check_request(
-            &p.request,
+            request,
             proposer,
             key,
             &view,
@@ -200,7 +217,6 @@ impl BatchDuty {
             &*self.l2,
         )
         .await
-        .map_err(|e| e.to_string())
     }
 
     /// What `GET /status` shows: the current producer (as last computed by the loop)
