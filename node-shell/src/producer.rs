@@ -38,7 +38,8 @@ pub struct ProducerView {
     pub epoch: u64,
     /// The member allowed to propose it now.
     pub producer: String,
-    /// 0: the epoch's own producer; n: the n-th fallback after n stall windows.
+    /// 0: the epoch's own producer; n: the n-th fallback after n stall windows (after
+    /// the last member, round the order again: level 0 after as many windows as members).
     pub fallback_level: u64,
     /// The first L2 block of the next batch.
     pub next_l2_block: u64,

@@ -13,9 +13,11 @@
 //!
 //! Signer choice: a proposer signs with itself and the next `t - 1` members in committee
 //! order. The stakes are chosen (computed below, from the schedule) so that the epoch's
-//! producer comes right before the first fallback in committee order: the fallback's
-//! signers are then the three members that are up. With signer selection that skips
-//! unreachable members this arrangement is no longer needed, and it does no harm.
+//! producer order is a rotation of committee order: the producer comes right before its
+//! first fallback, so when the producer is down the fallback's signers are the three
+//! members that are up, and when the last member in the order is down the producer's
+//! signers are the three others. With signer selection that skips unreachable members
+//! this arrangement is no longer needed, and it does no harm.
 
 mod common;
 
@@ -112,15 +114,18 @@ struct Scenario {
     schedule: Schedule,
 }
 
-/// Stakes (ETH) for nodes 1..=4, a permutation of 1..=4, such that epoch 0's producer
-/// comes right before its first fallback in committee order (by node id): see the module
-/// docs.
+/// Stakes (ETH, distinct, within the staking contract's 1..=10) for nodes 1..=4 such
+/// that epoch 0's producer order, from the producer on, is committee order (by node id):
+/// each member's default signers (itself and the next two in committee order) are then
+/// the producer and its first fallbacks, never the member that the test stops (see the
+/// module docs).
 fn arranged_stakes(schedule: &Schedule) -> [u64; 4] {
     let mut committee: Vec<NodeId> = (1..=MEMBERS).map(id).collect();
     committee.sort();
     let at = |n: NodeId| committee.iter().position(|m| *m == n).unwrap();
-    for code in 0..256u32 {
-        let stakes: [u64; 4] = std::array::from_fn(|i| u64::from((code >> (2 * i)) & 3) + 1);
+    for code in 0..10_000u32 {
+        let stakes: [u64; 4] =
+            std::array::from_fn(|i| u64::from(code / 10u32.pow(i as u32) % 10) + 1);
         let mut distinct = stakes.to_vec();
         distinct.sort();
         distinct.dedup();
@@ -134,11 +139,12 @@ fn arranged_stakes(schedule: &Schedule) -> [u64; 4] {
             })
             .collect();
         let order = schedule.order(&members, 0);
-        if (at(order[0]) + 1) % committee.len() == at(order[1]) {
+        let first = at(order[0]);
+        if (0..order.len()).all(|i| at(order[i]) == (first + i) % committee.len()) {
             return stakes;
         }
     }
-    panic!("no stake permutation puts the producer right before its fallback");
+    panic!("no stakes make the producer order a rotation of committee order");
 }
 
 /// The value of an unlabelled metric in `node`'s Prometheus page.
@@ -234,11 +240,13 @@ impl Scenario {
         let view = scenario.view().await;
         let order = scenario.order(&view);
         let at = |n: NodeId| committee.iter().position(|m| *m == n).unwrap();
-        assert_eq!(
-            (at(order[0]) + 1) % committee.len(),
-            at(order[1]),
-            "the producer is not right before its fallback in committee order"
-        );
+        for (i, n) in order.iter().enumerate() {
+            assert_eq!(
+                at(*n),
+                (at(order[0]) + i) % committee.len(),
+                "the producer order is not a rotation of committee order"
+            );
+        }
         Some(Mutex::new(scenario))
     }
 
@@ -808,5 +816,85 @@ fn the_stalled_producers_late_proposal_for_the_same_range_is_refused() {
             1,
             "{batches:?}"
         );
+    });
+}
+
+#[test]
+fn the_turn_goes_round_the_order_when_the_last_fallback_is_down() {
+    run(async |sc: &mut Scenario| {
+        // The whole pool is down for longer than every member's window (an outage, or
+        // the members' L1 endpoints unreachable); only the last member in the order
+        // does not come back.
+        let before = sc.view().await;
+        let since = before
+            .stall_clock_start()
+            .expect("the MPC address is registered");
+        assert!(
+            before.height < since + STALL,
+            "a stall is already under way: {before:?}"
+        );
+        let order = sc.order(&before);
+        let n = order.len() as u64;
+        let last = sc.k_of(order[order.len() - 1]);
+        let producer = sc.k_of(order[0]);
+        for k in 1..=MEMBERS {
+            sc.pool.stop(k).await;
+        }
+        sc.mine_to(since + (n - 1) * STALL).await;
+        for k in (1..=MEMBERS).filter(|k| *k != last) {
+            sc.pool.start(k).await;
+        }
+        let up = sc.running();
+        let last_id = id(last).to_hex();
+        sc.wait_status("the last member's turn", &up, |v| {
+            v.producer == last_id && v.fallback_level == n - 1
+        })
+        .await;
+        let inbox = sc.inbox().await.len();
+
+        // One more window: the epoch's producer's turn again, and the pool moves on.
+        sc.mine_to(since + n * STALL).await;
+        let p_id = id(producer).to_hex();
+        let started = Instant::now();
+        let appended = loop {
+            let batches = sc.inbox().await;
+            if let Some(b) = batches
+                .iter()
+                .find(|b| b.first_block == before.next_l2_block)
+            {
+                assert_eq!(batches.len(), inbox + 1, "{batches:?}");
+                break b.clone();
+            }
+            assert!(
+                started.elapsed() < LIMIT,
+                "no batch after {LIMIT:?}; the nodes show {:#?}",
+                up.iter().map(|k| sc.node(*k).status()).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(appended.verified);
+        assert!(appended.l1_block > since + n * STALL);
+        // Sent by the epoch's producer.
+        let started = Instant::now();
+        while sc
+            .node(producer)
+            .status()
+            .last_batch
+            .is_none_or(|s| s.tx_hash != appended.tx_hash)
+        {
+            assert!(
+                started.elapsed() < LIMIT,
+                "{:?}",
+                sc.node(producer).status()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sc.pool.anvil.mine(1).await.unwrap();
+        sc.wait_status("level 0 after the batch", &up, |v| {
+            v.producer == p_id
+                && v.fallback_level == 0
+                && v.next_l2_block == appended.last_block + 1
+        })
+        .await;
     });
 }
