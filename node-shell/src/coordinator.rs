@@ -766,6 +766,12 @@ impl Node {
         &self.inner.metrics
     }
 
+    /// With `[batches]`: this node's batch duties (the producer schedule and the check
+    /// it runs as a follower).
+    pub fn batch_duty(&self) -> Option<&Arc<BatchDuty>> {
+        self.inner.batches.as_ref()
+    }
+
     /// The library's pool node underneath.
     pub fn pool_node(&self) -> &PoolNode {
         &self.inner.pool_node

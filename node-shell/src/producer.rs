@@ -38,7 +38,8 @@ pub struct ProducerView {
     pub epoch: u64,
     /// The member allowed to propose it now.
     pub producer: String,
-    /// 0: the epoch's own producer; n: the n-th fallback after n stall windows.
+    /// 0: the epoch's own producer; n: the n-th fallback after n stall windows (after
+    /// the last member, round the order again: level 0 after as many windows as members).
     pub fallback_level: u64,
     /// The first L2 block of the next batch.
     pub next_l2_block: u64,
@@ -183,10 +184,27 @@ impl BatchDuty {
         p: &SignProposal,
         key: &PublicKeyInfo,
     ) -> std::result::Result<SigningInput, String> {
-        let view = self.l1.latest().await.map_err(|e| e.to_string())?;
+        self.check_batch(proposer, &p.request, key)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// [`BatchDuty::check`] of a bare request, with the typed refusal: what this node's
+    /// validator answers when `proposer` asks it to co-sign `request` now.
+    pub async fn check_batch(
+        &self,
+        proposer: NodeId,
+        request: &[u8],
+        key: &PublicKeyInfo,
+    ) -> std::result::Result<SigningInput, batch::BatchRejection> {
+        let view = self
+            .l1
+            .latest()
+            .await
+            .map_err(|e| batch::BatchRejection::L1(e.to_string()))?;
         let producer = self.producer_at(&view);
         batch::check_request(
-            &p.request,
+            request,
             proposer,
             key,
             &view,
@@ -200,7 +218,6 @@ impl BatchDuty {
             &*self.l2,
         )
         .await
-        .map_err(|e| e.to_string())
     }
 
     /// What `GET /status` shows: the current producer (as last computed by the loop)

@@ -14,9 +14,11 @@
 //!   epoch's producer; level 1 the first fallback, and so on.
 //! - **Failover**: the stall clock starts at the L1 block of the last event that moved
 //!   the pool forward (the last appended batch, or the MPC address registration if that
-//!   is later). At L1 height `h`, the level is `(h - start) / stall_window` (capped at the
-//!   number of members - 1): after one full window without an appended batch the first
-//!   fallback may propose, after two the second, and so on. Only the producer of the
+//!   is later). At L1 height `h`, the level is `(h - start) / stall_window` modulo the
+//!   number of members: after one full window without an appended batch the first
+//!   fallback may propose, after two the second, and so on; after the last member's
+//!   window the turn goes round the order again, so one member that is down cannot
+//!   hold the pool up for good, whichever level it holds. Only the producer of the
 //!   current level is accepted, so a stalled producer that comes back late is refused by
 //!   the followers (and the inbox refuses any range appended twice).
 //!
@@ -116,12 +118,13 @@ impl Schedule {
     }
 
     /// The failover level at L1 height `now` when the stall clock started at L1 block
-    /// `since` (see the module docs), for a pool of `members` members.
+    /// `since` (see the module docs), for a pool of `members` members: one more per
+    /// stall window, round the order again after the last member.
     pub fn level(&self, since: u64, now: u64, members: usize) -> usize {
         let waited = now.saturating_sub(since) / self.stall_window.max(1);
-        usize::try_from(waited)
-            .unwrap_or(usize::MAX)
-            .min(members.saturating_sub(1))
+        let members = u64::try_from(members.max(1)).unwrap_or(u64::MAX);
+        // `waited % members < members`, which came from a usize.
+        (waited % members) as usize
     }
 
     /// The member allowed to propose `epoch`'s next batch at L1 height `now`, the stall
@@ -186,15 +189,31 @@ mod tests {
     }
 
     #[test]
-    fn the_fallback_level_grows_one_per_stall_window_and_stops_at_the_last_member() {
+    fn the_fallback_level_grows_one_per_stall_window_and_goes_round_the_order() {
         let s = schedule();
         assert_eq!(s.level(100, 100, 4), 0);
         assert_eq!(s.level(100, 104, 4), 0);
         assert_eq!(s.level(100, 105, 4), 1);
         assert_eq!(s.level(100, 114, 4), 2);
-        assert_eq!(s.level(100, 10_000, 4), 3);
+        assert_eq!(s.level(100, 119, 4), 3);
+        // After the last member's window, the epoch's producer's turn again: a member
+        // that is down never holds the turn for good.
+        assert_eq!(s.level(100, 120, 4), 0);
+        assert_eq!(s.level(100, 125, 4), 1);
+        assert_eq!(s.level(100, 100 + 5 * 4 * 1_000 + 15, 4), 3);
+        // Every member gets a turn in every round, wherever the view jumps in.
+        for start in 0..40u64 {
+            let levels: std::collections::BTreeSet<usize> = (0..4)
+                .map(|w| s.level(100, 100 + start * 5 + w * 5, 4))
+                .collect();
+            assert_eq!(levels.len(), 4);
+        }
         // A height before the clock start (a stale view) is level 0, never a wrap.
         assert_eq!(s.level(100, 50, 4), 0);
+        // Degenerate pools.
+        assert_eq!(s.level(100, 1_000, 1), 0);
+        assert_eq!(s.level(100, 1_000, 0), 0);
+        assert_eq!(s.level(0, u64::MAX, 7), (u64::MAX / 5 % 7) as usize);
     }
 
     #[test]

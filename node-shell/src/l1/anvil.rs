@@ -136,6 +136,11 @@ impl Anvil {
         &self.accounts
     }
 
+    /// The anvil process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The chain id.
     pub fn chain_id(&self) -> u64 {
         self.chain_id

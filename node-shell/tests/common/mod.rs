@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{Address, FixedBytes, B256, U256};
 use alloy::providers::{DynProvider, Provider};
 use async_trait::async_trait;
-use node_shell::config::{L1Settings, NodeSettings, PrimeSourceConfig, UnlockConfig};
+use node_shell::config::{
+    BatchSettings, L1Settings, NodeSettings, PrimeSourceConfig, UnlockConfig,
+};
 use node_shell::coordinator::SequencerRules;
 use node_shell::devnet::{eth, lock_stake};
 use node_shell::l1::anvil::{Anvil, AnvilOptions};
@@ -36,21 +38,26 @@ pub fn id(k: u8) -> NodeId {
     signer(k).node_id()
 }
 
-/// anvil, or `None` (with a message) when it is not installed and CI is not set.
+/// anvil mining a block every second, or `None` (with a message) when it is not
+/// installed and CI is not set.
 pub fn anvil() -> Option<Anvil> {
+    anvil_with(&AnvilOptions {
+        block_time: Some(1),
+        ..AnvilOptions::default()
+    })
+}
+
+/// anvil started with `opts` (e.g. no block time: blocks only on transactions and
+/// [`Anvil::mine`]), or `None` (with a message) when it is not installed and CI is not
+/// set.
+pub fn anvil_with(opts: &AnvilOptions) -> Option<Anvil> {
     if Anvil::binary().is_none() && std::env::var_os("CI").is_none() {
         eprintln!(
             "SKIPPED: anvil not installed (run `npm ci` in the repository root); CI never skips"
         );
         return None;
     }
-    Some(
-        Anvil::spawn(&AnvilOptions {
-            block_time: Some(1),
-            ..AnvilOptions::default()
-        })
-        .expect("anvil starts"),
-    )
+    Some(Anvil::spawn(opts).expect("anvil starts"))
 }
 
 /// L1 (anvil + contracts) and nodes `1..=max_id` on one in-memory network; node `k`
@@ -67,6 +74,8 @@ pub struct L1Pool {
     pub peers: Vec<NodeId>,
     pub nodes: Vec<Option<(Node, CancellationToken)>>,
     pub l1: L1Settings,
+    /// `[batches]` of the nodes started from now on (`None`: no batches).
+    pub batches: Option<BatchSettings>,
 }
 
 impl L1Pool {
@@ -101,6 +110,7 @@ impl L1Pool {
             peers: (1..=max_id).map(id).collect(),
             nodes: (0..=max_id).map(|_| None).collect(),
             l1,
+            batches: None,
             anvil,
         }
     }
@@ -154,6 +164,7 @@ impl L1Pool {
             index: usize::from(k),
         };
         s.unsafe_raw_digest_signing = true;
+        s.batches = self.batches.clone();
         s
     }
 
@@ -312,6 +323,70 @@ impl L1Pool {
         .await
         .unwrap();
         Rogue { pool_node, key_id }
+    }
+}
+
+/// A sign validator that checks nothing about a batch: it signs the transaction the
+/// request carries (what a producer whose own check is skipped, stale or broken would
+/// do). Keygen and reshare are refused.
+struct SignsItsOwnBatches;
+
+#[async_trait]
+impl ProposalValidator for SignsItsOwnBatches {
+    async fn check_keygen(&self, _: NodeId, _: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
+        Err(Rejection::new("an impostor takes part in no keygen"))
+    }
+    async fn check_sign(
+        &self,
+        _: NodeId,
+        s: &SignProposal,
+        _: &PublicKeyInfo,
+    ) -> Result<SigningInput, Rejection> {
+        node_shell::batch::BatchProposal::decode(&s.request)
+            .map(|b| SigningInput::Message(b.tx.to_vec()))
+            .map_err(|e| Rejection::new(e.to_string()))
+    }
+    async fn check_reshare(
+        &self,
+        _: NodeId,
+        _: &ReshareProposal,
+        _: Option<&PublicKeyInfo>,
+    ) -> Result<Vec<u8>, Rejection> {
+        Err(Rejection::new("an impostor takes part in no reshare"))
+    }
+}
+
+impl L1Pool {
+    /// Stops node `k` and runs, in its place, a bare [`PoolNode`] with node `k`'s
+    /// identity and key share (its keystore) whose own validator signs any batch it is
+    /// asked to (so a batch it proposes reaches the followers unchecked by itself). Shut
+    /// it down ([`PoolNode::shutdown`]) and drop it before starting node `k` again.
+    pub async fn start_impostor(&mut self, k: u8) -> PoolNode {
+        self.stop(k).await;
+        let settings = self.settings(k);
+        let started = Instant::now();
+        let store = loop {
+            match node_shell::keys::open_store(&settings).await {
+                Ok(s) => break s,
+                Err(e) if started.elapsed() < Duration::from_secs(20) => {
+                    eprintln!("node {k}'s keystore: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) => panic!("node {k}'s keystore does not open: {e}"),
+            }
+        };
+        PoolNode::start(
+            PoolConfig::new(self.peers.clone())
+                .with_session_idle_timeout(settings.session_idle_timeout),
+            Arc::new(self.network.endpoint(id(k))),
+            Arc::new(signer(k)),
+            Arc::new(SignsItsOwnBatches),
+            store,
+            Arc::new(tss_core::InsecureTestPrimes::new(usize::from(k))),
+            &[KeyId::new(KEY).unwrap()],
+        )
+        .await
+        .unwrap()
     }
 }
 
