@@ -19,6 +19,7 @@
 //! | `transport.session_idle_timeout_secs` | `120` |
 //! | `pool.signer_silence_seconds` | `5` (a signer that shows no sign of life this long, or whose connection drops, is set aside and another set signs) |
 //! | `pool.sign_attempts` | `3` (signer sets tried per signing request) |
+//! | `pool.presignatures` | `0` (off: every batch is signed with full interactive signing; `n > 0`: this node keeps `n` presignatures of its own ready, so a batch it proposes is signed in one round; see [`crate::coordinator`]) |
 //! | `pool.epoch_seconds` | `60` (wall-clock epochs of `GET /status` without `[batches]`; with it, epochs are spans of L2 blocks) |
 //! | `batches` | absent: the node neither produces nor co-signs batches |
 //! | `batches.epoch_blocks` | `100` |
@@ -446,6 +447,9 @@ pub struct PoolSection {
     /// Signer sets tried per signing request.
     #[serde(default = "default_sign_attempts")]
     pub sign_attempts: usize,
+    /// Presignatures this node keeps ready (0: none).
+    #[serde(default)]
+    pub presignatures: usize,
     /// 32-byte hex seed of the block-producer schedule.
     pub epoch_seed: String,
 }
@@ -577,6 +581,9 @@ pub struct NodeSettings {
     /// Signer sets tried per signing request
     /// ([`tss_core::pool::PoolConfig::sign_attempts`]).
     pub sign_attempts: usize,
+    /// Presignatures this node keeps ready for the requests it proposes (0: none; see
+    /// [`tss_core::pool::PoolNode::fill_presignatures`]).
+    pub presignatures: usize,
     /// Paillier prime source.
     pub primes: PrimeSourceConfig,
     /// Cancelled when the node is to stop: its background loops (control messages, epoch
@@ -618,6 +625,7 @@ impl NodeSettings {
             session_idle_timeout: Duration::from_secs(default_idle()),
             signer_silence: Duration::from_secs(default_signer_silence_seconds()),
             sign_attempts: default_sign_attempts(),
+            presignatures: 0,
             primes: PrimeSourceConfig::Generate,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -878,6 +886,7 @@ impl RunConfig {
                 session_idle_timeout: Duration::from_secs(file.transport.session_idle_timeout_secs),
                 signer_silence: Duration::from_secs(file.pool.signer_silence_seconds),
                 sign_attempts: file.pool.sign_attempts,
+                presignatures: file.pool.presignatures,
                 primes,
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),

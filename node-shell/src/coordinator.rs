@@ -562,6 +562,8 @@ pub struct StatusView {
     /// Members that signing runs proposed by this node found silent, cut off, refusing or
     /// failing in the last minute (they are picked last), most recent first.
     pub unresponsive_members: Vec<UnresponsiveView>,
+    /// Presignatures of this node's own ready for its next requests (`pool.presignatures`).
+    pub presignatures_ready: usize,
 }
 
 /// A member set aside by signing runs this node proposed.
@@ -739,6 +741,10 @@ impl Node {
             node.inner.pool_node.subscribe(),
         ));
         settings.spawn_until_shutdown(epoch_ticker(node.clone()));
+        if settings.presignatures > 0 {
+            settings
+                .spawn_until_shutdown(refill_presignatures(node.clone(), settings.presignatures));
+        }
         settings.spawn_until_shutdown(follow_l1(node.clone()));
         if let Some(duty) = batches {
             settings.spawn_until_shutdown(crate::producer::produce(
@@ -852,6 +858,7 @@ impl Node {
             }
         };
         StatusView {
+            presignatures_ready: self.inner.pool_node.presignatures_ready(&self.inner.key_id),
             batch_producer,
             last_batch,
             unresponsive_members: self
@@ -1223,6 +1230,36 @@ async fn follow_events(node: Node, mut events: tokio::sync::broadcast::Receiver<
             }
             _ => {}
         }
+    }
+}
+
+/// Keeps `target` presignatures of this node's own ready while it holds a share: one
+/// presign run at a time, with this node and `t - 1` live members (the set it would sign
+/// with), so that a batch it proposes is signed in one round. Why this set: a request is
+/// proposed by the node that produces the batch, and a presignature can be spent only
+/// by its own proposer, so each node prepares for its own requests. They live in memory
+/// only; a reshare or a restart drops them and this loop makes new ones.
+async fn refill_presignatures(node: Node, target: usize) {
+    let pool_node = node.inner.pool_node.clone();
+    let key_id = node.inner.key_id.clone();
+    loop {
+        let mut pause = Duration::from_secs(2);
+        if pool_node.share(&key_id).is_some() && pool_node.presignatures_ready(&key_id) < target {
+            match pool_node.propose_presign(&key_id).await {
+                Ok(id) => {
+                    pause = Duration::ZERO;
+                    tracing::debug!(%id, ready = pool_node.presignatures_ready(&key_id), "presignature made");
+                }
+                Err(e) => {
+                    pause = Duration::from_secs(10);
+                    tracing::info!(error = %e, "presignature not made; trying again later");
+                }
+            }
+        }
+        node.inner
+            .metrics
+            .set_presignatures_ready(pool_node.presignatures_ready(&key_id));
+        tokio::time::sleep(pause).await;
     }
 }
 

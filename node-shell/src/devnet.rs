@@ -448,6 +448,9 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         batches.interval_l1_blocks = 3;
         batches.stall_l1_blocks = 40;
         settings.batches = Some(batches);
+        // One presignature of its own ready at each node: the producer signs a batch in
+        // one round, and refills in the background.
+        settings.presignatures = 1;
         settings.shutdown = shutdown.clone();
         settings.tasks = tasks.clone();
         let token =

@@ -18,6 +18,7 @@
 //! | `node_shell_batches_total{stage}` | counter | this node's batches as producer, by stage: `proposed`, `signed`, `submitted`, `included`, `reverted` |
 //! | `node_shell_producer_fallback_level` | gauge | failover level of the current batch's producer (0: the epoch's own producer) |
 //! | `node_shell_producer_stalls_total` | counter | times this node saw the producer schedule move to a fallback (a stall) |
+//! | `node_shell_presignatures_ready` | gauge | presignatures of this node's own ready for its next signing requests |
 //! | `node_shell_signers_skipped_total{member}` | counter | signing runs this node proposed that were abandoned because of `member` (silent, cut off, refusing or failing), so another set signed |
 
 use std::fmt::Write;
@@ -145,6 +146,7 @@ pub struct Metrics {
     fallback_level: U64Gauge,
     stalls: Counter,
     signers_skipped: Family<MemberLabel, Counter>,
+    presignatures_ready: U64Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -255,9 +257,15 @@ impl Metrics {
             "Signing runs proposed here abandoned because of a member (silent, cut off, refusing or failing)",
             signers_skipped.clone(),
         );
+        let presignatures_ready = gauge(
+            &mut registry,
+            "presignatures_ready",
+            "Presignatures of this node's own ready for its next signing requests",
+        );
         Self {
             registry,
             signers_skipped,
+            presignatures_ready,
             batches,
             fallback_level,
             stalls,
@@ -295,6 +303,10 @@ impl Metrics {
     pub fn signature_made(&self, elapsed: Duration) {
         self.signatures.inc();
         self.sign_latency.observe(elapsed.as_secs_f64());
+    }
+    /// How many presignatures of this node's own are ready.
+    pub fn set_presignatures_ready(&self, n: usize) {
+        self.presignatures_ready.set(n as u64);
     }
     /// A signing run this node proposed was abandoned because of `member`.
     pub fn signer_skipped(&self, member: &transport::NodeId) {
@@ -403,6 +415,7 @@ mod tests {
             ("node_shell_producer_fallback_level", "gauge"),
             ("node_shell_producer_stalls_total", "counter"),
             ("node_shell_signers_skipped_total", "counter"),
+            ("node_shell_presignatures_ready", "gauge"),
         ] {
             assert!(
                 text.lines().any(|l| l == format!("# TYPE {name} {kind}")),
