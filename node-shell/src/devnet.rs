@@ -414,8 +414,20 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         t0,
         format!("staking {}", deployment.staking),
     );
+    // The nodes must first see every lock confirmed: a node that starts while the last
+    // lock is still unconfirmed would (rightly) propose keygen for the members confirmed
+    // so far, and the last one could then only join by reshare once the MPC address is
+    // registered, which this demo does after a keygen of all `n`.
+    let locked_at = crate::l1::head(&provider).await?;
+    let confirmations = 1;
+    loop {
+        if crate::l1::head(&provider).await? >= locked_at + confirmations {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let mut l1 = L1Settings::new(anvil.endpoint(), deployment);
-    l1.confirmations = 1;
+    l1.confirmations = confirmations;
     l1.poll_interval = Duration::from_millis(500);
     l1.leader_timeout = Duration::from_secs(90);
     l1.proposal_wait = Duration::from_secs(20);
