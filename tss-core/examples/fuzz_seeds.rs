@@ -134,6 +134,8 @@ fn kind_of(sessions: &BTreeMap<[u8; 32], &'static str>, m: &RecordedMessage) -> 
             ReshareMsg::Echo { .. } => "echo",
             ReshareMsg::Complaint { .. } => "complaint",
             ReshareMsg::Confirm { .. } => "confirm",
+            ReshareMsg::Certificate(_) => "certificate",
+            ReshareMsg::Alive => "alive",
         }),
         _ => decodes::<SigningMsg>(p).map(|m| match m {
             SigningMsg::Round1a(_) => "round1a",
