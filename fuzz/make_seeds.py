@@ -23,7 +23,9 @@ def frame(kind, payload, version=1, session=b"\x09" * 32):
 # postcard ReshareMsg: variant index (LEB128 varint) then fields; [u8; 32] and NodeId are
 # 32 raw bytes, a Vec or byte string is a varint length then its items.
 echo = b"\x02" + b"\xab" * 32
-complaint = b"\x03" + b"\x01" * 32
+# Complaint: Some(echo digest) (0x01 then 32 bytes), dealer, evidence variant 1
+# (InvalidCommitments, no fields).
+complaint = b"\x03" + b"\x01" + b"\xab" * 32 + b"\x01" * 32 + b"\x01"
 confirm = b"\x04" + b"\xcd" * 32
 put("wire_frame", "echo_broadcast", frame(1, echo))
 put("wire_frame", "complaint_broadcast", frame(1, complaint))
@@ -143,7 +145,8 @@ put("protocol_party", "nothing", b"\x00")
 put("protocol_party", "garbage_from_a", b"\x00" + rec(0, 1, b"\xff\x00\x13"))
 put("protocol_party", "wrong_echo_after_honest", b"\x2f" + rec(2, 1, echo) + rec(0, 1, echo) + rec(1, 1, echo))
 put("protocol_party", "complaint_from_c", b"\x2f" + rec(2, 1, complaint))
-put("protocol_party", "share_broadcast_by_a", b"\x00" + rec(0, 1, b"\x01" + b"\x00" * 33))
+# Share: the scalar, then the signature (a byte string: length 64, then its bytes).
+put("protocol_party", "share_broadcast_by_a", b"\x00" + rec(0, 1, b"\x01" + b"\x00" * 33 + b"\x40" + b"\x00" * 64))
 put("protocol_party", "confirm_from_dealer", b"\x3f" + rec(0, 1, confirm))
 put("protocol_party", "equivocating_echo", b"\x3f" + rec(0, 1, echo))
 put("protocol_party", "non_participant", b"\x00" + rec(3, 1, echo))

@@ -21,10 +21,12 @@ use cggmp21::generic_ec::{Point, Scalar};
 use cggmp21::supported_curves::Secp256k1;
 use libfuzzer_sys::fuzz_target;
 use transport::{DeliveryKind, InMemoryNetwork, InboundMessage, NodeId};
-use tss_core::reshare::{commitments_digest, ReshareMsg};
+use tss_core::reshare::{
+    commitments_digest, dealer_commitments_digest, share_signing_bytes, ReshareMsg,
+};
 use tss_core::wire::encode_message;
 use tss_core::{
-    Committee, ExecutionId, Generation, KeyId, PaillierPrimes, PersistShare, PublicKeyInfo,
+    Committee, Ed25519Signer, IdentitySigner, ExecutionId, Generation, KeyId, PaillierPrimes, PersistShare, PublicKeyInfo,
     ReshareRequest, TssNode,
 };
 
@@ -34,8 +36,13 @@ type P = Point<Secp256k1>;
 const PRIMES_JSON: &str = include_str!("../../tss-core/test-data/insecure-test-primes.json");
 const IDLE: Duration = Duration::from_millis(3);
 
+/// Node `k`'s identity key (dealers sign their shares with it).
+fn signer(k: u8) -> Ed25519Signer {
+    Ed25519Signer::from_seed([k; 32])
+}
+
 fn node(k: u8) -> NodeId {
-    NodeId::from_bytes([k; 32])
+    signer(k).node_id()
 }
 
 struct Setup {
@@ -91,12 +98,21 @@ fn setup() -> &'static Setup {
                 let commitments: Vec<P> = coefs.iter().map(|c| g * c).collect();
                 let x = point_of(3); // D's evaluation point
                 let share = coefs.iter().rev().fold(S::zero(), |acc, c| acc * x + c);
+                let dealer = node(j as u8 + 1);
+                let signature = signer(j as u8 + 1).sign(&share_signing_bytes(
+                    &context,
+                    &dealer,
+                    &node(4),
+                    3,
+                    &share,
+                    &dealer_commitments_digest(&dealer, &context, &commitments),
+                ));
                 (
                     ReshareMsg::Commitments {
                         context,
                         commitments,
                     },
-                    ReshareMsg::Share { share },
+                    ReshareMsg::Share { share, signature },
                 )
             })
             .collect::<Vec<_>>();

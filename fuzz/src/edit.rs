@@ -268,10 +268,21 @@ pub fn reshare_samples() -> Vec<Vec<u8>> {
         },
         ReshareMsg::Share {
             share: Scalar::from(123_456_789u64),
+            signature: tss_core::IdentitySignature::from_bytes(vec![0xef; 64]),
         },
         ReshareMsg::Echo { digest: [0xab; 32] },
         ReshareMsg::Complaint {
+            digest: Some([0xab; 32]),
             dealer: NodeId::from_bytes([3; 32]),
+            evidence: tss_core::reshare::ComplaintEvidence::InvalidShare {
+                share: Scalar::from(987_654_321u64),
+                signature: tss_core::IdentitySignature::from_bytes(vec![0x12; 64]),
+            },
+        },
+        ReshareMsg::Complaint {
+            digest: None,
+            dealer: NodeId::from_bytes([3; 32]),
+            evidence: tss_core::reshare::ComplaintEvidence::InvalidMessage,
         },
         ReshareMsg::Confirm {
             signature: tss_core::IdentitySignature::from_bytes(vec![0xcd; 64]),

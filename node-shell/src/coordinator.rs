@@ -1228,6 +1228,14 @@ async fn follow_events(node: Node, mut events: tokio::sync::broadcast::Receiver<
             PoolEvent::Misbehaved { eid, party, reason } => {
                 tracing::warn!(%eid, %party, %reason, "a party misbehaved during a reshare's confirmation (ignored)");
             }
+            PoolEvent::ReshareComplaints {
+                eid,
+                culprits,
+                verdicts,
+            } => {
+                // Verdicts' Debug shows no share (redacted).
+                tracing::warn!(%eid, ?culprits, ?verdicts, "a reshare aborted on judged complaints");
+            }
             _ => {}
         }
     }

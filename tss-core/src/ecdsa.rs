@@ -233,6 +233,10 @@ pub struct TssNode {
     presignatures: Mutex<PresignatureStore>,
     identity: Option<Arc<dyn IdentitySigner>>,
     aux_info_delay: Duration,
+    /// Test hook: reshare runs (by execution id; `None`: every run) in which this node
+    /// misbehaves.
+    #[cfg(feature = "test-hooks")]
+    reshare_faults: Mutex<HashMap<Option<ExecutionId>, crate::reshare::ReshareFault>>,
 }
 
 impl std::fmt::Debug for TssNode {
@@ -253,6 +257,8 @@ impl TssNode {
             presignatures: Mutex::default(),
             identity: None,
             aux_info_delay: Duration::ZERO,
+            #[cfg(feature = "test-hooks")]
+            reshare_faults: Mutex::default(),
         }
     }
 
@@ -288,6 +294,40 @@ impl TssNode {
     pub fn with_aux_info_delay(mut self, delay: Duration) -> Self {
         self.aux_info_delay = delay;
         self
+    }
+
+    /// Test hook (feature `test-hooks`): makes this node misbehave as `fault` says in the
+    /// reshare run `eid` (a dishonest dealer or complainer running otherwise honest code).
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn inject_reshare_fault(&self, eid: ExecutionId, fault: crate::reshare::ReshareFault) {
+        self.reshare_faults.lock().insert(Some(eid), fault);
+    }
+
+    /// Test hook (feature `test-hooks`): [`TssNode::inject_reshare_fault`] for every
+    /// reshare run without a fault of its own (e.g. runs of the pool layer, whose
+    /// execution ids are not known in advance).
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn inject_reshare_fault_in_every_run(&self, fault: crate::reshare::ReshareFault) {
+        self.reshare_faults.lock().insert(None, fault);
+    }
+
+    /// The fault injected for the reshare run `eid` (always `None` without `test-hooks`).
+    pub(crate) fn reshare_fault(&self, eid: &ExecutionId) -> Option<crate::reshare::ReshareFault> {
+        #[cfg(feature = "test-hooks")]
+        {
+            let faults = self.reshare_faults.lock();
+            faults
+                .get(&Some(*eid))
+                .or_else(|| faults.get(&None))
+                .cloned()
+        }
+        #[cfg(not(feature = "test-hooks"))]
+        {
+            let _ = eid;
+            None
+        }
     }
 
     /// Sets how long any session may hear nothing before failing with
@@ -577,6 +617,7 @@ impl TssNode {
                     protocol: ProtocolKind::OnlineSign,
                     culprits: vec![msg.from],
                     reason: "sent two partial signatures".into(),
+                    evidence: Vec::new(),
                 });
             }
             partials.insert(msg.from, theirs);

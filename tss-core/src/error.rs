@@ -94,15 +94,21 @@ pub enum TssError {
         /// Decoder's complaint.
         reason: String,
     },
-    /// Parties misbehaved provably (bad share, bad proof, inconsistent broadcast).
+    /// Parties misbehaved provably (bad share, bad proof, inconsistent broadcast), or a
+    /// reshare complaint could not be resolved (then `culprits` may be empty and
+    /// `evidence` names both sides: see [`crate::reshare`]'s complaint rule).
     #[error("{protocol}: misbehaving parties {culprits:?}: {reason}")]
     Misbehaviour {
         /// The protocol.
         protocol: ProtocolKind,
-        /// The blamed parties.
+        /// The blamed parties: only those proven to have misbehaved.
         culprits: Vec<NodeId>,
         /// What they did.
         reason: String,
+        /// A reshare's judged complaints, with their evidence (empty otherwise): every
+        /// honest party computes the same list, and
+        /// [`crate::reshare::ComplaintVerdict::rejudge`] checks one from the request alone.
+        evidence: Vec<crate::reshare::ComplaintVerdict>,
     },
     /// The CGGMP21 protocol aborted (proof failure, inconsistent broadcast, …).
     #[error("{protocol} aborted: {reason}")]

@@ -9,12 +9,18 @@
 //!    (Lagrange at 0 over the dealers' evaluation points), samples a polynomial `f_j` of
 //!    degree `t' - 1` with `f_j(0) = w_j`, broadcasts Feldman commitments `F_j = f_j·G`
 //!    and sends `f_j(k)` privately to each new member `k`.
+//!    Each share travels with the dealer's signature under its transport identity
+//!    ([`crate::identity::IdentitySigner`], the key that also signs confirmations) of
+//!    [`share_signing_bytes`]: the run's context (execution id, old key facts, dealers,
+//!    new committee), dealer, recipient, the recipient's index, the share and the digest of
+//!    the dealer's commitments. Every dealer therefore needs an identity key.
 //! 2. **Verify and echo.** Everyone checks `F_j(0) = λ_j · X_j` for each dealer (its old
-//!    public share) and `Σ_j F_j(0) = Y` (the public key); new members check their shares
-//!    against the commitments. Everyone then broadcasts a hash of all commitments it saw
-//!    (echo check: a dealer that showed different commitments to different parties is
-//!    caught), or a complaint naming a dealer whose share did not verify. A complaint or
-//!    an echo mismatch aborts the run for everyone with [`TssError::Misbehaviour`].
+//!    public share) and `Σ_j F_j(0) = Y` (the public key); new members check each share's
+//!    signature and the share against the commitments. Everyone then broadcasts a hash of
+//!    all commitments it saw (echo check: a dealer that showed different commitments to
+//!    different parties is caught), either as an echo or inside a complaint against a
+//!    dealer, with evidence (see *Complaints* below). An echo mismatch, or any complaint,
+//!    aborts the run for everyone with [`TssError::Misbehaviour`].
 //! 3. **New shares.** New member `k` sums its shares, `x'_k = Σ_j f_j(k)`; everyone
 //!    computes the new public shares from the commitments. The new committee runs aux-info
 //!    generation (fresh Paillier keys, all proofs checked) and builds CGGMP21 key shares.
@@ -30,6 +36,45 @@
 //!    (say, a joiner sent it a different one) still completes; and a certificate is
 //!    self-verifying, so a member that missed the end can take it from any peer later
 //!    (the pool layer's certificate request).
+//!
+//! # Complaints
+//!
+//! A complaint ([`ReshareMsg::Complaint`]) names one dealer and carries
+//! [`ComplaintEvidence`]:
+//!
+//! - (a) [`ComplaintEvidence::InvalidShare`]: the dealer's *signed* share to the
+//!   complainer, which does not match the dealer's commitments;
+//! - (b) [`ComplaintEvidence::InvalidCommitments`]: the dealer's commitments themselves are
+//!   wrong (context, length, or constant term `≠ λ_j · X_j`);
+//! - (c) [`ComplaintEvidence::NoValidShare`]: the complainer holds no share of the dealer
+//!   with a valid signature (an unsigned or badly signed share cannot be shown to anyone);
+//! - [`ComplaintEvidence::InvalidMessage`]: a message of the dealer did not decode or
+//!   changed (sent by a party that aborts at once, before it saw every commitment).
+//!
+//! After the echo check (so every honest party judges the same commitments), every party
+//! judges every complaint itself, deterministically, in participant order
+//! ([`ComplaintVerdict`], [`Finding`]); nobody takes a complaint on trust:
+//!
+//! - (a) a valid dealer signature over a share that does not verify (or over commitments
+//!   that are themselves wrong) convicts the **dealer**; a signature that does not verify,
+//!   or a share that does, convicts the **complainer** (a false complaint);
+//! - (b) wrong commitments convict the dealer, right ones the complainer;
+//! - (c) and an invalid message are **unresolved**: neither side can prove its story (a
+//!   dealer may have withheld or mangled the share; the complainer may lie). Unless the
+//!   dealer's commitments are wrong (then it is convicted) or the complainer was owed no
+//!   share (a (c) complaint from a party that is not a new member, or from the dealer
+//!   itself, convicts the complainer), the run aborts naming **nobody** in `culprits`; the
+//!   verdict names both as suspects for an operator. Never the dealer alone: otherwise a
+//!   malicious joiner could frame any honest member and block every reshare with it.
+//!   (A justification round, in which the accused dealer publishes the signed share so
+//!   the run can go on, would resolve (c); it is not implemented.)
+//!
+//! A complaint against a party that is not a dealer convicts the complainer. The abort's
+//! [`TssError::Misbehaviour`] lists the convicted parties in `culprits` and every verdict
+//! with its evidence in `evidence`; [`ComplaintVerdict::rejudge`] re-checks a verdict from
+//! the request alone. Honest parties that received the same round-2 messages reach the
+//! same culprit list (a party that sends different round-2 messages to different parties
+//! splits their views, but then no certificate can form and nobody retires a share).
 //!
 //! During the confirmation phase nothing a party receives aborts the run: a frame that
 //! does not decode, a confirmation that does not verify (an equivocating or broken new
@@ -357,8 +402,8 @@ impl ReshareOutcome {
     }
 }
 
-/// Messages of the reshare protocol.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Messages of the reshare protocol. `Debug` never shows a share.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReshareMsg {
     /// Round 1, broadcast by a dealer: Feldman commitments to its polynomial.
     Commitments {
@@ -367,20 +412,28 @@ pub enum ReshareMsg {
         /// `f_j` coefficients times G, constant term first.
         commitments: Vec<Point<Curve>>,
     },
-    /// Round 1, dealer to one new member: `f_j(k)`.
+    /// Round 1, dealer to one new member: `f_j(k)`, signed.
     Share {
         /// The share.
         share: Scalar<Curve>,
+        /// The dealer's identity signature of [`share_signing_bytes`].
+        signature: IdentitySignature,
     },
     /// Round 2, broadcast by everyone: hash of all dealers' commitments.
     Echo {
         /// The hash.
         digest: [u8; 32],
     },
-    /// Round 2 instead of an echo: a dealer's share or commitments did not verify.
+    /// Round 2 instead of an echo: a dealer's share or commitments did not verify (see
+    /// the module docs' *Complaints*).
     Complaint {
+        /// The hash an echo would carry (`None` from a party that aborts before it saw
+        /// every dealer's commitments).
+        digest: Option<[u8; 32]>,
         /// The accused dealer.
         dealer: NodeId,
+        /// Why.
+        evidence: ComplaintEvidence,
     },
     /// Round 3, broadcast by each new member once its share is stored: its identity
     /// signature of the run's [`ReshareStatement`].
@@ -394,13 +447,329 @@ pub enum ReshareMsg {
     Alive,
 }
 
+impl std::fmt::Debug for ReshareMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReshareMsg::Commitments {
+                context,
+                commitments,
+            } => f
+                .debug_struct("Commitments")
+                .field("context", &hex::encode(context))
+                .field("commitments", &commitments.len())
+                .finish(),
+            ReshareMsg::Share { signature, .. } => f
+                .debug_struct("Share")
+                .field("share", &"<redacted>")
+                .field("signature", signature)
+                .finish(),
+            ReshareMsg::Echo { digest } => f
+                .debug_struct("Echo")
+                .field("digest", &hex::encode(digest))
+                .finish(),
+            ReshareMsg::Complaint {
+                digest,
+                dealer,
+                evidence,
+            } => f
+                .debug_struct("Complaint")
+                .field("digest", &digest.map(hex::encode))
+                .field("dealer", dealer)
+                .field("evidence", evidence)
+                .finish(),
+            ReshareMsg::Confirm { signature } => f
+                .debug_struct("Confirm")
+                .field("signature", signature)
+                .finish(),
+            ReshareMsg::Certificate(c) => f.debug_tuple("Certificate").field(c).finish(),
+            ReshareMsg::Alive => f.write_str("Alive"),
+        }
+    }
+}
+
+/// What a [`ReshareMsg::Complaint`] offers against a dealer (module docs, *Complaints*).
+/// `Debug` never shows a share.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub enum ComplaintEvidence {
+    /// (a) The dealer's share to the complainer with the dealer's signature of it
+    /// ([`share_signing_bytes`]); the share does not match the dealer's commitments.
+    InvalidShare {
+        /// The share as received (published: the run aborts, it is never used).
+        share: Scalar<Curve>,
+        /// The dealer's signature as received.
+        signature: IdentitySignature,
+    },
+    /// (b) The dealer's commitments are wrong (every party checks them itself).
+    InvalidCommitments,
+    /// (c) The complainer holds no share of the dealer with a valid signature (none came,
+    /// or its signature did not verify).
+    NoValidShare,
+    /// A message of the dealer did not decode, or the dealer sent two different ones for
+    /// a round: sent by a party that aborts at once. Unverifiable, like (c).
+    InvalidMessage,
+}
+
+impl std::fmt::Debug for ComplaintEvidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ComplaintEvidence::InvalidShare { signature, .. } => f
+                .debug_struct("InvalidShare")
+                .field("share", &"<redacted>")
+                .field("signature", signature)
+                .finish(),
+            ComplaintEvidence::InvalidCommitments => f.write_str("InvalidCommitments"),
+            ComplaintEvidence::NoValidShare => f.write_str("NoValidShare"),
+            ComplaintEvidence::InvalidMessage => f.write_str("InvalidMessage"),
+        }
+    }
+}
+
+/// What every party concludes from one complaint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// The evidence proves the dealer cheated: it is a culprit.
+    DealerCheated,
+    /// The evidence proves the complaint false (forged or valid share, right
+    /// commitments, a complaint against a non-dealer or by a party owed no share): the
+    /// complainer is a culprit.
+    FalseComplaint,
+    /// Neither side can be proven wrong ((c), or an invalid message): nobody is a
+    /// culprit; both are suspects.
+    Unresolved,
+}
+
+/// One judged complaint: who complained about whom, the evidence, the dealer's
+/// commitments as every party echoed them, and the finding. Carried by
+/// [`TssError::Misbehaviour`]'s `evidence` for an operator.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComplaintVerdict {
+    /// The complainer (authenticated by the transport).
+    pub complainer: NodeId,
+    /// The accused dealer.
+    pub dealer: NodeId,
+    /// The complaint's evidence.
+    pub evidence: ComplaintEvidence,
+    /// The context the dealer's commitments carried (zero if it sent none).
+    pub context: [u8; 32],
+    /// The dealer's commitments (empty if it sent none or is no dealer).
+    pub commitments: Vec<Point<Curve>>,
+    /// The finding.
+    pub finding: Finding,
+}
+
+impl ComplaintVerdict {
+    /// The party this verdict convicts, if any.
+    pub fn culprit(&self) -> Option<NodeId> {
+        match self.finding {
+            Finding::DealerCheated => Some(self.dealer),
+            Finding::FalseComplaint => Some(self.complainer),
+            Finding::Unresolved => None,
+        }
+    }
+
+    /// Judges the complaint again from `request` alone (the signature, the share and the
+    /// commitments are all in the verdict): what an operator runs to check the evidence.
+    pub fn rejudge(&self, request: &ReshareRequest) -> Result<Finding> {
+        request.validate()?;
+        Ok(Judge::new(request)?.judge(
+            self.complainer,
+            self.dealer,
+            &self.evidence,
+            &self.context,
+            &self.commitments,
+        ))
+    }
+}
+
+/// Test-only misbehaviour of a reshare party (feature `test-hooks`,
+/// `TssNode::inject_reshare_fault`).
+#[doc(hidden)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReshareFault {
+    /// As a dealer: send this new member a share off by one, validly signed.
+    BadSignedShareTo(NodeId),
+    /// As a dealer: broadcast commitments with a wrong constant term.
+    BadCommitments,
+    /// As a dealer: send this new member its share with a signature that does not verify.
+    UnsignedShareTo(NodeId),
+    /// As a new member: complain against `dealer`, whatever was received.
+    FalseComplaint {
+        /// The accused (the first dealer if this one does not deal in the run).
+        dealer: NodeId,
+        /// With what.
+        evidence: FalseEvidence,
+    },
+}
+
+/// The evidence of a [`ReshareFault::FalseComplaint`].
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FalseEvidence {
+    /// The received share altered, with the dealer's signature of the real one.
+    ForgedShare,
+    /// The received (valid) share and its valid signature.
+    ValidShare,
+    /// "The commitments are wrong".
+    Commitments,
+    /// "No valid share came".
+    NoShare,
+}
+
+/// The bytes a dealer signs for a share ([`ReshareMsg::Share`]): a domain tag, the run's
+/// context digest (execution id, old key facts, dealers, new committee), dealer, recipient,
+/// the recipient's index in the new committee, the share and
+/// [`dealer_commitments_digest`] of the dealer's commitments. Holds the share: zeroized
+/// on drop.
+pub fn share_signing_bytes(
+    context: &[u8; 32],
+    dealer: &NodeId,
+    recipient: &NodeId,
+    recipient_index: u16,
+    share: &Scalar<Curve>,
+    commitments_digest: &[u8; 32],
+) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(200));
+    out.extend_from_slice(b"tss-core/reshare-share/v1");
+    out.extend_from_slice(context);
+    out.extend_from_slice(dealer.as_bytes());
+    out.extend_from_slice(recipient.as_bytes());
+    out.extend_from_slice(&recipient_index.to_be_bytes());
+    out.extend_from_slice(share.to_be_bytes().as_ref());
+    out.extend_from_slice(commitments_digest);
+    out
+}
+
+/// A hash of one dealer's broadcast: its id, the context it carried and its commitments
+/// (bound into its share signatures).
+pub fn dealer_commitments_digest(
+    dealer: &NodeId,
+    context: &[u8; 32],
+    commitments: &[Point<Curve>],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"tss-core/reshare-dealer-commitments/v1");
+    h.update(dealer.as_bytes());
+    h.update(context);
+    h.update((commitments.len() as u64).to_be_bytes());
+    for p in commitments {
+        h.update(p.to_bytes(true).as_ref());
+    }
+    h.finalize().into()
+}
+
+/// What every party needs to check commitments and judge complaints, from the request.
+struct Judge<'a> {
+    request: &'a ReshareRequest,
+    context: [u8; 32],
+    t_new: usize,
+    /// Each dealer's Lagrange coefficient at 0 over the dealers' evaluation points.
+    lambdas: Vec<Scalar<Curve>>,
+    /// Each dealer's expected constant term, `λ_j · X_j`.
+    expected: Vec<Point<Curve>>,
+}
+
+impl<'a> Judge<'a> {
+    fn new(request: &'a ReshareRequest) -> Result<Self> {
+        let (_, old_public_shares) = request.old.points()?;
+        let dealer_indices: Vec<u16> = request
+            .dealers
+            .iter()
+            .map(|d| request.old.committee.require_index(d))
+            .collect::<Result<_>>()?;
+        let dealer_points: Vec<Scalar<Curve>> =
+            dealer_indices.iter().map(|i| point_of(*i)).collect();
+        let lambdas: Vec<Scalar<Curve>> = (0..dealer_points.len())
+            .map(|j| {
+                lagrange_at_zero(j, &dealer_points)
+                    .ok_or_else(|| TssError::InvalidParticipants("repeated dealer".into()))
+            })
+            .collect::<Result<_>>()?;
+        let expected = dealer_indices
+            .iter()
+            .zip(&lambdas)
+            .map(|(i, l)| old_public_shares[usize::from(*i)] * l)
+            .collect();
+        Ok(Self {
+            request,
+            context: request.context_digest(),
+            t_new: usize::from(request.new_committee.threshold()),
+            lambdas,
+            expected,
+        })
+    }
+
+    /// Whether dealer number `j`'s broadcast is right: this run's context, `t'`
+    /// commitments, constant term `λ_j · X_j`.
+    fn commitments_valid(
+        &self,
+        j: usize,
+        context: &[u8; 32],
+        commitments: &[Point<Curve>],
+    ) -> bool {
+        *context == self.context
+            && commitments.len() == self.t_new
+            && commitments[0] == self.expected[j]
+    }
+
+    /// The rule of the module docs' *Complaints*.
+    fn judge(
+        &self,
+        complainer: NodeId,
+        dealer: NodeId,
+        evidence: &ComplaintEvidence,
+        context: &[u8; 32],
+        commitments: &[Point<Curve>],
+    ) -> Finding {
+        let Some(j) = self.request.dealers.iter().position(|d| *d == dealer) else {
+            return Finding::FalseComplaint;
+        };
+        let commitments_ok = self.commitments_valid(j, context, commitments);
+        let recipient = self
+            .request
+            .new_committee
+            .index_of(&complainer)
+            .filter(|_| complainer != dealer);
+        match evidence {
+            ComplaintEvidence::InvalidCommitments if commitments_ok => Finding::FalseComplaint,
+            ComplaintEvidence::InvalidCommitments => Finding::DealerCheated,
+            ComplaintEvidence::InvalidShare { share, signature } => {
+                let Some(k) = recipient else {
+                    return Finding::FalseComplaint;
+                };
+                let bytes = share_signing_bytes(
+                    &self.context,
+                    &dealer,
+                    &complainer,
+                    k,
+                    share,
+                    &dealer_commitments_digest(&dealer, context, commitments),
+                );
+                if !verify_identity_signature(&dealer, &bytes, signature) {
+                    Finding::FalseComplaint
+                } else if !commitments_ok
+                    || Point::generator() * share != eval_commitments(commitments, &point_of(k))
+                {
+                    Finding::DealerCheated
+                } else {
+                    Finding::FalseComplaint
+                }
+            }
+            _ if !commitments_ok => Finding::DealerCheated,
+            ComplaintEvidence::NoValidShare if recipient.is_none() => Finding::FalseComplaint,
+            ComplaintEvidence::NoValidShare | ComplaintEvidence::InvalidMessage => {
+                Finding::Unresolved
+            }
+        }
+    }
+}
+
 /// Receives and sorts reshare messages, checking that each comes from a party allowed to
 /// send it, the right way (broadcast or direct).
 struct Inbox {
     channel: SessionInbox,
     out: SessionOutbox,
     commitments: HashMap<NodeId, ([u8; 32], Vec<Point<Curve>>)>,
-    shares: HashMap<NodeId, Scalar<Curve>>,
+    shares: HashMap<NodeId, (Scalar<Curve>, IdentitySignature)>,
     round2: HashMap<NodeId, ReshareMsg>,
     /// Confirmation-phase messages that arrived before this party got there.
     later: Vec<(NodeId, ReshareMsg)>,
@@ -413,6 +782,7 @@ fn misbehaviour(culprits: Vec<NodeId>, reason: impl Into<String>) -> TssError {
         protocol: ProtocolKind::Reshare,
         culprits,
         reason: reason.into(),
+        evidence: Vec::new(),
     }
 }
 
@@ -456,8 +826,8 @@ impl Inbox {
             } if is_dealer && broadcast => {
                 insert(&mut self.commitments, from, (context, commitments))
             }
-            ReshareMsg::Share { share } if is_dealer && !broadcast => {
-                insert(&mut self.shares, from, share)
+            ReshareMsg::Share { share, signature } if is_dealer && !broadcast => {
+                insert(&mut self.shares, from, (share, signature))
             }
             m @ (ReshareMsg::Echo { .. } | ReshareMsg::Complaint { .. }) if broadcast => {
                 insert(&mut self.round2, from, m)
@@ -476,6 +846,41 @@ impl Inbox {
                 format!("unexpected message {}", message_name(&other)),
             )),
         }
+    }
+}
+
+/// The abort after judged complaints: the convicted parties as culprits, every verdict as
+/// evidence.
+fn complaints_error(verdicts: Vec<ComplaintVerdict>) -> TssError {
+    let mut culprits: Vec<NodeId> = verdicts.iter().filter_map(|v| v.culprit()).collect();
+    culprits.sort();
+    culprits.dedup();
+    let describe = |finding: Finding| -> Vec<String> {
+        verdicts
+            .iter()
+            .filter(|v| v.finding == finding)
+            .map(|v| format!("{} against {}", v.complainer, v.dealer))
+            .collect()
+    };
+    let mut parts = Vec::new();
+    for (finding, what) in [
+        (Finding::DealerCheated, "dealer convicted"),
+        (Finding::FalseComplaint, "false complaint"),
+        (
+            Finding::Unresolved,
+            "unresolved (no culprit, both suspected)",
+        ),
+    ] {
+        let found = describe(finding);
+        if !found.is_empty() {
+            parts.push(format!("{what}: {}", found.join(", ")));
+        }
+    }
+    TssError::Misbehaviour {
+        protocol: ProtocolKind::Reshare,
+        culprits,
+        reason: format!("reshare complaints: {}", parts.join("; ")),
+        evidence: verdicts,
     }
 }
 
@@ -554,20 +959,13 @@ impl TssNode {
         let is_dealer = dealers.contains(&me);
         let new_index = request.new_committee.index_of(&me);
         let context = request.context_digest();
-        let (y, old_public_shares) = request.old.points()?;
+        let (y, _) = request.old.points()?;
         let t_new = usize::from(request.new_committee.threshold());
+        let fault = self.reshare_fault(&request.eid);
 
         // Dealers' Lagrange coefficients and expected constant terms λ_j · X_j.
-        let dealer_points: Vec<Scalar<Curve>> = dealers
-            .iter()
-            .map(|d| request.old.committee.require_index(d).map(point_of))
-            .collect::<Result<_>>()?;
-        let lambdas: Vec<Scalar<Curve>> = (0..dealers.len())
-            .map(|j| {
-                lagrange_at_zero(j, &dealer_points)
-                    .ok_or_else(|| TssError::InvalidParticipants("repeated dealer".into()))
-            })
-            .collect::<Result<_>>()?;
+        let judge = Judge::new(request)?;
+        let lambdas = &judge.lambdas;
 
         let (channel, out) = self.open(&request.eid, &participants)?.split();
         let mut inbox = Inbox {
@@ -590,14 +988,23 @@ impl TssNode {
                     "old share does not match the request's key generation".into(),
                 ));
             }
+            let identity = self.identity().cloned().ok_or_else(|| {
+                TssError::InvalidParticipants(
+                    "a dealer needs an identity key to sign its shares".into(),
+                )
+            })?;
             let j = dealers.iter().position(|d| *d == me).unwrap_or_default();
             let mut rng = ChaCha20Rng::from_entropy();
             let x_j: &Scalar<Curve> = share.inner.x.as_ref();
             let mut w = lambdas[j] * x_j;
             let mut coefs: Vec<SecretScalar<Curve>> = vec![SecretScalar::new(&mut w)];
             coefs.extend((1..t_new).map(|_| SecretScalar::random(&mut rng)));
-            let commitments: Vec<Point<Curve>> =
+            let mut commitments: Vec<Point<Curve>> =
                 coefs.iter().map(|c| Point::generator() * c).collect();
+            if fault == Some(ReshareFault::BadCommitments) {
+                commitments[0] += Point::generator().to_point();
+            }
+            let own_digest = dealer_commitments_digest(&me, &context, &commitments);
             send(
                 &inbox.out,
                 Destination::Broadcast,
@@ -614,12 +1021,32 @@ impl TssNode {
                     value = value * x + c.as_ref();
                 }
                 if *member == me {
-                    inbox.shares.insert(me, value);
+                    // Never checked against a signature (see the verification below).
+                    inbox
+                        .shares
+                        .insert(me, (value, IdentitySignature::from_bytes(Vec::new())));
                 } else {
+                    if fault == Some(ReshareFault::BadSignedShareTo(*member)) {
+                        value += Scalar::<Curve>::one();
+                    }
+                    let mut signature = identity.sign(&share_signing_bytes(
+                        &context,
+                        &me,
+                        member,
+                        k as u16,
+                        &value,
+                        &own_digest,
+                    ));
+                    if fault == Some(ReshareFault::UnsignedShareTo(*member)) {
+                        signature = IdentitySignature::from_bytes(vec![0; 64]);
+                    }
                     send(
                         &inbox.out,
                         Destination::Direct(*member),
-                        &ReshareMsg::Share { share: value },
+                        &ReshareMsg::Share {
+                            share: value,
+                            signature,
+                        },
                     )?;
                 }
             }
@@ -641,7 +1068,11 @@ impl TssNode {
                     let _ = send(
                         &inbox.out,
                         Destination::Broadcast,
-                        &ReshareMsg::Complaint { dealer },
+                        &ReshareMsg::Complaint {
+                            digest: None,
+                            dealer,
+                            evidence: ComplaintEvidence::InvalidMessage,
+                        },
                     );
                 }
                 return Err(e);
@@ -650,24 +1081,60 @@ impl TssNode {
 
         // Verify public parts (everyone) and own shares (new members).
         let mut sum = Point::<Curve>::zero();
-        let mut complaint = None;
+        let mut complaint: Option<(NodeId, ComplaintEvidence)> = None;
         for (j, dealer) in dealers.iter().enumerate() {
             let (their_context, commitments) = &inbox.commitments[dealer];
-            let old_index = usize::from(request.old.committee.require_index(dealer)?);
-            if *their_context != context
-                || commitments.len() != t_new
-                || commitments[0] != old_public_shares[old_index] * lambdas[j]
-            {
-                complaint.get_or_insert(*dealer);
+            if !judge.commitments_valid(j, their_context, commitments) {
+                complaint.get_or_insert((*dealer, ComplaintEvidence::InvalidCommitments));
                 continue;
             }
             sum += commitments[0];
             if let Some(k) = new_index {
+                let (share, signature) = &inbox.shares[dealer];
+                let signed = *dealer == me || {
+                    let bytes = share_signing_bytes(
+                        &context,
+                        dealer,
+                        &me,
+                        k,
+                        share,
+                        &dealer_commitments_digest(dealer, their_context, commitments),
+                    );
+                    verify_identity_signature(dealer, &bytes, signature)
+                };
                 let expected = eval_commitments(commitments, &point_of(k));
-                if Point::generator() * inbox.shares[dealer] != expected {
-                    complaint.get_or_insert(*dealer);
+                if !signed {
+                    complaint.get_or_insert((*dealer, ComplaintEvidence::NoValidShare));
+                } else if Point::generator() * share != expected {
+                    complaint.get_or_insert((
+                        *dealer,
+                        ComplaintEvidence::InvalidShare {
+                            share: *share,
+                            signature: signature.clone(),
+                        },
+                    ));
                 }
             }
+        }
+        if let Some(ReshareFault::FalseComplaint { dealer, evidence }) = &fault {
+            let dealer = if dealers.contains(dealer) {
+                dealer
+            } else {
+                &dealers[0]
+            };
+            let (share, signature) = inbox.shares.get(dealer).cloned().ok_or_else(|| {
+                TssError::InvalidParticipants("a false complaint needs a share".into())
+            })?;
+            let evidence = match evidence {
+                FalseEvidence::ForgedShare => ComplaintEvidence::InvalidShare {
+                    share: share + Scalar::<Curve>::one(),
+                    signature,
+                },
+                FalseEvidence::ValidShare => ComplaintEvidence::InvalidShare { share, signature },
+                FalseEvidence::Commitments => ComplaintEvidence::InvalidCommitments,
+                FalseEvidence::NoShare => ComplaintEvidence::NoValidShare,
+            };
+            complaint = Some((*dealer, evidence));
         }
         if complaint.is_none() && sum != y {
             // Every constant term matched λ_j·X_j, so the old public shares themselves are
@@ -680,7 +1147,11 @@ impl TssNode {
         // Round 2: echo the commitments (or complain).
         let digest = echo_digest(&dealers, &inbox.commitments);
         let round2 = match complaint {
-            Some(dealer) => ReshareMsg::Complaint { dealer },
+            Some((dealer, evidence)) => ReshareMsg::Complaint {
+                digest: Some(digest),
+                dealer,
+                evidence,
+            },
             None => ReshareMsg::Echo { digest },
         };
         send(&inbox.out, Destination::Broadcast, &round2)?;
@@ -688,26 +1159,19 @@ impl TssNode {
         while inbox.round2.len() < participants.len() {
             inbox.next(&dealers).await?;
         }
-        let mut accused: Vec<NodeId> = inbox
-            .round2
-            .values()
-            .filter_map(|m| match m {
-                ReshareMsg::Complaint { dealer } => Some(*dealer),
-                _ => None,
-            })
-            .collect();
-        if !accused.is_empty() {
-            accused.sort();
-            accused.dedup();
-            return Err(misbehaviour(
-                accused,
-                "dealer's share or commitments did not verify",
-            ));
-        }
+        // Echo check first: complaints are judged on commitments every party agrees on.
         let mut mismatched: Vec<NodeId> = inbox
             .round2
             .iter()
-            .filter(|(_, m)| !matches!(m, ReshareMsg::Echo { digest: d } if *d == digest))
+            .filter(|(_, m)| match m {
+                ReshareMsg::Echo { digest: d }
+                | ReshareMsg::Complaint {
+                    digest: Some(d), ..
+                } => *d != digest,
+                // Sent by a party that aborted before it saw every commitment: judged below.
+                ReshareMsg::Complaint { digest: None, .. } => false,
+                _ => true,
+            })
             .map(|(n, _)| *n)
             .collect();
         if !mismatched.is_empty() {
@@ -716,6 +1180,31 @@ impl TssNode {
                 mismatched,
                 "echo check failed: parties saw different commitments",
             ));
+        }
+        // Every complaint is judged here, by every party, on its evidence.
+        let verdicts: Vec<ComplaintVerdict> = participants
+            .iter()
+            .filter_map(|p| match inbox.round2.get(p) {
+                Some(ReshareMsg::Complaint {
+                    dealer, evidence, ..
+                }) => {
+                    let (context, commitments) =
+                        inbox.commitments.get(dealer).cloned().unwrap_or_default();
+                    let finding = judge.judge(*p, *dealer, evidence, &context, &commitments);
+                    Some(ComplaintVerdict {
+                        complainer: *p,
+                        dealer: *dealer,
+                        evidence: evidence.clone(),
+                        context,
+                        commitments,
+                        finding,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        if !verdicts.is_empty() {
+            return Err(complaints_error(verdicts));
         }
 
         // New public shares, from the commitments.
@@ -765,7 +1254,7 @@ impl TssNode {
                     "a new member needs an identity key to sign its confirmation".into(),
                 )
             })?;
-            let mut x: Scalar<Curve> = dealers.iter().map(|d| inbox.shares[d]).sum();
+            let mut x: Scalar<Curve> = dealers.iter().map(|d| inbox.shares[d].0).sum();
             inbox.shares.clear();
             let x = NonZero::from_secret_scalar(SecretScalar::new(&mut x))
                 .ok_or_else(|| TssError::InvalidKeyShare("new share is zero".into()))?;

@@ -202,10 +202,21 @@ mod tests {
             },
             ReshareMsg::Share {
                 share: Scalar::from(123_456_789u64),
+                signature: crate::identity::IdentitySignature::from_bytes(vec![0xef; 64]),
             },
             ReshareMsg::Echo { digest: [0xab; 32] },
             ReshareMsg::Complaint {
+                digest: Some([0xab; 32]),
                 dealer: NodeId::from_bytes([3; 32]),
+                evidence: crate::reshare::ComplaintEvidence::InvalidShare {
+                    share: Scalar::from(987_654_321u64),
+                    signature: crate::identity::IdentitySignature::from_bytes(vec![0x12; 64]),
+                },
+            },
+            ReshareMsg::Complaint {
+                digest: None,
+                dealer: NodeId::from_bytes([3; 32]),
+                evidence: crate::reshare::ComplaintEvidence::NoValidShare,
             },
             ReshareMsg::Confirm {
                 signature: crate::identity::IdentitySignature::from_bytes(vec![0xcd; 64]),
@@ -265,11 +276,17 @@ mod tests {
         // fuzz seeds (fuzz/make_seeds.py) are written in.
         let echo = encode_message(&ReshareMsg::Echo { digest: [0xab; 32] }).unwrap();
         assert_eq!(echo, [&[2u8][..], &[0xab; 32]].concat());
+        // An `Option` is a 0/1 byte then the value; an enum variant its index.
         let complaint = encode_message(&ReshareMsg::Complaint {
+            digest: Some([0xab; 32]),
             dealer: NodeId::from_bytes([1; 32]),
+            evidence: crate::reshare::ComplaintEvidence::InvalidCommitments,
         })
         .unwrap();
-        assert_eq!(complaint, [&[3u8][..], &[1; 32]].concat());
+        assert_eq!(
+            complaint,
+            [&[3u8, 1][..], &[0xab; 32], &[1; 32], &[1]].concat()
+        );
     }
 
     #[test]

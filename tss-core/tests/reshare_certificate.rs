@@ -22,7 +22,7 @@ use tss_core::pool::{
     PoolNode, ProposalValidator, Rejection, ReshareProposal, ShareStore, SignProposal,
     SigningInput,
 };
-use tss_core::reshare::ReshareMsg;
+use tss_core::reshare::{FalseEvidence, Finding, ReshareFault, ReshareMsg};
 use tss_core::wire::{decode_message, encode_message};
 use tss_core::{
     Committee, Generation, IdentitySigner, InsecureTestPrimes, KeyId, PersistShare, PublicKeyInfo,
@@ -665,4 +665,93 @@ async fn a_run_past_its_deadline_fails_however_long_the_idle_timeout() {
         "{result:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_false_complaint_in_a_pool_reshare_blames_the_joiner_and_keeps_the_old_generation() {
+    // The joiner (node 4) complains against dealer 1 with the valid share it received
+    // and its valid signature (test hook). Every honest member judges the evidence itself,
+    // convicts the joiner (never the dealer), and stays on generation 0.
+    let pool = pool(
+        "false-complaint",
+        vec![None, None, None, None],
+        Duration::from_secs(120),
+    )
+    .await;
+    let (dealer, joiner) = (pool.ids[0], pool.ids[3]);
+    pool.nodes[3]
+        .tss()
+        .inject_reshare_fault_in_every_run(ReshareFault::FalseComplaint {
+            dealer,
+            evidence: FalseEvidence::ValidShare,
+        });
+    let mut events: Vec<_> = pool.nodes[..3].iter().map(|n| n.subscribe()).collect();
+    let result = pool.nodes[1]
+        .propose_reshare(
+            &pool.key,
+            Committee::two_thirds(pool.ids.clone()).unwrap(),
+            Some(vec![pool.ids[0], pool.ids[1]]),
+            b"pool v2".to_vec(),
+        )
+        .await;
+    assert!(result.is_err(), "the reshare aborts: {result:?}");
+    let mut judged = 0;
+    for (i, events) in events.iter_mut().enumerate() {
+        // Until this node's reshare run finished: its judged complaints, and how it ended.
+        let mut complaints = Vec::new();
+        let aborted_by = wait_event(events, |e| match e {
+            PoolEvent::ReshareComplaints {
+                culprits, verdicts, ..
+            } => {
+                complaints.push((culprits.clone(), verdicts.clone()));
+                None
+            }
+            PoolEvent::RunFinished {
+                protocol: tss_core::ProtocolKind::Reshare,
+                error,
+                aborted_by,
+                ..
+            } => {
+                assert!(error.is_some(), "node {} did not fail", i + 1);
+                Some(*aborted_by)
+            }
+            _ => None,
+        })
+        .await;
+        for (culprits, verdicts) in &complaints {
+            assert_eq!(
+                *culprits,
+                vec![joiner],
+                "node {} convicts the joiner",
+                i + 1
+            );
+            assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+            assert_eq!(
+                (verdicts[0].complainer, verdicts[0].dealer),
+                (joiner, dealer)
+            );
+            assert_eq!(verdicts[0].finding, Finding::FalseComplaint);
+        }
+        // A node that another party's abort reached first did not judge by itself.
+        assert!(
+            !complaints.is_empty() || aborted_by.is_some(),
+            "node {} neither judged nor was aborted",
+            i + 1
+        );
+        judged += usize::from(!complaints.is_empty());
+    }
+    assert!(judged > 0, "some honest member judged the complaint");
+    for i in 0..3 {
+        assert_eq!(
+            pool.stores[i].active_generation(&pool.key),
+            Some(Generation(0))
+        );
+        assert_eq!(pool.stores[i].generations(&pool.key), vec![Generation(0)]);
+    }
+    assert_eq!(pool.stores[3].active_generation(&pool.key), None);
+    assert!(pool.stores[3]
+        .load_pending(&pool.key)
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -108,15 +108,42 @@ fn reshare_msg() -> impl Strategy<Value = ReshareMsg> {
                 commitments
             }
         ),
-        scalar().prop_map(|share| ReshareMsg::Share { share }),
-        any::<[u8; 32]>().prop_map(|digest| ReshareMsg::Echo { digest }),
-        any::<[u8; 32]>().prop_map(|b| ReshareMsg::Complaint {
-            dealer: NodeId::from_bytes(b)
+        (scalar(), prop::collection::vec(any::<u8>(), 0..80)).prop_map(|(share, sig)| {
+            ReshareMsg::Share {
+                share,
+                signature: tss_core::identity::IdentitySignature::from_bytes(sig),
+            }
         }),
+        any::<[u8; 32]>().prop_map(|digest| ReshareMsg::Echo { digest }),
+        (
+            any::<Option<[u8; 32]>>(),
+            any::<[u8; 32]>(),
+            complaint_evidence()
+        )
+            .prop_map(|(digest, b, evidence)| ReshareMsg::Complaint {
+                digest,
+                dealer: NodeId::from_bytes(b),
+                evidence,
+            }),
         prop::collection::vec(any::<u8>(), 0..80).prop_map(|b| ReshareMsg::Confirm {
             signature: tss_core::identity::IdentitySignature::from_bytes(b)
         }),
         Just(ReshareMsg::Alive),
+    ]
+}
+
+fn complaint_evidence() -> impl Strategy<Value = tss_core::reshare::ComplaintEvidence> {
+    use tss_core::reshare::ComplaintEvidence;
+    prop_oneof![
+        (scalar(), prop::collection::vec(any::<u8>(), 0..80)).prop_map(|(share, sig)| {
+            ComplaintEvidence::InvalidShare {
+                share,
+                signature: tss_core::identity::IdentitySignature::from_bytes(sig),
+            }
+        }),
+        Just(ComplaintEvidence::InvalidCommitments),
+        Just(ComplaintEvidence::NoValidShare),
+        Just(ComplaintEvidence::InvalidMessage),
     ]
 }
 

@@ -239,6 +239,20 @@ pub enum PoolEvent {
         /// What it sent.
         reason: String,
     },
+    /// A reshare aborted here on complaints (round 2), each judged by this node on its
+    /// evidence (see [`crate::reshare`]'s complaint rule): `culprits` are the parties the
+    /// evidence convicts (possibly none: an unresolved complaint names no culprit), and
+    /// `verdicts` keep the evidence for an operator
+    /// ([`crate::reshare::ComplaintVerdict::rejudge`] re-checks one). The run's
+    /// [`PoolEvent::RunFinished`] follows with the error.
+    ReshareComplaints {
+        /// The run.
+        eid: ExecutionId,
+        /// The convicted parties.
+        culprits: Vec<NodeId>,
+        /// Every judged complaint, with its evidence.
+        verdicts: Vec<crate::reshare::ComplaintVerdict>,
+    },
     /// This node asked its peers for the certificate of a pending generation (after a
     /// reshare that ended here without one, or at start).
     CertificateRequested {
@@ -1676,7 +1690,21 @@ impl PoolNode {
                     primes,
                     persist,
                 ))
-                .await?;
+                .await
+                .inspect_err(|e| {
+                    if let TssError::Misbehaviour {
+                        culprits, evidence, ..
+                    } = e
+                    {
+                        if !evidence.is_empty() {
+                            self.emit(PoolEvent::ReshareComplaints {
+                                eid: p.eid,
+                                culprits: culprits.clone(),
+                                verdicts: evidence.clone(),
+                            });
+                        }
+                    }
+                })?;
                 for fault in &outcome.faults {
                     self.emit(PoolEvent::Misbehaved {
                         eid: p.eid,
