@@ -695,7 +695,6 @@ async fn a_false_complaint_in_a_pool_reshare_blames_the_joiner_and_keeps_the_old
         )
         .await;
     assert!(result.is_err(), "the reshare aborts: {result:?}");
-    let mut judged = 0;
     for (i, events) in events.iter_mut().enumerate() {
         // Until this node's reshare run finished: its judged complaints, and how it ended.
         let mut complaints = Vec::new();
@@ -732,15 +731,16 @@ async fn a_false_complaint_in_a_pool_reshare_blames_the_joiner_and_keeps_the_old
             );
             assert_eq!(verdicts[0].finding, Finding::FalseComplaint);
         }
-        // A node that another party's abort reached first did not judge by itself.
+        // A node that another party's abort reached first (the joiner's own, after it
+        // judged its complaint false, or an honest member's) did not judge by itself: the
+        // abort can win the race against the last round-2 message. Whoever judged
+        // convicted the joiner (above); nobody convicted the dealer.
         assert!(
             !complaints.is_empty() || aborted_by.is_some(),
             "node {} neither judged nor was aborted",
             i + 1
         );
-        judged += usize::from(!complaints.is_empty());
     }
-    assert!(judged > 0, "some honest member judged the complaint");
     for i in 0..3 {
         assert_eq!(
             pool.stores[i].active_generation(&pool.key),
