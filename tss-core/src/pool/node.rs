@@ -1310,6 +1310,43 @@ impl PoolNode {
         Box::pin(self.presign(me, proposal, true)).await
     }
 
+    /// The checks of a sign or presign proposal's signer set: this node holds `key_id` at
+    /// `generation`, and `signers` are exactly the threshold of committee members. Returns
+    /// this node's share.
+    fn signer_set_share(
+        &self,
+        proposer: NodeId,
+        key_id: &KeyId,
+        generation: Generation,
+        signers: &[NodeId],
+    ) -> Result<Arc<KeyShare>> {
+        let bad = |reason: String| TssError::InvalidProposal {
+            from: proposer,
+            reason,
+        };
+        let share = self
+            .share(key_id)
+            .ok_or_else(|| bad(format!("{} holds no share of {key_id}", self.inner.me)))?;
+        if share.generation() != generation {
+            return Err(bad(format!(
+                "generation {generation} proposed, this node holds {}",
+                share.generation()
+            )));
+        }
+        let committee = share.committee();
+        if signers.len() != usize::from(committee.threshold()) {
+            return Err(bad(format!(
+                "{} signers proposed, the threshold is {}",
+                signers.len(),
+                committee.threshold()
+            )));
+        }
+        if let Some(outsider) = signers.iter().find(|s| committee.index_of(s).is_none()) {
+            return Err(bad(format!("signer {outsider} is not a committee member")));
+        }
+        Ok(share)
+    }
+
     async fn presign(
         &self,
         proposer: NodeId,
@@ -1333,27 +1370,7 @@ impl PoolNode {
                 from: proposer,
                 reason,
             };
-            let share = self
-                .share(&p.key_id)
-                .ok_or_else(|| bad(format!("{me} holds no share of {}", p.key_id)))?;
-            if share.generation() != p.generation {
-                return Err(bad(format!(
-                    "generation {} proposed, this node holds {}",
-                    p.generation,
-                    share.generation()
-                )));
-            }
-            let committee = share.committee();
-            if p.signers.len() != usize::from(committee.threshold()) {
-                return Err(bad(format!(
-                    "{} signers proposed, the threshold is {}",
-                    p.signers.len(),
-                    committee.threshold()
-                )));
-            }
-            if let Some(outsider) = p.signers.iter().find(|s| committee.index_of(s).is_none()) {
-                return Err(bad(format!("signer {outsider} is not a committee member")));
-            }
+            let share = self.signer_set_share(proposer, &p.key_id, p.generation, &p.signers)?;
             let held = self.inner.tss.presignatures_ready(&p.key_id);
             if held >= self.inner.max_presignatures {
                 return Err(bad(format!(
@@ -1464,27 +1481,7 @@ impl PoolNode {
                 from: proposer,
                 reason,
             };
-            let share = self
-                .share(&p.key_id)
-                .ok_or_else(|| bad(format!("{} holds no share of {}", self.inner.me, p.key_id)))?;
-            if share.generation() != p.generation {
-                return Err(bad(format!(
-                    "generation {} proposed, this node holds {}",
-                    p.generation,
-                    share.generation()
-                )));
-            }
-            let committee = share.committee();
-            if p.signers.len() != usize::from(committee.threshold()) {
-                return Err(bad(format!(
-                    "{} signers proposed, the threshold is {}",
-                    p.signers.len(),
-                    committee.threshold()
-                )));
-            }
-            if let Some(outsider) = p.signers.iter().find(|s| committee.index_of(s).is_none()) {
-                return Err(bad(format!("signer {outsider} is not a committee member")));
-            }
+            let share = self.signer_set_share(proposer, &p.key_id, p.generation, &p.signers)?;
             let input = self
                 .inner
                 .validator
