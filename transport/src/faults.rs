@@ -25,7 +25,12 @@ pub enum Fault {
     /// Flip one byte of each payload (at a random position).
     Corrupt,
     /// Send a different (corrupted) version of each broadcast to the recipients listed.
+    /// One random byte is flipped, so the copy may or may not still decode.
     EquivocateBroadcastTo(Vec<NodeId>),
+    /// Send the recipients listed a copy of each broadcast with one byte appended: a
+    /// version a strict decoder always rejects (deterministic, unlike
+    /// [`Fault::EquivocateBroadcastTo`]).
+    GarbleBroadcastTo(Vec<NodeId>),
     /// Flip the lowest bit of the last byte of every direct message to this node (a
     /// deterministic "wrong value" for a private share, still well-formed).
     CorruptDirectTo(NodeId),
@@ -130,6 +135,11 @@ impl SessionSender for FaultySender {
                     if kind == DeliveryKind::Broadcast && nodes.contains(&to) =>
                 {
                     corrupt(&mut payload)
+                }
+                Fault::GarbleBroadcastTo(nodes)
+                    if kind == DeliveryKind::Broadcast && nodes.contains(&to) =>
+                {
+                    payload.push(0x5a)
                 }
                 Fault::Reorder => {
                     let mut held = self.held.lock();

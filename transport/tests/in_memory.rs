@@ -258,6 +258,21 @@ async fn fault_equivocate_broadcast_sends_a_different_version_to_the_listed_node
 }
 
 #[tokio::test]
+async fn fault_garble_broadcast_appends_a_byte_for_the_listed_nodes_only() {
+    let plan = FaultPlan::single(Fault::GarbleBroadcastTo(vec![node(3)]));
+    let (tx, mut rxs, ids) = faulty(plan, 4);
+    let sent = b"the one true broadcast".to_vec();
+    tx.send(Destination::Broadcast, sent.clone()).unwrap();
+    assert_eq!(recv(&mut rxs[0]).await.payload, sent);
+    let garbled = recv(&mut rxs[1]).await.payload;
+    assert_eq!(garbled.len(), sent.len() + 1);
+    assert_eq!(&garbled[..sent.len()], &sent[..]);
+    assert_eq!(recv(&mut rxs[2]).await.payload, sent);
+    tx.send(Destination::Direct(ids[2]), sent.clone()).unwrap();
+    assert_eq!(recv(&mut rxs[1]).await.payload, sent);
+}
+
+#[tokio::test]
 async fn fault_delay_holds_messages_back() {
     let delay = Duration::from_millis(250);
     let (tx, mut rxs, ids) = faulty(FaultPlan::single(Fault::Delay(delay)), 2);

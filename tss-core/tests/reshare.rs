@@ -399,18 +399,19 @@ proptest! {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dealer_equivocating_its_commitments_aborts_the_reshare_for_everyone() {
+async fn dealer_sending_one_member_undecodable_commitments_aborts_the_reshare_for_everyone() {
     let (network, old) = pool(3, 2, "equivocation").await;
     let old_info = old[0].share.public_info();
     let cheater = old[0].node.node_id();
     let victim = old[2].node.node_id();
     let old = Arc::new(old);
     let mut runners = runners_of(&old);
-    // The dealer's broadcast reaches the victim altered: a split view of its commitments.
+    // The dealer's broadcasts reach the victim garbled (always undecodable: a flipped
+    // byte could still decode, to a different valid view, and end in the echo check).
     runners.get_mut(&cheater).unwrap().node = Arc::new(
         TssNode::new(Arc::new(FaultyTransport::new(
             network.endpoint(cheater),
-            FaultPlan::single(Fault::EquivocateBroadcastTo(vec![victim])),
+            FaultPlan::single(Fault::GarbleBroadcastTo(vec![victim])),
         )))
         .with_identity(signer_for(&cheater))
         .unwrap()
