@@ -22,10 +22,13 @@ def frame(kind, payload, version=1, session=b"\x09" * 32):
 
 # postcard ReshareMsg: variant index (LEB128 varint) then fields; [u8; 32] and NodeId are
 # 32 raw bytes, a Vec or byte string is a varint length then its items.
-echo = b"\x02" + b"\xab" * 32
-# Complaint: Some(echo digest) (0x01 then 32 bytes), dealer, evidence variant 1
+# A signed view of one dealer's commitments: digest (32), signature (a Vec: 64 bytes).
+view = b"\xab" * 32 + b"\x40" + b"\x34" * 64
+# Echo: a Vec of views (one dealer here).
+echo = b"\x02" + b"\x01" + view
+# Complaint: Some(views) (0x01 then the Vec), dealer, evidence variant 1
 # (InvalidCommitments, no fields).
-complaint = b"\x03" + b"\x01" + b"\xab" * 32 + b"\x01" * 32 + b"\x01"
+complaint = b"\x03" + b"\x01" + b"\x01" + view + b"\x01" * 32 + b"\x01"
 confirm = b"\x04" + b"\xcd" * 32
 put("wire_frame", "echo_broadcast", frame(1, echo))
 put("wire_frame", "complaint_broadcast", frame(1, complaint))

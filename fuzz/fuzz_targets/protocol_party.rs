@@ -13,7 +13,6 @@
 //! the input ends (sender % 4: A, B, C, or a non-participant; kind & 1: direct/broadcast).
 #![no_main]
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -22,12 +21,13 @@ use cggmp21::supported_curves::Secp256k1;
 use libfuzzer_sys::fuzz_target;
 use transport::{DeliveryKind, InMemoryNetwork, InboundMessage, NodeId};
 use tss_core::reshare::{
-    commitments_digest, dealer_commitments_digest, share_signing_bytes, ReshareMsg,
+    commitments_signing_bytes, dealer_commitments_digest, share_signing_bytes, ReshareMsg,
+    SignedCommitments,
 };
 use tss_core::wire::encode_message;
 use tss_core::{
-    Committee, Ed25519Signer, IdentitySigner, ExecutionId, Generation, KeyId, PaillierPrimes, PersistShare, PublicKeyInfo,
-    ReshareRequest, TssNode,
+    Committee, Ed25519Signer, ExecutionId, Generation, IdentitySigner, KeyId, PaillierPrimes,
+    PersistShare, PublicKeyInfo, ReshareRequest, TssNode,
 };
 
 type S = Scalar<Secp256k1>;
@@ -99,26 +99,35 @@ fn setup() -> &'static Setup {
                 let x = point_of(3); // D's evaluation point
                 let share = coefs.iter().rev().fold(S::zero(), |acc, c| acc * x + c);
                 let dealer = node(j as u8 + 1);
+                let digest = dealer_commitments_digest(&dealer, &context, &commitments);
                 let signature = signer(j as u8 + 1).sign(&share_signing_bytes(
                     &context,
                     &dealer,
                     &node(4),
                     3,
                     &share,
-                    &dealer_commitments_digest(&dealer, &context, &commitments),
+                    &digest,
                 ));
+                let view = SignedCommitments {
+                    digest,
+                    signature: signer(j as u8 + 1)
+                        .sign(&commitments_signing_bytes(&context, &digest)),
+                };
                 (
                     ReshareMsg::Commitments {
                         context,
                         commitments,
+                        signature: view.signature.clone(),
                     },
                     ReshareMsg::Share { share, signature },
+                    view,
                 )
             })
             .collect::<Vec<_>>();
         let echo = ReshareMsg::Echo {
-            digest: echo_digest(&request, &dealt),
+            views: dealt.iter().map(|(_, _, view)| view.clone()).collect(),
         };
+        let dealt = dealt.into_iter().map(|(c, s, _)| (c, s)).collect();
         Setup {
             rt,
             primes,
@@ -131,22 +140,6 @@ fn setup() -> &'static Setup {
 
 fn context(r: &ReshareRequest) -> [u8; 32] {
     r.context()
-}
-
-fn echo_digest(r: &ReshareRequest, dealt: &[(ReshareMsg, ReshareMsg)]) -> [u8; 32] {
-    let received: HashMap<NodeId, ([u8; 32], Vec<P>)> = r
-        .dealers
-        .iter()
-        .zip(dealt)
-        .filter_map(|(d, (c, _))| match c {
-            ReshareMsg::Commitments {
-                context,
-                commitments,
-            } => Some((*d, (*context, commitments.clone()))),
-            _ => None,
-        })
-        .collect();
-    commitments_digest(&r.dealers, &received)
 }
 
 fn msg(from: NodeId, kind: DeliveryKind, m: &ReshareMsg) -> InboundMessage {

@@ -260,19 +260,26 @@ pub fn check_decode_as(ty: MsgType, from: NodeId, bytes: &[u8]) -> bool {
 
 /// Well-formed reshare messages of every variant (the transcript holds no reshare).
 pub fn reshare_samples() -> Vec<Vec<u8>> {
+    let view = |b: u8| tss_core::reshare::SignedCommitments {
+        digest: [b; 32],
+        signature: tss_core::IdentitySignature::from_bytes(vec![0x34; 64]),
+    };
     let g = Point::<Secp256k1>::generator().to_point();
     [
         ReshareMsg::Commitments {
             context: [1; 32],
             commitments: vec![g * Scalar::from(11u64), g * Scalar::from(7u64), g],
+            signature: tss_core::IdentitySignature::from_bytes(vec![0x56; 64]),
         },
         ReshareMsg::Share {
             share: Scalar::from(123_456_789u64),
             signature: tss_core::IdentitySignature::from_bytes(vec![0xef; 64]),
         },
-        ReshareMsg::Echo { digest: [0xab; 32] },
+        ReshareMsg::Echo {
+            views: vec![view(0xab), view(0xcd)],
+        },
         ReshareMsg::Complaint {
-            digest: Some([0xab; 32]),
+            views: Some(vec![view(0xab)]),
             dealer: NodeId::from_bytes([3; 32]),
             evidence: tss_core::reshare::ComplaintEvidence::InvalidShare {
                 share: Scalar::from(987_654_321u64),
@@ -280,9 +287,17 @@ pub fn reshare_samples() -> Vec<Vec<u8>> {
             },
         },
         ReshareMsg::Complaint {
-            digest: None,
+            views: None,
             dealer: NodeId::from_bytes([3; 32]),
             evidence: tss_core::reshare::ComplaintEvidence::InvalidMessage,
+        },
+        ReshareMsg::Complaint {
+            views: None,
+            dealer: NodeId::from_bytes([3; 32]),
+            evidence: tss_core::reshare::ComplaintEvidence::Equivocation {
+                first: view(0x01),
+                second: view(0x02),
+            },
         },
         ReshareMsg::Confirm {
             signature: tss_core::IdentitySignature::from_bytes(vec![0xcd; 64]),

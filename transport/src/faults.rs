@@ -179,3 +179,82 @@ impl SessionSender for FaultySender {
         }
     }
 }
+
+/// What a [`TamperRule`] does with one outgoing frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tamper {
+    /// Send it unchanged.
+    Pass,
+    /// Send nothing.
+    Drop,
+    /// Send these frames instead (to the same recipient, as the same kind).
+    Replace(Vec<Vec<u8>>),
+}
+
+/// `(session, recipient, kind, payload)` → what to send instead.
+pub type TamperRule = Arc<dyn Fn(SessionId, NodeId, DeliveryKind, &[u8]) -> Tamper + Send + Sync>;
+
+/// A Byzantine party for tests: the node runs the honest code, but every frame it sends
+/// passes through a rule that may replace it, per recipient and per message, with
+/// well-formed payloads of the test's choosing (an equivocating broadcast, a consistent
+/// but wrong share, a confirmation to some receivers only), or drop it.
+#[derive(Clone)]
+pub struct TamperingTransport<T> {
+    inner: T,
+    rule: TamperRule,
+}
+
+impl<T: Transport> TamperingTransport<T> {
+    /// Wraps `inner`; `rule` sees every outgoing frame.
+    pub fn new(inner: T, rule: TamperRule) -> Self {
+        Self { inner, rule }
+    }
+}
+
+impl<T: Transport> Transport for TamperingTransport<T> {
+    fn local_node(&self) -> NodeId {
+        self.inner.local_node()
+    }
+
+    fn connection_state(&self, peer: &NodeId) -> crate::ConnectionState {
+        self.inner.connection_state(peer)
+    }
+
+    fn open_session(
+        &self,
+        session: SessionId,
+        config: SessionConfig,
+    ) -> Result<SessionChannel, TransportError> {
+        let rule = self.rule.clone();
+        Ok(self
+            .inner
+            .open_session(session, config)?
+            .wrap_sender(move |inner| Arc::new(TamperingSender { inner, rule })))
+    }
+}
+
+struct TamperingSender {
+    inner: Arc<dyn SessionSender>,
+    rule: TamperRule,
+}
+
+impl SessionSender for TamperingSender {
+    fn send(
+        &self,
+        session: SessionId,
+        to: NodeId,
+        kind: DeliveryKind,
+        payload: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        match (self.rule)(session, to, kind, &payload) {
+            Tamper::Pass => self.inner.send(session, to, kind, payload),
+            Tamper::Drop => Ok(()),
+            Tamper::Replace(frames) => {
+                for frame in frames {
+                    self.inner.send(session, to, kind, frame)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

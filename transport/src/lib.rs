@@ -77,7 +77,7 @@ mod session;
 mod stream;
 
 #[cfg(feature = "test-util")]
-pub use faults::{Fault, FaultPlan, FaultyTransport};
+pub use faults::{Fault, FaultPlan, FaultyTransport, Tamper, TamperRule, TamperingTransport};
 pub use frame::{decode_frame, encode_frame, Frame, FRAME_HEADER_LEN, FRAME_VERSION};
 pub use memory::{InMemoryNetwork, InMemoryTransport};
 #[cfg(feature = "libp2p")]

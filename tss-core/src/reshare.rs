@@ -8,7 +8,8 @@
 //! 1. **Deal.** Dealer `j` turns its share into an additive one, `w_j = λ_j · x_j`
 //!    (Lagrange at 0 over the dealers' evaluation points), samples a polynomial `f_j` of
 //!    degree `t' - 1` with `f_j(0) = w_j`, broadcasts Feldman commitments `F_j = f_j·G`
-//!    and sends `f_j(k)` privately to each new member `k`.
+//!    with its signature of their digest ([`commitments_signing_bytes`]), and sends
+//!    `f_j(k)` privately to each new member `k`.
 //!    Each share travels with the dealer's signature under its transport identity
 //!    ([`crate::identity::IdentitySigner`], the key that also signs confirmations) of
 //!    [`share_signing_bytes`]: the run's context (execution id, old key facts, dealers,
@@ -16,11 +17,15 @@
 //!    the dealer's commitments. Every dealer therefore needs an identity key.
 //! 2. **Verify and echo.** Everyone checks `F_j(0) = λ_j · X_j` for each dealer (its old
 //!    public share) and `Σ_j F_j(0) = Y` (the public key); new members check each share's
-//!    signature and the share against the commitments. Everyone then broadcasts a hash of
-//!    all commitments it saw (echo check: a dealer that showed different commitments to
-//!    different parties is caught), either as an echo or inside a complaint against a
-//!    dealer, with evidence (see *Complaints* below). An echo mismatch, or any complaint,
-//!    aborts the run for everyone with [`TssError::Misbehaviour`].
+//!    signature and the share against the commitments. Everyone then broadcasts, for
+//!    each dealer, the digest of the commitments it received with the dealer's signature
+//!    ([`SignedCommitments`]), either as an echo or inside a complaint against a dealer,
+//!    with evidence (see *Complaints* below). The echo check: an echo that is not
+//!    backed by the dealers' signatures convicts its sender; a dealer whose signature
+//!    appears on two different digests showed different commitments to different
+//!    parties and is convicted with both as evidence ([`ComplaintEvidence::Equivocation`]);
+//!    the party that was shown the other version is never blamed. A failed echo check,
+//!    or any complaint, aborts the run for everyone with [`TssError::Misbehaviour`].
 //! 3. **New shares.** New member `k` sums its shares, `x'_k = Σ_j f_j(k)`; everyone
 //!    computes the new public shares from the commitments. The new committee runs aux-info
 //!    generation (fresh Paillier keys, all proofs checked) and builds CGGMP21 key shares.
@@ -49,7 +54,9 @@
 //! - (c) [`ComplaintEvidence::NoValidShare`]: the complainer holds no share of the dealer
 //!   with a valid signature (an unsigned or badly signed share cannot be shown to anyone);
 //! - [`ComplaintEvidence::InvalidMessage`]: a message of the dealer did not decode or
-//!   changed (sent by a party that aborts at once, before it saw every commitment).
+//!   changed (sent by a party that aborts at once, before it saw every commitment);
+//! - (d) [`ComplaintEvidence::Equivocation`]: two different commitment digests signed by
+//!   the dealer (found by the echo check; a party may also send it as a complaint).
 //!
 //! After the echo check (so every honest party judges the same commitments), every party
 //! judges every complaint itself, deterministically, in participant order
@@ -59,6 +66,8 @@
 //!   that are themselves wrong) convicts the **dealer**; a signature that does not verify,
 //!   or a share that does, convicts the **complainer** (a false complaint);
 //! - (b) wrong commitments convict the dealer, right ones the complainer;
+//! - (d) two valid dealer signatures on different digests convict the dealer; anything
+//!   less (a signature that does not verify, equal digests) convicts the complainer;
 //! - (c) and an invalid message are **unresolved**: neither side can prove its story (a
 //!   dealer may have withheld or mangled the share; the complainer may lie). Unless the
 //!   dealer's commitments are wrong (then it is convicted) or the complainer was owed no
@@ -405,12 +414,14 @@ impl ReshareOutcome {
 /// Messages of the reshare protocol. `Debug` never shows a share.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReshareMsg {
-    /// Round 1, broadcast by a dealer: Feldman commitments to its polynomial.
+    /// Round 1, broadcast by a dealer: Feldman commitments to its polynomial, signed.
     Commitments {
         /// Hash of the agreed request.
         context: [u8; 32],
         /// `f_j` coefficients times G, constant term first.
         commitments: Vec<Point<Curve>>,
+        /// The dealer's identity signature of [`commitments_signing_bytes`].
+        signature: IdentitySignature,
     },
     /// Round 1, dealer to one new member: `f_j(k)`, signed.
     Share {
@@ -419,17 +430,18 @@ pub enum ReshareMsg {
         /// The dealer's identity signature of [`share_signing_bytes`].
         signature: IdentitySignature,
     },
-    /// Round 2, broadcast by everyone: hash of all dealers' commitments.
+    /// Round 2, broadcast by everyone: every dealer's commitments as this party received
+    /// them, signed by the dealer (in dealer order).
     Echo {
-        /// The hash.
-        digest: [u8; 32],
+        /// One per dealer.
+        views: Vec<SignedCommitments>,
     },
     /// Round 2 instead of an echo: a dealer's share or commitments did not verify (see
     /// the module docs' *Complaints*).
     Complaint {
-        /// The hash an echo would carry (`None` from a party that aborts before it saw
-        /// every dealer's commitments).
-        digest: Option<[u8; 32]>,
+        /// What an echo would carry (`None` from a party that aborts before it saw every
+        /// dealer's commitments).
+        views: Option<Vec<SignedCommitments>>,
         /// The accused dealer.
         dealer: NodeId,
         /// Why.
@@ -453,27 +465,26 @@ impl std::fmt::Debug for ReshareMsg {
             ReshareMsg::Commitments {
                 context,
                 commitments,
+                signature,
             } => f
                 .debug_struct("Commitments")
                 .field("context", &hex::encode(context))
                 .field("commitments", &commitments.len())
+                .field("signature", signature)
                 .finish(),
             ReshareMsg::Share { signature, .. } => f
                 .debug_struct("Share")
                 .field("share", &"<redacted>")
                 .field("signature", signature)
                 .finish(),
-            ReshareMsg::Echo { digest } => f
-                .debug_struct("Echo")
-                .field("digest", &hex::encode(digest))
-                .finish(),
+            ReshareMsg::Echo { views } => f.debug_struct("Echo").field("views", views).finish(),
             ReshareMsg::Complaint {
-                digest,
+                views,
                 dealer,
                 evidence,
             } => f
                 .debug_struct("Complaint")
-                .field("digest", &digest.map(hex::encode))
+                .field("views", views)
                 .field("dealer", dealer)
                 .field("evidence", evidence)
                 .finish(),
@@ -485,6 +496,40 @@ impl std::fmt::Debug for ReshareMsg {
             ReshareMsg::Alive => f.write_str("Alive"),
         }
     }
+}
+
+/// One dealer's round-1 broadcast as a party received it: the
+/// [`dealer_commitments_digest`] and the dealer's signature of
+/// [`commitments_signing_bytes`]. Round 2 carries one per dealer, so a dealer that
+/// showed two parties different commitments has signed two digests, and everyone can
+/// see it (the echo check).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedCommitments {
+    /// [`dealer_commitments_digest`] of what was received.
+    pub digest: [u8; 32],
+    /// The dealer's identity signature of [`commitments_signing_bytes`].
+    pub signature: IdentitySignature,
+}
+
+impl std::fmt::Debug for SignedCommitments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedCommitments")
+            .field("digest", &hex::encode(self.digest))
+            .field("signature", &self.signature)
+            .finish()
+    }
+}
+
+/// The bytes a dealer signs for its commitments ([`ReshareMsg::Commitments`]): a domain
+/// tag, the run's context digest and the [`dealer_commitments_digest`] (which binds the
+/// dealer, the context it sent and the commitments). The run's context keeps a signature
+/// from another run from counting in this one.
+pub fn commitments_signing_bytes(context: &[u8; 32], commitments_digest: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    out.extend_from_slice(b"tss-core/reshare-commitments/v1");
+    out.extend_from_slice(context);
+    out.extend_from_slice(commitments_digest);
+    out
 }
 
 /// What a [`ReshareMsg::Complaint`] offers against a dealer (module docs, *Complaints*).
@@ -507,6 +552,14 @@ pub enum ComplaintEvidence {
     /// A message of the dealer did not decode, or the dealer sent two different ones for
     /// a round: sent by a party that aborts at once. Unverifiable, like (c).
     InvalidMessage,
+    /// (d) The dealer signed two different commitment digests in this run (found in two
+    /// parties' echoes by the echo check): proof of equivocation.
+    Equivocation {
+        /// One version, as the first party (in participant order) echoed it.
+        first: SignedCommitments,
+        /// Another, as the `complainer` of the verdict echoed it.
+        second: SignedCommitments,
+    },
 }
 
 impl std::fmt::Debug for ComplaintEvidence {
@@ -520,6 +573,11 @@ impl std::fmt::Debug for ComplaintEvidence {
             ComplaintEvidence::InvalidCommitments => f.write_str("InvalidCommitments"),
             ComplaintEvidence::NoValidShare => f.write_str("NoValidShare"),
             ComplaintEvidence::InvalidMessage => f.write_str("InvalidMessage"),
+            ComplaintEvidence::Equivocation { first, second } => f
+                .debug_struct("Equivocation")
+                .field("first", first)
+                .field("second", second)
+                .finish(),
         }
     }
 }
@@ -729,7 +787,24 @@ impl<'a> Judge<'a> {
             .new_committee
             .index_of(&complainer)
             .filter(|_| complainer != dealer);
+        let signed_by_dealer = |v: &SignedCommitments| {
+            verify_identity_signature(
+                &dealer,
+                &commitments_signing_bytes(&self.context, &v.digest),
+                &v.signature,
+            )
+        };
         match evidence {
+            ComplaintEvidence::Equivocation { first, second } => {
+                if first.digest != second.digest
+                    && signed_by_dealer(first)
+                    && signed_by_dealer(second)
+                {
+                    Finding::DealerCheated
+                } else {
+                    Finding::FalseComplaint
+                }
+            }
             ComplaintEvidence::InvalidCommitments if commitments_ok => Finding::FalseComplaint,
             ComplaintEvidence::InvalidCommitments => Finding::DealerCheated,
             ComplaintEvidence::InvalidShare { share, signature } => {
@@ -768,7 +843,11 @@ impl<'a> Judge<'a> {
 struct Inbox {
     channel: SessionInbox,
     out: SessionOutbox,
+    /// This run's context digest (commitment signatures are checked against it).
+    context: [u8; 32],
     commitments: HashMap<NodeId, ([u8; 32], Vec<Point<Curve>>)>,
+    /// Each dealer's signature of its commitments (checked on arrival).
+    commitment_signatures: HashMap<NodeId, IdentitySignature>,
     shares: HashMap<NodeId, (Scalar<Curve>, IdentitySignature)>,
     round2: HashMap<NodeId, ReshareMsg>,
     /// Confirmation-phase messages that arrived before this party got there.
@@ -823,8 +902,19 @@ impl Inbox {
             ReshareMsg::Commitments {
                 context,
                 commitments,
+                signature,
             } if is_dealer && broadcast => {
-                insert(&mut self.commitments, from, (context, commitments))
+                let digest = dealer_commitments_digest(&from, &context, &commitments);
+                let bytes = commitments_signing_bytes(&self.context, &digest);
+                if !verify_identity_signature(&from, &bytes, &signature) {
+                    return Err(misbehaviour(
+                        vec![from],
+                        "commitments not signed by their dealer",
+                    ));
+                }
+                insert(&mut self.commitments, from, (context, commitments))?;
+                self.commitment_signatures.entry(from).or_insert(signature);
+                Ok(())
             }
             ReshareMsg::Share { share, signature } if is_dealer && !broadcast => {
                 insert(&mut self.shares, from, (share, signature))
@@ -846,6 +936,83 @@ impl Inbox {
                 format!("unexpected message {}", message_name(&other)),
             )),
         }
+    }
+}
+
+/// The echo check (round 2), the same at every party that received the same round-2
+/// messages: every echo must hold, for each dealer, a digest that dealer signed in this
+/// run (a party whose echo does not is convicted: nobody can make a dealer sign for it);
+/// a dealer with two different signed digests among the echoes showed two parties
+/// different commitments, and is convicted with both as evidence
+/// ([`ComplaintEvidence::Equivocation`]). An honest party that received other
+/// commitments than the rest is never the culprit.
+fn echo_check(
+    context: &[u8; 32],
+    dealers: &[NodeId],
+    participants: &[NodeId],
+    round2: &HashMap<NodeId, ReshareMsg>,
+) -> Result<()> {
+    let mut unbacked = Vec::new();
+    // Per dealer: each distinct signed digest with the first party (in participant
+    // order) that echoed it.
+    let mut versions: Vec<Vec<(NodeId, SignedCommitments)>> = vec![Vec::new(); dealers.len()];
+    for p in participants {
+        let views = match round2.get(p) {
+            Some(ReshareMsg::Echo { views })
+            | Some(ReshareMsg::Complaint {
+                views: Some(views), ..
+            }) => views,
+            // Sent by a party that aborted before it saw every commitment: judged later.
+            Some(ReshareMsg::Complaint { views: None, .. }) | None => continue,
+            Some(_) => {
+                unbacked.push(*p);
+                continue;
+            }
+        };
+        let backed = views.len() == dealers.len()
+            && dealers.iter().zip(views).all(|(d, v)| {
+                verify_identity_signature(
+                    d,
+                    &commitments_signing_bytes(context, &v.digest),
+                    &v.signature,
+                )
+            });
+        if !backed {
+            unbacked.push(*p);
+            continue;
+        }
+        for (j, v) in views.iter().enumerate() {
+            if !versions[j].iter().any(|(_, seen)| seen.digest == v.digest) {
+                versions[j].push((*p, v.clone()));
+            }
+        }
+    }
+    if !unbacked.is_empty() {
+        return Err(misbehaviour(
+            unbacked,
+            "echo check failed: an echo not backed by the dealers' signatures",
+        ));
+    }
+    let verdicts: Vec<ComplaintVerdict> = dealers
+        .iter()
+        .zip(versions)
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(dealer, v)| ComplaintVerdict {
+            complainer: v[1].0,
+            dealer: *dealer,
+            evidence: ComplaintEvidence::Equivocation {
+                first: v[0].1.clone(),
+                second: v[1].1.clone(),
+            },
+            context: *context,
+            commitments: Vec::new(),
+            finding: Finding::DealerCheated,
+        })
+        .collect();
+    if verdicts.is_empty() {
+        Ok(())
+    } else {
+        Err(complaints_error(verdicts))
     }
 }
 
@@ -971,7 +1138,9 @@ impl TssNode {
         let mut inbox = Inbox {
             channel,
             out,
+            context,
             commitments: HashMap::new(),
+            commitment_signatures: HashMap::new(),
             shares: HashMap::new(),
             round2: HashMap::new(),
             later: Vec::new(),
@@ -1005,15 +1174,18 @@ impl TssNode {
                 commitments[0] += Point::generator().to_point();
             }
             let own_digest = dealer_commitments_digest(&me, &context, &commitments);
+            let signature = identity.sign(&commitments_signing_bytes(&context, &own_digest));
             send(
                 &inbox.out,
                 Destination::Broadcast,
                 &ReshareMsg::Commitments {
                     context,
                     commitments: commitments.clone(),
+                    signature: signature.clone(),
                 },
             )?;
             inbox.commitments.insert(me, (context, commitments));
+            inbox.commitment_signatures.insert(me, signature);
             for (k, member) in new_members.iter().enumerate() {
                 let x = point_of(k as u16);
                 let mut value = Scalar::<Curve>::zero();
@@ -1069,7 +1241,7 @@ impl TssNode {
                         &inbox.out,
                         Destination::Broadcast,
                         &ReshareMsg::Complaint {
-                            digest: None,
+                            views: None,
                             dealer,
                             evidence: ComplaintEvidence::InvalidMessage,
                         },
@@ -1144,15 +1316,25 @@ impl TssNode {
             ));
         }
 
-        // Round 2: echo the commitments (or complain).
+        // Round 2: echo the commitments, signed by their dealers (or complain).
         let digest = echo_digest(&dealers, &inbox.commitments);
+        let views: Vec<SignedCommitments> = dealers
+            .iter()
+            .map(|d| {
+                let (their_context, commitments) = &inbox.commitments[d];
+                SignedCommitments {
+                    digest: dealer_commitments_digest(d, their_context, commitments),
+                    signature: inbox.commitment_signatures[d].clone(),
+                }
+            })
+            .collect();
         let round2 = match complaint {
             Some((dealer, evidence)) => ReshareMsg::Complaint {
-                digest: Some(digest),
+                views: Some(views),
                 dealer,
                 evidence,
             },
-            None => ReshareMsg::Echo { digest },
+            None => ReshareMsg::Echo { views },
         };
         send(&inbox.out, Destination::Broadcast, &round2)?;
         inbox.round2.insert(me, round2);
@@ -1160,27 +1342,7 @@ impl TssNode {
             inbox.next(&dealers).await?;
         }
         // Echo check first: complaints are judged on commitments every party agrees on.
-        let mut mismatched: Vec<NodeId> = inbox
-            .round2
-            .iter()
-            .filter(|(_, m)| match m {
-                ReshareMsg::Echo { digest: d }
-                | ReshareMsg::Complaint {
-                    digest: Some(d), ..
-                } => *d != digest,
-                // Sent by a party that aborted before it saw every commitment: judged below.
-                ReshareMsg::Complaint { digest: None, .. } => false,
-                _ => true,
-            })
-            .map(|(n, _)| *n)
-            .collect();
-        if !mismatched.is_empty() {
-            mismatched.sort();
-            return Err(misbehaviour(
-                mismatched,
-                "echo check failed: parties saw different commitments",
-            ));
-        }
+        echo_check(&context, &dealers, &participants, &inbox.round2)?;
         // Every complaint is judged here, by every party, on its evidence.
         let verdicts: Vec<ComplaintVerdict> = participants
             .iter()
@@ -1362,6 +1524,7 @@ impl TssNode {
                         ReshareMsg::Commitments {
                             context,
                             commitments,
+                            ..
                         } => inbox.commitments.get(&from) == Some(&(*context, commitments.clone())),
                         ReshareMsg::Echo { .. } | ReshareMsg::Complaint { .. } => {
                             inbox.round2.get(&from) == Some(&m)
@@ -1542,32 +1705,19 @@ impl ConfirmPhase<'_> {
     }
 }
 
-/// The digest a party echoes after round 1 ([`ReshareMsg::Echo`]): the dealers' contexts
-/// and commitments in dealer order, as this party received them (`commitments` maps a
-/// dealer to its context and commitments). Parties abort unless every echo matches theirs.
-/// Public with the `fuzzing` feature only (the fuzz targets forge echoes with it).
-#[cfg(feature = "fuzzing")]
-pub fn commitments_digest(
-    dealers: &[NodeId],
-    commitments: &HashMap<NodeId, ([u8; 32], Vec<Point<Curve>>)>,
-) -> [u8; 32] {
-    echo_digest(dealers, commitments)
-}
-
-/// See `commitments_digest` (public with the `fuzzing` feature).
+/// The digest of every dealer's commitments as this party received them, in dealer order
+/// (each as [`dealer_commitments_digest`]): what [`ReshareStatement`]'s
+/// `commitments_digest` holds. Equal at every party that passed the echo check.
 pub(crate) fn echo_digest(
     dealers: &[NodeId],
     commitments: &HashMap<NodeId, ([u8; 32], Vec<Point<Curve>>)>,
 ) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"tss-core/reshare-echo/v1");
+    h.update(b"tss-core/reshare-echo/v2");
     for d in dealers {
         h.update(d.as_bytes());
         if let Some((context, points)) = commitments.get(d) {
-            h.update(context);
-            for p in points {
-                h.update(p.to_bytes(true).as_ref());
-            }
+            h.update(dealer_commitments_digest(d, context, points));
         }
     }
     h.finalize().into()

@@ -192,6 +192,14 @@ mod tests {
 
     const FROM: NodeId = NodeId::from_bytes([7; 32]);
 
+    /// A dealer's signed commitments digest (the signature is not checked here).
+    fn view(b: u8) -> crate::reshare::SignedCommitments {
+        crate::reshare::SignedCommitments {
+            digest: [b; 32],
+            signature: crate::identity::IdentitySignature::from_bytes(vec![0x34; 64]),
+        }
+    }
+
     /// Every `ReshareMsg` variant.
     fn reshare_msgs() -> Vec<ReshareMsg> {
         let g = Point::<Curve>::generator().to_point();
@@ -199,14 +207,17 @@ mod tests {
             ReshareMsg::Commitments {
                 context: [1; 32],
                 commitments: vec![g, g * Scalar::<Curve>::from(2u64), Point::zero()],
+                signature: crate::identity::IdentitySignature::from_bytes(vec![0x56; 64]),
             },
             ReshareMsg::Share {
                 share: Scalar::from(123_456_789u64),
                 signature: crate::identity::IdentitySignature::from_bytes(vec![0xef; 64]),
             },
-            ReshareMsg::Echo { digest: [0xab; 32] },
+            ReshareMsg::Echo {
+                views: vec![view(0xab), view(0xcd)],
+            },
             ReshareMsg::Complaint {
-                digest: Some([0xab; 32]),
+                views: Some(vec![view(0xab)]),
                 dealer: NodeId::from_bytes([3; 32]),
                 evidence: crate::reshare::ComplaintEvidence::InvalidShare {
                     share: Scalar::from(987_654_321u64),
@@ -214,9 +225,17 @@ mod tests {
                 },
             },
             ReshareMsg::Complaint {
-                digest: None,
+                views: None,
                 dealer: NodeId::from_bytes([3; 32]),
                 evidence: crate::reshare::ComplaintEvidence::NoValidShare,
+            },
+            ReshareMsg::Complaint {
+                views: None,
+                dealer: NodeId::from_bytes([3; 32]),
+                evidence: crate::reshare::ComplaintEvidence::Equivocation {
+                    first: view(0x01),
+                    second: view(0x02),
+                },
             },
             ReshareMsg::Confirm {
                 signature: crate::identity::IdentitySignature::from_bytes(vec![0xcd; 64]),
@@ -274,18 +293,23 @@ mod tests {
     fn encoding_is_compact_and_stable() {
         // Variant index as a varint, then fixed-size arrays as raw bytes: the layout the
         // fuzz seeds (fuzz/make_seeds.py) are written in.
-        let echo = encode_message(&ReshareMsg::Echo { digest: [0xab; 32] }).unwrap();
-        assert_eq!(echo, [&[2u8][..], &[0xab; 32]].concat());
+        // A `Vec` is its length as a varint, then the items.
+        let signed_view = [&[0xab; 32][..], &[64], &[0x34; 64]].concat();
+        let echo = encode_message(&ReshareMsg::Echo {
+            views: vec![view(0xab)],
+        })
+        .unwrap();
+        assert_eq!(echo, [&[2u8, 1][..], &signed_view].concat());
         // An `Option` is a 0/1 byte then the value; an enum variant its index.
         let complaint = encode_message(&ReshareMsg::Complaint {
-            digest: Some([0xab; 32]),
+            views: Some(vec![view(0xab)]),
             dealer: NodeId::from_bytes([1; 32]),
             evidence: crate::reshare::ComplaintEvidence::InvalidCommitments,
         })
         .unwrap();
         assert_eq!(
             complaint,
-            [&[3u8, 1][..], &[0xab; 32], &[1; 32], &[1]].concat()
+            [&[3u8, 1, 1][..], &signed_view, &[1; 32], &[1]].concat()
         );
     }
 

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use common::{node_id, node_ids, primes_for, signer, signer_for};
 use futures::FutureExt;
 use transport::{
-    DeliveryKind, InMemoryNetwork, InMemoryTransport, NodeId, SessionChannel, SessionConfig,
-    SessionId, SessionSender, Transport, TransportError,
+    DeliveryKind, InMemoryNetwork, NodeId, SessionId, Tamper as Action, TamperRule as Rule,
+    TamperingTransport, Transport,
 };
 use tss_core::pool::{
     control_session_id, ControlMsg, KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent,
@@ -57,67 +57,6 @@ impl ProposalValidator for Rules {
 
 // ---------------------------------------------------------------------- tampering
 
-/// What a tampering rule does with one outgoing frame.
-enum Action {
-    Pass,
-    Drop,
-    Replace(Vec<Vec<u8>>),
-}
-
-/// `(session, recipient, kind, payload)` → what to send instead.
-type Rule = Arc<dyn Fn(SessionId, NodeId, DeliveryKind, &[u8]) -> Action + Send + Sync>;
-
-/// An in-memory endpoint whose outgoing frames pass through `rule`: a node that
-/// misbehaves on the wire while running the honest code.
-struct Tampered {
-    inner: InMemoryTransport,
-    rule: Rule,
-}
-
-struct TamperedSender {
-    inner: Arc<dyn SessionSender>,
-    rule: Rule,
-}
-
-impl SessionSender for TamperedSender {
-    fn send(
-        &self,
-        session: SessionId,
-        to: NodeId,
-        kind: DeliveryKind,
-        payload: Vec<u8>,
-    ) -> Result<(), TransportError> {
-        match (self.rule)(session, to, kind, &payload) {
-            Action::Pass => self.inner.send(session, to, kind, payload),
-            Action::Drop => Ok(()),
-            Action::Replace(frames) => {
-                for frame in frames {
-                    self.inner.send(session, to, kind, frame)?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl Transport for Tampered {
-    fn local_node(&self) -> NodeId {
-        self.inner.local_node()
-    }
-
-    fn open_session(
-        &self,
-        session: SessionId,
-        config: SessionConfig,
-    ) -> Result<SessionChannel, TransportError> {
-        let rule = self.rule.clone();
-        Ok(self
-            .inner
-            .open_session(session, config)?
-            .wrap_sender(move |inner| Arc::new(TamperedSender { inner, rule })))
-    }
-}
-
 /// The reshare message in `payload`, if it is a confirmation-phase one. Larger frames
 /// (commitments, aux-info messages) are never decoded here.
 fn reshare_msg(payload: &[u8]) -> Option<ReshareMsg> {
@@ -155,10 +94,7 @@ async fn start_node(
 ) -> PoolNode {
     let endpoint = network.endpoint(ids[i]);
     let transport: Arc<dyn Transport> = match rule {
-        Some(rule) => Arc::new(Tampered {
-            inner: endpoint,
-            rule,
-        }),
+        Some(rule) => Arc::new(TamperingTransport::new(endpoint, rule)),
         None => Arc::new(endpoint),
     };
     PoolNode::start(
@@ -450,7 +386,7 @@ async fn junk_during_confirmation_is_ignored_and_the_sender_named() {
         Some(ReshareMsg::Confirm { .. }) if kind == DeliveryKind::Broadcast => {
             Action::Replace(vec![
                 vec![0xff; 40],
-                encode_message(&ReshareMsg::Echo { digest: [9; 32] }).unwrap(),
+                encode_message(&ReshareMsg::Echo { views: Vec::new() }).unwrap(),
                 payload.to_vec(),
                 payload.to_vec(),
             ])

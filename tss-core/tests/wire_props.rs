@@ -102,26 +102,33 @@ fn point() -> impl Strategy<Value = Point<Secp256k1>> {
 
 fn reshare_msg() -> impl Strategy<Value = ReshareMsg> {
     prop_oneof![
-        (any::<[u8; 32]>(), prop::collection::vec(point(), 0..12)).prop_map(
-            |(context, commitments)| ReshareMsg::Commitments {
-                context,
-                commitments
-            }
-        ),
+        (
+            any::<[u8; 32]>(),
+            prop::collection::vec(point(), 0..12),
+            signature()
+        )
+            .prop_map(
+                |(context, commitments, signature)| ReshareMsg::Commitments {
+                    context,
+                    commitments,
+                    signature,
+                }
+            ),
         (scalar(), prop::collection::vec(any::<u8>(), 0..80)).prop_map(|(share, sig)| {
             ReshareMsg::Share {
                 share,
                 signature: tss_core::identity::IdentitySignature::from_bytes(sig),
             }
         }),
-        any::<[u8; 32]>().prop_map(|digest| ReshareMsg::Echo { digest }),
+        prop::collection::vec(signed_commitments(), 0..8)
+            .prop_map(|views| ReshareMsg::Echo { views }),
         (
-            any::<Option<[u8; 32]>>(),
+            prop::option::of(prop::collection::vec(signed_commitments(), 0..8)),
             any::<[u8; 32]>(),
             complaint_evidence()
         )
-            .prop_map(|(digest, b, evidence)| ReshareMsg::Complaint {
-                digest,
+            .prop_map(|(views, b, evidence)| ReshareMsg::Complaint {
+                views,
                 dealer: NodeId::from_bytes(b),
                 evidence,
             }),
@@ -130,6 +137,16 @@ fn reshare_msg() -> impl Strategy<Value = ReshareMsg> {
         }),
         Just(ReshareMsg::Alive),
     ]
+}
+
+fn signature() -> impl Strategy<Value = tss_core::identity::IdentitySignature> {
+    prop::collection::vec(any::<u8>(), 0..80)
+        .prop_map(tss_core::identity::IdentitySignature::from_bytes)
+}
+
+fn signed_commitments() -> impl Strategy<Value = tss_core::reshare::SignedCommitments> {
+    (any::<[u8; 32]>(), signature())
+        .prop_map(|(digest, signature)| tss_core::reshare::SignedCommitments { digest, signature })
 }
 
 fn complaint_evidence() -> impl Strategy<Value = tss_core::reshare::ComplaintEvidence> {
@@ -144,6 +161,8 @@ fn complaint_evidence() -> impl Strategy<Value = tss_core::reshare::ComplaintEvi
         Just(ComplaintEvidence::InvalidCommitments),
         Just(ComplaintEvidence::NoValidShare),
         Just(ComplaintEvidence::InvalidMessage),
+        (signed_commitments(), signed_commitments())
+            .prop_map(|(first, second)| ComplaintEvidence::Equivocation { first, second }),
     ]
 }
 
