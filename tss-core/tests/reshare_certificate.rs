@@ -260,6 +260,58 @@ async fn an_equivocating_joiner_cannot_split_the_pool_across_generations() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presignatures_made_before_a_reshare_are_never_used_after_it() {
+    // A presignature is a function of the old shares: after a reshare it must be gone at
+    // every member that held a part, so nobody can spend it, and signing falls back to a
+    // full run of the new committee.
+    let pool = pool(
+        "presignature-across-reshare",
+        vec![None, None, None, None],
+        Duration::from_secs(120),
+    )
+    .await;
+    let id = pool.nodes[0].propose_presign(&pool.key).await.unwrap();
+    let (_, generation, signers) = pool.nodes[0]
+        .tss()
+        .presignature_info(&id)
+        .expect("the proposer holds its part");
+    assert_eq!(generation, Generation(0));
+    assert_eq!(pool.nodes[0].presignatures_ready(&pool.key), 1);
+
+    pool.nodes[1]
+        .propose_reshare(
+            &pool.key,
+            Committee::two_thirds(pool.ids.clone()).unwrap(),
+            None,
+            b"pool v2".to_vec(),
+        )
+        .await
+        .expect("the reshare completes");
+    for i in 0..4 {
+        wait_active(&pool.stores[i], &pool.key, Generation(1)).await;
+    }
+
+    for (i, node) in pool.nodes.iter().enumerate() {
+        assert!(
+            node.tss().presignature_info(&id).is_none(),
+            "node {} (signer: {}) dropped its part",
+            i + 1,
+            signers.contains(&pool.ids[i])
+        );
+    }
+    assert_eq!(pool.nodes[0].presignatures_ready(&pool.key), 0);
+    let signed = pool.nodes[0]
+        .propose_sign(&pool.key, b"batch after the reshare".to_vec(), None)
+        .await
+        .expect("the new committee signs");
+    assert_eq!(signed.presignature, None, "no old presignature is used");
+    assert_eq!(
+        signed.signature.recover_address(&signed.digest).unwrap(),
+        signed.address
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_that_missed_the_certificate_activates_after_restart_by_fetching_it() {
     // Node 3 hears no confirmation and no certificate (its peers' frames to it are lost)
     // and no answer to its certificate requests until it restarts. Its new share stays
