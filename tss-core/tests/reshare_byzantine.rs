@@ -25,9 +25,18 @@ use tss_core::{
 
 type Stored = Arc<Mutex<HashMap<NodeId, Vec<u8>>>>;
 
-/// The Byzantine party's idle timeout: rounds 1 and 2 of a reshare are milliseconds of
-/// work for the honest parties, so 20 s of silence means they have left.
-const BYZANTINE_IDLE: Duration = Duration::from_secs(20);
+/// Runs a test on its own runtime and, at the end, leaves behind whatever the Byzantine
+/// party still runs: after the honest parties abort it may go on to aux-info alone and
+/// wait for them there (until its idle timeout, which counts silence: it is the same as
+/// the honest parties', so a loaded machine cannot make it give up before round 2).
+fn run(test: impl std::future::Future<Output = ()>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(test);
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
 
 /// The reshare message in `payload`, if it is one (large frames are never decoded).
 fn reshare_msg(payload: &[u8]) -> Option<ReshareMsg> {
@@ -43,8 +52,7 @@ fn encode(msg: &ReshareMsg) -> Vec<u8> {
 
 /// A 2-of-3 pool (nodes 1..=3) reshared to the same committee by dealers 1 and 2; node
 /// `byzantine` sends through `rule`. Returns every honest party's result (the Byzantine
-/// one may go on to aux-info alone, and then ends on its short idle timeout), the
-/// request and what was stored.
+/// one's run is abandoned, see [`run`]), the request and what was stored.
 async fn reshare_with_byzantine(
     name: &str,
     byzantine: NodeId,
@@ -74,7 +82,7 @@ async fn reshare_with_byzantine(
                 )))
                 .with_identity(signer_for(&id))
                 .unwrap()
-                .with_idle_timeout(BYZANTINE_IDLE),
+                .with_idle_timeout(Duration::from_secs(300)),
             )
         } else {
             party.node.clone()
@@ -106,9 +114,8 @@ async fn reshare_with_byzantine(
             results.insert(id, task.await.unwrap());
         }
     }
-    // It ends by itself: its idle timeout counts the silence of the parties that left.
     if let Some(task) = byzantine_run {
-        let _ = task.await;
+        task.abort();
     }
     (results, request, stored)
 }
@@ -134,121 +141,127 @@ fn assert_honest_parties_convict(
     all_evidence
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn dealer_signing_two_commitment_vectors_is_convicted_by_every_party_at_the_echo_round() {
-    let ids = node_ids(3);
-    let (cheater, victim) = (ids[0], ids[2]);
-    // The victim gets other commitments (the top coefficient plus G), signed by the
-    // dealer, and a share that matches them, signed too: its own checks all pass, only
-    // the echo round can show the split.
-    let altered = Arc::new(Mutex::new(None::<([u8; 32], [u8; 32])>));
-    let rule: TamperRule = Arc::new(move |_, to, kind, payload| {
-        if to != victim {
-            return Tamper::Pass;
-        }
-        let signer = signer_for(&cheater);
-        match (reshare_msg(payload), kind) {
-            (
-                Some(ReshareMsg::Commitments {
-                    context,
-                    mut commitments,
-                    ..
-                }),
-                DeliveryKind::Broadcast,
-            ) => {
-                let top = commitments.len() - 1;
-                commitments[top] += Point::<Secp256k1>::generator().to_point();
-                let digest = dealer_commitments_digest(&cheater, &context, &commitments);
-                *altered.lock().unwrap() = Some((context, digest));
-                let signature = signer.sign(&commitments_signing_bytes(&context, &digest));
-                Tamper::Replace(vec![encode(&ReshareMsg::Commitments {
-                    context,
-                    commitments,
-                    signature,
-                })])
+#[test]
+fn dealer_signing_two_commitment_vectors_is_convicted_by_every_party_at_the_echo_round() {
+    run(async {
+        let ids = node_ids(3);
+        let (cheater, victim) = (ids[0], ids[2]);
+        // The victim gets other commitments (the top coefficient plus G), signed by the
+        // dealer, and a share that matches them, signed too: its own checks all pass, only
+        // the echo round can show the split.
+        let altered = Arc::new(Mutex::new(None::<([u8; 32], [u8; 32])>));
+        let rule: TamperRule = Arc::new(move |_, to, kind, payload| {
+            if to != victim {
+                return Tamper::Pass;
             }
-            (Some(ReshareMsg::Share { share, .. }), DeliveryKind::Direct) => {
-                // f'(x) = f(x) + x^(t'-1): the victim (index 2) evaluates at x = 3, t' = 2.
-                let (context, digest) = altered.lock().unwrap().expect("commitments go first");
-                let share = share + Scalar::<Secp256k1>::from(3u64);
-                let signature = signer.sign(&share_signing_bytes(
-                    &context, &cheater, &victim, 2, &share, &digest,
-                ));
-                Tamper::Replace(vec![encode(&ReshareMsg::Share { share, signature })])
+            let signer = signer_for(&cheater);
+            match (reshare_msg(payload), kind) {
+                (
+                    Some(ReshareMsg::Commitments {
+                        context,
+                        mut commitments,
+                        ..
+                    }),
+                    DeliveryKind::Broadcast,
+                ) => {
+                    let top = commitments.len() - 1;
+                    commitments[top] += Point::<Secp256k1>::generator().to_point();
+                    let digest = dealer_commitments_digest(&cheater, &context, &commitments);
+                    *altered.lock().unwrap() = Some((context, digest));
+                    let signature = signer.sign(&commitments_signing_bytes(&context, &digest));
+                    Tamper::Replace(vec![encode(&ReshareMsg::Commitments {
+                        context,
+                        commitments,
+                        signature,
+                    })])
+                }
+                (Some(ReshareMsg::Share { share, .. }), DeliveryKind::Direct) => {
+                    // f'(x) = f(x) + x^(t'-1): the victim (index 2) evaluates at x = 3, t' = 2.
+                    let (context, digest) = altered.lock().unwrap().expect("commitments go first");
+                    let share = share + Scalar::<Secp256k1>::from(3u64);
+                    let signature = signer.sign(&share_signing_bytes(
+                        &context, &cheater, &victim, 2, &share, &digest,
+                    ));
+                    Tamper::Replace(vec![encode(&ReshareMsg::Share { share, signature })])
+                }
+                _ => Tamper::Pass,
+            }
+        });
+        let (results, request, stored) =
+            reshare_with_byzantine("two-commitment-vectors", cheater, rule).await;
+        let evidence = assert_honest_parties_convict(&results, cheater);
+        // The victim convicts the dealer too: it is never blamed for what it was shown.
+        assert!(!evidence.is_empty());
+        for verdict in &evidence {
+            assert_eq!(verdict.dealer, cheater);
+            assert_eq!(verdict.finding, Finding::DealerCheated);
+            let ComplaintEvidence::Equivocation { first, second } = &verdict.evidence else {
+                panic!("equivocation evidence, got {:?}", verdict.evidence);
+            };
+            assert_ne!(first.digest, second.digest);
+            // Anyone holding the request can check the two signatures again.
+            assert_eq!(verdict.rejudge(&request).unwrap(), Finding::DealerCheated);
+        }
+        assert!(stored.lock().unwrap().is_empty(), "no new share is stored");
+    });
+}
+
+#[test]
+fn member_echoing_commitments_its_dealer_never_signed_is_convicted() {
+    run(async {
+        let ids = node_ids(3);
+        let liar = ids[2];
+        // The liar echoes a different digest for dealer 1 under the dealer's real signature
+        // (of the real digest): to make others believe in a split view it would need the
+        // dealer to sign the other version.
+        let rule: TamperRule = Arc::new(move |_, _, kind, payload| match reshare_msg(payload) {
+            Some(ReshareMsg::Echo { mut views }) if kind == DeliveryKind::Broadcast => {
+                views[0].digest = [7; 32];
+                Tamper::Replace(vec![encode(&ReshareMsg::Echo { views })])
             }
             _ => Tamper::Pass,
+        });
+        let (results, _, stored) = reshare_with_byzantine("unsigned-echo", liar, rule).await;
+        assert_honest_parties_convict(&results, liar);
+        for (id, result) in &results {
+            let reason = result.as_ref().unwrap_err().to_string();
+            assert!(reason.contains("echo"), "{id}: {reason}");
         }
+        assert!(stored.lock().unwrap().is_empty(), "no new share is stored");
     });
-    let (results, request, stored) =
-        reshare_with_byzantine("two-commitment-vectors", cheater, rule).await;
-    let evidence = assert_honest_parties_convict(&results, cheater);
-    // The victim convicts the dealer too: it is never blamed for what it was shown.
-    assert!(!evidence.is_empty());
-    for verdict in &evidence {
-        assert_eq!(verdict.dealer, cheater);
-        assert_eq!(verdict.finding, Finding::DealerCheated);
-        let ComplaintEvidence::Equivocation { first, second } = &verdict.evidence else {
-            panic!("equivocation evidence, got {:?}", verdict.evidence);
-        };
-        assert_ne!(first.digest, second.digest);
-        // Anyone holding the request can check the two signatures again.
-        assert_eq!(verdict.rejudge(&request).unwrap(), Finding::DealerCheated);
-    }
-    assert!(stored.lock().unwrap().is_empty(), "no new share is stored");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn member_echoing_commitments_its_dealer_never_signed_is_convicted() {
-    let ids = node_ids(3);
-    let liar = ids[2];
-    // The liar echoes a different digest for dealer 1 under the dealer's real signature
-    // (of the real digest): to make others believe in a split view it would need the
-    // dealer to sign the other version.
-    let rule: TamperRule = Arc::new(move |_, _, kind, payload| match reshare_msg(payload) {
-        Some(ReshareMsg::Echo { mut views }) if kind == DeliveryKind::Broadcast => {
-            views[0].digest = [7; 32];
-            Tamper::Replace(vec![encode(&ReshareMsg::Echo { views })])
+#[test]
+fn member_forging_equivocation_evidence_against_an_honest_dealer_is_convicted() {
+    run(async {
+        let ids = node_ids(3);
+        let (dealer, framer) = (ids[0], ids[1]);
+        // Instead of its echo, the framer complains that dealer 1 signed two versions: the
+        // real signed digest, and another digest under the same signature.
+        let rule: TamperRule = Arc::new(move |_, _, kind, payload| match reshare_msg(payload) {
+            Some(ReshareMsg::Echo { views }) if kind == DeliveryKind::Broadcast => {
+                let first = views[0].clone();
+                let second = SignedCommitments {
+                    digest: [7; 32],
+                    signature: first.signature.clone(),
+                };
+                Tamper::Replace(vec![encode(&ReshareMsg::Complaint {
+                    views: Some(views),
+                    dealer,
+                    evidence: ComplaintEvidence::Equivocation { first, second },
+                })])
+            }
+            _ => Tamper::Pass,
+        });
+        let (results, request, stored) =
+            reshare_with_byzantine("forged-equivocation", framer, rule).await;
+        let evidence = assert_honest_parties_convict(&results, framer);
+        for verdict in &evidence {
+            assert_eq!((verdict.complainer, verdict.dealer), (framer, dealer));
+            assert_eq!(verdict.finding, Finding::FalseComplaint);
+            assert_eq!(verdict.rejudge(&request).unwrap(), Finding::FalseComplaint);
         }
-        _ => Tamper::Pass,
+        assert!(!evidence.is_empty());
+        assert!(stored.lock().unwrap().is_empty(), "no new share is stored");
     });
-    let (results, _, stored) = reshare_with_byzantine("unsigned-echo", liar, rule).await;
-    assert_honest_parties_convict(&results, liar);
-    for (id, result) in &results {
-        let reason = result.as_ref().unwrap_err().to_string();
-        assert!(reason.contains("echo"), "{id}: {reason}");
-    }
-    assert!(stored.lock().unwrap().is_empty(), "no new share is stored");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn member_forging_equivocation_evidence_against_an_honest_dealer_is_convicted() {
-    let ids = node_ids(3);
-    let (dealer, framer) = (ids[0], ids[1]);
-    // Instead of its echo, the framer complains that dealer 1 signed two versions: the
-    // real signed digest, and another digest under the same signature.
-    let rule: TamperRule = Arc::new(move |_, _, kind, payload| match reshare_msg(payload) {
-        Some(ReshareMsg::Echo { views }) if kind == DeliveryKind::Broadcast => {
-            let first = views[0].clone();
-            let second = SignedCommitments {
-                digest: [7; 32],
-                signature: first.signature.clone(),
-            };
-            Tamper::Replace(vec![encode(&ReshareMsg::Complaint {
-                views: Some(views),
-                dealer,
-                evidence: ComplaintEvidence::Equivocation { first, second },
-            })])
-        }
-        _ => Tamper::Pass,
-    });
-    let (results, request, stored) =
-        reshare_with_byzantine("forged-equivocation", framer, rule).await;
-    let evidence = assert_honest_parties_convict(&results, framer);
-    for verdict in &evidence {
-        assert_eq!((verdict.complainer, verdict.dealer), (framer, dealer));
-        assert_eq!(verdict.finding, Finding::FalseComplaint);
-        assert_eq!(verdict.rejudge(&request).unwrap(), Finding::FalseComplaint);
-    }
-    assert!(!evidence.is_empty());
-    assert!(stored.lock().unwrap().is_empty(), "no new share is stored");
 }
