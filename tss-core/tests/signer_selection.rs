@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use transport::{
-    ConnectionState, DeliveryKind, Destination, InMemoryNetwork, NodeId, SessionChannel,
-    SessionConfig, SessionId, SessionSender, Transport, TransportError,
+    Destination, InMemoryNetwork, NodeId, SessionConfig, Tamper, TamperingTransport, Transport,
 };
 use tss_core::pool::{
     control_session_id, ControlMsg, KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent,
@@ -81,49 +80,20 @@ impl ProposalValidator for Rules {
 /// A transport that can be muted: once `muted` is set, everything this node sends is
 /// dropped (a frozen process, or one cut off by the network while its peers' connections
 /// still look open).
-struct Mutable {
+fn mutable(
     inner: transport::InMemoryTransport,
     muted: Arc<AtomicBool>,
-}
-
-struct MutableSender {
-    inner: Arc<dyn SessionSender>,
-    muted: Arc<AtomicBool>,
-}
-
-impl SessionSender for MutableSender {
-    fn send(
-        &self,
-        session: SessionId,
-        to: NodeId,
-        kind: DeliveryKind,
-        payload: Vec<u8>,
-    ) -> Result<(), TransportError> {
-        if self.muted.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        self.inner.send(session, to, kind, payload)
-    }
-}
-
-impl Transport for Mutable {
-    fn local_node(&self) -> NodeId {
-        self.inner.local_node()
-    }
-    fn connection_state(&self, peer: &NodeId) -> ConnectionState {
-        self.inner.connection_state(peer)
-    }
-    fn open_session(
-        &self,
-        session: SessionId,
-        config: SessionConfig,
-    ) -> Result<SessionChannel, TransportError> {
-        let muted = self.muted.clone();
-        Ok(self
-            .inner
-            .open_session(session, config)?
-            .wrap_sender(move |inner| Arc::new(MutableSender { inner, muted })))
-    }
+) -> TamperingTransport<transport::InMemoryTransport> {
+    TamperingTransport::new(
+        inner,
+        Arc::new(move |_, _, _, _| {
+            if muted.load(Ordering::SeqCst) {
+                Tamper::Drop
+            } else {
+                Tamper::Pass
+            }
+        }),
+    )
 }
 
 /// Silence a signing run tolerates here. Heartbeats go out five times as often, from a
@@ -176,10 +146,7 @@ impl Pool {
 
     async fn start_node(&self, i: usize, muted: Arc<AtomicBool>) -> PoolNode {
         let id = self.ids[i];
-        let transport = Mutable {
-            inner: self.network.endpoint(id),
-            muted,
-        };
+        let transport = mutable(self.network.endpoint(id), muted);
         PoolNode::start(
             PoolConfig::new(self.ids.clone())
                 .with_session_idle_timeout(IDLE)

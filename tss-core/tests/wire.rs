@@ -13,8 +13,7 @@ use common::*;
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::Sha256;
 use transport::{
-    DeliveryKind, InMemoryNetwork, InMemoryTransport, NodeId, SessionChannel, SessionConfig,
-    SessionId, SessionSender, Transport, TransportError,
+    InMemoryNetwork, InMemoryTransport, NodeId, SessionId, Tamper, TamperingTransport,
 };
 use tss_core::wire::{decode_message, encode_message, WireError};
 use tss_core::{keccak256, Committee, ExecutionId, KeyId, ProtocolKind, TssNode};
@@ -27,44 +26,14 @@ type PartialSig = cggmp21::PartialSignature<Secp256k1>;
 type Log = Arc<Mutex<Vec<(SessionId, Vec<u8>)>>>;
 
 /// The in-memory transport, recording every payload this node sends.
-struct Recording {
-    inner: InMemoryTransport,
-    log: Log,
-}
-
-struct RecordingSender {
-    inner: Arc<dyn SessionSender>,
-    log: Log,
-}
-
-impl SessionSender for RecordingSender {
-    fn send(
-        &self,
-        session: SessionId,
-        to: NodeId,
-        kind: DeliveryKind,
-        payload: Vec<u8>,
-    ) -> Result<(), TransportError> {
-        self.log.lock().unwrap().push((session, payload.clone()));
-        self.inner.send(session, to, kind, payload)
-    }
-}
-
-impl Transport for Recording {
-    fn local_node(&self) -> NodeId {
-        self.inner.local_node()
-    }
-    fn open_session(
-        &self,
-        session: SessionId,
-        config: SessionConfig,
-    ) -> Result<SessionChannel, TransportError> {
-        let log = self.log.clone();
-        Ok(self
-            .inner
-            .open_session(session, config)?
-            .wrap_sender(|inner| Arc::new(RecordingSender { inner, log })))
-    }
+fn recording(inner: InMemoryTransport, log: Log) -> TamperingTransport<InMemoryTransport> {
+    TamperingTransport::new(
+        inner,
+        Arc::new(move |session, _, _, payload| {
+            log.lock().unwrap().push((session, payload.to_vec()));
+            Tamper::Pass
+        }),
+    )
 }
 
 /// Decodes `bytes` as `M`, checks the encoding is canonical and strict, returns the value.
@@ -89,10 +58,10 @@ async fn every_protocol_message_of_a_real_run_round_trips_through_postcard() {
     let nodes: Vec<Arc<TssNode>> = ids
         .iter()
         .map(|id| {
-            Arc::new(TssNode::new(Arc::new(Recording {
-                inner: network.endpoint(*id),
-                log: log.clone(),
-            })))
+            Arc::new(TssNode::new(Arc::new(recording(
+                network.endpoint(*id),
+                log.clone(),
+            ))))
         })
         .collect();
     let key_id = KeyId::new("wire-test").unwrap();

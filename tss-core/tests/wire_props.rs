@@ -25,8 +25,8 @@ use serde::{de::DeserializeOwned, Serialize};
 use sha2::Sha256;
 use transport::{
     decode_frame, encode_frame, read_length_prefixed, DeliveryKind, InMemoryNetwork,
-    InMemoryTransport, NodeId, SessionChannel, SessionConfig, SessionId, SessionSender, Transport,
-    TransportError, FRAME_HEADER_LEN, MAX_MESSAGE_SIZE,
+    InMemoryTransport, NodeId, SessionId, Tamper, TamperingTransport, TransportError,
+    FRAME_HEADER_LEN, MAX_MESSAGE_SIZE,
 };
 use tss_core::pool::{
     ControlMsg, KeygenProposal, PresignProposal, Proposal, ReshareProposal, SignProposal,
@@ -377,44 +377,14 @@ proptest! {
 type Log = Arc<Mutex<Vec<(SessionId, Vec<u8>)>>>;
 
 /// The in-memory transport, recording every payload this node sends.
-struct Recording {
-    inner: InMemoryTransport,
-    log: Log,
-}
-
-struct RecordingSender {
-    inner: Arc<dyn SessionSender>,
-    log: Log,
-}
-
-impl SessionSender for RecordingSender {
-    fn send(
-        &self,
-        session: SessionId,
-        to: NodeId,
-        kind: DeliveryKind,
-        payload: Vec<u8>,
-    ) -> Result<(), TransportError> {
-        self.log.lock().unwrap().push((session, payload.clone()));
-        self.inner.send(session, to, kind, payload)
-    }
-}
-
-impl Transport for Recording {
-    fn local_node(&self) -> NodeId {
-        self.inner.local_node()
-    }
-    fn open_session(
-        &self,
-        session: SessionId,
-        config: SessionConfig,
-    ) -> Result<SessionChannel, TransportError> {
-        let log = self.log.clone();
-        Ok(self
-            .inner
-            .open_session(session, config)?
-            .wrap_sender(|inner| Arc::new(RecordingSender { inner, log })))
-    }
+fn recording(inner: InMemoryTransport, log: Log) -> TamperingTransport<InMemoryTransport> {
+    TamperingTransport::new(
+        inner,
+        Arc::new(move |session, _, _, payload| {
+            log.lock().unwrap().push((session, payload.to_vec()));
+            Tamper::Pass
+        }),
+    )
 }
 
 /// One real 2-of-2 run; returns every message sent, with the kind of its session.
@@ -439,10 +409,10 @@ fn real_run(
     let nodes: Vec<Arc<TssNode>> = ids
         .iter()
         .map(|id| {
-            Arc::new(TssNode::new(Arc::new(Recording {
-                inner: network.endpoint(*id),
-                log: log.clone(),
-            })))
+            Arc::new(TssNode::new(Arc::new(recording(
+                network.endpoint(*id),
+                log.clone(),
+            ))))
         })
         .collect();
     rt.block_on(async {
