@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds every fuzz target (release, with debug assertions and overflow checks), replays
-# the committed corpus, then fuzzes each target for N seconds (default 30). Then, as a
+# Builds every fuzz target (release, with debug assertions and overflow checks), then runs
+# each target on a scratch copy of its committed corpus: libFuzzer first executes every
+# committed input (a crash there fails the run like any other), then fuzzes for N seconds
+# (default 30). FUZZ_PARALLEL targets run at a time (each libFuzzer process uses one core). Then, as a
 # separate bounded step, the target that reaches the GMP-backed big-integer decoding
 # (wire_message) is built with AddressSanitizer and fuzzed for FUZZ_ASAN_SECONDS. Exit status is non-zero on
 # any crash, panic, failed assertion, sanitizer report or timeout.
@@ -19,6 +21,10 @@
 #                       (libFuzzer -merge=1; review and commit them), instead of
 #                       throwing the scratch corpus away
 #   FUZZ_JOBS           cargo build jobs (default: cargo's choice)
+#   FUZZ_PARALLEL       targets fuzzed at the same time (default 2, one per core here)
+#   FUZZ_STEP           "build": only build the main step's targets (CI starts this early,
+#                       at low priority, beside the tests); "run": only run them (already
+#                       built); unset: both
 set -euo pipefail
 
 SECS="${1:-30}"
@@ -69,11 +75,10 @@ fuzz() { # sanitizer target-dir seconds target
     local t0
     t0=$(date +%s)
     mkdir -p "corpus/$t"
-    echo "== $t ($san): replay committed corpus ($(ls "corpus/$t" | wc -l) inputs)"
-    # -runs=0: execute every input of the corpus once, then stop.
-    cargo +nightly fuzz run "${flags[@]}" "$t" "corpus/$t" -- -runs=0 $(opts "$t")
-    echo "== $t ($san): fuzz for ${secs}s"
-    # Fuzz on a scratch copy so the committed corpus only changes deliberately.
+    echo "== $t ($san): the committed corpus ($(ls "corpus/$t" | wc -l) inputs), then ${secs}s of fuzzing"
+    # Fuzz on a scratch copy so the committed corpus only changes deliberately. libFuzzer
+    # runs every input of it before fuzzing (whatever -max_total_time says), so this also
+    # replays the committed corpus.
     local scratch
     scratch="$(mktemp -d)"
     cp -r "corpus/$t"/. "$scratch"/
@@ -87,12 +92,52 @@ fuzz() { # sanitizer target-dir seconds target
     echo "   $t ($san) took $(( $(date +%s) - t0 )) s"
 }
 
+# Runs `fuzz` for each target, FUZZ_PARALLEL at a time; each target's output is printed
+# whole when it ends. Fails (after the running ones end) if any target failed.
+fuzz_all() { # sanitizer target-dir seconds targets...
+    local san="$1" dir="$2" secs="$3"
+    shift 3
+    local logs failed=0 t pid
+    logs="$(mktemp -d)"
+    local -a pids=() names=()
+    finish_one() { # waits for the oldest running target
+        local p="${pids[0]}" n="${names[0]}"
+        pids=("${pids[@]:1}")
+        names=("${names[@]:1}")
+        if ! wait "$p"; then
+            failed=1
+            echo "== FAILED: $n"
+        fi
+        cat "$logs/$n.log"
+    }
+    for t in "$@"; do
+        while [[ ${#pids[@]} -ge ${FUZZ_PARALLEL:-2} ]]; do finish_one; done
+        fuzz "$san" "$dir" "$secs" "$t" >"$logs/$t.log" 2>&1 &
+        pids+=("$!")
+        names+=("$t")
+    done
+    while [[ ${#pids[@]} -gt 0 ]]; do finish_one; done
+    rm -rf "$logs"
+    return "$failed"
+}
+
 start=$(date +%s)
+STEP="${FUZZ_STEP:-all}"
 if [[ ${#TARGETS[@]} -gt 0 ]]; then
-    echo "== build (${TARGETS[*]}; sanitizer $SAN, debug assertions on)"
-    build "$SAN" target "${TARGETS[@]}"
-    echo "   build took $(( $(date +%s) - start )) s"
-    for t in "${TARGETS[@]}"; do fuzz "$SAN" target "$SECS" "$t"; done
+    if [[ "$STEP" != run ]]; then
+        echo "== build (${TARGETS[*]}; sanitizer $SAN, debug assertions on)"
+        build "$SAN" target "${TARGETS[@]}"
+        echo "   build took $(( $(date +%s) - start )) s"
+    fi
+    if [[ "$STEP" != build ]]; then
+        # Checks the build is current (a no-op after FUZZ_STEP=build).
+        build "$SAN" target "${TARGETS[@]}"
+        fuzz_all "$SAN" target "$SECS" "${TARGETS[@]}"
+    fi
+fi
+if [[ "$STEP" == build ]]; then
+    echo "== fuzz targets built in $(( $(date +%s) - start )) s"
+    exit 0
 fi
 
 if [[ "$SAN" == none && ${#ASAN_TARGETS[@]} -gt 0 ]]; then
@@ -101,6 +146,6 @@ if [[ "$SAN" == none && ${#ASAN_TARGETS[@]} -gt 0 ]]; then
     # Its own target directory: switching sanitizers in one would rebuild everything.
     build address target/asan "${ASAN_TARGETS[@]}"
     echo "   ASan build took $(( $(date +%s) - t0 )) s"
-    for t in "${ASAN_TARGETS[@]}"; do fuzz address target/asan "$ASAN_SECS" "$t"; done
+    fuzz_all address target/asan "$ASAN_SECS" "${ASAN_TARGETS[@]}"
 fi
 echo "== all fuzz targets passed in $(( $(date +%s) - start )) s"
