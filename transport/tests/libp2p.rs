@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -29,20 +28,12 @@ fn identity(seed: u8) -> Libp2pIdentity {
     Libp2pIdentity::from_seed([seed; 32]).unwrap()
 }
 
-/// A free port on 127.0.0.1 (bound and released, so peers' addresses are known up front).
-/// Never the same port twice in this process: the OS may hand a just-released port out
-/// again, and libp2p listens with SO_REUSEPORT, so two nodes would share it silently.
-fn free_addr() -> Multiaddr {
-    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap();
-    loop {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
-            return format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
-        }
-    }
+/// Where a node listens the first time it starts: a port the OS picks as the node binds
+/// it, so nothing else can take it in between (unlike a port found free beforehand and
+/// released). [`Plan::start`] reads the bound address back with
+/// [`Libp2pTransport::listen_addrs`].
+fn any_port() -> Multiaddr {
+    "/ip4/127.0.0.1/tcp/0".parse().unwrap()
 }
 
 fn session(n: u8) -> SessionId {
@@ -52,6 +43,8 @@ fn session(n: u8) -> SessionId {
 /// Identities and addresses of a network whose nodes all know each other.
 struct Plan {
     ids: Vec<Libp2pIdentity>,
+    /// Where each node listens: [`any_port`] until it first starts, then the address it
+    /// bound (a restart binds that one again: this process held it until then).
     addrs: Vec<Multiaddr>,
 }
 
@@ -59,12 +52,16 @@ impl Plan {
     fn new(seeds: &[u8]) -> Self {
         Self {
             ids: seeds.iter().map(|s| identity(*s)).collect(),
-            addrs: seeds.iter().map(|_| free_addr()).collect(),
+            addrs: seeds.iter().map(|_| any_port()).collect(),
         }
     }
     fn nodes(&self) -> Vec<NodeId> {
         self.ids.iter().map(|i| i.node_id()).collect()
     }
+    /// Node `i`'s configuration: every other node is a known peer. One that has not
+    /// started yet is listed at [`any_port`]: it may connect at once (so no connection
+    /// is refused while the nodes come up), and dialling it fails straight away (libp2p's
+    /// TCP transport does not dial port 0) until [`Plan::introduce`] gives the address.
     fn config(&self, i: usize) -> Libp2pConfig {
         let mut config = Libp2pConfig::new(self.ids[i].clone(), self.addrs[i].clone());
         config.peers = self
@@ -77,13 +74,34 @@ impl Plan {
         config.redial_max_backoff = Duration::from_millis(400);
         config
     }
-    async fn start(&self, i: usize) -> Libp2pTransport {
-        Libp2pTransport::start(self.config(i)).await.unwrap()
+    /// Starts node `i` and records the address it listens on.
+    async fn start(&mut self, i: usize) -> Libp2pTransport {
+        self.start_with(i, self.config(i)).await
     }
-    async fn start_all(&self) -> Vec<Libp2pTransport> {
+    /// Starts node `i` with `config` (made from [`Plan::config`]) and records the address
+    /// it listens on.
+    async fn start_with(&mut self, i: usize, config: Libp2pConfig) -> Libp2pTransport {
+        let node = Libp2pTransport::start(config).await.unwrap();
+        let bound = node.listen_addrs();
+        assert_eq!(bound.len(), 1, "one listen address: {bound:?}");
+        self.addrs[i] = bound[0].clone();
+        node
+    }
+    /// Tells `node` the address of every node started so far.
+    fn introduce(&self, node: &Libp2pTransport) {
+        for (id, addr) in self.ids.iter().zip(&self.addrs) {
+            if *addr != any_port() {
+                node.add_peer(id.node_id(), addr.clone()).unwrap();
+            }
+        }
+    }
+    async fn start_all(&mut self) -> Vec<Libp2pTransport> {
         let mut nodes = Vec::new();
         for i in 0..self.ids.len() {
             nodes.push(self.start(i).await);
+        }
+        for node in &nodes {
+            self.introduce(node);
         }
         for node in &nodes {
             node.wait_for_peers(&self.nodes(), WAIT).await.unwrap();
@@ -110,7 +128,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_exchange_broadcast_and_direct_messages_over_libp2p() {
     init_tracing();
-    let plan = Plan::new(&[1, 2, 3, 4, 5]);
+    let mut plan = Plan::new(&[1, 2, 3, 4, 5]);
     let nodes = plan.start_all().await;
     let ids = plan.nodes();
     let config = SessionConfig::new(ids.clone());
@@ -159,7 +177,7 @@ async fn five_nodes_exchange_broadcast_and_direct_messages_over_libp2p() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_from_one_peer_arrive_in_the_order_sent() {
     init_tracing();
-    let plan = Plan::new(&[16, 17]);
+    let mut plan = Plan::new(&[16, 17]);
     let nodes = plan.start_all().await;
     let ids = plan.nodes();
     let config = SessionConfig::new(ids.clone());
@@ -197,7 +215,7 @@ async fn messages_from_one_peer_arrive_in_the_order_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_concurrent_sessions_are_multiplexed_without_crosstalk() {
     init_tracing();
-    let plan = Plan::new(&[11, 12, 13, 14, 15]);
+    let mut plan = Plan::new(&[11, 12, 13, 14, 15]);
     let nodes = plan.start_all().await;
     let ids = plan.nodes();
     const ROUNDS: u8 = 3;
@@ -266,7 +284,7 @@ async fn ten_concurrent_sessions_are_multiplexed_without_crosstalk() {
 async fn forged_sender_in_payload_is_ignored_sender_comes_from_noise_identity() {
     init_tracing();
     // victim, attacker (known), honest (known, impersonated)
-    let plan = Plan::new(&[21, 22, 23]);
+    let mut plan = Plan::new(&[21, 22, 23]);
     let nodes = plan.start_all().await;
     let ids = plan.nodes();
     let (victim, attacker, honest) = (ids[0], ids[1], ids[2]);
@@ -276,7 +294,7 @@ async fn forged_sender_in_payload_is_ignored_sender_comes_from_noise_identity() 
     let outsider_id = identity(24);
     let outsider = outsider_id.node_id();
     let outsider_node = Libp2pTransport::start(
-        Libp2pConfig::new(outsider_id, free_addr()).with_peer(victim, plan.addrs[0].clone()),
+        Libp2pConfig::new(outsider_id, any_port()).with_peer(victim, plan.addrs[0].clone()),
     )
     .await
     .unwrap();
@@ -399,6 +417,31 @@ impl RawClient {
         }
     }
 
+    /// Opens streams of the MPC protocol to `to` until one is accepted (its first byte is
+    /// [`STREAM_ACCEPTED`]); returns it and how many were not accepted before it. For a
+    /// victim whose per-peer stream limit this client just reached: it frees a slot only
+    /// once it sees one of the client's streams end, a moment after the client drops it.
+    /// One stream at a time, so libp2p never drops one from its accept queue: every
+    /// stream not accepted here was refused by the victim, and counted.
+    async fn open_accepted(&mut self, to: PeerId, addr: &Multiaddr) -> (libp2p::Stream, u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut refused = 0;
+        loop {
+            let mut stream = self.open(to, addr).await;
+            let mut byte = [0u8; 1];
+            if let Ok(1) = stream.read(&mut byte).await {
+                assert_eq!(byte[0], STREAM_ACCEPTED, "an accepted stream says so");
+                return (stream, refused);
+            }
+            refused += 1;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no stream accepted in {WAIT:?} ({refused} refused)"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Writes a handshake (a fresh incarnation) and `bytes` on a fresh stream and closes
     /// it. An error means the victim reset the stream before everything was written
     /// (what it does on an oversized frame).
@@ -431,14 +474,16 @@ fn hello() -> [u8; 8] {
 /// an honest peer (node 1), and a raw client (node 2) that the victim knows. Each test
 /// passes its own `seed` so no two tests run nodes with the same identity.
 async fn victim_setup(seed: u8) -> (Plan, Vec<Libp2pTransport>, RawClient) {
-    let plan = Plan::new(&[seed, seed + 1, seed + 2]);
-    // The raw client does not listen; the victim just fails to dial it, harmlessly.
+    let mut plan = Plan::new(&[seed, seed + 1, seed + 2]);
+    // The raw client does not listen (its address stays `any_port()`); the victim just
+    // fails to dial it, harmlessly.
     let raw = RawClient::new(seed + 2);
     let mut victim_config = plan.config(0);
     victim_config.max_message_size = 64 * 1024;
     victim_config.max_inbound_streams_per_peer = 2;
-    let victim = Libp2pTransport::start(victim_config).await.unwrap();
+    let victim = plan.start_with(0, victim_config).await;
     let honest = plan.start(1).await;
+    plan.introduce(&victim);
     let ids = plan.nodes();
     victim.wait_for_peers(&ids[..2], WAIT).await.unwrap();
     honest.wait_for_peers(&ids[..2], WAIT).await.unwrap();
@@ -446,13 +491,15 @@ async fn victim_setup(seed: u8) -> (Plan, Vec<Libp2pTransport>, RawClient) {
 }
 
 /// The honest peer still reaches the victim, and so does a well-formed frame from the
-/// misbehaving client itself.
+/// misbehaving client itself, on a new stream. Returns how many of the client's new
+/// streams the victim refused before it accepted the one carrying that frame (see
+/// [`RawClient::open_accepted`]).
 async fn assert_still_working(
     plan: &Plan,
     nodes: &[Libp2pTransport],
     raw: &mut RawClient,
     s: SessionId,
-) {
+) -> u64 {
     let ids = plan.nodes();
     let config = SessionConfig::new(ids.clone());
     let mut on_victim = nodes[0].open_session(s, config.clone()).unwrap();
@@ -465,17 +512,26 @@ async fn assert_still_working(
         (msg.from, msg.payload.as_slice()),
         (ids[1], &b"still there?"[..])
     );
-    raw.send_raw(
-        nodes[0].local_peer_id(),
-        &plan.addrs[0],
-        &prefixed(&encode_frame(s, DeliveryKind::Direct, b"well-formed")),
-    )
-    .await;
+    let (mut stream, refused) = raw
+        .open_accepted(nodes[0].local_peer_id(), &plan.addrs[0])
+        .await;
+    stream.write_all(&hello()).await.unwrap();
+    stream
+        .write_all(&prefixed(&encode_frame(
+            s,
+            DeliveryKind::Direct,
+            b"well-formed",
+        )))
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    let _ = stream.close().await;
     let msg = recv(&mut on_victim).await;
     assert_eq!(
         (msg.from, msg.payload.as_slice()),
         (ids[2], &b"well-formed"[..])
     );
+    refused
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -610,12 +666,17 @@ async fn a_peer_cannot_hold_more_streams_open_than_the_limit() {
         (msg.from, msg.payload.as_slice()),
         (ids[2], &b"on a held stream"[..])
     );
-    // Once the held streams close, new ones are accepted again.
+    // Once the held streams close, new ones are accepted again. The victim frees the
+    // slots when it sees the held streams end, a moment after they are dropped: the
+    // client opens new streams until one is accepted (within `WAIT`), and the victim
+    // refused none but the third one above and those the client saw refused meanwhile.
     drop(held);
     drop(on_victim);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_still_working(&plan, &nodes, &mut raw, session(10)).await;
-    assert_eq!(nodes[0].stats().inbound_streams_refused, 1);
+    let refused_meanwhile = assert_still_working(&plan, &nodes, &mut raw, session(10)).await;
+    assert_eq!(
+        nodes[0].stats().inbound_streams_refused,
+        1 + refused_meanwhile
+    );
     for n in &nodes {
         n.shutdown().await;
     }
@@ -628,11 +689,11 @@ async fn a_peer_cannot_hold_more_streams_open_than_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_the_peer_did_not_accept_is_reopened_and_no_frame_is_lost() {
     init_tracing();
-    let plan = Plan::new(&[81, 82]);
+    let mut plan = Plan::new(&[81, 82]);
     let ids = plan.nodes();
     let mut b_config = plan.config(1);
     b_config.max_inbound_streams_per_peer = 1;
-    let b = Libp2pTransport::start(b_config).await.unwrap();
+    let b = plan.start_with(1, b_config).await;
     // A client holding A's identity takes B's only stream slot for A.
     let mut impostor = RawClient::new(81);
     let mut held = impostor.open(b.local_peer_id(), &plan.addrs[1]).await;
@@ -641,6 +702,7 @@ async fn a_stream_the_peer_did_not_accept_is_reopened_and_no_frame_is_lost() {
     assert_eq!(byte[0], STREAM_ACCEPTED);
 
     let a = plan.start(0).await;
+    plan.introduce(&b);
     a.wait_for_peers(&ids, WAIT).await.unwrap();
     let s = session(81);
     let config = SessionConfig::new(ids.clone());
@@ -667,6 +729,10 @@ async fn a_stream_the_peer_did_not_accept_is_reopened_and_no_frame_is_lost() {
         (msg.from, msg.payload.as_slice()),
         (ids[0], &b"must not be lost"[..])
     );
+    // Counters move just after the event they count, so the message can reach B a
+    // moment before A counts it sent.
+    let a2 = a.clone();
+    wait_until("A counts the message sent", || a2.stats().frames_sent >= 1).await;
     assert_eq!(a.stats().outbound_failures, 0);
     assert_eq!(a.stats().frames_sent, 1);
     a.shutdown().await;
@@ -676,7 +742,7 @@ async fn a_stream_the_peer_did_not_accept_is_reopened_and_no_frame_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_for_finished_session_is_rejected() {
     init_tracing();
-    let plan = Plan::new(&[41, 42]);
+    let mut plan = Plan::new(&[41, 42]);
     let nodes = plan.start_all().await;
     let ids = plan.nodes();
     let config = SessionConfig::new(ids.clone());
@@ -708,7 +774,7 @@ async fn message_for_finished_session_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_restart_reconnects_and_delivery_resumes() {
     init_tracing();
-    let plan = Plan::new(&[51, 52]);
+    let mut plan = Plan::new(&[51, 52]);
     let mut nodes = plan.start_all().await;
     let ids = plan.nodes();
     let config = SessionConfig::new(ids.clone());
@@ -732,8 +798,9 @@ async fn peer_restart_reconnects_and_delivery_resumes() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // B restarts with the same identity and address.
+    let b_addr = plan.addrs[1].clone();
     let b = plan.start(1).await;
-    assert_eq!(b.listen_addrs(), vec![plan.addrs[1].clone()]);
+    assert_eq!(b.listen_addrs(), vec![b_addr]);
     b.wait_for_peers(&ids, WAIT).await.unwrap();
     nodes[0].wait_for_peers(&ids, WAIT).await.unwrap();
     let mut on_b2 = b.open_session(session(7), config).unwrap();
@@ -760,7 +827,7 @@ async fn peer_restart_reconnects_and_delivery_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_party_causes_timeout_naming_it() {
     init_tracing();
-    let plan = Plan::new(&[61, 62, 63]);
+    let mut plan = Plan::new(&[61, 62, 63]);
     let nodes = plan.start_all().await;
     let ids = plan.nodes();
     // Silence, not speed: B's first frame may take a while on a loaded machine, and only C
@@ -787,22 +854,41 @@ async fn silent_party_causes_timeout_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_last_handle_stops_the_node() {
     init_tracing();
-    let plan = Plan::new(&[71, 72]);
+    let mut plan = Plan::new(&[71, 72]);
     let nodes = plan.start_all().await;
     let survivor = nodes[0].clone();
     let clone = nodes[1].clone();
     drop(nodes);
-    // One clone left: still running.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(survivor.connected_peers(), vec![plan.ids[1].node_id()]);
+    // One clone left: still running. Shown by a round trip after the drop (node 1 takes
+    // a message and answers it), not by looking once after a pause: had the drop stopped
+    // it, the message would not arrive, or the answer would not be sent.
+    let ids = plan.nodes();
+    let config = SessionConfig::new(ids.clone());
+    let mut on_survivor = survivor.open_session(session(72), config.clone()).unwrap();
+    let mut on_clone = clone.open_session(session(72), config).unwrap();
+    on_survivor
+        .send(Destination::Direct(ids[1]), b"still there?".to_vec())
+        .unwrap();
+    assert_eq!(recv(&mut on_clone).await.payload, b"still there?");
+    on_clone
+        .send(Destination::Direct(ids[0]), b"yes".to_vec())
+        .unwrap();
+    let answer = recv(&mut on_survivor).await;
+    assert_eq!(
+        (answer.from, answer.payload.as_slice()),
+        (ids[1], &b"yes"[..])
+    );
+    assert_eq!(survivor.connected_peers(), vec![ids[1]]);
+    drop(on_clone);
     drop(clone);
     wait_until("peer sees the dropped node go", || {
         survivor.connected_peers().is_empty()
     })
     .await;
     // Its port is free again.
+    let addr = plan.addrs[1].clone();
     let restarted = plan.start(1).await;
-    assert_eq!(restarted.listen_addrs(), vec![plan.addrs[1].clone()]);
+    assert_eq!(restarted.listen_addrs(), vec![addr]);
     survivor.shutdown().await;
     restarted.shutdown().await;
 }
@@ -818,10 +904,11 @@ async fn a_flooding_peer_cannot_crowd_out_an_honest_early_message() {
     init_tracing();
     // Node 0 receives, node 1 is honest, node 2 (a raw client) floods. Node 0 knows all
     // three; the flooder does not listen, the others just fail to dial it.
-    let plan = Plan::new(&[91, 92, 93]);
+    let mut plan = Plan::new(&[91, 92, 93]);
     let mut flooder = RawClient::new(93);
     let receiver = plan.start(0).await;
     let honest = plan.start(1).await;
+    plan.introduce(&receiver);
     let ids = plan.nodes();
     receiver.wait_for_peers(&ids[..2], WAIT).await.unwrap();
     honest.wait_for_peers(&ids[..2], WAIT).await.unwrap();
