@@ -14,6 +14,20 @@ use node_shell::devnet::lock_stake;
 
 const KEYGEN: Duration = Duration::from_secs(900);
 
+/// Polls `check` every 250 ms until it gives a value, for at most `limit`.
+async fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn membership_follows_locks_and_unlocks_on_l1() {
     let Some(anvil) = anvil() else { return };
@@ -24,15 +38,15 @@ async fn membership_follows_locks_and_unlocks_on_l1() {
     for k in 1..=5 {
         pool.start(k).await;
     }
-    // Three locked, four needed: nothing happens, and the status says why.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let status = pool.node(1).status();
-    assert!(
-        status
-            .membership
-            .contains("3 locked sequencer(s), no valid pool"),
-        "{status:?}"
-    );
+    // Three locked, four needed: nothing happens, and the status says why (once node 1
+    // has read L1).
+    eventually(Duration::from_secs(120), || {
+        (pool.node(1).status().membership)
+            .contains("3 locked sequencer(s), no valid pool")
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("status never said why: {:?}", pool.node(1).status()));
     assert!(pool.node(1).key().is_none());
 
     // A lock by an account the admin did not whitelist reverts on L1.
@@ -85,7 +99,18 @@ async fn membership_follows_locks_and_unlocks_on_l1() {
     let producer = pool.node(2).block_producer(epoch);
     pool.stop(2).await;
     let restarted = pool.start(2).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually(Duration::from_secs(120), || {
+        (restarted.membership_status().starts_with("in sync with L1")
+            && restarted.pool_state().as_ref() == Some(&joined))
+        .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the restarted node never re-derived the pool: {}",
+            restarted.membership_status()
+        )
+    });
     assert_eq!(restarted.pool_state().unwrap(), joined);
     assert_eq!(restarted.key().unwrap().generation, 1);
     assert_eq!(restarted.block_producer(epoch), producer);

@@ -105,7 +105,7 @@ async fn reshare_to(
     let pool_ref: &SharedPool = if (old_n, old_t) == (3, 2) {
         shared_2_of_3().await
     } else {
-        let (network, parties) = pool(old_n, old_t, "reshared").await;
+        let (network, parties) = pool(old_n, old_t).await;
         fresh = SharedPool::new(network, parties);
         &fresh
     };
@@ -261,7 +261,7 @@ async fn old_shares_cannot_be_combined_with_new_ones() {
 /// bad share is convicted (tests/reshare_complaints.rs).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_share_mangled_on_the_wire_aborts_the_reshare_unresolved_naming_both() {
-    let (network, old) = pool(3, 2, "bad-dealer").await;
+    let (network, old) = pool(3, 2).await;
     let old_info = old[0].share.public_info();
     let cheater = old[0].node.node_id();
     let victim = node_id(4);
@@ -326,7 +326,7 @@ async fn a_share_mangled_on_the_wire_aborts_the_reshare_unresolved_naming_both()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn split_confirmation_view_never_retires_old_shares() {
-    let (network, old) = pool(3, 2, "split-view").await;
+    let (network, old) = pool(3, 2).await;
     let old_info = old[0].share.public_info();
     let old = Arc::new(old);
     let mut runners = runners_of(&old);
@@ -400,7 +400,7 @@ proptest! {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dealer_sending_one_member_undecodable_commitments_aborts_the_reshare_for_everyone() {
-    let (network, old) = pool(3, 2, "equivocation").await;
+    let (network, old) = pool(3, 2).await;
     let old_info = old[0].share.public_info();
     let cheater = old[0].node.node_id();
     let victim = old[2].node.node_id();

@@ -54,7 +54,6 @@ fn encode(msg: &ReshareMsg) -> Vec<u8> {
 /// `byzantine` sends through `rule`. Returns every honest party's result (the Byzantine
 /// one's run is abandoned, see [`run`]), the request and what was stored.
 async fn reshare_with_byzantine(
-    name: &str,
     byzantine: NodeId,
     rule: TamperRule,
 ) -> (
@@ -62,7 +61,7 @@ async fn reshare_with_byzantine(
     ReshareRequest,
     Stored,
 ) {
-    let (network, old) = pool(3, 2, name).await;
+    let (network, old) = pool(3, 2).await;
     let info = old[0].share.public_info();
     let request = ReshareRequest {
         old: info.clone(),
@@ -71,7 +70,9 @@ async fn reshare_with_byzantine(
         eid: fresh_eid(ProtocolKind::Reshare, &info.key_id, &node_ids(3)),
     };
     let stored = Stored::default();
-    let mut tasks = Vec::new();
+    // Every node exists before any run starts: replacing an endpoint later would drop
+    // the messages already sent to the old one.
+    let mut nodes = Vec::new();
     for party in old {
         let id = party.node.node_id();
         let node = if id == byzantine {
@@ -87,6 +88,10 @@ async fn reshare_with_byzantine(
         } else {
             party.node.clone()
         };
+        nodes.push((id, node, party));
+    }
+    let mut tasks = Vec::new();
+    for (id, node, party) in nodes {
         let request = request.clone();
         let stored = stored.clone();
         let persist: PersistShare = Box::new(move |bytes, _| {
@@ -187,8 +192,7 @@ fn dealer_signing_two_commitment_vectors_is_convicted_by_every_party_at_the_echo
                 _ => Tamper::Pass,
             }
         });
-        let (results, request, stored) =
-            reshare_with_byzantine("two-commitment-vectors", cheater, rule).await;
+        let (results, request, stored) = reshare_with_byzantine(cheater, rule).await;
         let evidence = assert_honest_parties_convict(&results, cheater);
         // The victim convicts the dealer too: it is never blamed for what it was shown.
         assert!(!evidence.is_empty());
@@ -221,7 +225,7 @@ fn member_echoing_commitments_its_dealer_never_signed_is_convicted() {
             }
             _ => Tamper::Pass,
         });
-        let (results, _, stored) = reshare_with_byzantine("unsigned-echo", liar, rule).await;
+        let (results, _, stored) = reshare_with_byzantine(liar, rule).await;
         assert_honest_parties_convict(&results, liar);
         for (id, result) in &results {
             let reason = result.as_ref().unwrap_err().to_string();
@@ -253,8 +257,7 @@ fn member_forging_equivocation_evidence_against_an_honest_dealer_is_convicted() 
             }
             _ => Tamper::Pass,
         });
-        let (results, request, stored) =
-            reshare_with_byzantine("forged-equivocation", framer, rule).await;
+        let (results, request, stored) = reshare_with_byzantine(framer, rule).await;
         let evidence = assert_honest_parties_convict(&results, framer);
         for verdict in &evidence {
             assert_eq!((verdict.complainer, verdict.dealer), (framer, dealer));

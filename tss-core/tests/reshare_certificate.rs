@@ -527,7 +527,7 @@ async fn a_dealer_waiting_through_slow_aux_info_does_not_time_out() {
     // runs aux-info, here made slow (8 s each, as on a loaded machine). Its idle timeout
     // is 2 s: it survives only because the timeout counts silence and the computing
     // members send heartbeats.
-    let (network, old) = common::pool(3, 2, "slow-aux-info").await;
+    let (network, old) = common::pool(3, 2).await;
     let old_info = old[0].share.public_info();
     let ids = node_ids(4);
     let dealer_idle = Duration::from_secs(2);
@@ -576,7 +576,7 @@ async fn a_dealer_waiting_through_slow_aux_info_does_not_time_out() {
 async fn silence_still_times_out_a_waiting_dealer() {
     // The counterpart: the same short idle timeout, and a new member that never runs.
     // Nothing is heard from it, so the dealer's run ends after the idle timeout, naming it.
-    let (network, old) = common::pool(3, 2, "silent-joiner").await;
+    let (network, old) = common::pool(3, 2).await;
     let old = Arc::new(old);
     let old_info = old[0].share.public_info();
     let ids = node_ids(4);

@@ -46,10 +46,16 @@ async fn reshare_with_fault(
         eid: fresh_eid(ProtocolKind::Reshare, &old_info.key_id, &all),
     };
     pool.node(faulty).inject_reshare_fault(request.eid, fault);
+    // Every participant's node exists before any run starts: a message sent to a node
+    // not yet on the network would be lost.
+    let nodes: Vec<(NodeId, Arc<TssNode>)> = request
+        .participants()
+        .into_iter()
+        .map(|id| (id, pool.node(id)))
+        .collect();
     let stored = Stored::default();
     let mut tasks = Vec::new();
-    for id in request.participants() {
-        let node: Arc<TssNode> = pool.node(id);
+    for (id, node) in nodes {
         let parties = Arc::clone(&pool.parties);
         let old = parties.iter().position(|p| p.node.node_id() == id);
         let request = request.clone();

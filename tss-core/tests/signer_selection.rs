@@ -37,7 +37,7 @@ async fn shares() -> &'static Vec<Zeroizing<Vec<u8>>> {
         tokio::sync::OnceCell::const_new();
     SHARES
         .get_or_init(|| async {
-            let (_network, parties) = common::pool(N, T, "selection").await;
+            let (_network, parties) = common::fresh_pool(N, T, "selection").await;
             parties
                 .iter()
                 .map(|p| p.share.to_secret_bytes().unwrap())

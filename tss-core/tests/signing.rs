@@ -23,7 +23,7 @@ fn assert_valid_for(parties: &[Party], digest: &[u8; 32], sig: &EthSignature) {
 }
 
 async fn keygen_presign_sign_recovers_address(n: u8, t: u16) {
-    let (_net, parties) = pool(n, t, &format!("key-{t}-of-{n}")).await;
+    let (_net, parties) = fresh_pool(n, t, &format!("key-{t}-of-{n}")).await;
     let address = parties[0].share.ethereum_address();
     for p in &parties {
         assert_eq!(

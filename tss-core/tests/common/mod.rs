@@ -1,4 +1,5 @@
-//! Shared test fixtures: node ids, committed test primes, and in-process keygen.
+//! Shared test fixtures: node ids, committed test primes, and in-process keygen (with
+//! a per-build cache of the keys that many tests share).
 #![allow(dead_code)]
 
 use std::sync::{Arc, OnceLock};
@@ -142,14 +143,15 @@ impl SharedPool {
 pub async fn shared_2_of_3() -> &'static SharedPool {
     static POOL: tokio::sync::OnceCell<SharedPool> = tokio::sync::OnceCell::const_new();
     POOL.get_or_init(|| async {
-        let (network, parties) = pool(3, 2, "shared-2-of-3").await;
+        let (network, parties) = pool(3, 2).await;
         SharedPool::new(network, parties)
     })
     .await
 }
 
-/// A network with a `t`-of-`n` key made by keygen.
-pub async fn pool(n: u8, t: u16, key: &str) -> (InMemoryNetwork, Vec<Party>) {
+/// A network with a fresh `t`-of-`n` key named `key`, made by keygen now (for tests of
+/// keygen itself, or that need a key of their own).
+pub async fn fresh_pool(n: u8, t: u16, key: &str) -> (InMemoryNetwork, Vec<Party>) {
     let network = InMemoryNetwork::new();
     let ids = node_ids(n);
     let nodes = nodes(&network, &ids);
@@ -162,6 +164,69 @@ pub async fn pool(n: u8, t: u16, key: &str) -> (InMemoryNetwork, Vec<Party>) {
         .map(|(node, share)| Party { node, share })
         .collect();
     (network, parties)
+}
+
+/// A network of new nodes holding a `t`-of-`n` key (`pool-{t}-of-{n}`) that a real
+/// keygen (with aux-info) made once for this build of the tests: the shares are cached in
+/// the build's test scratch directory (`CARGO_TARGET_TMPDIR`, insecure test keys), so
+/// the test binaries after the first one load them instead of repeating the slowest step
+/// of every test. A cache that does not decode to such shares is made again. Tests
+/// that are about keygen use [`fresh_pool`].
+pub async fn pool(n: u8, t: u16) -> (InMemoryNetwork, Vec<Party>) {
+    let network = InMemoryNetwork::new();
+    let ids = node_ids(n);
+    let nodes = nodes(&network, &ids);
+    let shares = cached_shares(n, t).await;
+    let parties = nodes
+        .into_iter()
+        .zip(shares)
+        .map(|(node, share)| Party { node, share })
+        .collect();
+    (network, parties)
+}
+
+/// The shares of [`pool`]: loaded from the cache, or made by keygen and cached.
+async fn cached_shares(n: u8, t: u16) -> Vec<KeyShare> {
+    // One test of this binary at a time makes or reads a cache entry.
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _guard = LOCK.lock().await;
+    let key_id = KeyId::new(format!("pool-{t}-of-{n}")).unwrap();
+    let committee = Committee::new(node_ids(n), t).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tss-core-test-pools");
+    let path = dir.join(format!("{t}-of-{n}.json"));
+    if let Some(shares) = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Vec<Vec<u8>>>(&bytes).ok())
+        .and_then(|list| {
+            list.iter()
+                .map(|b| KeyShare::from_secret_bytes(b).ok())
+                .collect::<Option<Vec<_>>>()
+        })
+        .filter(|shares| {
+            shares.len() == usize::from(n)
+                && shares.iter().enumerate().all(|(i, s)| {
+                    s.key_id() == &key_id
+                        && s.committee() == &committee
+                        && s.local_node() == node_ids(n)[i]
+                        && s.public_info().public_key == shares[0].public_info().public_key
+                })
+        })
+    {
+        return shares;
+    }
+    let network = InMemoryNetwork::new();
+    let shares = keygen(&nodes(&network, committee.members()), &committee, &key_id).await;
+    let bytes: Vec<Vec<u8>> = shares
+        .iter()
+        .map(|s| s.to_secret_bytes().unwrap().to_vec())
+        .collect();
+    std::fs::create_dir_all(&dir).unwrap();
+    // Written whole, then renamed: a test binary running beside this one never reads
+    // half a file.
+    let tmp = dir.join(format!("{t}-of-{n}.json.{}", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec(&bytes).unwrap()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    shares
 }
 
 /// Every member of `signers` (positions into `parties`) presigns together; returns the
