@@ -589,13 +589,20 @@ async fn silence_still_times_out_a_waiting_dealer() {
         new_committee: Committee::new(ids[1..].to_vec(), 2).unwrap(),
         eid: common::fresh_eid(tss_core::ProtocolKind::Reshare, &old_info.key_id, &ids),
     };
+    // Every node exists before any run starts: replacing an endpoint later would drop
+    // the messages already sent to the old one (and the member would look silent too).
+    let nodes: Vec<TssNode> = ids[..3]
+        .iter()
+        .map(|id| {
+            TssNode::new(Arc::new(network.endpoint(*id)))
+                .with_identity(signer_for(id))
+                .unwrap()
+                .with_idle_timeout(Duration::from_secs(2))
+        })
+        .collect();
     let started = Instant::now();
     let mut runs = Vec::new();
-    for (i, id) in ids[..3].iter().enumerate() {
-        let node = TssNode::new(Arc::new(network.endpoint(*id)))
-            .with_identity(signer_for(id))
-            .unwrap()
-            .with_idle_timeout(Duration::from_secs(2));
+    for (i, (id, node)) in ids[..3].iter().zip(nodes).enumerate() {
         let (request, old) = (request.clone(), old.clone());
         let is_new = i > 0;
         let id = *id;
