@@ -153,17 +153,20 @@ pub async fn shared_2_of_3() -> &'static SharedPool {
 /// keygen itself, or that need a key of their own).
 pub async fn fresh_pool(n: u8, t: u16, key: &str) -> (InMemoryNetwork, Vec<Party>) {
     let network = InMemoryNetwork::new();
-    let ids = node_ids(n);
-    let nodes = nodes(&network, &ids);
-    let committee = Committee::new(ids, t).unwrap();
+    let nodes = nodes(&network, &node_ids(n));
+    let committee = Committee::new(node_ids(n), t).unwrap();
     let key_id = KeyId::new(key).unwrap();
     let shares = keygen(&nodes, &committee, &key_id).await;
-    let parties = nodes
+    (network, parties_of(nodes, shares))
+}
+
+/// Pairs each node with its share (same order).
+fn parties_of(nodes: Vec<Arc<TssNode>>, shares: Vec<KeyShare>) -> Vec<Party> {
+    nodes
         .into_iter()
         .zip(shares)
         .map(|(node, share)| Party { node, share })
-        .collect();
-    (network, parties)
+        .collect()
 }
 
 /// A network of new nodes holding a `t`-of-`n` key (`pool-{t}-of-{n}`) that a real
@@ -174,15 +177,9 @@ pub async fn fresh_pool(n: u8, t: u16, key: &str) -> (InMemoryNetwork, Vec<Party
 /// that are about keygen use [`fresh_pool`].
 pub async fn pool(n: u8, t: u16) -> (InMemoryNetwork, Vec<Party>) {
     let network = InMemoryNetwork::new();
-    let ids = node_ids(n);
-    let nodes = nodes(&network, &ids);
+    let nodes = nodes(&network, &node_ids(n));
     let shares = cached_shares(n, t).await;
-    let parties = nodes
-        .into_iter()
-        .zip(shares)
-        .map(|(node, share)| Party { node, share })
-        .collect();
-    (network, parties)
+    (network, parties_of(nodes, shares))
 }
 
 /// The shares of [`pool`]: loaded from the cache, or made by keygen and cached.
