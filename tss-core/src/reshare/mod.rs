@@ -1,0 +1,259 @@
+//! Resharing: move a key to a new committee (and threshold) keeping its public key, and
+//! so its Ethereum address.
+//!
+//! `cggmp21` has no resharing for threshold keys; this is ours. Parties are a quorum of
+//! the old committee (the *dealers*, exactly the old threshold) and the new committee;
+//! a node may be both.
+//!
+//! 1. **Deal.** Dealer `j` turns its share into an additive one, `w_j = λ_j · x_j`
+//!    (Lagrange at 0 over the dealers' evaluation points), samples a polynomial `f_j` of
+//!    degree `t' - 1` with `f_j(0) = w_j`, broadcasts Feldman commitments `F_j = f_j·G`
+//!    with its signature of their digest ([`commitments_signing_bytes`]), and sends
+//!    `f_j(k)` privately to each new member `k`.
+//!    Each share travels with the dealer's signature under its transport identity
+//!    ([`crate::identity::IdentitySigner`], the key that also signs confirmations) of
+//!    [`share_signing_bytes`]: the run's context (execution id, old key facts, dealers,
+//!    new committee), dealer, recipient, the recipient's index, the share and the digest of
+//!    the dealer's commitments. Every dealer therefore needs an identity key.
+//! 2. **Verify and echo.** Everyone checks `F_j(0) = λ_j · X_j` for each dealer (its old
+//!    public share) and `Σ_j F_j(0) = Y` (the public key); new members check each share's
+//!    signature and the share against the commitments. Everyone then broadcasts, for
+//!    each dealer, the digest of the commitments it received with the dealer's signature
+//!    ([`SignedCommitments`]), either as an echo or inside a complaint against a dealer,
+//!    with evidence (see *Complaints* below). The echo check: an echo that is not
+//!    backed by the dealers' signatures convicts its sender; a dealer whose signature
+//!    appears on two different digests showed different commitments to different
+//!    parties and is convicted with both as evidence ([`ComplaintEvidence::Equivocation`]);
+//!    the party that was shown the other version is never blamed. A failed echo check,
+//!    or any complaint, aborts the run for everyone with [`TssError::Misbehaviour`].
+//! 3. **New shares.** New member `k` sums its shares, `x'_k = Σ_j f_j(k)`; everyone
+//!    computes the new public shares from the commitments. The new committee runs aux-info
+//!    generation (fresh Paillier keys, all proofs checked) and builds CGGMP21 key shares.
+//! 4. **Confirm.** Each new member stores its share (the caller's `persist` step, which
+//!    keeps it *pending*), then signs a [`ReshareStatement`] (execution id, key, new
+//!    generation, public key, new committee and threshold, the agreed commitments digest,
+//!    the new public key facts) with the key of its transport identity
+//!    ([`crate::identity::IdentitySigner`]) and broadcasts the signature. One valid
+//!    signature from **every** new member is a [`ReshareCertificate`]: whoever holds one
+//!    may activate the new generation and retire the old one
+//!    ([`ReshareOutcome::may_retire_old_share`]); without one nobody does. A party that
+//!    assembles a certificate broadcasts it, so a party that missed one confirmation
+//!    (say, a joiner sent it a different one) still completes; and a certificate is
+//!    self-verifying, so a member that missed the end can take it from any peer later
+//!    (the pool layer's certificate request).
+//!
+//! # Complaints
+//!
+//! A complaint ([`ReshareMsg::Complaint`]) names one dealer and carries
+//! [`ComplaintEvidence`]:
+//!
+//! - (a) [`ComplaintEvidence::InvalidShare`]: the dealer's *signed* share to the
+//!   complainer, which does not match the dealer's commitments;
+//! - (b) [`ComplaintEvidence::InvalidCommitments`]: the dealer's commitments themselves are
+//!   wrong (context, length, or constant term `≠ λ_j · X_j`);
+//! - (c) [`ComplaintEvidence::NoValidShare`]: the complainer holds no share of the dealer
+//!   with a valid signature (an unsigned or badly signed share cannot be shown to anyone);
+//! - [`ComplaintEvidence::InvalidMessage`]: a message of the dealer did not decode or
+//!   changed (sent by a party that aborts at once, before it saw every commitment);
+//! - (d) [`ComplaintEvidence::Equivocation`]: two different commitment digests signed by
+//!   the dealer (found by the echo check; a party may also send it as a complaint).
+//!
+//! After the echo check (so every honest party judges the same commitments), every party
+//! judges every complaint itself, deterministically, in participant order
+//! ([`ComplaintVerdict`], [`Finding`]); nobody takes a complaint on trust:
+//!
+//! - (a) a valid dealer signature over a share that does not verify (or over commitments
+//!   that are themselves wrong) convicts the **dealer**; a signature that does not verify,
+//!   or a share that does, convicts the **complainer** (a false complaint);
+//! - (b) wrong commitments convict the dealer, right ones the complainer;
+//! - (d) two valid dealer signatures on different digests convict the dealer; anything
+//!   less (a signature that does not verify, equal digests) convicts the complainer;
+//! - (c) and an invalid message are **unresolved**: neither side can prove its story (a
+//!   dealer may have withheld or mangled the share; the complainer may lie). Unless the
+//!   dealer's commitments are wrong (then it is convicted) or the complainer was owed no
+//!   share (a (c) complaint from a party that is not a new member, or from the dealer
+//!   itself, convicts the complainer), the run aborts naming **nobody** in `culprits`; the
+//!   verdict names both as suspects for an operator. Never the dealer alone: otherwise a
+//!   malicious joiner could frame any honest member and block every reshare with it.
+//!   (A justification round, in which the accused dealer publishes the signed share so
+//!   the run can go on, would resolve (c); it is not implemented.)
+//!
+//! A complaint against a party that is not a dealer convicts the complainer. The abort's
+//! [`TssError::Misbehaviour`] lists the convicted parties in `culprits` and every verdict
+//! with its evidence in `evidence`; [`ComplaintVerdict::rejudge`] re-checks a verdict from
+//! the request alone. Honest parties that received the same round-2 messages reach the
+//! same culprit list (a party that sends different round-2 messages to different parties
+//! splits their views, but then no certificate can form and nobody retires a share).
+//!
+//! During the confirmation phase nothing a party receives aborts the run: a frame that
+//! does not decode, a confirmation that does not verify (an equivocating or broken new
+//! member), an unexpected or changed message are ignored and reported with the sender
+//! named ([`ReshareOutcome::faults`]). Identical retransmissions are ignored silently.
+//! New members send [`ReshareMsg::Alive`] heartbeats while they compute (aux-info,
+//! storing), so parties that only wait (e.g. leaving dealers) do not reach their idle
+//! timeout, which counts silence, not work.
+
+use cggmp21::generic_ec::Point;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use transport::NodeId;
+
+use crate::ecdsa::{Curve, KeyShare};
+use crate::error::{Result, TssError};
+use crate::ids::{Committee, ExecutionId, Generation, KeyId};
+
+mod complaints;
+mod confirm;
+mod feldman;
+mod inbox;
+mod messages;
+mod rounds;
+
+pub use complaints::{ComplaintEvidence, ComplaintVerdict, FalseEvidence, Finding, ReshareFault};
+pub use confirm::{ConfirmFault, ReshareCertificate, ReshareOutcome, ReshareStatement};
+pub use messages::{
+    commitments_signing_bytes, dealer_commitments_digest, share_signing_bytes, ReshareMsg,
+    SignedCommitments,
+};
+pub use rounds::PersistShare;
+
+/// Public facts about a key generation, enough for a joining node to check a reshare:
+/// the public key, the committee and every member's public share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicKeyInfo {
+    /// The key.
+    pub key_id: KeyId,
+    /// The generation these facts describe.
+    pub generation: Generation,
+    /// The committee holding it.
+    pub committee: Committee,
+    /// Compressed public key (33 bytes).
+    pub public_key: Vec<u8>,
+    /// Compressed public share of each member, in committee order.
+    pub public_shares: Vec<Vec<u8>>,
+}
+
+impl PublicKeyInfo {
+    fn points(&self) -> Result<(Point<Curve>, Vec<Point<Curve>>)> {
+        let decode = |b: &[u8]| {
+            Point::<Curve>::from_bytes(b).map_err(|_| TssError::Decode {
+                what: "public key info",
+                reason: "invalid point".into(),
+            })
+        };
+        let y = decode(&self.public_key)?;
+        let shares = self
+            .public_shares
+            .iter()
+            .map(|b| decode(b))
+            .collect::<Result<Vec<_>>>()?;
+        if shares.len() != usize::from(self.committee.n()) {
+            return Err(TssError::Decode {
+                what: "public key info",
+                reason: "one public share per member is needed".into(),
+            });
+        }
+        Ok((y, shares))
+    }
+
+    /// A hash of these facts (bound into reshare confirmations).
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"tss-core/public-key-info/v1");
+        h.update(serde_json::to_vec(self).unwrap_or_default());
+        h.finalize().into()
+    }
+}
+
+impl KeyShare {
+    /// The public facts of this share's generation (safe to send to joining nodes).
+    pub fn public_info(&self) -> PublicKeyInfo {
+        PublicKeyInfo {
+            key_id: self.key_id.clone(),
+            generation: self.generation,
+            committee: self.committee.clone(),
+            public_key: self
+                .inner
+                .shared_public_key
+                .to_bytes(true)
+                .as_ref()
+                .to_vec(),
+            public_shares: self
+                .inner
+                .public_shares
+                .iter()
+                .map(|p| p.to_bytes(true).as_ref().to_vec())
+                .collect(),
+        }
+    }
+}
+
+/// What every party of a reshare must agree on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReshareRequest {
+    /// The key's current public facts.
+    pub old: PublicKeyInfo,
+    /// The old members that deal: exactly the old threshold of them.
+    pub dealers: Vec<NodeId>,
+    /// The committee that will hold the key.
+    pub new_committee: Committee,
+    /// This run's execution id.
+    pub eid: ExecutionId,
+}
+
+impl ReshareRequest {
+    /// All parties of the run: dealers, then new members that are not dealers.
+    pub fn participants(&self) -> Vec<NodeId> {
+        let mut all = self.dealers.clone();
+        for m in self.new_committee.members() {
+            if !all.contains(m) {
+                all.push(*m);
+            }
+        }
+        all
+    }
+
+    /// The digest binding a run to everything its parties must agree on (old key facts,
+    /// dealers, new committee, execution id). Every dealer's
+    /// [`ReshareMsg::Commitments`] carries it, and receivers refuse a different one.
+    /// Public with the `fuzzing` feature only (the fuzz targets forge messages with it).
+    #[cfg(feature = "fuzzing")]
+    pub fn context(&self) -> [u8; 32] {
+        self.context_digest()
+    }
+
+    /// See `context` (public with the `fuzzing` feature).
+    pub(crate) fn context_digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"tss-core/reshare-context/v1");
+        h.update(self.old.digest());
+        for d in &self.dealers {
+            h.update(d.as_bytes());
+        }
+        h.update(serde_json::to_vec(&self.new_committee).unwrap_or_default());
+        h.update(self.eid.as_bytes());
+        h.finalize().into()
+    }
+
+    fn validate(&self) -> Result<()> {
+        let t = usize::from(self.old.committee.threshold());
+        if self.dealers.len() != t {
+            return Err(TssError::WrongSignerCount {
+                expected: t,
+                got: self.dealers.len(),
+            });
+        }
+        let mut seen = Vec::new();
+        for d in &self.dealers {
+            self.old.committee.require_index(d)?;
+            if seen.contains(d) {
+                return Err(TssError::InvalidParticipants(
+                    "dealers must be distinct".into(),
+                ));
+            }
+            seen.push(*d);
+        }
+        self.old.points()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,520 @@
+//! Rounds 1 and 2 (deal, verify, echo or complain) and round 3's computation (new share,
+//! aux-info), up to the staged result.
+
+use std::collections::HashMap;
+
+use cggmp21::generic_ec::{NonZero, Point, Scalar, SecretScalar};
+use cggmp21::key_share::{DirtyIncompleteKeyShare, DirtyKeyInfo, Validate, VssSetup};
+use futures::future::BoxFuture;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use transport::{DeliveryKind, Destination, NodeId, TransportError};
+use zeroize::Zeroizing;
+
+use crate::ecdsa::{Curve, KeyShare, TssNode};
+use crate::error::{Result, StoreError, TssError};
+use crate::identity::{verify_identity_signature, IdentitySignature};
+use crate::ids::Generation;
+use crate::primes::PaillierPrimes;
+use crate::wire::decode_message;
+
+use super::{
+    complaints::{
+        complaints_error, ComplaintEvidence, ComplaintVerdict, FalseEvidence, Judge, ReshareFault,
+    },
+    confirm::{
+        heartbeat_interval, with_heartbeats, ConfirmPhase, ReshareOutcome, ReshareStatement,
+    },
+    feldman::{eval_commitments, point_of},
+    inbox::{echo_check, Inbox},
+    messages::{
+        commitments_signing_bytes, dealer_commitments_digest, echo_digest, message_name, send,
+        share_signing_bytes, ReshareMsg, SignedCommitments,
+    },
+    PublicKeyInfo, ReshareRequest,
+};
+
+/// Stores a new share before it is confirmed: receives the share's secret bytes (see
+/// [`KeyShare::to_secret_bytes`]) and its generation. Its error is the store's own, boxed:
+/// [`TssNode::reshare`] reports it as [`TssError::Store`] (a boxed [`TssError`] is passed
+/// through as it is, e.g. the share's bytes not decoding).
+pub type PersistShare = Box<
+    dyn FnOnce(Zeroizing<Vec<u8>>, Generation) -> BoxFuture<'static, Result<(), StoreError>> + Send,
+>;
+
+impl TssNode {
+    /// Runs one party's side of a reshare. `old_share` is required from dealers; `primes`
+    /// and `persist` from new members (`persist` must durably store the new share before
+    /// it returns: only then is the share confirmed to the others).
+    pub async fn reshare(
+        &self,
+        request: &ReshareRequest,
+        old_share: Option<&KeyShare>,
+        primes: Option<PaillierPrimes>,
+        persist: Option<PersistShare>,
+    ) -> Result<ReshareOutcome> {
+        request.validate()?;
+        let me = self.node_id();
+        let dealers = request.dealers.clone();
+        let new_members = request.new_committee.members().to_vec();
+        let participants = request.participants();
+        if !participants.contains(&me) {
+            return Err(TssError::NotACommitteeMember(me));
+        }
+        let is_dealer = dealers.contains(&me);
+        let new_index = request.new_committee.index_of(&me);
+        let context = request.context_digest();
+        let (y, _) = request.old.points()?;
+        let t_new = usize::from(request.new_committee.threshold());
+        let fault = self.reshare_fault(&request.eid);
+
+        // Dealers' Lagrange coefficients and expected constant terms λ_j · X_j.
+        let judge = Judge::new(request)?;
+        let lambdas = &judge.lambdas;
+
+        let (channel, out) = self.open(&request.eid, &participants)?.split();
+        let mut inbox = Inbox {
+            channel,
+            out,
+            context,
+            commitments: HashMap::new(),
+            commitment_signatures: HashMap::new(),
+            shares: HashMap::new(),
+            round2: HashMap::new(),
+            later: Vec::new(),
+            later_limit: 4 * participants.len(),
+        };
+
+        // Round 1: deal.
+        if is_dealer {
+            let share = old_share.ok_or_else(|| {
+                TssError::InvalidKeyShare("a dealer must provide its old share".into())
+            })?;
+            if share.public_info() != request.old {
+                return Err(TssError::InvalidKeyShare(
+                    "old share does not match the request's key generation".into(),
+                ));
+            }
+            let identity = self.identity().cloned().ok_or_else(|| {
+                TssError::InvalidParticipants(
+                    "a dealer needs an identity key to sign its shares".into(),
+                )
+            })?;
+            let j = dealers.iter().position(|d| *d == me).unwrap_or_default();
+            let mut rng = ChaCha20Rng::from_entropy();
+            let x_j: &Scalar<Curve> = share.inner.x.as_ref();
+            let mut w = lambdas[j] * x_j;
+            let mut coefs: Vec<SecretScalar<Curve>> = vec![SecretScalar::new(&mut w)];
+            coefs.extend((1..t_new).map(|_| SecretScalar::random(&mut rng)));
+            let mut commitments: Vec<Point<Curve>> =
+                coefs.iter().map(|c| Point::generator() * c).collect();
+            if fault == Some(ReshareFault::BadCommitments) {
+                commitments[0] += Point::generator().to_point();
+            }
+            let own_digest = dealer_commitments_digest(&me, &context, &commitments);
+            let signature = identity.sign(&commitments_signing_bytes(&context, &own_digest));
+            send(
+                &inbox.out,
+                Destination::Broadcast,
+                &ReshareMsg::Commitments {
+                    context,
+                    commitments: commitments.clone(),
+                    signature: signature.clone(),
+                },
+            )?;
+            inbox.commitments.insert(me, (context, commitments));
+            inbox.commitment_signatures.insert(me, signature);
+            for (k, member) in new_members.iter().enumerate() {
+                let x = point_of(k as u16);
+                let mut value = Scalar::<Curve>::zero();
+                for c in coefs.iter().rev() {
+                    value = value * x + c.as_ref();
+                }
+                if *member == me {
+                    // Never checked against a signature (see the verification below).
+                    inbox
+                        .shares
+                        .insert(me, (value, IdentitySignature::from_bytes(Vec::new())));
+                } else {
+                    if fault == Some(ReshareFault::BadSignedShareTo(*member)) {
+                        value += Scalar::<Curve>::one();
+                    }
+                    let mut signature = identity.sign(&share_signing_bytes(
+                        &context,
+                        &me,
+                        member,
+                        k as u16,
+                        &value,
+                        &own_digest,
+                    ));
+                    if fault == Some(ReshareFault::UnsignedShareTo(*member)) {
+                        signature = IdentitySignature::from_bytes(vec![0; 64]);
+                    }
+                    send(
+                        &inbox.out,
+                        Destination::Direct(*member),
+                        &ReshareMsg::Share {
+                            share: value,
+                            signature,
+                        },
+                    )?;
+                }
+            }
+        }
+
+        // Wait for all commitments, and (new members) all shares.
+        while inbox.commitments.len() < dealers.len()
+            || (new_index.is_some() && inbox.shares.len() < dealers.len())
+        {
+            if let Err(e) = inbox.next(&dealers).await {
+                // A dealer that sent garbage is named to everyone, so that nobody waits
+                // for a timeout to learn the run failed.
+                let blamed = match &e {
+                    TssError::MalformedMessage { from, .. } => Some(*from),
+                    TssError::Misbehaviour { culprits, .. } => culprits.first().copied(),
+                    _ => None,
+                };
+                if let Some(dealer) = blamed.filter(|b| dealers.contains(b)) {
+                    let _ = send(
+                        &inbox.out,
+                        Destination::Broadcast,
+                        &ReshareMsg::Complaint {
+                            views: None,
+                            dealer,
+                            evidence: ComplaintEvidence::InvalidMessage,
+                        },
+                    );
+                }
+                return Err(e);
+            }
+        }
+
+        // Verify public parts (everyone) and own shares (new members).
+        let mut sum = Point::<Curve>::zero();
+        let mut complaint: Option<(NodeId, ComplaintEvidence)> = None;
+        for (j, dealer) in dealers.iter().enumerate() {
+            let (their_context, commitments) = &inbox.commitments[dealer];
+            if !judge.commitments_valid(j, their_context, commitments) {
+                complaint.get_or_insert((*dealer, ComplaintEvidence::InvalidCommitments));
+                continue;
+            }
+            sum += commitments[0];
+            if let Some(k) = new_index {
+                let (share, signature) = &inbox.shares[dealer];
+                let signed = *dealer == me || {
+                    let bytes = share_signing_bytes(
+                        &context,
+                        dealer,
+                        &me,
+                        k,
+                        share,
+                        &dealer_commitments_digest(dealer, their_context, commitments),
+                    );
+                    verify_identity_signature(dealer, &bytes, signature)
+                };
+                let expected = eval_commitments(commitments, &point_of(k));
+                if !signed {
+                    complaint.get_or_insert((*dealer, ComplaintEvidence::NoValidShare));
+                } else if Point::generator() * share != expected {
+                    complaint.get_or_insert((
+                        *dealer,
+                        ComplaintEvidence::InvalidShare {
+                            share: *share,
+                            signature: signature.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        if let Some(ReshareFault::FalseComplaint { dealer, evidence }) = &fault {
+            let dealer = if dealers.contains(dealer) {
+                dealer
+            } else {
+                &dealers[0]
+            };
+            let (share, signature) = inbox.shares.get(dealer).cloned().ok_or_else(|| {
+                TssError::InvalidParticipants("a false complaint needs a share".into())
+            })?;
+            let evidence = match evidence {
+                FalseEvidence::ForgedShare => ComplaintEvidence::InvalidShare {
+                    share: share + Scalar::<Curve>::one(),
+                    signature,
+                },
+                FalseEvidence::ValidShare => ComplaintEvidence::InvalidShare { share, signature },
+                FalseEvidence::Commitments => ComplaintEvidence::InvalidCommitments,
+                FalseEvidence::NoShare => ComplaintEvidence::NoValidShare,
+            };
+            complaint = Some((*dealer, evidence));
+        }
+        if complaint.is_none() && sum != y {
+            // Every constant term matched λ_j·X_j, so the old public shares themselves are
+            // inconsistent with the key: the request is wrong, not a dealer.
+            return Err(TssError::InvalidKeyShare(
+                "old public shares do not add up to the public key".into(),
+            ));
+        }
+
+        // Round 2: echo the commitments, signed by their dealers (or complain).
+        let digest = echo_digest(&dealers, &inbox.commitments);
+        let views: Vec<SignedCommitments> = dealers
+            .iter()
+            .map(|d| {
+                let (their_context, commitments) = &inbox.commitments[d];
+                SignedCommitments {
+                    digest: dealer_commitments_digest(d, their_context, commitments),
+                    signature: inbox.commitment_signatures[d].clone(),
+                }
+            })
+            .collect();
+        let round2 = match complaint {
+            Some((dealer, evidence)) => ReshareMsg::Complaint {
+                views: Some(views),
+                dealer,
+                evidence,
+            },
+            None => ReshareMsg::Echo { views },
+        };
+        send(&inbox.out, Destination::Broadcast, &round2)?;
+        inbox.round2.insert(me, round2);
+        while inbox.round2.len() < participants.len() {
+            inbox.next(&dealers).await?;
+        }
+        // Echo check first: complaints are judged on commitments every party agrees on.
+        echo_check(&context, &dealers, &participants, &inbox.round2)?;
+        // Every complaint is judged here, by every party, on its evidence.
+        let verdicts: Vec<ComplaintVerdict> = participants
+            .iter()
+            .filter_map(|p| match inbox.round2.get(p) {
+                Some(ReshareMsg::Complaint {
+                    dealer, evidence, ..
+                }) => {
+                    let (context, commitments) =
+                        inbox.commitments.get(dealer).cloned().unwrap_or_default();
+                    let finding = judge.judge(*p, *dealer, evidence, &context, &commitments);
+                    Some(ComplaintVerdict {
+                        complainer: *p,
+                        dealer: *dealer,
+                        evidence: evidence.clone(),
+                        context,
+                        commitments,
+                        finding,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        if !verdicts.is_empty() {
+            return Err(complaints_error(verdicts));
+        }
+
+        // New public shares, from the commitments.
+        let new_public_shares: Vec<Point<Curve>> = (0..request.new_committee.n())
+            .map(|k| {
+                dealers
+                    .iter()
+                    .map(|d| eval_commitments(&inbox.commitments[d].1, &point_of(k)))
+                    .fold(Point::zero(), |a, b| a + b)
+            })
+            .collect();
+        let new_info = PublicKeyInfo {
+            key_id: request.old.key_id.clone(),
+            generation: request.old.generation.next(),
+            committee: request.new_committee.clone(),
+            public_key: request.old.public_key.clone(),
+            public_shares: new_public_shares
+                .iter()
+                .map(|p| p.to_bytes(true).as_ref().to_vec())
+                .collect(),
+        };
+        let statement = ReshareStatement {
+            eid: request.eid,
+            key_id: new_info.key_id.clone(),
+            generation: new_info.generation,
+            public_key: new_info.public_key.clone(),
+            new_committee: request.new_committee.clone(),
+            threshold: request.new_committee.threshold(),
+            commitments_digest: digest,
+            public_info_digest: new_info.digest(),
+        };
+        let statement_bytes = statement.signing_bytes();
+        let mut phase = ConfirmPhase {
+            statement: &statement,
+            statement_bytes: &statement_bytes,
+            new_members: &new_members,
+            signatures: HashMap::new(),
+            certificate: None,
+            faults: Vec::new(),
+        };
+
+        // Round 3 (new members): build, aux-info, store, confirm.
+        let mut new_share = None;
+        if let Some(k) = new_index {
+            let identity = self.identity().cloned().ok_or_else(|| {
+                TssError::InvalidParticipants(
+                    "a new member needs an identity key to sign its confirmation".into(),
+                )
+            })?;
+            let mut x: Scalar<Curve> = dealers.iter().map(|d| inbox.shares[d].0).sum();
+            inbox.shares.clear();
+            let x = NonZero::from_secret_scalar(SecretScalar::new(&mut x))
+                .ok_or_else(|| TssError::InvalidKeyShare("new share is zero".into()))?;
+            let public_shares = new_public_shares
+                .iter()
+                .map(|p| NonZero::from_point(*p))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| TssError::InvalidKeyShare("a public share is zero".into()))?;
+            let shared_public_key = NonZero::from_point(y)
+                .ok_or_else(|| TssError::InvalidKeyShare("public key is zero".into()))?;
+            let core = DirtyIncompleteKeyShare::<Curve> {
+                i: k,
+                key_info: DirtyKeyInfo {
+                    curve: Default::default(),
+                    shared_public_key,
+                    public_shares,
+                    vss_setup: Some(VssSetup {
+                        min_signers: request.new_committee.threshold(),
+                        I: (0..request.new_committee.n())
+                            .map(|i| NonZero::from_scalar(point_of(i)))
+                            .collect::<Option<Vec<_>>>()
+                            .ok_or_else(|| TssError::InvalidKeyShare("zero index".into()))?,
+                    }),
+                },
+                x,
+            }
+            .validate()
+            .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
+            let primes = primes.ok_or_else(|| {
+                TssError::InvalidKeyShare("a new member must provide Paillier primes".into())
+            })?;
+            let persist = persist.ok_or_else(|| {
+                TssError::InvalidKeyShare("a new member must provide a persist step".into())
+            })?;
+            // Aux-info and storing take long on a loaded machine: heartbeats on this
+            // session tell the parties that only wait (leaving dealers) that we are alive.
+            let work = async {
+                let aux = self
+                    .aux_info(&request.new_committee, request.eid.sub("aux"), primes)
+                    .await?;
+                let inner = cggmp21::KeyShare::from_parts((core, aux.0))
+                    .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
+                let share = KeyShare {
+                    key_id: new_info.key_id.clone(),
+                    generation: new_info.generation,
+                    committee: request.new_committee.clone(),
+                    local: me,
+                    inner,
+                };
+                persist(share.to_secret_bytes()?, share.generation())
+                    .await
+                    .map_err(|e| match e.downcast::<TssError>() {
+                        Ok(e) => *e,
+                        Err(e) => TssError::Store(e),
+                    })?;
+                Ok::<_, TssError>(share)
+            };
+            let share = with_heartbeats(
+                &inbox.out,
+                heartbeat_interval(self.idle_timeout()),
+                Box::pin(work),
+            )
+            .await?;
+            let signature = identity.sign(&statement_bytes);
+            send(
+                &inbox.out,
+                Destination::Broadcast,
+                &ReshareMsg::Confirm {
+                    signature: signature.clone(),
+                },
+            )?;
+            phase.signatures.insert(me, signature);
+            new_share = Some(share);
+        }
+
+        // Everyone collects a certificate: every new member's valid confirmation, or a
+        // certificate another party assembled. Nothing received here aborts the run.
+        for (from, msg) in std::mem::take(&mut inbox.later) {
+            phase.take(from, msg);
+        }
+        phase.try_complete();
+        let mut seen_raw: Vec<(NodeId, Vec<u8>)> = Vec::new();
+        while phase.certificate.is_none() {
+            let msg = match inbox.channel.recv().await {
+                Ok(msg) => msg,
+                Err(TransportError::Timeout { .. }) => break,
+                Err(e) => return Err(TssError::Transport(e)),
+            };
+            let from = msg.from;
+            if !participants.contains(&from) {
+                continue;
+            }
+            // Identical retransmissions are ignored without a word.
+            let raw = (from, msg.payload.clone());
+            if seen_raw.contains(&raw) {
+                continue;
+            }
+            if seen_raw.len() < 8 * participants.len() {
+                seen_raw.push(raw);
+            }
+            match decode_message::<ReshareMsg>(from, &msg.payload) {
+                Ok(m) if msg.kind == DeliveryKind::Broadcast => {
+                    // A repeat of an earlier round's message is a retransmission.
+                    let repeat = match &m {
+                        ReshareMsg::Commitments {
+                            context,
+                            commitments,
+                            ..
+                        } => inbox.commitments.get(&from) == Some(&(*context, commitments.clone())),
+                        ReshareMsg::Echo { .. } | ReshareMsg::Complaint { .. } => {
+                            inbox.round2.get(&from) == Some(&m)
+                        }
+                        _ => false,
+                    };
+                    if !repeat {
+                        phase.take(from, m);
+                    }
+                }
+                Ok(ReshareMsg::Share { .. }) if dealers.contains(&from) => {}
+                Ok(m) => phase.fault(
+                    from,
+                    format!("{} sent directly during confirmation", message_name(&m)),
+                ),
+                Err(_) => phase.fault(
+                    from,
+                    "a frame that does not decode during confirmation".into(),
+                ),
+            }
+            phase.try_complete();
+        }
+        if let Some(certificate) = &phase.certificate {
+            // Whoever missed a confirmation (or got a different one) completes with this.
+            let _ = send(
+                &inbox.out,
+                Destination::Broadcast,
+                &ReshareMsg::Certificate(Box::new(certificate.clone())),
+            );
+        }
+        let (confirmed_by, missing_confirmations): (Vec<NodeId>, Vec<NodeId>) =
+            match &phase.certificate {
+                Some(_) => (new_members.clone(), Vec::new()),
+                None => new_members
+                    .iter()
+                    .partition(|m| phase.signatures.contains_key(*m)),
+            };
+        if !missing_confirmations.is_empty() {
+            tracing::warn!(
+                missing = ?missing_confirmations,
+                "reshare not confirmed by every new member: old shares must be kept"
+            );
+        }
+        if phase.certificate.is_some() {
+            self.discard_presignatures(&request.old.key_id, request.old.generation);
+        }
+        Ok(ReshareOutcome {
+            new_share,
+            confirmed_by,
+            missing_confirmations,
+            certificate: phase.certificate,
+            faults: phase.faults,
+        })
+    }
+}
