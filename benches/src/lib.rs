@@ -23,8 +23,8 @@ use rand_chacha::ChaCha20Rng;
 use transport::p2p::libp2p::Multiaddr;
 use transport::{InMemoryNetwork, Libp2pConfig, Libp2pIdentity, Libp2pTransport, NodeId};
 use tss_core::{
-    Committee, EthSignature, ExecutionId, KeyId, KeyShare, PaillierPrimes, PersistShare,
-    ProtocolKind, ReshareOutcome, ReshareRequest, TssNode,
+    Committee, EthSignature, ExecutionId, KeyId, KeyShare, PaillierPrimes, ProtocolKind,
+    ReshareOutcome, ReshareRequest, ReshareRole, TssNode,
 };
 
 /// The committed public test primes (12 pairs).
@@ -379,7 +379,7 @@ pub async fn sign_full(
 
 /// Our resharing of the key to the same `t`-of-`n` committee (a share refresh): the
 /// first `t` members deal, all `n` receive new shares (running aux-info generation) and
-/// confirm. `persist` is a no-op. The old shares stay valid, so this can repeat.
+/// confirm. The new shares are not stored. The old shares stay valid, so this can repeat.
 pub async fn reshare(nodes: &Nodes, shares: &Arc<Vec<KeyShare>>, t: u16) -> Vec<ReshareOutcome> {
     let new_committee = Committee::new(nodes.ids.clone(), t).expect("committee");
     let dealers = nodes.signers(t);
@@ -394,10 +394,18 @@ pub async fn reshare(nodes: &Nodes, shares: &Arc<Vec<KeyShare>>, t: u16) -> Vec<
             let (node, shares, request) = (nodes.nodes[i].clone(), shares.clone(), request.clone());
             let dealer = i < usize::from(t);
             tokio::spawn(async move {
-                let persist: PersistShare =
-                    Box::new(|_bytes, _generation| Box::pin(async { Ok(()) }));
-                let old = if dealer { Some(&shares[i]) } else { None };
-                node.reshare(&request, old, Some(primes_for(i)), Some(persist))
+                let primes = primes_for(i);
+                let role = match dealer {
+                    true => ReshareRole::DealerAndNewMember {
+                        old_share: &shares[i],
+                        primes,
+                    },
+                    false => ReshareRole::NewMember { primes },
+                };
+                // The new share is not stored (a benchmark): confirm at once.
+                Box::pin(node.reshare(&request, role))
+                    .await?
+                    .confirm()
                     .await
             })
         })

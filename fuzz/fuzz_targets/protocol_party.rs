@@ -27,7 +27,7 @@ use tss_core::reshare::{
 use tss_core::wire::encode_message;
 use tss_core::{
     Committee, Ed25519Signer, ExecutionId, Generation, IdentitySigner, KeyId, PaillierPrimes,
-    PersistShare, PublicKeyInfo, ReshareRequest, TssNode,
+    PublicKeyInfo, ReshareRequest, ReshareRole, TssNode,
 };
 
 type S = Scalar<Secp256k1>;
@@ -209,13 +209,13 @@ fuzz_target!(|data: &[u8]| {
         let _ = d.hub().deliver(session, m);
     }
     let party = TssNode::new(std::sync::Arc::new(d)).with_idle_timeout(IDLE);
-    let persist: PersistShare = Box::new(|_, _| Box::pin(async { Ok(()) }));
-    let result = s.rt.block_on(party.reshare(
-        &s.request,
-        None,
-        Some(s.primes.clone_fixture()),
-        Some(persist),
-    ));
+    let role = ReshareRole::NewMember {
+        primes: s.primes.clone_fixture(),
+    };
+    let result = s.rt.block_on(async {
+        // The new share (if any) is not stored: nothing here may confirm anyway.
+        party.reshare(&s.request, role).await?.confirm().await
+    });
     match result {
         Err(e) => {
             // `FUZZ_DEBUG=1`: show how each input ended (to check seeds reach deep rounds).

@@ -36,8 +36,8 @@ use tss_core::fuzzing::{set_deterministic_rng, RecordedMessage, Transcript};
 use tss_core::reshare::ReshareMsg;
 use tss_core::wire::decode_message;
 use tss_core::{
-    insecure_test_primes, Committee, ExecutionId, KeyId, KeyShare, PersistShare, ProtocolKind,
-    ReshareRequest, TssNode,
+    insecure_test_primes, Committee, ExecutionId, KeyId, KeyShare, ProtocolKind, ReshareRequest,
+    ReshareRole, TssNode,
 };
 
 type KeygenMsg = cggmp21::keygen::ThresholdMsg<Secp256k1, SecurityLevel128, Sha256>;
@@ -256,9 +256,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|k| {
             let (node, request, shares) = (nodes[k].clone(), request.clone(), shares.clone());
             tokio::spawn(async move {
-                let persist: PersistShare = Box::new(|_, _| Box::pin(async { Ok(()) }));
                 let primes = insecure_test_primes().remove(k);
-                node.reshare(&request, shares.get(k), Some(primes), Some(persist))
+                let role =
+                    ReshareRole::for_party(&request, &node.node_id(), shares.get(k), Some(primes))?;
+                // The seeds need the messages only: the new share is not stored.
+                Box::pin(node.reshare(&request, role))
+                    .await?
+                    .confirm()
                     .await
             })
         })

@@ -6,11 +6,10 @@
 
 use std::sync::Arc;
 
-use futures::FutureExt;
 use transport::{InMemoryNetwork, NodeId};
 use tss_core::{
     keccak256, Committee, Ed25519Signer, ExecutionId, KeyId, KeyShare, PaillierPrimes,
-    ProtocolKind, ReshareRequest, TssNode,
+    ProtocolKind, ReshareRequest, ReshareRole, TssNode,
 };
 
 const PRIMES: &str = include_str!("../test-data/insecure-test-primes.json");
@@ -102,12 +101,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (node, shares, request) = (node.clone(), shares.clone(), request.clone());
         let primes = primes[k].clone_fixture();
         runs.push(tokio::spawn(async move {
-            let old = (k < 2).then(|| &shares[k]);
-            // A real node writes the sealed share to its keystore here.
-            let persist: tss_core::PersistShare =
-                Box::new(|_bytes, _generation| async { Ok(()) }.boxed());
-            node.reshare(&request, old, Some(primes), Some(persist))
-                .await
+            // Nodes 0 and 1 deal and stay; node 2 stays; node 3 joins.
+            let role = match k {
+                0 | 1 => ReshareRole::DealerAndNewMember {
+                    old_share: &shares[k],
+                    primes,
+                },
+                _ => ReshareRole::NewMember { primes },
+            };
+            let staged = node.reshare(&request, role).await?;
+            if let Some(_share) = staged.new_share() {
+                // A real node seals `_share.to_secret_bytes()` in its keystore here, as a
+                // pending generation, before it confirms.
+            }
+            staged.confirm().await
         }));
     }
     for run in runs {

@@ -87,7 +87,7 @@ pub use ids::{Committee, ExecutionId, Generation, KeyId};
 pub use primes::{insecure_test_primes, InsecureTestPrimes};
 pub use primes::{PaillierPrimes, PrimePool};
 pub use reshare::{
-    ConfirmFault, PersistShare, PublicKeyInfo, ReshareCertificate, ReshareOutcome, ReshareRequest,
-    ReshareStatement,
+    ConfirmFault, PublicKeyInfo, ReshareCertificate, ReshareOutcome, ReshareRequest, ReshareRole,
+    ReshareStatement, StagedReshare,
 };
 pub use transport;

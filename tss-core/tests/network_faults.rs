@@ -148,8 +148,7 @@ async fn a_connection_cut_mid_signing_and_restored_still_completes_the_run() {
 /// to four of them (3-of-4) and signing with the new shares; the address never changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_complete_keygen_presign_online_and_reshare_with_50ms_delay() {
-    use futures::FutureExt;
-    use tss_core::{PersistShare, ReshareRequest};
+    use tss_core::ReshareRequest;
 
     let seeds = [211u8, 212, 213, 214, 215];
     let net = proxied(&seeds).await;
@@ -223,10 +222,8 @@ async fn five_nodes_complete_keygen_presign_online_and_reshare_with_50ms_delay()
         let is_new = new_committee.index_of(&id).is_some();
         runs.push(tokio::spawn(async move {
             let old_share = request.dealers.contains(&id).then(|| &parties[k].share);
-            let persist: Option<PersistShare> =
-                is_new.then(|| -> PersistShare { Box::new(|_, _| async { Ok(()) }.boxed()) });
             let primes = is_new.then(|| primes_at(k + 5));
-            let outcome = node.reshare(&request, old_share, primes, persist).await;
+            let outcome = reshare_party(&node, &request, old_share, primes, store_nowhere).await;
             (k, outcome)
         }));
     }

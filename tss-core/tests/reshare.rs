@@ -8,28 +8,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use futures::FutureExt;
 use k256::elliptic_curve::sec1::ToEncodedPoint;
 use k256::{ProjectivePoint, PublicKey, Scalar};
 use proptest::prelude::*;
 use transport::{Fault, FaultPlan, FaultyTransport, NodeId};
 use tss_core::reshare::{ComplaintEvidence, Finding};
 use tss_core::{
-    keccak256, Committee, KeyShare, PersistShare, ProtocolKind, PublicKeyInfo, ReshareOutcome,
-    ReshareRequest, TssError, TssNode,
+    keccak256, Committee, KeyShare, ProtocolKind, PublicKeyInfo, ReshareOutcome, ReshareRequest,
+    TssError, TssNode,
 };
 
 type Stored = Arc<Mutex<HashMap<NodeId, Vec<u8>>>>;
 
-fn persist_into(stored: &Stored, node: NodeId) -> PersistShare {
+/// A store step that keeps the share's secret bytes in `stored`.
+fn store_into(stored: &Stored, node: NodeId) -> impl FnOnce(&KeyShare) -> tss_core::Result<()> {
     let stored = stored.clone();
-    Box::new(move |bytes, _generation| {
-        async move {
-            stored.lock().unwrap().insert(node, bytes.to_vec());
-            Ok(())
-        }
-        .boxed()
-    })
+    move |share| {
+        let bytes = share.to_secret_bytes()?;
+        stored.lock().unwrap().insert(node, bytes.to_vec());
+        Ok(())
+    }
 }
 
 /// A node of a reshare run: its TssNode and, for old members, where its old share is.
@@ -68,20 +66,19 @@ async fn run_reshare(
         let request = request.clone();
         let is_new = request.new_committee.index_of(&id).is_some();
         let primes = is_new.then(|| primes_for(&id));
-        let persist: Option<PersistShare> = if !is_new {
-            None
-        } else if failing_persist == Some(id) {
-            Some(Box::new(|_, _| {
-                async { Err(std::io::Error::other("disk full").into()) }.boxed()
-            }))
-        } else {
-            Some(persist_into(stored, id))
-        };
+        let failing = failing_persist == Some(id);
+        let stored = stored.clone();
         tasks.push((
             id,
             tokio::spawn(async move {
                 let old_share = old.as_ref().map(|(parties, i)| &parties[*i].share);
-                node.reshare(&request, old_share, primes, persist).await
+                reshare_party(&node, &request, old_share, primes, |share| {
+                    if failing {
+                        return Err(TssError::Store(std::io::Error::other("disk full").into()));
+                    }
+                    store_into(&stored, id)(share)
+                })
+                .await
             }),
         ));
     }

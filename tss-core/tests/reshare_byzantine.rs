@@ -12,16 +12,13 @@ use std::time::Duration;
 use cggmp21::generic_ec::{Point, Scalar};
 use cggmp21::supported_curves::Secp256k1;
 use common::*;
-use futures::FutureExt;
 use transport::{DeliveryKind, NodeId, Tamper, TamperRule, TamperingTransport};
 use tss_core::reshare::{
     commitments_signing_bytes, dealer_commitments_digest, share_signing_bytes, ComplaintEvidence,
     Finding, ReshareMsg, SignedCommitments,
 };
 use tss_core::wire::{decode_message, encode_message};
-use tss_core::{
-    Committee, PersistShare, ProtocolKind, ReshareRequest, Result as TssResult, TssError, TssNode,
-};
+use tss_core::{Committee, ProtocolKind, ReshareRequest, Result as TssResult, TssError, TssNode};
 
 type Stored = Arc<Mutex<HashMap<NodeId, Vec<u8>>>>;
 
@@ -94,19 +91,16 @@ async fn reshare_with_byzantine(
     for (id, node, party) in nodes {
         let request = request.clone();
         let stored = stored.clone();
-        let persist: PersistShare = Box::new(move |bytes, _| {
-            async move {
-                stored.lock().unwrap().insert(id, bytes.to_vec());
-                Ok(())
-            }
-            .boxed()
-        });
         tasks.push((
             id,
             tokio::spawn(async move {
                 let old_share = request.dealers.contains(&id).then_some(&party.share);
-                node.reshare(&request, old_share, Some(primes_for(&id)), Some(persist))
-                    .await
+                reshare_party(&node, &request, old_share, Some(primes_for(&id)), |share| {
+                    let bytes = share.to_secret_bytes()?;
+                    stored.lock().unwrap().insert(id, bytes.to_vec());
+                    Ok(())
+                })
+                .await
             }),
         ));
     }

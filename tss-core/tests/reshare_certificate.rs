@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use common::{node_id, node_ids, primes_for, signer, signer_for};
-use futures::FutureExt;
+use common::{node_id, node_ids, primes_for, signer, signer_for, store_nowhere};
 use transport::{
     DeliveryKind, InMemoryNetwork, NodeId, SessionId, Tamper as Action, TamperRule as Rule,
     TamperingTransport, Transport,
@@ -25,7 +24,7 @@ use tss_core::pool::{
 use tss_core::reshare::{FalseEvidence, Finding, ReshareFault, ReshareMsg};
 use tss_core::wire::{decode_message, encode_message};
 use tss_core::{
-    Committee, Generation, IdentitySigner, InsecureTestPrimes, KeyId, PersistShare, PublicKeyInfo,
+    Committee, Generation, IdentitySigner, InsecureTestPrimes, KeyId, PublicKeyInfo,
     ReshareRequest, TssError, TssNode,
 };
 
@@ -501,15 +500,14 @@ async fn run_reshare(
         let old = old.clone();
         let request = request.clone();
         let is_new = request.new_committee.index_of(&id).is_some();
-        let persist: Option<PersistShare> =
-            is_new.then(|| Box::new(|_, _| async { Ok(()) }.boxed()) as PersistShare);
         tasks.push((
             id,
             tokio::spawn(async move {
                 let started = Instant::now();
                 let primes = is_new.then(|| primes_for(&id));
                 let old_share = index.map(|i| &old[i].share);
-                let out = node.reshare(&request, old_share, primes, persist).await;
+                let out =
+                    common::reshare_party(&node, &request, old_share, primes, store_nowhere).await;
                 (out, started.elapsed())
             }),
         ));
@@ -607,13 +605,12 @@ async fn silence_still_times_out_a_waiting_dealer() {
         let is_new = i > 0;
         let id = *id;
         runs.push(tokio::spawn(async move {
-            let persist: Option<PersistShare> =
-                is_new.then(|| Box::new(|_, _| async { Ok(()) }.boxed()) as PersistShare);
-            node.reshare(
+            common::reshare_party(
+                &node,
                 &request,
                 Some(&old[i].share),
                 is_new.then(|| primes_for(&id)),
-                persist,
+                store_nowhere,
             )
             .await
         }));

@@ -11,14 +11,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use futures::FutureExt;
 use transport::NodeId;
 use tss_core::reshare::{
     ComplaintEvidence, ComplaintVerdict, FalseEvidence, Finding, ReshareFault,
 };
-use tss_core::{
-    Committee, PersistShare, ProtocolKind, ReshareOutcome, ReshareRequest, TssError, TssNode,
-};
+use tss_core::{Committee, ProtocolKind, ReshareOutcome, ReshareRequest, TssError, TssNode};
 
 type Stored = Arc<Mutex<HashMap<NodeId, Vec<u8>>>>;
 
@@ -61,21 +58,17 @@ async fn reshare_with_fault(
         let request = request.clone();
         let is_new = request.new_committee.index_of(&id).is_some();
         let primes = is_new.then(|| primes_for(&id));
-        let persist: Option<PersistShare> = is_new.then(|| {
-            let stored = stored.clone();
-            Box::new(move |bytes: zeroize::Zeroizing<Vec<u8>>, _| {
-                async move {
-                    stored.lock().unwrap().insert(id, bytes.to_vec());
-                    Ok(())
-                }
-                .boxed()
-            }) as PersistShare
-        });
+        let stored = stored.clone();
         tasks.push((
             id,
             tokio::spawn(async move {
                 let old_share = old.map(|i| &parties[i].share);
-                node.reshare(&request, old_share, primes, persist).await
+                reshare_party(&node, &request, old_share, primes, |share| {
+                    let bytes = share.to_secret_bytes()?;
+                    stored.lock().unwrap().insert(id, bytes.to_vec());
+                    Ok(())
+                })
+                .await
             }),
         ));
     }

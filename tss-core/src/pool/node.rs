@@ -28,7 +28,7 @@ use crate::pool::store::ShareStore;
 use crate::pool::validator::ProposalValidator;
 use crate::pool::validator::SigningInput;
 use crate::primes::{PaillierPrimes, PrimePool};
-use crate::reshare::{PersistShare, PublicKeyInfo, ReshareCertificate};
+use crate::reshare::{PublicKeyInfo, ReshareCertificate, ReshareRole};
 use crate::wire::{decode_message, encode_message};
 
 /// Where a node's Paillier primes come from (one pair per keygen or reshare it joins as
@@ -1667,41 +1667,38 @@ impl PoolNode {
                 // proposals under one eid never meet in one session.
                 let mut request = p.request();
                 request.eid = proposal.run_eid();
-                let (primes, persist) = if is_new {
-                    let store = self.inner.store.clone();
-                    let pending_state = state.clone();
-                    let persist: PersistShare = Box::new(move |bytes, _generation| {
-                        Box::pin(async move {
-                            let share = KeyShare::from_secret_bytes(&bytes)?;
-                            store.stage(&share, &pending_state).await
-                        })
-                    });
-                    (Some(self.inner.primes.take().await?), Some(persist))
-                } else {
-                    (None, None)
+                let primes = match is_new {
+                    true => Some(self.inner.primes.take().await?),
+                    false => None,
                 };
+                let role = ReshareRole::for_party(&request, &me, old_share.as_deref(), primes)?;
                 // Boxed: the protocol's future is large (debug builds poll it deep).
-                let outcome = Box::pin(self.inner.tss.reshare(
-                    &request,
-                    old_share.as_deref(),
-                    primes,
-                    persist,
-                ))
-                .await
-                .inspect_err(|e| {
-                    if let TssError::Misbehaviour {
-                        culprits, evidence, ..
-                    } = e
-                    {
-                        if !evidence.is_empty() {
-                            self.emit(PoolEvent::ReshareComplaints {
-                                eid: p.eid,
-                                culprits: culprits.clone(),
-                                verdicts: evidence.clone(),
-                            });
+                let staged = Box::pin(self.inner.tss.reshare(&request, role))
+                    .await
+                    .inspect_err(|e| {
+                        if let TssError::Misbehaviour {
+                            culprits, evidence, ..
+                        } = e
+                        {
+                            if !evidence.is_empty() {
+                                self.emit(PoolEvent::ReshareComplaints {
+                                    eid: p.eid,
+                                    culprits: culprits.clone(),
+                                    verdicts: evidence.clone(),
+                                });
+                            }
                         }
-                    }
-                })?;
+                    })?;
+                // Stored as pending (not active) before this node confirms it.
+                if let Some(share) = staged.new_share() {
+                    self.inner.store.stage(share, &state).await.map_err(|e| {
+                        match e.downcast::<TssError>() {
+                            Ok(e) => *e,
+                            Err(e) => TssError::Store(e),
+                        }
+                    })?;
+                }
+                let outcome = Box::pin(staged.confirm()).await?;
                 for fault in &outcome.faults {
                     self.emit(PoolEvent::Misbehaved {
                         eid: p.eid,

@@ -19,7 +19,7 @@ use super::{
     ReshareRequest,
 };
 
-/// What a [`ReshareMsg::Complaint`] offers against a dealer (module docs, *Complaints*).
+/// What a [`ReshareMsg::Complaint`](super::ReshareMsg::Complaint) offers against a dealer (module docs, *Complaints*).
 /// `Debug` never shows a share.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub enum ComplaintEvidence {

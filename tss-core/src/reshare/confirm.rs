@@ -3,17 +3,19 @@
 //! waiting parties from timing out while others compute, and the confirmation phase.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use transport::{Destination, NodeId, SessionOutbox};
+use transport::{DeliveryKind, Destination, NodeId, SessionOutbox, TransportError};
 
-use crate::ecdsa::KeyShare;
+use crate::ecdsa::{KeyShare, TssNode};
 use crate::error::{Result, TssError};
-use crate::identity::{verify_identity_signature, IdentitySignature};
+use crate::identity::{verify_identity_signature, IdentitySignature, IdentitySigner};
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
 use crate::wire::{decode_message, encode_message};
 
 use super::{
+    inbox::Inbox,
     messages::{message_name, send, ReshareMsg},
     PublicKeyInfo,
 };
@@ -154,8 +156,8 @@ pub struct ConfirmFault {
 /// How a reshare ended for one party.
 #[derive(Debug)]
 pub struct ReshareOutcome {
-    /// The new share, for members of the new committee (already handed to `persist`,
-    /// which keeps it pending).
+    /// The new share, for members of the new committee (the one
+    /// [`StagedReshare::new_share`] staged, which the caller stored as pending).
     pub new_share: Option<KeyShare>,
     /// New members whose valid confirmation this party holds.
     pub confirmed_by: Vec<NodeId>,
@@ -186,32 +188,206 @@ pub(super) fn heartbeat_interval(idle_timeout: std::time::Duration) -> std::time
     )
 }
 
-/// Runs `work`, broadcasting [`ReshareMsg::Alive`] on `channel` every `every` meanwhile,
-/// from a task of its own: the work may block its thread (aux-info's CPU-bound rounds
+/// Broadcasts [`ReshareMsg::Alive`] on a session at a fixed interval until dropped, from
+/// a task of its own: the work meanwhile may block its thread (aux-info's CPU-bound rounds
 /// run in `block_in_place`), and the heartbeats must go on.
-pub(super) async fn with_heartbeats<T>(
-    channel: &SessionOutbox,
-    every: std::time::Duration,
-    work: impl std::future::Future<Output = T>,
-) -> T {
-    struct AbortOnDrop(tokio::task::JoinHandle<()>);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let channel = channel.clone();
-    let _beats = AbortOnDrop(tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            if send(&channel, Destination::Broadcast, &ReshareMsg::Alive).is_err() {
-                break;
+pub(super) struct Heartbeats(tokio::task::JoinHandle<()>);
+
+impl Heartbeats {
+    pub(super) fn start(channel: &SessionOutbox, every: std::time::Duration) -> Self {
+        let channel = channel.clone();
+        Self(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if send(&channel, Destination::Broadcast, &ReshareMsg::Alive).is_err() {
+                    break;
+                }
             }
+        }))
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A reshare run at one party after its computation, before its confirmation: what
+/// [`TssNode::reshare`] returns.
+///
+/// For a new member it holds the new share ([`StagedReshare::new_share`]), which the
+/// caller must store durably, as a pending generation (not active), before it calls
+/// [`StagedReshare::confirm`]: the confirmation this party then signs tells every other
+/// party that the share is stored, and a certificate (every new member's confirmation)
+/// lets them retire the old generation. A dealer that leaves holds no share and confirms
+/// at once. While this value lives, the party keeps sending heartbeats on the run's
+/// session, so parties that wait do not time out while the caller stores. Dropping it
+/// without confirming leaves the run without a certificate for everyone.
+pub struct StagedReshare<'a> {
+    pub(super) node: &'a TssNode,
+    pub(super) inbox: Inbox,
+    pub(super) statement: ReshareStatement,
+    pub(super) new_members: Vec<NodeId>,
+    pub(super) participants: Vec<NodeId>,
+    pub(super) dealers: Vec<NodeId>,
+    /// The old generation (its presignatures are discarded once certified).
+    pub(super) old_key: (KeyId, Generation),
+    pub(super) new_share: Option<KeyShare>,
+    /// New members sign their confirmation with it.
+    pub(super) identity: Option<Arc<dyn IdentitySigner>>,
+    pub(super) heartbeats: Option<Heartbeats>,
+}
+
+impl std::fmt::Debug for StagedReshare<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedReshare")
+            .field("statement", &self.statement)
+            .field("new_share", &self.new_share)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StagedReshare<'_> {
+    /// The new share to store before [`StagedReshare::confirm`] (new members only; store
+    /// its [`KeyShare::to_secret_bytes`] encrypted, as a pending generation).
+    pub fn new_share(&self) -> Option<&KeyShare> {
+        self.new_share.as_ref()
+    }
+
+    /// What this run's new members sign: the certificate, if one forms, certifies it.
+    pub fn statement(&self) -> &ReshareStatement {
+        &self.statement
+    }
+
+    /// Confirms and collects the certificate. A new member signs the run's
+    /// [`ReshareStatement`] and broadcasts the signature: call this only once the share of
+    /// [`StagedReshare::new_share`] is stored. Then every party collects the certificate:
+    /// every new member's valid confirmation, or a certificate another party assembled
+    /// (then forwarded to everyone, so a party that missed a confirmation completes).
+    /// Nothing received here aborts the run: junk, equivocating confirmations and
+    /// unexpected messages are ignored and reported in [`ReshareOutcome::faults`]. The
+    /// wait ends at the certificate or after the session's idle timeout of silence;
+    /// without a certificate the outcome names the members whose confirmation is
+    /// missing, and the old generation must be kept.
+    pub async fn confirm(mut self) -> Result<ReshareOutcome> {
+        let statement_bytes = self.statement.signing_bytes();
+        let mut phase = ConfirmPhase {
+            statement: &self.statement,
+            statement_bytes: &statement_bytes,
+            new_members: &self.new_members,
+            signatures: HashMap::new(),
+            certificate: None,
+            faults: Vec::new(),
+        };
+        let inbox = &mut self.inbox;
+        if let Some(identity) = &self.identity {
+            let signature = identity.sign(&statement_bytes);
+            send(
+                &inbox.out,
+                Destination::Broadcast,
+                &ReshareMsg::Confirm {
+                    signature: signature.clone(),
+                },
+            )?;
+            phase.signatures.insert(self.node.node_id(), signature);
         }
-    }));
-    work.await
+        // This party's work is done: from here on it only waits, as the others do.
+        drop(self.heartbeats.take());
+
+        // Everyone collects a certificate: every new member's valid confirmation, or a
+        // certificate another party assembled. Nothing received here aborts the run.
+        for (from, msg) in std::mem::take(&mut inbox.later) {
+            phase.take(from, msg);
+        }
+        phase.try_complete();
+        let participants = &self.participants;
+        let mut seen_raw: Vec<(NodeId, Vec<u8>)> = Vec::new();
+        while phase.certificate.is_none() {
+            let msg = match inbox.channel.recv().await {
+                Ok(msg) => msg,
+                Err(TransportError::Timeout { .. }) => break,
+                Err(e) => return Err(TssError::Transport(e)),
+            };
+            let from = msg.from;
+            if !participants.contains(&from) {
+                continue;
+            }
+            // Identical retransmissions are ignored without a word.
+            let raw = (from, msg.payload.clone());
+            if seen_raw.contains(&raw) {
+                continue;
+            }
+            if seen_raw.len() < 8 * participants.len() {
+                seen_raw.push(raw);
+            }
+            match decode_message::<ReshareMsg>(from, &msg.payload) {
+                Ok(m) if msg.kind == DeliveryKind::Broadcast => {
+                    // A repeat of an earlier round's message is a retransmission.
+                    let repeat = match &m {
+                        ReshareMsg::Commitments {
+                            context,
+                            commitments,
+                            ..
+                        } => inbox.commitments.get(&from) == Some(&(*context, commitments.clone())),
+                        ReshareMsg::Echo { .. } | ReshareMsg::Complaint { .. } => {
+                            inbox.round2.get(&from) == Some(&m)
+                        }
+                        _ => false,
+                    };
+                    if !repeat {
+                        phase.take(from, m);
+                    }
+                }
+                Ok(ReshareMsg::Share { .. }) if self.dealers.contains(&from) => {}
+                Ok(m) => phase.fault(
+                    from,
+                    format!("{} sent directly during confirmation", message_name(&m)),
+                ),
+                Err(_) => phase.fault(
+                    from,
+                    "a frame that does not decode during confirmation".into(),
+                ),
+            }
+            phase.try_complete();
+        }
+        if let Some(certificate) = &phase.certificate {
+            // Whoever missed a confirmation (or got a different one) completes with this.
+            let _ = send(
+                &inbox.out,
+                Destination::Broadcast,
+                &ReshareMsg::Certificate(Box::new(certificate.clone())),
+            );
+        }
+        let (confirmed_by, missing_confirmations): (Vec<NodeId>, Vec<NodeId>) =
+            match &phase.certificate {
+                Some(_) => (self.new_members.clone(), Vec::new()),
+                None => self
+                    .new_members
+                    .iter()
+                    .partition(|m| phase.signatures.contains_key(*m)),
+            };
+        if !missing_confirmations.is_empty() {
+            tracing::warn!(
+                missing = ?missing_confirmations,
+                "reshare not confirmed by every new member: old shares must be kept"
+            );
+        }
+        let (old_key_id, old_generation) = &self.old_key;
+        if phase.certificate.is_some() {
+            self.node.discard_presignatures(old_key_id, *old_generation);
+        }
+        let (certificate, faults) = (phase.certificate, phase.faults);
+        Ok(ReshareOutcome {
+            new_share: self.new_share.take(),
+            confirmed_by,
+            missing_confirmations,
+            certificate,
+            faults,
+        })
+    }
 }
 
 /// Most faults recorded per run (a flooding party is named once it is here).

@@ -52,7 +52,7 @@ pub enum ReshareMsg {
         evidence: ComplaintEvidence,
     },
     /// Round 3, broadcast by each new member once its share is stored: its identity
-    /// signature of the run's [`ReshareStatement`].
+    /// signature of the run's [`ReshareStatement`](super::ReshareStatement).
     Confirm {
         /// The signature.
         signature: IdentitySignature,

@@ -29,8 +29,10 @@
 //! 3. **New shares.** New member `k` sums its shares, `x'_k = Σ_j f_j(k)`; everyone
 //!    computes the new public shares from the commitments. The new committee runs aux-info
 //!    generation (fresh Paillier keys, all proofs checked) and builds CGGMP21 key shares.
-//! 4. **Confirm.** Each new member stores its share (the caller's `persist` step, which
-//!    keeps it *pending*), then signs a [`ReshareStatement`] (execution id, key, new
+//! 4. **Confirm.** [`TssNode::reshare`](crate::TssNode::reshare) returns here with a
+//!    [`StagedReshare`]: each new member's caller stores the staged share
+//!    ([`StagedReshare::new_share`]) as *pending* (not active), then calls
+//!    [`StagedReshare::confirm`], which signs a [`ReshareStatement`] (execution id, key, new
 //!    generation, public key, new committee and threshold, the agreed commitments digest,
 //!    the new public key facts) with the key of its transport identity
 //!    ([`crate::identity::IdentitySigner`]) and broadcasts the signature. One valid
@@ -41,6 +43,32 @@
 //!    (say, a joiner sent it a different one) still completes; and a certificate is
 //!    self-verifying, so a member that missed the end can take it from any peer later
 //!    (the pool layer's certificate request).
+//!
+//! # The API: a role, then two steps
+//!
+//! Each party states what it brings as a [`ReshareRole`] (a dealer brings its old share, a
+//! new member its Paillier primes; a party may be both), checked against its place in the
+//! [`ReshareRequest`]. The run then ends in two steps, so that the store stays with the
+//! caller and no callback reaches back into it:
+//!
+//! ```no_run
+//! # use tss_core::{KeyShare, PaillierPrimes, ReshareRequest, ReshareRole, TssNode};
+//! # async fn run(node: &TssNode, request: &ReshareRequest, old: &KeyShare,
+//! #     primes: PaillierPrimes) -> tss_core::Result<()> {
+//! let role = ReshareRole::DealerAndNewMember { old_share: old, primes };
+//! let staged = node.reshare(request, role).await?; // rounds 1-3: deal, echo, aux-info
+//! if let Some(share) = staged.new_share() {
+//!     // Seal `share.to_secret_bytes()` in the store as a pending generation here.
+//! }
+//! let outcome = staged.confirm().await?; // sign the statement, collect the certificate
+//! if let Some(certificate) = outcome.certificate {
+//!     // Activate the pending generation and retire the old one, with the certificate.
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The pool layer ([`crate::pool`]) does exactly this with its share store, and also
+//! fetches a missed certificate from peers.
 //!
 //! # Complaints
 //!
@@ -101,6 +129,7 @@ use transport::NodeId;
 use crate::ecdsa::{Curve, KeyShare};
 use crate::error::{Result, TssError};
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
+use crate::primes::PaillierPrimes;
 
 mod complaints;
 mod confirm;
@@ -110,12 +139,13 @@ mod messages;
 mod rounds;
 
 pub use complaints::{ComplaintEvidence, ComplaintVerdict, FalseEvidence, Finding, ReshareFault};
-pub use confirm::{ConfirmFault, ReshareCertificate, ReshareOutcome, ReshareStatement};
+pub use confirm::{
+    ConfirmFault, ReshareCertificate, ReshareOutcome, ReshareStatement, StagedReshare,
+};
 pub use messages::{
     commitments_signing_bytes, dealer_commitments_digest, share_signing_bytes, ReshareMsg,
     SignedCommitments,
 };
-pub use rounds::PersistShare;
 
 /// Public facts about a key generation, enough for a joining node to check a reshare:
 /// the public key, the committee and every member's public share.
@@ -185,6 +215,108 @@ impl KeyShare {
                 .map(|p| p.to_bytes(true).as_ref().to_vec())
                 .collect(),
         }
+    }
+}
+
+/// What a party brings to a reshare, by its place in the [`ReshareRequest`]: a dealer
+/// brings its old share, a new member the Paillier primes of its new share's aux-info.
+/// [`TssNode::reshare`](crate::TssNode::reshare) refuses a role that does not match the
+/// request ([`TssError::InvalidParticipants`]).
+pub enum ReshareRole<'a> {
+    /// One of the request's dealers that is not in the new committee (it leaves, or the
+    /// committee no longer counts it).
+    Dealer {
+        /// Its share of the request's old generation.
+        old_share: &'a KeyShare,
+    },
+    /// A member of the new committee that does not deal: a joiner, or an old member
+    /// that is not among the dealers.
+    NewMember {
+        /// Primes for the new committee's aux-info.
+        primes: PaillierPrimes,
+    },
+    /// A dealer that stays in the new committee.
+    DealerAndNewMember {
+        /// Its share of the request's old generation.
+        old_share: &'a KeyShare,
+        /// Primes for the new committee's aux-info.
+        primes: PaillierPrimes,
+    },
+}
+
+impl<'a> ReshareRole<'a> {
+    /// The role of `node` in `request`, from what it holds: its old share (needed if it
+    /// is a dealer) and primes (needed if it is a new member; ignored otherwise). Fails
+    /// if `node` takes no part in the request ([`TssError::NotACommitteeMember`]) or
+    /// lacks what its place needs ([`TssError::InvalidKeyShare`]).
+    pub fn for_party(
+        request: &ReshareRequest,
+        node: &NodeId,
+        old_share: Option<&'a KeyShare>,
+        primes: Option<PaillierPrimes>,
+    ) -> Result<Self> {
+        let dealer = request.dealers.contains(node);
+        let new_member = request.new_committee.index_of(node).is_some();
+        let old_share = || {
+            old_share.ok_or_else(|| {
+                TssError::InvalidKeyShare("a dealer must provide its old share".into())
+            })
+        };
+        let primes = || {
+            primes.ok_or_else(|| {
+                TssError::InvalidKeyShare("a new member must provide Paillier primes".into())
+            })
+        };
+        Ok(match (dealer, new_member) {
+            (true, true) => Self::DealerAndNewMember {
+                old_share: old_share()?,
+                primes: primes()?,
+            },
+            (true, false) => Self::Dealer {
+                old_share: old_share()?,
+            },
+            (false, true) => Self::NewMember { primes: primes()? },
+            (false, false) => return Err(TssError::NotACommitteeMember(*node)),
+        })
+    }
+
+    /// The old share, if this role deals.
+    pub fn old_share(&self) -> Option<&'a KeyShare> {
+        match self {
+            Self::Dealer { old_share } | Self::DealerAndNewMember { old_share, .. } => {
+                Some(old_share)
+            }
+            Self::NewMember { .. } => None,
+        }
+    }
+
+    /// Whether this role is in the new committee.
+    pub fn is_new_member(&self) -> bool {
+        !matches!(self, Self::Dealer { .. })
+    }
+
+    /// The role's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Dealer { .. } => "dealer",
+            Self::NewMember { .. } => "new member",
+            Self::DealerAndNewMember { .. } => "dealer and new member",
+        }
+    }
+
+    fn into_primes(self) -> Option<PaillierPrimes> {
+        match self {
+            Self::NewMember { primes } | Self::DealerAndNewMember { primes, .. } => Some(primes),
+            Self::Dealer { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ReshareRole<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The share and the primes are secret; their own Debug redacts them, but the
+        // role's name is all a log needs.
+        f.write_str(self.name())
     }
 }
 

@@ -5,54 +5,45 @@ use std::collections::HashMap;
 
 use cggmp21::generic_ec::{NonZero, Point, Scalar, SecretScalar};
 use cggmp21::key_share::{DirtyIncompleteKeyShare, DirtyKeyInfo, Validate, VssSetup};
-use futures::future::BoxFuture;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use transport::{DeliveryKind, Destination, NodeId, TransportError};
-use zeroize::Zeroizing;
+use transport::{Destination, NodeId};
 
 use crate::ecdsa::{Curve, KeyShare, TssNode};
-use crate::error::{Result, StoreError, TssError};
+use crate::error::{Result, TssError};
 use crate::identity::{verify_identity_signature, IdentitySignature};
-use crate::ids::Generation;
-use crate::primes::PaillierPrimes;
-use crate::wire::decode_message;
 
 use super::{
     complaints::{
         complaints_error, ComplaintEvidence, ComplaintVerdict, FalseEvidence, Judge, ReshareFault,
     },
-    confirm::{
-        heartbeat_interval, with_heartbeats, ConfirmPhase, ReshareOutcome, ReshareStatement,
-    },
+    confirm::{heartbeat_interval, Heartbeats, ReshareStatement, StagedReshare},
     feldman::{eval_commitments, point_of},
     inbox::{echo_check, Inbox},
     messages::{
-        commitments_signing_bytes, dealer_commitments_digest, echo_digest, message_name, send,
+        commitments_signing_bytes, dealer_commitments_digest, echo_digest, send,
         share_signing_bytes, ReshareMsg, SignedCommitments,
     },
-    PublicKeyInfo, ReshareRequest,
+    PublicKeyInfo, ReshareRequest, ReshareRole,
 };
 
-/// Stores a new share before it is confirmed: receives the share's secret bytes (see
-/// [`KeyShare::to_secret_bytes`]) and its generation. Its error is the store's own, boxed:
-/// [`TssNode::reshare`] reports it as [`TssError::Store`] (a boxed [`TssError`] is passed
-/// through as it is, e.g. the share's bytes not decoding).
-pub type PersistShare = Box<
-    dyn FnOnce(Zeroizing<Vec<u8>>, Generation) -> BoxFuture<'static, Result<(), StoreError>> + Send,
->;
-
 impl TssNode {
-    /// Runs one party's side of a reshare. `old_share` is required from dealers; `primes`
-    /// and `persist` from new members (`persist` must durably store the new share before
-    /// it returns: only then is the share confirmed to the others).
+    /// Runs one party's side of a reshare up to the new share: deal (dealers), verify and
+    /// echo or complain (everyone), then build the new share and run the new committee's
+    /// aux-info (new members). `role` must match the party's place in `request`.
+    ///
+    /// The result is staged, not final. A new member stores
+    /// [`StagedReshare::new_share`] durably (as a pending generation, not active) and
+    /// only then calls [`StagedReshare::confirm`], which signs the confirmation and
+    /// collects the certificate; a dealer that leaves calls `confirm` at once. Heartbeats
+    /// go on while the caller stores, so parties that only wait do not time out.
+    /// Dropping the staged result without confirming leaves the run unconfirmed for
+    /// everyone: nobody gets a certificate, nobody retires the old generation.
     pub async fn reshare(
         &self,
         request: &ReshareRequest,
-        old_share: Option<&KeyShare>,
-        primes: Option<PaillierPrimes>,
-        persist: Option<PersistShare>,
-    ) -> Result<ReshareOutcome> {
+        role: ReshareRole<'_>,
+    ) -> Result<StagedReshare<'_>> {
         request.validate()?;
         let me = self.node_id();
         let dealers = request.dealers.clone();
@@ -63,6 +54,19 @@ impl TssNode {
         }
         let is_dealer = dealers.contains(&me);
         let new_index = request.new_committee.index_of(&me);
+        if is_dealer != role.old_share().is_some() || new_index.is_some() != role.is_new_member() {
+            let expected = match (is_dealer, new_index.is_some()) {
+                (true, true) => "dealer and new member",
+                (true, false) => "dealer",
+                _ => "new member",
+            };
+            return Err(TssError::InvalidParticipants(format!(
+                "{me} is a {expected} in this reshare but was given the role {}",
+                role.name()
+            )));
+        }
+        let old_share = role.old_share();
+        let primes = role.into_primes();
         let context = request.context_digest();
         let (y, _) = request.old.points()?;
         let t_new = usize::from(request.new_committee.threshold());
@@ -336,24 +340,18 @@ impl TssNode {
             commitments_digest: digest,
             public_info_digest: new_info.digest(),
         };
-        let statement_bytes = statement.signing_bytes();
-        let mut phase = ConfirmPhase {
-            statement: &statement,
-            statement_bytes: &statement_bytes,
-            new_members: &new_members,
-            signatures: HashMap::new(),
-            certificate: None,
-            faults: Vec::new(),
-        };
-
-        // Round 3 (new members): build, aux-info, store, confirm.
+        // Round 3 (new members): build the new share and run aux-info. Heartbeats on
+        // this session tell the parties that only wait (leaving dealers) that we are
+        // alive; they go on while the caller stores the staged share.
         let mut new_share = None;
+        let mut heartbeats = None;
+        let mut identity = None;
         if let Some(k) = new_index {
-            let identity = self.identity().cloned().ok_or_else(|| {
+            identity = Some(self.identity().cloned().ok_or_else(|| {
                 TssError::InvalidParticipants(
                     "a new member needs an identity key to sign its confirmation".into(),
                 )
-            })?;
+            })?);
             let mut x: Scalar<Curve> = dealers.iter().map(|d| inbox.shares[d].0).sum();
             inbox.shares.clear();
             let x = NonZero::from_secret_scalar(SecretScalar::new(&mut x))
@@ -386,135 +384,32 @@ impl TssNode {
             let primes = primes.ok_or_else(|| {
                 TssError::InvalidKeyShare("a new member must provide Paillier primes".into())
             })?;
-            let persist = persist.ok_or_else(|| {
-                TssError::InvalidKeyShare("a new member must provide a persist step".into())
-            })?;
-            // Aux-info and storing take long on a loaded machine: heartbeats on this
-            // session tell the parties that only wait (leaving dealers) that we are alive.
-            let work = async {
-                let aux = self
-                    .aux_info(&request.new_committee, request.eid.sub("aux"), primes)
+            let beats = Heartbeats::start(&inbox.out, heartbeat_interval(self.idle_timeout()));
+            let aux =
+                Box::pin(self.aux_info(&request.new_committee, request.eid.sub("aux"), primes))
                     .await?;
-                let inner = cggmp21::KeyShare::from_parts((core, aux.0))
-                    .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
-                let share = KeyShare {
-                    key_id: new_info.key_id.clone(),
-                    generation: new_info.generation,
-                    committee: request.new_committee.clone(),
-                    local: me,
-                    inner,
-                };
-                persist(share.to_secret_bytes()?, share.generation())
-                    .await
-                    .map_err(|e| match e.downcast::<TssError>() {
-                        Ok(e) => *e,
-                        Err(e) => TssError::Store(e),
-                    })?;
-                Ok::<_, TssError>(share)
-            };
-            let share = with_heartbeats(
-                &inbox.out,
-                heartbeat_interval(self.idle_timeout()),
-                Box::pin(work),
-            )
-            .await?;
-            let signature = identity.sign(&statement_bytes);
-            send(
-                &inbox.out,
-                Destination::Broadcast,
-                &ReshareMsg::Confirm {
-                    signature: signature.clone(),
-                },
-            )?;
-            phase.signatures.insert(me, signature);
-            new_share = Some(share);
+            let inner = cggmp21::KeyShare::from_parts((core, aux.0))
+                .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
+            new_share = Some(KeyShare {
+                key_id: new_info.key_id.clone(),
+                generation: new_info.generation,
+                committee: request.new_committee.clone(),
+                local: me,
+                inner,
+            });
+            heartbeats = Some(beats);
         }
-
-        // Everyone collects a certificate: every new member's valid confirmation, or a
-        // certificate another party assembled. Nothing received here aborts the run.
-        for (from, msg) in std::mem::take(&mut inbox.later) {
-            phase.take(from, msg);
-        }
-        phase.try_complete();
-        let mut seen_raw: Vec<(NodeId, Vec<u8>)> = Vec::new();
-        while phase.certificate.is_none() {
-            let msg = match inbox.channel.recv().await {
-                Ok(msg) => msg,
-                Err(TransportError::Timeout { .. }) => break,
-                Err(e) => return Err(TssError::Transport(e)),
-            };
-            let from = msg.from;
-            if !participants.contains(&from) {
-                continue;
-            }
-            // Identical retransmissions are ignored without a word.
-            let raw = (from, msg.payload.clone());
-            if seen_raw.contains(&raw) {
-                continue;
-            }
-            if seen_raw.len() < 8 * participants.len() {
-                seen_raw.push(raw);
-            }
-            match decode_message::<ReshareMsg>(from, &msg.payload) {
-                Ok(m) if msg.kind == DeliveryKind::Broadcast => {
-                    // A repeat of an earlier round's message is a retransmission.
-                    let repeat = match &m {
-                        ReshareMsg::Commitments {
-                            context,
-                            commitments,
-                            ..
-                        } => inbox.commitments.get(&from) == Some(&(*context, commitments.clone())),
-                        ReshareMsg::Echo { .. } | ReshareMsg::Complaint { .. } => {
-                            inbox.round2.get(&from) == Some(&m)
-                        }
-                        _ => false,
-                    };
-                    if !repeat {
-                        phase.take(from, m);
-                    }
-                }
-                Ok(ReshareMsg::Share { .. }) if dealers.contains(&from) => {}
-                Ok(m) => phase.fault(
-                    from,
-                    format!("{} sent directly during confirmation", message_name(&m)),
-                ),
-                Err(_) => phase.fault(
-                    from,
-                    "a frame that does not decode during confirmation".into(),
-                ),
-            }
-            phase.try_complete();
-        }
-        if let Some(certificate) = &phase.certificate {
-            // Whoever missed a confirmation (or got a different one) completes with this.
-            let _ = send(
-                &inbox.out,
-                Destination::Broadcast,
-                &ReshareMsg::Certificate(Box::new(certificate.clone())),
-            );
-        }
-        let (confirmed_by, missing_confirmations): (Vec<NodeId>, Vec<NodeId>) =
-            match &phase.certificate {
-                Some(_) => (new_members.clone(), Vec::new()),
-                None => new_members
-                    .iter()
-                    .partition(|m| phase.signatures.contains_key(*m)),
-            };
-        if !missing_confirmations.is_empty() {
-            tracing::warn!(
-                missing = ?missing_confirmations,
-                "reshare not confirmed by every new member: old shares must be kept"
-            );
-        }
-        if phase.certificate.is_some() {
-            self.discard_presignatures(&request.old.key_id, request.old.generation);
-        }
-        Ok(ReshareOutcome {
+        Ok(StagedReshare {
+            node: self,
+            inbox,
+            statement,
+            new_members,
+            participants,
+            dealers,
+            old_key: (request.old.key_id.clone(), request.old.generation),
             new_share,
-            confirmed_by,
-            missing_confirmations,
-            certificate: phase.certificate,
-            faults: phase.faults,
+            identity,
+            heartbeats,
         })
     }
 }

@@ -299,3 +299,27 @@ pub async fn sign_full(
     }
     out
 }
+
+/// Runs one party's reshare the way an embedder does: [`TssNode::reshare`] with the role
+/// its place in `request` gives it, then `store` on the staged share (new members only;
+/// an error there ends the run for this party unconfirmed), then
+/// [`tss_core::StagedReshare::confirm`].
+pub async fn reshare_party(
+    node: &TssNode,
+    request: &tss_core::ReshareRequest,
+    old_share: Option<&KeyShare>,
+    primes: Option<PaillierPrimes>,
+    store: impl FnOnce(&KeyShare) -> tss_core::Result<()>,
+) -> tss_core::Result<tss_core::ReshareOutcome> {
+    let role = tss_core::ReshareRole::for_party(request, &node.node_id(), old_share, primes)?;
+    let staged = Box::pin(node.reshare(request, role)).await?;
+    if let Some(share) = staged.new_share() {
+        store(share)?;
+    }
+    Box::pin(staged.confirm()).await
+}
+
+/// A store step for [`reshare_party`] that keeps nothing.
+pub fn store_nowhere(_: &KeyShare) -> tss_core::Result<()> {
+    Ok(())
+}
