@@ -24,8 +24,8 @@ use tss_core::pool::{
 use tss_core::reshare::{FalseEvidence, Finding, ReshareFault, ReshareMsg};
 use tss_core::wire::{decode_message, encode_message};
 use tss_core::{
-    Committee, Generation, IdentitySigner, InsecureTestPrimes, KeyId, PublicKeyInfo,
-    ReshareRequest, TssError, TssNode,
+    Committee, ExecutionId, Generation, IdentitySigner, InsecureTestPrimes, KeyId, PublicKeyInfo,
+    ReshareCertificate, ReshareRequest, ReshareStatement, TssError, TssNode,
 };
 
 /// Accepts everything; the state to commit is the proposal's context.
@@ -97,7 +97,9 @@ async fn start_node(
         None => Arc::new(endpoint),
     };
     PoolNode::start(
-        PoolConfig::new(ids.to_vec()).with_session_idle_timeout(idle),
+        PoolConfig::new(ids.to_vec())
+            .with_session_idle_timeout(idle)
+            .with_certificate_retry_interval(Duration::from_secs(1)),
         transport,
         signer_for(&ids[i]),
         Arc::new(Rules),
@@ -746,4 +748,114 @@ async fn a_false_complaint_in_a_pool_reshare_blames_the_joiner_and_keeps_the_old
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leaving_dealer_that_missed_the_certificate_retires_its_share_only_with_that_certificate()
+{
+    // Node 1 deals the key away (reshare {1, 2, 3} -> {2, 3, 4}, dealers [2, 1]) but hears
+    // no confirmation and no certificate, in the run or on the control session, so its
+    // run ends without one: it keeps its share and asks its peers, again and again. A
+    // self-consistent but forged certificate (a committee of other identities, each of
+    // which signed) must not make it delete its share; once the network delivers, the
+    // run's real certificate, fetched from a peer, does.
+    let ids = node_ids(4);
+    let leaver = ids[0];
+    let lossy = Arc::new(AtomicBool::new(true));
+    let rule = |lossy: Arc<AtomicBool>| -> Rule {
+        Arc::new(move |_, to, _, payload| {
+            let lost = to == leaver
+                && lossy.load(Ordering::SeqCst)
+                && (matches!(
+                    reshare_msg(payload),
+                    Some(ReshareMsg::Confirm { .. } | ReshareMsg::Certificate(_))
+                ) || matches!(control_msg(payload), Some(ControlMsg::Certificate(_))));
+            if lost {
+                Action::Drop
+            } else {
+                Action::Pass
+            }
+        })
+    };
+    // Short enough that the leaver's wait for confirmations ends soon, long enough for
+    // aux-info rounds on a loaded machine.
+    let idle = Duration::from_secs(30);
+    let pool = Box::pin(pool(
+        "leaver-missed-certificate",
+        vec![
+            None,
+            Some(rule(lossy.clone())),
+            Some(rule(lossy.clone())),
+            Some(rule(lossy.clone())),
+        ],
+        idle,
+    ))
+    .await;
+    let mut leaver_events = pool.nodes[0].subscribe();
+    let new_committee = Committee::new(ids[1..].to_vec(), 2).unwrap();
+    pool.nodes[1]
+        .propose_reshare(
+            &pool.key,
+            new_committee.clone(),
+            Some(vec![ids[1], ids[0]]),
+            b"pool v2".to_vec(),
+        )
+        .await
+        .expect("the reshare completes at the proposer");
+    for i in 1..4 {
+        wait_active(&pool.stores[i], &pool.key, Generation(1)).await;
+    }
+    // The leaver's run ends without a certificate; it asks for one and hears nothing.
+    let asked = wait_event(&mut leaver_events, |e| match e {
+        PoolEvent::CertificateRequested { generation, .. } => Some(*generation),
+        _ => None,
+    })
+    .await;
+    assert_eq!(asked, Generation(1));
+    let store = &pool.stores[0];
+    assert_eq!(store.active_generation(&pool.key), Some(Generation(0)));
+    let old = pool.nodes[0]
+        .share(&pool.key)
+        .expect("the leaver keeps its share");
+
+    // A forged certificate: a statement of this key's next generation naming a committee
+    // of two other identities, signed by both. It verifies on its own.
+    let forged_committee = Committee::new(ids[2..].to_vec(), 2).unwrap();
+    let statement = ReshareStatement {
+        eid: ExecutionId::from_bytes([7; 32]),
+        key_id: pool.key.clone(),
+        generation: Generation(1),
+        public_key: old.public_info().public_key,
+        new_committee: forged_committee.clone(),
+        threshold: 2,
+        commitments_digest: [1; 32],
+        public_info_digest: [2; 32],
+    };
+    let forged = ReshareCertificate {
+        signatures: forged_committee
+            .members()
+            .iter()
+            .map(|m| signer_for(m).sign(&statement.signing_bytes()))
+            .collect(),
+        statement,
+    };
+    forged.verify().expect("the forgery is self-consistent");
+    assert!(!pool.nodes[0].adopt_certificate(forged).await.unwrap());
+    assert_eq!(store.active_generation(&pool.key), Some(Generation(0)));
+    assert!(pool.nodes[0].share(&pool.key).is_some());
+
+    // The network delivers again: the leaver's next request fetches the run's real
+    // certificate from a peer, and the share is retired.
+    lossy.store(false, Ordering::SeqCst);
+    wait_event(&mut leaver_events, |e| {
+        matches!(e, PoolEvent::KeyLeft { state, .. } if state.as_slice() == b"pool v2")
+            .then_some(())
+    })
+    .await;
+    assert!(pool.nodes[0].share(&pool.key).is_none());
+    assert_eq!(store.active_generation(&pool.key), None);
+    assert!(
+        store.generations(&pool.key).is_empty(),
+        "every generation deleted"
+    );
 }

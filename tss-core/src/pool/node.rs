@@ -28,7 +28,7 @@ use crate::pool::store::ShareStore;
 use crate::pool::validator::ProposalValidator;
 use crate::pool::validator::SigningInput;
 use crate::primes::{PaillierPrimes, PrimePool};
-use crate::reshare::{PublicKeyInfo, ReshareCertificate, ReshareRole};
+use crate::reshare::{PublicKeyInfo, ReshareCertificate, ReshareRole, ReshareStatement};
 use crate::wire::{decode_message, encode_message};
 
 /// Where a node's Paillier primes come from (one pair per keygen or reshare it joins as
@@ -68,6 +68,10 @@ pub const DEFAULT_SIGN_ATTEMPTS: usize = 3;
 pub const DEFAULT_MAX_PRESIGNATURES: usize = 64;
 /// Default of [`PoolConfig::unresponsive_backoff`].
 pub const DEFAULT_UNRESPONSIVE_BACKOFF: Duration = Duration::from_secs(60);
+/// Default [`PoolConfig::certificate_retry_interval`].
+pub const DEFAULT_CERTIFICATE_RETRY_INTERVAL: Duration = Duration::from_secs(30);
+/// How many times a missing certificate is asked for after the first request.
+const CERTIFICATE_RETRIES: u32 = 40;
 
 /// Settings of a [`PoolNode`].
 #[derive(Clone, Debug)]
@@ -104,6 +108,10 @@ pub struct PoolConfig {
     /// cannot make this node spend CPU and memory without bound. Default
     /// [`DEFAULT_MAX_PRESIGNATURES`].
     pub max_presignatures: usize,
+    /// How often a node that misses the certificate of a reshare it took part in (its new
+    /// share is pending, or it dealt the key away) asks its peers again, up to 40 times
+    /// (default [`DEFAULT_CERTIFICATE_RETRY_INTERVAL`]); a restart asks again too.
+    pub certificate_retry_interval: Duration,
 }
 
 impl PoolConfig {
@@ -118,7 +126,14 @@ impl PoolConfig {
             sign_attempts: DEFAULT_SIGN_ATTEMPTS,
             unresponsive_backoff: DEFAULT_UNRESPONSIVE_BACKOFF,
             max_presignatures: DEFAULT_MAX_PRESIGNATURES,
+            certificate_retry_interval: DEFAULT_CERTIFICATE_RETRY_INTERVAL,
         }
+    }
+
+    /// Sets [`PoolConfig::certificate_retry_interval`] (at least 100 ms).
+    pub fn with_certificate_retry_interval(mut self, interval: Duration) -> Self {
+        self.certificate_retry_interval = interval.max(Duration::from_millis(100));
+        self
     }
 
     /// Sets [`PoolConfig::max_presignatures`].
@@ -386,11 +401,16 @@ struct Inner {
     seen: Mutex<SeenProposals>,
     follow_slots: Arc<tokio::sync::Semaphore>,
     certificates: Mutex<VecDeque<ReshareCertificate>>,
+    /// Keys this node dealt away in a reshare that ended here without a certificate: the
+    /// run's own statement (only a certificate of exactly it retires the share) and the
+    /// state to commit with the deletion. In memory only.
+    leaving: Mutex<HashMap<KeyId, (ReshareStatement, Vec<u8>)>>,
     run_deadline: Duration,
     signer_silence: Duration,
     heartbeat_interval: Duration,
     sign_attempts: usize,
     unresponsive_backoff: Duration,
+    certificate_retry: Duration,
     /// Members found unresponsive by signing runs proposed here, and when.
     unresponsive: Mutex<HashMap<NodeId, Instant>>,
     /// Presignatures this node proposed, per key, oldest first; one is taken out (so no
@@ -546,11 +566,13 @@ impl PoolNode {
                 seen: Mutex::default(),
                 follow_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_runs)),
                 certificates: Mutex::default(),
+                leaving: Mutex::default(),
                 run_deadline: config.run_deadline,
                 signer_silence: config.signer_silence_timeout,
                 heartbeat_interval: config.heartbeat_interval(),
                 sign_attempts: config.sign_attempts,
                 unresponsive_backoff: config.unresponsive_backoff,
+                certificate_retry: config.certificate_retry_interval,
                 unresponsive: Mutex::default(),
                 presignatures: Mutex::default(),
                 presign_acks: Mutex::default(),
@@ -1698,6 +1720,14 @@ impl PoolNode {
                         }
                     })?;
                 }
+                if !is_new {
+                    // A dealer that leaves: if its run ends without a certificate, only a
+                    // certificate of this very statement may retire its share later.
+                    self.inner
+                        .leaving
+                        .lock()
+                        .insert(key_id.clone(), (staged.statement().clone(), state.clone()));
+                }
                 let outcome = Box::pin(staged.confirm()).await?;
                 for fault in &outcome.faults {
                     self.emit(PoolEvent::Misbehaved {
@@ -1720,7 +1750,8 @@ impl PoolNode {
             Err(e) => {
                 // A new member may have staged its share and another party may hold the
                 // certificate: ask for it (the generation stays pending until it comes).
-                if is_new {
+                let leaving = !is_new && self.inner.leaving.lock().contains_key(&key_id);
+                if is_new || leaving {
                     drop(guard);
                     self.request_certificate(
                         &key_id,
@@ -1758,22 +1789,7 @@ impl PoolNode {
                 Some(generation)
             }
             None => {
-                self.inner
-                    .store
-                    .delete(&key_id, &state)
-                    .await
-                    .map_err(TssError::Store)?;
-                self.inner
-                    .tss
-                    .discard_presignatures(&key_id, Generation(u64::MAX));
-                self.inner.presignatures.lock().remove(&key_id);
-                self.inner.validator.committed(&key_id, &state).await;
-                self.inner.shares.lock().remove(&key_id);
-                drop(guard);
-                self.emit(PoolEvent::KeyLeft {
-                    key_id: key_id.clone(),
-                    state: state.clone(),
-                });
+                self.leave_key(&key_id, &state, guard).await?;
                 None
             }
         };
@@ -1819,13 +1835,56 @@ impl PoolNode {
             Some(p) => p.iter().copied().collect(),
             None => self.inner.control_participants.iter().copied().collect(),
         };
-        for peer in peers.into_iter().filter(|p| *p != self.inner.me) {
-            self.send_control(peer, &msg);
+        let peers: Vec<NodeId> = peers.into_iter().filter(|p| *p != self.inner.me).collect();
+        for peer in &peers {
+            self.send_control(*peer, &msg);
         }
         self.emit(PoolEvent::CertificateRequested {
             key_id: key_id.clone(),
             generation,
         });
+        // Peers may be down or cut off right now: ask again while the certificate is
+        // still missing (a restart asks again as well).
+        let node = self.clone();
+        let key_id = key_id.clone();
+        tokio::spawn(async move {
+            for _ in 0..CERTIFICATE_RETRIES {
+                tokio::select! {
+                    _ = node.inner.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(node.inner.certificate_retry) => {}
+                }
+                if !node.still_missing_certificate(&key_id, generation).await {
+                    return;
+                }
+                for peer in &peers {
+                    node.send_control(*peer, &msg);
+                }
+            }
+        });
+    }
+
+    /// Whether this node still waits for the certificate of `generation` of `key_id`: it
+    /// dealt the key away in that run, or that generation is still pending here.
+    async fn still_missing_certificate(&self, key_id: &KeyId, generation: Generation) -> bool {
+        let leaving = self
+            .inner
+            .leaving
+            .lock()
+            .get(key_id)
+            .is_some_and(|(statement, _)| statement.generation == generation);
+        if leaving {
+            return true;
+        }
+        if self
+            .share(key_id)
+            .is_some_and(|s| s.generation() >= generation)
+        {
+            return false;
+        }
+        match self.inner.store.load_pending(key_id).await {
+            Ok(pending) => pending.iter().any(|p| p.share.generation() == generation),
+            Err(_) => true,
+        }
     }
 
     /// Answers a peer's certificate request, if this node has the certificate.
@@ -1857,12 +1916,53 @@ impl PoolNode {
         }
     }
 
+    /// A reshare moved `key_id` to a committee without this node: deletes its share (every
+    /// generation) with `state`, drops its presignatures and tells the embedder.
+    async fn leave_key(&self, key_id: &KeyId, state: &[u8], guard: BusyGuard<'_>) -> Result<()> {
+        self.inner
+            .store
+            .delete(key_id, state)
+            .await
+            .map_err(TssError::Store)?;
+        self.inner.leaving.lock().remove(key_id);
+        self.inner
+            .tss
+            .discard_presignatures(key_id, Generation(u64::MAX));
+        self.inner.presignatures.lock().remove(key_id);
+        self.inner.validator.committed(key_id, state).await;
+        self.inner.shares.lock().remove(key_id);
+        drop(guard);
+        self.emit(PoolEvent::KeyLeft {
+            key_id: key_id.clone(),
+            state: state.to_vec(),
+        });
+        Ok(())
+    }
+
     /// Activates the pending generation `certificate` certifies, if this node staged it
-    /// and the certificate is valid. Returns whether it did.
+    /// and the certificate is valid; or, if this node dealt the key away in a run that
+    /// ended here without a certificate, retires its share when `certificate` certifies
+    /// exactly that run's statement. Returns whether it did either.
     pub async fn adopt_certificate(&self, certificate: ReshareCertificate) -> Result<bool> {
         certificate.verify()?;
         let key_id = certificate.key_id().clone();
         let generation = certificate.generation();
+        let left_state = match self.inner.leaving.lock().get(&key_id) {
+            // Equality with this node's own statement is the check that matters: a
+            // self-consistent certificate naming a committee of someone's own identities
+            // is easy to make, and must not make a member delete its share.
+            Some((statement, state)) if *statement == certificate.statement => Some(state.clone()),
+            _ => None,
+        };
+        if let Some(state) = left_state {
+            let Ok(guard) = self.busy(&key_id) else {
+                return Ok(false);
+            };
+            self.remember_certificate(&certificate);
+            self.leave_key(&key_id, &state, guard).await?;
+            tracing::info!(%key_id, %generation, "share retired with a forwarded certificate: this node left the committee");
+            return Ok(true);
+        }
         if self
             .share(&key_id)
             .is_some_and(|s| s.generation() >= generation)
