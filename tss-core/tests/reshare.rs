@@ -447,3 +447,139 @@ async fn dealer_sending_one_member_undecodable_commitments_aborts_the_reshare_fo
     }
     assert!(stored.lock().unwrap().is_empty(), "no new share is stored");
 }
+
+/// A party handed the wrong role for its place in the request (a dealer without its old
+/// share, a joiner posing as a dealer, a staying dealer that would not take a new share, a
+/// new member that would deal) is refused at once with a typed error naming the role it
+/// has; the run never starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_that_does_not_match_the_request_is_refused_naming_the_expected_role() {
+    use tss_core::ReshareRole;
+    let shared = shared_2_of_3().await;
+    let old = shared.parties[0].share.public_info();
+    let ids = node_ids(4);
+    // Dealers 1 and 2; new committee {2, 3, 4}: 1 only deals, 2 deals and stays, 3 stays
+    // without dealing, 4 joins.
+    let dealers = vec![ids[0], ids[1]];
+    let new_committee = Committee::new(ids[1..].to_vec(), 2).unwrap();
+    let mut all = dealers.clone();
+    all.extend(new_committee.members().iter().copied());
+    let request = ReshareRequest {
+        old: old.clone(),
+        dealers,
+        new_committee,
+        eid: fresh_eid(ProtocolKind::Reshare, &old.key_id, &all),
+    };
+    let share_of = |i: usize| &shared.parties[i].share;
+    let cases: Vec<(NodeId, ReshareRole<'_>, &str)> = vec![
+        (
+            ids[0],
+            ReshareRole::NewMember {
+                primes: primes_for(&ids[0]),
+            },
+            "is a dealer in",
+        ),
+        (
+            ids[0],
+            ReshareRole::DealerAndNewMember {
+                old_share: share_of(0),
+                primes: primes_for(&ids[0]),
+            },
+            "is a dealer in",
+        ),
+        (
+            ids[1],
+            ReshareRole::Dealer {
+                old_share: share_of(1),
+            },
+            "is a dealer and new member in",
+        ),
+        (
+            ids[2],
+            ReshareRole::DealerAndNewMember {
+                old_share: share_of(2),
+                primes: primes_for(&ids[2]),
+            },
+            "is a new member in",
+        ),
+        (
+            ids[3],
+            ReshareRole::Dealer {
+                old_share: share_of(0),
+            },
+            "is a new member in",
+        ),
+    ];
+    for (id, role, expected) in cases {
+        let node = shared.node(id);
+        let given = format!("{role:?}");
+        // A refused role returns at once; an accepted one would wait for peers that never
+        // come, so the timeout only guards against a hang.
+        let result = tokio::time::timeout(Duration::from_secs(60), node.reshare(&request, role))
+            .await
+            .unwrap_or_else(|_| panic!("{id} with role {given} was not refused"));
+        match result {
+            Err(TssError::InvalidParticipants(why)) => assert!(
+                why.contains(expected),
+                "{id} given {given}: the error should say it {expected} the reshare: {why}"
+            ),
+            Err(other) => panic!("{id} given {given}: wrong error {other}"),
+            Ok(_) => panic!("{id} given {given}: the role was accepted"),
+        }
+    }
+}
+
+/// `ReshareRole::for_party` builds each party's role from what it holds, and says what is
+/// missing: a dealer without its old share, a new member without primes, a node outside
+/// the request.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_role_for_a_party_is_built_from_its_place_and_says_what_is_missing() {
+    use tss_core::ReshareRole;
+    let shared = shared_2_of_3().await;
+    let old = shared.parties[0].share.public_info();
+    let ids = node_ids(5);
+    let dealers = vec![ids[0], ids[1]];
+    let new_committee = Committee::new(ids[1..4].to_vec(), 2).unwrap();
+    let mut all = dealers.clone();
+    all.extend(new_committee.members().iter().copied());
+    let request = ReshareRequest {
+        old: old.clone(),
+        dealers,
+        new_committee,
+        eid: fresh_eid(ProtocolKind::Reshare, &old.key_id, &all),
+    };
+    let share_of = |i: usize| Some(&shared.parties[i].share);
+    let role = |i: usize, share, primes| ReshareRole::for_party(&request, &ids[i], share, primes);
+    // Each place gets its role; primes given to a leaving dealer are not needed.
+    assert!(matches!(
+        role(0, share_of(0), Some(primes_for(&ids[0]))),
+        Ok(ReshareRole::Dealer { .. })
+    ));
+    assert!(matches!(
+        role(1, share_of(1), Some(primes_for(&ids[1]))),
+        Ok(ReshareRole::DealerAndNewMember { .. })
+    ));
+    assert!(matches!(
+        role(2, None, Some(primes_for(&ids[2]))),
+        Ok(ReshareRole::NewMember { .. })
+    ));
+    assert!(matches!(
+        role(3, None, Some(primes_for(&ids[3]))),
+        Ok(ReshareRole::NewMember { .. })
+    ));
+    // What is missing is named.
+    assert!(
+        matches!(role(0, None, None), Err(TssError::InvalidKeyShare(why)) if why.contains("old share"))
+    );
+    assert!(
+        matches!(role(1, share_of(1), None), Err(TssError::InvalidKeyShare(why)) if why.contains("primes"))
+    );
+    assert!(
+        matches!(role(3, None, None), Err(TssError::InvalidKeyShare(why)) if why.contains("primes"))
+    );
+    // Node 5 takes no part.
+    assert!(matches!(
+        role(4, share_of(2), Some(primes_for(&ids[4]))),
+        Err(TssError::NotACommitteeMember(id)) if id == ids[4]
+    ));
+}
