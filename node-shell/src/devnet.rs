@@ -315,13 +315,6 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     println!("  WARNING: the devnet uses PUBLIC INSECURE TEST PRIMES and a cheap KDF; its keys are not secret.");
 
     let mut steps = Vec::new();
-    let mut step = |name: String, t0: Instant, outcome: String| {
-        steps.push(DevnetStep {
-            name,
-            elapsed: t0.elapsed(),
-            outcome,
-        })
-    };
     let total = n + 1;
     let identities: Vec<Libp2pIdentity> = (0..total).map(|_| Libp2pIdentity::generate()).collect();
     let ids: Vec<NodeId> = identities.iter().map(|i| i.node_id()).collect();
@@ -410,6 +403,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         l1_txs.push((format!("node {i} locks {} ETH", i + 1), hash.to_string()));
     }
     step(
+        &mut steps,
         format!("L1: deploy, whitelist {total}, lock {n} stakes"),
         t0,
         format!("staking {}", deployment.staking),
@@ -436,351 +430,374 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
 
     let t0 = Instant::now();
     let shutdown = CancellationToken::new();
-    let stop = shutdown.clone().drop_guard();
     let tasks = TaskTracker::new();
-    let mut nodes = Vec::new();
-    for (i, transport) in transports.into_iter().enumerate() {
-        let mut pass = [0u8; 16];
-        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut pass);
-        let mut settings = NodeSettings::new(
-            "devnet-sequencer-key",
-            dir.path().join(format!("node-{i}")).join("keystore"),
-            UnlockConfig::Passphrase(zeroize::Zeroizing::new(hex::encode(pass))),
-            rules.clone(),
-            l1.clone(),
-            seed,
+    // Every step runs in this block, so that on success and on failure alike the nodes
+    // are stopped and their loops awaited before the runtime goes (a loop still running
+    // then would meet a runtime that is shutting down).
+    let outcome: Result<DevnetReport> = async {
+        let stop = shutdown.clone().drop_guard();
+        let mut nodes = Vec::new();
+        for (i, transport) in transports.into_iter().enumerate() {
+            let mut pass = [0u8; 16];
+            rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut pass);
+            let mut settings = NodeSettings::new(
+                "devnet-sequencer-key",
+                dir.path().join(format!("node-{i}")).join("keystore"),
+                UnlockConfig::Passphrase(zeroize::Zeroizing::new(hex::encode(pass))),
+                rules.clone(),
+                l1.clone(),
+                seed,
+            );
+            settings.insecure_fast_kdf = true;
+            settings.peers = ids.clone();
+            settings.epoch_length = opts.epoch_length;
+            settings.primes = PrimeSourceConfig::InsecureFixture { index: i };
+            // Batches of the demo L2: a batch every few L1 blocks (anvil mines one a second),
+            // a fallback producer after 40 blocks without one.
+            let mut batches = BatchSettings::demo("node-shell devnet");
+            batches.interval_l1_blocks = 3;
+            batches.stall_l1_blocks = 40;
+            settings.batches = Some(batches);
+            // One presignature of its own ready at each node: the producer signs a batch in
+            // one round, and refills in the background.
+            settings.presignatures = 1;
+            settings.shutdown = shutdown.clone();
+            settings.tasks = tasks.clone();
+            let token =
+                ApiToken::load_or_create(&dir.path().join(format!("node-{i}")).join("rpc-token"))?;
+            let signer: Arc<dyn tss_core::IdentitySigner> = Arc::new(identities[i].clone());
+            let node = Node::start(settings, transport, signer, kind).await?;
+            let (rpc, _task) = crate::rpc::serve_with_shutdown(
+                node.clone(),
+                "127.0.0.1:0".parse().expect("addr"),
+                Access::new(token.clone()),
+                shutdown.clone(),
+            )
+            .await?;
+            println!(
+                "  node {i}: HTTP API http://{rpc} (token in {}){}",
+                token.path().unwrap_or(dir.path()).display(),
+                if i == n {
+                    "  (candidate: whitelisted, no stake locked yet)"
+                } else {
+                    ""
+                }
+            );
+            nodes.push(DevNode {
+                _node: node,
+                rpc,
+                token,
+            });
+        }
+        let net = Devnet {
+            _stop: stop,
+            nodes,
+            ids,
+            deadline: started + opts.timeout,
+        };
+        let members: Vec<usize> = (0..n).collect();
+        step(
+            &mut steps,
+            format!("start {total} nodes ({kind})"),
+            t0,
+            "connected".into(),
         );
-        settings.insecure_fast_kdf = true;
-        settings.peers = ids.clone();
-        settings.epoch_length = opts.epoch_length;
-        settings.primes = PrimeSourceConfig::InsecureFixture { index: i };
-        // Batches of the demo L2: a batch every few L1 blocks (anvil mines one a second),
-        // a fallback producer after 40 blocks without one.
-        let mut batches = BatchSettings::demo("node-shell devnet");
-        batches.interval_l1_blocks = 3;
-        batches.stall_l1_blocks = 40;
-        settings.batches = Some(batches);
-        // One presignature of its own ready at each node: the producer signs a batch in
-        // one round, and refills in the background.
-        settings.presignatures = 1;
-        settings.shutdown = shutdown.clone();
-        settings.tasks = tasks.clone();
-        let token =
-            ApiToken::load_or_create(&dir.path().join(format!("node-{i}")).join("rpc-token"))?;
-        let signer: Arc<dyn tss_core::IdentitySigner> = Arc::new(identities[i].clone());
-        let node = Node::start(settings, transport, signer, kind).await?;
-        let (rpc, _task) = crate::rpc::serve_with_shutdown(
-            node.clone(),
-            "127.0.0.1:0".parse().expect("addr"),
-            Access::new(token.clone()),
-            shutdown.clone(),
+
+        let (t_n, t_join) = (threshold_for(n), threshold_for(n + 1));
+        println!(
+            "\n[1] keygen from L1 ({n} sequencers locked, threshold {t_n}-of-{n} = more than 2/3)"
+        );
+        let t0 = Instant::now();
+        let address = net.wait_for_key(&members, 0).await?;
+        println!(
+            "  pool address {address} (keygen {:.1}s)",
+            t0.elapsed().as_secs_f64()
+        );
+        step(
+            &mut steps,
+            format!("keygen {t_n}-of-{n}"),
+            t0,
+            format!("address {address}"),
+        );
+        let (status, key) = http_json(&net.nodes[0], "GET", "/key", None).await?;
+        check(status == 200, "GET /key")?;
+        println!(
+            "  public key {}",
+            key["public_key"].as_str().unwrap_or_default()
+        );
+        let t0 = Instant::now();
+        let mpc: Address = address
+            .parse()
+            .map_err(|e| Error::Devnet(format!("pool address {address}: {e}")))?;
+        let tx = staking
+            .setMpcAddress(mpc)
+            .from(admin)
+            .into_transaction_request();
+        let hash = send_and_confirm(&provider, "setMpcAddress", tx).await?;
+        l1_txs.push(("admin registers the MPC address".into(), hash.to_string()));
+        let registered = staking
+            .mpcAddress()
+            .call()
+            .await
+            .map_err(|e| Error::Devnet(format!("mpcAddress(): {e}")))?;
+        check(registered == mpc, "the MPC address on L1 is not the pool's")?;
+        println!("  admin registered the MPC address on L1: tx {hash}");
+        step(
+            &mut steps,
+            "L1: admin registers the MPC address".into(),
+            t0,
+            format!("tx {hash}"),
+        );
+
+        let t0 = Instant::now();
+        let fund = alloy::rpc::types::TransactionRequest::default()
+            .from(admin)
+            .to(mpc)
+            .value(eth(100));
+        let hash = send_and_confirm(&provider, "fund the MPC address", fund).await?;
+        l1_txs.push(("admin funds the MPC address".into(), hash.to_string()));
+        step(
+            &mut steps,
+            "L1: admin funds the MPC address (100 ETH)".into(),
+            t0,
+            format!("tx {hash}"),
+        );
+
+        println!(
+            "\n[2] the epoch's producer proposes batches; {t_n} signers each rebuild the appendBatch transaction from their own L1 view and co-sign; the producer sends it to the inbox"
+        );
+        let inbox = BatchInbox::new(deployment.inbox, provider.clone());
+        let t0 = Instant::now();
+        let count = net.wait_for_batches(&inbox, opts.batches as u64).await?;
+        let appended = inbox_batches(&provider, deployment.inbox, mpc).await?;
+        for b in &appended {
+            println!(
+                "  batch epoch {} L2 blocks [{}, {}] appended by tx {} from {}",
+                b.epoch, b.first_block, b.last_block, b.tx_hash, b.from
+            );
+        }
+        step(
+            &mut steps,
+            format!(
+                "pool appends {} batch{} ({t_n}-of-{n})",
+                opts.batches,
+                if opts.batches == 1 { "" } else { "es" }
+            ),
+            t0,
+            format!("inbox holds {count}, {}", from_pool(&appended)),
+        );
+        check(
+            appended.iter().all(|b| b.verified),
+            "a batch was appended by another account than the pool",
+        )?;
+        let (status, err) = http(
+            net.nodes[0].rpc,
+            Some(net.nodes[0].token.secret()),
+            "POST",
+            "/sign",
+            Some(&json!({"digest": format!("0x{}", "11".repeat(32))})),
         )
         .await?;
+        check(
+            status == 403,
+            format!(
+                "POST /sign of a raw digest gave {status}, expected 403 (raw-digest signing is off)"
+            ),
+        )?;
+        println!("  raw-digest signing refused: {status} {err}");
+        let (status, err) = http(
+            net.nodes[0].rpc,
+            None,
+            "POST",
+            "/sign",
+            Some(&json!({"digest": format!("0x{}", "11".repeat(32))})),
+        )
+        .await?;
+        check(
+            status == 401,
+            format!("POST /sign without the operator token gave {status}, expected 401"),
+        )?;
+        println!("  request without the operator token refused: {status} {err}");
+
+        let outsider = accounts[total + 1];
+        let refused = lock_stake(&staking, outsider, NodeId::from_bytes([0xee; 32]), eth(1)).await;
+        check(
+            reverted_with(&refused, "NotWhitelisted"),
+            format!("a lock by the non-whitelisted {outsider} did not revert: {refused:?}"),
+        )?;
+        println!("  a lock by the non-whitelisted account {outsider} reverted on L1");
+
+        let joiner = n;
         println!(
-            "  node {i}: HTTP API http://{rpc} (token in {}){}",
-            token.path().unwrap_or(dir.path()).display(),
-            if i == n {
-                "  (candidate: whitelisted, no stake locked yet)"
+            "\n[3] sequencer node {joiner} locks {} ETH on L1 (reshare {n} -> {})",
+            joiner + 1,
+            n + 1
+        );
+        let t0 = Instant::now();
+        let hash = lock_stake(
+            &staking,
+            account_of(joiner),
+            net.ids[joiner],
+            stake_of(joiner),
+        )
+        .await?;
+        l1_txs.push((
+            format!("node {joiner} locks {} ETH", joiner + 1),
+            hash.to_string(),
+        ));
+        println!("  lock tx {hash}");
+        let members_after_join: Vec<usize> = (0..=n).collect();
+        let address_after_join = net.wait_for_key(&members_after_join, 1).await?;
+        println!(
+            "  reshare done in {:.1}s: address before {address}, after {address_after_join} -> {}",
+            t0.elapsed().as_secs_f64(),
+            if address == address_after_join {
+                "UNCHANGED"
             } else {
-                ""
+                "CHANGED!"
             }
         );
-        nodes.push(DevNode {
-            _node: node,
-            rpc,
-            token,
-        });
-    }
-    let net = Devnet {
-        _stop: stop,
-        nodes,
-        ids,
-        deadline: started + opts.timeout,
-    };
-    let members: Vec<usize> = (0..n).collect();
-    step(
-        format!("start {total} nodes ({kind})"),
-        t0,
-        "connected".into(),
-    );
-
-    let (t_n, t_join) = (threshold_for(n), threshold_for(n + 1));
-    println!(
-        "\n[1] keygen from L1 ({n} sequencers locked, threshold {t_n}-of-{n} = more than 2/3)"
-    );
-    let t0 = Instant::now();
-    let address = net.wait_for_key(&members, 0).await?;
-    println!(
-        "  pool address {address} (keygen {:.1}s)",
-        t0.elapsed().as_secs_f64()
-    );
-    step(
-        format!("keygen {t_n}-of-{n}"),
-        t0,
-        format!("address {address}"),
-    );
-    let (status, key) = http_json(&net.nodes[0], "GET", "/key", None).await?;
-    check(status == 200, "GET /key")?;
-    println!(
-        "  public key {}",
-        key["public_key"].as_str().unwrap_or_default()
-    );
-    let t0 = Instant::now();
-    let mpc: Address = address
-        .parse()
-        .map_err(|e| Error::Devnet(format!("pool address {address}: {e}")))?;
-    let tx = staking
-        .setMpcAddress(mpc)
-        .from(admin)
-        .into_transaction_request();
-    let hash = send_and_confirm(&provider, "setMpcAddress", tx).await?;
-    l1_txs.push(("admin registers the MPC address".into(), hash.to_string()));
-    let registered = staking
-        .mpcAddress()
-        .call()
-        .await
-        .map_err(|e| Error::Devnet(format!("mpcAddress(): {e}")))?;
-    check(registered == mpc, "the MPC address on L1 is not the pool's")?;
-    println!("  admin registered the MPC address on L1: tx {hash}");
-    step(
-        "L1: admin registers the MPC address".into(),
-        t0,
-        format!("tx {hash}"),
-    );
-
-    let t0 = Instant::now();
-    let fund = alloy::rpc::types::TransactionRequest::default()
-        .from(admin)
-        .to(mpc)
-        .value(eth(100));
-    let hash = send_and_confirm(&provider, "fund the MPC address", fund).await?;
-    l1_txs.push(("admin funds the MPC address".into(), hash.to_string()));
-    step(
-        "L1: admin funds the MPC address (100 ETH)".into(),
-        t0,
-        format!("tx {hash}"),
-    );
-
-    println!(
-        "\n[2] the epoch's producer proposes batches; {t_n} signers each rebuild the appendBatch transaction from their own L1 view and co-sign; the producer sends it to the inbox"
-    );
-    let inbox = BatchInbox::new(deployment.inbox, provider.clone());
-    let t0 = Instant::now();
-    let count = net.wait_for_batches(&inbox, opts.batches as u64).await?;
-    let appended = inbox_batches(&provider, deployment.inbox, mpc).await?;
-    for b in &appended {
-        println!(
-            "  batch epoch {} L2 blocks [{}, {}] appended by tx {} from {}",
-            b.epoch, b.first_block, b.last_block, b.tx_hash, b.from
+        step(
+            &mut steps,
+            format!(
+                "reshare: node {joiner} joins ({t_n}-of-{n} -> {t_join}-of-{})",
+                n + 1
+            ),
+            t0,
+            unchanged(&address, &address_after_join).into(),
         );
-    }
-    step(
-        format!(
-            "pool appends {} batch{} ({t_n}-of-{n})",
-            opts.batches,
-            if opts.batches == 1 { "" } else { "es" }
-        ),
-        t0,
-        format!("inbox holds {count}, {}", from_pool(&appended)),
-    );
-    check(
-        appended.iter().all(|b| b.verified),
-        "a batch was appended by another account than the pool",
-    )?;
-    let (status, err) = http(
-        net.nodes[0].rpc,
-        Some(net.nodes[0].token.secret()),
-        "POST",
-        "/sign",
-        Some(&json!({"digest": format!("0x{}", "11".repeat(32))})),
-    )
-    .await?;
-    check(
-        status == 403,
-        format!(
-            "POST /sign of a raw digest gave {status}, expected 403 (raw-digest signing is off)"
-        ),
-    )?;
-    println!("  raw-digest signing refused: {status} {err}");
-    let (status, err) = http(
-        net.nodes[0].rpc,
-        None,
-        "POST",
-        "/sign",
-        Some(&json!({"digest": format!("0x{}", "11".repeat(32))})),
-    )
-    .await?;
-    check(
-        status == 401,
-        format!("POST /sign without the operator token gave {status}, expected 401"),
-    )?;
-    println!("  request without the operator token refused: {status} {err}");
+        check(address == address_after_join, "address changed after join")?;
+        let t0 = Instant::now();
+        let before = inbox_count(&inbox).await?;
+        let count = net.wait_for_batches(&inbox, before + 1).await?;
+        step(
+            &mut steps,
+            format!("batches continue after the join ({t_join}-of-{})", n + 1),
+            t0,
+            format!("inbox {before} -> {count}"),
+        );
 
-    let outsider = accounts[total + 1];
-    let refused = lock_stake(&staking, outsider, NodeId::from_bytes([0xee; 32]), eth(1)).await;
-    check(
-        reverted_with(&refused, "NotWhitelisted"),
-        format!("a lock by the non-whitelisted {outsider} did not revert: {refused:?}"),
-    )?;
-    println!("  a lock by the non-whitelisted account {outsider} reverted on L1");
-
-    let joiner = n;
-    println!(
-        "\n[3] sequencer node {joiner} locks {} ETH on L1 (reshare {n} -> {})",
-        joiner + 1,
-        n + 1
-    );
-    let t0 = Instant::now();
-    let hash = lock_stake(
-        &staking,
-        account_of(joiner),
-        net.ids[joiner],
-        stake_of(joiner),
-    )
-    .await?;
-    l1_txs.push((
-        format!("node {joiner} locks {} ETH", joiner + 1),
-        hash.to_string(),
-    ));
-    println!("  lock tx {hash}");
-    let members_after_join: Vec<usize> = (0..=n).collect();
-    let address_after_join = net.wait_for_key(&members_after_join, 1).await?;
-    println!(
-        "  reshare done in {:.1}s: address before {address}, after {address_after_join} -> {}",
-        t0.elapsed().as_secs_f64(),
-        if address == address_after_join {
-            "UNCHANGED"
-        } else {
-            "CHANGED!"
-        }
-    );
-    step(
-        format!(
-            "reshare: node {joiner} joins ({t_n}-of-{n} -> {t_join}-of-{})",
+        let leaver = 1;
+        println!(
+            "\n[4] sequencer node {leaver} unlocks its stake on L1 (reshare {} -> {n}); its share is retired",
             n + 1
-        ),
-        t0,
-        unchanged(&address, &address_after_join).into(),
-    );
-    check(address == address_after_join, "address changed after join")?;
-    let t0 = Instant::now();
-    let before = inbox_count(&inbox).await?;
-    let count = net.wait_for_batches(&inbox, before + 1).await?;
-    step(
-        format!("batches continue after the join ({t_join}-of-{})", n + 1),
-        t0,
-        format!("inbox {before} -> {count}"),
-    );
-
-    let leaver = 1;
-    println!(
-        "\n[4] sequencer node {leaver} unlocks its stake on L1 (reshare {} -> {n}); its share is retired",
-        n + 1
-    );
-    let t0 = Instant::now();
-    let tx = staking
-        .unlock()
-        .from(account_of(leaver))
-        .into_transaction_request();
-    let hash = send_and_confirm(&provider, "unlock", tx).await?;
-    l1_txs.push((format!("node {leaver} unlocks"), hash.to_string()));
-    println!("  unlock tx {hash}");
-    let remaining: Vec<usize> = (0..=n).filter(|i| *i != leaver).collect();
-    let address_after_exit = net.wait_for_key(&remaining, 2).await?;
-    println!(
-        "  reshare done in {:.1}s: address before {address_after_join}, after {address_after_exit} -> {}",
-        t0.elapsed().as_secs_f64(),
-        if address_after_join == address_after_exit { "UNCHANGED" } else { "CHANGED!" }
-    );
-    let exit_elapsed = t0.elapsed();
-    check(
-        address_after_join == address_after_exit,
-        "address changed after exit",
-    )?;
-    // The leaver dealt (leavers deal first) and retires its share once the new
-    // committee confirmed; give it a moment.
-    let mut status = 200;
-    for _ in 0..120 {
-        status = http_json(&net.nodes[leaver], "GET", "/key", None).await?.0;
-        if status == 404 {
-            break;
+        );
+        let t0 = Instant::now();
+        let tx = staking
+            .unlock()
+            .from(account_of(leaver))
+            .into_transaction_request();
+        let hash = send_and_confirm(&provider, "unlock", tx).await?;
+        l1_txs.push((format!("node {leaver} unlocks"), hash.to_string()));
+        println!("  unlock tx {hash}");
+        let remaining: Vec<usize> = (0..=n).filter(|i| *i != leaver).collect();
+        let address_after_exit = net.wait_for_key(&remaining, 2).await?;
+        println!(
+            "  reshare done in {:.1}s: address before {address_after_join}, after {address_after_exit} -> {}",
+            t0.elapsed().as_secs_f64(),
+            if address_after_join == address_after_exit { "UNCHANGED" } else { "CHANGED!" }
+        );
+        let exit_elapsed = t0.elapsed();
+        check(
+            address_after_join == address_after_exit,
+            "address changed after exit",
+        )?;
+        // The leaver dealt (leavers deal first) and retires its share once the new
+        // committee confirmed; give it a moment.
+        let mut status = 200;
+        for _ in 0..120 {
+            status = http_json(&net.nodes[leaver], "GET", "/key", None).await?.0;
+            if status == 404 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let leaver_key_deleted = status == 404;
-    println!(
-        "  node {leaver} GET /key -> {status} ({})",
-        if leaver_key_deleted {
-            "share deleted"
-        } else {
-            "share still present!"
-        }
-    );
-    steps.push(DevnetStep {
-        name: format!(
-            "reshare: node {leaver} exits ({t_join}-of-{} -> {t_n}-of-{n})",
-            n + 1
-        ),
-        elapsed: exit_elapsed,
-        outcome: format!(
-            "{}, leaver's share {}",
-            unchanged(&address_after_join, &address_after_exit),
+        let leaver_key_deleted = status == 404;
+        println!(
+            "  node {leaver} GET /key -> {status} ({})",
             if leaver_key_deleted {
-                "deleted"
+                "share deleted"
             } else {
-                "STILL PRESENT"
+                "share still present!"
             }
-        ),
-    });
-    check(leaver_key_deleted, "the leaver still holds a key share")?;
-    let t0 = Instant::now();
-    let before = inbox_count(&inbox).await?;
-    let count = net.wait_for_batches(&inbox, before + 1).await?;
-    steps.push(DevnetStep {
-        name: format!("batches continue after the exit ({t_n}-of-{n})"),
-        elapsed: t0.elapsed(),
-        outcome: format!("inbox {before} -> {count}"),
-    });
-    let batches = inbox_batches(&provider, deployment.inbox, mpc).await?;
-    check(
-        batches.iter().all(|b| b.verified),
-        "a batch was appended by another account than the pool",
-    )?;
-    for (i, node) in net.nodes.iter().enumerate() {
-        let (status, metrics) = http(node.rpc, None, "GET", "/metrics", None).await?;
-        check(status == 200, "GET /metrics")?;
-        if let Some(line) = metrics
-            .lines()
-            .find(|l| l.starts_with("node_shell_batches_total{stage=\"included\"}"))
-        {
-            println!("  node {i} /metrics: {line}");
+        );
+        steps.push(DevnetStep {
+            name: format!(
+                "reshare: node {leaver} exits ({t_join}-of-{} -> {t_n}-of-{n})",
+                n + 1
+            ),
+            elapsed: exit_elapsed,
+            outcome: format!(
+                "{}, leaver's share {}",
+                unchanged(&address_after_join, &address_after_exit),
+                if leaver_key_deleted {
+                    "deleted"
+                } else {
+                    "STILL PRESENT"
+                }
+            ),
+        });
+        check(leaver_key_deleted, "the leaver still holds a key share")?;
+        let t0 = Instant::now();
+        let before = inbox_count(&inbox).await?;
+        let count = net.wait_for_batches(&inbox, before + 1).await?;
+        steps.push(DevnetStep {
+            name: format!("batches continue after the exit ({t_n}-of-{n})"),
+            elapsed: t0.elapsed(),
+            outcome: format!("inbox {before} -> {count}"),
+        });
+        let batches = inbox_batches(&provider, deployment.inbox, mpc).await?;
+        check(
+            batches.iter().all(|b| b.verified),
+            "a batch was appended by another account than the pool",
+        )?;
+        for (i, node) in net.nodes.iter().enumerate() {
+            let (status, metrics) = http(node.rpc, None, "GET", "/metrics", None).await?;
+            check(status == 200, "GET /metrics")?;
+            if let Some(line) = metrics
+                .lines()
+                .find(|l| l.starts_with("node_shell_batches_total{stage=\"included\"}"))
+            {
+                println!("  node {i} /metrics: {line}");
+            }
         }
-    }
 
-    let report = DevnetReport {
-        transport: opts.transport,
-        staking: deployment.staking.to_string(),
-        inbox: deployment.inbox.to_string(),
-        l1_txs,
-        address_after_keygen: address,
-        address_after_join,
-        address_after_exit,
-        batches,
-        joined: joiner,
-        left: leaver,
-        leaver_key_deleted,
-        pool_sizes: [n, n + 1, n],
-        steps,
-        elapsed: started.elapsed(),
-    };
-    // Stop every node and wait for their loops to end before the runtime goes (a loop
-    // still running then would meet a runtime that is shutting down).
-    drop(net);
+        let report = DevnetReport {
+            transport: opts.transport,
+            staking: deployment.staking.to_string(),
+            inbox: deployment.inbox.to_string(),
+            l1_txs,
+            address_after_keygen: address,
+            address_after_join,
+            address_after_exit,
+            batches,
+            joined: joiner,
+            left: leaver,
+            leaver_key_deleted,
+            pool_sizes: [n, n + 1, n],
+            steps,
+            elapsed: started.elapsed(),
+        };
+        drop(net);
+        Ok(report)
+    }
+    .await;
+    shutdown.cancel();
     tasks.close();
     tasks.wait().await;
+    let report = outcome?;
     print_summary(&report);
     check(report.all_ok(), "summary checks failed")?;
     Ok(report)
+}
+
+/// Records a finished step of the demo, timed from `t0`.
+fn step(steps: &mut Vec<DevnetStep>, name: String, t0: Instant, outcome: String) {
+    steps.push(DevnetStep {
+        name,
+        elapsed: t0.elapsed(),
+        outcome,
+    });
 }
 
 /// The inbox's batch count.
