@@ -1720,7 +1720,11 @@ impl PoolNode {
                         }
                     })?;
                 }
-                if !is_new {
+                if is_new {
+                    // Back in the committee: an earlier run this node left by no longer
+                    // speaks for its shares.
+                    self.inner.leaving.lock().remove(&key_id);
+                } else {
                     // A dealer that leaves: if its run ends without a certificate, only a
                     // certificate of this very statement may retire its share later.
                     self.inner
@@ -1953,7 +1957,13 @@ impl PoolNode {
             // is easy to make, and must not make a member delete its share.
             Some((statement, state)) if *statement == certificate.statement => Some(state.clone()),
             _ => None,
-        };
+        }
+        // Only while the share held is still one the certified run replaced: never a
+        // generation this node got later (it may have rejoined).
+        .filter(|_| {
+            self.share(&key_id)
+                .is_some_and(|s| s.generation() < generation)
+        });
         if let Some(state) = left_state {
             let Ok(guard) = self.busy(&key_id) else {
                 return Ok(false);
