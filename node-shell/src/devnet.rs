@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
-use transport::{Libp2pConfig, Libp2pIdentity, NodeId, Transport};
+use transport::{Libp2pConfig, Libp2pIdentity, Libp2pTransport, NodeId, Transport};
 
 use alloy::primitives::{Address, FixedBytes, B256, U256};
 
@@ -321,6 +321,8 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
 
     // Transports.
     let mut transports: Vec<Arc<dyn Transport>> = Vec::new();
+    // Each libp2p node's counters, for its /metrics.
+    let mut libp2p_stats: Vec<Option<Libp2pTransport>> = Vec::new();
     let kind = match opts.transport {
         DevnetTransport::Libp2p => {
             let mut started_transports = Vec::new();
@@ -348,6 +350,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             for (i, a) in addrs.iter().enumerate() {
                 println!("  node {i}: {} libp2p {a}", &ids[i].to_hex()[..16]);
             }
+            libp2p_stats.extend(started_transports.iter().cloned().map(Some));
             transports.extend(
                 started_transports
                     .into_iter()
@@ -467,6 +470,9 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
                 ApiToken::load_or_create(&dir.path().join(format!("node-{i}")).join("rpc-token"))?;
             let signer: Arc<dyn tss_core::IdentitySigner> = Arc::new(identities[i].clone());
             let node = Node::start(settings, transport, signer, kind).await?;
+            if let Some(t) = libp2p_stats.get(i).cloned().flatten() {
+                node.metrics().watch_transport(move || t.stats());
+            }
             let (rpc, _task) = crate::rpc::serve_with_shutdown(
                 node.clone(),
                 "127.0.0.1:0".parse().expect("addr"),
@@ -759,6 +765,18 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
                 .find(|l| l.starts_with("node_shell_batches_total{stage=\"included\"}"))
             {
                 println!("  node {i} /metrics: {line}");
+            }
+            if opts.transport == DevnetTransport::Libp2p {
+                // The transport's counters reach /metrics: every node took part in runs.
+                let delivered = metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix("node_shell_transport_frames_delivered_total "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                check(
+                    delivered > 0,
+                    format!("node {i}: /metrics shows no frames delivered by libp2p"),
+                )?;
             }
         }
 

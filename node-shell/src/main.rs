@@ -92,12 +92,15 @@ async fn run_node(config: PathBuf) -> Result<(), Error> {
         })?;
         p2p = p2p.with_peer(*peer, addr);
     }
-    let transport: Arc<dyn Transport> = Arc::new(node_shell::net::start_libp2p(p2p).await?);
+    let libp2p = node_shell::net::start_libp2p(p2p).await?;
+    let stats_of = libp2p.clone();
+    let transport: Arc<dyn Transport> = Arc::new(libp2p);
     // One token stops everything: the node's loops and the HTTP server.
     let shutdown = cfg.settings.shutdown.clone();
     let tasks = TaskTracker::new();
     let node_tasks = cfg.settings.tasks.clone();
     let node = Node::start(cfg.settings, transport, signer, "libp2p").await?;
+    node.metrics().watch_transport(move || stats_of.stats());
     let (addr, server) =
         rpc::serve_with_shutdown(node, cfg.rpc_listen, access, shutdown.clone()).await?;
     tasks.spawn(server);

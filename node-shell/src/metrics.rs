@@ -20,10 +20,37 @@
 //! | `node_shell_producer_stalls_total` | counter | times this node saw the producer schedule move to a fallback (a stall) |
 //! | `node_shell_presignatures_ready` | gauge | presignatures of this node's own ready for its next signing requests |
 //! | `node_shell_signers_skipped_total{member}` | counter | signing runs this node proposed that were abandoned because of `member` (silent, cut off, refusing or failing), so another set signed |
+//!
+//! With a libp2p transport ([`Metrics::watch_transport`]; `node-shell run` and the devnet
+//! set it), the transport's limits and faults too, read from [`Libp2pStats`] at each scrape:
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `node_shell_transport_dropped_total{reason}` | counter | messages or frames the transport dropped, by the limit or check that dropped them (below) |
+//! | `node_shell_transport_early_held_messages` | gauge | messages held now for sessions this node has not opened yet (all peers) |
+//! | `node_shell_transport_early_held_bytes` | gauge | their payload bytes |
+//! | `node_shell_transport_frames_sent_total` | counter | frames sent (first sends) |
+//! | `node_shell_transport_frames_delivered_total` | counter | frames the session table accepted |
+//! | `node_shell_transport_frames_retransmitted_total` | counter | frames sent again after a connection broke before they were acknowledged |
+//! | `node_shell_transport_keepalive_failures_total` | counter | connections closed because pings went unanswered |
+//!
+//! The `reason`s (each a limit of [`transport::HubLimits`] or [`transport::Libp2pConfig`],
+//! all per peer, so a flooding peer loses its own messages only): `early_bytes`,
+//! `early_messages`, `early_sessions` (a peer's quota for messages to sessions not opened
+//! yet), `early_expired` (held longer than `early_ttl`), `early_not_expected` (sender not
+//! a participant of an announced session), `inbox_bytes`, `inbox_messages` (a sender's
+//! share of an open session's inbox), `queue_full` (outgoing queue to a peer),
+//! `malformed` and `oversized` (frames that do not decode or are over the size limit),
+//! `unknown_peer` (connections or streams from peers outside the known set), `duplicate`
+//! (retransmissions of frames already delivered).
 
 use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
+use transport::Libp2pStats;
 
 use prometheus_client::encoding::{
     prometheus_text, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder,
@@ -127,6 +154,166 @@ struct MemberLabel {
 
 type U64Gauge = Gauge<u64, AtomicU64>;
 
+/// Why the transport dropped something (`reason` of `node_shell_transport_dropped_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum DropReason {
+    EarlyBytes,
+    EarlyMessages,
+    EarlySessions,
+    EarlyExpired,
+    EarlyNotExpected,
+    InboxBytes,
+    InboxMessages,
+    QueueFull,
+    Malformed,
+    Oversized,
+    UnknownPeer,
+    Duplicate,
+}
+
+impl DropReason {
+    /// Every reason with its count in `s`.
+    fn counts(s: &Libp2pStats) -> [(DropReason, u64); 12] {
+        let h = &s.sessions;
+        [
+            (DropReason::EarlyBytes, h.early_dropped_bytes),
+            (DropReason::EarlyMessages, h.early_dropped_messages),
+            (DropReason::EarlySessions, h.early_dropped_sessions),
+            (DropReason::EarlyExpired, h.early_expired),
+            (DropReason::EarlyNotExpected, h.early_dropped_not_expected),
+            (DropReason::InboxBytes, h.inbox_dropped_bytes),
+            (DropReason::InboxMessages, h.inbox_dropped_messages),
+            (DropReason::QueueFull, s.dropped_queue_full),
+            (DropReason::Malformed, s.malformed_frames),
+            (DropReason::Oversized, s.oversized_frames),
+            (DropReason::UnknownPeer, s.unknown_peer_refused),
+            (DropReason::Duplicate, s.duplicates_dropped),
+        ]
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::EarlyBytes => "early_bytes",
+            DropReason::EarlyMessages => "early_messages",
+            DropReason::EarlySessions => "early_sessions",
+            DropReason::EarlyExpired => "early_expired",
+            DropReason::EarlyNotExpected => "early_not_expected",
+            DropReason::InboxBytes => "inbox_bytes",
+            DropReason::InboxMessages => "inbox_messages",
+            DropReason::QueueFull => "queue_full",
+            DropReason::Malformed => "malformed",
+            DropReason::Oversized => "oversized",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::Duplicate => "duplicate",
+        }
+    }
+}
+
+impl EncodeLabelValue for DropReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.label())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: DropReason,
+}
+
+/// Where the transport's counters are read from at each scrape.
+type StatsSource = Arc<dyn Fn() -> Libp2pStats + Send + Sync>;
+
+/// The transport's metrics, brought up to date from its [`Libp2pStats`] at each render.
+struct TransportMetrics {
+    source: Mutex<Option<StatsSource>>,
+    dropped: Family<ReasonLabel, Counter>,
+    early_held_messages: U64Gauge,
+    early_held_bytes: U64Gauge,
+    frames_sent: Counter,
+    frames_delivered: Counter,
+    frames_retransmitted: Counter,
+    keepalive_failures: Counter,
+}
+
+impl TransportMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let registry = registry.sub_registry_with_prefix("transport");
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "dropped",
+            "Messages or frames the transport dropped, by the limit or check that dropped them",
+            dropped.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = U64Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        Self {
+            source: Mutex::new(None),
+            dropped,
+            early_held_messages: gauge(
+                registry,
+                "early_held_messages",
+                "Messages held now for sessions this node has not opened yet",
+            ),
+            early_held_bytes: gauge(
+                registry,
+                "early_held_bytes",
+                "Payload bytes held now for sessions this node has not opened yet",
+            ),
+            frames_sent: counter(registry, "frames_sent", "Frames sent (first sends)"),
+            frames_delivered: counter(
+                registry,
+                "frames_delivered",
+                "Frames the session table accepted",
+            ),
+            frames_retransmitted: counter(
+                registry,
+                "frames_retransmitted",
+                "Frames sent again after a connection broke before they were acknowledged",
+            ),
+            keepalive_failures: counter(
+                registry,
+                "keepalive_failures",
+                "Connections closed because pings went unanswered",
+            ),
+        }
+    }
+
+    /// Reads the source (if any) and moves every metric to its figures.
+    fn refresh(&self) {
+        let source = self.source.lock();
+        let Some(source) = source.as_ref() else {
+            return;
+        };
+        let stats = source();
+        // Counters only move forward: add what is new since the last scrape (the lock
+        // keeps two scrapes from adding it twice).
+        let advance = |c: &Counter, now: u64| {
+            let before = c.get();
+            if now > before {
+                c.inc_by(now - before);
+            }
+        };
+        for (reason, count) in DropReason::counts(&stats) {
+            advance(&self.dropped.get_or_create(&ReasonLabel { reason }), count);
+        }
+        advance(&self.frames_sent, stats.frames_sent);
+        advance(&self.frames_delivered, stats.frames_delivered);
+        advance(&self.frames_retransmitted, stats.frames_retransmitted);
+        advance(&self.keepalive_failures, stats.keepalive_failures);
+        self.early_held_messages
+            .set(stats.sessions.early_held_messages);
+        self.early_held_bytes.set(stats.sessions.early_held_bytes);
+    }
+}
+
 /// The node's counters, gauges and histogram, and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -147,6 +334,7 @@ pub struct Metrics {
     stalls: Counter,
     signers_skipped: Family<MemberLabel, Counter>,
     presignatures_ready: U64Gauge,
+    transport: TransportMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -262,8 +450,10 @@ impl Metrics {
             "presignatures_ready",
             "Presignatures of this node's own ready for its next signing requests",
         );
+        let transport = TransportMetrics::register(&mut registry);
         Self {
             registry,
+            transport,
             signers_skipped,
             presignatures_ready,
             batches,
@@ -353,8 +543,17 @@ impl Metrics {
         self.signatures.get()
     }
 
+    /// Reports the transport's limits and faults from now on: `stats` is read at each
+    /// [`Metrics::render`] (for a libp2p node, `move || transport.stats()` on a clone of
+    /// its [`transport::Libp2pTransport`]). Replaces an earlier source; counters carry on
+    /// from where they are.
+    pub fn watch_transport(&self, stats: impl Fn() -> Libp2pStats + Send + Sync + 'static) {
+        *self.transport.source.lock() = Some(Arc::new(stats));
+    }
+
     /// The Prometheus text exposition (served with [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
+        self.transport.refresh();
         let mut out = String::new();
         // Writing to a String cannot fail; an encoder error would leave a partial page.
         if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
