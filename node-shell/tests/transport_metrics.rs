@@ -30,7 +30,10 @@ async fn start(identity: Libp2pIdentity, limits: HubLimits) -> Libp2pTransport {
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not in time"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -105,7 +108,10 @@ async fn a_peer_over_its_early_message_quota_shows_on_the_receivers_metrics() {
         "{text}"
     );
     assert_eq!(
-        value(&text, "node_shell_transport_dropped_total{reason=\"inbox_bytes\"}"),
+        value(
+            &text,
+            "node_shell_transport_dropped_total{reason=\"inbox_bytes\"}"
+        ),
         Some(0),
         "every reason is reported, at 0 if never hit: {text}"
     );
