@@ -732,9 +732,11 @@ impl Node {
         };
         let on_shutdown = node.inner.pool_node.clone();
         let shutdown = settings.shutdown.clone();
-        tokio::spawn(async move {
+        // Tracked with the node's loops: whoever waits for them (the devnet, `run`) also
+        // waits until the pool layer's runs have ended, before the runtime goes.
+        settings.tasks.spawn(async move {
             shutdown.cancelled().await;
-            on_shutdown.shutdown();
+            on_shutdown.stopped().await;
         });
         settings.spawn_until_shutdown(follow_events(
             node.clone(),

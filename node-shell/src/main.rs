@@ -184,11 +184,8 @@ async fn main() -> ExitCode {
             opts.timeout = Duration::from_secs(timeout_secs);
             opts.log_file = Some(log_file.clone());
             log_hint = Some(log_file);
-            let result = node_shell::devnet::run(opts).await.map(|_| ());
-            // The nodes were stopped; give their pool layers' own tasks a moment to end
-            // before the runtime shuts down.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            result
+            // `run` stops the nodes and waits for their tasks, the pool layers' included.
+            node_shell::devnet::run(opts).await.map(|_| ())
         }
         Command::GenIdentity { out, force } => identity::generate(&out, force).map(|id| {
             println!("{}", id.node_id().to_hex());

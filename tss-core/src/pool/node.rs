@@ -423,6 +423,9 @@ struct Inner {
     max_presignatures: usize,
     events: broadcast::Sender<PoolEvent>,
     shutdown: CancellationToken,
+    /// Every task this node spawns (control loop, followed runs, watchdogs, heartbeats,
+    /// certificate requests and adoptions), so [`PoolNode::stopped`] can wait for them.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// One node of a signing pool: the library's coordination layer.
@@ -580,9 +583,10 @@ impl PoolNode {
                 max_presignatures: config.max_presignatures,
                 events,
                 shutdown: CancellationToken::new(),
+                tasks: tokio_util::task::TaskTracker::new(),
             }),
         };
-        tokio::spawn(control_loop(node.clone(), inbox));
+        node.inner.tasks.spawn(control_loop(node.clone(), inbox));
         for key_id in keys {
             let pending = node
                 .inner
@@ -626,12 +630,24 @@ impl PoolNode {
         self.inner.events.subscribe()
     }
 
-    /// Stops following proposals and cancels every running run.
+    /// Stops following proposals and cancels every running run (a run stops at its next
+    /// await point; [`PoolNode::stopped`] waits for that). No run starts afterwards.
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
         for run in self.inner.runs.lock().values() {
             run.token.cancel();
         }
+    }
+
+    /// Shuts the node down (as [`PoolNode::shutdown`]) and waits until every task it
+    /// spawned has ended: a protocol step still computing when the node was shut down
+    /// finishes first. An embedder awaits this before it drops its tokio runtime, so
+    /// no run is left polling timers of a runtime that is going away. Runs this node
+    /// proposed are the caller's own futures: drop or await them as well.
+    pub async fn stopped(&self) {
+        self.shutdown();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 
     fn emit(&self, event: PoolEvent) {
@@ -717,6 +733,15 @@ impl PoolNode {
         let early = {
             // Lock order everywhere: runs, then early_aborts.
             let mut runs = self.inner.runs.lock();
+            // Checked under the lock `shutdown` takes after cancelling: a run registered
+            // here is either refused now or cancelled by it.
+            if self.inner.shutdown.is_cancelled() {
+                return Err(TssError::Aborted {
+                    eid,
+                    by: self.inner.me,
+                    reason: "this node shut down".into(),
+                });
+            }
             if runs.contains_key(&eid) {
                 return Err(TssError::InvalidProposal {
                     from: proposer,
@@ -774,7 +799,7 @@ impl PoolNode {
         let deadline_hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let timer = {
             let (token, hit) = (token.clone(), deadline_hit.clone());
-            tokio::spawn(async move {
+            self.inner.tasks.spawn(async move {
                 tokio::time::sleep(deadline).await;
                 hit.store(true, std::sync::atomic::Ordering::SeqCst);
                 token.cancel();
@@ -784,7 +809,9 @@ impl PoolNode {
         let watchdog = (!watched.is_empty()).then(|| {
             let (node, token, found) = (self.clone(), token.clone(), silent_found.clone());
             let watched = watched.to_vec();
-            tokio::spawn(async move { node.watch_run(eid, watched, token, found).await })
+            self.inner
+                .tasks
+                .spawn(async move { node.watch_run(eid, watched, token, found).await })
         });
         // Boxed: protocol futures are large, and several nest here.
         let out = cancel::scoped(token, Box::pin(fut)).await;
@@ -894,7 +921,7 @@ impl PoolNode {
     fn heartbeats(&self, eid: ExecutionId, to: Vec<NodeId>) -> AbortOnDrop {
         let node = self.clone();
         let every = self.inner.heartbeat_interval.max(Duration::from_millis(10));
-        AbortOnDrop(tokio::spawn(async move {
+        AbortOnDrop(self.inner.tasks.spawn(async move {
             let msg = ControlMsg::Alive { eid };
             loop {
                 for p in to.iter().filter(|p| **p != node.inner.me) {
@@ -1851,7 +1878,7 @@ impl PoolNode {
         // still missing (a restart asks again as well).
         let node = self.clone();
         let key_id = key_id.clone();
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             for _ in 0..CERTIFICATE_RETRIES {
                 tokio::select! {
                     _ = node.inner.shutdown.cancelled() => return,
@@ -2172,7 +2199,7 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                             continue;
                         };
                         let node = node.clone();
-                        tokio::spawn(async move {
+                        node.inner.tasks.clone().spawn(async move {
                             node.follow(from, proposal).await;
                             drop(slot);
                         });
@@ -2187,14 +2214,14 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                     }
                     Ok(ControlMsg::CertificateRequest { key_id, generation }) => {
                         let node = node.clone();
-                        tokio::spawn(async move {
+                        node.inner.tasks.clone().spawn(async move {
                             node.answer_certificate_request(from, key_id, generation)
                                 .await
                         });
                     }
                     Ok(ControlMsg::Certificate(certificate)) => {
                         let node = node.clone();
-                        tokio::spawn(async move {
+                        node.inner.tasks.clone().spawn(async move {
                             let (key_id, generation) =
                                 (certificate.key_id().clone(), certificate.generation());
                             match Box::pin(node.adopt_certificate(*certificate)).await {
