@@ -448,6 +448,23 @@ async fn dealer_sending_one_member_undecodable_commitments_aborts_the_reshare_fo
     assert!(stored.lock().unwrap().is_empty(), "no new share is stored");
 }
 
+/// A reshare of the shared 2-of-3 key with every kind of place: dealers 1 and 2, new
+/// committee {2, 3, 4} (threshold 2), so 1 only deals, 2 deals and stays, 3 stays without
+/// dealing and 4 joins; `ids` beyond the fourth take no part.
+fn roles_request(shared: &SharedPool, ids: &[NodeId]) -> ReshareRequest {
+    let old = shared.parties[0].share.public_info();
+    let dealers = vec![ids[0], ids[1]];
+    let new_committee = Committee::new(ids[1..4].to_vec(), 2).unwrap();
+    let mut all = dealers.clone();
+    all.extend(new_committee.members().iter().copied());
+    ReshareRequest {
+        eid: fresh_eid(ProtocolKind::Reshare, &old.key_id, &all),
+        old,
+        dealers,
+        new_committee,
+    }
+}
+
 /// A party handed the wrong role for its place in the request (a dealer without its old
 /// share, a joiner posing as a dealer, a staying dealer that would not take a new share, a
 /// new member that would deal) is refused at once with a typed error naming the role it
@@ -456,20 +473,8 @@ async fn dealer_sending_one_member_undecodable_commitments_aborts_the_reshare_fo
 async fn a_role_that_does_not_match_the_request_is_refused_naming_the_expected_role() {
     use tss_core::ReshareRole;
     let shared = shared_2_of_3().await;
-    let old = shared.parties[0].share.public_info();
     let ids = node_ids(4);
-    // Dealers 1 and 2; new committee {2, 3, 4}: 1 only deals, 2 deals and stays, 3 stays
-    // without dealing, 4 joins.
-    let dealers = vec![ids[0], ids[1]];
-    let new_committee = Committee::new(ids[1..].to_vec(), 2).unwrap();
-    let mut all = dealers.clone();
-    all.extend(new_committee.members().iter().copied());
-    let request = ReshareRequest {
-        old: old.clone(),
-        dealers,
-        new_committee,
-        eid: fresh_eid(ProtocolKind::Reshare, &old.key_id, &all),
-    };
+    let request = roles_request(shared, &ids);
     let share_of = |i: usize| &shared.parties[i].share;
     let cases: Vec<(NodeId, ReshareRole<'_>, &str)> = vec![
         (
@@ -536,18 +541,8 @@ async fn a_role_that_does_not_match_the_request_is_refused_naming_the_expected_r
 async fn the_role_for_a_party_is_built_from_its_place_and_says_what_is_missing() {
     use tss_core::ReshareRole;
     let shared = shared_2_of_3().await;
-    let old = shared.parties[0].share.public_info();
     let ids = node_ids(5);
-    let dealers = vec![ids[0], ids[1]];
-    let new_committee = Committee::new(ids[1..4].to_vec(), 2).unwrap();
-    let mut all = dealers.clone();
-    all.extend(new_committee.members().iter().copied());
-    let request = ReshareRequest {
-        old: old.clone(),
-        dealers,
-        new_committee,
-        eid: fresh_eid(ProtocolKind::Reshare, &old.key_id, &all),
-    };
+    let request = roles_request(shared, &ids);
     let share_of = |i: usize| Some(&shared.parties[i].share);
     let role = |i: usize, share, primes| ReshareRole::for_party(&request, &ids[i], share, primes);
     // Each place gets its role; primes given to a leaving dealer are not needed.
