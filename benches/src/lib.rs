@@ -384,6 +384,7 @@ pub async fn reshare(nodes: &Nodes, shares: &Arc<Vec<KeyShare>>, t: u16) -> Vec<
     let new_committee = Committee::new(nodes.ids.clone(), t).expect("committee");
     let dealers = nodes.signers(t);
     let request = ReshareRequest {
+        new_generation: shares[0].public_info().generation.next(),
         old: shares[0].public_info(),
         dealers: dealers.clone(),
         new_committee,

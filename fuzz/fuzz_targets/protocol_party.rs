@@ -83,6 +83,7 @@ fn setup() -> &'static Setup {
         };
         let new_committee = Committee::new(vec![node(1), node(2), node(3), node(4)], 3).unwrap();
         let request = ReshareRequest {
+            new_generation: old.generation.next(),
             old,
             dealers: vec![node(1), node(2)],
             new_committee,

@@ -346,6 +346,7 @@ pub fn control_samples() -> Vec<Vec<u8>> {
         })),
         ControlMsg::Propose(Proposal::Reshare(ReshareProposal {
             eid: ExecutionId::from_bytes([3; 32]),
+            new_generation: old.generation.next(),
             old,
             dealers: ids[..2].to_vec(),
             new_committee: Committee::new(ids.clone(), 3).unwrap(),
@@ -360,6 +361,11 @@ pub fn control_samples() -> Vec<Vec<u8>> {
         },
         ControlMsg::PresignatureStored {
             id: ExecutionId::from_bytes([8; 32]),
+        },
+        ControlMsg::GenerationInUse {
+            eid: ExecutionId::from_bytes([9; 32]),
+            key_id: key_id.clone(),
+            generation: Generation(4),
         },
     ]
     .iter()

@@ -395,7 +395,7 @@ impl ProposalValidator for SequencerRules {
             }
         }
         Ok(PoolState {
-            version: p.old.generation.get() + 1,
+            version: p.new_generation.get(),
             l1_height: ctx.l1_height,
             members: ctx.members,
         }

@@ -241,29 +241,39 @@ impl Devnet {
             .ok_or_else(|| Error::Devnet("devnet deadline passed".into()))
     }
 
-    /// Polls `GET /key` on `nodes` until each has generation `generation`; returns the
-    /// (common) address.
-    async fn wait_for_key(&self, nodes: &[usize], generation: u64) -> Result<String> {
-        let mut address = None;
+    /// Polls `GET /key` on `nodes` until each holds the same generation, `generation` or
+    /// later; returns the (common) address and that generation.
+    async fn wait_for_key(&self, nodes: &[usize], generation: u64) -> Result<(String, u64)> {
+        let mut reached = None;
         for &i in nodes {
             loop {
                 self.remaining()?;
                 let (status, key) = http_json(&self.nodes[i], "GET", "/key", None).await?;
-                if status == 200 && key["generation"].as_u64() == Some(generation) {
+                let held = key["generation"].as_u64().unwrap_or_default();
+                // The first node fixes the generation the others must reach (a retried
+                // reshare may skip generations a failed attempt left pending).
+                let target = reached.as_ref().map_or(generation, |(_, g)| *g);
+                if status == 200 && held >= target {
                     let a = key["address"].as_str().unwrap_or_default().to_string();
-                    match &address {
-                        None => address = Some(a),
-                        Some(prev) => check(
-                            *prev == a,
-                            format!("node {i} reports address {a}, others {prev}"),
-                        )?,
+                    match &reached {
+                        None => reached = Some((a, held)),
+                        Some((prev, g)) => {
+                            check(
+                                *prev == a,
+                                format!("node {i} reports address {a}, others {prev}"),
+                            )?;
+                            check(
+                                *g == held,
+                                format!("node {i} holds generation {held}, others {g}"),
+                            )?;
+                        }
                     }
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
-        address.ok_or_else(|| Error::Devnet("no nodes".into()))
+        reached.ok_or_else(|| Error::Devnet("no nodes".into()))
     }
 
     /// Waits until the inbox holds at least `count` batches; returns the count.
@@ -514,7 +524,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             "\n[1] keygen from L1 ({n} sequencers locked, threshold {t_n}-of-{n} = more than 2/3)"
         );
         let t0 = Instant::now();
-        let address = net.wait_for_key(&members, 0).await?;
+        let (address, keygen_generation) = net.wait_for_key(&members, 0).await?;
         println!(
             "  pool address {address} (keygen {:.1}s)",
             t0.elapsed().as_secs_f64()
@@ -653,7 +663,9 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         ));
         println!("  lock tx {hash}");
         let members_after_join: Vec<usize> = (0..=n).collect();
-        let address_after_join = net.wait_for_key(&members_after_join, 1).await?;
+        let (address_after_join, join_generation) = net
+            .wait_for_key(&members_after_join, keygen_generation + 1)
+            .await?;
         println!(
             "  reshare done in {:.1}s: address before {address}, after {address_after_join} -> {}",
             t0.elapsed().as_secs_f64(),
@@ -697,7 +709,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         l1_txs.push((format!("node {leaver} unlocks"), hash.to_string()));
         println!("  unlock tx {hash}");
         let remaining: Vec<usize> = (0..=n).filter(|i| *i != leaver).collect();
-        let address_after_exit = net.wait_for_key(&remaining, 2).await?;
+        let (address_after_exit, _) = net.wait_for_key(&remaining, join_generation + 1).await?;
         println!(
             "  reshare done in {:.1}s: address before {address_after_join}, after {address_after_exit} -> {}",
             t0.elapsed().as_secs_f64(),

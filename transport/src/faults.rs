@@ -136,8 +136,11 @@ impl SessionSender for FaultySender {
                 {
                     corrupt(&mut payload)
                 }
+                // Empty frames (protocol heartbeats) carry nothing to garble.
                 Fault::GarbleBroadcastTo(nodes)
-                    if kind == DeliveryKind::Broadcast && nodes.contains(&to) =>
+                    if kind == DeliveryKind::Broadcast
+                        && nodes.contains(&to)
+                        && !payload.is_empty() =>
                 {
                     payload.push(0x5a)
                 }

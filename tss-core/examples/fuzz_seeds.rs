@@ -246,6 +246,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A real reshare of the key to nodes 1, 2, 3 (threshold 2), for its messages.
     let new_committee = Committee::new(vec![node(1), node(2), node(3)], 2)?;
     let request = ReshareRequest {
+        new_generation: shares[0].public_info().generation.next(),
         old: shares[0].public_info(),
         dealers: members.clone(),
         new_committee,

@@ -91,6 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 3. Node 4 joins: reshare 2-of-3 -> 3-of-4, same address.
     let new_committee = Committee::two_thirds(ids.clone())?;
     let request = ReshareRequest {
+        new_generation: shares[0].public_info().generation.next(),
         old: shares[0].public_info(),
         dealers: ids[..2].to_vec(),
         new_committee,

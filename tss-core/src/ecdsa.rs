@@ -40,7 +40,9 @@ use crate::ethereum::{keccak256, EthAddress, EthSignature};
 use crate::identity::IdentitySigner;
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
 use crate::primes::PaillierPrimes;
-use crate::wire::{classify_error, decode_message, delivery, encode_message};
+use crate::wire::{
+    classify_error, decode_message, delivery_with_heartbeats, encode_message, Delivery, Liveness,
+};
 
 /// The curve.
 pub type Curve = Secp256k1;
@@ -367,6 +369,24 @@ impl TssNode {
         Ok(self.transport.open_session(eid.session_id(), config)?)
     }
 
+    /// The session of `eid` among `participants` as a `round_based` delivery, with
+    /// heartbeats while this party computes (see [`delivery_with_heartbeats`]): the
+    /// session's idle timeout counts silence, not the others' CPU time.
+    fn delivery<M>(
+        &self,
+        eid: &ExecutionId,
+        participants: &[NodeId],
+    ) -> Result<(Delivery<M>, Liveness)>
+    where
+        M: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let channel = self.open(eid, participants)?;
+        Ok(delivery_with_heartbeats(
+            channel,
+            protocol_heartbeat_interval(self.idle_timeout),
+        ))
+    }
+
     /// Distributed key generation followed by aux-info generation: every member of
     /// `committee` runs this with the same `key_id`, `committee` and `eid`.
     pub async fn keygen(
@@ -379,7 +399,8 @@ impl TssNode {
         let i = committee.require_index(&self.node_id())?;
         let dkg_eid = eid.sub("dkg");
         let mut rng = self.run_rng(&dkg_eid);
-        let party = MpcParty::connected(delivery(self.open(&dkg_eid, committee.members())?));
+        let (delivery, liveness) = self.delivery(&dkg_eid, committee.members())?;
+        let party = MpcParty::connected(delivery);
         let incomplete = cggmp21::keygen::<Curve>(
             cggmp21::ExecutionId::new(dkg_eid.as_bytes()),
             i,
@@ -387,9 +408,10 @@ impl TssNode {
         )
         .set_threshold(committee.threshold())
         .start(&mut rng, party);
-        let incomplete = off_executor(incomplete)
+        let incomplete = off_executor(liveness.track(incomplete))
             .await?
             .map_err(|e| classify_error(ProtocolKind::Keygen, e))?;
+        drop(liveness);
         let aux = self.aux_info(&committee, eid.sub("aux"), primes).await?;
         let inner = cggmp21::KeyShare::from_parts((incomplete, aux.0))
             .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
@@ -412,18 +434,21 @@ impl TssNode {
     ) -> Result<AuxInfo> {
         let i = committee.require_index(&self.node_id())?;
         let mut rng = self.run_rng(&eid);
-        let party = MpcParty::connected(delivery(self.open(&eid, committee.members())?));
+        let (delivery, liveness) = self.delivery(&eid, committee.members())?;
+        let party = MpcParty::connected(delivery);
         if !self.aux_info_delay.is_zero() {
             tokio::time::sleep(self.aux_info_delay).await;
         }
         let aux = off_executor(
-            cggmp21::aux_info_gen(
-                cggmp21::ExecutionId::new(eid.as_bytes()),
-                i,
-                committee.n(),
-                primes.0,
-            )
-            .start(&mut rng, party),
+            liveness.track(
+                cggmp21::aux_info_gen(
+                    cggmp21::ExecutionId::new(eid.as_bytes()),
+                    i,
+                    committee.n(),
+                    primes.0,
+                )
+                .start(&mut rng, party),
+            ),
         )
         .await?
         .map_err(|e| classify_error(ProtocolKind::AuxInfo, e))?;
@@ -471,15 +496,18 @@ impl TssNode {
     ) -> Result<ExecutionId> {
         let (indices, i) = Self::signer_indices(share, signers, self.node_id())?;
         let mut rng = self.run_rng(&eid);
-        let party = MpcParty::connected(delivery(self.open(&eid, signers)?));
+        let (delivery, liveness) = self.delivery(&eid, signers)?;
+        let party = MpcParty::connected(delivery);
         let inner = off_executor(
-            cggmp21::signing(
-                cggmp21::ExecutionId::new(eid.as_bytes()),
-                i,
-                &indices,
-                &share.inner,
-            )
-            .generate_presignature(&mut rng, party),
+            liveness.track(
+                cggmp21::signing(
+                    cggmp21::ExecutionId::new(eid.as_bytes()),
+                    i,
+                    &indices,
+                    &share.inner,
+                )
+                .generate_presignature(&mut rng, party),
+            ),
         )
         .await?
         .map_err(|e| classify_error(ProtocolKind::Presign, e))?;
@@ -645,16 +673,19 @@ impl TssNode {
     ) -> Result<EthSignature> {
         let (indices, i) = Self::signer_indices(share, signers, self.node_id())?;
         let mut rng = self.run_rng(&eid);
-        let party = MpcParty::connected(delivery(self.open(&eid, signers)?));
+        let (delivery, liveness) = self.delivery(&eid, signers)?;
+        let party = MpcParty::connected(delivery);
         let data = DataToSign::from_scalar(Scalar::<Curve>::from_be_bytes_mod_order(digest));
         let sig = off_executor(
-            cggmp21::signing(
-                cggmp21::ExecutionId::new(eid.as_bytes()),
-                i,
-                &indices,
-                &share.inner,
-            )
-            .sign(&mut rng, party, data),
+            liveness.track(
+                cggmp21::signing(
+                    cggmp21::ExecutionId::new(eid.as_bytes()),
+                    i,
+                    &indices,
+                    &share.inner,
+                )
+                .sign(&mut rng, party, data),
+            ),
         )
         .await?
         .map_err(|e| classify_error(ProtocolKind::Sign, e))?;
@@ -667,6 +698,13 @@ impl TssNode {
 /// worker hands its other tasks over and drives the protocol itself; elsewhere it is
 /// simply awaited. A run cancelled through [`crate::cancel`] (the pool layer's abort)
 /// stops at its next await point with [`TssError::Cancelled`].
+/// How often a computing party sends a heartbeat on a protocol session: a sixth of the
+/// idle timeout (so a few may be late or lost), at most every 10 ms and at least every
+/// 20 s (a party that has not opened the session yet holds them as early messages).
+fn protocol_heartbeat_interval(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 6).clamp(Duration::from_millis(10), Duration::from_secs(20))
+}
+
 async fn off_executor<F: std::future::Future>(fut: F) -> Result<F::Output> {
     let token = crate::cancel::current();
     // On the heap: CGGMP21's protocol futures are large, and `block_on` below would put

@@ -2,7 +2,7 @@
 
 use transport::{NodeId, TransportError};
 
-use crate::ids::{ExecutionId, KeyId};
+use crate::ids::{ExecutionId, Generation, KeyId};
 
 /// Which protocol failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -181,6 +181,19 @@ pub enum TssError {
         eid: ExecutionId,
         /// New members whose valid confirmation did not arrive.
         missing: Vec<NodeId>,
+    },
+    /// A reshare proposal names a generation this node still holds pending (from an
+    /// earlier run that failed unconfirmed, whose certificate may yet arrive): a store
+    /// never overwrites a generation. The proposer should propose again above `pending`
+    /// ([`crate::pool::PoolNode::propose_reshare`] does so by itself).
+    #[error("generation {proposed} of key {key_id} is in use here: {pending} is held pending")]
+    GenerationInUse {
+        /// The key.
+        key_id: KeyId,
+        /// The generation proposed.
+        proposed: Generation,
+        /// The highest generation this node holds pending.
+        pending: Generation,
     },
     /// A reshare certificate does not prove what it claims.
     #[error("invalid reshare certificate (blamed {culprits:?}): {reason}")]

@@ -95,8 +95,8 @@ impl fmt::Display for KeyId {
     }
 }
 
-/// Generation of a key's shares: [`Generation::KEYGEN`] (0) after keygen, +1 after each
-/// reshare. The one generation type of the workspace (the keystore stores shares under it).
+/// Generation of a key's shares: [`Generation::KEYGEN`] (0) after keygen, higher after
+/// each reshare (+1, unless a retry skips generations a failed run left pending). The one generation type of the workspace (the keystore stores shares under it).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
 )]

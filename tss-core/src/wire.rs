@@ -3,13 +3,19 @@
 //! Party indices are positions in the session's participant list; a message's sender
 //! index comes from the transport's authenticated sender, never from the payload.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use futures::{Sink, Stream};
+use futures::{Sink, Stream, StreamExt};
 use round_based::{Incoming, MessageDestination, MessageType, Outgoing};
 use serde::{de::DeserializeOwned, Serialize};
 use transport::{
-    DeliveryKind, Destination, NodeId, SessionChannel, TransportError, MAX_MESSAGE_SIZE,
+    DeliveryKind, Destination, InboundMessage, NodeId, SessionChannel, SessionOutbox,
+    TransportError, MAX_MESSAGE_SIZE,
 };
 
 use crate::error::{ProtocolKind, TssError};
@@ -75,23 +81,183 @@ pub fn decode_message<M: DeserializeOwned>(from: NodeId, bytes: &[u8]) -> Result
     Ok(msg)
 }
 
+/// Both halves handed to `round_based::MpcParty::connected`.
+pub type Delivery<M> = (IncomingStream<M>, OutgoingSink<M>);
+
 /// Incoming half handed to `round_based::MpcParty`.
 pub type IncomingStream<M> = Pin<Box<dyn Stream<Item = Result<Incoming<M>, WireError>> + Send>>;
 /// Outgoing half handed to `round_based::MpcParty`.
 pub type OutgoingSink<M> = Pin<Box<dyn Sink<Outgoing<M>, Error = WireError> + Send>>;
 
 /// Turns a session channel into a `round_based` delivery.
+///
+/// Heartbeats (empty frames, see [`delivery_with_heartbeats`]) are skipped: they count as
+/// signs of life for the session's idle timeout and never reach the protocol.
 pub fn delivery<M>(channel: SessionChannel) -> (IncomingStream<M>, OutgoingSink<M>)
 where
     M: Serialize + DeserializeOwned + Send + 'static,
 {
     let participants = channel.participants().to_vec();
     let (inbox, outbox) = channel.split();
-    let incoming_parties = participants.clone();
+    let source = futures::stream::unfold(inbox, |mut inbox| async move {
+        loop {
+            match inbox.recv().await {
+                Ok(msg) if msg.payload.is_empty() => continue,
+                item => return Some((item, inbox)),
+            }
+        }
+    });
+    (
+        incoming(Box::pin(source), participants.clone()),
+        outgoing(outbox, participants),
+    )
+}
+
+/// Like [`delivery`], and this party tells the others it is alive while it computes: a
+/// task broadcasts a heartbeat (an empty frame) on the session every `every` during
+/// which the protocol was polled (it computed, or handled a message). A party that only
+/// waits sends none, so when every party waits for one that crashed or was cut off, the
+/// session falls silent and its idle timeout fires as before; a party whose rounds take
+/// longer than the idle timeout (aux-info of a large committee on a loaded machine)
+/// keeps the others' sessions alive. Others' heartbeats are read by a task of their own
+/// and never wake the protocol, so heartbeats cannot keep each other going.
+///
+/// Run the protocol's future through [`Liveness::track`]; dropping the [`Liveness`]
+/// stops both tasks. Needs a tokio runtime.
+pub fn delivery_with_heartbeats<M>(
+    channel: SessionChannel,
+    every: Duration,
+) -> (Delivery<M>, Liveness)
+where
+    M: Serialize + DeserializeOwned + Send + 'static,
+{
+    let participants = channel.participants().to_vec();
+    let (mut inbox, outbox) = channel.split();
+    // Bounded: while the protocol does not read, messages wait in the session's inbox,
+    // under its per-sender limits.
+    let (tx, rx) = tokio::sync::mpsc::channel(FORWARDED_MESSAGES);
+    let reader = tokio::spawn(async move {
+        loop {
+            let item = inbox.recv().await;
+            if matches!(&item, Ok(msg) if msg.payload.is_empty()) {
+                continue; // a heartbeat: it restarted the idle timeout, nothing more
+            }
+            let last = item.is_err();
+            if tx.send(item).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    let progress = Arc::new(Progress::default());
+    let beats = {
+        let (outbox, progress) = (outbox.clone(), progress.clone());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let computed = progress.polled.swap(false, Ordering::SeqCst)
+                    || progress.polling.load(Ordering::SeqCst);
+                if computed && outbox.send(Destination::Broadcast, Vec::new()).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let source = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (
+        (
+            incoming(Box::pin(source), participants.clone()),
+            outgoing(outbox, participants),
+        ),
+        Liveness {
+            progress,
+            tasks: [reader, beats],
+        },
+    )
+}
+
+/// How many messages the reader task of [`delivery_with_heartbeats`] holds for the
+/// protocol before it stops reading the session.
+const FORWARDED_MESSAGES: usize = 64;
+
+/// Whether a protocol was polled: set by [`Tracked`], read by the heartbeat task.
+#[derive(Default)]
+struct Progress {
+    /// A poll is under way now.
+    polling: AtomicBool,
+    /// A poll happened since the heartbeat task last looked.
+    polled: AtomicBool,
+}
+
+/// The heartbeat and reader tasks of one [`delivery_with_heartbeats`] session; dropping
+/// it stops them.
+pub struct Liveness {
+    progress: Arc<Progress>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Liveness {
+    /// `fut` (the protocol run on this session), reporting its polls to the heartbeat
+    /// task.
+    pub fn track<F: Future>(&self, fut: F) -> Tracked<F> {
+        Tracked {
+            fut: Box::pin(fut),
+            progress: self.progress.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Liveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Liveness").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Liveness {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A protocol future whose polls the heartbeat task sees (see [`Liveness::track`]).
+pub struct Tracked<F: Future> {
+    fut: Pin<Box<F>>,
+    progress: Arc<Progress>,
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        this.progress.polling.store(true, Ordering::SeqCst);
+        this.progress.polled.store(true, Ordering::SeqCst);
+        let out = this.fut.as_mut().poll(cx);
+        this.progress.polling.store(false, Ordering::SeqCst);
+        out
+    }
+}
+
+/// The protocol's incoming messages from `source` (the session's, heartbeats removed):
+/// each sender's index is its position in `participants`, from the transport's
+/// authenticated sender.
+fn incoming<M>(
+    source: Pin<Box<dyn Stream<Item = Result<InboundMessage, TransportError>> + Send>>,
+    participants: Vec<NodeId>,
+) -> IncomingStream<M>
+where
+    M: Serialize + DeserializeOwned + Send + 'static,
+{
     let incoming = futures::stream::unfold(
-        (inbox, incoming_parties, 0u64),
-        |(mut inbox, parties, next_id)| async move {
-            let item = match inbox.recv().await {
+        (source, participants, 0u64),
+        |(mut source, parties, next_id)| async move {
+            let item = match source.next().await? {
                 Ok(msg) => match parties.iter().position(|p| *p == msg.from) {
                     // The hub only delivers participants' messages; guard anyway.
                     None => Err(WireError::Malformed {
@@ -110,9 +276,17 @@ where
                 },
                 Err(e) => Err(WireError::Transport(e)),
             };
-            Some((item, (inbox, parties, next_id + 1)))
+            Some((item, (source, parties, next_id + 1)))
         },
     );
+    Box::pin(incoming)
+}
+
+/// The protocol's outgoing messages, encoded and sent on `outbox`.
+fn outgoing<M>(outbox: SessionOutbox, participants: Vec<NodeId>) -> OutgoingSink<M>
+where
+    M: Serialize + DeserializeOwned + Send + 'static,
+{
     let outgoing = futures::sink::unfold(
         (outbox, participants),
         |(outbox, parties), out: Outgoing<M>| async move {
@@ -129,7 +303,7 @@ where
             Ok::<_, WireError>((outbox, parties))
         },
     );
-    (Box::pin(incoming), Box::pin(outgoing))
+    Box::pin(outgoing)
 }
 
 /// Maps a failed protocol's error to a [`TssError`], blaming parties where the cause is

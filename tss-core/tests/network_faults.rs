@@ -210,6 +210,7 @@ async fn five_nodes_complete_keygen_presign_online_and_reshare_with_50ms_delay()
     let mut all = dealers.clone();
     all.extend(new_members.iter().copied());
     let request = ReshareRequest {
+        new_generation: old_info.generation.next(),
         old: old_info.clone(),
         dealers,
         new_committee: new_committee.clone(),

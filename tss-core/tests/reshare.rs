@@ -119,6 +119,7 @@ async fn reshare_to(
     let mut all = dealers.clone();
     all.extend(new_members.iter().copied());
     let request = ReshareRequest {
+        new_generation: old_info.generation.next(),
         old: old_info.clone(),
         dealers,
         new_committee: new_committee.clone(),
@@ -294,6 +295,7 @@ async fn a_share_mangled_on_the_wire_aborts_the_reshare_unresolved_naming_both()
     let mut all = dealers.clone();
     all.extend(new_members.iter().copied());
     let request = ReshareRequest {
+        new_generation: old_info.generation.next(),
         old: old_info.clone(),
         dealers,
         new_committee: Committee::new(new_members, 3).unwrap(),
@@ -340,6 +342,7 @@ async fn split_confirmation_view_never_retires_old_shares() {
     }
     let failing = node_id(3);
     let request = ReshareRequest {
+        new_generation: old_info.generation.next(),
         old: old_info.clone(),
         dealers: old_info.committee.members()[..2].to_vec(),
         new_committee: Committee::new(node_ids(3), 2).unwrap(),
@@ -415,6 +418,7 @@ async fn dealer_sending_one_member_undecodable_commitments_aborts_the_reshare_fo
         .with_idle_timeout(Duration::from_secs(300)),
     );
     let request = ReshareRequest {
+        new_generation: old_info.generation.next(),
         old: old_info.clone(),
         dealers: old_info.committee.members()[..2].to_vec(),
         new_committee: Committee::new(node_ids(3), 2).unwrap(),
@@ -459,6 +463,7 @@ fn roles_request(shared: &SharedPool, ids: &[NodeId]) -> ReshareRequest {
     all.extend(new_committee.members().iter().copied());
     ReshareRequest {
         eid: fresh_eid(ProtocolKind::Reshare, &old.key_id, &all),
+        new_generation: old.generation.next(),
         old,
         dealers,
         new_committee,

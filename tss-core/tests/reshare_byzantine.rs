@@ -61,6 +61,7 @@ async fn reshare_with_byzantine(
     let (network, old) = pool(3, 2).await;
     let info = old[0].share.public_info();
     let request = ReshareRequest {
+        new_generation: info.generation.next(),
         old: info.clone(),
         dealers: info.committee.members()[..2].to_vec(),
         new_committee: Committee::new(node_ids(3), 2).unwrap(),

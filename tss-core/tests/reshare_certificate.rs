@@ -546,6 +546,7 @@ async fn a_dealer_waiting_through_slow_aux_info_does_not_time_out() {
         nodes.insert(*id, (Arc::new(node), (i < old.len()).then_some(i)));
     }
     let request = ReshareRequest {
+        new_generation: old_info.generation.next(),
         old: old_info.clone(),
         dealers: vec![ids[0], ids[1]],
         new_committee: Committee::new(ids[1..].to_vec(), 2).unwrap(),
@@ -584,6 +585,7 @@ async fn silence_still_times_out_a_waiting_dealer() {
     // Reachable, but it runs nothing.
     let _absent_endpoint = network.endpoint(absent);
     let request = ReshareRequest {
+        new_generation: old_info.generation.next(),
         old: old_info.clone(),
         dealers: vec![ids[0], ids[1]],
         new_committee: Committee::new(ids[1..].to_vec(), 2).unwrap(),
@@ -858,4 +860,114 @@ async fn a_leaving_dealer_that_missed_the_certificate_retires_its_share_only_wit
         store.generations(&pool.key).is_empty(),
         "every generation deleted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_after_an_unconfirmed_reshare_skips_the_generation_left_pending_and_retires_it() {
+    // The first reshare ends with no certificate anywhere: no confirmation reaches or
+    // leaves the joiner (node 4), so nobody holds all four. Every new member keeps its
+    // staged generation 1 pending (its certificate could still exist elsewhere, so it is
+    // never overwritten). Before generations were proposed, every retry named generation
+    // 1 again and failed at the members holding it: the pool could never reshare again.
+    // Here the retry's proposer (node 1) does not know of any pending generation (as if
+    // it had failed before staging): the members that hold one refuse generation 1 and
+    // say so, and the proposer proposes again above it, by itself.
+    let ids = node_ids(4);
+    let joiner = ids[3];
+    let cut = Arc::new(AtomicBool::new(true));
+    let rule = |me: NodeId| -> Rule {
+        let cut = cut.clone();
+        Arc::new(move |_, to, _, payload| {
+            let confirmation = matches!(
+                reshare_msg(payload),
+                Some(ReshareMsg::Confirm { .. } | ReshareMsg::Certificate(_))
+            );
+            if confirmation && (me == joiner || to == joiner) && cut.load(Ordering::SeqCst) {
+                Action::Drop
+            } else {
+                Action::Pass
+            }
+        })
+    };
+    // Short enough that the wait for the missing confirmations ends soon, long enough
+    // for aux-info rounds on a loaded machine.
+    let idle = Duration::from_secs(30);
+    let pool = Box::pin(pool(
+        "retry-after-unconfirmed",
+        ids.iter().map(|id| Some(rule(*id))).collect(),
+        idle,
+    ))
+    .await;
+    let new_committee = Committee::two_thirds(pool.ids.clone()).unwrap();
+    let mut ends: Vec<_> = pool.nodes.iter().map(|n| n.subscribe()).collect();
+    let failed = pool.nodes[1]
+        .propose_reshare(&pool.key, new_committee.clone(), None, b"pool v2".to_vec())
+        .await;
+    // Unconfirmed here, or aborted by a party whose wait ended first.
+    assert!(
+        matches!(
+            failed,
+            Err(TssError::ReshareNotConfirmed { .. } | TssError::Aborted { .. })
+        ),
+        "the first attempt ends without a certificate: {failed:?}"
+    );
+    // Every node's run is over: it asks its peers for the missing certificate.
+    for events in &mut ends {
+        wait_event(events, |e| {
+            matches!(e, PoolEvent::CertificateRequested { .. }).then_some(())
+        })
+        .await;
+    }
+    for (i, store) in pool.stores.iter().enumerate() {
+        let pending = store.load_pending(&pool.key).await.unwrap();
+        assert_eq!(
+            pending
+                .iter()
+                .map(|p| p.share.generation())
+                .collect::<Vec<_>>(),
+            vec![Generation(1)],
+            "node {} keeps generation 1 pending",
+            i + 1
+        );
+        if i < 3 {
+            assert_eq!(store.active_generation(&pool.key), Some(Generation(0)));
+        }
+    }
+
+    // The network delivers again; node 1 forgets its pending share.
+    cut.store(false, Ordering::SeqCst);
+    pool.stores[0]
+        .retire(&pool.key, Generation(1))
+        .await
+        .unwrap();
+    let mut refusals: Vec<_> = pool.nodes[1..].iter().map(|n| n.subscribe()).collect();
+    let commit = pool.nodes[0]
+        .propose_reshare(&pool.key, new_committee, None, b"pool v2".to_vec())
+        .await
+        .expect("the retry completes");
+    assert_eq!(commit.new_generation, Some(Generation(2)));
+    for (i, events) in refusals.iter_mut().enumerate() {
+        let reason = wait_event(events, |e| match e {
+            PoolEvent::Refused { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+        assert!(
+            reason.contains("generation gen1") && reason.contains("gen1 is held pending"),
+            "node {} refused generation 1 naming its pending one: {reason}",
+            i + 2
+        );
+    }
+    // Every member ends on generation 2, certified; generation 0 and the failed run's
+    // pending generation 1 are retired everywhere.
+    for i in 0..4 {
+        wait_active(&pool.stores[i], &pool.key, Generation(2)).await;
+        assert_eq!(
+            pool.stores[i].generations(&pool.key),
+            vec![Generation(2)],
+            "node {} kept only generation 2",
+            i + 1
+        );
+    }
+    assert_certified(&pool, &[0, 1, 2, 3], Generation(2)).await;
 }

@@ -37,6 +37,7 @@ async fn reshare_with_fault(
     let mut all = dealers.clone();
     all.extend(new_members.iter().copied());
     let request = ReshareRequest {
+        new_generation: old_info.generation.next(),
         old: old_info.clone(),
         dealers,
         new_committee: Committee::new(new_members, 3).unwrap(),

@@ -256,11 +256,13 @@ fn control_msg() -> impl Strategy<Value = ControlMsg> {
         public_key_info(),
         prop::collection::vec(node_id(), 0..12),
         committee(),
+        any::<u64>(),
         bytes(512),
     )
-        .prop_map(|(eid, old, dealers, new_committee, context)| {
+        .prop_map(|(eid, old, dealers, new_committee, g, context)| {
             Proposal::Reshare(ReshareProposal {
                 eid,
+                new_generation: Generation(g),
                 old,
                 dealers,
                 new_committee,
@@ -272,6 +274,13 @@ fn control_msg() -> impl Strategy<Value = ControlMsg> {
         (eid(), "\\PC{0,600}").prop_map(|(eid, reason)| ControlMsg::Abort { eid, reason }),
         eid().prop_map(|eid| ControlMsg::Alive { eid }),
         eid().prop_map(|id| ControlMsg::PresignatureStored { id }),
+        (eid(), key_id(), any::<u64>()).prop_map(|(eid, key_id, g)| {
+            ControlMsg::GenerationInUse {
+                eid,
+                key_id,
+                generation: Generation(g),
+            }
+        }),
     ]
 }
 

@@ -72,6 +72,12 @@ pub const DEFAULT_UNRESPONSIVE_BACKOFF: Duration = Duration::from_secs(60);
 pub const DEFAULT_CERTIFICATE_RETRY_INTERVAL: Duration = Duration::from_secs(30);
 /// How many times a missing certificate is asked for after the first request.
 const CERTIFICATE_RETRIES: u32 = 40;
+/// How many times [`PoolNode::propose_reshare`] proposes in all when parties refuse a
+/// generation they hold pending ([`ControlMsg::GenerationInUse`]).
+const RESHARE_GENERATION_ATTEMPTS: usize = 3;
+/// How far above a key's active generation a peer's [`ControlMsg::GenerationInUse`] may
+/// push this node's next proposal (a larger claim is ignored as nonsense).
+const MAX_GENERATION_LEAP: u64 = 1024;
 
 /// Settings of a [`PoolNode`].
 #[derive(Clone, Debug)]
@@ -396,6 +402,8 @@ struct Inner {
     primes: Arc<dyn PrimeSource>,
     shares: Mutex<HashMap<KeyId, Arc<KeyShare>>>,
     busy: Mutex<HashSet<KeyId>>,
+    /// Notified whenever a key stops being busy.
+    busy_freed: tokio::sync::Notify,
     runs: Mutex<HashMap<ExecutionId, Run>>,
     early_aborts: Mutex<EarlyAborts>,
     seen: Mutex<SeenProposals>,
@@ -405,6 +413,10 @@ struct Inner {
     /// run's own statement (only a certificate of exactly it retires the share) and the
     /// state to commit with the deletion. In memory only.
     leaving: Mutex<HashMap<KeyId, (ReshareStatement, Vec<u8>)>>,
+    /// Per key, the highest generation a party of a reshare run proposed here said it
+    /// holds pending ([`ControlMsg::GenerationInUse`]): the next proposal goes above it.
+    /// In memory only (after a restart, one refused attempt teaches it again).
+    generations_in_use: Mutex<HashMap<KeyId, Generation>>,
     run_deadline: Duration,
     signer_silence: Duration,
     heartbeat_interval: Duration,
@@ -498,13 +510,14 @@ impl Drop for AbortOnDrop {
 }
 
 struct BusyGuard<'a> {
-    busy: &'a Mutex<HashSet<KeyId>>,
+    inner: &'a Inner,
     key_id: KeyId,
 }
 
 impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
-        self.busy.lock().remove(&self.key_id);
+        self.inner.busy.lock().remove(&self.key_id);
+        self.inner.busy_freed.notify_waiters();
     }
 }
 
@@ -564,12 +577,14 @@ impl PoolNode {
                 primes,
                 shares: Mutex::new(shares),
                 busy: Mutex::default(),
+                busy_freed: tokio::sync::Notify::new(),
                 runs: Mutex::default(),
                 early_aborts: Mutex::default(),
                 seen: Mutex::default(),
                 follow_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_runs)),
                 certificates: Mutex::default(),
                 leaving: Mutex::default(),
+                generations_in_use: Mutex::default(),
                 run_deadline: config.run_deadline,
                 signer_silence: config.signer_silence_timeout,
                 heartbeat_interval: config.heartbeat_interval(),
@@ -701,9 +716,30 @@ impl PoolNode {
             return Err(TssError::Busy(key_id.clone()));
         }
         Ok(BusyGuard {
-            busy: &self.inner.busy,
+            inner: &self.inner,
             key_id: key_id.clone(),
         })
+    }
+
+    /// [`PoolNode::busy`] for a follower: a run of the key that is ending here (say, the
+    /// refused previous attempt of the same proposer, still being checked when the
+    /// proposer already moved on) is waited for, up to the session idle timeout (the
+    /// proposer waits that long for this node anyway).
+    async fn busy_as_follower(&self, key_id: &KeyId) -> Result<BusyGuard<'_>> {
+        let deadline = tokio::time::Instant::now() + self.inner.tss.idle_timeout();
+        loop {
+            let freed = self.inner.busy_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.busy(key_id) {
+                Ok(guard) => return Ok(guard),
+                Err(e) => {
+                    if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
     }
 
     /// Runs `fut` as this node's part of `proposal`: abortable by any party, announced
@@ -976,7 +1012,10 @@ impl PoolNode {
         let proposal = Proposal::Keygen(p.clone());
         let prepared = async {
             proposal.check_shape(proposer, self.inner.me)?;
-            let guard = self.busy(&p.key_id)?;
+            let guard = match propose {
+                true => self.busy(&p.key_id)?,
+                false => self.busy_as_follower(&p.key_id).await?,
+            };
             if self.share(&p.key_id).is_some() {
                 return Err(TssError::InvalidProposal {
                     from: proposer,
@@ -1648,20 +1687,92 @@ impl PoolNode {
         let old = share.public_info();
         let dealers =
             dealers.unwrap_or_else(|| default_dealers(&old.committee, me, &new_committee));
-        let mut proposal = ReshareProposal {
-            eid: ExecutionId::from_bytes([0; 32]),
-            old,
-            dealers,
-            new_committee,
-            context,
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let new_generation = self.next_reshare_generation(&old).await?;
+            let mut proposal = ReshareProposal {
+                eid: ExecutionId::from_bytes([0; 32]),
+                old: old.clone(),
+                dealers: dealers.clone(),
+                new_committee: new_committee.clone(),
+                new_generation,
+                context: context.clone(),
+            };
+            proposal.eid = ExecutionId::random(
+                ProtocolKind::Reshare,
+                key_id,
+                &proposal.request().participants(),
+                &mut rand::thread_rng(),
+            );
+            let result = Box::pin(self.reshare(me, proposal, true)).await;
+            // A party refused the generation (it holds it pending from a failed run):
+            // propose again, above what it named, under a fresh execution id.
+            let refused = self
+                .inner
+                .generations_in_use
+                .lock()
+                .get(key_id)
+                .is_some_and(|g| *g >= new_generation);
+            match result {
+                Err(e) if refused && attempt < RESHARE_GENERATION_ATTEMPTS => {
+                    tracing::info!(%key_id, %new_generation, error = %e, "generation in use at a party: proposing again above it");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// The generation a reshare of `old` proposed here gets: above the active one, above
+    /// any this node holds pending, and above any a party said it holds pending.
+    async fn next_reshare_generation(&self, old: &PublicKeyInfo) -> Result<Generation> {
+        let pending = self
+            .inner
+            .store
+            .load_pending(&old.key_id)
+            .await
+            .map_err(store_error)?;
+        let in_use = self
+            .inner
+            .generations_in_use
+            .lock()
+            .get(&old.key_id)
+            .copied();
+        let highest = pending
+            .iter()
+            .map(|p| p.share.generation())
+            .chain(in_use)
+            .fold(old.generation, Generation::max);
+        Ok(highest.next())
+    }
+
+    /// A party of reshare run `eid` said it holds `generation` of `key_id` pending:
+    /// remembered (if `from` is a party of a run here and the claim is plausible) so
+    /// the next proposal goes above it.
+    fn on_generation_in_use(
+        &self,
+        from: NodeId,
+        eid: ExecutionId,
+        key_id: KeyId,
+        generation: Generation,
+    ) {
+        let party = self
+            .inner
+            .runs
+            .lock()
+            .get(&eid)
+            .is_some_and(|run| run.participants.contains(&from));
+        let Some(active) = self.share(&key_id).map(|s| s.generation()) else {
+            return;
         };
-        proposal.eid = ExecutionId::random(
-            ProtocolKind::Reshare,
-            key_id,
-            &proposal.request().participants(),
-            &mut rand::thread_rng(),
-        );
-        Box::pin(self.reshare(me, proposal, true)).await
+        if !party || generation.get() > active.get().saturating_add(MAX_GENERATION_LEAP) {
+            tracing::debug!(%from, %eid, %key_id, %generation, "ignoring a generation-in-use claim");
+            return;
+        }
+        tracing::info!(%from, %eid, %key_id, %generation, "a party holds this generation pending");
+        let mut in_use = self.inner.generations_in_use.lock();
+        let highest = in_use.entry(key_id).or_insert(generation);
+        *highest = (*highest).max(generation);
     }
 
     async fn reshare(
@@ -1679,7 +1790,10 @@ impl PoolNode {
                 from: proposer,
                 reason,
             };
-            let guard = self.busy(&key_id)?;
+            let guard = match propose {
+                true => self.busy(&key_id)?,
+                false => self.busy_as_follower(&key_id).await?,
+            };
             let share = self.share(&key_id);
             let current = share.as_ref().map(|s| s.public_info());
             match &current {
@@ -1698,6 +1812,23 @@ impl PoolNode {
                 }
                 _ => {}
             }
+            // A store never overwrites a generation: one held pending from a failed run
+            // (its certificate may yet come) makes this node refuse to reuse it.
+            let pending = self
+                .inner
+                .store
+                .load_pending(&key_id)
+                .await
+                .map_err(store_error)?;
+            if let Some(highest) = pending.iter().map(|p| p.share.generation()).max() {
+                if highest >= p.new_generation {
+                    return Err(TssError::GenerationInUse {
+                        key_id: key_id.clone(),
+                        proposed: p.new_generation,
+                        pending: highest,
+                    });
+                }
+            }
             let state = self
                 .inner
                 .validator
@@ -1707,9 +1838,22 @@ impl PoolNode {
             Ok((guard, share, state))
         }
         .await;
+        if let Err(TssError::GenerationInUse { pending, .. }) = &prepared {
+            if proposer != me {
+                // Before the abort (one ordered channel): the proposer learns what to skip.
+                self.send_control(
+                    proposer,
+                    &ControlMsg::GenerationInUse {
+                        eid: p.eid,
+                        key_id: key_id.clone(),
+                        generation: *pending,
+                    },
+                );
+            }
+        }
         let (guard, old_share, state) = self.refuse_unless_ok(&proposal, proposer, prepared)?;
         let is_new = p.new_committee.index_of(&me).is_some();
-        let new_generation = p.old.generation.next();
+        let new_generation = p.new_generation;
         let executed = self
             .execute(&proposal, proposer, propose, &[], async {
                 // The protocol runs under the bound id: parties shown different
@@ -1740,12 +1884,11 @@ impl PoolNode {
                     })?;
                 // Stored as pending (not active) before this node confirms it.
                 if let Some(share) = staged.new_share() {
-                    self.inner.store.stage(share, &state).await.map_err(|e| {
-                        match e.downcast::<TssError>() {
-                            Ok(e) => *e,
-                            Err(e) => TssError::Store(e),
-                        }
-                    })?;
+                    self.inner
+                        .store
+                        .stage(share, &state)
+                        .await
+                        .map_err(store_error)?;
                 }
                 if is_new {
                     // Back in the committee: an earlier run this node left by no longer
@@ -2049,6 +2192,19 @@ impl PoolNode {
         guard: BusyGuard<'_>,
     ) -> Result<()> {
         let generation = new_share.generation();
+        // Generations staged below this one by runs that failed unconfirmed: once this
+        // one is active, a certificate of theirs is ignored, so they are only garbage.
+        let superseded: Vec<Generation> = match self.inner.store.load_pending(key_id).await {
+            Ok(pending) => pending
+                .iter()
+                .map(|p| p.share.generation())
+                .filter(|g| *g < generation)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(%key_id, error = %e, "cannot list pending generations");
+                Vec::new()
+            }
+        };
         self.inner
             .store
             .activate(key_id, generation, state, Some(certificate))
@@ -2060,10 +2216,10 @@ impl PoolNode {
             .shares
             .lock()
             .insert(key_id.clone(), Arc::new(new_share));
-        if let Some(old) = old_generation {
+        for old in old_generation.into_iter().chain(superseded) {
             if let Err(e) = self.inner.store.retire(key_id, old).await {
                 // The new generation is active; a leftover old record is only garbage.
-                tracing::warn!(%key_id, error = %e, "could not retire the old generation");
+                tracing::warn!(%key_id, generation = %old, error = %e, "could not retire an older generation");
             }
         }
         if generation.get() > 0 {
@@ -2151,6 +2307,14 @@ impl PoolNode {
     }
 }
 
+/// A store error as a [`TssError`] (a store may return one, e.g. a decryption failure).
+fn store_error(e: crate::error::StoreError) -> TssError {
+    match e.downcast::<TssError>() {
+        Ok(e) => *e,
+        Err(e) => TssError::Store(e),
+    }
+}
+
 fn public_key_of(info: &PublicKeyInfo) -> Result<k256::ecdsa::VerifyingKey> {
     k256::ecdsa::VerifyingKey::from_sec1_bytes(&info.public_key).map_err(|_| TssError::Decode {
         what: "public key",
@@ -2206,6 +2370,11 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                     }
                     Ok(ControlMsg::Abort { eid, reason }) => node.on_abort(from, eid, reason),
                     Ok(ControlMsg::Alive { eid }) => node.on_alive(from, eid),
+                    Ok(ControlMsg::GenerationInUse {
+                        eid,
+                        key_id,
+                        generation,
+                    }) => node.on_generation_in_use(from, eid, key_id, generation),
                     Ok(ControlMsg::PresignatureStored { id }) => {
                         if let Some(acked) = node.inner.presign_acks.lock().get_mut(&id) {
                             acked.insert(from);

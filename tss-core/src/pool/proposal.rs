@@ -79,6 +79,12 @@ pub struct ReshareProposal {
     pub dealers: Vec<NodeId>,
     /// The committee that will hold the key.
     pub new_committee: Committee,
+    /// The generation the new shares get (above `old`'s; see
+    /// [`ReshareRequest::new_generation`]). A party that still holds a pending share of
+    /// this generation or a later one refuses the proposal with
+    /// [`TssError::GenerationInUse`] and tells the proposer
+    /// ([`ControlMsg::GenerationInUse`]).
+    pub new_generation: Generation,
     /// The embedder's facts the change is based on (e.g. the L1 event and height).
     pub context: Vec<u8>,
 }
@@ -90,6 +96,7 @@ impl ReshareProposal {
             old: self.old.clone(),
             dealers: self.dealers.clone(),
             new_committee: self.new_committee.clone(),
+            new_generation: self.new_generation,
             eid: self.eid,
         }
     }
@@ -202,6 +209,12 @@ impl Proposal {
                 if p.old.public_shares.len() != usize::from(old.n()) {
                     return Err(bad("old key facts need one public share per member".into()));
                 }
+                if p.new_generation <= p.old.generation {
+                    return Err(bad(format!(
+                        "the new generation {} is not above the old one ({})",
+                        p.new_generation, p.old.generation
+                    )));
+                }
                 Ok(())
             }
         }
@@ -247,5 +260,17 @@ pub enum ControlMsg {
     Alive {
         /// The run.
         eid: ExecutionId,
+    },
+    /// The sender refuses reshare run `eid` because it still holds a pending share of
+    /// `key_id` at the proposed generation or a later one (from a run that failed
+    /// unconfirmed), the highest being `generation`. Sent to the run's proposer before
+    /// the [`ControlMsg::Abort`], so that it proposes again above `generation`.
+    GenerationInUse {
+        /// The refused run.
+        eid: ExecutionId,
+        /// The key.
+        key_id: KeyId,
+        /// The highest generation of `key_id` the sender holds pending.
+        generation: Generation,
     },
 }

@@ -329,11 +329,20 @@ pub struct ReshareRequest {
     pub dealers: Vec<NodeId>,
     /// The committee that will hold the key.
     pub new_committee: Committee,
+    /// The generation the new shares get: above the old one. Usually the next
+    /// ([`ReshareRequest::next_generation`]); a retry after a run that failed unconfirmed
+    /// skips the generations parties may still hold pending from it.
+    pub new_generation: Generation,
     /// This run's execution id.
     pub eid: ExecutionId,
 }
 
 impl ReshareRequest {
+    /// The generation after `old`'s: what a first attempt to reshare `old` uses.
+    pub fn next_generation(old: &PublicKeyInfo) -> Generation {
+        old.generation.next()
+    }
+
     /// All parties of the run: dealers, then new members that are not dealers.
     pub fn participants(&self) -> Vec<NodeId> {
         let mut all = self.dealers.clone();
@@ -346,7 +355,7 @@ impl ReshareRequest {
     }
 
     /// The digest binding a run to everything its parties must agree on (old key facts,
-    /// dealers, new committee, execution id). Every dealer's
+    /// dealers, new committee, new generation, execution id). Every dealer's
     /// [`ReshareMsg::Commitments`] carries it, and receivers refuse a different one.
     /// Public with the `fuzzing` feature only (the fuzz targets forge messages with it).
     #[cfg(feature = "fuzzing")]
@@ -357,17 +366,24 @@ impl ReshareRequest {
     /// See `context` (public with the `fuzzing` feature).
     pub(crate) fn context_digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update(b"tss-core/reshare-context/v1");
+        h.update(b"tss-core/reshare-context/v2");
         h.update(self.old.digest());
         for d in &self.dealers {
             h.update(d.as_bytes());
         }
         h.update(serde_json::to_vec(&self.new_committee).unwrap_or_default());
+        h.update(self.new_generation.get().to_be_bytes());
         h.update(self.eid.as_bytes());
         h.finalize().into()
     }
 
     fn validate(&self) -> Result<()> {
+        if self.new_generation <= self.old.generation {
+            return Err(TssError::InvalidParticipants(format!(
+                "the new generation ({}) must be above the old one ({})",
+                self.new_generation, self.old.generation
+            )));
+        }
         let t = usize::from(self.old.committee.threshold());
         if self.dealers.len() != t {
             return Err(TssError::WrongSignerCount {

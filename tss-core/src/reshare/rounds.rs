@@ -322,7 +322,7 @@ impl TssNode {
             .collect();
         let new_info = PublicKeyInfo {
             key_id: request.old.key_id.clone(),
-            generation: request.old.generation.next(),
+            generation: request.new_generation,
             committee: request.new_committee.clone(),
             public_key: request.old.public_key.clone(),
             public_shares: new_public_shares
