@@ -1421,6 +1421,9 @@ async fn read_frames(
                 tracing::warn!(%from, %error, len, "undecodable frame dropped");
             }
             Ok(frame) => {
+                // An empty frame is a protocol heartbeat: one that reaches a party after
+                // it finished the session is expected, not worth a warning.
+                let heartbeat = frame.payload.is_empty();
                 let msg = InboundMessage {
                     from,
                     kind: frame.kind,
@@ -1428,6 +1431,10 @@ async fn read_frames(
                 };
                 match shared.hub.deliver(frame.session, msg) {
                     Ok(()) => bump(&counters.frames_delivered),
+                    Err(error) if heartbeat => {
+                        bump(&counters.rejected_by_session);
+                        tracing::debug!(%from, %error, "heartbeat refused by the session table");
+                    }
                     Err(error) => {
                         bump(&counters.rejected_by_session);
                         tracing::warn!(%from, %error, "frame refused by the session table");

@@ -889,9 +889,9 @@ async fn a_retry_after_an_unconfirmed_reshare_skips_the_generation_left_pending_
             }
         })
     };
-    // Short enough that the wait for the missing confirmations ends soon, long enough
-    // for aux-info rounds on a loaded machine.
-    let idle = Duration::from_secs(30);
+    // Short enough that the wait for the missing confirmations ends soon; computing
+    // parties send heartbeats, so a loaded machine does not reach it.
+    let idle = Duration::from_secs(15);
     let pool = Box::pin(pool(
         "retry-after-unconfirmed",
         ids.iter().map(|id| Some(rule(*id))).collect(),
@@ -970,4 +970,106 @@ async fn a_retry_after_an_unconfirmed_reshare_skips_the_generation_left_pending_
         );
     }
     assert_certified(&pool, &[0, 1, 2, 3], Generation(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_certificate_of_a_run_a_member_left_never_deletes_the_share_it_got_on_rejoining() {
+    // Node 1 deals the key away ({1, 2, 3} -> {2, 3, 4}) but misses the certificate, so
+    // it keeps its old share and remembers its run. Its operator deletes that share, and
+    // node 1 joins again ({2, 3, 4} -> {1, 2, 3, 4}), getting generation 2. The first
+    // run's certificate, arriving only now, certifies exactly the run node 1 left: it
+    // must not delete the share node 1 got since.
+    let ids = node_ids(4);
+    let leaver = ids[0];
+    let run_lossy = Arc::new(AtomicBool::new(true));
+    let control_lossy = Arc::new(AtomicBool::new(true));
+    let rule = || -> Rule {
+        let (run_lossy, control_lossy) = (run_lossy.clone(), control_lossy.clone());
+        Arc::new(move |_, to, _, payload| {
+            let lost = to == leaver
+                && ((run_lossy.load(Ordering::SeqCst)
+                    && matches!(
+                        reshare_msg(payload),
+                        Some(ReshareMsg::Confirm { .. } | ReshareMsg::Certificate(_))
+                    ))
+                    || (control_lossy.load(Ordering::SeqCst)
+                        && matches!(control_msg(payload), Some(ControlMsg::Certificate(_)))));
+            if lost {
+                Action::Drop
+            } else {
+                Action::Pass
+            }
+        })
+    };
+    let idle = Duration::from_secs(15);
+    let pool = Box::pin(pool(
+        "late-certificate-after-rejoin",
+        vec![None, Some(rule()), Some(rule()), Some(rule())],
+        idle,
+    ))
+    .await;
+    let mut leaver_events = pool.nodes[0].subscribe();
+    let left = pool.nodes[1]
+        .propose_reshare(
+            &pool.key,
+            Committee::new(ids[1..].to_vec(), 2).unwrap(),
+            Some(vec![ids[1], ids[0]]),
+            b"pool v2".to_vec(),
+        )
+        .await
+        .expect("the reshare completes at the proposer");
+    for i in 1..4 {
+        wait_active(&pool.stores[i], &pool.key, Generation(1)).await;
+    }
+    let asked = wait_event(&mut leaver_events, |e| match e {
+        PoolEvent::CertificateRequested { generation, .. } => Some(*generation),
+        _ => None,
+    })
+    .await;
+    assert_eq!(asked, Generation(1));
+    assert_eq!(
+        pool.stores[0].active_generation(&pool.key),
+        Some(Generation(0)),
+        "without the certificate the leaver keeps its share"
+    );
+
+    // The operator retires the old share by hand; node 1 joins again. Its run delivers
+    // now; certificates on the control session still do not reach it.
+    assert!(pool.nodes[0]
+        .delete_key(&pool.key, b"left")
+        .await
+        .expect("the share is deleted"));
+    run_lossy.store(false, Ordering::SeqCst);
+    let rejoined = pool.nodes[1]
+        .propose_reshare(
+            &pool.key,
+            Committee::two_thirds(ids.clone()).unwrap(),
+            None,
+            b"pool v3".to_vec(),
+        )
+        .await
+        .expect("node 1 joins again");
+    assert_eq!(rejoined.new_generation, Some(Generation(2)));
+    wait_active(&pool.stores[0], &pool.key, Generation(2)).await;
+
+    // The first run's certificate arrives late: it is valid and certifies the very run
+    // node 1 left, but node 1 keeps the share it holds now.
+    control_lossy.store(false, Ordering::SeqCst);
+    assert!(!pool.nodes[0]
+        .adopt_certificate(left.certificate.clone())
+        .await
+        .expect("a valid certificate"));
+    let share = pool.nodes[0]
+        .share(&pool.key)
+        .expect("node 1 holds a share");
+    assert_eq!(share.generation(), Generation(2));
+    assert_eq!(
+        pool.stores[0].generations(&pool.key),
+        vec![Generation(2)],
+        "the share node 1 got on rejoining is kept"
+    );
+    assert_eq!(
+        pool.stores[0].load_state(&pool.key).await.unwrap().unwrap(),
+        b"pool v3"
+    );
 }
