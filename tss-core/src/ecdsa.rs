@@ -42,6 +42,7 @@ use crate::ids::{Committee, ExecutionId, Generation, KeyId};
 use crate::primes::PaillierPrimes;
 use crate::wire::{
     classify_error, decode_message, delivery_with_heartbeats, encode_message, Delivery, Liveness,
+    Tracked,
 };
 
 /// The curve.
@@ -693,11 +694,6 @@ impl TssNode {
     }
 }
 
-/// Runs a CPU-heavy protocol future so that it does not starve the async executor (the
-/// transport's network tasks in particular): on a multi-threaded tokio runtime the current
-/// worker hands its other tasks over and drives the protocol itself; elsewhere it is
-/// simply awaited. A run cancelled through [`crate::cancel`] (the pool layer's abort)
-/// stops at its next await point with [`TssError::Cancelled`].
 /// How often a computing party sends a heartbeat on a protocol session: a sixth of the
 /// idle timeout (so a few may be late or lost), at most every 10 ms and at least every
 /// 20 s (a party that has not opened the session yet holds them as early messages).
@@ -705,8 +701,23 @@ fn protocol_heartbeat_interval(idle_timeout: Duration) -> Duration {
     (idle_timeout / 6).clamp(Duration::from_millis(10), Duration::from_secs(20))
 }
 
-async fn off_executor<F: std::future::Future>(fut: F) -> Result<F::Output> {
+/// Runs a CPU-heavy protocol future so that it does not starve the async executor (the
+/// transport's network tasks in particular): on a multi-threaded tokio runtime the current
+/// worker hands its other tasks over and drives the protocol itself, each poll waiting for
+/// a core at the process's [`ComputeGate`](crate::compute) (so at most one computing
+/// thread per core competes with the executor's workers); elsewhere it is simply awaited.
+/// A run cancelled through [`crate::cancel`] (the pool layer's abort) stops at its next
+/// await point with [`TssError::Cancelled`].
+async fn off_executor<F: std::future::Future>(fut: Tracked<F>) -> Result<F::Output> {
     let token = crate::cancel::current();
+    let handle = tokio::runtime::Handle::try_current()
+        .ok()
+        .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    // Blocking at the gate is only allowed on a thread of its own.
+    let fut = match handle {
+        Some(_) => fut.gated(),
+        None => fut,
+    };
     // On the heap: CGGMP21's protocol futures are large, and `block_on` below would put
     // this one on the (worker or test) thread's stack, next to the frames polling it.
     let run = Box::pin(async move {
@@ -719,11 +730,9 @@ async fn off_executor<F: std::future::Future>(fut: F) -> Result<F::Output> {
             None => Some(fut.await),
         }
     });
-    let out = match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| handle.block_on(run))
-        }
-        _ => run.await,
+    let out = match handle {
+        Some(handle) => tokio::task::block_in_place(|| handle.block_on(run)),
+        None => run.await,
     };
     out.ok_or(TssError::Cancelled)
 }

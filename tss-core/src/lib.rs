@@ -66,6 +66,7 @@
 #[cfg(feature = "alloy")]
 pub mod alloy;
 mod cancel;
+mod compute;
 pub mod ecdsa;
 mod error;
 pub mod ethereum;

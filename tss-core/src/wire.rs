@@ -18,6 +18,7 @@ use transport::{
     TransportError, MAX_MESSAGE_SIZE,
 };
 
+use crate::compute::ComputeGate;
 use crate::error::{ProtocolKind, TssError};
 
 /// What can go wrong between the transport and a protocol.
@@ -207,6 +208,7 @@ impl Liveness {
         Tracked {
             fut: Box::pin(fut),
             progress: self.progress.clone(),
+            gate: None,
         }
     }
 }
@@ -229,6 +231,17 @@ impl Drop for Liveness {
 pub struct Tracked<F: Future> {
     fut: Pin<Box<F>>,
     progress: Arc<Progress>,
+    /// Each poll first waits for a permit of this gate (counted as polling).
+    gate: Option<&'static ComputeGate>,
+}
+
+impl<F: Future> Tracked<F> {
+    /// Each poll waits its turn at the process's [`ComputeGate`] (it blocks the polling
+    /// thread: only for a future driven on a thread of its own).
+    pub(crate) fn gated(mut self) -> Self {
+        self.gate = Some(ComputeGate::global());
+        self
+    }
 }
 
 impl<F: Future> Future for Tracked<F> {
@@ -238,7 +251,9 @@ impl<F: Future> Future for Tracked<F> {
         let this = &mut *self;
         this.progress.polling.store(true, Ordering::SeqCst);
         this.progress.polled.store(true, Ordering::SeqCst);
+        let permit = this.gate.map(ComputeGate::acquire);
         let out = this.fut.as_mut().poll(cx);
+        drop(permit);
         this.progress.polling.store(false, Ordering::SeqCst);
         out
     }

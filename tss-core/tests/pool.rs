@@ -11,10 +11,10 @@ use common::node_ids;
 use transport::{Destination, InMemoryNetwork, NodeId, SessionConfig, Transport};
 use tss_core::pool::{
     control_session_id, ControlMsg, KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent,
-    PoolNode, PrimeSource, ProposalValidator, Rejection, ReshareProposal, ShareStore, SignProposal,
-    SigningInput,
+    PoolNode, PrimeSource, Proposal, ProposalValidator, Rejection, ReshareProposal, ShareStore,
+    SignProposal, SigningInput,
 };
-use tss_core::wire::encode_message;
+use tss_core::wire::{decode_message, encode_message};
 use tss_core::{
     keccak256, Committee, Generation, InsecureTestPrimes, KeyId, PublicKeyInfo, TssError,
 };
@@ -370,4 +370,211 @@ async fn an_equivocating_proposer_cannot_make_parties_commit_different_states() 
     for node in &honest {
         assert!(node.share(&key).is_none(), "nothing was committed");
     }
+}
+
+/// The next reshare proposal `control` receives (other control messages are skipped).
+async fn next_reshare_proposal(control: &mut transport::SessionChannel) -> ReshareProposal {
+    tokio::time::timeout(IDLE / 3, async {
+        loop {
+            let msg = control.recv().await.expect("control session");
+            if let Ok(ControlMsg::Propose(Proposal::Reshare(p))) =
+                decode_message::<ControlMsg>(msg.from, &msg.payload)
+            {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("a reshare proposal came")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_generation_in_use_claim_counts_only_from_a_party_of_the_run_and_within_reach() {
+    // Node 1 proposes that node 4 (a raw endpoint) joins {1, 2, 3}. While the run is
+    // registered, node 1 hears four claims that some generation is held pending: one from
+    // node 5 (a peer on the control session, not a party of the run), one from node 4 for
+    // an execution id node 1 never ran, one from node 4 for an absurd generation (2000,
+    // beyond the reach of 1024 above the active one), and one plausible claim from node 4
+    // (generation 3). Node 4 then aborts. Node 1 proposes again above the plausible claim
+    // only: generation 4, not 8, 10 or 2001.
+    let ids = node_ids(5);
+    let key = KeyId::new("generation-claims").unwrap();
+    let network = InMemoryNetwork::new();
+    let mut nodes = Vec::new();
+    for id in &ids[..3] {
+        nodes.push(start(&network, &ids, *id, Arc::default(), false, &key).await);
+    }
+    let endpoints = [network.endpoint(ids[3]), network.endpoint(ids[4])];
+    let raw = |endpoint: &transport::InMemoryTransport| {
+        endpoint
+            .open_session(
+                control_session_id(&ids),
+                SessionConfig::new(ids.clone()).with_idle_timeout(IDLE),
+            )
+            .unwrap()
+    };
+    let (mut joiner, outsider) = (raw(&endpoints[0]), raw(&endpoints[1]));
+    let mut followers: Vec<_> = nodes[1..].iter().map(|n| n.subscribe()).collect();
+    nodes[0]
+        .propose_keygen(
+            key.clone(),
+            Committee::new(ids[..3].to_vec(), 2).unwrap(),
+            b"pool v1".to_vec(),
+        )
+        .await
+        .expect("keygen");
+    for events in &mut followers {
+        wait_for(events, |e| {
+            matches!(e, PoolEvent::KeyCommitted { .. }).then_some(())
+        })
+        .await;
+    }
+
+    let proposer = nodes[0].clone();
+    let (run_key, committee) = (key.clone(), Committee::new(ids[..4].to_vec(), 3).unwrap());
+    let run = tokio::spawn(async move {
+        proposer
+            .propose_reshare(&run_key, committee, None, b"pool v2".to_vec())
+            .await
+    });
+    let first = next_reshare_proposal(&mut joiner).await;
+    assert_eq!(first.new_generation, Generation(1));
+    let claim = |eid, generation| {
+        encode_message(&ControlMsg::GenerationInUse {
+            eid,
+            key_id: key.clone(),
+            generation: Generation(generation),
+        })
+        .unwrap()
+    };
+    let to_proposer = Destination::Direct(ids[0]);
+    outsider.send(to_proposer, claim(first.eid, 7)).unwrap();
+    let unknown = tss_core::ExecutionId::random(
+        tss_core::ProtocolKind::Reshare,
+        &key,
+        &ids[..4],
+        &mut rand::thread_rng(),
+    );
+    for msg in [
+        claim(unknown, 9),
+        claim(first.eid, 2000),
+        claim(first.eid, 3),
+        encode_message(&ControlMsg::Abort {
+            eid: first.eid,
+            reason: "generation 3 is held pending here".into(),
+        })
+        .unwrap(),
+    ] {
+        joiner.send(to_proposer, msg).unwrap();
+    }
+
+    let second = next_reshare_proposal(&mut joiner).await;
+    assert_ne!(second.eid, first.eid, "a fresh execution id");
+    assert_eq!(
+        second.new_generation,
+        Generation(4),
+        "only the party's plausible claim moved the generation"
+    );
+    joiner
+        .send(
+            to_proposer,
+            encode_message(&ControlMsg::Abort {
+                eid: second.eid,
+                reason: "no".into(),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+    let result = run.await.unwrap();
+    assert!(
+        matches!(&result, Err(TssError::Aborted { by, .. }) if *by == ids[3]),
+        "a refusal above every claim ends the proposal: {result:?}"
+    );
+    for node in &nodes {
+        assert_eq!(node.share(&key).unwrap().generation(), Generation::KEYGEN);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proposal_flood_from_one_member_cannot_take_every_follow_slot() {
+    // Node 3 (a raw endpoint) sends node 2 six keygen proposals naming itself and node 2,
+    // then never takes part: each run node 2 starts waits for it up to the idle timeout
+    // (900 s). Node 2 follows at most 4 runs at once, at most 2 of one proposer, so the
+    // flood holds 2 slots and node 1's keygen with node 2 still completes.
+    let ids = node_ids(3);
+    let network = InMemoryNetwork::new();
+    let mut nodes = Vec::new();
+    for (i, id) in ids[..2].iter().enumerate() {
+        let node = PoolNode::start(
+            PoolConfig::new(ids.clone())
+                .with_session_idle_timeout(IDLE)
+                .with_max_concurrent_runs(4)
+                .with_max_runs_per_proposer(2),
+            Arc::new(network.endpoint(*id)),
+            common::signer_for(id),
+            Arc::new(Rules { refuse: false }),
+            Arc::new(MemoryShareStore::new()),
+            Arc::new(InsecureTestPrimes::new(i)),
+            &[],
+        )
+        .await
+        .unwrap();
+        nodes.push(node);
+    }
+    let mut events = nodes[1].subscribe();
+    let flooder_endpoint = network.endpoint(ids[2]);
+    let flooder = flooder_endpoint
+        .open_session(
+            control_session_id(&ids),
+            SessionConfig::new(ids.clone()).with_idle_timeout(IDLE),
+        )
+        .unwrap();
+    let pair = Committee::new(vec![ids[1], ids[2]], 2).unwrap();
+    for i in 0..6 {
+        let key_id = KeyId::new(format!("flood-{i}")).unwrap();
+        let proposal = Proposal::Keygen(KeygenProposal {
+            eid: tss_core::ExecutionId::random(
+                tss_core::ProtocolKind::Keygen,
+                &key_id,
+                pair.members(),
+                &mut rand::thread_rng(),
+            ),
+            key_id,
+            committee: pair.clone(),
+            context: b"flood".to_vec(),
+        });
+        flooder
+            .send(
+                Destination::Direct(ids[1]),
+                encode_message(&ControlMsg::Propose(proposal)).unwrap(),
+            )
+            .unwrap();
+    }
+    for _ in 0..2 {
+        wait_for(&mut events, |e| {
+            matches!(e, PoolEvent::RunStarted { proposer, .. } if *proposer == ids[2]).then_some(())
+        })
+        .await;
+    }
+
+    let honest = KeyId::new("honest").unwrap();
+    // In a task of its own, so that the deadline is watched while the run computes.
+    let run = {
+        let (node, honest) = (nodes[0].clone(), honest.clone());
+        let pair = Committee::new(ids[..2].to_vec(), 2).unwrap();
+        tokio::spawn(async move { node.propose_keygen(honest, pair, b"pool v1".to_vec()).await })
+    };
+    let share = tokio::time::timeout(IDLE / 3, run)
+        .await
+        .expect("node 2 followed the honest run, not only the flood")
+        .unwrap()
+        .expect("keygen");
+    assert_eq!(share.key_id(), &honest);
+    let mut flood_runs = 2;
+    while let Ok(event) = events.try_recv() {
+        if matches!(event, PoolEvent::RunStarted { proposer, .. } if proposer == ids[2]) {
+            flood_runs += 1;
+        }
+    }
+    assert_eq!(flood_runs, 2, "the flood held only its 2 slots");
 }

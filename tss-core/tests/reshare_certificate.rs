@@ -70,6 +70,31 @@ fn control_msg(payload: &[u8]) -> Option<ControlMsg> {
     decode_message(NodeId::from_bytes([0; 32]), payload).ok()
 }
 
+/// Drops every confirmation and certificate sent to `leaver` in the reshare run while
+/// `in_run` is set, and every certificate sent to it on the control session while
+/// `on_control` is set (one flag may serve for both).
+fn lose_certificates_to(
+    leaver: NodeId,
+    in_run: Arc<AtomicBool>,
+    on_control: Arc<AtomicBool>,
+) -> Rule {
+    Arc::new(move |_, to, _, payload| {
+        let lost = to == leaver
+            && ((in_run.load(Ordering::SeqCst)
+                && matches!(
+                    reshare_msg(payload),
+                    Some(ReshareMsg::Confirm { .. } | ReshareMsg::Certificate(_))
+                ))
+                || (on_control.load(Ordering::SeqCst)
+                    && matches!(control_msg(payload), Some(ControlMsg::Certificate(_)))));
+        if lost {
+            Action::Drop
+        } else {
+            Action::Pass
+        }
+    })
+}
+
 // ---------------------------------------------------------------------- the pool
 
 /// Nodes 1..=4; 1..=3 hold a 2-of-3 key, 4 joins by the reshare.
@@ -764,32 +789,13 @@ async fn a_leaving_dealer_that_missed_the_certificate_retires_its_share_only_wit
     let ids = node_ids(4);
     let leaver = ids[0];
     let lossy = Arc::new(AtomicBool::new(true));
-    let rule = |lossy: Arc<AtomicBool>| -> Rule {
-        Arc::new(move |_, to, _, payload| {
-            let lost = to == leaver
-                && lossy.load(Ordering::SeqCst)
-                && (matches!(
-                    reshare_msg(payload),
-                    Some(ReshareMsg::Confirm { .. } | ReshareMsg::Certificate(_))
-                ) || matches!(control_msg(payload), Some(ControlMsg::Certificate(_))));
-            if lost {
-                Action::Drop
-            } else {
-                Action::Pass
-            }
-        })
-    };
+    let rule = || Some(lose_certificates_to(leaver, lossy.clone(), lossy.clone()));
     // Short enough that the leaver's wait for confirmations ends soon, long enough for
     // aux-info rounds on a loaded machine.
     let idle = Duration::from_secs(30);
     let pool = Box::pin(pool(
         "leaver-missed-certificate",
-        vec![
-            None,
-            Some(rule(lossy.clone())),
-            Some(rule(lossy.clone())),
-            Some(rule(lossy.clone())),
-        ],
+        vec![None, rule(), rule(), rule()],
         idle,
     ))
     .await;
@@ -983,28 +989,17 @@ async fn a_late_certificate_of_a_run_a_member_left_never_deletes_the_share_it_go
     let leaver = ids[0];
     let run_lossy = Arc::new(AtomicBool::new(true));
     let control_lossy = Arc::new(AtomicBool::new(true));
-    let rule = || -> Rule {
-        let (run_lossy, control_lossy) = (run_lossy.clone(), control_lossy.clone());
-        Arc::new(move |_, to, _, payload| {
-            let lost = to == leaver
-                && ((run_lossy.load(Ordering::SeqCst)
-                    && matches!(
-                        reshare_msg(payload),
-                        Some(ReshareMsg::Confirm { .. } | ReshareMsg::Certificate(_))
-                    ))
-                    || (control_lossy.load(Ordering::SeqCst)
-                        && matches!(control_msg(payload), Some(ControlMsg::Certificate(_)))));
-            if lost {
-                Action::Drop
-            } else {
-                Action::Pass
-            }
-        })
+    let rule = || {
+        Some(lose_certificates_to(
+            leaver,
+            run_lossy.clone(),
+            control_lossy.clone(),
+        ))
     };
     let idle = Duration::from_secs(15);
     let pool = Box::pin(pool(
         "late-certificate-after-rejoin",
-        vec![None, Some(rule()), Some(rule()), Some(rule())],
+        vec![None, rule(), rule(), rule()],
         idle,
     ))
     .await;

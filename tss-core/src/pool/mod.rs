@@ -22,8 +22,8 @@ mod validator;
 pub use node::{
     control_session_id, default_dealers, PoolConfig, PoolEvent, PoolNode, PrimeSource,
     ReshareCommit, SignOutcome, DEFAULT_CERTIFICATE_RETRY_INTERVAL, DEFAULT_MAX_CONCURRENT_RUNS,
-    DEFAULT_MAX_PRESIGNATURES, DEFAULT_RUN_DEADLINE, DEFAULT_SIGNER_SILENCE_TIMEOUT,
-    DEFAULT_SIGN_ATTEMPTS, DEFAULT_UNRESPONSIVE_BACKOFF,
+    DEFAULT_MAX_PRESIGNATURES, DEFAULT_MAX_RUNS_PER_PROPOSER, DEFAULT_RUN_DEADLINE,
+    DEFAULT_SIGNER_SILENCE_TIMEOUT, DEFAULT_SIGN_ATTEMPTS, DEFAULT_UNRESPONSIVE_BACKOFF,
 };
 pub use proposal::{
     ControlMsg, KeygenProposal, PresignProposal, Proposal, ReshareProposal, SignProposal,

@@ -55,6 +55,8 @@ const PROPOSALS_REMEMBERED: usize = 4096;
 const MAX_REASON_CHARS: usize = 512;
 /// Default of [`PoolConfig::max_concurrent_runs`].
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 64;
+/// Default of [`PoolConfig::max_runs_per_proposer`].
+pub const DEFAULT_MAX_RUNS_PER_PROPOSER: usize = 8;
 /// Default of [`PoolConfig::run_deadline`]: an hour, far beyond any run's work (a 7-of-10
 /// reshare with all parties on 2 cores takes about 3 minutes).
 pub const DEFAULT_RUN_DEADLINE: Duration = Duration::from_secs(3600);
@@ -96,6 +98,12 @@ pub struct PoolConfig {
     /// How many runs proposed by peers this node takes part in at once (default 64);
     /// proposals beyond that are dropped (the proposer's run then fails).
     pub max_concurrent_runs: usize,
+    /// How many of those runs one proposer may hold at once (default
+    /// [`DEFAULT_MAX_RUNS_PER_PROPOSER`]); its proposals beyond that are dropped. A
+    /// member that floods proposals and then stays silent (each run it starts waits for
+    /// it up to the idle timeout) so takes at most this many slots, and the others' runs
+    /// still find one.
+    pub max_runs_per_proposer: usize,
     /// How long a signing run tolerates hearing no heartbeat ([`ControlMsg::Alive`]) from
     /// a party it watches (the proposer watches every signer, a signer watches the
     /// proposer) before it aborts the run for everyone with [`TssError::Unresponsive`].
@@ -127,6 +135,7 @@ impl PoolConfig {
             control_participants,
             session_idle_timeout: transport::DEFAULT_IDLE_TIMEOUT,
             max_concurrent_runs: DEFAULT_MAX_CONCURRENT_RUNS,
+            max_runs_per_proposer: DEFAULT_MAX_RUNS_PER_PROPOSER,
             run_deadline: DEFAULT_RUN_DEADLINE,
             signer_silence_timeout: DEFAULT_SIGNER_SILENCE_TIMEOUT,
             sign_attempts: DEFAULT_SIGN_ATTEMPTS,
@@ -181,6 +190,12 @@ impl PoolConfig {
     /// Sets how many runs proposed by peers this node takes part in at once.
     pub fn with_max_concurrent_runs(mut self, runs: usize) -> Self {
         self.max_concurrent_runs = runs.max(1);
+        self
+    }
+
+    /// Sets [`PoolConfig::max_runs_per_proposer`] (at least 1).
+    pub fn with_max_runs_per_proposer(mut self, runs: usize) -> Self {
+        self.max_runs_per_proposer = runs.max(1);
         self
     }
 
@@ -408,6 +423,9 @@ struct Inner {
     early_aborts: Mutex<EarlyAborts>,
     seen: Mutex<SeenProposals>,
     follow_slots: Arc<tokio::sync::Semaphore>,
+    /// Runs each proposer holds here now (see [`PoolConfig::max_runs_per_proposer`]).
+    follows_by_proposer: Arc<Mutex<HashMap<NodeId, usize>>>,
+    max_runs_per_proposer: usize,
     certificates: Mutex<VecDeque<ReshareCertificate>>,
     /// Keys this node dealt away in a reshare that ended here without a certificate: the
     /// run's own statement (only a certificate of exactly it retires the share) and the
@@ -582,6 +600,8 @@ impl PoolNode {
                 early_aborts: Mutex::default(),
                 seen: Mutex::default(),
                 follow_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_runs)),
+                follows_by_proposer: Arc::default(),
+                max_runs_per_proposer: config.max_runs_per_proposer,
                 certificates: Mutex::default(),
                 leaving: Mutex::default(),
                 generations_in_use: Mutex::default(),
@@ -2342,6 +2362,44 @@ pub fn default_dealers(old: &Committee, proposer: NodeId, new: &Committee) -> Ve
     order
 }
 
+/// One run a proposer holds at this node; given back on drop.
+struct ProposerSlot {
+    counts: Arc<Mutex<HashMap<NodeId, usize>>>,
+    proposer: NodeId,
+}
+
+impl ProposerSlot {
+    /// A slot for `proposer`, unless it already holds `max`.
+    fn take(
+        counts: &Arc<Mutex<HashMap<NodeId, usize>>>,
+        proposer: NodeId,
+        max: usize,
+    ) -> Option<Self> {
+        let mut held = counts.lock();
+        let count = held.entry(proposer).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            counts: counts.clone(),
+            proposer,
+        })
+    }
+}
+
+impl Drop for ProposerSlot {
+    fn drop(&mut self) {
+        let mut held = self.counts.lock();
+        if let Some(count) = held.get_mut(&self.proposer) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.proposer);
+            }
+        }
+    }
+}
+
 async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
     let shutdown = node.inner.shutdown.clone();
     loop {
@@ -2358,6 +2416,14 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                             tracing::debug!(%from, eid = %proposal.eid(), "dropping a proposal seen before");
                             continue;
                         }
+                        let Some(proposer_slot) = ProposerSlot::take(
+                            &node.inner.follows_by_proposer,
+                            from,
+                            node.inner.max_runs_per_proposer,
+                        ) else {
+                            tracing::warn!(%from, eid = %proposal.eid(), "too many runs of this proposer at once: proposal dropped");
+                            continue;
+                        };
                         let Ok(slot) = node.inner.follow_slots.clone().try_acquire_owned() else {
                             tracing::warn!(%from, eid = %proposal.eid(), "too many runs at once: proposal dropped");
                             continue;
@@ -2365,7 +2431,7 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                         let node = node.clone();
                         node.inner.tasks.clone().spawn(async move {
                             node.follow(from, proposal).await;
-                            drop(slot);
+                            drop((slot, proposer_slot));
                         });
                     }
                     Ok(ControlMsg::Abort { eid, reason }) => node.on_abort(from, eid, reason),
