@@ -951,19 +951,27 @@ async fn a_retry_after_an_unconfirmed_reshare_skips_the_generation_left_pending_
         .propose_reshare(&pool.key, new_committee, None, b"pool v2".to_vec())
         .await
         .expect("the retry completes");
+    // Node 1 retired its own pending generation 1: only the others' claims can have
+    // moved the retry to generation 2.
     assert_eq!(commit.new_generation, Some(Generation(2)));
+    // Each of them refused the first attempt naming its pending generation 1, or (if the
+    // second attempt reached it first and took the key) as busy; at least one said so.
+    let mut named = 0;
     for (i, events) in refusals.iter_mut().enumerate() {
         let reason = wait_event(events, |e| match e {
             PoolEvent::Refused { reason, .. } => Some(reason.clone()),
             _ => None,
         })
         .await;
+        let pending = reason.contains("generation gen1") && reason.contains("gen1 is held pending");
         assert!(
-            reason.contains("generation gen1") && reason.contains("gen1 is held pending"),
-            "node {} refused generation 1 naming its pending one: {reason}",
+            pending || reason.contains("is already running on this node"),
+            "node {} refused the first attempt for its pending generation 1 or as busy: {reason}",
             i + 2
         );
+        named += usize::from(pending);
     }
+    assert!(named >= 1, "a party named its pending generation 1");
     // Every member ends on generation 2, certified; generation 0 and the failed run's
     // pending generation 1 are retired everywhere.
     for i in 0..4 {
