@@ -19,7 +19,7 @@
 //! | `transport.session_idle_timeout_secs` | `120` |
 //! | `pool.signer_silence_seconds` | `5` (a signer that shows no sign of life this long, or whose connection drops, is set aside and another set signs) |
 //! | `pool.sign_attempts` | `3` (signer sets tried per signing request) |
-//! | `pool.presignatures` | `0` (off: every batch is signed with full interactive signing; `n > 0`: this node keeps `n` presignatures of its own ready, so a batch it proposes is signed in one round; see [`crate::coordinator`]) |
+//! | `pool.presignatures` | `0` (off: every batch is signed with full interactive signing; `n > 0`: this node keeps `n` presignatures of its own ready, so a batch it proposes is signed in one round; with `[batches]` only while it is one of the likely next producers; see [`crate::coordinator`]) |
 //! | `pool.epoch_seconds` | `60` (wall-clock epochs of `GET /status` without `[batches]`; with it, epochs are spans of L2 blocks) |
 //! | `batches` | absent: the node neither produces nor co-signs batches |
 //! | `batches.epoch_blocks` | `100` |

@@ -1249,12 +1249,33 @@ async fn follow_events(node: Node, mut events: tokio::sync::broadcast::Receiver<
 /// proposed by the node that produces the batch, and a presignature can be spent only
 /// by its own proposer, so each node prepares for its own requests. They live in memory
 /// only; a reshare or a restart drops them and this loop makes new ones.
+///
+/// With batch duties, only a likely producer refills
+/// ([`crate::producer::BatchDuty::presignatures_wanted`]: the producer of the current
+/// failover level, the next level's and the next epoch's, from the schedule every member
+/// computes alike): at most three members run presign at a time, not the whole pool. A
+/// member that becomes the producer without presignatures (an unforeseen fallback) signs
+/// with full interactive signing. A member that stops being likely keeps what it made.
+/// Without batch duties any member may propose, so every member refills.
 async fn refill_presignatures(node: Node, target: usize) {
     let pool_node = node.inner.pool_node.clone();
     let key_id = node.inner.key_id.clone();
+    let mut was_wanted = None;
     loop {
         let mut pause = Duration::from_secs(2);
-        if pool_node.share(&key_id).is_some() && pool_node.presignatures_ready(&key_id) < target {
+        let wanted = node
+            .inner
+            .batches
+            .as_ref()
+            .is_none_or(|duty| duty.presignatures_wanted(node.inner.id));
+        if was_wanted != Some(wanted) {
+            tracing::debug!(wanted, "presignature refill (only likely producers refill)");
+            was_wanted = Some(wanted);
+        }
+        if wanted
+            && pool_node.share(&key_id).is_some()
+            && pool_node.presignatures_ready(&key_id) < target
+        {
             match pool_node.propose_presign(&key_id).await {
                 Ok(id) => {
                     pause = Duration::ZERO;

@@ -43,6 +43,9 @@ pub struct ProducerView {
     pub fallback_level: u64,
     /// The first L2 block of the next batch.
     pub next_l2_block: u64,
+    /// The members likely to propose the next batches
+    /// ([`Schedule::likely_producers`]): only these keep presignatures ready.
+    pub likely_producers: Vec<String>,
     /// Batches in the inbox.
     pub batch_count: u64,
 }
@@ -168,6 +171,12 @@ impl BatchDuty {
             producer: order.get(level)?.to_hex(),
             fallback_level: level as u64,
             next_l2_block: view.next_l2_block,
+            likely_producers: self
+                .schedule
+                .likely_producers(&members, epoch, level)
+                .iter()
+                .map(NodeId::to_hex)
+                .collect(),
             batch_count: view.batch_count,
         })
     }
@@ -218,6 +227,17 @@ impl BatchDuty {
             &*self.l2,
         )
         .await
+    }
+
+    /// Whether `me` should keep presignatures ready: it is one of the likely producers
+    /// at the producer loop's last look at L1 (false before there is a producer: before
+    /// keygen, the MPC address's registration or the inbox's genesis).
+    pub fn presignatures_wanted(&self, me: NodeId) -> bool {
+        let me = me.to_hex();
+        self.last
+            .lock()
+            .as_ref()
+            .is_some_and(|view| view.likely_producers.contains(&me))
     }
 
     /// What `GET /status` shows: the current producer (as last computed by the loop)

@@ -140,6 +140,39 @@ impl Schedule {
         let level = self.level(since, now, order.len());
         order.get(level).copied()
     }
+
+    /// The members likely to propose the next batches, given that the next batch
+    /// belongs to `epoch` and the failover level is `level` now: the producer of this
+    /// level, the member of the next level (who takes over after one more stall window)
+    /// and the producer of the next epoch. Deduplicated, in that order; empty for a pool
+    /// without stake.
+    ///
+    /// The node keeps presignatures ready only when it is one of these (see
+    /// [`crate::coordinator`]): a presignature can be spent only by the member that made
+    /// it, in a request it proposes, so the others' would sit unused while their presign
+    /// runs take the pool's CPU (on 2 cores at 7-of-10, eleven members refilling at once
+    /// starved their own network tasks).
+    pub fn likely_producers(
+        &self,
+        members: &[(NodeId, u128)],
+        epoch: u64,
+        level: usize,
+    ) -> Vec<NodeId> {
+        let order = self.order(members, epoch);
+        if order.is_empty() {
+            return Vec::new();
+        }
+        let mut likely = vec![order[level % order.len()]];
+        for next in [
+            order[(level + 1) % order.len()],
+            self.order(members, epoch.saturating_add(1))[0],
+        ] {
+            if !likely.contains(&next) {
+                likely.push(next);
+            }
+        }
+        likely
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +258,33 @@ mod tests {
         assert_eq!(s.epoch_of(1_100), Some(1));
         assert_eq!(s.epoch_end(0), 1_099);
         assert_eq!(s.epoch_end(3), 1_399);
+    }
+
+    #[test]
+    fn the_likely_producers_are_this_level_the_next_level_and_the_next_epochs_producer() {
+        let s = schedule();
+        let members: Vec<_> = (1..=7u8).map(|i| (id(i), 1_000u128)).collect();
+        for epoch in 0..30 {
+            let order = s.order(&members, epoch);
+            let next_epoch = s.order(&members, epoch + 1)[0];
+            for level in 0..7 {
+                let likely = s.likely_producers(&members, epoch, level);
+                assert_eq!(likely[0], order[level]);
+                assert_eq!(likely[1], order[(level + 1) % 7]);
+                // The next epoch's producer, unless it is one of the two already.
+                assert!(likely.contains(&next_epoch));
+                // No one twice, and no one else: at most 3 of the 7 refill presignatures.
+                let expected = if next_epoch == likely[0] || next_epoch == likely[1] {
+                    2
+                } else {
+                    3
+                };
+                assert_eq!(likely.len(), expected, "{likely:?}");
+            }
+        }
+        // A one-member pool: that member, once; no stake: nobody.
+        assert_eq!(s.likely_producers(&[(id(1), 5)], 3, 0), vec![id(1)]);
+        assert!(s.likely_producers(&[(id(1), 0)], 3, 0).is_empty());
     }
 
     #[test]
