@@ -1,9 +1,11 @@
-//! Criterion benchmark: one-round online signing at 3-of-5 over libp2p on 127.0.0.1 with
-//! every link through a delaying TCP proxy (`transport::proxy`), at 0, 10 and 50 ms
-//! one-way delay (no jitter); ids `online_delay/3-of-5/<ms>ms`. Before the timed runs it
-//! prints the bytes each party sent (`Libp2pStats::bytes_sent`: frames with their length
-//! prefixes and sequence numbers, without noise/yamux/TCP overhead) for one presign and
-//! one online signing.
+//! Criterion benchmark: signing at 3-of-5 over libp2p on 127.0.0.1 with every link
+//! through a delaying TCP proxy (`transport::proxy`), at 0, 10 and 50 ms one-way delay (no
+//! jitter): one-round online signing with a fresh presignature (ids
+//! `online_delay/3-of-5/<ms>ms`) and full interactive signing, presign + online in one run
+//! (ids `full_delay/3-of-5/<ms>ms`). Before the timed runs it prints the bytes each party
+//! sent (`Libp2pStats::bytes_sent`: frames with their length prefixes and sequence numbers,
+//! without noise/yamux/TCP overhead) for one presign and one online signing; the
+//! `bytes` example prints them for every protocol.
 //!
 //! `BENCH_DELAYS_MS=0,50` restricts the delays. In criterion's `--test` mode each row
 //! runs once.
@@ -52,8 +54,6 @@ fn bench(c: &mut Criterion) {
         let nodes = Nodes::in_memory(&ids);
         benches::keygen(&nodes, T, &key_id).await
     }));
-    let mut g = c.benchmark_group("online_delay");
-    g.sampling_mode(SamplingMode::Flat).sample_size(10);
     for delay in delays() {
         // The swarms and proxies run on their own runtime (see `Nodes::libp2p`).
         let net_rt = tokio::runtime::Builder::new_multi_thread()
@@ -87,6 +87,8 @@ fn bench(c: &mut Criterion) {
             );
         }
         let mut i = 0u64;
+        let mut g = c.benchmark_group("online_delay");
+        g.sampling_mode(SamplingMode::Flat).sample_size(10);
         g.bench_function(format!("3-of-5/{delay}ms"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -109,12 +111,29 @@ fn bench(c: &mut Criterion) {
                 total
             })
         });
+        g.finish();
+        let mut g = c.benchmark_group("full_delay");
+        g.sampling_mode(SamplingMode::Flat).sample_size(10);
+        g.bench_function(format!("3-of-5/{delay}ms"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    i += 1;
+                    let mut digest = [0u8; 32];
+                    digest[..8].copy_from_slice(&i.to_le_bytes());
+                    let signature =
+                        rt.block_on(timed(benches::sign_full(&nodes, &shares, T, digest)));
+                    total += signature.0;
+                }
+                total
+            })
+        });
+        g.finish();
         net_rt.block_on(net.shutdown());
         drop(nodes);
         drop(net);
         net_rt.shutdown_background();
     }
-    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -278,6 +278,13 @@ impl Nodes {
             .sum()
     }
 
+    /// Bytes each node has handed to its libp2p streams so far, in committee order
+    /// (`Libp2pStats::bytes_sent`: frames with their length prefixes and sequence numbers;
+    /// not noise, yamux or TCP overhead). Empty in memory.
+    pub fn libp2p_bytes_sent(&self) -> Vec<u64> {
+        self.libp2p.iter().map(|t| t.stats().bytes_sent).collect()
+    }
+
     /// The first `t` node ids: the signer set used by every signing benchmark.
     pub fn signers(&self, t: u16) -> Vec<NodeId> {
         self.ids[..usize::from(t)].to_vec()
