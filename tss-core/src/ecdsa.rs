@@ -714,8 +714,10 @@ async fn off_executor<F: std::future::Future>(fut: Tracked<F>) -> Result<F::Outp
         .ok()
         .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     // Blocking at the gate is only allowed on a thread of its own.
+    // A poll waiting there when the run is cancelled gives up without computing; the
+    // `select!` below then sees the token.
     let fut = match handle {
-        Some(_) => fut.gated(),
+        Some(_) => fut.gated(token.clone()),
         None => fut,
     };
     // On the heap: CGGMP21's protocol futures are large, and `block_on` below would put

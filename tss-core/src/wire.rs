@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::{Sink, Stream, StreamExt};
 use round_based::{Incoming, MessageDestination, MessageType, Outgoing};
 use serde::{de::DeserializeOwned, Serialize};
+use tokio_util::sync::CancellationToken;
 use transport::{
     DeliveryKind, Destination, InboundMessage, NodeId, SessionChannel, SessionOutbox,
     TransportError, MAX_MESSAGE_SIZE,
@@ -209,6 +210,7 @@ impl Liveness {
             fut: Box::pin(fut),
             progress: self.progress.clone(),
             gate: None,
+            cancel: None,
         }
     }
 }
@@ -233,13 +235,27 @@ pub struct Tracked<F: Future> {
     progress: Arc<Progress>,
     /// Each poll first waits for a permit of this gate (counted as polling).
     gate: Option<&'static ComputeGate>,
+    /// The run's token: a poll waiting at the gate gives up once it is cancelled.
+    cancel: Option<CancellationToken>,
 }
 
 impl<F: Future> Tracked<F> {
     /// Each poll waits its turn at the process's [`ComputeGate`] (it blocks the polling
     /// thread: only for a future driven on a thread of its own).
-    pub(crate) fn gated(mut self) -> Self {
-        self.gate = Some(ComputeGate::global());
+    ///
+    /// With `cancel` (the run's token), a poll whose run is cancelled while it waits, or
+    /// by the time its turn comes, does not compute: it leaves the gate and returns
+    /// `Pending` without polling the protocol. Whoever drives this future must therefore
+    /// also watch `cancel` and stop on it (as `off_executor` in [`crate::ecdsa`] does:
+    /// its `select!` registered on the token before this poll, so it is woken).
+    pub(crate) fn gated(self, cancel: Option<CancellationToken>) -> Self {
+        self.gated_by(ComputeGate::global(), cancel)
+    }
+
+    /// [`Tracked::gated`] at `gate`.
+    fn gated_by(mut self, gate: &'static ComputeGate, cancel: Option<CancellationToken>) -> Self {
+        self.gate = Some(gate);
+        self.cancel = cancel;
         self
     }
 }
@@ -251,7 +267,17 @@ impl<F: Future> Future for Tracked<F> {
         let this = &mut *self;
         this.progress.polling.store(true, Ordering::SeqCst);
         this.progress.polled.store(true, Ordering::SeqCst);
-        let permit = this.gate.map(ComputeGate::acquire);
+        let permit = match this.gate {
+            Some(gate) => match gate.acquire_unless_cancelled(this.cancel.as_ref()) {
+                Some(permit) => Some(permit),
+                None => {
+                    // Cancelled while waiting: no turn for a run that is over.
+                    this.progress.polling.store(false, Ordering::SeqCst);
+                    return Poll::Pending;
+                }
+            },
+            None => None,
+        };
         let out = this.fut.as_mut().poll(cx);
         drop(permit);
         this.progress.polling.store(false, Ordering::SeqCst);
@@ -551,5 +577,50 @@ mod tests {
             }
             other => panic!("oversized input: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_poll_cancelled_while_waiting_at_the_gate_does_not_run_the_protocol() {
+        let gate: &'static ComputeGate = Box::leak(Box::new(ComputeGate::new(1)));
+        let held = gate.acquire();
+        let token = CancellationToken::new();
+        let worked = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (token, worked) = (token.clone(), worked.clone());
+            std::thread::spawn(move || {
+                let work = futures::future::poll_fn(move |_| {
+                    worked.store(true, Ordering::SeqCst);
+                    Poll::Ready(())
+                });
+                let mut tracked = Tracked {
+                    fut: Box::pin(work),
+                    progress: Arc::default(),
+                    gate: None,
+                    cancel: None,
+                }
+                .gated_by(gate, Some(token));
+                let waker = futures::task::noop_waker();
+                Pin::new(&mut tracked)
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_ready()
+            })
+        };
+        while gate.waiting() == 0 {
+            std::thread::yield_now();
+        }
+        token.cancel();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !waiter.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Without the cancel check the waiter is still queued: it gets this permit now.
+        drop(held);
+        let ready = waiter.join().unwrap();
+        assert!(
+            !worked.load(Ordering::SeqCst),
+            "the cancelled run's protocol was not polled"
+        );
+        assert!(!ready, "the poll returned without an output");
+        assert_eq!(gate.waiting(), 0, "it left the queue");
     }
 }

@@ -571,10 +571,262 @@ async fn a_proposal_flood_from_one_member_cannot_take_every_follow_slot() {
         .expect("keygen");
     assert_eq!(share.key_id(), &honest);
     let mut flood_runs = 2;
-    while let Ok(event) = events.try_recv() {
-        if matches!(event, PoolEvent::RunStarted { proposer, .. } if proposer == ids[2]) {
-            flood_runs += 1;
+    loop {
+        match events.try_recv() {
+            Ok(PoolEvent::RunStarted { proposer, .. }) if proposer == ids[2] => flood_runs += 1,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(missed)) => {
+                panic!("{missed} events were missed: the flood's runs cannot be counted")
+            }
+            Err(_) => break,
         }
     }
     assert_eq!(flood_runs, 2, "the flood held only its 2 slots");
+}
+
+/// Sends `to` a keygen proposal of a fresh key named after `tag`, for `committee`, on the
+/// raw control session `from`; returns its execution id.
+fn send_keygen_proposal(
+    from: &transport::SessionChannel,
+    to: NodeId,
+    committee: &Committee,
+    tag: &str,
+) -> tss_core::ExecutionId {
+    let key_id = KeyId::new(tag).unwrap();
+    let eid = tss_core::ExecutionId::random(
+        tss_core::ProtocolKind::Keygen,
+        &key_id,
+        committee.members(),
+        &mut rand::thread_rng(),
+    );
+    let proposal = Proposal::Keygen(KeygenProposal {
+        eid,
+        key_id,
+        committee: committee.clone(),
+        context: b"flood".to_vec(),
+    });
+    from.send(
+        Destination::Direct(to),
+        encode_message(&ControlMsg::Propose(proposal)).unwrap(),
+    )
+    .unwrap();
+    eid
+}
+
+/// How long a refusal may take to reach the proposer: far below the idle timeout, which
+/// is what a proposer waited for a dropped proposal.
+const PROMPTLY: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proposal_over_a_run_cap_is_refused_at_once_with_a_busy_abort_to_its_proposer() {
+    // Node 1 follows at most 2 runs at once, at most 2 of one proposer. Node 2 (a raw
+    // endpoint) takes both slots with runs it never works on, then sends proposals over
+    // its cap: each is answered at once with a busy abort to node 2, except a replay and
+    // one node 1 is no party of. Then node 0 proposes a keygen with nodes 1 and 3: node 1
+    // is at its overall cap, so node 0's run fails at once naming node 1 as busy, and
+    // node 0 passes the abort on to node 3, whose run ends too.
+    let ids = node_ids(4);
+    let network = InMemoryNetwork::new();
+    let mut nodes = Vec::new();
+    for (i, id) in [ids[0], ids[1], ids[3]].iter().enumerate() {
+        let node = PoolNode::start(
+            PoolConfig::new(ids.clone())
+                .with_session_idle_timeout(IDLE)
+                .with_max_concurrent_runs(2)
+                .with_max_runs_per_proposer(2),
+            Arc::new(network.endpoint(*id)),
+            common::signer_for(id),
+            Arc::new(Rules { refuse: false }),
+            Arc::new(MemoryShareStore::new()),
+            Arc::new(InsecureTestPrimes::new(i)),
+            &[],
+        )
+        .await
+        .unwrap();
+        nodes.push(node);
+    }
+    let mut busy_events = nodes[1].subscribe();
+    let mut follower_events = nodes[2].subscribe();
+    let flooder_endpoint = network.endpoint(ids[2]);
+    let mut flooder = flooder_endpoint
+        .open_session(
+            control_session_id(&ids),
+            SessionConfig::new(ids.clone()).with_idle_timeout(IDLE),
+        )
+        .unwrap();
+    let pair = Committee::new(vec![ids[1], ids[2]], 2).unwrap();
+    for i in 0..2 {
+        send_keygen_proposal(&flooder, ids[1], &pair, &format!("held-{i}"));
+    }
+    for _ in 0..2 {
+        wait_for(&mut busy_events, |e| {
+            matches!(e, PoolEvent::RunStarted { proposer, .. } if *proposer == ids[2]).then_some(())
+        })
+        .await;
+    }
+
+    let over = [
+        send_keygen_proposal(&flooder, ids[1], &pair, "over-0"),
+        send_keygen_proposal(&flooder, ids[1], &pair, "over-1"),
+    ];
+    // Over the cap too, but not answered: node 1 is no party of this one...
+    let elsewhere = Committee::new(vec![ids[0], ids[2]], 2).unwrap();
+    send_keygen_proposal(&flooder, ids[1], &elsewhere, "not-node-1");
+    // ...and this one is a replay of a refused proposal (same execution id).
+    let replay = Proposal::Keygen(KeygenProposal {
+        eid: over[0],
+        key_id: KeyId::new("over-0").unwrap(),
+        committee: pair.clone(),
+        context: b"flood".to_vec(),
+    });
+    flooder
+        .send(
+            Destination::Direct(ids[1]),
+            encode_message(&ControlMsg::Propose(replay)).unwrap(),
+        )
+        .unwrap();
+    // Handled after those two: its answer shows they got none.
+    let last = send_keygen_proposal(&flooder, ids[1], &pair, "over-2");
+
+    let started = std::time::Instant::now();
+    let mut answered = Vec::new();
+    while answered.len() < 3 {
+        let msg = tokio::time::timeout(PROMPTLY, flooder.recv())
+            .await
+            .expect("the refusals came at once")
+            .expect("control session");
+        if let Ok(ControlMsg::Abort { eid, reason }) =
+            decode_message::<ControlMsg>(msg.from, &msg.payload)
+        {
+            assert_eq!(msg.from, ids[1], "only node 1 answers");
+            assert!(reason.starts_with("busy:"), "{reason}");
+            answered.push(eid);
+        }
+    }
+    assert!(started.elapsed() < PROMPTLY);
+    assert_eq!(
+        answered,
+        vec![over[0], over[1], last],
+        "one busy abort per refused proposal of a run of node 1, in order: none for the \
+         replay, none for the run node 1 is no party of, none for the 2 runs it follows"
+    );
+
+    let trio = Committee::new(vec![ids[0], ids[1], ids[3]], 2).unwrap();
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(
+        PROMPTLY,
+        nodes[0].propose_keygen(KeyId::new("honest").unwrap(), trio, b"pool v1".to_vec()),
+    )
+    .await
+    .expect("node 0's run ended at once, not after the idle timeout");
+    let eid = match result {
+        Err(TssError::Aborted { eid, by, reason }) => {
+            assert_eq!(by, ids[1], "the refusal names node 1");
+            assert!(reason.starts_with("busy:"), "{reason}");
+            eid
+        }
+        other => panic!("expected a busy refusal by node 1, got {other:?}"),
+    };
+    let aborted_by = tokio::time::timeout(PROMPTLY.saturating_sub(started.elapsed()), async {
+        loop {
+            match follower_events.recv().await.expect("event stream") {
+                PoolEvent::RunFinished {
+                    eid: e,
+                    aborted_by,
+                    error,
+                    ..
+                } if e == eid => {
+                    assert!(
+                        error.is_some_and(|e| e.contains("busy:")),
+                        "the reason travels"
+                    );
+                    return aborted_by;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("node 3's part of the run ended at once too");
+    assert_eq!(aborted_by, Some(ids[0]), "node 0 passed the abort on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_has_at_most_max_runs_per_proposer_of_its_own_proposals_under_way() {
+    // Node 0 may have 1 run of its own under way (its configuration says 0, set on the
+    // public field past the builder's minimum: that counts as 1). It is asked for two
+    // keygens with node 1 (a raw endpoint that never works on them): node 1 gets the
+    // second proposal only once it has aborted the first.
+    let ids = node_ids(2);
+    let network = InMemoryNetwork::new();
+    let mut config = PoolConfig::new(ids.clone()).with_session_idle_timeout(IDLE);
+    config.max_runs_per_proposer = 0;
+    let node = PoolNode::start(
+        config,
+        Arc::new(network.endpoint(ids[0])),
+        common::signer_for(&ids[0]),
+        Arc::new(Rules { refuse: false }),
+        Arc::new(MemoryShareStore::new()),
+        Arc::new(InsecureTestPrimes::new(0)),
+        &[],
+    )
+    .await
+    .unwrap();
+    let peer_endpoint = network.endpoint(ids[1]);
+    let mut peer = peer_endpoint
+        .open_session(
+            control_session_id(&ids),
+            SessionConfig::new(ids.clone()).with_idle_timeout(IDLE),
+        )
+        .unwrap();
+    let pair = Committee::new(ids.clone(), 2).unwrap();
+    let runs: Vec<_> = (0..2)
+        .map(|i| {
+            let (node, pair) = (node.clone(), pair.clone());
+            tokio::spawn(async move {
+                node.propose_keygen(KeyId::new(format!("own-{i}")).unwrap(), pair, Vec::new())
+                    .await
+            })
+        })
+        .collect();
+    async fn next_proposal(peer: &mut transport::SessionChannel) -> tss_core::ExecutionId {
+        loop {
+            let msg = peer.recv().await.expect("control session");
+            if let Ok(ControlMsg::Propose(p)) = decode_message::<ControlMsg>(msg.from, &msg.payload)
+            {
+                return p.eid();
+            }
+        }
+    }
+    let first = tokio::time::timeout(PROMPTLY, next_proposal(&mut peer))
+        .await
+        .expect("the first proposal came");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), next_proposal(&mut peer))
+            .await
+            .is_err(),
+        "no second proposal while the first run is under way"
+    );
+    let abort = |eid| {
+        encode_message(&ControlMsg::Abort {
+            eid,
+            reason: "not now".into(),
+        })
+        .unwrap()
+    };
+    peer.send(Destination::Direct(ids[0]), abort(first))
+        .unwrap();
+    let second = tokio::time::timeout(PROMPTLY, next_proposal(&mut peer))
+        .await
+        .expect("the second proposal came once the first run ended");
+    assert_ne!(first, second);
+    peer.send(Destination::Direct(ids[0]), abort(second))
+        .unwrap();
+    for run in runs {
+        let result = tokio::time::timeout(PROMPTLY, run).await.unwrap().unwrap();
+        assert!(
+            matches!(result, Err(TssError::Aborted { by, .. }) if by == ids[1]),
+            "{result:?}"
+        );
+    }
 }

@@ -51,6 +51,9 @@ const EARLY_ABORTS_REMEMBERED: usize = 1024;
 /// How many execution ids of proposals this node has handled it remembers (a proposal
 /// seen again is dropped without an answer).
 const PROPOSALS_REMEMBERED: usize = 4096;
+/// How the reason of a busy refusal starts: an abort a party at its run caps sends to the
+/// proposer alone (see [`PoolConfig::max_concurrent_runs`]), which the proposer passes on.
+const BUSY_REASON_PREFIX: &str = "busy:";
 /// Longest abort reason kept or sent, in characters.
 const MAX_REASON_CHARS: usize = 512;
 /// Default of [`PoolConfig::max_concurrent_runs`].
@@ -95,14 +98,27 @@ pub struct PoolConfig {
     /// retransmissions cannot keep a run going past it): a generous backstop, default
     /// [`DEFAULT_RUN_DEADLINE`]. A run past it fails with [`TssError::DeadlineExceeded`].
     pub run_deadline: Duration,
-    /// How many runs proposed by peers this node takes part in at once (default 64);
-    /// proposals beyond that are dropped (the proposer's run then fails).
+    /// How many runs proposed by peers this node takes part in at once (default
+    /// [`DEFAULT_MAX_CONCURRENT_RUNS`]; at least 1, a 0 counts as 1). A proposal beyond
+    /// that is refused at once: this node answers its proposer (only it) with
+    /// [`ControlMsg::Abort`] whose reason starts with `busy:`, so the proposer's run ends
+    /// with [`TssError::Aborted`] naming this node instead of waiting for it.
     pub max_concurrent_runs: usize,
     /// How many of those runs one proposer may hold at once (default
-    /// [`DEFAULT_MAX_RUNS_PER_PROPOSER`]); its proposals beyond that are dropped. A
-    /// member that floods proposals and then stays silent (each run it starts waits for
-    /// it up to the idle timeout) so takes at most this many slots, and the others' runs
-    /// still find one.
+    /// [`DEFAULT_MAX_RUNS_PER_PROPOSER`]; at least 1, a 0 counts as 1); its proposals
+    /// beyond that are refused the same way (`busy:`). A member that floods proposals and
+    /// then stays silent (each run it starts waits for it up to the idle timeout) so
+    /// takes at most this many slots, and the others' runs still find one; each refused
+    /// proposal costs this node one small reply to the flooder, once per execution id.
+    ///
+    /// It also bounds this node's own proposals: at most this many runs proposed here
+    /// are under way at once (keygen, signing, presigning, resharing, each signing
+    /// attempt counted once). A further `propose_*` call waits for one of them to end
+    /// before it registers and sends its proposal (or fails with [`TssError::Aborted`]
+    /// naming this node if the node shuts down meanwhile), so an honest proposer does not
+    /// run into its peers' per-proposer caps however many requests its embedder makes
+    /// at once. (A peer still finishing a run whose end this node has already seen may
+    /// count it a moment longer, and refuse as busy.)
     pub max_runs_per_proposer: usize,
     /// How long a signing run tolerates hearing no heartbeat ([`ControlMsg::Alive`]) from
     /// a party it watches (the proposer watches every signer, a signer watches the
@@ -426,6 +442,9 @@ struct Inner {
     /// Runs each proposer holds here now (see [`PoolConfig::max_runs_per_proposer`]).
     follows_by_proposer: Arc<Mutex<HashMap<NodeId, usize>>>,
     max_runs_per_proposer: usize,
+    /// Runs proposed here that may be under way at once (see
+    /// [`PoolConfig::max_runs_per_proposer`]).
+    own_runs: Arc<tokio::sync::Semaphore>,
     certificates: Mutex<VecDeque<ReshareCertificate>>,
     /// Keys this node dealt away in a reshare that ended here without a certificate: the
     /// run's own statement (only a certificate of exactly it retires the share) and the
@@ -472,7 +491,10 @@ struct Inner {
 /// **Aborts.** A party that refuses a proposal, or whose run fails, sends
 /// [`ControlMsg::Abort`] to every party of the run; each of them stops its run at once
 /// with [`TssError::Aborted`] naming that party. Aborts are accepted only from parties of
-/// the run.
+/// the run. A party at its run caps ([`PoolConfig::max_concurrent_runs`],
+/// [`PoolConfig::max_runs_per_proposer`]) answers only the proposer, with a reason
+/// starting `busy:`; the proposer's run ends naming that party, and the proposer passes
+/// the abort on to the other parties.
 ///
 /// **Commit order of a reshare**, at every party: (1) each new member *stages* its new
 /// share (durable, pending, with the state to commit) and only then signs its
@@ -584,6 +606,10 @@ impl PoolNode {
             .with_identity(identity)?
             .with_idle_timeout(config.session_idle_timeout);
         let (events, _) = broadcast::channel(256);
+        // The fields are public: a 0 would refuse every proposal (or block every one of
+        // this node's), so at least 1 as the builder methods ensure.
+        let max_concurrent_runs = config.max_concurrent_runs.max(1);
+        let max_runs_per_proposer = config.max_runs_per_proposer.max(1);
         let node = PoolNode {
             inner: Arc::new(Inner {
                 me,
@@ -599,9 +625,10 @@ impl PoolNode {
                 runs: Mutex::default(),
                 early_aborts: Mutex::default(),
                 seen: Mutex::default(),
-                follow_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_runs)),
+                follow_slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent_runs)),
                 follows_by_proposer: Arc::default(),
-                max_runs_per_proposer: config.max_runs_per_proposer,
+                max_runs_per_proposer,
+                own_runs: Arc::new(tokio::sync::Semaphore::new(max_runs_per_proposer)),
                 certificates: Mutex::default(),
                 leaving: Mutex::default(),
                 generations_in_use: Mutex::default(),
@@ -782,6 +809,11 @@ impl PoolNode {
             Proposal::Reshare(_) => ProtocolKind::Reshare,
             Proposal::Presign(_) => ProtocolKind::Presign,
         };
+        // One of this node's own runs: wait for a slot (PoolConfig::max_runs_per_proposer).
+        let _own_slot = match propose {
+            true => Some(self.own_run_slot(eid).await?),
+            false => None,
+        };
         // A peer replaying this proposal to this node later gets no answer.
         self.inner.seen.lock().insert(eid);
         let token = CancellationToken::new();
@@ -882,7 +914,16 @@ impl PoolNode {
         let result = match (out, aborted) {
             (Some(Ok(v)), _) => Ok(v),
             // Cancelled (possibly finishing with `Cancelled` from inside the protocol).
-            (Some(Err(_)) | None, Some((by, reason))) => Err(TssError::Aborted { eid, by, reason }),
+            (Some(Err(_)) | None, Some((by, reason))) => {
+                // The proposer passes on a busy refusal of its run: the party told only
+                // it (every other abort goes to every party from its sender).
+                if propose && by != self.inner.me && reason.starts_with(BUSY_REASON_PREFIX) {
+                    let others: Vec<NodeId> =
+                        participants.iter().filter(|p| **p != by).copied().collect();
+                    self.abort_to(eid, &others, &format!("{by} aborted the run: {reason}"));
+                }
+                Err(TssError::Aborted { eid, by, reason })
+            }
             (Some(Err(_)) | None, None) if silent.is_some() => {
                 let e = TssError::Unresponsive {
                     eid,
@@ -922,6 +963,45 @@ impl PoolNode {
             elapsed: started.elapsed(),
         });
         result
+    }
+
+    /// A slot for run `eid` proposed here: waits while [`PoolConfig::max_runs_per_proposer`]
+    /// runs proposed here are under way; fails if the node shuts down meanwhile.
+    async fn own_run_slot(&self, eid: ExecutionId) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        let shut_down = || TssError::Aborted {
+            eid,
+            by: self.inner.me,
+            reason: "this node shut down".into(),
+        };
+        tokio::select! {
+            biased;
+            _ = self.inner.shutdown.cancelled() => Err(shut_down()),
+            slot = self.inner.own_runs.clone().acquire_owned() => slot.map_err(|_| shut_down()),
+        }
+    }
+
+    /// Answers a proposal this node does not follow because it is at a run cap: an
+    /// [`ControlMsg::Abort`] (reason `busy: …`) to the proposer, so its run ends at once
+    /// naming this node rather than waiting for it and blaming it as silent.
+    ///
+    /// Not an amplifier: the reply goes only to `from` (the transport-authenticated
+    /// sender), only for a well-formed proposal this node and `from` are parties of, and
+    /// at most once per execution id (the caller has recorded it as seen: a replay gets
+    /// nothing). So a flood earns its sender one small reply per proposal it sent, and
+    /// nobody else hears of it; the other parties learn of the end from the proposer.
+    fn refuse_busy(&self, from: NodeId, proposal: &Proposal, why: &str) {
+        let eid = proposal.eid();
+        tracing::warn!(%from, %eid, "{why}: proposal refused as busy");
+        if proposal.check_shape(from, self.inner.me).is_err() {
+            return;
+        }
+        self.send_control(
+            from,
+            &ControlMsg::Abort {
+                eid,
+                reason: format!("{BUSY_REASON_PREFIX} {why}"),
+            },
+        );
     }
 
     /// Watches run `eid` until it ends: when a party of `watched` has shown no sign of
@@ -2416,16 +2496,30 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                             tracing::debug!(%from, eid = %proposal.eid(), "dropping a proposal seen before");
                             continue;
                         }
-                        let Some(proposer_slot) = ProposerSlot::take(
-                            &node.inner.follows_by_proposer,
-                            from,
-                            node.inner.max_runs_per_proposer,
-                        ) else {
-                            tracing::warn!(%from, eid = %proposal.eid(), "too many runs of this proposer at once: proposal dropped");
+                        let max_own = node.inner.max_runs_per_proposer;
+                        let Some(proposer_slot) =
+                            ProposerSlot::take(&node.inner.follows_by_proposer, from, max_own)
+                        else {
+                            node.refuse_busy(
+                                from,
+                                &proposal,
+                                &format!(
+                                    "{} follows {max_own} runs of this proposer already",
+                                    node.inner.me
+                                ),
+                            );
                             continue;
                         };
                         let Ok(slot) = node.inner.follow_slots.clone().try_acquire_owned() else {
-                            tracing::warn!(%from, eid = %proposal.eid(), "too many runs at once: proposal dropped");
+                            drop(proposer_slot);
+                            node.refuse_busy(
+                                from,
+                                &proposal,
+                                &format!(
+                                    "{} follows as many runs as it takes at once",
+                                    node.inner.me
+                                ),
+                            );
                             continue;
                         };
                         let node = node.clone();

@@ -228,7 +228,9 @@ pub enum ControlMsg {
     /// A proposal, sent directly to every other party of the run.
     Propose(Proposal),
     /// The sender refuses or abandons run `eid`. Sent to every party of the run, so
-    /// all of them stop at once instead of waiting for an idle timeout.
+    /// all of them stop at once instead of waiting for an idle timeout; except a busy
+    /// refusal (reason `busy: …`, the sender is at a run cap and does not follow the
+    /// proposal), which goes to the proposer alone and the proposer passes on.
     Abort {
         /// The run.
         eid: ExecutionId,
