@@ -15,8 +15,14 @@ use cggmp21::supported_curves::Secp256k1;
 use common::*;
 use sha2::Sha256;
 use transport::{DeliveryKind, NodeId, Tamper, TamperRule, TamperingTransport};
+use tss_core::pool::{
+    KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent, PoolNode, ProposalValidator,
+    Rejection, ReshareProposal, ShareStore, SignProposal, SigningInput,
+};
 use tss_core::wire::{decode_message, encode_message};
-use tss_core::{ProtocolKind, Result as TssResult, TssError, TssNode};
+use tss_core::{
+    InsecureTestPrimes, ProtocolKind, PublicKeyInfo, Result as TssResult, TssError, TssNode,
+};
 
 type SigningMsg = Msg<Secp256k1, Sha256>;
 
@@ -38,6 +44,21 @@ fn signing_msg(payload: &[u8]) -> Option<SigningMsg> {
         return None;
     }
     decode_message(NodeId::from_bytes([0; 32]), payload).ok()
+}
+
+/// Signing round 2 (direct) with Γ moved by G: the message still decodes, but its ψ and
+/// ψ' proofs no longer match, so cggmp21 aborts with InvalidPsi blaming the sender.
+fn bad_round2_proofs() -> TamperRule {
+    Arc::new(
+        move |_, _, kind, payload| match (signing_msg(payload), kind) {
+            (Some(Msg::Round2(mut msg)), DeliveryKind::Direct) => {
+                msg.Gamma += Point::<Secp256k1>::generator().to_point();
+                let bytes = encode_message(&SigningMsg::Round2(msg)).unwrap();
+                Tamper::Replace(vec![bytes])
+            }
+            _ => Tamper::Pass,
+        },
+    )
 }
 
 /// Presigns with the members of the 3-of-4 pool at `signer_positions` (signer list in
@@ -103,20 +124,7 @@ fn presign_abort_on_an_invalid_round2_proof_names_the_sender_as_culprit_at_every
         // member 2, so naming it proves cggmp21's index is read as a signer position.
         let (positions, byzantine) = ([0, 2, 3], 2);
         let cheater = ids[byzantine];
-        // Round 2 (direct): Γ moved by G. The message still decodes, but its ψ and ψ'
-        // proofs no longer match: cggmp21 aborts with InvalidPsi blaming the sender.
-        let rule: TamperRule =
-            Arc::new(
-                move |_, _, kind, payload| match (signing_msg(payload), kind) {
-                    (Some(Msg::Round2(mut msg)), DeliveryKind::Direct) => {
-                        msg.Gamma += Point::<Secp256k1>::generator().to_point();
-                        let bytes = encode_message(&SigningMsg::Round2(msg)).unwrap();
-                        Tamper::Replace(vec![bytes])
-                    }
-                    _ => Tamper::Pass,
-                },
-            );
-        let results = presign_with_byzantine(&positions, byzantine, rule).await;
+        let results = presign_with_byzantine(&positions, byzantine, bad_round2_proofs()).await;
         assert_eq!(results.len(), 2, "both honest signers ran");
         for (id, result) in &results {
             match result {
@@ -220,6 +228,102 @@ fn aux_info_abort_on_a_bad_decommitment_names_the_sender_as_culprit_at_every_hon
                 }
                 other => panic!("{id} must abort naming {cheater}, got {other:?}"),
             }
+        }
+    });
+}
+
+/// Accepts every proposal.
+struct AcceptAll;
+
+#[async_trait::async_trait]
+impl ProposalValidator for AcceptAll {
+    async fn check_keygen(&self, _: NodeId, p: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
+        Ok(p.context.clone())
+    }
+    async fn check_sign(
+        &self,
+        _: NodeId,
+        p: &SignProposal,
+        _: &PublicKeyInfo,
+    ) -> Result<SigningInput, Rejection> {
+        Ok(SigningInput::Message(p.request.clone()))
+    }
+    async fn check_reshare(
+        &self,
+        _: NodeId,
+        p: &ReshareProposal,
+        _: Option<&PublicKeyInfo>,
+    ) -> Result<Vec<u8>, Rejection> {
+        Ok(p.context.clone())
+    }
+}
+
+#[test]
+fn a_pool_presign_aborted_by_an_invalid_proof_reports_the_culprit_in_its_run_finished_event() {
+    run(async {
+        // 2-of-3: the proposer (node 1) picks itself and node 2, the cheater, so the
+        // proposer is the one honest signer and must name it.
+        let (network, parties) = pool(3, 2).await;
+        let ids = node_ids(3);
+        let cheater = ids[1];
+        let key_id = parties[0].share.key_id().clone();
+        let mut nodes = Vec::new();
+        for (i, party) in parties.iter().enumerate() {
+            let id = ids[i];
+            let store = Arc::new(MemoryShareStore::new());
+            store.stage(&party.share, b"state").await.unwrap();
+            store
+                .activate(&key_id, party.share.generation(), b"state", None)
+                .await
+                .unwrap();
+            let endpoint = network.endpoint(id);
+            let transport: Arc<dyn transport::Transport> = if id == cheater {
+                Arc::new(TamperingTransport::new(endpoint, bad_round2_proofs()))
+            } else {
+                Arc::new(endpoint)
+            };
+            let node = PoolNode::start(
+                PoolConfig::new(ids.clone()).with_session_idle_timeout(Duration::from_secs(300)),
+                transport,
+                signer_for(&id),
+                Arc::new(AcceptAll),
+                store,
+                Arc::new(InsecureTestPrimes::new(i)),
+                std::slice::from_ref(&key_id),
+            )
+            .await
+            .unwrap();
+            nodes.push(node);
+        }
+        let mut events = nodes[0].subscribe();
+        let result = nodes[0].propose_presign(&key_id).await;
+        match &result {
+            Err(TssError::ProtocolAborted { culprits, .. }) => assert_eq!(culprits, &vec![cheater]),
+            other => panic!("the proposer must abort naming {cheater}, got {other:?}"),
+        }
+        let finished = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let PoolEvent::RunFinished {
+                    protocol: ProtocolKind::Presign,
+                    culprits,
+                    error,
+                    ..
+                } = events.recv().await.expect("event stream")
+                {
+                    return (culprits, error);
+                }
+            }
+        })
+        .await
+        .expect("the run's end is reported");
+        assert_eq!(
+            finished.0,
+            vec![cheater],
+            "RunFinished names the cheater ({:?})",
+            finished.1
+        );
+        for node in &nodes {
+            node.shutdown();
         }
     });
 }
