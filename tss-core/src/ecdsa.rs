@@ -411,7 +411,7 @@ impl TssNode {
         .start(&mut rng, party);
         let incomplete = off_executor(liveness.track(incomplete))
             .await?
-            .map_err(|e| classify_error(ProtocolKind::Keygen, e))?;
+            .map_err(|e| classify_error(ProtocolKind::Keygen, committee.members(), e))?;
         drop(liveness);
         let aux = self.aux_info(&committee, eid.sub("aux"), primes).await?;
         let inner = cggmp21::KeyShare::from_parts((incomplete, aux.0))
@@ -452,7 +452,7 @@ impl TssNode {
             ),
         )
         .await?
-        .map_err(|e| classify_error(ProtocolKind::AuxInfo, e))?;
+        .map_err(|e| classify_error(ProtocolKind::AuxInfo, committee.members(), e))?;
         Ok(AuxInfo(aux))
     }
 
@@ -511,7 +511,7 @@ impl TssNode {
             ),
         )
         .await?
-        .map_err(|e| classify_error(ProtocolKind::Presign, e))?;
+        .map_err(|e| classify_error(ProtocolKind::Presign, signers, e))?;
         let presignature = Presignature {
             id: eid,
             key_id: share.key_id.clone(),
@@ -622,6 +622,7 @@ impl TssNode {
             Destination::Broadcast,
             encode_message(&partial).map_err(|e| TssError::ProtocolAborted {
                 protocol: ProtocolKind::OnlineSign,
+                culprits: Vec::new(),
                 reason: e.to_string(),
             })?,
         )?;
@@ -689,7 +690,7 @@ impl TssNode {
             ),
         )
         .await?
-        .map_err(|e| classify_error(ProtocolKind::Sign, e))?;
+        .map_err(|e| classify_error(ProtocolKind::Sign, signers, e))?;
         to_eth(sig, &digest, &share.public_key())
     }
 }

@@ -111,10 +111,18 @@ pub enum TssError {
         evidence: Vec<crate::reshare::ComplaintVerdict>,
     },
     /// The CGGMP21 protocol aborted (proof failure, inconsistent broadcast, …).
-    #[error("{protocol} aborted: {reason}")]
+    #[error("{protocol} aborted (blamed {culprits:?}): {reason}")]
     ProtocolAborted {
         /// The protocol.
         protocol: ProtocolKind,
+        /// The parties cggmp21 blames for a well-formed but invalid message (a bad ZK
+        /// proof, decommitment or share): each proven to have sent it, as the transport
+        /// authenticates senders. Empty when the abort blames nobody provably (a failed
+        /// reliability check only shows that views differ), when the cause is not a
+        /// party, and when cggmp21's error has a shape this crate does not know: the
+        /// blamed party indices are read from the `Debug` text of cggmp21 0.6.3's private
+        /// error types (see [`crate::wire::classify_error`]).
+        culprits: Vec<NodeId>,
         /// cggmp21's explanation.
         reason: String,
     },

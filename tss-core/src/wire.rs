@@ -22,6 +22,8 @@ use transport::{
 use crate::compute::ComputeGate;
 use crate::error::{ProtocolKind, TssError};
 
+mod blame;
+
 /// What can go wrong between the transport and a protocol.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -348,8 +350,16 @@ where
 }
 
 /// Maps a failed protocol's error to a [`TssError`], blaming parties where the cause is
-/// known: a timeout names the silent parties, a malformed message its sender.
-pub fn classify_error<E>(protocol: ProtocolKind, err: E) -> TssError
+/// known: a timeout names the silent parties, a malformed message its sender, and a
+/// cggmp21 abort the parties it blames ([`TssError::ProtocolAborted`]'s `culprits`).
+///
+/// `parties` is the protocol's party list, the session's participants in order: a
+/// cggmp21 party index is a position in it (the committee for keygen and aux-info, the
+/// signer list for presigning and signing). cggmp21 0.6.3 keeps its abort types private,
+/// so the blamed indices are read from the error's `Debug` text by a strict reader that
+/// knows only that version's shapes (an unknown shape, or an index outside `parties`,
+/// blames nobody); see the `wire::blame` module source.
+pub fn classify_error<E>(protocol: ProtocolKind, parties: &[NodeId], err: E) -> TssError
 where
     E: std::error::Error + 'static,
 {
@@ -369,6 +379,7 @@ where
                 WireError::Transport(t) => TssError::Transport(t.clone()),
                 other => TssError::ProtocolAborted {
                     protocol,
+                    culprits: Vec::new(),
                     reason: other.to_string(),
                 },
             };
@@ -377,8 +388,22 @@ where
     }
     TssError::ProtocolAborted {
         protocol,
+        culprits: blamed_parties(parties, &err),
         reason: error_chain(&err),
     }
+}
+
+/// The parties (from `parties`, by cggmp21 party index) that the abort `err` blames;
+/// empty if it blames nobody, has an unknown shape or names an index outside `parties`.
+fn blamed_parties(parties: &[NodeId], err: &dyn std::fmt::Debug) -> Vec<NodeId> {
+    let culprits = blame::blamed_indices(&format!("{err:?}"))
+        .into_iter()
+        .map(|i| parties.get(usize::from(i)).copied())
+        .collect::<Option<Vec<_>>>();
+    let mut culprits = culprits.unwrap_or_default();
+    culprits.sort();
+    culprits.dedup();
+    culprits
 }
 
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
@@ -390,6 +415,54 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     text
+}
+
+#[cfg(test)]
+mod blame_tests {
+    use super::*;
+
+    /// An error whose `Debug` text is given (cggmp21's abort types are private).
+    struct Shaped(&'static str);
+
+    impl std::fmt::Debug for Shaped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::fmt::Display for Shaped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("aborted")
+        }
+    }
+
+    impl std::error::Error for Shaped {}
+
+    fn culprits(parties: &[NodeId], debug: &'static str) -> Vec<NodeId> {
+        match classify_error(ProtocolKind::Presign, parties, Shaped(debug)) {
+            TssError::ProtocolAborted {
+                culprits, reason, ..
+            } => {
+                assert_eq!(reason, "aborted");
+                culprits
+            }
+            other => panic!("a protocol abort, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn blamed_indices_are_positions_in_the_party_list() {
+        let parties: Vec<NodeId> = (1..=3).map(|b| NodeId::from_bytes([b; 32])).collect();
+        let psi = "SigningError(Aborted(InvalidPsiPrimePrime([(2, 1, 5), (0, 1, 4)])))";
+        assert_eq!(culprits(&parties, psi), vec![parties[0], parties[2]]);
+        // An index outside the list: nobody, rather than a guess.
+        let far = "SigningError(Aborted(InvalidPsiPrimePrime([(0, 1, 4), (3, 1, 5)])))";
+        assert_eq!(culprits(&parties, far), Vec::<NodeId>::new());
+        assert_eq!(
+            culprits(&parties, "SigningError(Aborted(MismatchedDelta))"),
+            Vec::<NodeId>::new()
+        );
+    }
 }
 
 #[cfg(test)]

@@ -258,6 +258,12 @@ pub enum PoolEvent {
         error: Option<String>,
         /// The party whose abort ended the run, if one did.
         aborted_by: Option<NodeId>,
+        /// The parties this node's own run of the protocol proved to have sent invalid
+        /// messages: the culprits of its error ([`TssError::ProtocolAborted`], e.g. a
+        /// bad ZK proof in a cggmp21 run, or [`TssError::Misbehaviour`]), kept even when
+        /// another party's abort ended the run first (then `error` is that abort); empty
+        /// otherwise (also when this node's run was cancelled before it found them).
+        culprits: Vec<NodeId>,
         /// How long it took.
         elapsed: Duration,
     },
@@ -864,6 +870,7 @@ impl PoolNode {
                 proposer,
                 error: Some(error.to_string()),
                 aborted_by: Some(by),
+                culprits: Vec::new(),
                 elapsed: started.elapsed(),
             });
             return Err(error);
@@ -911,6 +918,15 @@ impl PoolNode {
         let silent = silent_found.lock().take();
         let run = self.inner.runs.lock().remove(&eid);
         let aborted = run.and_then(|r| r.aborted_by);
+        // Kept even when another party's abort ended the run first: what this node proved
+        // itself still stands.
+        let culprits = match &out {
+            Some(Err(
+                TssError::ProtocolAborted { culprits, .. }
+                | TssError::Misbehaviour { culprits, .. },
+            )) => culprits.clone(),
+            _ => Vec::new(),
+        };
         let result = match (out, aborted) {
             (Some(Ok(v)), _) => Ok(v),
             // Cancelled (possibly finishing with `Cancelled` from inside the protocol).
@@ -960,6 +976,7 @@ impl PoolNode {
                 Err(TssError::Aborted { by, .. }) => Some(*by),
                 _ => None,
             },
+            culprits,
             elapsed: started.elapsed(),
         });
         result

@@ -193,6 +193,7 @@ pub(super) fn message_name(m: &ReshareMsg) -> &'static str {
 pub(super) fn send(channel: &SessionOutbox, to: Destination, msg: &ReshareMsg) -> Result<()> {
     let bytes = encode_message(msg).map_err(|e| TssError::ProtocolAborted {
         protocol: ProtocolKind::Reshare,
+        culprits: Vec::new(),
         reason: e.to_string(),
     })?;
     Ok(channel.send(to, bytes)?)

@@ -1,0 +1,329 @@
+//! Culprits as data: when a cggmp21 protocol aborts on a well-formed but invalid message
+//! from a party, every honest party's [`TssError::ProtocolAborted`] names that party in
+//! `culprits` (read from cggmp21 0.6.3's private abort types, see
+//! `tss_core::wire::classify_error`). This pins that reading against real aborts.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cggmp21::generic_ec::Point;
+use cggmp21::signing::msg::Msg;
+use cggmp21::supported_curves::Secp256k1;
+use common::*;
+use sha2::Sha256;
+use transport::{DeliveryKind, NodeId, Tamper, TamperRule, TamperingTransport};
+use tss_core::pool::{
+    KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent, PoolNode, ProposalValidator,
+    Rejection, ReshareProposal, ShareStore, SignProposal, SigningInput,
+};
+use tss_core::wire::{decode_message, encode_message};
+use tss_core::{
+    InsecureTestPrimes, ProtocolKind, PublicKeyInfo, Result as TssResult, TssError, TssNode,
+};
+
+type SigningMsg = Msg<Secp256k1, Sha256>;
+
+/// Runs a test on its own runtime and leaves behind whatever the Byzantine party still
+/// runs (after the honest parties abort it waits for messages that never come).
+fn run(test: impl std::future::Future<Output = ()>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(test);
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+/// The signing protocol message in `payload`, if it is one (large frames are never
+/// decoded).
+fn signing_msg(payload: &[u8]) -> Option<SigningMsg> {
+    if payload.is_empty() || payload.len() > 256 * 1024 {
+        return None;
+    }
+    decode_message(NodeId::from_bytes([0; 32]), payload).ok()
+}
+
+/// Signing round 2 (direct) with Γ moved by G: the message still decodes, but its ψ and
+/// ψ' proofs no longer match, so cggmp21 aborts with InvalidPsi blaming the sender.
+fn bad_round2_proofs() -> TamperRule {
+    Arc::new(
+        move |_, _, kind, payload| match (signing_msg(payload), kind) {
+            (Some(Msg::Round2(mut msg)), DeliveryKind::Direct) => {
+                msg.Gamma += Point::<Secp256k1>::generator().to_point();
+                let bytes = encode_message(&SigningMsg::Round2(msg)).unwrap();
+                Tamper::Replace(vec![bytes])
+            }
+            _ => Tamper::Pass,
+        },
+    )
+}
+
+/// Presigns with the members of the 3-of-4 pool at `signer_positions` (signer list in
+/// that order); the member at `byzantine` (a position in the pool) sends through `rule`.
+/// Returns every honest signer's result (the Byzantine one's run is abandoned).
+async fn presign_with_byzantine(
+    signer_positions: &[usize],
+    byzantine: usize,
+    rule: TamperRule,
+) -> HashMap<NodeId, TssResult<tss_core::ExecutionId>> {
+    let (network, parties) = pool(4, 3).await;
+    let parties = Arc::new(parties);
+    let signers: Vec<NodeId> = signer_positions
+        .iter()
+        .map(|&i| parties[i].node.node_id())
+        .collect();
+    let eid = fresh_eid(ProtocolKind::Presign, parties[0].share.key_id(), &signers);
+    // Every node exists before any run starts: replacing an endpoint later would drop
+    // the messages already sent to the old one.
+    let mut runs = Vec::new();
+    for &i in signer_positions {
+        let id = parties[i].node.node_id();
+        let node = if i == byzantine {
+            Arc::new(
+                TssNode::new(Arc::new(TamperingTransport::new(
+                    network.endpoint(id),
+                    rule.clone(),
+                )))
+                .with_identity(signer_for(&id))
+                .unwrap()
+                .with_idle_timeout(Duration::from_secs(300)),
+            )
+        } else {
+            parties[i].node.clone()
+        };
+        runs.push((id, node, i));
+    }
+    let mut tasks = Vec::new();
+    for (id, node, i) in runs {
+        let (signers, parties) = (signers.clone(), parties.clone());
+        tasks.push((
+            id,
+            tokio::spawn(async move { node.presign(&parties[i].share, &signers, eid).await }),
+        ));
+    }
+    let byzantine_id = parties[byzantine].node.node_id();
+    let mut results = HashMap::new();
+    for (id, task) in tasks {
+        if id == byzantine_id {
+            task.abort();
+        } else {
+            results.insert(id, task.await.unwrap());
+        }
+    }
+    results
+}
+
+#[test]
+fn presign_abort_on_an_invalid_round2_proof_names_the_sender_as_culprit_at_every_honest_signer() {
+    run(async {
+        let ids = node_ids(4);
+        // Signers 1, 3, 4 in that order: the cheater (node 3) is signer 1 but committee
+        // member 2, so naming it proves cggmp21's index is read as a signer position.
+        let (positions, byzantine) = ([0, 2, 3], 2);
+        let cheater = ids[byzantine];
+        let results = presign_with_byzantine(&positions, byzantine, bad_round2_proofs()).await;
+        assert_eq!(results.len(), 2, "both honest signers ran");
+        for (id, result) in &results {
+            match result {
+                Err(TssError::ProtocolAborted {
+                    protocol: ProtocolKind::Presign,
+                    culprits,
+                    reason,
+                }) => {
+                    assert_eq!(
+                        culprits,
+                        &vec![cheater],
+                        "{id} names the cheater only ({reason})"
+                    );
+                    assert!(reason.contains("ψ"), "an invalid ψ proof: {reason}");
+                }
+                other => panic!("{id} must abort naming {cheater}, got {other:?}"),
+            }
+        }
+    });
+}
+
+type AuxMsg =
+    cggmp21::key_refresh::msg::aux_only::Msg<Sha256, cggmp21::security_level::SecurityLevel128>;
+
+#[test]
+fn aux_info_abort_on_a_bad_decommitment_names_the_sender_as_culprit_at_every_honest_member() {
+    run(async {
+        let ids = node_ids(3);
+        let committee = tss_core::Committee::new(ids.clone(), 2).unwrap();
+        let cheater = ids[1];
+        // Round 2 (broadcast, the same to everyone, so the round-1 reliability check
+        // passes): one bit of the decommitment flipped. The message still decodes, but no
+        // longer opens the sender's round-1 commitment: cggmp21 aborts with
+        // InvalidDecommitment blaming the sender.
+        let rule: TamperRule = Arc::new(move |_, _, kind, payload| {
+            let msg = (payload.len() <= 256 * 1024 && !payload.is_empty())
+                .then(|| decode_message::<AuxMsg>(NodeId::from_bytes([0; 32]), payload).ok())
+                .flatten();
+            match (msg, kind) {
+                (Some(AuxMsg::Round2(mut msg)), DeliveryKind::Broadcast) => {
+                    msg.decommit.as_mut()[0] ^= 1;
+                    Tamper::Replace(vec![encode_message(&AuxMsg::Round2(msg)).unwrap()])
+                }
+                _ => Tamper::Pass,
+            }
+        });
+        let network = transport::InMemoryNetwork::new();
+        let key_id = tss_core::KeyId::new("aux-culprits").unwrap();
+        let eid = fresh_eid(ProtocolKind::AuxInfo, &key_id, &ids);
+        let mut tasks = Vec::new();
+        for id in &ids {
+            let node = if *id == cheater {
+                Arc::new(
+                    TssNode::new(Arc::new(TamperingTransport::new(
+                        network.endpoint(*id),
+                        rule.clone(),
+                    )))
+                    .with_identity(signer_for(id))
+                    .unwrap()
+                    .with_idle_timeout(Duration::from_secs(300)),
+                )
+            } else {
+                nodes(&network, &[*id]).remove(0)
+            };
+            let committee = committee.clone();
+            let id = *id;
+            tasks.push((
+                id,
+                tokio::spawn(async move {
+                    node.aux_info(&committee, eid, primes_for(&id))
+                        .await
+                        .map(drop)
+                }),
+            ));
+        }
+        let mut results = HashMap::new();
+        for (id, task) in tasks {
+            if id == cheater {
+                task.abort();
+            } else {
+                results.insert(id, task.await.unwrap());
+            }
+        }
+        assert_eq!(results.len(), 2, "both honest members ran");
+        for (id, result) in &results {
+            match result {
+                Err(TssError::ProtocolAborted {
+                    protocol: ProtocolKind::AuxInfo,
+                    culprits,
+                    reason,
+                }) => {
+                    assert_eq!(
+                        culprits,
+                        &vec![cheater],
+                        "{id} names the cheater only ({reason})"
+                    );
+                    assert!(
+                        reason.contains("decommitment"),
+                        "a bad decommitment: {reason}"
+                    );
+                }
+                other => panic!("{id} must abort naming {cheater}, got {other:?}"),
+            }
+        }
+    });
+}
+
+/// Accepts every proposal.
+struct AcceptAll;
+
+#[async_trait::async_trait]
+impl ProposalValidator for AcceptAll {
+    async fn check_keygen(&self, _: NodeId, p: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
+        Ok(p.context.clone())
+    }
+    async fn check_sign(
+        &self,
+        _: NodeId,
+        p: &SignProposal,
+        _: &PublicKeyInfo,
+    ) -> Result<SigningInput, Rejection> {
+        Ok(SigningInput::Message(p.request.clone()))
+    }
+    async fn check_reshare(
+        &self,
+        _: NodeId,
+        p: &ReshareProposal,
+        _: Option<&PublicKeyInfo>,
+    ) -> Result<Vec<u8>, Rejection> {
+        Ok(p.context.clone())
+    }
+}
+
+#[test]
+fn a_pool_presign_aborted_by_an_invalid_proof_reports_the_culprit_in_its_run_finished_event() {
+    run(async {
+        // 2-of-3: the proposer (node 1) picks itself and node 2, the cheater, so the
+        // proposer is the one honest signer and must name it.
+        let (network, parties) = pool(3, 2).await;
+        let ids = node_ids(3);
+        let cheater = ids[1];
+        let key_id = parties[0].share.key_id().clone();
+        let mut nodes = Vec::new();
+        for (i, party) in parties.iter().enumerate() {
+            let id = ids[i];
+            let store = Arc::new(MemoryShareStore::new());
+            store.stage(&party.share, b"state").await.unwrap();
+            store
+                .activate(&key_id, party.share.generation(), b"state", None)
+                .await
+                .unwrap();
+            let endpoint = network.endpoint(id);
+            let transport: Arc<dyn transport::Transport> = if id == cheater {
+                Arc::new(TamperingTransport::new(endpoint, bad_round2_proofs()))
+            } else {
+                Arc::new(endpoint)
+            };
+            let node = PoolNode::start(
+                PoolConfig::new(ids.clone()).with_session_idle_timeout(Duration::from_secs(300)),
+                transport,
+                signer_for(&id),
+                Arc::new(AcceptAll),
+                store,
+                Arc::new(InsecureTestPrimes::new(i)),
+                std::slice::from_ref(&key_id),
+            )
+            .await
+            .unwrap();
+            nodes.push(node);
+        }
+        let mut events = nodes[0].subscribe();
+        let result = nodes[0].propose_presign(&key_id).await;
+        match &result {
+            Err(TssError::ProtocolAborted { culprits, .. }) => assert_eq!(culprits, &vec![cheater]),
+            other => panic!("the proposer must abort naming {cheater}, got {other:?}"),
+        }
+        let finished = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let PoolEvent::RunFinished {
+                    protocol: ProtocolKind::Presign,
+                    culprits,
+                    error,
+                    ..
+                } = events.recv().await.expect("event stream")
+                {
+                    return (culprits, error);
+                }
+            }
+        })
+        .await
+        .expect("the run's end is reported");
+        assert_eq!(
+            finished.0,
+            vec![cheater],
+            "RunFinished names the cheater ({:?})",
+            finished.1
+        );
+        for node in &nodes {
+            node.shutdown();
+        }
+    });
+}
