@@ -14,6 +14,9 @@ use node_shell::pool::Member;
 use tss_core::Committee;
 
 const KEYGEN: Duration = Duration::from_secs(900);
+/// How long a node may stay silent about a run it is asked to check (a refusal is a few
+/// L1 reads): generous, it only ends a wait that hears nothing.
+const DONE: Duration = Duration::from_secs(120);
 
 /// Nodes 1..=3 honest, node 4 the rogue; all four locked; min pool size 3 so a reshare
 /// dropping one member would be a valid pool. Returns after keygen.
@@ -30,11 +33,8 @@ async fn pool_with_rogue() -> Option<(L1Pool, Rogue, String)> {
         pool.start(k).await;
     }
     let address = pool.wait_for_generation(&[1, 2, 3], 0, KEYGEN).await;
-    let started = std::time::Instant::now();
-    while rogue.pool_node.share(&rogue.key_id).is_none() {
-        assert!(started.elapsed() < Duration::from_secs(60));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The rogue took part in the same keygen: its commit follows the others' at once.
+    wait_share(&rogue.pool_node, &rogue.key_id, DONE).await;
     Some((pool, rogue, address))
 }
 
@@ -69,6 +69,10 @@ async fn one_member_cannot_evict_another() {
     let seen: Vec<_> = (1..=3)
         .map(|k| refusals(pool.node(k).pool_node()))
         .collect();
+    let runs: Vec<_> = (1..=2)
+        .map(|k| runs_done(pool.node(k).pool_node()))
+        .collect();
+    let rogue_runs = runs_done(&rogue.pool_node);
     // Node 3 is still locked on L1; the rogue proposes a reshare without it, citing the
     // current confirmed height.
     let h = pool.confirmed_head().await;
@@ -97,7 +101,14 @@ async fn one_member_cannot_evict_another() {
         .await;
         eprintln!("node {} refused: {:?}", i + 1, s.lock());
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The run's parties are its dealers (the rogue, then 1 and 2: the old threshold,
+    // staying members first) and its new committee: node 3 is not one and never hears
+    // of it. Both honest parties are done with it, and neither completed it.
+    let rogue_eids = wait_runs_of(&rogue_runs, id(4), 1, DONE).await;
+    for (k, runs) in (1..=2).zip(&runs) {
+        let end = wait_done(runs, rogue_eids[0], DONE).await;
+        assert!(!end.completed(), "node {k} completed the eviction: {end:?}");
+    }
     assert_unchanged(&pool, &address).await;
 }
 
@@ -109,6 +120,10 @@ async fn a_reshare_citing_an_unconfirmed_or_old_height_is_refused() {
     let seen: Vec<_> = (1..=3)
         .map(|k| refusals(pool.node(k).pool_node()))
         .collect();
+    let runs: Vec<_> = (1..=3)
+        .map(|k| runs_done(pool.node(k).pool_node()))
+        .collect();
+    let rogue_runs = runs_done(&rogue.pool_node);
     let committed = pool.node(1).pool_state().unwrap().l1_height;
     let propose = |h: u64| {
         let ctx = MembershipProposal {
@@ -139,7 +154,18 @@ async fn a_reshare_citing_an_unconfirmed_or_old_height_is_refused() {
         wait_refusal(s, "is not above the height", Duration::from_secs(30)).await;
     }
     assert!(propose(committed - 1).await.is_err());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every honest node is a party of the three runs (dealers 4, 1, 2; node 3 is in the
+    // new committee): each is done with every one of them, and completed none.
+    let rogue_eids = wait_runs_of(&rogue_runs, id(4), 3, DONE).await;
+    for (k, runs) in (1..=3).zip(&runs) {
+        for eid in &rogue_eids {
+            let end = wait_done(runs, *eid, DONE).await;
+            assert!(
+                !end.completed(),
+                "node {k} completed the reshare {eid}: {end:?}"
+            );
+        }
+    }
     assert_unchanged(&pool, &address).await;
 }
 

@@ -12,7 +12,7 @@ use alloy_network::TxSigner;
 use alloy_primitives::{Address, TxKind, B256, U256};
 use alloy_signer::Signer;
 use async_trait::async_trait;
-use common::node_ids;
+use common::{keygen_and_wait, node_ids};
 use transport::{InMemoryNetwork, NodeId};
 use tss_core::alloy::{decode_eip1559_request, PoolSigner};
 use tss_core::pool::{
@@ -90,18 +90,15 @@ async fn a_pool_signs_a_transaction_through_the_alloy_adapter_and_followers_chec
             .unwrap(),
         );
     }
-    let mut events: Vec<_> = nodes[1..].iter().map(|n| n.subscribe()).collect();
-    let share = nodes[0]
-        .propose_keygen(key.clone(), Committee::new(ids.clone(), 2).unwrap(), vec![])
-        .await
-        .unwrap();
-    for ev in &mut events {
-        loop {
-            if let PoolEvent::KeyCommitted { .. } = ev.recv().await.unwrap() {
-                break;
-            }
-        }
-    }
+    let share = keygen_and_wait(
+        &nodes[0],
+        &nodes[1..],
+        &key,
+        Committee::new(ids.clone(), 2).unwrap(),
+        vec![],
+        Duration::from_secs(600),
+    )
+    .await;
     let pool_address = Address::from(share.ethereum_address());
 
     let signer = PoolSigner::new(nodes[0].clone(), key.clone())

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::node_ids;
+use common::{keygen_and_wait, node_ids};
 use transport::{Destination, InMemoryNetwork, NodeId, SessionConfig, Transport};
 use tss_core::pool::{
     control_session_id, ControlMsg, KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent,
@@ -210,18 +210,17 @@ async fn a_reshare_committed_through_the_store_survives_a_restart() {
         nodes.push(start(&network, &ids, *id, stores[i].clone(), false, &key).await);
     }
     let old = Committee::new(ids[..3].to_vec(), 2).unwrap();
-    let mut events: Vec<_> = nodes.iter().map(|n| n.subscribe()).collect();
-    let share = nodes[0]
-        .propose_keygen(key.clone(), old, b"pool v1".to_vec())
-        .await
-        .unwrap();
+    let share = keygen_and_wait(
+        &nodes[0],
+        &nodes[1..3],
+        &key,
+        old,
+        b"pool v1".to_vec(),
+        IDLE / 3,
+    )
+    .await;
     let address = share.ethereum_address();
-    for ev in &mut events[1..3] {
-        wait_for(ev, |e| {
-            matches!(e, PoolEvent::KeyCommitted { .. }).then_some(())
-        })
-        .await;
-    }
+    let mut events: Vec<_> = nodes.iter().map(|n| n.subscribe()).collect();
     let new = Committee::new(ids.clone(), 3).unwrap();
     let commit = nodes[0]
         .propose_reshare(&key, new.clone(), None, b"pool v2".to_vec())
@@ -414,21 +413,15 @@ async fn a_generation_in_use_claim_counts_only_from_a_party_of_the_run_and_withi
             .unwrap()
     };
     let (mut joiner, outsider) = (raw(&endpoints[0]), raw(&endpoints[1]));
-    let mut followers: Vec<_> = nodes[1..].iter().map(|n| n.subscribe()).collect();
-    nodes[0]
-        .propose_keygen(
-            key.clone(),
-            Committee::new(ids[..3].to_vec(), 2).unwrap(),
-            b"pool v1".to_vec(),
-        )
-        .await
-        .expect("keygen");
-    for events in &mut followers {
-        wait_for(events, |e| {
-            matches!(e, PoolEvent::KeyCommitted { .. }).then_some(())
-        })
-        .await;
-    }
+    keygen_and_wait(
+        &nodes[0],
+        &nodes[1..],
+        &key,
+        Committee::new(ids[..3].to_vec(), 2).unwrap(),
+        b"pool v1".to_vec(),
+        IDLE / 3,
+    )
+    .await;
 
     let proposer = nodes[0].clone();
     let (run_key, committee) = (key.clone(), Committee::new(ids[..4].to_vec(), 3).unwrap());

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use common::{node_id, node_ids, primes_for, signer, signer_for, store_nowhere};
+use common::{keygen_and_wait, node_id, node_ids, primes_for, signer, signer_for, store_nowhere};
 use transport::{
     DeliveryKind, InMemoryNetwork, NodeId, SessionId, Tamper as Action, TamperRule as Rule,
     TamperingTransport, Transport,
@@ -146,21 +146,15 @@ async fn pool(name: &str, rules: Vec<Option<Rule>>, idle: Duration) -> Pool {
     for (i, rule) in rules.into_iter().enumerate() {
         nodes.push(start_node(&network, &ids, i, stores[i].clone(), rule, idle, &key).await);
     }
-    let mut followers: Vec<_> = nodes[1..3].iter().map(|n| n.subscribe()).collect();
-    nodes[0]
-        .propose_keygen(
-            key.clone(),
-            Committee::new(ids[..3].to_vec(), 2).unwrap(),
-            b"pool v1".to_vec(),
-        )
-        .await
-        .expect("keygen");
-    for events in &mut followers {
-        wait_event(events, |e| {
-            matches!(e, PoolEvent::KeyCommitted { .. }).then_some(())
-        })
-        .await;
-    }
+    keygen_and_wait(
+        &nodes[0],
+        &nodes[1..3],
+        &key,
+        Committee::new(ids[..3].to_vec(), 2).unwrap(),
+        b"pool v1".to_vec(),
+        WAIT,
+    )
+    .await;
     let control = control_session_id(&ids);
     Pool {
         network,

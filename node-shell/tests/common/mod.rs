@@ -24,7 +24,7 @@ use tss_core::pool::{
     KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent, PoolNode, ProposalValidator,
     Rejection, ReshareProposal, SignProposal, SigningInput,
 };
-use tss_core::{KeyId, PublicKeyInfo};
+use tss_core::{ExecutionId, KeyId, PublicKeyInfo};
 
 pub const KEY: &str = "l1-test-key";
 
@@ -418,6 +418,113 @@ pub async fn wait_refusal(seen: &parking_lot::Mutex<Vec<String>>, text: &str, li
             seen.lock()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// How a node was done with a run: it refused the proposal, or the run ended there
+/// (`error: None` when it completed).
+#[derive(Clone, Debug)]
+pub enum RunEnd {
+    Refused { reason: String },
+    Finished { error: Option<String> },
+}
+
+impl RunEnd {
+    /// The run completed at this node (it did not refuse it, and it ended without error).
+    pub fn completed(&self) -> bool {
+        matches!(self, RunEnd::Finished { error: None })
+    }
+}
+
+/// The runs `node` was done with from now on, as `(eid, proposer, how)`, in the order it
+/// reported them ([`PoolEvent::Refused`] and [`PoolEvent::RunFinished`]).
+pub type RunsDone = tokio::sync::watch::Receiver<Vec<(ExecutionId, NodeId, RunEnd)>>;
+
+/// Starts collecting the runs `node` is done with (see [`RunsDone`]).
+pub fn runs_done(node: &PoolNode) -> RunsDone {
+    let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let mut events = node.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let done = match events.recv().await {
+                Ok(PoolEvent::Refused {
+                    eid,
+                    proposer,
+                    reason,
+                }) => (eid, proposer, RunEnd::Refused { reason }),
+                Ok(PoolEvent::RunFinished {
+                    eid,
+                    proposer,
+                    error,
+                    ..
+                }) => (eid, proposer, RunEnd::Finished { error }),
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    // Waits on it end at once (a missed run would look silent).
+                    eprintln!("runs_done: missed {n} pool events; collecting stopped");
+                    break;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            };
+            tx.send_modify(|runs| runs.push(done));
+        }
+    });
+    rx
+}
+
+/// Waits until `runs` has `n` runs proposed by `proposer`, and returns their ids.
+/// `limit` only ends a wait that hears nothing: a proposal this node made and that was
+/// refused ends within a few L1 reads.
+pub async fn wait_runs_of(
+    runs: &RunsDone,
+    proposer: NodeId,
+    n: usize,
+    limit: Duration,
+) -> Vec<ExecutionId> {
+    let of = |runs: &[(ExecutionId, NodeId, RunEnd)]| -> Vec<ExecutionId> {
+        runs.iter()
+            .filter(|(_, p, _)| *p == proposer)
+            .map(|(eid, ..)| *eid)
+            .collect()
+    };
+    let mut rx = runs.clone();
+    let waited = tokio::time::timeout(limit, rx.wait_for(|r| of(r).len() >= n)).await;
+    let runs = runs.borrow().clone();
+    assert!(
+        matches!(waited, Ok(Ok(_))),
+        "{} of {n} runs of {proposer} ended after {limit:?}; runs: {runs:?}",
+        of(&runs).len()
+    );
+    of(&runs)
+}
+
+/// Waits until `runs` has run `eid` (the node refused it or it ended there) and returns
+/// how it ended. `limit` only ends a wait that hears nothing of it.
+pub async fn wait_done(runs: &RunsDone, eid: ExecutionId, limit: Duration) -> RunEnd {
+    let mut rx = runs.clone();
+    let waited =
+        tokio::time::timeout(limit, rx.wait_for(|r| r.iter().any(|(e, ..)| *e == eid))).await;
+    let runs = runs.borrow().clone();
+    assert!(
+        matches!(waited, Ok(Ok(_))),
+        "run {eid} not done after {limit:?}; runs: {runs:?}"
+    );
+    let (.., end) = runs.into_iter().find(|(e, ..)| *e == eid).unwrap();
+    end
+}
+
+/// Waits until `node` holds a share of `key_id`, woken by its events (the share comes
+/// with [`PoolEvent::KeyCommitted`]). `limit` only ends a wait that hears nothing.
+pub async fn wait_share(node: &PoolNode, key_id: &KeyId, limit: Duration) {
+    let mut events = node.subscribe();
+    let started = Instant::now();
+    while node.share(key_id).is_none() {
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("the events of the node ended: {e}"),
+            Err(_) => panic!("no share of {key_id} after {limit:?}"),
+        }
     }
 }
 

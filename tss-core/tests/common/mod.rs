@@ -323,3 +323,36 @@ pub async fn reshare_party(
 pub fn store_nowhere(_: &KeyShare) -> tss_core::Result<()> {
     Ok(())
 }
+
+/// `proposer` proposes a keygen of `key` by `committee` with the embedder's `context`,
+/// then waits until every node of `followers` has committed it
+/// ([`tss_core::pool::PoolEvent::KeyCommitted`]), each within `limit`. Returns the
+/// proposer's share.
+pub async fn keygen_and_wait(
+    proposer: &tss_core::pool::PoolNode,
+    followers: &[tss_core::pool::PoolNode],
+    key: &KeyId,
+    committee: Committee,
+    context: Vec<u8>,
+    limit: Duration,
+) -> Arc<KeyShare> {
+    // Subscribed before the proposal: no commit can be missed.
+    let mut events: Vec<_> = followers.iter().map(|n| n.subscribe()).collect();
+    let share = proposer
+        .propose_keygen(key.clone(), committee, context)
+        .await
+        .expect("keygen");
+    for events in &mut events {
+        tokio::time::timeout(limit, async {
+            loop {
+                let event = events.recv().await.expect("event stream");
+                if let tss_core::pool::PoolEvent::KeyCommitted { .. } = event {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("every follower committed the key");
+    }
+    share
+}
