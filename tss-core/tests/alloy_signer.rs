@@ -16,8 +16,8 @@ use common::{keygen_and_wait, node_ids};
 use transport::{InMemoryNetwork, NodeId};
 use tss_core::alloy::{decode_eip1559_request, PoolSigner};
 use tss_core::pool::{
-    KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent, PoolNode, ProposalValidator,
-    Rejection, ReshareProposal, SignProposal, SigningInput,
+    KeygenProposal, MemoryShareStore, PoolConfig, PoolNode, ProposalValidator, Rejection,
+    ReshareProposal, SignProposal, SigningInput,
 };
 use tss_core::{Committee, InsecureTestPrimes, KeyId, PublicKeyInfo};
 
