@@ -258,43 +258,56 @@ impl ProposalValidator for AcceptAll {
     }
 }
 
+/// A 2-of-3 pool of `PoolNode`s on the keys of one keygen, node 2 (index 1) the
+/// cheater: its round-2 signing messages carry proofs that do not verify. Node 1's
+/// signer sets start with itself and node 2 (committee order), so in a first run node 1
+/// is the one honest signer. Returns the nodes, their ids, the key and the cheater.
+async fn pool_with_a_cheating_signer() -> (
+    transport::InMemoryNetwork,
+    Vec<PoolNode>,
+    Vec<NodeId>,
+    tss_core::KeyId,
+    NodeId,
+) {
+    let (network, parties) = pool(3, 2).await;
+    let ids = node_ids(3);
+    let cheater = ids[1];
+    let key_id = parties[0].share.key_id().clone();
+    let mut nodes = Vec::new();
+    for (i, party) in parties.iter().enumerate() {
+        let id = ids[i];
+        let store = Arc::new(MemoryShareStore::new());
+        store.stage(&party.share, b"state").await.unwrap();
+        store
+            .activate(&key_id, party.share.generation(), b"state", None)
+            .await
+            .unwrap();
+        let endpoint = network.endpoint(id);
+        let transport: Arc<dyn transport::Transport> = if id == cheater {
+            Arc::new(TamperingTransport::new(endpoint, bad_round2_proofs()))
+        } else {
+            Arc::new(endpoint)
+        };
+        let node = PoolNode::start(
+            PoolConfig::new(ids.clone()).with_session_idle_timeout(Duration::from_secs(300)),
+            transport,
+            signer_for(&id),
+            Arc::new(AcceptAll),
+            store,
+            Arc::new(InsecureTestPrimes::new(i)),
+            std::slice::from_ref(&key_id),
+        )
+        .await
+        .unwrap();
+        nodes.push(node);
+    }
+    (network, nodes, ids, key_id, cheater)
+}
+
 #[test]
 fn a_pool_presign_aborted_by_an_invalid_proof_reports_the_culprit_in_its_run_finished_event() {
     run(async {
-        // 2-of-3: the proposer (node 1) picks itself and node 2, the cheater, so the
-        // proposer is the one honest signer and must name it.
-        let (network, parties) = pool(3, 2).await;
-        let ids = node_ids(3);
-        let cheater = ids[1];
-        let key_id = parties[0].share.key_id().clone();
-        let mut nodes = Vec::new();
-        for (i, party) in parties.iter().enumerate() {
-            let id = ids[i];
-            let store = Arc::new(MemoryShareStore::new());
-            store.stage(&party.share, b"state").await.unwrap();
-            store
-                .activate(&key_id, party.share.generation(), b"state", None)
-                .await
-                .unwrap();
-            let endpoint = network.endpoint(id);
-            let transport: Arc<dyn transport::Transport> = if id == cheater {
-                Arc::new(TamperingTransport::new(endpoint, bad_round2_proofs()))
-            } else {
-                Arc::new(endpoint)
-            };
-            let node = PoolNode::start(
-                PoolConfig::new(ids.clone()).with_session_idle_timeout(Duration::from_secs(300)),
-                transport,
-                signer_for(&id),
-                Arc::new(AcceptAll),
-                store,
-                Arc::new(InsecureTestPrimes::new(i)),
-                std::slice::from_ref(&key_id),
-            )
-            .await
-            .unwrap();
-            nodes.push(node);
-        }
+        let (_network, nodes, _ids, key_id, cheater) = pool_with_a_cheating_signer().await;
         let mut events = nodes[0].subscribe();
         let result = nodes[0].propose_presign(&key_id).await;
         match &result {
@@ -322,6 +335,47 @@ fn a_pool_presign_aborted_by_an_invalid_proof_reports_the_culprit_in_its_run_fin
             "RunFinished names the cheater ({:?})",
             finished.1
         );
+        for node in &nodes {
+            node.shutdown();
+        }
+    });
+}
+
+#[test]
+fn a_signer_convicted_of_an_invalid_proof_is_set_aside_and_the_honest_set_signs() {
+    run(async {
+        let (_network, nodes, ids, key_id, cheater) = pool_with_a_cheating_signer().await;
+        let mut events = nodes[0].subscribe();
+        // First set: node 1 and the cheater; node 1's own checks convict it, so the
+        // second attempt signs with node 1 and node 3.
+        let out = nodes[0]
+            .propose_sign(&key_id, b"L2 batch".to_vec(), None)
+            .await
+            .expect("the honest set signs");
+        assert_eq!(out.attempts, 2, "one attempt with the cheater, one without");
+        assert_eq!(out.skipped, vec![cheater]);
+        assert_eq!(out.signers, vec![ids[0], ids[2]]);
+        // Set aside for the backoff: the next request does not try it first.
+        assert!(
+            nodes[0]
+                .unresponsive_members()
+                .iter()
+                .any(|(m, _)| *m == cheater),
+            "the cheater is set aside"
+        );
+        let skipped = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let PoolEvent::SignerSkipped { member, reason, .. } =
+                    events.recv().await.expect("event stream")
+                {
+                    return (member, reason);
+                }
+            }
+        })
+        .await
+        .expect("the skip is reported");
+        assert_eq!(skipped.0, cheater);
+        assert!(skipped.1.contains("blamed"), "{}", skipped.1);
         for node in &nodes {
             node.shutdown();
         }

@@ -46,9 +46,12 @@ async fn shares() -> &'static Vec<Zeroizing<Vec<u8>>> {
         .await
 }
 
-/// Accepts everything, unless `refuse_sign`.
+/// Accepts everything, unless `refuse_sign`. With `hold`, a request `b"hold"` is
+/// validated only once the test releases it (`hold.1`), after telling it (`hold.0`):
+/// the member's follow slot stays taken meanwhile.
 struct Rules {
     refuse_sign: bool,
+    hold: Option<Arc<(tokio::sync::Notify, tokio::sync::Notify)>>,
 }
 
 #[async_trait]
@@ -64,6 +67,10 @@ impl ProposalValidator for Rules {
     ) -> Result<SigningInput, Rejection> {
         if self.refuse_sign {
             return Err(Rejection::new("this member refuses every batch"));
+        }
+        if let (Some(hold), b"hold") = (&self.hold, p.request.as_slice()) {
+            hold.0.notify_one();
+            hold.1.notified().await;
         }
         Ok(SigningInput::Message(p.request.clone()))
     }
@@ -110,11 +117,25 @@ struct Pool {
     muted: Vec<Arc<AtomicBool>>,
     stores: Vec<Arc<MemoryShareStore>>,
     refusing: Option<usize>,
+    /// Member index whose validator holds `b"hold"` requests, and the pair of signals.
+    holding: Option<(usize, Arc<(tokio::sync::Notify, tokio::sync::Notify)>)>,
+    /// Member index that follows one run at a time (`PoolConfig::max_concurrent_runs`).
+    one_run_at_a_time: Option<usize>,
 }
 
 impl Pool {
     /// Five members holding the 4-of-5 key; member `refusing` (if any) refuses to sign.
     async fn start(refusing: Option<usize>) -> Pool {
+        Self::start_with(refusing, None, None).await
+    }
+
+    /// As [`Pool::start`]; member `holding.0` holds `b"hold"` requests (see [`Rules`]),
+    /// member `one_run_at_a_time` follows one run at a time.
+    async fn start_with(
+        refusing: Option<usize>,
+        holding: Option<(usize, Arc<(tokio::sync::Notify, tokio::sync::Notify)>)>,
+        one_run_at_a_time: Option<usize>,
+    ) -> Pool {
         let shares = shares().await;
         let ids = common::node_ids(N);
         let network = InMemoryNetwork::new();
@@ -126,6 +147,8 @@ impl Pool {
             muted: Vec::new(),
             stores: Vec::new(),
             refusing,
+            holding,
+            one_run_at_a_time,
         };
         for (i, share) in shares.iter().enumerate() {
             let store = Arc::new(MemoryShareStore::new());
@@ -147,14 +170,23 @@ impl Pool {
     async fn start_node(&self, i: usize, muted: Arc<AtomicBool>) -> PoolNode {
         let id = self.ids[i];
         let transport = mutable(self.network.endpoint(id), muted);
+        let mut config = PoolConfig::new(self.ids.clone())
+            .with_session_idle_timeout(IDLE)
+            .with_signer_silence_timeout(SILENCE);
+        if self.one_run_at_a_time == Some(i) {
+            config.max_concurrent_runs = 1;
+        }
         PoolNode::start(
-            PoolConfig::new(self.ids.clone())
-                .with_session_idle_timeout(IDLE)
-                .with_signer_silence_timeout(SILENCE),
+            config,
             Arc::new(transport),
             common::signer_for(&id),
             Arc::new(Rules {
                 refuse_sign: self.refusing == Some(i),
+                hold: self
+                    .holding
+                    .as_ref()
+                    .filter(|(at, _)| *at == i)
+                    .map(|(_, hold)| hold.clone()),
             }),
             self.stores[i].clone(),
             Arc::new(InsecureTestPrimes::new(i)),
@@ -262,6 +294,60 @@ async fn a_signer_that_refuses_is_set_aside_and_another_set_signs() {
     assert_eq!(out.attempts, 2);
     assert_eq!(out.skipped, vec![pool.ids[2]]);
     assert!(!out.signers.contains(&pool.ids[2]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_signer_is_passed_over_for_this_request_but_not_set_aside() {
+    // Member 2 follows one run at a time, and its one slot is taken: member 5's request
+    // `hold` waits in member 2's validator until the end of the test.
+    let hold = Arc::new((tokio::sync::Notify::new(), tokio::sync::Notify::new()));
+    let pool = Pool::start_with(None, Some((1, hold.clone())), Some(1)).await;
+    let ids = pool.ids.clone();
+    let holder = pool.nodes[4].clone();
+    let held = tokio::spawn(async move {
+        holder
+            .propose_sign(
+                &key(),
+                b"hold".to_vec(),
+                Some(vec![ids[4], ids[1], ids[2], ids[3]]),
+            )
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(120), hold.0.notified())
+        .await
+        .expect("member 2 is validating the held request");
+    // Member 1 would sign with members 1-4; member 2 refuses at once as busy.
+    let mut events = pool.nodes[0].subscribe();
+    let out = pool.nodes[0]
+        .propose_sign(&key(), b"batch 7".to_vec(), None)
+        .await
+        .expect("a set without the busy member signs");
+    assert_eq!(out.attempts, 2);
+    assert_eq!(out.skipped, vec![pool.ids[1]]);
+    assert!(!out.signers.contains(&pool.ids[1]));
+    // Busy is not unresponsive: member 2 is not set aside for the next requests.
+    assert!(
+        pool.nodes[0]
+            .unresponsive_members()
+            .iter()
+            .all(|(m, _)| *m != pool.ids[1]),
+        "{:?}",
+        pool.nodes[0].unresponsive_members()
+    );
+    let reason = loop {
+        match events.recv().await.expect("event stream") {
+            PoolEvent::SignerSkipped { member, reason, .. } if member == pool.ids[1] => {
+                break reason
+            }
+            _ => {}
+        }
+    };
+    assert!(reason.starts_with("busy:"), "{reason}");
+    hold.1.notify_one();
+    held.abort();
+    for node in &pool.nodes {
+        node.shutdown();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

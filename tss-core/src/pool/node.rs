@@ -111,14 +111,15 @@ pub struct PoolConfig {
     /// takes at most this many slots, and the others' runs still find one; each refused
     /// proposal costs this node one small reply to the flooder, once per execution id.
     ///
-    /// It also bounds this node's own proposals: at most this many runs proposed here
-    /// are under way at once (keygen, signing, presigning, resharing, each signing
-    /// attempt counted once). A further `propose_*` call waits for one of them to end
-    /// before it registers and sends its proposal (or fails with [`TssError::Aborted`]
-    /// naming this node if the node shuts down meanwhile), so an honest proposer does not
-    /// run into its peers' per-proposer caps however many requests its embedder makes
-    /// at once. (A peer still finishing a run whose end this node has already seen may
-    /// count it a moment longer, and refuse as busy.)
+    /// It also bounds this node's own proposals: at most this many `propose_*` calls
+    /// (keygen, signing with all its attempts, presigning, resharing with its retries)
+    /// are under way here at once, so each has at most one run out at a time. A further
+    /// call waits first thing, holding nothing (no key's busy mark, no validation, no
+    /// heartbeat), until one ends (or fails with [`TssError::Cancelled`] if the node shuts
+    /// down meanwhile), so an honest proposer does not run into its peers' per-proposer
+    /// caps however many requests its embedder makes at once. (A peer still finishing a
+    /// run whose end this node has already seen may count it a moment longer and refuse
+    /// as busy: signing then tries another set without setting that peer aside.)
     pub max_runs_per_proposer: usize,
     /// How long a signing run tolerates hearing no heartbeat ([`ControlMsg::Alive`]) from
     /// a party it watches (the proposer watches every signer, a signer watches the
@@ -815,11 +816,6 @@ impl PoolNode {
             Proposal::Reshare(_) => ProtocolKind::Reshare,
             Proposal::Presign(_) => ProtocolKind::Presign,
         };
-        // One of this node's own runs: wait for a slot (PoolConfig::max_runs_per_proposer).
-        let _own_slot = match propose {
-            true => Some(self.own_run_slot(eid).await?),
-            false => None,
-        };
         // A peer replaying this proposal to this node later gets no answer.
         self.inner.seen.lock().insert(eid);
         let token = CancellationToken::new();
@@ -982,18 +978,17 @@ impl PoolNode {
         result
     }
 
-    /// A slot for run `eid` proposed here: waits while [`PoolConfig::max_runs_per_proposer`]
-    /// runs proposed here are under way; fails if the node shuts down meanwhile.
-    async fn own_run_slot(&self, eid: ExecutionId) -> Result<tokio::sync::OwnedSemaphorePermit> {
-        let shut_down = || TssError::Aborted {
-            eid,
-            by: self.inner.me,
-            reason: "this node shut down".into(),
-        };
+    /// A slot for one `propose_*` call: waits while [`PoolConfig::max_runs_per_proposer`]
+    /// calls are under way here; fails with [`TssError::Cancelled`] if the node shuts
+    /// down meanwhile. Taken first thing, before any key's busy mark, validation or
+    /// heartbeat, so a waiting call holds nothing and tells no one.
+    async fn own_run_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
         tokio::select! {
             biased;
-            _ = self.inner.shutdown.cancelled() => Err(shut_down()),
-            slot = self.inner.own_runs.clone().acquire_owned() => slot.map_err(|_| shut_down()),
+            _ = self.inner.shutdown.cancelled() => Err(TssError::Cancelled),
+            slot = self.inner.own_runs.clone().acquire_owned() => {
+                slot.map_err(|_| TssError::Cancelled)
+            }
         }
     }
 
@@ -1104,6 +1099,7 @@ impl PoolNode {
         committee: Committee,
         context: Vec<u8>,
     ) -> Result<Arc<KeyShare>> {
+        let _own_slot = self.own_run_slot().await?;
         let me = self.inner.me;
         let eid = ExecutionId::random(
             ProtocolKind::Keygen,
@@ -1237,6 +1233,7 @@ impl PoolNode {
         request: Vec<u8>,
         signers: Option<Vec<NodeId>>,
     ) -> Result<SignOutcome> {
+        let _own_slot = self.own_run_slot().await?;
         if let Some(signers) = signers {
             return self.propose_sign_once(key_id, request, signers).await;
         }
@@ -1259,8 +1256,9 @@ impl PoolNode {
                     (signers, passed_over, None)
                 }
             };
+            let eid = sign_eid(key_id, &signers);
             match self
-                .propose_sign_with(key_id, request.clone(), signers.clone(), presignature)
+                .propose_sign_with(eid, key_id, request.clone(), signers.clone(), presignature)
                 .await
             {
                 Ok(mut out) => {
@@ -1279,6 +1277,24 @@ impl PoolNode {
                     out.attempts = attempt;
                     return Ok(out);
                 }
+                // A signer at its run caps: another set next, without setting it aside
+                // for the backoff (it is alive, only full for now).
+                Err(TssError::Aborted { by, reason, .. })
+                    if reason.starts_with(BUSY_REASON_PREFIX)
+                        && by != self.inner.me
+                        && signers.contains(&by)
+                        && attempt < self.inner.sign_attempts =>
+                {
+                    tracing::info!(%key_id, %eid, %by, %reason, "a signer is busy; another set next");
+                    self.emit(PoolEvent::SignerSkipped {
+                        eid,
+                        member: by,
+                        reason,
+                    });
+                    if !skipped.contains(&by) {
+                        skipped.push(by);
+                    }
+                }
                 Err(TssError::Aborted { by, reason, .. })
                     if presignature.is_some() && attempt < self.inner.sign_attempts =>
                 {
@@ -1288,12 +1304,23 @@ impl PoolNode {
                     use_presignatures = false;
                 }
                 Err(e) => {
-                    let (eid, culprits) = match &e {
-                        TssError::Unresponsive { eid, silent, .. } => (*eid, silent.clone()),
-                        TssError::Aborted { eid, by, .. }
+                    let culprits = match &e {
+                        TssError::Unresponsive { silent, .. } => silent.clone(),
+                        TssError::Aborted { by, .. }
                             if *by != self.inner.me && signers.contains(by) =>
                         {
-                            (*eid, vec![*by])
+                            vec![*by]
+                        }
+                        // This node's own checks convicted signers of an invalid message
+                        // (a bad proof): set them aside and sign with others.
+                        TssError::ProtocolAborted { culprits, .. }
+                        | TssError::Misbehaviour { culprits, .. }
+                            if !culprits.is_empty()
+                                && culprits
+                                    .iter()
+                                    .all(|c| *c != self.inner.me && signers.contains(c)) =>
+                        {
+                            culprits.clone()
                         }
                         _ => return Err(e),
                     };
@@ -1404,12 +1431,15 @@ impl PoolNode {
         request: Vec<u8>,
         signers: Vec<NodeId>,
     ) -> Result<SignOutcome> {
-        self.propose_sign_with(key_id, request, signers, None).await
+        let eid = sign_eid(key_id, &signers);
+        self.propose_sign_with(eid, key_id, request, signers, None)
+            .await
     }
 
-    /// One signing run with exactly `signers`, with `presignature` if given.
+    /// One signing run `eid` with exactly `signers`, with `presignature` if given.
     async fn propose_sign_with(
         &self,
+        eid: ExecutionId,
         key_id: &KeyId,
         request: Vec<u8>,
         signers: Vec<NodeId>,
@@ -1419,12 +1449,6 @@ impl PoolNode {
         let share = self
             .share(key_id)
             .ok_or_else(|| TssError::NoShare(key_id.clone()))?;
-        let eid = ExecutionId::random(
-            ProtocolKind::Sign,
-            key_id,
-            &signers,
-            &mut rand::thread_rng(),
-        );
         let proposal = SignProposal {
             eid,
             key_id: key_id.clone(),
@@ -1495,6 +1519,7 @@ impl PoolNode {
     /// Proposes one presignature run for `key_id` with this node and `t - 1` live members;
     /// returns the presignature's id once every signer holds its part.
     pub async fn propose_presign(&self, key_id: &KeyId) -> Result<ExecutionId> {
+        let _own_slot = self.own_run_slot().await?;
         let me = self.inner.me;
         let share = self
             .share(key_id)
@@ -1797,6 +1822,7 @@ impl PoolNode {
         dealers: Option<Vec<NodeId>>,
         context: Vec<u8>,
     ) -> Result<ReshareCommit> {
+        let _own_slot = self.own_run_slot().await?;
         let me = self.inner.me;
         let share = self
             .share(key_id)
@@ -2457,6 +2483,11 @@ pub fn default_dealers(old: &Committee, proposer: NodeId, new: &Committee) -> Ve
     order.extend(leaving);
     order.truncate(usize::from(old.threshold()));
     order
+}
+
+/// A fresh execution id of a signing run of `key_id` by `signers`.
+fn sign_eid(key_id: &KeyId, signers: &[NodeId]) -> ExecutionId {
+    ExecutionId::random(ProtocolKind::Sign, key_id, signers, &mut rand::thread_rng())
 }
 
 /// One run a proposer holds at this node; given back on drop.
