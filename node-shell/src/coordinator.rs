@@ -1253,7 +1253,8 @@ async fn follow_events(node: Node, mut events: tokio::sync::broadcast::Receiver<
 /// With batch duties, only a likely producer refills
 /// ([`crate::producer::BatchDuty::presignatures_wanted`]: the producer of the current
 /// failover level, the next level's and the next epoch's, from the schedule every member
-/// computes alike): at most three members run presign at a time, not the whole pool. A
+/// computes alike): at most three members propose presign runs (each with `t - 1`
+/// co-signers), not the whole pool. A
 /// member that becomes the producer without presignatures (an unforeseen fallback) signs
 /// with full interactive signing. A member that stops being likely keeps what it made.
 /// Without batch duties any member may propose, so every member refills.
