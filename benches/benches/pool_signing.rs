@@ -29,38 +29,11 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Samp
 use transport::p2p::libp2p::Multiaddr;
 use transport::{ConnectionState, Libp2pConfig, Libp2pIdentity, Libp2pTransport, NodeId};
 use tss_core::pool::{
-    KeygenProposal, MemoryShareStore, PoolConfig, PoolNode, PrimeSource, ProposalValidator,
-    Rejection, ReshareProposal, ShareStore, SignProposal, SigningInput,
+    AcceptEverything, MemoryShareStore, PoolConfig, PoolNode, PrimeSource, ShareStore,
 };
-use tss_core::{KeyId, KeyShare, PaillierPrimes, PublicKeyInfo};
+use tss_core::{KeyId, KeyShare, PaillierPrimes};
 
 const N: u16 = 5;
-
-/// Accepts every proposal and signs the request bytes as they are.
-struct AcceptAll;
-
-#[async_trait]
-impl ProposalValidator for AcceptAll {
-    async fn check_keygen(&self, _: NodeId, p: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
-        Ok(p.context.clone())
-    }
-    async fn check_sign(
-        &self,
-        _: NodeId,
-        p: &SignProposal,
-        _: &PublicKeyInfo,
-    ) -> Result<SigningInput, Rejection> {
-        Ok(SigningInput::Message(p.request.clone()))
-    }
-    async fn check_reshare(
-        &self,
-        _: NodeId,
-        p: &ReshareProposal,
-        _: Option<&PublicKeyInfo>,
-    ) -> Result<Vec<u8>, Rejection> {
-        Ok(p.context.clone())
-    }
-}
 
 /// Member `i`'s committed insecure fixture primes (only needed by keygen and reshare,
 /// which this benchmark does not run through the pool).
@@ -145,7 +118,7 @@ impl Pool {
                     PoolConfig::new(ids.clone()).with_session_idle_timeout(benches::IDLE_TIMEOUT),
                     Arc::new(transport.clone()),
                     Arc::new(identities[i].clone()),
-                    Arc::new(AcceptAll),
+                    Arc::new(AcceptEverything),
                     store as Arc<dyn ShareStore>,
                     Arc::new(FixturePrimes(i)),
                     std::slice::from_ref(key_id),

@@ -16,26 +16,12 @@ use common::*;
 use sha2::Sha256;
 use transport::{DeliveryKind, NodeId, Tamper, TamperRule, TamperingTransport};
 use tss_core::pool::{
-    KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent, PoolNode, ProposalValidator,
-    Rejection, ReshareProposal, ShareStore, SignProposal, SigningInput,
+    AcceptEverything, MemoryShareStore, PoolConfig, PoolEvent, PoolNode, ShareStore,
 };
 use tss_core::wire::{decode_message, encode_message};
-use tss_core::{
-    InsecureTestPrimes, ProtocolKind, PublicKeyInfo, Result as TssResult, TssError, TssNode,
-};
+use tss_core::{InsecureTestPrimes, ProtocolKind, Result as TssResult, TssError, TssNode};
 
 type SigningMsg = Msg<Secp256k1, Sha256>;
-
-/// Runs a test on its own runtime and leaves behind whatever the Byzantine party still
-/// runs (after the honest parties abort it waits for messages that never come).
-fn run(test: impl std::future::Future<Output = ()>) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(test);
-    rt.shutdown_timeout(Duration::from_secs(1));
-}
 
 /// The signing protocol message in `payload`, if it is one (large frames are never
 /// decoded).
@@ -232,32 +218,6 @@ fn aux_info_abort_on_a_bad_decommitment_names_the_sender_as_culprit_at_every_hon
     });
 }
 
-/// Accepts every proposal.
-struct AcceptAll;
-
-#[async_trait::async_trait]
-impl ProposalValidator for AcceptAll {
-    async fn check_keygen(&self, _: NodeId, p: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
-        Ok(p.context.clone())
-    }
-    async fn check_sign(
-        &self,
-        _: NodeId,
-        p: &SignProposal,
-        _: &PublicKeyInfo,
-    ) -> Result<SigningInput, Rejection> {
-        Ok(SigningInput::Message(p.request.clone()))
-    }
-    async fn check_reshare(
-        &self,
-        _: NodeId,
-        p: &ReshareProposal,
-        _: Option<&PublicKeyInfo>,
-    ) -> Result<Vec<u8>, Rejection> {
-        Ok(p.context.clone())
-    }
-}
-
 /// A 2-of-3 pool of `PoolNode`s on the keys of one keygen, node 2 (index 1) the
 /// cheater: its round-2 signing messages carry proofs that do not verify. Node 1's
 /// signer sets start with itself and node 2 (committee order), so in a first run node 1
@@ -292,7 +252,7 @@ async fn pool_with_a_cheating_signer() -> (
             PoolConfig::new(ids.clone()).with_session_idle_timeout(Duration::from_secs(300)),
             transport,
             signer_for(&id),
-            Arc::new(AcceptAll),
+            Arc::new(AcceptEverything),
             store,
             Arc::new(InsecureTestPrimes::new(i)),
             std::slice::from_ref(&key_id),

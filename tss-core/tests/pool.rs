@@ -84,6 +84,36 @@ async fn start(
     .unwrap()
 }
 
+/// Starts an honest node for each of `members` (no key yet, fresh memory stores) that
+/// follows at most `max_runs` runs at once, at most `per_proposer` of one proposer.
+async fn start_capped(
+    network: &InMemoryNetwork,
+    all: &[NodeId],
+    members: &[NodeId],
+    max_runs: usize,
+    per_proposer: usize,
+) -> Vec<PoolNode> {
+    let mut nodes = Vec::new();
+    for (i, id) in members.iter().enumerate() {
+        let node = PoolNode::start(
+            PoolConfig::new(all.to_vec())
+                .with_session_idle_timeout(IDLE)
+                .with_max_concurrent_runs(max_runs)
+                .with_max_runs_per_proposer(per_proposer),
+            Arc::new(network.endpoint(*id)),
+            common::signer_for(id),
+            Arc::new(Rules { refuse: false }),
+            Arc::new(MemoryShareStore::new()),
+            Arc::new(InsecureTestPrimes::new(i)),
+            &[],
+        )
+        .await
+        .unwrap();
+        nodes.push(node);
+    }
+    nodes
+}
+
 /// Waits (deadline far below the idle timeout) for the event `pick` selects.
 async fn wait_for<T>(
     events: &mut tokio::sync::broadcast::Receiver<PoolEvent>,
@@ -496,24 +526,7 @@ async fn a_proposal_flood_from_one_member_cannot_take_every_follow_slot() {
     // flood holds 2 slots and node 1's keygen with node 2 still completes.
     let ids = node_ids(3);
     let network = InMemoryNetwork::new();
-    let mut nodes = Vec::new();
-    for (i, id) in ids[..2].iter().enumerate() {
-        let node = PoolNode::start(
-            PoolConfig::new(ids.clone())
-                .with_session_idle_timeout(IDLE)
-                .with_max_concurrent_runs(4)
-                .with_max_runs_per_proposer(2),
-            Arc::new(network.endpoint(*id)),
-            common::signer_for(id),
-            Arc::new(Rules { refuse: false }),
-            Arc::new(MemoryShareStore::new()),
-            Arc::new(InsecureTestPrimes::new(i)),
-            &[],
-        )
-        .await
-        .unwrap();
-        nodes.push(node);
-    }
+    let nodes = start_capped(&network, &ids, &ids[..2], 4, 2).await;
     let mut events = nodes[1].subscribe();
     let flooder_endpoint = network.endpoint(ids[2]);
     let flooder = flooder_endpoint
@@ -620,24 +633,7 @@ async fn a_proposal_over_a_run_cap_is_refused_at_once_with_a_busy_abort_to_its_p
     // node 0 passes the abort on to node 3, whose run ends too.
     let ids = node_ids(4);
     let network = InMemoryNetwork::new();
-    let mut nodes = Vec::new();
-    for (i, id) in [ids[0], ids[1], ids[3]].iter().enumerate() {
-        let node = PoolNode::start(
-            PoolConfig::new(ids.clone())
-                .with_session_idle_timeout(IDLE)
-                .with_max_concurrent_runs(2)
-                .with_max_runs_per_proposer(2),
-            Arc::new(network.endpoint(*id)),
-            common::signer_for(id),
-            Arc::new(Rules { refuse: false }),
-            Arc::new(MemoryShareStore::new()),
-            Arc::new(InsecureTestPrimes::new(i)),
-            &[],
-        )
-        .await
-        .unwrap();
-        nodes.push(node);
-    }
+    let nodes = start_capped(&network, &ids, &[ids[0], ids[1], ids[3]], 2, 2).await;
     let mut busy_events = nodes[1].subscribe();
     let mut follower_events = nodes[2].subscribe();
     let flooder_endpoint = network.endpoint(ids[2]);

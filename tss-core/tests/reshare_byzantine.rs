@@ -22,19 +22,6 @@ use tss_core::{Committee, ProtocolKind, ReshareRequest, Result as TssResult, Tss
 
 type Stored = Arc<Mutex<HashMap<NodeId, Vec<u8>>>>;
 
-/// Runs a test on its own runtime and, at the end, leaves behind whatever the Byzantine
-/// party still runs: after the honest parties abort it may go on to aux-info alone and
-/// wait for them there (until its idle timeout, which counts silence: it is the same as
-/// the honest parties', so a loaded machine cannot make it give up before round 2).
-fn run(test: impl std::future::Future<Output = ()>) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(test);
-    rt.shutdown_timeout(Duration::from_secs(1));
-}
-
 /// The reshare message in `payload`, if it is one (large frames are never decoded).
 fn reshare_msg(payload: &[u8]) -> Option<ReshareMsg> {
     if payload.len() > 64 * 1024 {

@@ -10,49 +10,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use common::{keygen_and_wait, node_id, node_ids, primes_for, signer, signer_for, store_nowhere};
 use transport::{
     DeliveryKind, InMemoryNetwork, NodeId, SessionId, Tamper as Action, TamperRule as Rule,
     TamperingTransport, Transport,
 };
 use tss_core::pool::{
-    control_session_id, ControlMsg, KeygenProposal, MemoryShareStore, PoolConfig, PoolEvent,
-    PoolNode, ProposalValidator, Rejection, ReshareProposal, ShareStore, SignProposal,
-    SigningInput,
+    control_session_id, AcceptEverything, ControlMsg, MemoryShareStore, PoolConfig, PoolEvent,
+    PoolNode, ShareStore,
 };
 use tss_core::reshare::{FalseEvidence, Finding, ReshareFault, ReshareMsg};
 use tss_core::wire::{decode_message, encode_message};
 use tss_core::{
-    Committee, ExecutionId, Generation, IdentitySigner, InsecureTestPrimes, KeyId, PublicKeyInfo,
+    Committee, ExecutionId, Generation, IdentitySigner, InsecureTestPrimes, KeyId,
     ReshareCertificate, ReshareRequest, ReshareStatement, TssError, TssNode,
 };
-
-/// Accepts everything; the state to commit is the proposal's context.
-struct Rules;
-
-#[async_trait]
-impl ProposalValidator for Rules {
-    async fn check_keygen(&self, _: NodeId, p: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
-        Ok(p.context.clone())
-    }
-    async fn check_sign(
-        &self,
-        _: NodeId,
-        p: &SignProposal,
-        _: &PublicKeyInfo,
-    ) -> Result<SigningInput, Rejection> {
-        Ok(SigningInput::Message(p.request.clone()))
-    }
-    async fn check_reshare(
-        &self,
-        _: NodeId,
-        p: &ReshareProposal,
-        _: Option<&PublicKeyInfo>,
-    ) -> Result<Vec<u8>, Rejection> {
-        Ok(p.context.clone())
-    }
-}
 
 // ---------------------------------------------------------------------- tampering
 
@@ -127,7 +99,7 @@ async fn start_node(
             .with_certificate_retry_interval(Duration::from_secs(1)),
         transport,
         signer_for(&ids[i]),
-        Arc::new(Rules),
+        Arc::new(AcceptEverything),
         store,
         Arc::new(InsecureTestPrimes::new(i)),
         std::slice::from_ref(key),
@@ -659,7 +631,7 @@ async fn a_run_past_its_deadline_fails_however_long_the_idle_timeout() {
             .with_run_deadline(Duration::from_secs(2)),
         Arc::new(network.endpoint(ids[0])),
         signer_for(&ids[0]),
-        Arc::new(Rules),
+        Arc::new(AcceptEverything),
         Arc::new(MemoryShareStore::new()),
         Arc::new(InsecureTestPrimes::new(0)),
         std::slice::from_ref(&key),

@@ -29,4 +29,6 @@ pub use proposal::{
     ControlMsg, KeygenProposal, PresignProposal, Proposal, ReshareProposal, SignProposal,
 };
 pub use store::{MemoryShareStore, MemoryStoreError, PendingGeneration, ShareStore};
+#[cfg(feature = "test-hooks")]
+pub use validator::AcceptEverything;
 pub use validator::{ProposalValidator, Rejection, SigningInput};

@@ -107,3 +107,37 @@ pub trait ProposalValidator: Send + Sync + 'static {
         let _ = (key_id, state);
     }
 }
+
+/// A validator that agrees to every proposal and signs the proposed request as is: no
+/// rule of the pool's record is checked, so any one member decides what is signed.
+/// Tests and benchmarks of the protocol layer only (feature `test-hooks`); a real pool
+/// implements [`ProposalValidator`] with its own rules (see `examples/embed.rs`).
+#[cfg(feature = "test-hooks")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AcceptEverything;
+
+#[cfg(feature = "test-hooks")]
+#[async_trait]
+impl ProposalValidator for AcceptEverything {
+    async fn check_keygen(&self, _: NodeId, p: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
+        Ok(p.context.clone())
+    }
+
+    async fn check_sign(
+        &self,
+        _: NodeId,
+        p: &SignProposal,
+        _: &PublicKeyInfo,
+    ) -> Result<SigningInput, Rejection> {
+        Ok(SigningInput::Message(p.request.clone()))
+    }
+
+    async fn check_reshare(
+        &self,
+        _: NodeId,
+        p: &ReshareProposal,
+        _: Option<&PublicKeyInfo>,
+    ) -> Result<Vec<u8>, Rejection> {
+        Ok(p.context.clone())
+    }
+}

@@ -16,6 +16,17 @@ fn fixture_primes() -> &'static Vec<PaillierPrimes> {
     PRIMES.get_or_init(|| PaillierPrimes::list_from_json(PRIMES_JSON).expect("fixture primes"))
 }
 
+/// Runs `test` on its own multi-threaded runtime, and gives the runtime's tasks one second
+/// to stop afterwards (a test whose nodes still have runs in flight is not held up).
+pub fn run(test: impl std::future::Future<Output = ()>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(test);
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
+
 /// The identity key of test node `k` (1-based): the ed25519 key with seed `[k; 32]`.
 pub fn signer(k: u8) -> tss_core::Ed25519Signer {
     tss_core::Ed25519Signer::from_seed([k; 32])
