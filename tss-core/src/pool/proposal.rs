@@ -230,7 +230,11 @@ pub enum ControlMsg {
     /// The sender refuses or abandons run `eid`. Sent to every party of the run, so
     /// all of them stop at once instead of waiting for an idle timeout; except a busy
     /// refusal (reason `busy: …`, the sender is at a run cap and does not follow the
-    /// proposal), which goes to the proposer alone and the proposer passes on.
+    /// proposal), which goes to the proposer alone and the proposer passes on. A passed-on
+    /// refusal is the proposer's own abort: the other parties record the proposer as the
+    /// one who aborted (the transport authenticates only it), and the busy member appears
+    /// in the reason text only, as the proposer's unverified claim. Deliberately no
+    /// "on behalf of" field: a party never blames a member on another member's word.
     Abort {
         /// The run.
         eid: ExecutionId,
