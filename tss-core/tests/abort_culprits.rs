@@ -49,12 +49,16 @@ fn bad_round2_proofs() -> TamperRule {
 
 /// Presigns with the members of the 3-of-4 pool at `signer_positions` (signer list in
 /// that order); the member at `byzantine` (a position in the pool) sends through `rule`.
-/// Returns every honest signer's result (the Byzantine one's run is abandoned).
+/// Returns every honest signer's result (the Byzantine one's run is abandoned), and how
+/// many presignatures of the key each honest signer holds afterwards.
 async fn presign_with_byzantine(
     signer_positions: &[usize],
     byzantine: usize,
     rule: TamperRule,
-) -> HashMap<NodeId, TssResult<tss_core::ExecutionId>> {
+) -> (
+    HashMap<NodeId, TssResult<tss_core::ExecutionId>>,
+    HashMap<NodeId, usize>,
+) {
     let (network, parties) = pool(4, 3).await;
     let parties = Arc::new(parties);
     let signers: Vec<NodeId> = signer_positions
@@ -99,7 +103,18 @@ async fn presign_with_byzantine(
             results.insert(id, task.await.unwrap());
         }
     }
-    results
+    let key_id = parties[0].share.key_id();
+    let held = signer_positions
+        .iter()
+        .filter(|&&i| i != byzantine)
+        .map(|&i| {
+            (
+                parties[i].node.node_id(),
+                parties[i].node.presignatures_ready(key_id),
+            )
+        })
+        .collect();
+    (results, held)
 }
 
 #[test]
@@ -110,7 +125,7 @@ fn presign_abort_on_an_invalid_round2_proof_names_the_sender_as_culprit_at_every
         // member 2, so naming it proves cggmp21's index is read as a signer position.
         let (positions, byzantine) = ([0, 2, 3], 2);
         let cheater = ids[byzantine];
-        let results = presign_with_byzantine(&positions, byzantine, bad_round2_proofs()).await;
+        let (results, _) = presign_with_byzantine(&positions, byzantine, bad_round2_proofs()).await;
         assert_eq!(results.len(), 2, "both honest signers ran");
         for (id, result) in &results {
             match result {
@@ -135,11 +150,66 @@ fn presign_abort_on_an_invalid_round2_proof_names_the_sender_as_culprit_at_every
 type AuxMsg =
     cggmp21::key_refresh::msg::aux_only::Msg<Sha256, cggmp21::security_level::SecurityLevel128>;
 
+/// The aux-info message in `payload`, if it is one (large frames are never decoded).
+fn aux_msg(payload: &[u8]) -> Option<AuxMsg> {
+    if payload.is_empty() || payload.len() > 256 * 1024 {
+        return None;
+    }
+    decode_message(NodeId::from_bytes([0; 32]), payload).ok()
+}
+
+/// Aux-info of a committee of `ids` (threshold 2), `byzantine` sending through `rule`.
+/// Returns every honest member's result (the Byzantine one's run is abandoned).
+async fn aux_info_with_byzantine(
+    ids: &[NodeId],
+    byzantine: NodeId,
+    rule: TamperRule,
+) -> HashMap<NodeId, TssResult<()>> {
+    let committee = tss_core::Committee::new(ids.to_vec(), 2).unwrap();
+    let network = transport::InMemoryNetwork::new();
+    let key_id = tss_core::KeyId::new("aux-culprits").unwrap();
+    let eid = fresh_eid(ProtocolKind::AuxInfo, &key_id, ids);
+    let mut tasks = Vec::new();
+    for id in ids {
+        let node = if *id == byzantine {
+            Arc::new(
+                TssNode::new(Arc::new(TamperingTransport::new(
+                    network.endpoint(*id),
+                    rule.clone(),
+                )))
+                .with_identity(signer_for(id))
+                .unwrap()
+                .with_idle_timeout(Duration::from_secs(300)),
+            )
+        } else {
+            nodes(&network, &[*id]).remove(0)
+        };
+        let committee = committee.clone();
+        let id = *id;
+        tasks.push((
+            id,
+            tokio::spawn(async move {
+                node.aux_info(&committee, eid, primes_for(&id))
+                    .await
+                    .map(drop)
+            }),
+        ));
+    }
+    let mut results = HashMap::new();
+    for (id, task) in tasks {
+        if id == byzantine {
+            task.abort();
+        } else {
+            results.insert(id, task.await.unwrap());
+        }
+    }
+    results
+}
+
 #[test]
 fn aux_info_abort_on_a_bad_decommitment_names_the_sender_as_culprit_at_every_honest_member() {
     run(async {
         let ids = node_ids(3);
-        let committee = tss_core::Committee::new(ids.clone(), 2).unwrap();
         let cheater = ids[1];
         // Round 2 (broadcast, the same to everyone, so the round-1 reliability check
         // passes): one bit of the decommitment flipped. The message still decodes, but no
@@ -157,43 +227,7 @@ fn aux_info_abort_on_a_bad_decommitment_names_the_sender_as_culprit_at_every_hon
                 _ => Tamper::Pass,
             }
         });
-        let network = transport::InMemoryNetwork::new();
-        let key_id = tss_core::KeyId::new("aux-culprits").unwrap();
-        let eid = fresh_eid(ProtocolKind::AuxInfo, &key_id, &ids);
-        let mut tasks = Vec::new();
-        for id in &ids {
-            let node = if *id == cheater {
-                Arc::new(
-                    TssNode::new(Arc::new(TamperingTransport::new(
-                        network.endpoint(*id),
-                        rule.clone(),
-                    )))
-                    .with_identity(signer_for(id))
-                    .unwrap()
-                    .with_idle_timeout(Duration::from_secs(300)),
-                )
-            } else {
-                nodes(&network, &[*id]).remove(0)
-            };
-            let committee = committee.clone();
-            let id = *id;
-            tasks.push((
-                id,
-                tokio::spawn(async move {
-                    node.aux_info(&committee, eid, primes_for(&id))
-                        .await
-                        .map(drop)
-                }),
-            ));
-        }
-        let mut results = HashMap::new();
-        for (id, task) in tasks {
-            if id == cheater {
-                task.abort();
-            } else {
-                results.insert(id, task.await.unwrap());
-            }
-        }
+        let results = aux_info_with_byzantine(&ids, cheater, rule).await;
         assert_eq!(results.len(), 2, "both honest members ran");
         for (id, result) in &results {
             match result {
@@ -338,6 +372,99 @@ fn a_signer_convicted_of_an_invalid_proof_is_set_aside_and_the_honest_set_signs(
         assert!(skipped.1.contains("blamed"), "{}", skipped.1);
         for node in &nodes {
             node.shutdown();
+        }
+    });
+}
+
+/// Signing round 1a (a broadcast cggmp21 checks for reliability) sent to `victim` with
+/// K and G swapped: both are valid Paillier ciphertexts of the sender, so the message
+/// decodes and is well formed, but `victim` holds a different round-1a message from the
+/// sender than every other signer does. Only the echo (reliability check) can see it.
+fn equivocating_round1a_to(victim: NodeId) -> TamperRule {
+    Arc::new(
+        move |_, to, kind, payload| match (signing_msg(payload), kind) {
+            (Some(Msg::Round1a(mut msg)), DeliveryKind::Broadcast) if to == victim => {
+                std::mem::swap(&mut msg.K, &mut msg.G);
+                Tamper::Replace(vec![encode_message(&SigningMsg::Round1a(msg)).unwrap()])
+            }
+            _ => Tamper::Pass,
+        },
+    )
+}
+
+#[test]
+fn an_equivocating_round1_broadcast_aborts_every_honest_signer_blaming_nobody_and_keeping_nothing()
+{
+    run(async {
+        // Signers 1, 2, 3 of the 3-of-4 pool; node 2 sends node 3 another round-1a
+        // message than node 1.
+        let ids = node_ids(4);
+        let (positions, byzantine, victim) = ([0, 1, 2], 1, ids[2]);
+        let (results, held) =
+            presign_with_byzantine(&positions, byzantine, equivocating_round1a_to(victim)).await;
+        assert_eq!(results.len(), 2, "both honest signers ran");
+        // Each honest signer's echo check fails. Neither can tell whether node 2
+        // equivocated or the other honest signer echoed a lie, so each names nobody
+        // (never the other honest signer).
+        for (id, result) in &results {
+            match result {
+                Err(TssError::ProtocolAborted {
+                    protocol: ProtocolKind::Presign,
+                    culprits,
+                    reason,
+                }) => {
+                    assert!(culprits.is_empty(), "{id} blames nobody: {culprits:?}");
+                    assert!(
+                        reason.contains("different broadcast messages"),
+                        "{id}: the echo check fails: {reason}"
+                    );
+                }
+                other => panic!("{id} must abort on the failed echo check, got {other:?}"),
+            }
+        }
+        // Neither keeps a part of the failed presignature.
+        assert_eq!(held.len(), 2);
+        for (id, held) in &held {
+            assert_eq!(*held, 0, "{id} holds no presignature of the failed run");
+        }
+    });
+}
+
+#[test]
+fn an_equivocating_aux_info_commitment_aborts_every_honest_member_blaming_nobody() {
+    run(async {
+        // Node 2 sends node 3 another round-1 commitment (one bit flipped: still a
+        // well-formed hash) than node 1.
+        let ids = node_ids(3);
+        let (byzantine, victim) = (ids[1], ids[2]);
+        let rule: TamperRule =
+            Arc::new(move |_, to, kind, payload| match (aux_msg(payload), kind) {
+                (Some(AuxMsg::Round1(mut msg)), DeliveryKind::Broadcast) if to == victim => {
+                    msg.commitment[0] ^= 1;
+                    Tamper::Replace(vec![encode_message(&AuxMsg::Round1(msg)).unwrap()])
+                }
+                _ => Tamper::Pass,
+            });
+        let results = aux_info_with_byzantine(&ids, byzantine, rule).await;
+        assert_eq!(results.len(), 2, "both honest members ran");
+        for (id, result) in &results {
+            match result {
+                Err(TssError::ProtocolAborted {
+                    protocol: ProtocolKind::AuxInfo,
+                    culprits,
+                    reason,
+                }) => {
+                    assert!(culprits.is_empty(), "{id} blames nobody: {culprits:?}");
+                    // cggmp21's own text names the party whose echo differs (the
+                    // honest victim, as seen from the other honest member): the
+                    // culprit list above does not take it for the culprit.
+                    assert!(
+                        reason.contains("round 1 was not reliable"),
+                        "{id}: the echo check fails: {reason}"
+                    );
+                }
+                other => panic!("{id} must abort on the failed echo check, got {other:?}"),
+            }
         }
     });
 }
