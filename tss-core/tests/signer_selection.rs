@@ -121,6 +121,8 @@ struct Pool {
     holding: Option<(usize, Arc<(tokio::sync::Notify, tokio::sync::Notify)>)>,
     /// Member index that follows one run at a time (`PoolConfig::max_concurrent_runs`).
     one_run_at_a_time: Option<usize>,
+    /// A second key, held by members 1-4 (its 3-of-4 committee), if the test wants one.
+    second_key: Option<KeyId>,
 }
 
 impl Pool {
@@ -149,6 +151,7 @@ impl Pool {
             refusing,
             holding,
             one_run_at_a_time,
+            second_key: None,
         };
         for (i, share) in shares.iter().enumerate() {
             let store = Arc::new(MemoryShareStore::new());
@@ -165,6 +168,35 @@ impl Pool {
             pool.nodes.push(node);
         }
         pool
+    }
+
+    /// As [`Pool::start_with`] with `holding`; members 1-4 also hold a second key, a
+    /// 3-of-4 one of their own (committee: members 1-4), returned with the pool.
+    async fn start_with_a_second_key(
+        holding: Arc<(tokio::sync::Notify, tokio::sync::Notify)>,
+    ) -> (Pool, KeyId) {
+        let (_network, parties) = common::pool(4, 3).await;
+        let second = parties[0].share.key_id().clone();
+        let mut pool = Pool::start_with(None, None, None).await;
+        for node in &pool.nodes {
+            node.shutdown();
+        }
+        pool.nodes.clear();
+        pool.network = InMemoryNetwork::new();
+        pool.holding = Some((1, holding));
+        pool.second_key = Some(second.clone());
+        for (i, party) in parties.iter().enumerate() {
+            pool.stores[i].stage(&party.share, b"state").await.unwrap();
+            pool.stores[i]
+                .activate(&second, party.share.generation(), b"state", None)
+                .await
+                .unwrap();
+        }
+        for i in 0..usize::from(N) {
+            let node = pool.start_node(i, pool.muted[i].clone()).await;
+            pool.nodes.push(node);
+        }
+        (pool, second)
     }
 
     async fn start_node(&self, i: usize, muted: Arc<AtomicBool>) -> PoolNode {
@@ -190,10 +222,19 @@ impl Pool {
             }),
             self.stores[i].clone(),
             Arc::new(InsecureTestPrimes::new(i)),
-            &[key()],
+            &self.keys_of(i),
         )
         .await
         .unwrap()
+    }
+
+    /// The keys member `i` holds.
+    fn keys_of(&self, i: usize) -> Vec<KeyId> {
+        let mut keys = vec![key()];
+        if let Some(second) = self.second_key.as_ref().filter(|_| i < 4) {
+            keys.push(second.clone());
+        }
+        keys
     }
 
     /// Restarts member `i` on its store (a new process: nothing kept in memory).
@@ -561,4 +602,54 @@ async fn a_presignature_lost_in_a_restart_is_never_used_and_signing_falls_back_t
         pool.nodes[0].tss().presignature_info(&id).is_none(),
         "the proposer burned it"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_keys_sign_concurrently_and_a_run_held_on_one_does_not_block_the_other() {
+    // Member 2 holds the first key's request `hold` in its validator (its run on that
+    // key stays open) while member 1 signs with the second key, with member 2 among the
+    // signers: each key has its own busy mark and runs, so the second signature comes
+    // while the first run is still open, and then the first completes too.
+    let hold = Arc::new((tokio::sync::Notify::new(), tokio::sync::Notify::new()));
+    let (pool, second) = Pool::start_with_a_second_key(hold.clone()).await;
+    let proposer = pool.nodes[0].clone();
+    let first =
+        tokio::spawn(async move { proposer.propose_sign(&key(), b"hold".to_vec(), None).await });
+    tokio::time::timeout(Duration::from_secs(120), hold.0.notified())
+        .await
+        .expect("member 2 is validating the first key's request");
+    // Bounded (a regression that serialized keys would otherwise wait forever on the
+    // held run); the bound is silence, far above what a loaded machine needs.
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        pool.nodes[0].propose_sign(&second, b"state commitment".to_vec(), None),
+    )
+    .await
+    .expect("the second key's request does not wait for the first key's run")
+    .expect("the second key signs while the first key's run is open");
+    assert!(out.signers.contains(&pool.ids[1]), "{:?}", out.signers);
+    assert_eq!(out.attempts, 1, "nobody was busy or skipped");
+    let second_address = pool.nodes[0].share(&second).unwrap().ethereum_address();
+    assert_eq!(out.address, second_address);
+    assert_eq!(
+        out.signature.recover_address(&out.digest).unwrap(),
+        second_address
+    );
+    assert!(!first.is_finished(), "the first key's run is still held");
+    hold.1.notify_one();
+    let first = tokio::time::timeout(Duration::from_secs(300), first)
+        .await
+        .expect("the first key's run ends once released")
+        .unwrap()
+        .expect("the first key signs");
+    let first_address = pool.nodes[0].share(&key()).unwrap().ethereum_address();
+    assert_eq!(first.address, first_address);
+    assert_ne!(first_address, second_address);
+    assert_eq!(
+        first.signature.recover_address(&first.digest).unwrap(),
+        first_address
+    );
+    for node in &pool.nodes {
+        node.shutdown();
+    }
 }
