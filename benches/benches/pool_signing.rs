@@ -6,17 +6,19 @@
 //! bookkeeping, and the run's control messages.
 //!
 //! Rows (ids `pool_sign/...` and `pool_presign/...`):
-//! - `pool_sign/3-of-5/presignature`: the proposer holds a ready presignature of its own
-//!   (refilled with `fill_presignatures` before every sample, untimed): one-round signing.
-//! - `pool_sign/3-of-5/full`: no presignature: full interactive signing.
-//! - `pool_presign/3-of-5`: one `propose_presign` (the refill rate of a node's pool).
+//! - `pool_sign/<t>-of-<n>/presignature`: the proposer holds a ready presignature of its
+//!   own (refilled with `fill_presignatures` before every sample, untimed): one-round
+//!   signing.
+//! - `pool_sign/<t>-of-<n>/full`: no presignature: full interactive signing.
+//! - `pool_presign/<t>-of-<n>`: one `propose_presign` (the refill rate of a node's pool).
 //! - `pool_sign/4-of-5-one-down/full`: a 4-of-5 pool with member 2 killed (its `PoolNode`
 //!   shut down, its transport stopped) before the timed runs; signer selection passes it
 //!   over, so the four live members sign (full signing).
 //!
-//! `BENCH_POOL_ROWS=presignature,full,presign,failover` restricts the rows (the failover
-//! row needs its own 4-of-5 keygen). Keygen (in memory, untimed) comes first. In
-//! criterion's `--test` mode each row runs once.
+//! Sizes 3-of-5 and 7-of-10 (`BENCH_POOL_SIZES=3-of-5,7-of-10` restricts them; the
+//! 7-of-10 keygen alone takes minutes). `BENCH_POOL_ROWS=presignature,full,presign,failover`
+//! restricts the rows (the failover row needs its own 4-of-5 keygen). Keygen (in memory,
+//! untimed) comes first. In criterion's `--test` mode each row runs once.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -33,8 +35,6 @@ use tss_core::pool::{
 };
 use tss_core::{KeyId, KeyShare, PaillierPrimes};
 
-const N: u16 = 5;
-
 /// Member `i`'s committed insecure fixture primes (only needed by keygen and reshare,
 /// which this benchmark does not run through the pool).
 struct FixturePrimes(usize);
@@ -44,6 +44,25 @@ impl PrimeSource for FixturePrimes {
     async fn take(&self) -> tss_core::Result<PaillierPrimes> {
         Ok(benches::primes_for(self.0))
     }
+}
+
+/// The pool sizes of the signing rows: `BENCH_POOL_SIZES` (e.g. `3-of-5,7-of-10`), by
+/// default both. (The failover row is always 4-of-5.)
+fn sizes() -> Vec<(u16, u16)> {
+    std::env::var("BENCH_POOL_SIZES")
+        .unwrap_or_else(|_| "3-of-5,7-of-10".into())
+        .split(',')
+        .map(|size| {
+            let (t, n) = size
+                .trim()
+                .split_once("-of-")
+                .expect("BENCH_POOL_SIZES: sizes like 3-of-5");
+            (
+                n.parse().expect("BENCH_POOL_SIZES: n"),
+                t.parse().expect("BENCH_POOL_SIZES: t"),
+            )
+        })
+        .collect()
 }
 
 fn rows() -> Vec<String> {
@@ -165,7 +184,8 @@ impl Pool {
     }
 }
 
-/// Shares of one in-memory `t`-of-5 keygen with the libp2p identities' node ids.
+/// Shares of one in-memory `t`-of-`n` keygen (`n` = the number of identities) with the
+/// libp2p identities' node ids.
 fn keygen(
     rt: &tokio::runtime::Runtime,
     ids: &[Libp2pIdentity],
@@ -178,7 +198,8 @@ fn keygen(
         benches::keygen(&nodes, t, key_id).await
     });
     eprintln!(
-        "keygen {t}-of-{N} (untimed setup): {:.1?}",
+        "keygen {t}-of-{} (untimed setup): {:.1?}",
+        ids.len(),
         started.elapsed()
     );
     shares
@@ -199,22 +220,25 @@ fn bench(c: &mut Criterion) {
     let rows = rows();
     let want = |r: &str| rows.iter().any(|x| x == r);
     let rt = benches::runtime();
-    let ids = identities(N);
     let mut counter = 0u64;
     let mut request = move || {
         counter += 1;
         format!("batch {counter}").into_bytes()
     };
 
-    if want("presignature") || want("full") || want("presign") {
-        let t = 3;
-        let key_id = KeyId::new("bench-pool-3-of-5").unwrap();
+    for (n, t) in sizes() {
+        if !(want("presignature") || want("full") || want("presign")) {
+            break;
+        }
+        let size = format!("{t}-of-{n}");
+        let ids = identities(n);
+        let key_id = KeyId::new(format!("bench-pool-{size}")).unwrap();
         let shares = keygen(&rt, &ids, t, &key_id);
         let pool = Pool::start(&rt, &ids, &shares, &key_id);
         let proposer = &pool.nodes[0];
         if want("full") {
             let mut g = group(c, "pool_sign");
-            g.bench_function("3-of-5/full", |b| {
+            g.bench_function(format!("{size}/full"), |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
@@ -235,7 +259,7 @@ fn bench(c: &mut Criterion) {
         }
         if want("presignature") {
             let mut g = group(c, "pool_sign");
-            g.bench_function("3-of-5/presignature", |b| {
+            g.bench_function(format!("{size}/presignature"), |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
@@ -256,7 +280,7 @@ fn bench(c: &mut Criterion) {
         }
         if want("presign") {
             let mut g = group(c, "pool_presign");
-            g.bench_function("3-of-5", |b| {
+            g.bench_function(&size, |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
@@ -279,6 +303,7 @@ fn bench(c: &mut Criterion) {
 
     if want("failover") {
         let t = 4;
+        let ids = identities(5);
         let key_id = KeyId::new("bench-pool-4-of-5").unwrap();
         let shares = keygen(&rt, &ids, t, &key_id);
         let pool = Pool::start(&rt, &ids, &shares, &key_id);
