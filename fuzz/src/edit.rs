@@ -355,6 +355,12 @@ pub fn control_samples() -> Vec<Vec<u8>> {
         ControlMsg::Abort {
             eid: ExecutionId::from_bytes([4; 32]),
             reason: "refused by the validator".into(),
+            blamed: Vec::new(),
+        },
+        ControlMsg::Abort {
+            eid: ExecutionId::from_bytes([9; 32]),
+            reason: "sign protocol aborted: invalid proof".into(),
+            blamed: ids[1..2].to_vec(),
         },
         ControlMsg::Alive {
             eid: ExecutionId::from_bytes([5; 32]),

@@ -300,6 +300,7 @@ async fn keygen_proposal_not_backed_by_the_followers_l1_view_is_refused() {
         ControlMsg::Abort {
             eid: rejected,
             reason,
+            ..
         } => {
             assert_eq!(rejected, eid);
             assert!(reason.contains("L1"), "{reason}");

@@ -160,6 +160,10 @@ pub enum TssError {
         by: NodeId,
         /// Their reason.
         reason: String,
+        /// Parties `by` says its own checks convicted of an invalid protocol message in
+        /// this run ([`crate::pool::ControlMsg::Abort`]'s claim, unverified); empty when it
+        /// named none.
+        blamed: Vec<NodeId>,
     },
     /// A proposal this node received does not pass its checks (generic checks of the pool
     /// layer, or the embedder's [`crate::pool::ProposalValidator`]).

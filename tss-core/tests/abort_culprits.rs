@@ -35,9 +35,16 @@ fn signing_msg(payload: &[u8]) -> Option<SigningMsg> {
 /// Signing round 2 (direct) with Γ moved by G: the message still decodes, but its ψ and
 /// ψ' proofs no longer match, so cggmp21 aborts with InvalidPsi blaming the sender.
 fn bad_round2_proofs() -> TamperRule {
+    bad_round2_proofs_to(None)
+}
+
+/// [`bad_round2_proofs`] to `victim` only (every recipient if `None`).
+fn bad_round2_proofs_to(victim: Option<NodeId>) -> TamperRule {
     Arc::new(
-        move |_, _, kind, payload| match (signing_msg(payload), kind) {
-            (Some(Msg::Round2(mut msg)), DeliveryKind::Direct) => {
+        move |_, to, kind, payload| match (signing_msg(payload), kind) {
+            (Some(Msg::Round2(mut msg)), DeliveryKind::Direct)
+                if victim.is_none_or(|v| v == to) =>
+            {
                 msg.Gamma += Point::<Secp256k1>::generator().to_point();
                 let bytes = encode_message(&SigningMsg::Round2(msg)).unwrap();
                 Tamper::Replace(vec![bytes])
@@ -263,8 +270,25 @@ async fn pool_with_a_cheating_signer() -> (
     tss_core::KeyId,
     NodeId,
 ) {
-    let (network, parties) = pool(3, 2).await;
-    let ids = node_ids(3);
+    pool_with_a_byzantine_member(3, 2, bad_round2_proofs()).await
+}
+
+/// A `t`-of-`n` pool of `PoolNode`s on the keys of one keygen (each share active in its
+/// node's store); node 2 (index 1) is Byzantine: every frame it sends passes through
+/// `rule`. Returns the nodes, their ids, the key and the Byzantine member.
+async fn pool_with_a_byzantine_member(
+    n: u8,
+    t: u16,
+    rule: TamperRule,
+) -> (
+    transport::InMemoryNetwork,
+    Vec<PoolNode>,
+    Vec<NodeId>,
+    tss_core::KeyId,
+    NodeId,
+) {
+    let (network, parties) = pool(n, t).await;
+    let ids = node_ids(n);
     let cheater = ids[1];
     let key_id = parties[0].share.key_id().clone();
     let mut nodes = Vec::new();
@@ -278,7 +302,7 @@ async fn pool_with_a_cheating_signer() -> (
             .unwrap();
         let endpoint = network.endpoint(id);
         let transport: Arc<dyn transport::Transport> = if id == cheater {
-            Arc::new(TamperingTransport::new(endpoint, bad_round2_proofs()))
+            Arc::new(TamperingTransport::new(endpoint, rule.clone()))
         } else {
             Arc::new(endpoint)
         };
@@ -465,6 +489,53 @@ fn an_equivocating_aux_info_commitment_aborts_every_honest_member_blaming_nobody
                 }
                 other => panic!("{id} must abort on the failed echo check, got {other:?}"),
             }
+        }
+    });
+}
+
+#[test]
+fn a_signer_that_convicts_another_puts_both_in_a_dispute_and_neither_is_set_aside() {
+    run(async {
+        // 3-of-5. Node 1 proposes to nodes 1, 2 and 3 (committee order); node 2 sends bad
+        // round-2 proofs to node 3 only, so node 1 sees nothing wrong and node 3 convicts
+        // node 2 and aborts, blaming it. Node 1 cannot check the claim: it signs this
+        // request without either of them (nodes 1, 4, 5), and sets neither aside.
+        let ids = node_ids(5);
+        let reporter = ids[2];
+        let (_network, nodes, ids, key_id, cheater) =
+            pool_with_a_byzantine_member(5, 3, bad_round2_proofs_to(Some(reporter))).await;
+        let mut events = nodes[0].subscribe();
+        let out = nodes[0]
+            .propose_sign(&key_id, b"L2 batch".to_vec(), None)
+            .await
+            .expect("a set without either side of the dispute signs");
+        assert_eq!(out.attempts, 2, "one attempt with the dispute, one without");
+        assert_eq!(out.signers, vec![ids[0], ids[3], ids[4]]);
+        let mut skipped = out.skipped.clone();
+        skipped.sort();
+        let mut sides = vec![cheater, reporter];
+        sides.sort();
+        assert_eq!(skipped, sides, "both sides are skipped for this request");
+        assert!(
+            nodes[0].unresponsive_members().is_empty(),
+            "neither side is set aside on an unverifiable claim: {:?}",
+            nodes[0].unresponsive_members()
+        );
+        let mut reported = Vec::new();
+        while reported.len() < 2 {
+            let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
+                .await
+                .expect("the skips are reported")
+                .expect("event stream");
+            if let PoolEvent::SignerSkipped { member, reason, .. } = event {
+                assert!(reason.starts_with("in a dispute"), "{reason}");
+                reported.push(member);
+            }
+        }
+        reported.sort();
+        assert_eq!(reported, sides);
+        for node in &nodes {
+            node.shutdown();
         }
     });
 }

@@ -201,6 +201,7 @@ async fn an_abort_from_a_node_outside_the_run_is_ignored() {
     let abort = encode_message(&ControlMsg::Abort {
         eid,
         reason: "I say so".into(),
+        blamed: Vec::new(),
     })
     .unwrap();
     for party in &ids[..2] {
@@ -485,6 +486,7 @@ async fn a_generation_in_use_claim_counts_only_from_a_party_of_the_run_and_withi
         encode_message(&ControlMsg::Abort {
             eid: first.eid,
             reason: "generation 3 is held pending here".into(),
+            blamed: Vec::new(),
         })
         .unwrap(),
     ] {
@@ -504,6 +506,7 @@ async fn a_generation_in_use_claim_counts_only_from_a_party_of_the_run_and_withi
             encode_message(&ControlMsg::Abort {
                 eid: second.eid,
                 reason: "no".into(),
+                blamed: Vec::new(),
             })
             .unwrap(),
         )
@@ -684,7 +687,7 @@ async fn a_proposal_over_a_run_cap_is_refused_at_once_with_a_busy_abort_to_its_p
             .await
             .expect("the refusals came at once")
             .expect("control session");
-        if let Ok(ControlMsg::Abort { eid, reason }) =
+        if let Ok(ControlMsg::Abort { eid, reason, .. }) =
             decode_message::<ControlMsg>(msg.from, &msg.payload)
         {
             assert_eq!(msg.from, ids[1], "only node 1 answers");
@@ -709,7 +712,9 @@ async fn a_proposal_over_a_run_cap_is_refused_at_once_with_a_busy_abort_to_its_p
     .await
     .expect("node 0's run ended at once, not after the idle timeout");
     let eid = match result {
-        Err(TssError::Aborted { eid, by, reason }) => {
+        Err(TssError::Aborted {
+            eid, by, reason, ..
+        }) => {
             assert_eq!(by, ids[1], "the refusal names node 1");
             assert!(reason.starts_with("busy:"), "{reason}");
             eid
@@ -800,6 +805,7 @@ async fn a_node_has_at_most_max_runs_per_proposer_of_its_own_proposals_under_way
         encode_message(&ControlMsg::Abort {
             eid,
             reason: "not now".into(),
+            blamed: Vec::new(),
         })
         .unwrap()
     };

@@ -271,7 +271,16 @@ fn control_msg() -> impl Strategy<Value = ControlMsg> {
         });
     prop_oneof![
         prop_oneof![keygen, sign, reshare, presign].prop_map(ControlMsg::Propose),
-        (eid(), "\\PC{0,600}").prop_map(|(eid, reason)| ControlMsg::Abort { eid, reason }),
+        (
+            eid(),
+            "\\PC{0,600}",
+            proptest::collection::vec(node_id(), 0..4)
+        )
+            .prop_map(|(eid, reason, blamed)| ControlMsg::Abort {
+                eid,
+                reason,
+                blamed
+            }),
         eid().prop_map(|eid| ControlMsg::Alive { eid }),
         eid().prop_map(|id| ControlMsg::PresignatureStored { id }),
         (eid(), key_id(), any::<u64>()).prop_map(|(eid, key_id, g)| {

@@ -397,7 +397,7 @@ pub struct ReshareCommit {
 struct Run {
     participants: Vec<NodeId>,
     token: CancellationToken,
-    aborted_by: Option<(NodeId, String)>,
+    aborted_by: Option<AbortNote>,
     /// When each party was last heard from on the control session ([`ControlMsg::Alive`]).
     heard: HashMap<NodeId, Instant>,
 }
@@ -424,9 +424,29 @@ impl SeenProposals {
     }
 }
 
+/// An abort a party sent: who (authenticated by the transport), why, and whom its own
+/// checks convicted (its claim).
+#[derive(Clone, Debug)]
+struct AbortNote {
+    by: NodeId,
+    reason: String,
+    blamed: Vec<NodeId>,
+}
+
+impl AbortNote {
+    fn error(self, eid: ExecutionId) -> TssError {
+        TssError::Aborted {
+            eid,
+            by: self.by,
+            reason: self.reason,
+            blamed: self.blamed,
+        }
+    }
+}
+
 #[derive(Default)]
 struct EarlyAborts {
-    by_eid: HashMap<ExecutionId, Vec<(NodeId, String)>>,
+    by_eid: HashMap<ExecutionId, Vec<AbortNote>>,
     order: VecDeque<ExecutionId>,
 }
 
@@ -737,10 +757,13 @@ impl PoolNode {
         }
     }
 
-    fn abort_to(&self, eid: ExecutionId, participants: &[NodeId], reason: &str) {
+    /// Tells every other party of run `eid` that this node abandons it, and whom its own
+    /// checks convicted in it (`blamed`, empty if nobody).
+    fn abort_to(&self, eid: ExecutionId, participants: &[NodeId], reason: &str, blamed: &[NodeId]) {
         let msg = ControlMsg::Abort {
             eid,
             reason: reason.chars().take(MAX_REASON_CHARS).collect(),
+            blamed: blamed.to_vec(),
         };
         let recipients: BTreeSet<&NodeId> = participants.iter().collect();
         for p in recipients.into_iter().filter(|p| **p != self.inner.me) {
@@ -754,15 +777,18 @@ impl PoolNode {
             let mut runs = self.inner.runs.lock();
             match runs.get_mut(&eid) {
                 Some(run) => {
-                    run.aborted_by
-                        .get_or_insert((self.inner.me, reason.to_string()));
+                    run.aborted_by.get_or_insert(AbortNote {
+                        by: self.inner.me,
+                        reason: reason.to_string(),
+                        blamed: Vec::new(),
+                    });
                     run.token.cancel();
                     run.participants.clone()
                 }
                 None => return,
             }
         };
-        self.abort_to(eid, &participants, reason);
+        self.abort_to(eid, &participants, reason, &[]);
     }
 
     fn busy(&self, key_id: &KeyId) -> Result<BusyGuard<'_>> {
@@ -830,6 +856,7 @@ impl PoolNode {
                     eid,
                     by: self.inner.me,
                     reason: "this node shut down".into(),
+                    blamed: Vec::new(),
                 });
             }
             if runs.contains_key(&eid) {
@@ -852,14 +879,15 @@ impl PoolNode {
             let found = early
                 .into_iter()
                 .flatten()
-                .find(|(by, _)| participants.contains(by));
+                .find(|note| participants.contains(&note.by));
             if found.is_some() {
                 runs.remove(&eid);
             }
             found
         };
-        if let Some((by, reason)) = early {
-            let error = TssError::Aborted { eid, by, reason };
+        if let Some(note) = early {
+            let by = note.by;
+            let error = note.error(eid);
             self.emit(PoolEvent::RunFinished {
                 eid,
                 protocol,
@@ -926,15 +954,17 @@ impl PoolNode {
         let result = match (out, aborted) {
             (Some(Ok(v)), _) => Ok(v),
             // Cancelled (possibly finishing with `Cancelled` from inside the protocol).
-            (Some(Err(_)) | None, Some((by, reason))) => {
+            (Some(Err(_)) | None, Some(note)) => {
                 // The proposer passes on a busy refusal of its run: the party told only
                 // it (every other abort goes to every party from its sender).
-                if propose && by != self.inner.me && reason.starts_with(BUSY_REASON_PREFIX) {
+                let by = note.by;
+                if propose && by != self.inner.me && note.reason.starts_with(BUSY_REASON_PREFIX) {
                     let others: Vec<NodeId> =
                         participants.iter().filter(|p| **p != by).copied().collect();
-                    self.abort_to(eid, &others, &format!("{by} aborted the run: {reason}"));
+                    let reason = format!("{by} aborted the run: {}", note.reason);
+                    self.abort_to(eid, &others, &reason, &[]);
                 }
-                Err(TssError::Aborted { eid, by, reason })
+                Err(note.error(eid))
             }
             (Some(Err(_)) | None, None) if silent.is_some() => {
                 let e = TssError::Unresponsive {
@@ -942,7 +972,7 @@ impl PoolNode {
                     silent: silent.unwrap_or_default(),
                     after: self.inner.signer_silence,
                 };
-                self.abort_to(eid, &participants, &e.to_string());
+                self.abort_to(eid, &participants, &e.to_string(), &[]);
                 Err(e)
             }
             (Some(Err(_)) | None, None) if past_deadline => {
@@ -950,17 +980,20 @@ impl PoolNode {
                     eid,
                     after: deadline,
                 };
-                self.abort_to(eid, &participants, &e.to_string());
+                self.abort_to(eid, &participants, &e.to_string(), &[]);
                 Err(e)
             }
             (Some(Err(e)), None) => {
-                self.abort_to(eid, &participants, &e.to_string());
+                // The parties this node's own checks convicted go with the abort, so a
+                // proposer that did not see their messages learns of the dispute.
+                self.abort_to(eid, &participants, &e.to_string(), &culprits);
                 Err(e)
             }
             (None, None) => Err(TssError::Aborted {
                 eid,
                 by: self.inner.me,
                 reason: "this node shut down".into(),
+                blamed: Vec::new(),
             }),
         };
         self.emit(PoolEvent::RunFinished {
@@ -1012,6 +1045,7 @@ impl PoolNode {
             &ControlMsg::Abort {
                 eid,
                 reason: format!("{BUSY_REASON_PREFIX} {why}"),
+                blamed: Vec::new(),
             },
         );
     }
@@ -1199,7 +1233,7 @@ impl PoolNode {
             // Aborts go out only for a well-formed proposal this node is a party of: a
             // malformed one (say, a signer list of one victim repeated) is not reflected.
             if proposal.check_shape(proposer, self.inner.me).is_ok() {
-                self.abort_to(proposal.eid(), &proposal.participants(), &reason);
+                self.abort_to(proposal.eid(), &proposal.participants(), &reason, &[]);
             }
             self.emit(PoolEvent::Refused {
                 eid: proposal.eid(),
@@ -1225,6 +1259,14 @@ impl PoolNode {
     /// everyone, and a new set signs under a fresh execution id, up to
     /// [`PoolConfig::sign_attempts`] sets. [`SignOutcome::skipped`] names the members set
     /// aside. Fails with [`TssError::NotEnoughSigners`] when too few members are left.
+    ///
+    /// Disputes: when a signer aborts saying its own checks convicted other signers of an
+    /// invalid message sent to it ([`ControlMsg::Abort`]'s `blamed`), this node, which did
+    /// not see those messages, cannot tell which side lies. Neither side signs this
+    /// request (both are skipped), and neither is set aside for the backoff on that claim
+    /// alone: setting the reporter aside would punish an honest one, and believing it
+    /// would let a liar remove honest members. A claim against this node itself is a lie
+    /// it can see: the claimant is set aside.
     ///
     /// With `signers = Some(set)` exactly that set is tried, once.
     pub async fn propose_sign(
@@ -1257,10 +1299,31 @@ impl PoolNode {
                 }
             };
             let eid = sign_eid(key_id, &signers);
-            match self
+            let result = self
                 .propose_sign_with(eid, key_id, request.clone(), signers.clone(), presignature)
-                .await
-            {
+                .await;
+            let disputed = result
+                .as_ref()
+                .err()
+                .and_then(|e| self.disputed(e, &signers));
+            if let (Some(sides), Err(e)) = (disputed, &result) {
+                tracing::warn!(%key_id, %eid, ?sides, error = %e, "signers in a dispute; both skipped for this request");
+                for member in sides {
+                    self.emit(PoolEvent::SignerSkipped {
+                        eid,
+                        member,
+                        reason: format!("in a dispute: {e}"),
+                    });
+                    if !skipped.contains(&member) {
+                        skipped.push(member);
+                    }
+                }
+                if attempt >= self.inner.sign_attempts {
+                    return result;
+                }
+                continue;
+            }
+            match result {
                 Ok(mut out) => {
                     {
                         let mut unresponsive = self.inner.unresponsive.lock();
@@ -1342,6 +1405,27 @@ impl PoolNode {
                     }
                 }
             }
+        }
+    }
+
+    /// The sides of a dispute in signing run that this node proposed with `signers`: the
+    /// signer that aborted it saying its own checks convicted other signers (not this
+    /// node), then those. `None` for any other failure.
+    fn disputed(&self, e: &TssError, signers: &[NodeId]) -> Option<Vec<NodeId>> {
+        match e {
+            TssError::Aborted { by, blamed, .. }
+                if *by != self.inner.me
+                    && signers.contains(by)
+                    && !blamed.is_empty()
+                    && blamed
+                        .iter()
+                        .all(|b| *b != self.inner.me && b != by && signers.contains(b)) =>
+            {
+                let mut sides = vec![*by];
+                sides.extend(blamed.iter().copied());
+                Some(sides)
+            }
+            _ => None,
         }
     }
 
@@ -2418,14 +2502,25 @@ impl PoolNode {
         }
     }
 
-    fn on_abort(&self, from: NodeId, eid: ExecutionId, reason: String) {
+    fn on_abort(&self, from: NodeId, eid: ExecutionId, reason: String, blamed: Vec<NodeId>) {
         let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
         // Lock order everywhere: runs, then early_aborts.
         let mut runs = self.inner.runs.lock();
         match runs.get_mut(&eid) {
             Some(run) if run.participants.contains(&from) => {
-                tracing::info!(%from, %eid, %reason, "run aborted by a party");
-                run.aborted_by.get_or_insert((from, reason));
+                // Only other parties of the run, each once: the claim cannot name more.
+                let mut named: Vec<NodeId> = Vec::new();
+                for b in blamed {
+                    if b != from && run.participants.contains(&b) && !named.contains(&b) {
+                        named.push(b);
+                    }
+                }
+                tracing::info!(%from, %eid, %reason, blamed = ?named, "run aborted by a party");
+                run.aborted_by.get_or_insert(AbortNote {
+                    by: from,
+                    reason,
+                    blamed: named,
+                });
                 run.token.cancel();
             }
             Some(_) => tracing::debug!(%from, %eid, "ignoring an abort from a non-party"),
@@ -2434,8 +2529,14 @@ impl PoolNode {
                 let early = &mut *early;
                 let is_new = !early.by_eid.contains_key(&eid);
                 let list = early.by_eid.entry(eid).or_default();
-                if list.len() < 16 && !list.iter().any(|(by, _)| *by == from) {
-                    list.push((from, reason));
+                // Without its run, the claim cannot be checked against the parties:
+                // dropped (only a proposer acts on it, and it registers its run first).
+                if list.len() < 16 && !list.iter().any(|note| note.by == from) {
+                    list.push(AbortNote {
+                        by: from,
+                        reason,
+                        blamed: Vec::new(),
+                    });
                 }
                 if is_new {
                     early.order.push_back(eid);
@@ -2576,7 +2677,11 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                             drop((slot, proposer_slot));
                         });
                     }
-                    Ok(ControlMsg::Abort { eid, reason }) => node.on_abort(from, eid, reason),
+                    Ok(ControlMsg::Abort {
+                        eid,
+                        reason,
+                        blamed,
+                    }) => node.on_abort(from, eid, reason, blamed),
                     Ok(ControlMsg::Alive { eid }) => node.on_alive(from, eid),
                     Ok(ControlMsg::GenerationInUse {
                         eid,

@@ -240,6 +240,12 @@ pub enum ControlMsg {
         eid: ExecutionId,
         /// Why.
         reason: String,
+        /// Parties of the run that the sender's own checks convicted of an invalid
+        /// protocol message (a bad proof or share sent to it). The sender's claim: the
+        /// receiver did not see those messages and cannot check it, so it never sets them
+        /// aside on this alone (see [`crate::pool::PoolNode::propose_sign`]). Empty for a
+        /// refusal and every other abort.
+        blamed: Vec<NodeId>,
     },
     /// Asks for the certificate of a reshared generation (the sender staged its share but
     /// missed the end of the run). Peers that have it answer with
