@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{keygen_and_wait, node_id, node_ids, primes_for, signer, signer_for, store_nowhere};
+use common::{node_id, node_ids, primes_for, signer, signer_for, store_nowhere};
 use transport::{
     DeliveryKind, InMemoryNetwork, NodeId, SessionId, Tamper as Action, TamperRule as Rule,
     TamperingTransport, Transport,
@@ -108,25 +108,28 @@ async fn start_node(
     .unwrap()
 }
 
-/// Starts the four nodes (node `i` with `rules[i]`) and runs keygen among 1..=3.
-async fn pool(name: &str, rules: Vec<Option<Rule>>, idle: Duration) -> Pool {
+/// Starts the four nodes (node `i` with `rules[i]`); nodes 1..=3 hold the build's cached
+/// 2-of-3 key ([`common::pool`], made by one real keygen with aux-info), active with the
+/// state `pool v1`, as a keygen through the pool would have left them. Keygen itself is
+/// not what these tests are about, and a keygen per test was most of this file's time.
+async fn pool(rules: Vec<Option<Rule>>, idle: Duration) -> Pool {
     let network = InMemoryNetwork::new();
     let ids = node_ids(4);
-    let key = KeyId::new(name).unwrap();
+    let (_, parties) = common::pool(3, 2).await;
+    let key = parties[0].share.key_id().clone();
     let stores: Vec<Arc<MemoryShareStore>> = ids.iter().map(|_| Arc::default()).collect();
+    for (i, party) in parties.iter().enumerate() {
+        assert_eq!(party.share.local_node(), ids[i]);
+        stores[i].stage(&party.share, b"pool v1").await.unwrap();
+        stores[i]
+            .activate(&key, party.share.generation(), b"pool v1", None)
+            .await
+            .unwrap();
+    }
     let mut nodes = Vec::new();
     for (i, rule) in rules.into_iter().enumerate() {
         nodes.push(start_node(&network, &ids, i, stores[i].clone(), rule, idle, &key).await);
     }
-    keygen_and_wait(
-        &nodes[0],
-        &nodes[1..3],
-        &key,
-        Committee::new(ids[..3].to_vec(), 2).unwrap(),
-        b"pool v1".to_vec(),
-        WAIT,
-    )
-    .await;
     let control = control_session_id(&ids);
     Pool {
         network,
@@ -217,7 +220,6 @@ async fn an_equivocating_joiner_cannot_split_the_pool_across_generations() {
         _ => Action::Pass,
     });
     let pool = pool(
-        "equivocating-joiner",
         vec![None, None, None, Some(equivocation)],
         Duration::from_secs(120),
     )
@@ -256,12 +258,7 @@ async fn presignatures_made_before_a_reshare_are_never_used_after_it() {
     // A presignature is a function of the old shares: after a reshare it must be gone at
     // every member that held a part, so nobody can spend it, and signing falls back to a
     // full run of the new committee.
-    let pool = pool(
-        "presignature-across-reshare",
-        vec![None, None, None, None],
-        Duration::from_secs(120),
-    )
-    .await;
+    let pool = pool(vec![None, None, None, None], Duration::from_secs(120)).await;
     let id = pool.nodes[0].propose_presign(&pool.key).await.unwrap();
     let (_, generation, signers) = pool.nodes[0]
         .tss()
@@ -337,7 +334,6 @@ async fn a_member_that_missed_the_certificate_activates_after_restart_by_fetchin
     // aux-info rounds on a loaded machine.
     let idle = Duration::from_secs(30);
     let pool = Box::pin(pool(
-        "missed-certificate",
         vec![
             Some(rule(lossy.clone())),
             Some(rule(lossy.clone())),
@@ -437,12 +433,7 @@ async fn junk_during_confirmation_is_ignored_and_the_sender_named() {
         }
         _ => Action::Pass,
     });
-    let pool = pool(
-        "junk-confirmation",
-        vec![None, None, None, Some(junk)],
-        Duration::from_secs(120),
-    )
-    .await;
+    let pool = pool(vec![None, None, None, Some(junk)], Duration::from_secs(120)).await;
     let mut events: Vec<_> = pool.nodes[..3].iter().map(|n| n.subscribe()).collect();
     pool.nodes[0]
         .propose_reshare(
@@ -659,12 +650,7 @@ async fn a_false_complaint_in_a_pool_reshare_blames_the_joiner_and_keeps_the_old
     // The joiner (node 4) complains against dealer 1 with the valid share it received
     // and its valid signature (test hook). Every honest member judges the evidence itself,
     // convicts the joiner (never the dealer), and stays on generation 0.
-    let pool = pool(
-        "false-complaint",
-        vec![None, None, None, None],
-        Duration::from_secs(120),
-    )
-    .await;
+    let pool = pool(vec![None, None, None, None], Duration::from_secs(120)).await;
     let (dealer, joiner) = (pool.ids[0], pool.ids[3]);
     pool.nodes[3]
         .tss()
@@ -759,12 +745,7 @@ async fn a_leaving_dealer_that_missed_the_certificate_retires_its_share_only_wit
     // Short enough that the leaver's wait for confirmations ends soon, long enough for
     // aux-info rounds on a loaded machine.
     let idle = Duration::from_secs(30);
-    let pool = Box::pin(pool(
-        "leaver-missed-certificate",
-        vec![None, rule(), rule(), rule()],
-        idle,
-    ))
-    .await;
+    let pool = Box::pin(pool(vec![None, rule(), rule(), rule()], idle)).await;
     let mut leaver_events = pool.nodes[0].subscribe();
     let new_committee = Committee::new(ids[1..].to_vec(), 2).unwrap();
     pool.nodes[1]
@@ -864,12 +845,7 @@ async fn a_retry_after_an_unconfirmed_reshare_skips_the_generation_left_pending_
     // Short enough that the wait for the missing confirmations ends soon; computing
     // parties send heartbeats, so a loaded machine does not reach it.
     let idle = Duration::from_secs(15);
-    let pool = Box::pin(pool(
-        "retry-after-unconfirmed",
-        ids.iter().map(|id| Some(rule(*id))).collect(),
-        idle,
-    ))
-    .await;
+    let pool = Box::pin(pool(ids.iter().map(|id| Some(rule(*id))).collect(), idle)).await;
     let new_committee = Committee::two_thirds(pool.ids.clone()).unwrap();
     let mut ends: Vec<_> = pool.nodes.iter().map(|n| n.subscribe()).collect();
     let failed = pool.nodes[1]
@@ -971,12 +947,7 @@ async fn a_late_certificate_of_a_run_a_member_left_never_deletes_the_share_it_go
         ))
     };
     let idle = Duration::from_secs(15);
-    let pool = Box::pin(pool(
-        "late-certificate-after-rejoin",
-        vec![None, rule(), rule(), rule()],
-        idle,
-    ))
-    .await;
+    let pool = Box::pin(pool(vec![None, rule(), rule(), rule()], idle)).await;
     let mut leaver_events = pool.nodes[0].subscribe();
     let left = pool.nodes[1]
         .propose_reshare(
