@@ -898,3 +898,133 @@ fn the_turn_goes_round_the_order_when_the_last_fallback_is_down() {
         .await;
     });
 }
+
+#[test]
+fn only_the_likely_producers_refill_presignatures() {
+    run(async |sc: &mut Scenario| {
+        for k in 1..=MEMBERS {
+            if sc.pool.nodes[usize::from(k)].is_none() {
+                sc.pool.start(k).await;
+            }
+        }
+        let all: Vec<u8> = (1..=MEMBERS).collect();
+        // A quiet L1, so the likely producers stay put: the producer's cadence passes,
+        // it appends a batch, and one more block confirms it for the nodes. Nothing sends
+        // an L1 transaction again until a block is mined (anvil mines only then).
+        let before = sc.inbox().await.len();
+        let view = sc.view().await;
+        sc.mine_to(view.height + INTERVAL).await;
+        let started = Instant::now();
+        while sc.inbox().await.len() == before {
+            assert!(started.elapsed() < LIMIT, "the producer did not append");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sc.pool.anvil.mine(1).await.unwrap();
+        let quiet = sc.view().await;
+        let since = quiet.stall_clock_start().expect("registered");
+        assert!(
+            quiet.height < since + INTERVAL,
+            "the last batch is confirmed and nobody's cadence has passed: {quiet:?}"
+        );
+        sc.wait_status("the quiet view", &all, |v| v.l1_height == quiet.height)
+            .await;
+        let likely_hex = sc.node(1).status().batch_producer.unwrap().likely_producers;
+        let likely: Vec<u8> = all
+            .iter()
+            .copied()
+            .filter(|k| likely_hex.contains(&id(*k).to_hex()))
+            .collect();
+        let unlikely: Vec<u8> = all
+            .iter()
+            .copied()
+            .filter(|k| !likely.contains(k))
+            .collect();
+        assert!(!unlikely.is_empty(), "at most 3 of 4 members are likely");
+        // Every member restarts wanting a presignature: the likely ones first, watched,
+        // then the others, so any presign run one of them starts shows at a likely one
+        // (each run has 3 of the 4 members, so at least one likely member).
+        for k in 1..=MEMBERS {
+            sc.pool.stop(k).await;
+        }
+        sc.pool.presignatures = 1;
+        let mut watched = Vec::new();
+        for k in &likely {
+            let node = sc.pool.start(*k).await;
+            watched.push(node.pool_node().subscribe());
+        }
+        for k in &unlikely {
+            sc.pool.start(*k).await;
+        }
+        let started = Instant::now();
+        let mut filled = false;
+        while started.elapsed() < LIMIT {
+            if likely
+                .iter()
+                .all(|k| sc.node(*k).pool_node().presignatures_ready(&sc.key_id) >= 1)
+            {
+                filled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut proposers = std::collections::BTreeSet::new();
+        let mut lagged = 0;
+        for events in &mut watched {
+            loop {
+                match events.try_recv() {
+                    Ok(tss_core::pool::PoolEvent::RunStarted {
+                        protocol: tss_core::ProtocolKind::Presign,
+                        proposer,
+                        ..
+                    }) => {
+                        proposers.insert(sc.k_of(proposer));
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => lagged += n,
+                    Err(_) => break,
+                }
+            }
+        }
+        let held: Vec<(u8, usize)> = unlikely
+            .iter()
+            .map(|k| (*k, sc.node(*k).pool_node().presignatures_ready(&sc.key_id)))
+            .collect();
+        let shown: Vec<(u8, Vec<String>)> = all
+            .iter()
+            .map(|k| {
+                (
+                    *k,
+                    sc.node(*k)
+                        .status()
+                        .batch_producer
+                        .unwrap()
+                        .likely_producers,
+                )
+            })
+            .collect();
+        // The other tests run without presignatures: restored before any assertion.
+        for k in 1..=MEMBERS {
+            sc.pool.stop(k).await;
+        }
+        sc.pool.presignatures = 0;
+        for k in 1..=MEMBERS {
+            sc.pool.start(k).await;
+        }
+        assert!(
+            filled,
+            "the likely producers {likely:?} did not all make a presignature"
+        );
+        assert_eq!(lagged, 0, "pool events missed: the check would be blind");
+        for (k, held) in held {
+            assert!(
+                !proposers.contains(&k),
+                "node {k} is not a likely producer ({likely:?}) but proposed a presign run"
+            );
+            assert_eq!(held, 0, "node {k} holds no presignature");
+        }
+        // The view did not move meanwhile: the same likely producers at every node.
+        for (k, shown) in shown {
+            assert_eq!(shown, likely_hex, "node {k}'s likely producers");
+        }
+    })
+}

@@ -76,6 +76,8 @@ pub struct L1Pool {
     pub l1: L1Settings,
     /// `[batches]` of the nodes started from now on (`None`: no batches).
     pub batches: Option<BatchSettings>,
+    /// `pool.presignatures` of the nodes started from now on (0: none).
+    pub presignatures: usize,
 }
 
 impl L1Pool {
@@ -111,6 +113,7 @@ impl L1Pool {
             nodes: (0..=max_id).map(|_| None).collect(),
             l1,
             batches: None,
+            presignatures: 0,
             anvil,
         }
     }
@@ -165,6 +168,7 @@ impl L1Pool {
         };
         s.unsafe_raw_digest_signing = true;
         s.batches = self.batches.clone();
+        s.presignatures = self.presignatures;
         s
     }
 
