@@ -400,6 +400,31 @@ fn a_signer_convicted_of_an_invalid_proof_is_set_aside_and_the_honest_set_signs(
     });
 }
 
+/// Every result in `results` is a `protocol` abort whose reason contains `says` (cggmp21's
+/// failed echo check) and that names no culprit.
+fn assert_echo_check_failed_blaming_nobody<T: std::fmt::Debug>(
+    results: &HashMap<NodeId, TssResult<T>>,
+    protocol: ProtocolKind,
+    says: &str,
+) {
+    for (id, result) in results {
+        match result {
+            Err(TssError::ProtocolAborted {
+                protocol: p,
+                culprits,
+                reason,
+            }) if *p == protocol => {
+                assert!(culprits.is_empty(), "{id} blames nobody: {culprits:?}");
+                assert!(
+                    reason.contains(says),
+                    "{id}: the echo check fails: {reason}"
+                );
+            }
+            other => panic!("{id} must abort {protocol:?} on the failed echo check, got {other:?}"),
+        }
+    }
+}
+
 /// Signing round 1a (a broadcast cggmp21 checks for reliability) sent to `victim` with
 /// K and G swapped: both are valid Paillier ciphertexts of the sender, so the message
 /// decodes and is well formed, but `victim` holds a different round-1a message from the
@@ -430,22 +455,11 @@ fn an_equivocating_round1_broadcast_aborts_every_honest_signer_blaming_nobody_an
         // Each honest signer's echo check fails. Neither can tell whether node 2
         // equivocated or the other honest signer echoed a lie, so each names nobody
         // (never the other honest signer).
-        for (id, result) in &results {
-            match result {
-                Err(TssError::ProtocolAborted {
-                    protocol: ProtocolKind::Presign,
-                    culprits,
-                    reason,
-                }) => {
-                    assert!(culprits.is_empty(), "{id} blames nobody: {culprits:?}");
-                    assert!(
-                        reason.contains("different broadcast messages"),
-                        "{id}: the echo check fails: {reason}"
-                    );
-                }
-                other => panic!("{id} must abort on the failed echo check, got {other:?}"),
-            }
-        }
+        assert_echo_check_failed_blaming_nobody(
+            &results,
+            ProtocolKind::Presign,
+            "different broadcast messages",
+        );
         // Neither keeps a part of the failed presignature.
         assert_eq!(held.len(), 2);
         for (id, held) in &held {
@@ -471,25 +485,14 @@ fn an_equivocating_aux_info_commitment_aborts_every_honest_member_blaming_nobody
             });
         let results = aux_info_with_byzantine(&ids, byzantine, rule).await;
         assert_eq!(results.len(), 2, "both honest members ran");
-        for (id, result) in &results {
-            match result {
-                Err(TssError::ProtocolAborted {
-                    protocol: ProtocolKind::AuxInfo,
-                    culprits,
-                    reason,
-                }) => {
-                    assert!(culprits.is_empty(), "{id} blames nobody: {culprits:?}");
-                    // cggmp21's own text names the party whose echo differs (the
-                    // honest victim, as seen from the other honest member): the
-                    // culprit list above does not take it for the culprit.
-                    assert!(
-                        reason.contains("round 1 was not reliable"),
-                        "{id}: the echo check fails: {reason}"
-                    );
-                }
-                other => panic!("{id} must abort on the failed echo check, got {other:?}"),
-            }
-        }
+        // cggmp21's own text names the party whose echo differs (the honest victim, as
+        // seen from the other honest member): the culprit list does not take it for the
+        // culprit.
+        assert_echo_check_failed_blaming_nobody(
+            &results,
+            ProtocolKind::AuxInfo,
+            "round 1 was not reliable",
+        );
     });
 }
 
