@@ -89,6 +89,42 @@ async fn run_reshare(
     out
 }
 
+/// The runners of a reshare from `old` to `new_members`: the old members with their
+/// shares, and `pool`'s node for each new member that is not one of them.
+fn runners_with(
+    pool: &SharedPool,
+    old: &Arc<Vec<Party>>,
+    new_members: &[NodeId],
+) -> HashMap<NodeId, Runner> {
+    let mut runners = runners_of(old);
+    for id in new_members {
+        runners.entry(*id).or_insert_with(|| Runner {
+            node: pool.node(*id),
+            old: None,
+        });
+    }
+    runners
+}
+
+/// The request to reshare the key of `old` (next generation, fresh execution id) by
+/// `dealers` to `new_members` with threshold `t`.
+fn reshare_request(
+    old: &PublicKeyInfo,
+    dealers: Vec<NodeId>,
+    new_members: &[NodeId],
+    t: u16,
+) -> ReshareRequest {
+    let mut all = dealers.clone();
+    all.extend(new_members.iter().copied());
+    ReshareRequest {
+        new_generation: old.generation.next(),
+        old: old.clone(),
+        dealers,
+        new_committee: Committee::new(new_members.to_vec(), t).unwrap(),
+        eid: fresh_eid(ProtocolKind::Reshare, &old.key_id, &all),
+    }
+}
+
 /// Old pool (the binary's shared 2-of-3 pool, or a fresh one) + reshare to `new_members`
 /// with threshold `new_t`; returns new parties (in new committee order) and the old
 /// public info.
@@ -107,24 +143,10 @@ async fn reshare_to(
         &fresh
     };
     let old_info = pool_ref.parties[0].share.public_info();
-    let mut runners = runners_of(&pool_ref.parties);
-    for id in &new_members {
-        runners.entry(*id).or_insert_with(|| Runner {
-            node: pool_ref.node(*id),
-            old: None,
-        });
-    }
+    let runners = runners_with(pool_ref, &pool_ref.parties, &new_members);
     let dealers = old_info.committee.members()[..usize::from(old_t)].to_vec();
-    let new_committee = Committee::new(new_members.clone(), new_t).unwrap();
-    let mut all = dealers.clone();
-    all.extend(new_members.iter().copied());
-    let request = ReshareRequest {
-        new_generation: old_info.generation.next(),
-        old: old_info.clone(),
-        dealers,
-        new_committee: new_committee.clone(),
-        eid: fresh_eid(ProtocolKind::Reshare, &old_info.key_id, &all),
-    };
+    let request = reshare_request(&old_info, dealers, &new_members, new_t);
+    let new_committee = request.new_committee.clone();
     let stored = Stored::default();
     let mut results = run_reshare(&runners, &request, &stored, None).await;
     let mut parties = Vec::new();
@@ -478,20 +500,8 @@ proptest! {
                 dealers.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
                 dealers.truncate(usize::from(old.committee.threshold()));
                 let new_members: Vec<NodeId> = members.iter().map(|k| node_id(*k)).collect();
-                let new_committee = Committee::new(new_members.clone(), t).unwrap();
-                let mut runners = runners_of(&current);
-                for id in &new_members {
-                    runners.entry(*id).or_insert_with(|| Runner { node: pool.node(*id), old: None });
-                }
-                let mut all = dealers.clone();
-                all.extend(new_members.iter().copied());
-                let request = ReshareRequest {
-                    new_generation: old.generation.next(),
-                    old: old.clone(),
-                    dealers,
-                    new_committee: new_committee.clone(),
-                    eid: fresh_eid(ProtocolKind::Reshare, &old.key_id, &all),
-                };
+                let runners = runners_with(&pool, &current, &new_members);
+                let request = reshare_request(&old, dealers, &new_members, t);
                 let mut results = run_reshare(&runners, &request, &Stored::default(), None).await;
                 let mut next = Vec::new();
                 for id in &new_members {
