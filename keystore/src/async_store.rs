@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 use tss_core::pool::{PendingGeneration, ShareStore};
-use tss_core::{KeyShare, ReshareCertificate, StoreError, TssError};
+use tss_core::{ExecutionId, KeyShare, ReshareCertificate, StoreError, TssError};
 
 use crate::error::{KeystoreError, Result};
 use crate::kdf::{KdfParams, Unlock};
@@ -557,5 +557,25 @@ impl ShareStore for AsyncKeystore {
 
     async fn save_state(&self, key_id: &KeyId, state: &[u8]) -> Result<(), StoreError> {
         Ok(AsyncKeystore::save_state(self, key_id, state).await?)
+    }
+
+    async fn stored_generations(&self, key_id: &KeyId) -> Result<Vec<Generation>, StoreError> {
+        match AsyncKeystore::generations(self, key_id).await {
+            Ok(generations) => Ok(generations),
+            Err(KeystoreError::UnknownKey(_)) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn record_executions(&self, eids: &[ExecutionId], keep: usize) -> Result<(), StoreError> {
+        let eids: Vec<[u8; 32]> = eids.iter().map(|e| *e.as_bytes()).collect();
+        Ok(self
+            .call(move |ks| ks.record_executions(&eids, keep))
+            .await?)
+    }
+
+    async fn load_executions(&self) -> Result<Vec<ExecutionId>, StoreError> {
+        let eids = self.call(|ks| ks.executions()).await?;
+        Ok(eids.into_iter().map(ExecutionId::from_bytes).collect())
     }
 }

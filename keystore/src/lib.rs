@@ -73,6 +73,10 @@
 //!   the underlying blocks are physically erased depends on the filesystem
 //!   and device (copy-on-write filesystems, SSDs and snapshots may retain
 //!   them), which is one more reason records are encrypted.
+//! * **Execution ids**: [`Keystore::record_executions`] keeps the ids of the node's
+//!   last protocol runs (sealed, bound to their sequence number; the oldest dropped past
+//!   a limit), read back by [`Keystore::executions`], so the pool layer refuses a run
+//!   replayed after a restart.
 //! * **Secrets** ([`SecretBytes`], [`Passphrase`], the master key) are
 //!   zeroized on drop and print as `[REDACTED]`.
 //! * **Format**: the metadata record holds a format version, now 2. Stores of

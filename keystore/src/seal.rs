@@ -38,6 +38,8 @@ pub(crate) enum Ad<'a> {
     State(&'a KeyId, u64),
     /// The store's high-water-mark file (`KEYSTORE.VERSIONS`).
     HighWaterMarks,
+    /// One recorded execution id, at its sequence number.
+    Execution(u64),
 }
 
 impl Ad<'_> {
@@ -80,6 +82,10 @@ impl Ad<'_> {
                 out.extend_from_slice(&version.to_be_bytes());
             }
             Ad::HighWaterMarks => out.push(b'H'),
+            Ad::Execution(seq) => {
+                out.push(b'E');
+                out.extend_from_slice(&seq.to_be_bytes());
+            }
         }
         out
     }

@@ -37,6 +37,7 @@ const KEY_PREFIX: &[u8] = b"k/";
 /// k/<key id>/g/<gen, 20 digits>/m       -> sealed manifest (record names)
 /// k/<key id>/g/<gen, 20 digits>/r/<name>-> sealed record
 /// s/<key id>                            -> version (u64 BE) | sealed state (the embedder's bytes)
+/// e/<seq, 20 digits>                    -> sealed execution id (32 bytes), see `record_executions`
 /// ```
 ///
 /// State records live outside `k/` so a key with only a state (before keygen, or after
@@ -59,6 +60,10 @@ fn manifest_key(id: &KeyId, g: Generation) -> Vec<u8> {
 fn record_key(id: &KeyId, g: Generation, name: &RecordName) -> Vec<u8> {
     format!("k/{id}/g/{:020}/r/{name}", g.0).into_bytes()
 }
+fn execution_key(seq: u64) -> Vec<u8> {
+    format!("e/{seq:020}").into_bytes()
+}
+const EXECUTION_PREFIX: &[u8] = b"e/";
 fn attachment_key(id: &KeyId, g: Generation, name: &RecordName) -> Vec<u8> {
     format!("k/{id}/g/{:020}/x/{name}", g.0).into_bytes()
 }
@@ -102,6 +107,9 @@ pub struct Keystore {
     /// The high-water marks (see "Rollback" in the crate docs): the file's, raised on
     /// open to what the database holds, and after each commit.
     marks: Marks,
+    /// The sequence numbers of the first and next execution-id records
+    /// ([`record_executions`](Keystore::record_executions)), read on first use.
+    executions: Option<(u64, u64)>,
     _lock: File,
 }
 
@@ -213,6 +221,7 @@ impl Keystore {
             method: unlock.method(),
             path,
             marks,
+            executions: None,
             _lock: lock,
         };
         store.raise_marks_to_the_database()?;
@@ -810,6 +819,83 @@ impl Keystore {
         Ok(!self.keys_with_prefix(&key_prefix(key_id))?.is_empty())
     }
 
+    /// Durably records `eids`, the execution ids of protocol runs this node took part in
+    /// (one synced batch), and keeps only the `keep` most recent ones recorded: older
+    /// records are deleted in the same batch. Ids are opaque 32-byte values to the store
+    /// (tss-core's `ExecutionId`s); [`executions`](Keystore::executions) reads them back,
+    /// so a node refuses a run it already had also after a restart.
+    ///
+    /// Each id is sealed like every other record (bound to its sequence number). Ids are
+    /// not secret; sealing makes the records unforgeable. Deleting them (an attacker with
+    /// write access to the directory) is not detected: it only makes the node forget runs
+    /// it had, which it then validates again as new proposals.
+    pub fn record_executions(&mut self, eids: &[[u8; 32]], keep: usize) -> Result<()> {
+        let (mut first, mut next) = self.execution_range()?;
+        let mut batch = WriteBatch::default();
+        for eid in eids {
+            batch.put(
+                &execution_key(next),
+                &seal::seal(&self.key, &Ad::Execution(next), eid),
+            );
+            next += 1;
+        }
+        let keep_from = next.saturating_sub(keep as u64);
+        while first < keep_from {
+            batch.delete(&execution_key(first));
+            first += 1;
+        }
+        self.db()?.write(batch, true)?;
+        self.executions = Some((first, next));
+        Ok(())
+    }
+
+    /// The execution ids recorded by [`record_executions`](Keystore::record_executions)
+    /// and still kept, oldest first. [`KeystoreError::Corrupt`] if one fails
+    /// authentication or is malformed.
+    pub fn executions(&mut self) -> Result<Vec<[u8; 32]>> {
+        let mut it = self.db()?.new_iter()?;
+        it.seek(EXECUTION_PREFIX);
+        let mut out = Vec::new();
+        while let Some((k, v)) = it.current() {
+            if !k.starts_with(EXECUTION_PREFIX) {
+                break;
+            }
+            let seq = parse_execution_seq(&k)
+                .ok_or_else(|| corrupt("malformed execution-id key in database"))?;
+            let eid = seal::open(&self.key, &Ad::Execution(seq), &v)
+                .and_then(|id| <[u8; 32]>::try_from(id.expose()).ok())
+                .ok_or_else(|| {
+                    corrupt(format!("execution-id record {seq} fails authentication"))
+                })?;
+            out.push(eid);
+            if !it.advance() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `(first, next)` sequence numbers of the execution-id records.
+    fn execution_range(&mut self) -> Result<(u64, u64)> {
+        if let Some(range) = self.executions {
+            return Ok(range);
+        }
+        let keys = self.keys_with_prefix(EXECUTION_PREFIX)?;
+        let seqs: Vec<u64> = keys
+            .iter()
+            .map(|k| {
+                parse_execution_seq(k)
+                    .ok_or_else(|| corrupt("malformed execution-id key in database"))
+            })
+            .collect::<Result<_>>()?;
+        let range = match (seqs.first(), seqs.last()) {
+            (Some(first), Some(last)) => (*first, last + 1),
+            _ => (0, 0),
+        };
+        self.executions = Some(range);
+        Ok(range)
+    }
+
     fn keys_with_prefix(&mut self, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
         let mut it = self.db()?.new_iter()?;
         it.seek(prefix);
@@ -841,6 +927,14 @@ fn same_commit(key_id: &KeyId, pointer: Option<u64>, state: Option<u64>) -> Resu
         }),
         _ => Ok(()),
     }
+}
+
+fn parse_execution_seq(k: &[u8]) -> Option<u64> {
+    let digits = k.strip_prefix(EXECUTION_PREFIX)?;
+    if digits.len() != 20 {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 fn parse_key_id(b: &[u8]) -> Option<KeyId> {

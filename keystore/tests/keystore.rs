@@ -869,3 +869,32 @@ fn a_marks_file_that_fails_authentication_is_refused() {
     let err = Keystore::open(dir.path(), &unlock()).unwrap_err();
     assert!(matches!(err, KeystoreError::Corrupt { .. }), "{err:?}");
 }
+
+#[test]
+fn recorded_execution_ids_survive_a_reopen_and_only_the_most_recent_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = |k: u8| [k; 32];
+    let mut ks = open(dir.path());
+    assert!(ks.executions().unwrap().is_empty(), "a new store has none");
+    ks.record_executions(&[id(1), id(2)], 3).unwrap();
+    ks.record_executions(&[id(3)], 3).unwrap();
+    assert_eq!(ks.executions().unwrap(), vec![id(1), id(2), id(3)]);
+    ks.close().unwrap();
+
+    let mut ks = open(dir.path());
+    assert_eq!(
+        ks.executions().unwrap(),
+        vec![id(1), id(2), id(3)],
+        "the ids are read back after a reopen, oldest first"
+    );
+    // The sequence goes on after the reopen: the oldest are dropped, none overwritten.
+    ks.record_executions(&[id(4), id(5)], 3).unwrap();
+    assert_eq!(ks.executions().unwrap(), vec![id(3), id(4), id(5)]);
+    ks.close().unwrap();
+    let mut ks = open(dir.path());
+    assert_eq!(ks.executions().unwrap(), vec![id(3), id(4), id(5)]);
+    assert!(
+        files_containing(dir.path(), &id(4)).is_empty(),
+        "the ids are sealed like every record"
+    );
+}

@@ -825,3 +825,123 @@ async fn a_node_has_at_most_max_runs_per_proposer_of_its_own_proposals_under_way
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proposal_replayed_after_a_restart_is_refused_from_the_execution_ids_in_the_keystore() {
+    // Node 1 (a member, as a raw endpoint) sends node 2 a keygen proposal, which node 2's
+    // rules refuse. Node 2 restarts on its encrypted keystore, reopened from disk. Node 1
+    // sends the very same proposal again: node 2 drops it as a replay (it does not even
+    // validate it again), while a new proposal is validated (and refused) as before.
+    let ids = node_ids(2);
+    let key = KeyId::new("replay").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let open = || async {
+        keystore::AsyncKeystore::open_with_kdf(
+            dir.path(),
+            keystore::Unlock::passphrase("replay test"),
+            keystore::KdfParams::insecure_for_tests(),
+        )
+        .await
+        .unwrap()
+    };
+    let start_node_2 = |network: &InMemoryNetwork, store: keystore::AsyncKeystore| {
+        PoolNode::start(
+            PoolConfig::new(ids.clone()).with_session_idle_timeout(IDLE),
+            Arc::new(network.endpoint(ids[1])),
+            common::signer_for(&ids[1]),
+            Arc::new(Rules { refuse: true }),
+            Arc::new(store),
+            Arc::new(InsecureTestPrimes::new(1)),
+            std::slice::from_ref(&key),
+        )
+    };
+    let proposal = || {
+        let eid = tss_core::ExecutionId::random(
+            tss_core::ProtocolKind::Keygen,
+            &key,
+            &ids,
+            &mut rand::thread_rng(),
+        );
+        let p = Proposal::Keygen(KeygenProposal {
+            eid,
+            key_id: key.clone(),
+            committee: Committee::new(ids.clone(), 2).unwrap(),
+            context: b"pool v1".to_vec(),
+        });
+        (eid, encode_message(&ControlMsg::Propose(p)).unwrap())
+    };
+    let (eid, bytes) = proposal();
+    let store = open().await;
+    let network = InMemoryNetwork::new();
+    let node = start_node_2(&network, store.clone()).await.unwrap();
+    let control = raw_control(&network, &ids, ids[0]);
+    assert_eq!(
+        what_a_proposal_gets(&node, &control, eid, bytes.clone()).await,
+        "refused",
+        "the first time the rules judge it"
+    );
+    node.stopped().await;
+    drop(node);
+    store.close().await.unwrap();
+
+    let store = open().await;
+    assert!(
+        store.load_executions().await.unwrap().contains(&eid),
+        "the run's id is in the reopened keystore"
+    );
+    let network = InMemoryNetwork::new();
+    let node = start_node_2(&network, store.clone()).await.unwrap();
+    let control = raw_control(&network, &ids, ids[0]);
+    assert_eq!(
+        what_a_proposal_gets(&node, &control, eid, bytes).await,
+        "replay",
+        "after the restart the same proposal is dropped as a replay"
+    );
+    let (fresh, fresh_bytes) = proposal();
+    assert_eq!(
+        what_a_proposal_gets(&node, &control, fresh, fresh_bytes).await,
+        "refused",
+        "a new proposal is still judged by the rules"
+    );
+    node.stopped().await;
+}
+
+/// The control session of `me`, a raw endpoint of `network` (a member's, used by hand).
+fn raw_control(network: &InMemoryNetwork, ids: &[NodeId], me: NodeId) -> transport::SessionChannel {
+    network
+        .endpoint(me)
+        .open_session(
+            control_session_id(ids),
+            SessionConfig::new(ids.to_vec()).with_idle_timeout(IDLE),
+        )
+        .unwrap()
+}
+
+/// What `node` does with the control message `bytes` (a proposal of run `eid`) sent to
+/// it on `control`: validates and refuses it, drops it as a replay, or starts the run
+/// (the first event about `eid`).
+async fn what_a_proposal_gets(
+    node: &PoolNode,
+    control: &transport::SessionChannel,
+    eid: tss_core::ExecutionId,
+    bytes: Vec<u8>,
+) -> &'static str {
+    let mut events = node.subscribe();
+    control
+        .send(Destination::Direct(node.node_id()), bytes)
+        .unwrap();
+    wait_for(&mut events, |e| match e {
+        PoolEvent::Refused { eid: e, .. } if *e == eid => Some("refused"),
+        PoolEvent::ReplayRefused { eid: e, proposer } if *e == eid => {
+            assert_ne!(
+                *proposer,
+                node.node_id(),
+                "the sender as the transport authenticated it"
+            );
+            Some("replay")
+        }
+        PoolEvent::RunStarted { eid: e, .. } if *e == eid => Some("started"),
+        _ => None,
+    })
+    .await
+}

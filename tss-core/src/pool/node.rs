@@ -48,9 +48,10 @@ impl PrimeSource for PrimePool {
 
 /// How many aborts for runs this node has not seen yet it remembers.
 const EARLY_ABORTS_REMEMBERED: usize = 1024;
-/// How many execution ids of proposals this node has handled it remembers (a proposal
-/// seen again is dropped without an answer).
-const PROPOSALS_REMEMBERED: usize = 4096;
+/// How many execution ids of runs this node has had (proposed, followed or refused) it
+/// remembers, in memory and in its store across restarts (a proposal seen again is
+/// dropped without an answer: [`PoolEvent::ReplayRefused`]). 2 MiB of ids.
+pub const EXECUTIONS_REMEMBERED: usize = 65_536;
 /// How the reason of a busy refusal starts: an abort a party at its run caps sends to the
 /// proposer alone (see [`PoolConfig::max_concurrent_runs`]), which the proposer passes on.
 const BUSY_REASON_PREFIX: &str = "busy:";
@@ -268,6 +269,14 @@ pub enum PoolEvent {
         /// How long it took.
         elapsed: Duration,
     },
+    /// A proposal of a run this node already had (proposed, followed or refused; also
+    /// before a restart: the ids are kept in the store) was dropped without an answer.
+    ReplayRefused {
+        /// The run.
+        eid: ExecutionId,
+        /// Who sent the proposal again (authenticated by the transport).
+        proposer: NodeId,
+    },
     /// This node refused a proposal (it sent an abort to every party).
     Refused {
         /// The run.
@@ -415,7 +424,7 @@ impl SeenProposals {
             return false;
         }
         self.order.push_back(eid);
-        while self.order.len() > PROPOSALS_REMEMBERED {
+        while self.order.len() > EXECUTIONS_REMEMBERED {
             if let Some(old) = self.order.pop_front() {
                 self.eids.remove(&old);
             }
@@ -465,6 +474,8 @@ struct Inner {
     runs: Mutex<HashMap<ExecutionId, Run>>,
     early_aborts: Mutex<EarlyAborts>,
     seen: Mutex<SeenProposals>,
+    /// Execution ids newly seen, for the task that records them in the store.
+    seen_to_record: tokio::sync::mpsc::UnboundedSender<ExecutionId>,
     follow_slots: Arc<tokio::sync::Semaphore>,
     /// Runs each proposer holds here now (see [`PoolConfig::max_runs_per_proposer`]).
     follows_by_proposer: Arc<Mutex<HashMap<NodeId, usize>>>,
@@ -619,6 +630,12 @@ impl PoolNode {
                 shares.insert(key_id.clone(), Arc::new(share));
             }
         }
+        // Runs this node had before a restart are refused like those of this life.
+        let mut seen = SeenProposals::default();
+        for eid in store.load_executions().await.map_err(TssError::Store)? {
+            seen.insert(eid);
+        }
+        let (seen_to_record, unrecorded) = tokio::sync::mpsc::unbounded_channel();
         let mut participants: BTreeSet<NodeId> =
             config.control_participants.iter().copied().collect();
         participants.insert(me);
@@ -651,7 +668,8 @@ impl PoolNode {
                 busy_freed: tokio::sync::Notify::new(),
                 runs: Mutex::default(),
                 early_aborts: Mutex::default(),
-                seen: Mutex::default(),
+                seen: Mutex::new(seen),
+                seen_to_record,
                 follow_slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent_runs)),
                 follows_by_proposer: Arc::default(),
                 max_runs_per_proposer,
@@ -676,7 +694,13 @@ impl PoolNode {
             }),
         };
         node.inner.tasks.spawn(control_loop(node.clone(), inbox));
+        node.inner.tasks.spawn(record_executions(
+            node.inner.store.clone(),
+            unrecorded,
+            node.inner.shutdown.clone(),
+        ));
         for key_id in keys {
+            node.retire_leftovers(key_id).await?;
             let pending = node
                 .inner
                 .store
@@ -692,6 +716,43 @@ impl PoolNode {
             }
         }
         Ok(node)
+    }
+
+    /// Step 4 of the commit order, redone at start: retires the generations of `key_id`
+    /// older than its active one that a crash (or a failed delete) between activation and
+    /// retirement left in the store. The active generation's certificate is the proof that
+    /// every new member stored its share; one without a certificate (keygen, generation
+    /// 0) has no older generation to retire. Generations above the active one are pending
+    /// and are kept (their certificate may yet come).
+    async fn retire_leftovers(&self, key_id: &KeyId) -> Result<()> {
+        let Some(active) = self.share(key_id).map(|s| s.generation()) else {
+            return Ok(());
+        };
+        let store = &self.inner.store;
+        let older: Vec<Generation> = store
+            .stored_generations(key_id)
+            .await
+            .map_err(TssError::Store)?
+            .into_iter()
+            .filter(|g| *g < active)
+            .collect();
+        if older.is_empty() {
+            return Ok(());
+        }
+        if store
+            .load_certificate(key_id, active)
+            .await
+            .map_err(TssError::Store)?
+            .is_none()
+        {
+            tracing::warn!(%key_id, %active, "older generations are kept: the active one has no certificate");
+            return Ok(());
+        }
+        for old in older {
+            store.retire(key_id, old).await.map_err(TssError::Store)?;
+            tracing::info!(%key_id, generation = %old, "an older generation left by a crash is retired");
+        }
+        Ok(())
     }
 
     /// This node's id.
@@ -737,6 +798,17 @@ impl PoolNode {
         self.shutdown();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+    }
+
+    /// Records `eid` as seen (in memory now, in the store soon after); false if it was
+    /// seen before, also in an earlier life of this node.
+    fn first_sighting(&self, eid: ExecutionId) -> bool {
+        let new = self.inner.seen.lock().insert(eid);
+        if new {
+            // Fails only once the recording task has ended, at shutdown.
+            let _ = self.inner.seen_to_record.send(eid);
+        }
+        new
     }
 
     fn emit(&self, event: PoolEvent) {
@@ -843,7 +915,7 @@ impl PoolNode {
             Proposal::Presign(_) => ProtocolKind::Presign,
         };
         // A peer replaying this proposal to this node later gets no answer.
-        self.inner.seen.lock().insert(eid);
+        self.first_sighting(eid);
         let token = CancellationToken::new();
         let started = Instant::now();
         let early = {
@@ -2629,6 +2701,43 @@ impl Drop for ProposerSlot {
     }
 }
 
+/// Records newly seen execution ids in the store, as many at a time as have queued up
+/// (one synced write per batch, off every run's path). At shutdown it records what is
+/// queued, then ends. A crash loses at most the ids of the last moments (those runs are
+/// then validated again if replayed, like any new proposal).
+async fn record_executions(
+    store: Arc<dyn ShareStore>,
+    mut unrecorded: tokio::sync::mpsc::UnboundedReceiver<ExecutionId>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            eid = unrecorded.recv() => match eid {
+                Some(eid) => eid,
+                None => return,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let mut batch = vec![first];
+        while let Ok(eid) = unrecorded.try_recv() {
+            batch.push(eid);
+        }
+        if let Err(e) = store.record_executions(&batch, EXECUTIONS_REMEMBERED).await {
+            tracing::warn!(error = %e, ids = batch.len(), "cannot record execution ids in the store");
+        }
+    }
+    let mut rest = Vec::new();
+    while let Ok(eid) = unrecorded.try_recv() {
+        rest.push(eid);
+    }
+    if !rest.is_empty() {
+        if let Err(e) = store.record_executions(&rest, EXECUTIONS_REMEMBERED).await {
+            tracing::warn!(error = %e, ids = rest.len(), "cannot record execution ids in the store");
+        }
+    }
+}
+
 async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
     let shutdown = node.inner.shutdown.clone();
     loop {
@@ -2641,8 +2750,12 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                 let from = msg.from; // authenticated by the transport
                 match decode_message::<ControlMsg>(from, &msg.payload) {
                     Ok(ControlMsg::Propose(proposal)) => {
-                        if !node.inner.seen.lock().insert(proposal.eid()) {
+                        if !node.first_sighting(proposal.eid()) {
                             tracing::debug!(%from, eid = %proposal.eid(), "dropping a proposal seen before");
+                            node.emit(PoolEvent::ReplayRefused {
+                                eid: proposal.eid(),
+                                proposer: from,
+                            });
                             continue;
                         }
                         let max_own = node.inner.max_runs_per_proposer;

@@ -14,13 +14,13 @@
 //! arrives (from any peer, also after a restart).
 
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use async_trait::async_trait;
 
 use crate::ecdsa::KeyShare;
 use crate::error::StoreError;
-use crate::ids::{Generation, KeyId};
+use crate::ids::{ExecutionId, Generation, KeyId};
 use crate::reshare::ReshareCertificate;
 
 /// A staged generation that is not active yet (see [`ShareStore::load_pending`]).
@@ -97,6 +97,22 @@ pub trait ShareStore: Send + Sync + 'static {
 
     /// Stores `state` for `key_id` without touching its shares (e.g. before keygen).
     async fn save_state(&self, key_id: &KeyId, state: &[u8]) -> Result<(), StoreError>;
+
+    /// Every generation of `key_id` in the store (active, pending or left over), oldest
+    /// first; empty for an unknown key. [`crate::pool::PoolNode::start`] retires those
+    /// older than the active one that a crash between activation and retirement left.
+    async fn stored_generations(&self, key_id: &KeyId) -> Result<Vec<Generation>, StoreError>;
+
+    /// Durably records `eids`, execution ids of runs this node had (proposed, followed
+    /// or refused), keeping the `keep` most recently recorded ones and forgetting older
+    /// ones. [`crate::pool::PoolNode`] records every run's id here and reads them back
+    /// with [`ShareStore::load_executions`] when it starts, so a proposal replayed after
+    /// a restart is refused like one replayed before it.
+    async fn record_executions(&self, eids: &[ExecutionId], keep: usize) -> Result<(), StoreError>;
+
+    /// The execution ids recorded by [`ShareStore::record_executions`] and still kept,
+    /// oldest first.
+    async fn load_executions(&self) -> Result<Vec<ExecutionId>, StoreError>;
 }
 
 /// Errors of [`MemoryShareStore`].
@@ -143,6 +159,7 @@ struct MemoryKey {
 #[derive(Default)]
 pub struct MemoryShareStore {
     keys: Mutex<HashMap<KeyId, MemoryKey>>,
+    executions: Mutex<VecDeque<ExecutionId>>,
 }
 
 impl std::fmt::Debug for MemoryShareStore {
@@ -313,5 +330,22 @@ impl ShareStore for MemoryShareStore {
         let mut keys = self.keys.lock();
         keys.entry(key_id.clone()).or_default().state = Some(state.to_vec());
         Ok(())
+    }
+
+    async fn stored_generations(&self, key_id: &KeyId) -> Result<Vec<Generation>, StoreError> {
+        Ok(self.generations(key_id))
+    }
+
+    async fn record_executions(&self, eids: &[ExecutionId], keep: usize) -> Result<(), StoreError> {
+        let mut executions = self.executions.lock();
+        executions.extend(eids.iter().copied());
+        while executions.len() > keep {
+            executions.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn load_executions(&self) -> Result<Vec<ExecutionId>, StoreError> {
+        Ok(self.executions.lock().iter().copied().collect())
     }
 }
