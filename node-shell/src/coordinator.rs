@@ -1219,6 +1219,10 @@ async fn follow_events(node: Node, mut events: tokio::sync::broadcast::Receiver<
                 m.proposal_rejected();
                 tracing::warn!(%eid, %proposer, %reason, "proposal refused");
             }
+            PoolEvent::ReplayRefused { eid, proposer } => {
+                m.proposal_rejected();
+                tracing::warn!(%eid, %proposer, "proposal of a run this node already had dropped (a replay)");
+            }
             PoolEvent::SignerSkipped {
                 eid,
                 member,

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `node_shell_signatures_total` | counter | signatures produced and verified |
 //! | `node_shell_sign_failures_total` | counter | signing runs that failed |
-//! | `node_shell_proposals_rejected_total` | counter | proposals from peers this node refused |
+//! | `node_shell_proposals_rejected_total` | counter | proposals from peers this node refused (also replays of runs it already had) |
 //! | `node_shell_http_bad_requests_total` | counter | HTTP requests answered with a 4xx |
 //! | `node_shell_sessions_total{protocol}` | counter | protocol runs started (`keygen`, `sign`, `reshare`) |
 //! | `node_shell_session_failures_total{protocol}` | counter | protocol runs that failed |
