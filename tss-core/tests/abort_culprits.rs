@@ -496,6 +496,75 @@ fn an_equivocating_aux_info_commitment_aborts_every_honest_member_blaming_nobody
     });
 }
 
+type KeygenMsg =
+    cggmp21::keygen::ThresholdMsg<Secp256k1, cggmp21::security_level::SecurityLevel128, Sha256>;
+
+#[test]
+fn an_equivocating_keygen_commitment_aborts_every_honest_member_blaming_nobody_and_keeping_no_share(
+) {
+    run(async {
+        // Distributed key generation, 2-of-3: node 2 sends node 3 another round-1
+        // commitment (one bit flipped: still a well-formed hash) than node 1. Only the
+        // echo (reliability) check can see it.
+        let ids = node_ids(3);
+        let (byzantine, victim) = (ids[1], ids[2]);
+        let rule: TamperRule = Arc::new(move |_, to, kind, payload| {
+            let msg = (payload.len() <= 256 * 1024)
+                .then(|| decode_message::<KeygenMsg>(NodeId::from_bytes([0; 32]), payload).ok())
+                .flatten();
+            match (msg, kind) {
+                (Some(KeygenMsg::Round1(mut msg)), DeliveryKind::Broadcast) if to == victim => {
+                    msg.commitment[0] ^= 1;
+                    Tamper::Replace(vec![encode_message(&KeygenMsg::Round1(msg)).unwrap()])
+                }
+                _ => Tamper::Pass,
+            }
+        });
+        let committee = tss_core::Committee::new(ids.clone(), 2).unwrap();
+        let network = transport::InMemoryNetwork::new();
+        let key_id = tss_core::KeyId::new("keygen-equivocation").unwrap();
+        let eid = fresh_eid(ProtocolKind::Keygen, &key_id, &ids);
+        let mut tasks = Vec::new();
+        for id in &ids {
+            let node = if *id == byzantine {
+                Arc::new(
+                    TssNode::new(Arc::new(TamperingTransport::new(
+                        network.endpoint(*id),
+                        rule.clone(),
+                    )))
+                    .with_identity(signer_for(id))
+                    .unwrap()
+                    .with_idle_timeout(Duration::from_secs(300)),
+                )
+            } else {
+                nodes(&network, &[*id]).remove(0)
+            };
+            let (committee, key_id, id) = (committee.clone(), key_id.clone(), *id);
+            tasks.push((
+                id,
+                tokio::spawn(
+                    async move { node.keygen(key_id, committee, eid, primes_for(&id)).await },
+                ),
+            ));
+        }
+        let mut results = HashMap::new();
+        for (id, task) in tasks {
+            if id == byzantine {
+                task.abort();
+            } else {
+                // No share: the result is an error (checked below), never a key.
+                results.insert(id, task.await.unwrap().map(drop));
+            }
+        }
+        assert_eq!(results.len(), 2, "both honest members ran");
+        assert_echo_check_failed_blaming_nobody(
+            &results,
+            ProtocolKind::Keygen,
+            "round1 wasn't reliable",
+        );
+    });
+}
+
 #[test]
 fn a_signer_that_convicts_another_puts_both_in_a_dispute_and_neither_is_set_aside() {
     run(async {

@@ -1013,3 +1013,93 @@ async fn a_late_certificate_of_a_run_a_member_left_never_deletes_the_share_it_go
         b"pool v3"
     );
 }
+
+type AuxMsg = cggmp21::key_refresh::msg::aux_only::Msg<
+    sha2::Sha256,
+    cggmp21::security_level::SecurityLevel128,
+>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_equivocating_aux_info_commitment_in_a_pool_reshare_leaves_every_member_on_its_generation_with_nothing_staged(
+) {
+    // The joiner (node 4) runs the honest code, but in the new committee's aux-info it
+    // sends node 1 another round-1 commitment (one bit flipped: a well-formed hash) than
+    // everyone else. Only cggmp21's echo check can see it: every honest member aborts
+    // blaming nobody, stores nothing, keeps generation 0, and the old committee signs.
+    let victim = node_id(1);
+    let equivocation: Rule = Arc::new(move |_, to, kind, payload| {
+        let msg = (payload.len() <= 256 * 1024)
+            .then(|| decode_message::<AuxMsg>(NodeId::from_bytes([0; 32]), payload).ok())
+            .flatten();
+        match (msg, kind) {
+            (Some(AuxMsg::Round1(mut msg)), DeliveryKind::Broadcast) if to == victim => {
+                msg.commitment[0] ^= 1;
+                Action::Replace(vec![encode_message(&AuxMsg::Round1(msg)).unwrap()])
+            }
+            _ => Action::Pass,
+        }
+    });
+    let pool = pool(
+        vec![None, None, None, Some(equivocation)],
+        Duration::from_secs(120),
+    )
+    .await;
+    let address = pool.nodes[0].share(&pool.key).unwrap().ethereum_address();
+    let mut events: Vec<_> = pool.nodes[..3].iter().map(|n| n.subscribe()).collect();
+    let result = pool.nodes[1]
+        .propose_reshare(
+            &pool.key,
+            Committee::two_thirds(pool.ids.clone()).unwrap(),
+            None,
+            b"pool v2".to_vec(),
+        )
+        .await;
+    assert!(result.is_err(), "the reshare aborts: {result:?}");
+    for (i, events) in events.iter_mut().enumerate() {
+        let culprits = wait_event(events, |e| match e {
+            PoolEvent::RunFinished {
+                protocol: tss_core::ProtocolKind::Reshare,
+                error,
+                culprits,
+                ..
+            } => {
+                assert!(error.is_some(), "node {} did not fail", i + 1);
+                Some(culprits.clone())
+            }
+            _ => None,
+        })
+        .await;
+        assert!(
+            culprits.is_empty(),
+            "node {} blames nobody: {culprits:?}",
+            i + 1
+        );
+    }
+    for i in 0..3 {
+        assert_eq!(
+            pool.stores[i].active_generation(&pool.key),
+            Some(Generation(0)),
+            "node {} keeps its generation",
+            i + 1
+        );
+        assert_eq!(
+            pool.stores[i].generations(&pool.key),
+            vec![Generation(0)],
+            "node {} staged nothing",
+            i + 1
+        );
+    }
+    assert!(pool.stores[3].generations(&pool.key).is_empty());
+    let signed = pool.nodes[0]
+        .propose_sign(
+            &pool.key,
+            b"batch after the aborted reshare".to_vec(),
+            Some(pool.ids[..2].to_vec()),
+        )
+        .await
+        .expect("the old committee signs");
+    assert_eq!(
+        signed.signature.recover_address(&signed.digest).unwrap(),
+        address
+    );
+}
