@@ -468,8 +468,8 @@ fn assert_exactly_t_reconstruct(
 proptest! {
     // Each case runs two reshares with aux-info for the new committee (seconds each on
     // 2 cores); 8 cases. A failing case is kept in proptest-regressions/ and replayed first.
-    // Not in the default run (about 5 minutes on 2 cores, which would take .ci/run past
-    // its 60-minute budget): `cargo test -p tss-core --test reshare -- --ignored`.
+    // Not in the default run (about 5 minutes on 2 cores); .ci/run runs it as a step of
+    // its own: `cargo test -p tss-core --test reshare -- --ignored`.
     #![proptest_config(ProptestConfig {
         cases: 8,
         failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
