@@ -35,6 +35,8 @@ use tss_core::{
 /// Where a [`Stopping`] store stops.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Step {
+    /// When the new share is to be staged, before anything is written.
+    BeforeStage,
     /// Right after staging the new share (durable, pending): before confirming it.
     AfterStage,
     /// At activation, before anything of it is written (the certificate included).
@@ -72,6 +74,7 @@ impl ShareStore for Stopping {
         ShareStore::load_state(&self.inner, key_id).await
     }
     async fn stage(&self, share: &KeyShare, pending_state: &[u8]) -> Result<(), StoreError> {
+        self.stop_if(Step::BeforeStage).await;
         ShareStore::stage(&self.inner, share, pending_state).await?;
         self.stop_if(Step::AfterStage).await;
         Ok(())
@@ -381,11 +384,11 @@ async fn members_killed_at_each_step_after_confirmation_restart_on_the_certified
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_member_killed_before_confirming_its_new_share_never_activates_it_and_the_old_committee_still_signs(
+async fn members_killed_before_confirming_their_new_shares_never_activate_them_and_the_old_committee_still_signs(
 ) {
-    // Node 2 stops right after storing its new share, before confirming it: no new member
-    // set is complete, no certificate exists anywhere.
-    let mut pool = Pool::start([None, Some(Step::AfterStage), None, None]).await;
+    // Node 2 stops right after storing its new share, before confirming it; node 3 before
+    // storing its own. No certificate can exist anywhere.
+    let mut pool = Pool::start([None, Some(Step::AfterStage), Some(Step::BeforeStage), None]).await;
     let address = pool.nodes[0].share(&pool.key).unwrap().ethereum_address();
     let proposer = pool.nodes[0].clone();
     let (key, committee) = (
@@ -397,11 +400,16 @@ async fn a_member_killed_before_confirming_its_new_share_never_activates_it_and_
             .propose_reshare(&key, committee, None, b"pool v2".to_vec())
             .await
     });
-    assert_eq!(
-        pool.wait_stops(1).await,
-        vec![(pool.ids[1], Step::AfterStage)]
-    );
+    let mut stops = pool.wait_stops(2).await;
+    let mut expected = vec![
+        (pool.ids[1], Step::AfterStage),
+        (pool.ids[2], Step::BeforeStage),
+    ];
+    stops.sort_by_key(|(node, _)| *node);
+    expected.sort_by_key(|(node, _)| *node);
+    assert_eq!(stops, expected, "each member stopped where it was told to");
     pool.kill(1).await;
+    pool.kill(2).await;
     let outcome = tokio::time::timeout(WAIT, run)
         .await
         .expect("the run ends once node 2 is silent")
@@ -423,10 +431,16 @@ async fn a_member_killed_before_confirming_its_new_share_never_activates_it_and_
         vec![g0, g1],
         "node 2's new share was stored before the kill"
     );
+    assert_eq!(
+        pool.stores[2].generations(&pool.key).await.unwrap(),
+        vec![g0],
+        "node 3 stored nothing new"
+    );
 
-    // It can only activate with a certificate, and none exists: it restarts on its old
-    // generation, the new one pending.
+    // A node activates only with a certificate, and none exists: both restart on their
+    // old generation (node 2's new one pending).
     pool.restart(1).await;
+    pool.restart(2).await;
     for (i, store) in pool.stores.iter().enumerate().take(3) {
         assert_eq!(
             store.active_generation(&pool.key).await.unwrap(),
@@ -435,21 +449,27 @@ async fn a_member_killed_before_confirming_its_new_share_never_activates_it_and_
             i + 1
         );
     }
-    let signed = pool.nodes[0]
+    let signed = pool.nodes[1]
         .propose_sign(
             &pool.key,
             b"batch after the failed reshare".to_vec(),
-            Some(pool.ids[..2].to_vec()),
+            Some(pool.ids[1..3].to_vec()),
         )
         .await
-        .expect("nodes 1 and 2 sign with their old shares");
+        .expect("the restarted nodes 2 and 3 sign with their old shares");
     assert_eq!(
         signed.signature.recover_address(&signed.digest).unwrap(),
         address
     );
-    assert_eq!(
-        pool.nodes[1].share(&pool.key).unwrap().generation(),
-        g0,
-        "node 2 serves its old generation, its new one pending"
-    );
+    for i in [1, 2] {
+        assert_eq!(
+            pool.nodes[i].share(&pool.key).unwrap().generation(),
+            g0,
+            "node {} serves its old generation",
+            i + 1
+        );
+    }
+    let pending = pool.stores[1].load_pending(&pool.key).await.unwrap();
+    assert_eq!(pending.len(), 1, "node 2's new share stays pending");
+    assert_eq!(pending[0].share.generation(), g1);
 }
