@@ -356,7 +356,12 @@ async fn a_share_mangled_on_the_wire_aborts_the_reshare_unresolved_naming_both()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn split_confirmation_view_never_retires_old_shares() {
+async fn a_member_that_cannot_store_its_new_share_confirms_nothing_and_nobody_may_retire_the_old_one(
+) {
+    // Node 3's store fails (disk full): it never confirms, so the others' runs end without
+    // a certificate. (A confirmation shown to some members only, the split view, is in
+    // reshare_certificate.rs: an_equivocating_joiner_cannot_split_the_pool_across_generations
+    // and a_member_that_missed_the_certificate_activates_after_restart_by_fetching_it.)
     let (network, old) = pool(3, 2).await;
     let old_info = old[0].share.public_info();
     let old = Arc::new(old);

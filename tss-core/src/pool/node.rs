@@ -322,7 +322,8 @@ pub enum PoolEvent {
         verdicts: Vec<crate::reshare::ComplaintVerdict>,
     },
     /// This node asked its peers for the certificate of a pending generation (after a
-    /// reshare that ended here without one, or at start).
+    /// reshare that ended here without one, or at start), or asked again (every
+    /// [`PoolConfig::certificate_retry_interval`] while it is still missing).
     CertificateRequested {
         /// The key.
         key_id: KeyId,
@@ -2332,6 +2333,10 @@ impl PoolNode {
                 for peer in &peers {
                     node.send_control(*peer, &msg);
                 }
+                node.emit(PoolEvent::CertificateRequested {
+                    key_id: key_id.clone(),
+                    generation,
+                });
             }
         });
     }
