@@ -165,6 +165,27 @@ fn aux_msg(payload: &[u8]) -> Option<AuxMsg> {
     decode_message(NodeId::from_bytes([0; 32]), payload).ok()
 }
 
+/// Node `id` on `network`: if it is `byzantine`, its messages go through `rule`.
+fn node_sending_through(
+    network: &transport::InMemoryNetwork,
+    id: NodeId,
+    byzantine: NodeId,
+    rule: &TamperRule,
+) -> Arc<TssNode> {
+    if id != byzantine {
+        return nodes(network, &[id]).remove(0);
+    }
+    Arc::new(
+        TssNode::new(Arc::new(TamperingTransport::new(
+            network.endpoint(id),
+            rule.clone(),
+        )))
+        .with_identity(signer_for(&id))
+        .unwrap()
+        .with_idle_timeout(Duration::from_secs(300)),
+    )
+}
+
 /// Aux-info of a committee of `ids` (threshold 2), `byzantine` sending through `rule`.
 /// Returns every honest member's result (the Byzantine one's run is abandoned).
 async fn aux_info_with_byzantine(
@@ -178,19 +199,7 @@ async fn aux_info_with_byzantine(
     let eid = fresh_eid(ProtocolKind::AuxInfo, &key_id, ids);
     let mut tasks = Vec::new();
     for id in ids {
-        let node = if *id == byzantine {
-            Arc::new(
-                TssNode::new(Arc::new(TamperingTransport::new(
-                    network.endpoint(*id),
-                    rule.clone(),
-                )))
-                .with_identity(signer_for(id))
-                .unwrap()
-                .with_idle_timeout(Duration::from_secs(300)),
-            )
-        } else {
-            nodes(&network, &[*id]).remove(0)
-        };
+        let node = node_sending_through(&network, *id, byzantine, &rule);
         let committee = committee.clone();
         let id = *id;
         tasks.push((
@@ -526,19 +535,7 @@ fn an_equivocating_keygen_commitment_aborts_every_honest_member_blaming_nobody_a
         let eid = fresh_eid(ProtocolKind::Keygen, &key_id, &ids);
         let mut tasks = Vec::new();
         for id in &ids {
-            let node = if *id == byzantine {
-                Arc::new(
-                    TssNode::new(Arc::new(TamperingTransport::new(
-                        network.endpoint(*id),
-                        rule.clone(),
-                    )))
-                    .with_identity(signer_for(id))
-                    .unwrap()
-                    .with_idle_timeout(Duration::from_secs(300)),
-                )
-            } else {
-                nodes(&network, &[*id]).remove(0)
-            };
+            let node = node_sending_through(&network, *id, byzantine, &rule);
             let (committee, key_id, id) = (committee.clone(), key_id.clone(), *id);
             tasks.push((
                 id,

@@ -201,17 +201,40 @@ impl Pool {
         }
     }
 
-    /// Waits until `n` members reached their stops.
-    async fn wait_stops(&mut self, n: usize) -> Vec<(NodeId, Step)> {
-        let mut out = Vec::new();
-        while out.len() < n {
+    /// Node 1 proposes the reshare to {1, 2, 3, 4}, 3-of-4 (node 4 joins), in a task.
+    fn reshare_to_all_four(
+        &self,
+    ) -> tokio::task::JoinHandle<tss_core::Result<tss_core::pool::ReshareCommit>> {
+        let proposer = self.nodes[0].clone();
+        let (key, committee) = (
+            self.key.clone(),
+            Committee::two_thirds(self.ids.clone()).unwrap(),
+        );
+        tokio::spawn(async move {
+            proposer
+                .propose_reshare(&key, committee, None, b"pool v2".to_vec())
+                .await
+        })
+    }
+
+    /// Waits until the nodes of `expected` (by index) reached their stops, and checks
+    /// that each stopped where it was told to.
+    async fn assert_stopped(&mut self, expected: &[(usize, Step)]) {
+        let mut stops = Vec::new();
+        while stops.len() < expected.len() {
             let stop = tokio::time::timeout(WAIT, self.reached.recv())
                 .await
                 .expect("the member reached its stop")
                 .unwrap();
-            out.push(stop);
+            stops.push(stop);
         }
-        out
+        let mut expected: Vec<(NodeId, Step)> = expected
+            .iter()
+            .map(|(i, step)| (self.ids[*i], *step))
+            .collect();
+        stops.sort_by_key(|(node, _)| *node);
+        expected.sort_by_key(|(node, _)| *node);
+        assert_eq!(stops, expected, "each member stopped where it was told to");
     }
 
     /// "Kills" node `i` (shut down, keystore closed) and reopens its keystore from disk.
@@ -297,25 +320,13 @@ async fn members_killed_at_each_step_after_confirmation_restart_on_the_certified
     .await;
     let address = pool.nodes[0].share(&pool.key).unwrap().ethereum_address();
     let mut joiner = pool.nodes[3].subscribe();
-    let proposer = pool.nodes[0].clone();
-    let (key, committee) = (
-        pool.key.clone(),
-        Committee::two_thirds(pool.ids.clone()).unwrap(),
-    );
-    let run = tokio::spawn(async move {
-        proposer
-            .propose_reshare(&key, committee, None, b"pool v2".to_vec())
-            .await
-    });
-    let mut stops = pool.wait_stops(3).await;
-    let mut expected = vec![
-        (pool.ids[0], Step::BeforeRetirement),
-        (pool.ids[1], Step::BeforeActivation),
-        (pool.ids[2], Step::BetweenCertificateAndSwitch),
-    ];
-    stops.sort_by_key(|(node, _)| *node);
-    expected.sort_by_key(|(node, _)| *node);
-    assert_eq!(stops, expected, "each member stopped where it was told to");
+    let run = pool.reshare_to_all_four();
+    pool.assert_stopped(&[
+        (0, Step::BeforeRetirement),
+        (1, Step::BeforeActivation),
+        (2, Step::BetweenCertificateAndSwitch),
+    ])
+    .await;
     tokio::time::timeout(WAIT, async {
         loop {
             if let Ok(PoolEvent::KeyCommitted { generation, .. }) = joiner.recv().await {
@@ -390,24 +401,9 @@ async fn members_killed_before_confirming_their_new_shares_never_activate_them_a
     // storing its own. No certificate can exist anywhere.
     let mut pool = Pool::start([None, Some(Step::AfterStage), Some(Step::BeforeStage), None]).await;
     let address = pool.nodes[0].share(&pool.key).unwrap().ethereum_address();
-    let proposer = pool.nodes[0].clone();
-    let (key, committee) = (
-        pool.key.clone(),
-        Committee::two_thirds(pool.ids.clone()).unwrap(),
-    );
-    let run = tokio::spawn(async move {
-        proposer
-            .propose_reshare(&key, committee, None, b"pool v2".to_vec())
-            .await
-    });
-    let mut stops = pool.wait_stops(2).await;
-    let mut expected = vec![
-        (pool.ids[1], Step::AfterStage),
-        (pool.ids[2], Step::BeforeStage),
-    ];
-    stops.sort_by_key(|(node, _)| *node);
-    expected.sort_by_key(|(node, _)| *node);
-    assert_eq!(stops, expected, "each member stopped where it was told to");
+    let run = pool.reshare_to_all_four();
+    pool.assert_stopped(&[(1, Step::AfterStage), (2, Step::BeforeStage)])
+        .await;
     pool.kill(1).await;
     pool.kill(2).await;
     let outcome = tokio::time::timeout(WAIT, run)
