@@ -548,6 +548,15 @@ struct Inner {
 /// start) and activates the generation when a valid one arrives. So all members end on
 /// the same generation: whoever activated holds the certificate and hands it on.
 ///
+/// **Restarts.** A node killed at any step restarts on what its store holds: the old
+/// generation, or the new one if it was activated (with its certificate); a pending one
+/// only becomes active with a certificate (its own stored one, or a peer's). At start it
+/// retires generations older than a certified active one, which a kill between steps (2)
+/// and (3) leaves (`tests/restarts.rs`). The execution ids of its last
+/// [`EXECUTIONS_REMEMBERED`] runs are recorded in the store
+/// ([`ShareStore::record_executions`]) and read back at start: a proposal replayed after
+/// a restart is dropped like one replayed before ([`PoolEvent::ReplayRefused`]).
+///
 /// **Confirmation phase.** Junk, changed or unverifiable frames are ignored and reported
 /// as [`PoolEvent::Misbehaved`] naming the sender. Every run also has an overall
 /// deadline ([`PoolConfig::run_deadline`]).
