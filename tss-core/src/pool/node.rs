@@ -48,9 +48,15 @@ impl PrimeSource for PrimePool {
 
 /// How many aborts for runs this node has not seen yet it remembers.
 const EARLY_ABORTS_REMEMBERED: usize = 1024;
-/// How many execution ids of runs this node has had (proposed, followed or refused) it
-/// remembers, in memory and in its store across restarts (a proposal seen again is
-/// dropped without an answer: [`PoolEvent::ReplayRefused`]). 2 MiB of ids.
+/// How many proposals of runs this node has had (proposed, followed or refused; each
+/// remembered as its sender and execution id) it remembers, in memory and in its store
+/// across restarts: the same sender's proposal of one of them again is dropped without an
+/// answer ([`PoolEvent::ReplayRefused`]). About 6 MiB in memory, 6 MiB in the keystore.
+///
+/// A window, not a history: a member that sends this many proposals pushes older ones
+/// out, and a replay of an older proposal is validated again like a new one (the
+/// embedder's rules, e.g. node-shell's check of the batch against the L1 record, then
+/// refuse a stale request). Each of those proposals costs its sender a run slot here.
 pub const EXECUTIONS_REMEMBERED: usize = 65_536;
 /// How the reason of a busy refusal starts: an abort a party at its run caps sends to the
 /// proposer alone (see [`PoolConfig::max_concurrent_runs`]), which the proposer passes on.
@@ -269,8 +275,9 @@ pub enum PoolEvent {
         /// How long it took.
         elapsed: Duration,
     },
-    /// A proposal of a run this node already had (proposed, followed or refused; also
-    /// before a restart: the ids are kept in the store) was dropped without an answer.
+    /// A proposal of a run this node already had from the same sender (proposed,
+    /// followed or refused; also before a restart: they are kept in the store, see
+    /// [`EXECUTIONS_REMEMBERED`]) was dropped without an answer.
     ReplayRefused {
         /// The run.
         eid: ExecutionId,
@@ -640,10 +647,18 @@ impl PoolNode {
                 shares.insert(key_id.clone(), Arc::new(share));
             }
         }
-        // Runs this node had before a restart are refused like those of this life.
+        // Runs this node had before a restart are refused like those of this life. A store
+        // that cannot read them back costs the replay window, not the node.
         let mut seen = SeenProposals::default();
-        for eid in store.load_executions().await.map_err(TssError::Store)? {
-            seen.insert(eid);
+        match store.load_executions().await {
+            Ok(recorded) => {
+                for id in recorded {
+                    seen.insert(id);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the execution ids of earlier runs cannot be read: replays of them are validated again")
+            }
         }
         let (seen_to_record, unrecorded) = tokio::sync::mpsc::unbounded_channel();
         let mut participants: BTreeSet<NodeId> =
@@ -709,21 +724,30 @@ impl PoolNode {
             unrecorded,
             node.inner.shutdown.clone(),
         ));
-        for key_id in keys {
-            node.retire_leftovers(key_id).await?;
-            let pending = node
-                .inner
-                .store
-                .load_pending(key_id)
-                .await
-                .map_err(TssError::Store)?;
-            for p in pending {
-                if let Some(certificate) = p.certificate {
-                    Box::pin(node.adopt_certificate(certificate)).await?;
-                } else {
-                    node.request_certificate(key_id, p.share.generation(), None);
+        let resumed = async {
+            for key_id in keys {
+                node.retire_leftovers(key_id).await;
+                let pending = node
+                    .inner
+                    .store
+                    .load_pending(key_id)
+                    .await
+                    .map_err(TssError::Store)?;
+                for p in pending {
+                    if let Some(certificate) = p.certificate {
+                        Box::pin(node.adopt_certificate(certificate)).await?;
+                    } else {
+                        node.request_certificate(key_id, p.share.generation(), None);
+                    }
                 }
             }
+            Ok::<(), TssError>(())
+        };
+        if let Err(e) = resumed.await {
+            // The tasks started above end with the node: a failed start leaves nothing
+            // running (and the store and control session free for another try).
+            node.shutdown();
+            return Err(e);
         }
         Ok(node)
     }
@@ -733,36 +757,44 @@ impl PoolNode {
     /// retirement left in the store. The active generation's certificate is the proof that
     /// every new member stored its share; one without a certificate (keygen, generation
     /// 0) has no older generation to retire. Generations above the active one are pending
-    /// and are kept (their certificate may yet come).
-    async fn retire_leftovers(&self, key_id: &KeyId) -> Result<()> {
+    /// and are kept (their certificate may yet come). A store error is logged, never fatal
+    /// (as when retiring after a commit): the active generation is what the node serves.
+    async fn retire_leftovers(&self, key_id: &KeyId) {
         let Some(active) = self.share(key_id).map(|s| s.generation()) else {
-            return Ok(());
+            return;
         };
         let store = &self.inner.store;
-        let older: Vec<Generation> = store
-            .stored_generations(key_id)
-            .await
-            .map_err(TssError::Store)?
-            .into_iter()
-            .filter(|g| *g < active)
-            .collect();
+        let older: Vec<Generation> = match store.stored_generations(key_id).await {
+            Ok(stored) => stored.into_iter().filter(|g| *g < active).collect(),
+            Err(e) => {
+                tracing::warn!(%key_id, error = %e, "cannot list the stored generations");
+                return;
+            }
+        };
         if older.is_empty() {
-            return Ok(());
+            return;
         }
-        if store
-            .load_certificate(key_id, active)
-            .await
-            .map_err(TssError::Store)?
-            .is_none()
-        {
-            tracing::warn!(%key_id, %active, "older generations are kept: the active one has no certificate");
-            return Ok(());
+        match store.load_certificate(key_id, active).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!(%key_id, %active, "older generations are kept: the active one has no certificate");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%key_id, %active, error = %e, "older generations are kept: the active one's certificate cannot be read");
+                return;
+            }
         }
         for old in older {
-            store.retire(key_id, old).await.map_err(TssError::Store)?;
-            tracing::info!(%key_id, generation = %old, "an older generation left by a crash is retired");
+            match store.retire(key_id, old).await {
+                Ok(()) => {
+                    tracing::info!(%key_id, generation = %old, "an older generation left by a crash is retired")
+                }
+                Err(e) => {
+                    tracing::warn!(%key_id, generation = %old, error = %e, "could not retire an older generation")
+                }
+            }
         }
-        Ok(())
     }
 
     /// This node's id.
@@ -810,13 +842,14 @@ impl PoolNode {
         self.inner.tasks.wait().await;
     }
 
-    /// Records `eid` as seen (in memory now, in the store soon after); false if it was
-    /// seen before, also in an earlier life of this node.
-    fn first_sighting(&self, eid: ExecutionId) -> bool {
-        let new = self.inner.seen.lock().insert(eid);
+    /// Records that `proposer` proposed run `eid` (in memory now, in the store soon
+    /// after); false if it did before, also in an earlier life of this node.
+    fn first_sighting(&self, proposer: NodeId, eid: ExecutionId) -> bool {
+        let sighting = sighting(proposer, eid);
+        let new = self.inner.seen.lock().insert(sighting);
         if new {
             // Fails only once the recording task has ended, at shutdown.
-            let _ = self.inner.seen_to_record.send(eid);
+            let _ = self.inner.seen_to_record.send(sighting);
         }
         new
     }
@@ -925,7 +958,7 @@ impl PoolNode {
             Proposal::Presign(_) => ProtocolKind::Presign,
         };
         // A peer replaying this proposal to this node later gets no answer.
-        self.first_sighting(eid);
+        self.first_sighting(proposer, eid);
         let token = CancellationToken::new();
         let started = Instant::now();
         let early = {
@@ -2715,15 +2748,27 @@ impl Drop for ProposerSlot {
     }
 }
 
-/// Records newly seen execution ids in the store, as many at a time as have queued up
-/// (one synced write per batch, off every run's path). At shutdown it records what is
-/// queued, then ends. A crash loses at most the ids of the last moments (those runs are
-/// then validated again if replayed, like any new proposal).
+/// What [`SeenProposals`] and the store keep of a proposal: a digest of its sender and
+/// execution id (so one member's proposal never stands for another's).
+fn sighting(proposer: NodeId, eid: ExecutionId) -> ExecutionId {
+    let mut h = Sha256::new();
+    h.update(b"tss-core/pool/sighting/v1");
+    h.update(proposer.as_bytes());
+    h.update(eid.as_bytes());
+    ExecutionId::from_bytes(h.finalize().into())
+}
+
+/// Records new sightings ([`sighting`]) in the store, as many at a time as have queued
+/// up (one synced write per batch, off every run's path); a batch the store failed to
+/// write is tried again with the next one. At shutdown it records what is queued, then
+/// ends. A crash (or a store that keeps failing) loses the sightings of the last moments:
+/// those runs are then validated again if replayed, like any new proposal.
 async fn record_executions(
     store: Arc<dyn ShareStore>,
     mut unrecorded: tokio::sync::mpsc::UnboundedReceiver<ExecutionId>,
     shutdown: CancellationToken,
 ) {
+    let mut failed: Vec<ExecutionId> = Vec::new();
     loop {
         let first = tokio::select! {
             biased;
@@ -2733,15 +2778,19 @@ async fn record_executions(
             },
             _ = shutdown.cancelled() => break,
         };
-        let mut batch = vec![first];
+        let mut batch = std::mem::take(&mut failed);
+        batch.push(first);
         while let Ok(eid) = unrecorded.try_recv() {
             batch.push(eid);
         }
         if let Err(e) = store.record_executions(&batch, EXECUTIONS_REMEMBERED).await {
-            tracing::warn!(error = %e, ids = batch.len(), "cannot record execution ids in the store");
+            tracing::warn!(error = %e, ids = batch.len(), "cannot record execution ids in the store (tried again with the next ones)");
+            let keep_from = batch.len().saturating_sub(EXECUTIONS_REMEMBERED);
+            failed = batch.split_off(keep_from);
         }
     }
-    let mut rest = Vec::new();
+    unrecorded.close();
+    let mut rest = failed;
     while let Ok(eid) = unrecorded.try_recv() {
         rest.push(eid);
     }
@@ -2764,7 +2813,11 @@ async fn control_loop(node: PoolNode, mut inbox: SessionInbox) {
                 let from = msg.from; // authenticated by the transport
                 match decode_message::<ControlMsg>(from, &msg.payload) {
                     Ok(ControlMsg::Propose(proposal)) => {
-                        if !node.first_sighting(proposal.eid()) {
+                        // Remembered per sender, and only when well formed with both this
+                        // node and the sender among its parties: nobody can make this node
+                        // drop another member's proposal by sending its id first.
+                        let shaped = proposal.check_shape(from, node.inner.me).is_ok();
+                        if shaped && !node.first_sighting(from, proposal.eid()) {
                             tracing::debug!(%from, eid = %proposal.eid(), "dropping a proposal seen before");
                             node.emit(PoolEvent::ReplayRefused {
                                 eid: proposal.eid(),

@@ -103,9 +103,10 @@ pub trait ShareStore: Send + Sync + 'static {
     /// older than the active one that a crash between activation and retirement left.
     async fn stored_generations(&self, key_id: &KeyId) -> Result<Vec<Generation>, StoreError>;
 
-    /// Durably records `eids`, execution ids of runs this node had (proposed, followed
-    /// or refused), keeping the `keep` most recently recorded ones and forgetting older
-    /// ones. [`crate::pool::PoolNode`] records every run's id here and reads them back
+    /// Durably records `eids`, keeping the `keep` most recently recorded ones and
+    /// forgetting older ones. They are opaque 32-byte ids to the store:
+    /// [`crate::pool::PoolNode`] records one per proposal it had (proposed, followed or
+    /// refused), a digest of the proposal's sender and execution id, and reads them back
     /// with [`ShareStore::load_executions`] when it starts, so a proposal replayed after
     /// a restart is refused like one replayed before it.
     async fn record_executions(&self, eids: &[ExecutionId], keep: usize) -> Result<(), StoreError>;
