@@ -79,15 +79,7 @@ async fn presign_with_byzantine(
     for &i in signer_positions {
         let id = parties[i].node.node_id();
         let node = if i == byzantine {
-            Arc::new(
-                TssNode::new(Arc::new(TamperingTransport::new(
-                    network.endpoint(id),
-                    rule.clone(),
-                )))
-                .with_identity(signer_for(&id))
-                .unwrap()
-                .with_idle_timeout(Duration::from_secs(300)),
-            )
+            byzantine_node(&network, id, &rule)
         } else {
             parties[i].node.clone()
         };
@@ -175,6 +167,15 @@ fn node_sending_through(
     if id != byzantine {
         return nodes(network, &[id]).remove(0);
     }
+    byzantine_node(network, id, rule)
+}
+
+/// Node `id` on `network`, its messages going through `rule`.
+fn byzantine_node(
+    network: &transport::InMemoryNetwork,
+    id: NodeId,
+    rule: &TamperRule,
+) -> Arc<TssNode> {
     Arc::new(
         TssNode::new(Arc::new(TamperingTransport::new(
             network.endpoint(id),
