@@ -946,3 +946,56 @@ async fn what_a_proposal_gets(
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_sending_another_members_execution_id_first_does_not_make_it_a_replay() {
+    // Node 3 (a member, raw endpoint) sends node 2 a proposal under the execution id that
+    // node 1 (also raw) is about to use. Node 2 judges each on its own: node 1's proposal
+    // is not dropped as a replay of node 3's, and only node 3 repeating itself is.
+    let ids = node_ids(3);
+    let key = KeyId::new("not-a-replay").unwrap();
+    let network = InMemoryNetwork::new();
+    let node = PoolNode::start(
+        PoolConfig::new(ids.clone()).with_session_idle_timeout(IDLE),
+        Arc::new(network.endpoint(ids[1])),
+        common::signer_for(&ids[1]),
+        Arc::new(Rules { refuse: true }),
+        Arc::new(MemoryShareStore::new()),
+        Arc::new(InsecureTestPrimes::new(1)),
+        std::slice::from_ref(&key),
+    )
+    .await
+    .unwrap();
+    let eid = tss_core::ExecutionId::random(
+        tss_core::ProtocolKind::Keygen,
+        &key,
+        &ids,
+        &mut rand::thread_rng(),
+    );
+    let bytes = encode_message(&ControlMsg::Propose(Proposal::Keygen(KeygenProposal {
+        eid,
+        key_id: key.clone(),
+        committee: Committee::new(ids.clone(), 2).unwrap(),
+        context: b"pool v1".to_vec(),
+    })))
+    .unwrap();
+    let (first, second) = (
+        raw_control(&network, &ids, ids[2]),
+        raw_control(&network, &ids, ids[0]),
+    );
+    assert_eq!(
+        what_a_proposal_gets(&node, &first, eid, bytes.clone()).await,
+        "refused"
+    );
+    assert_eq!(
+        what_a_proposal_gets(&node, &second, eid, bytes.clone()).await,
+        "refused",
+        "node 1's proposal is judged, not dropped as node 3's replay"
+    );
+    assert_eq!(
+        what_a_proposal_gets(&node, &first, eid, bytes).await,
+        "replay",
+        "node 3 sending it again is a replay"
+    );
+    node.stopped().await;
+}
