@@ -2,17 +2,20 @@
 pragma solidity 0.8.37;
 
 /// @notice The part of `SequencerStaking` that `BatchInbox` reads.
-interface IMpcAddressSource {
-    /// @notice The pool's current MPC-controlled Ethereum address.
-    function mpcAddress() external view returns (address);
+interface IRoleAddressSource {
+    /// @notice The pool's current MPC-controlled Ethereum address registered for `role` (zero if none).
+    function roleAddress(bytes32 role) external view returns (address);
 }
 
 /// @title BatchInbox
-/// @notice L1 inbox of the rollup's L2 batches. Only the pool's current MPC address (read from the
+/// @notice L1 inbox of one role of the pool: the rollup's L2 batches (role `BATCHES_ROLE` =
+///         keccak256("batches") of `SequencerStaking`), or e.g. state commitments (keccak256("state")).
+///         Only the pool's MPC address currently registered for the inbox's `role` (read from the
 ///         staking contract on every call, so a key rotation by the admin takes effect at once) may
 ///         append, and the appended L2 block ranges must form one gap-free, overlap-free sequence
 ///         starting at `genesisBlock`: batch k covers [firstBlock, lastBlock] and batch k+1 starts at
-///         lastBlock + 1.
+///         lastBlock + 1. Each role has its own inbox (its own sequence); "batch" below means one
+///         append, whatever the role commits to.
 /// @dev    A batch is committed by its hash (`batchHash`, e.g. keccak256 of the encoded batch data)
 ///         rather than by its data: calldata cost stays constant and the contract does not depend on
 ///         a batch encoding. Posting the data itself (calldata or EIP-4844 blobs) is a later seam.
@@ -30,8 +33,10 @@ contract BatchInbox {
         bytes32 batchHash;
     }
 
-    /// @notice The staking contract whose `mpcAddress()` is the only accepted sender.
-    IMpcAddressSource public immutable staking;
+    /// @notice The staking contract whose `roleAddress(role)` is the only accepted sender.
+    IRoleAddressSource public immutable staking;
+    /// @notice The role this inbox serves (non-zero), e.g. keccak256("batches") or keccak256("state").
+    bytes32 public immutable role;
     /// @notice L2 block the first batch must start at.
     uint64 public immutable genesisBlock;
 
@@ -47,8 +52,8 @@ contract BatchInbox {
     ///      right after the append).
     event BatchAppended(uint64 indexed epoch, uint64 firstBlock, uint64 lastBlock, bytes32 batchHash);
 
-    /// @notice `caller` is not the pool's current MPC address.
-    error NotMpcAddress(address caller);
+    /// @notice `caller` is not the pool's current MPC address for `role` (the inbox's role).
+    error NotRoleAddress(address caller, bytes32 role);
     /// @notice The batch starts at `firstBlock` but `expected` is the next L2 block: blocks are missing.
     error BlockRangeGap(uint64 expected, uint64 firstBlock);
     /// @notice The batch starts at `firstBlock`, before `expected`: it repeats already appended blocks.
@@ -61,21 +66,27 @@ contract BatchInbox {
     error ZeroBatchHash();
     /// @notice A zero address was given for the staking contract.
     error ZeroAddress();
+    /// @notice A zero role was given.
+    error ZeroRole();
 
-    /// @param staking_      Address of the `SequencerStaking` contract.
+    /// @param staking_      Address of the `SequencerStaking` contract (non-zero).
+    /// @param role_         Role whose registered address may append (non-zero), e.g.
+    ///                      keccak256("batches") (`SequencerStaking.BATCHES_ROLE`).
     /// @param genesisBlock_ L2 block the first batch must start at.
-    constructor(address staking_, uint64 genesisBlock_) {
+    constructor(address staking_, bytes32 role_, uint64 genesisBlock_) {
         if (staking_ == address(0)) revert ZeroAddress();
-        staking = IMpcAddressSource(staking_);
+        if (role_ == bytes32(0)) revert ZeroRole();
+        staking = IRoleAddressSource(staking_);
+        role = role_;
         genesisBlock = genesisBlock_;
         nextBlock = genesisBlock_;
     }
 
     /// @notice Append the batch of L2 blocks [firstBlock, lastBlock], signed by the pool in `epoch`.
-    /// @dev Only the staking contract's current `mpcAddress()` may call. Checks, in order: sender,
-    ///      range shape, continuity (gap, then overlap), epoch, hash.
+    /// @dev Only the staking contract's current `roleAddress(role)` may call. Checks, in order:
+    ///      sender, range shape, continuity (gap, then overlap), epoch, hash.
     function appendBatch(uint64 epoch, uint64 firstBlock, uint64 lastBlock, bytes32 batchHash) external {
-        if (msg.sender != staking.mpcAddress()) revert NotMpcAddress(msg.sender);
+        if (msg.sender != staking.roleAddress(role)) revert NotRoleAddress(msg.sender, role);
         if (lastBlock < firstBlock || lastBlock == type(uint64).max) {
             revert InvalidBlockRange(firstBlock, lastBlock);
         }

@@ -4,14 +4,20 @@ pragma solidity 0.8.37;
 /// @title SequencerStaking
 /// @notice L1 lock contract of an MPC sequencer pool. Whitelisted L1 accounts lock ETH to join the
 ///         pool as sequencers; each sequencer is identified in the pool by its `nodeId`, the 32-byte
-///         ed25519 public key of its transport identity. The contract also records `mpcAddress`, the
-///         Ethereum address controlled jointly by the pool (threshold ECDSA) that is the only account
-///         allowed to append batches to the `BatchInbox`.
+///         ed25519 public key of its transport identity. The contract also records the pool's MPC
+///         addresses: Ethereum addresses controlled jointly by the pool (threshold ECDSA), one per
+///         L1 *role*. A role is a bytes32 name, by convention keccak256 of a short string:
+///         `BATCHES_ROLE` = keccak256("batches") for batch submission, e.g. keccak256("state") for
+///         state commitments. Each role has its own `BatchInbox`, which accepts appends only from
+///         `roleAddress(role)`; `mpcAddress()` is the batches role's address.
 /// @dev    Relations kept by the contract:
 ///         - an account has at most one nodeId and a nodeId belongs to at most one account;
 ///         - a locked sequencer's stake is always within [minStake, maxStake];
 ///         - `sequencers()` lists exactly the locked sequencers (order is not stable: removal swaps
-///           the last entry into the freed slot, so readers should sort, e.g. by nodeId).
+///           the last entry into the freed slot, so readers should sort, e.g. by nodeId);
+///         - a role has at most one address and an address serves at most one role:
+///           `roleOf[roleAddress[r]] == r` for every role r with a non-zero address, and
+///           `roleAddress[roleOf[a]] == a` for every address a with a non-zero role.
 ///         The whitelist gates entry (`lock`) and top-ups (`increase`); removing an account from the
 ///         whitelist does not evict it, it can still `unlock`. Rewards and slashing are not
 ///         implemented: `slash` is an admin-only stub that reverts with `NotImplemented()`.
@@ -26,15 +32,17 @@ contract SequencerStaking {
         uint256 stake;
     }
 
-    /// @notice Account that deployed the contract; manages the whitelist and `mpcAddress`.
+    /// @notice Account that deployed the contract; manages the whitelist and the role addresses.
     address public immutable admin;
     /// @notice Smallest stake (wei) a sequencer may hold.
     uint256 public immutable minStake;
     /// @notice Largest stake (wei) a sequencer may hold.
     uint256 public immutable maxStake;
 
-    /// @notice The pool's MPC-controlled Ethereum address (zero until the admin sets it).
-    address public mpcAddress;
+    /// @notice Role of the pool's batch-submission key: keccak256("batches"). `mpcAddress()` and
+    ///         `setMpcAddress` read and write this role's address.
+    bytes32 public constant BATCHES_ROLE = keccak256("batches");
+
     /// @notice Sum of all locked stakes (wei).
     uint256 public totalStake;
 
@@ -46,6 +54,12 @@ contract SequencerStaking {
     mapping(bytes32 nodeId => address) public accountOf;
     /// @notice Stake (wei) locked by `account`, zero if none.
     mapping(address account => uint256) public stakeOf;
+    /// @notice The pool's MPC-controlled Ethereum address registered for `role` (the only sender the
+    ///         role's `BatchInbox` accepts), zero if none (until the admin sets it).
+    mapping(bytes32 role => address) public roleAddress;
+    /// @notice The role `account` is registered for, zero if none. An address serves at most one
+    ///         role at a time.
+    mapping(address account => bytes32) public roleOf;
 
     /// @dev Locked accounts, for enumeration; `_position[a]` is a's index in `_accounts` plus one.
     address[] private _accounts;
@@ -59,8 +73,10 @@ contract SequencerStaking {
     event StakeIncreased(address indexed account, bytes32 indexed nodeId, uint256 amount, uint256 newStake);
     /// @notice `account` (as `nodeId`) left the pool; `amount` wei were sent back to it.
     event Unlocked(address indexed account, bytes32 indexed nodeId, uint256 amount);
-    /// @notice The admin set the pool's MPC address from `previous` to `current`.
-    event MpcAddressSet(address indexed previous, address indexed current);
+    /// @notice The admin set the pool's MPC address for `role` from `previous` (zero if none) to
+    ///         `current`; `previous` no longer has a role (unless it equals `current`). Emitted by
+    ///         `setRoleAddress` and by `setMpcAddress` (with `role` = `BATCHES_ROLE`).
+    event RoleAddressSet(bytes32 indexed role, address indexed previous, address indexed current);
 
     /// @notice The caller is not the admin.
     error NotAdmin(address caller);
@@ -82,6 +98,11 @@ contract SequencerStaking {
     error ZeroAmount();
     /// @notice A zero address was given where an account is required.
     error ZeroAddress();
+    /// @notice A zero role was given.
+    error ZeroRole();
+    /// @notice `account` is already registered for `role` (its current role), so it cannot be
+    ///         registered for another role; move `role` to another address first.
+    error AddressHasRole(address account, bytes32 role);
     /// @notice Constructor bounds are inconsistent (`minimum` zero or above `maximum`).
     error InvalidStakeBounds(uint256 minimum, uint256 maximum);
     /// @notice Sending `amount` wei back to `to` failed.
@@ -113,14 +134,24 @@ contract SequencerStaking {
         emit WhitelistUpdated(account, allowed);
     }
 
-    /// @notice Set the pool's MPC address, the only sender `BatchInbox` accepts.
+    /// @notice Register `account`, one of the pool's MPC addresses, for `role`: the role's
+    ///         `BatchInbox` then accepts appends only from `account`. Emits `RoleAddressSet`.
     /// @dev Can be called again at any time by the admin, e.g. to recover from a lost pool key
-    ///      (a fresh key generation yields a new address). Takes effect for the next batch.
+    ///      (a fresh key generation yields a new address); takes effect for the next append. The
+    ///      role's previous address loses its role and may be registered for another one.
+    ///      Re-registering an address for the role it already has is allowed (and emits the event).
+    ///      Reverts `ZeroRole()` if `role` is zero, `ZeroAddress()` if `account` is zero, and
+    ///      `AddressHasRole(account, roleOf[account])` if `account` serves another role.
+    /// @param role    Role name, non-zero (by convention keccak256 of a short string).
+    /// @param account The pool's MPC address for the role, non-zero.
+    function setRoleAddress(bytes32 role, address account) external onlyAdmin {
+        _setRoleAddress(role, account);
+    }
+
+    /// @notice Set the pool's batch-submission MPC address: same as
+    ///         `setRoleAddress(BATCHES_ROLE, newMpcAddress)` (emits `RoleAddressSet`).
     function setMpcAddress(address newMpcAddress) external onlyAdmin {
-        if (newMpcAddress == address(0)) revert ZeroAddress();
-        address previous = mpcAddress;
-        mpcAddress = newMpcAddress;
-        emit MpcAddressSet(previous, newMpcAddress);
+        _setRoleAddress(BATCHES_ROLE, newMpcAddress);
     }
 
     /// @notice Seam for slashing a misbehaving sequencer. Not implemented: always reverts with
@@ -189,6 +220,11 @@ contract SequencerStaking {
 
     // ------------------------------------------------------------------ views
 
+    /// @notice The pool's batch-submission MPC address: `roleAddress(BATCHES_ROLE)` (zero until set).
+    function mpcAddress() external view returns (address) {
+        return roleAddress[BATCHES_ROLE];
+    }
+
     /// @notice Number of locked sequencers.
     function sequencerCount() external view returns (uint256) {
         return _accounts.length;
@@ -214,6 +250,19 @@ contract SequencerStaking {
     }
 
     // --------------------------------------------------------------- internal
+
+    function _setRoleAddress(bytes32 role, address account) private {
+        if (role == bytes32(0)) revert ZeroRole();
+        if (account == address(0)) revert ZeroAddress();
+        bytes32 held = roleOf[account];
+        if (held != bytes32(0) && held != role) revert AddressHasRole(account, held);
+
+        address previous = roleAddress[role];
+        if (previous != address(0)) delete roleOf[previous];
+        roleAddress[role] = account;
+        roleOf[account] = role;
+        emit RoleAddressSet(role, previous, account);
+    }
 
     function _checkBounds(uint256 amount) private view {
         if (amount < minStake) revert StakeBelowMinimum(amount, minStake);

@@ -4,7 +4,8 @@
 #   bash contracts/test.sh        (after `npm ci`; uses the committed contracts/artifacts/*.json)
 #
 # Starts anvil on a port it picks itself (--port 0, read back from its output), deploys
-# SequencerStaking and BatchInbox from anvil's dev account 0 (the admin), sets up a fixture, takes an
+# SequencerStaking and two BatchInboxes (one for the batches role, one for the state role) from
+# anvil's dev account 0 (the admin), sets up a fixture, takes an
 # EVM snapshot, and runs each named check from that snapshot (evm_revert before every check, so the
 # checks do not depend on each other). Each check prints `ok <name>` or `FAIL <name>` (with the reason
 # indented below). A revert check sends the real transaction with cast and asserts the exact revert
@@ -93,7 +94,9 @@ SEQ1=1        # whitelisted in the fixture
 SEQ2=2        # whitelisted in the fixture
 OUTSIDER=3    # never whitelisted
 OTHER=4       # unprivileged account
-MPC=8         # pool MPC address set in the fixture
+STATE_NEW=6   # state-role address after a reset
+MPC_STATE=7   # pool MPC address registered for the state role in the fixture
+MPC=8         # pool MPC address (batches role) set in the fixture
 MPC_NEW=9     # MPC address after a reset
 
 MIN_STAKE=1000000000000000000   # 1 ether
@@ -107,6 +110,10 @@ H1=$("$CAST" keccak "batch 1")
 H2=$("$CAST" keccak "batch 2")
 H3=$("$CAST" keccak "batch 3")
 ZERO_ADDR=0x0000000000000000000000000000000000000000
+ZERO32=0x0000000000000000000000000000000000000000000000000000000000000000
+BATCHES_ROLE=$("$CAST" keccak batches)   # SequencerStaking.BATCHES_ROLE
+STATE_ROLE=$("$CAST" keccak state)       # a second role: state commitments
+UNUSED_ROLE=$("$CAST" keccak unused)     # a role nobody is registered for
 
 REASON=
 fail() {
@@ -169,6 +176,13 @@ expect_call() {
   [[ $got == "$expected" ]] || fail "${call[*]:1}: expected $* ($expected), got $got"
 }
 
+# expect_log_count N: the receipt in $TMP/receipt.json has exactly N logs.
+expect_log_count() {
+  local n
+  n=$(json_get "$TMP/receipt.json" 'j.logs.length')
+  [[ $n == "$1" ]] || fail "expected $1 log(s), the receipt has $n: $(json_get "$TMP/receipt.json" 'j.logs')"
+}
+
 # expect_log ADDRESS EVENT_SIG TOPIC_ARGS_CSV DATA_TYPES DATA_VALUES_CSV: the receipt in
 # $TMP/receipt.json has a log from ADDRESS with topic0 = EVENT_SIG's hash, the indexed arguments
 # (each ABI-encoded as its type in EVENT_SIG order, given as type:value) and the data.
@@ -215,14 +229,19 @@ deploy() { # deploy ARTIFACT CONSTRUCTOR_SIG ARGS... -> prints the address
 
 STAKING=$(deploy SequencerStaking "constructor(uint256,uint256)" "$MIN_STAKE" "$MAX_STAKE") ||
   die "deploying SequencerStaking failed"
-INBOX=$(deploy BatchInbox "constructor(address,uint64)" "$STAKING" "$GENESIS") ||
-  die "deploying BatchInbox failed"
+INBOX=$(deploy BatchInbox "constructor(address,bytes32,uint64)" "$STAKING" "$BATCHES_ROLE" "$GENESIS") ||
+  die "deploying BatchInbox (batches role) failed"
+STATE_INBOX=$(deploy BatchInbox "constructor(address,bytes32,uint64)" "$STAKING" "$STATE_ROLE" "$GENESIS") ||
+  die "deploying BatchInbox (state role) failed"
 STAKING=$(lower <<<"$STAKING")
 INBOX=$(lower <<<"$INBOX")
+STATE_INBOX=$(lower <<<"$STATE_INBOX")
 
 send "$ADMIN" "$STAKING" "setWhitelisted(address,bool)" "${ADDR[$SEQ1]}" true || die "fixture: $REASON"
 send "$ADMIN" "$STAKING" "setWhitelisted(address,bool)" "${ADDR[$SEQ2]}" true || die "fixture: $REASON"
 send "$ADMIN" "$STAKING" "setMpcAddress(address)" "${ADDR[$MPC]}" || die "fixture: $REASON"
+send "$ADMIN" "$STAKING" "setRoleAddress(bytes32,address)" "$STATE_ROLE" "${ADDR[$MPC_STATE]}" ||
+  die "fixture: $REASON"
 
 SNAPSHOT=$("$CAST" rpc evm_snapshot | tr -d '"') || die "evm_snapshot failed"
 
@@ -239,6 +258,18 @@ check_deployment_state() {
   expect_call "$INBOX" "genesisBlock()" = uint64 "$GENESIS" || return 1
   expect_call "$INBOX" "nextBlock()" = uint64 "$GENESIS" || return 1
   expect_call "$INBOX" "batchCount()" = uint256 0 || return 1
+  # Roles: the batches inbox serves BATCHES_ROLE, the second inbox the state role.
+  expect_call "$STAKING" "BATCHES_ROLE()" = bytes32 "$BATCHES_ROLE" || return 1
+  expect_call "$INBOX" "role()" = bytes32 "$BATCHES_ROLE" || return 1
+  expect_call "$STATE_INBOX" "role()" = bytes32 "$STATE_ROLE" || return 1
+  expect_call "$STATE_INBOX" "staking()" = address "$STAKING" || return 1
+  expect_call "$STATE_INBOX" "nextBlock()" = uint64 "$GENESIS" || return 1
+  expect_call "$STAKING" "roleAddress(bytes32)" "$BATCHES_ROLE" = address "${ADDR[$MPC]}" || return 1
+  expect_call "$STAKING" "roleAddress(bytes32)" "$STATE_ROLE" = address "${ADDR[$MPC_STATE]}" || return 1
+  expect_call "$STAKING" "roleAddress(bytes32)" "$UNUSED_ROLE" = address "$ZERO_ADDR" || return 1
+  expect_call "$STAKING" "roleOf(address)" "${ADDR[$MPC]}" = bytes32 "$BATCHES_ROLE" || return 1
+  expect_call "$STAKING" "roleOf(address)" "${ADDR[$MPC_STATE]}" = bytes32 "$STATE_ROLE" || return 1
+  expect_call "$STAKING" "roleOf(address)" "${ADDR[$OTHER]}" = bytes32 "$ZERO32" || return 1
 }
 
 check_whitelisted_lock_emits_event_and_lists_sequencer() {
@@ -353,10 +384,11 @@ check_admin_can_reset_mpc_address() {
   local old=${ADDR[$MPC]} new=${ADDR[$MPC_NEW]}
   send "$MPC" "$INBOX" "appendBatch(uint64,uint64,uint64,bytes32)" 1 100 109 "$H1" || return 1
   send "$ADMIN" "$STAKING" "setMpcAddress(address)" "$new" || return 1
-  expect_log "$STAKING" "MpcAddressSet(address,address)" "address:$old,address:$new" "" "" || return 1
+  expect_log "$STAKING" "RoleAddressSet(bytes32,address,address)" \
+    "bytes32:$BATCHES_ROLE,address:$old,address:$new" "" "" || return 1
   expect_call "$STAKING" "mpcAddress()" = address "$new" || return 1
   # The inbox follows at once: the old key is refused, the new one continues the sequence.
-  expect_revert "$MPC" "NotMpcAddress(address)" "$old" -- \
+  expect_revert "$MPC" "NotRoleAddress(address,bytes32)" "$old,$BATCHES_ROLE" -- \
     "$INBOX" "appendBatch(uint64,uint64,uint64,bytes32)" 2 110 119 "$H2" || return 1
   send "$MPC_NEW" "$INBOX" "appendBatch(uint64,uint64,uint64,bytes32)" 2 110 119 "$H2" || return 1
   expect_call "$INBOX" "batchCount()" = uint256 2 || return 1
@@ -380,8 +412,8 @@ check_batch_from_mpc_address_is_appended() {
 
 check_batch_from_other_account_reverts() {
   local k
-  for k in "$OTHER" "$ADMIN" "$SEQ1"; do
-    expect_revert "$k" "NotMpcAddress(address)" "${ADDR[$k]}" -- \
+  for k in "$OTHER" "$ADMIN" "$SEQ1" "$MPC_STATE"; do
+    expect_revert "$k" "NotRoleAddress(address,bytes32)" "${ADDR[$k]},$BATCHES_ROLE" -- \
       "$INBOX" "appendBatch(uint64,uint64,uint64,bytes32)" 1 100 109 "$H1" || return 1
   done
   expect_call "$INBOX" "batchCount()" = uint256 0 || return 1
@@ -437,6 +469,180 @@ check_invalid_batch_reverts() {
   expect_call "$INBOX" "batchCount()" = uint256 1 || return 1
 }
 
+check_only_admin_sets_role_address() {
+  local other=${ADDR[$OTHER]} k
+  for k in "$OTHER" "$MPC" "$MPC_STATE"; do
+    expect_revert "$k" "NotAdmin(address)" "${ADDR[$k]}" -- \
+      "$STAKING" "setRoleAddress(bytes32,address)" "$STATE_ROLE" "$other" || return 1
+    expect_revert "$k" "NotAdmin(address)" "${ADDR[$k]}" -- \
+      "$STAKING" "setRoleAddress(bytes32,address)" "$UNUSED_ROLE" "$other" || return 1
+  done
+  expect_call "$STAKING" "roleAddress(bytes32)" "$STATE_ROLE" = address "${ADDR[$MPC_STATE]}" || return 1
+  expect_call "$STAKING" "roleAddress(bytes32)" "$UNUSED_ROLE" = address "$ZERO_ADDR" || return 1
+  expect_call "$STAKING" "roleOf(address)" "$other" = bytes32 "$ZERO32" || return 1
+}
+
+check_zero_role_or_zero_address_is_refused() {
+  local other=${ADDR[$OTHER]}
+  expect_revert "$ADMIN" "ZeroRole()" "" -- "$STAKING" "setRoleAddress(bytes32,address)" "$ZERO32" "$other" || return 1
+  expect_revert "$ADMIN" "ZeroAddress()" "" -- \
+    "$STAKING" "setRoleAddress(bytes32,address)" "$STATE_ROLE" "$ZERO_ADDR" || return 1
+  expect_revert "$ADMIN" "ZeroAddress()" "" -- \
+    "$STAKING" "setRoleAddress(bytes32,address)" "$UNUSED_ROLE" "$ZERO_ADDR" || return 1
+  # Both zero: the role is checked first.
+  expect_revert "$ADMIN" "ZeroRole()" "" -- "$STAKING" "setRoleAddress(bytes32,address)" "$ZERO32" "$ZERO_ADDR" ||
+    return 1
+  expect_call "$STAKING" "roleAddress(bytes32)" "$ZERO32" = address "$ZERO_ADDR" || return 1
+  expect_call "$STAKING" "roleOf(address)" "$other" = bytes32 "$ZERO32" || return 1
+  expect_call "$STAKING" "roleAddress(bytes32)" "$STATE_ROLE" = address "${ADDR[$MPC_STATE]}" || return 1
+}
+
+check_one_address_cannot_serve_two_roles() {
+  local mpc=${ADDR[$MPC]} state=${ADDR[$MPC_STATE]}
+  # The error names the address and the role it already serves.
+  expect_revert "$ADMIN" "AddressHasRole(address,bytes32)" "$mpc,$BATCHES_ROLE" -- \
+    "$STAKING" "setRoleAddress(bytes32,address)" "$STATE_ROLE" "$mpc" || return 1
+  expect_revert "$ADMIN" "AddressHasRole(address,bytes32)" "$mpc,$BATCHES_ROLE" -- \
+    "$STAKING" "setRoleAddress(bytes32,address)" "$UNUSED_ROLE" "$mpc" || return 1
+  expect_revert "$ADMIN" "AddressHasRole(address,bytes32)" "$state,$STATE_ROLE" -- \
+    "$STAKING" "setRoleAddress(bytes32,address)" "$BATCHES_ROLE" "$state" || return 1
+  expect_revert "$ADMIN" "AddressHasRole(address,bytes32)" "$state,$STATE_ROLE" -- \
+    "$STAKING" "setMpcAddress(address)" "$state" || return 1
+  expect_call "$STAKING" "roleAddress(bytes32)" "$BATCHES_ROLE" = address "$mpc" || return 1
+  expect_call "$STAKING" "roleAddress(bytes32)" "$STATE_ROLE" = address "$state" || return 1
+  expect_call "$STAKING" "roleAddress(bytes32)" "$UNUSED_ROLE" = address "$ZERO_ADDR" || return 1
+  expect_call "$STAKING" "roleOf(address)" "$mpc" = bytes32 "$BATCHES_ROLE" || return 1
+  expect_call "$STAKING" "roleOf(address)" "$state" = bytes32 "$STATE_ROLE" || return 1
+}
+
+check_reregistering_an_address_for_its_own_role_is_allowed() {
+  local mpc=${ADDR[$MPC]} state=${ADDR[$MPC_STATE]}
+  send "$ADMIN" "$STAKING" "setRoleAddress(bytes32,address)" "$STATE_ROLE" "$state" || return 1
+  expect_log "$STAKING" "RoleAddressSet(bytes32,address,address)" \
+    "bytes32:$STATE_ROLE,address:$state,address:$state" "" "" || return 1
+  send "$ADMIN" "$STAKING" "setMpcAddress(address)" "$mpc" || return 1
+  expect_log "$STAKING" "RoleAddressSet(bytes32,address,address)" \
+    "bytes32:$BATCHES_ROLE,address:$mpc,address:$mpc" "" "" || return 1
+  # Nothing changed: both addresses keep their roles and both inboxes still accept them.
+  expect_call "$STAKING" "roleAddress(bytes32)" "$STATE_ROLE" = address "$state" || return 1
+  expect_call "$STAKING" "roleOf(address)" "$state" = bytes32 "$STATE_ROLE" || return 1
+  expect_call "$STAKING" "roleAddress(bytes32)" "$BATCHES_ROLE" = address "$mpc" || return 1
+  expect_call "$STAKING" "roleOf(address)" "$mpc" = bytes32 "$BATCHES_ROLE" || return 1
+  send "$MPC_STATE" "$STATE_INBOX" "appendBatch(uint64,uint64,uint64,bytes32)" 1 100 109 "$H1" || return 1
+  send "$MPC" "$INBOX" "appendBatch(uint64,uint64,uint64,bytes32)" 1 100 109 "$H1" || return 1
+}
+
+check_moving_a_role_frees_the_old_address() {
+  local mpc=${ADDR[$MPC]} state=${ADDR[$MPC_STATE]} new=${ADDR[$STATE_NEW]}
+  # The state role moves to a new address: the old one has no role any more ...
+  send "$ADMIN" "$STAKING" "setRoleAddress(bytes32,address)" "$STATE_ROLE" "$new" || return 1
+  expect_log "$STAKING" "RoleAddressSet(bytes32,address,address)" \
+    "bytes32:$STATE_ROLE,address:$state,address:$new" "" "" || return 1
+  expect_call "$STAKING" "roleAddress(bytes32)" "$STATE_ROLE" = address "$new" || return 1
+  expect_call "$STAKING" "roleOf(address)" "$new" = bytes32 "$STATE_ROLE" || return 1
+  expect_call "$STAKING" "roleOf(address)" "$state" = bytes32 "$ZERO32" || return 1
+  # ... and the state inbox follows at once.
+  expect_revert "$MPC_STATE" "NotRoleAddress(address,bytes32)" "$state,$STATE_ROLE" -- \
+    "$STATE_INBOX" "appendBatch(uint64,uint64,uint64,bytes32)" 1 100 109 "$H1" || return 1
+  send "$STATE_NEW" "$STATE_INBOX" "appendBatch(uint64,uint64,uint64,bytes32)" 1 100 109 "$H1" || return 1
+  # The freed address can serve another role: here it becomes the batches address, which frees
+  # the old batches address in turn (and that one can take a third role).
+  send "$ADMIN" "$STAKING" "setMpcAddress(address)" "$state" || return 1
+  expect_log "$STAKING" "RoleAddressSet(bytes32,address,address)" \
+    "bytes32:$BATCHES_ROLE,address:$mpc,address:$state" "" "" || return 1
+  expect_call "$STAKING" "roleOf(address)" "$state" = bytes32 "$BATCHES_ROLE" || return 1
+  expect_call "$STAKING" "roleOf(address)" "$mpc" = bytes32 "$ZERO32" || return 1
+  send "$ADMIN" "$STAKING" "setRoleAddress(bytes32,address)" "$UNUSED_ROLE" "$mpc" || return 1
+  expect_log "$STAKING" "RoleAddressSet(bytes32,address,address)" \
+    "bytes32:$UNUSED_ROLE,address:$ZERO_ADDR,address:$mpc" "" "" || return 1
+  expect_call "$STAKING" "roleOf(address)" "$mpc" = bytes32 "$UNUSED_ROLE" || return 1
+  expect_call "$STAKING" "roleAddress(bytes32)" "$UNUSED_ROLE" = address "$mpc" || return 1
+  # The address it left still cannot take a second role.
+  expect_revert "$ADMIN" "AddressHasRole(address,bytes32)" "$new,$STATE_ROLE" -- \
+    "$STAKING" "setMpcAddress(address)" "$new" || return 1
+}
+
+check_mpc_address_is_the_batches_role_address() {
+  local mpc=${ADDR[$MPC]} new=${ADDR[$MPC_NEW]} other=${ADDR[$OTHER]}
+  [[ $BATCHES_ROLE == "$("$CAST" keccak batches)" ]] || fail "BATCHES_ROLE is not keccak256(\"batches\")" || return 1
+  expect_call "$STAKING" "BATCHES_ROLE()" = bytes32 "$BATCHES_ROLE" || return 1
+  expect_call "$STAKING" "mpcAddress()" = address "$mpc" || return 1
+  # setMpcAddress emits RoleAddressSet with the batches role, and nothing else.
+  send "$ADMIN" "$STAKING" "setMpcAddress(address)" "$new" || return 1
+  expect_log "$STAKING" "RoleAddressSet(bytes32,address,address)" \
+    "bytes32:$BATCHES_ROLE,address:$mpc,address:$new" "" "" || return 1
+  expect_log_count 1 || return 1
+  expect_call "$STAKING" "roleAddress(bytes32)" "$BATCHES_ROLE" = address "$new" || return 1
+  expect_call "$STAKING" "roleOf(address)" "$new" = bytes32 "$BATCHES_ROLE" || return 1
+  expect_call "$STAKING" "roleOf(address)" "$mpc" = bytes32 "$ZERO32" || return 1
+  # setRoleAddress(BATCHES_ROLE, ..) is what mpcAddress() reads.
+  send "$ADMIN" "$STAKING" "setRoleAddress(bytes32,address)" "$BATCHES_ROLE" "$other" || return 1
+  expect_log "$STAKING" "RoleAddressSet(bytes32,address,address)" \
+    "bytes32:$BATCHES_ROLE,address:$new,address:$other" "" "" || return 1
+  expect_log_count 1 || return 1
+  expect_call "$STAKING" "mpcAddress()" = address "$other" || return 1
+  # Another role does not touch it.
+  send "$ADMIN" "$STAKING" "setRoleAddress(bytes32,address)" "$STATE_ROLE" "$mpc" || return 1
+  expect_call "$STAKING" "mpcAddress()" = address "$other" || return 1
+  # The MpcAddressSet event is gone from the ABI.
+  [[ $(json_get "$ARTIFACTS/SequencerStaking.json" 'j.abi.filter((x) => x.type === "event").map((x) => x.name).sort().join(",")') == \
+    Locked,RoleAddressSet,StakeIncreased,Unlocked,WhitelistUpdated ]] ||
+    fail "SequencerStaking events are not exactly Locked, RoleAddressSet, StakeIncreased, Unlocked, WhitelistUpdated" ||
+    return 1
+}
+
+check_state_inbox_accepts_only_the_state_role_address() {
+  local mpc=${ADDR[$MPC]} state=${ADDR[$MPC_STATE]} k
+  # The batches address (and anyone else) is refused, with the state role in the error.
+  for k in "$MPC" "$ADMIN" "$OTHER"; do
+    expect_revert "$k" "NotRoleAddress(address,bytes32)" "${ADDR[$k]},$STATE_ROLE" -- \
+      "$STATE_INBOX" "appendBatch(uint64,uint64,uint64,bytes32)" 1 100 109 "$H1" || return 1
+  done
+  send "$MPC_STATE" "$STATE_INBOX" "appendBatch(uint64,uint64,uint64,bytes32)" 1 100 109 "$H1" || return 1
+  expect_log "$STATE_INBOX" "BatchAppended(uint64,uint64,uint64,bytes32)" "uint64:1" \
+    uint64,uint64,bytes32 "100,109,$H1" || return 1
+  send "$MPC_STATE" "$STATE_INBOX" "appendBatch(uint64,uint64,uint64,bytes32)" 2 110 119 "$H2" || return 1
+  expect_call "$STATE_INBOX" "batchCount()" = uint256 2 || return 1
+  expect_call "$STATE_INBOX" "nextBlock()" = uint64 120 || return 1
+  # The two inboxes keep separate sequences: the batches inbox is still at genesis.
+  expect_call "$INBOX" "batchCount()" = uint256 0 || return 1
+  send "$MPC" "$INBOX" "appendBatch(uint64,uint64,uint64,bytes32)" 1 100 109 "$H3" || return 1
+  expect_call "$INBOX" "lastBatch()" = "(uint64,uint64,uint64,bytes32)" "(1,100,109,$H3)" || return 1
+  expect_call "$STATE_INBOX" "lastBatch()" = "(uint64,uint64,uint64,bytes32)" "(2,110,119,$H2)" || return 1
+}
+
+check_batches_inbox_refuses_the_state_role_address() {
+  expect_revert "$MPC_STATE" "NotRoleAddress(address,bytes32)" "${ADDR[$MPC_STATE]},$BATCHES_ROLE" -- \
+    "$INBOX" "appendBatch(uint64,uint64,uint64,bytes32)" 1 100 109 "$H1" || return 1
+  expect_call "$INBOX" "batchCount()" = uint256 0 || return 1
+}
+
+check_inbox_of_unregistered_role_refuses_everyone() {
+  local unused k
+  unused=$(deploy BatchInbox "constructor(address,bytes32,uint64)" "$STAKING" "$UNUSED_ROLE" "$GENESIS") ||
+    fail "deploying BatchInbox (unused role) failed" || return 1
+  for k in "$MPC" "$MPC_STATE" "$ADMIN"; do
+    expect_revert "$k" "NotRoleAddress(address,bytes32)" "${ADDR[$k]},$UNUSED_ROLE" -- \
+      "$unused" "appendBatch(uint64,uint64,uint64,bytes32)" 1 100 109 "$H1" || return 1
+  done
+  # Once the admin registers an address for the role, that address may append.
+  send "$ADMIN" "$STAKING" "setRoleAddress(bytes32,address)" "$UNUSED_ROLE" "${ADDR[$OTHER]}" || return 1
+  send "$OTHER" "$unused" "appendBatch(uint64,uint64,uint64,bytes32)" 1 100 109 "$H1" || return 1
+  expect_call "$unused" "batchCount()" = uint256 1 || return 1
+}
+
+check_inbox_constructor_refuses_zero_role() {
+  local bytecode
+  bytecode=$(json_get "$ARTIFACTS/BatchInbox.json" 'j.bytecode')
+  expect_revert "$ADMIN" "ZeroRole()" "" -- \
+    --create "$bytecode" "constructor(address,bytes32,uint64)" "$STAKING" "$ZERO32" "$GENESIS" || return 1
+  # A zero staking address is refused first.
+  expect_revert "$ADMIN" "ZeroAddress()" "" -- \
+    --create "$bytecode" "constructor(address,bytes32,uint64)" "$ZERO_ADDR" "$ZERO32" "$GENESIS" || return 1
+  expect_revert "$ADMIN" "ZeroAddress()" "" -- \
+    --create "$bytecode" "constructor(address,bytes32,uint64)" "$ZERO_ADDR" "$STATE_ROLE" "$GENESIS" || return 1
+}
+
 CHECKS=(
   deployment_state
   whitelisted_lock_emits_event_and_lists_sequencer
@@ -454,6 +660,16 @@ CHECKS=(
   overlapping_batch_reverts
   replayed_range_reverts
   invalid_batch_reverts
+  only_admin_sets_role_address
+  zero_role_or_zero_address_is_refused
+  one_address_cannot_serve_two_roles
+  reregistering_an_address_for_its_own_role_is_allowed
+  moving_a_role_frees_the_old_address
+  mpc_address_is_the_batches_role_address
+  state_inbox_accepts_only_the_state_role_address
+  batches_inbox_refuses_the_state_role_address
+  inbox_of_unregistered_role_refuses_everyone
+  inbox_constructor_refuses_zero_role
 )
 
 passed=0

@@ -4,7 +4,9 @@
 //!
 //! | field | default |
 //! | --- | --- |
-//! | `node.key_id` | `"sequencer-key"` |
+//! | `node.key_id` | `"sequencer-key"` (the one key, with role `batches` on `l1.inbox`, unless `[[keys]]` lists the keys) |
+//! | `keys` | absent: one key, `node.key_id` (see **Keys** below) |
+//! | `keys[].inbox` | `l1.inbox` for the role `batches`; required for every other role |
 //! | `node.rpc_listen` | `"127.0.0.1:8645"` (must be a loopback address) |
 //! | `rpc.token_file` | `<node.data_dir>/rpc-token` (created with mode 0600 if missing; refused if group or others may read it) |
 //! | `rpc.allowed_hosts` | `["127.0.0.1:<port>", "localhost:<port>", "[::1]:<port>"]` of `node.rpc_listen` |
@@ -40,6 +42,26 @@
 //! stake locked there (the contract enforces the admin whitelist and the stake bounds).
 //! There is no genesis member list and no whitelist in this file; `[pool]` keeps the
 //! size bounds, the epoch length and the producer schedule's seed.
+//!
+//! **Keys.** A node serves one or more keys, all held by the same pool (the sequencers
+//! locked on L1), each with its own key generations, presignatures and L1 *role*:
+//!
+//! ```toml
+//! [[keys]]
+//! id = "batches-key"
+//! role = "batches"        # its address is SequencerStaking.roleAddress(keccak256("batches"))
+//!                         # (= mpcAddress()); inbox defaults to l1.inbox
+//! [[keys]]
+//! id = "state-key"
+//! role = "state"
+//! inbox = "0x..."         # a BatchInbox deployed for the role keccak256("state")
+//! ```
+//!
+//! Each key has its own keygen (once enough sequencers are locked and no address is
+//! registered for its role), its own reshares, and with `[batches]` its own producer on
+//! its own inbox (the same `[batches]` policy for every key). Ids, roles and inboxes must
+//! be distinct. `node.key_id` is a shorthand for one key with role `batches`; it cannot be
+//! combined with `[[keys]]`.
 //!
 //! **Pool size.** The signing threshold is `floor(2n/3) + 1`, which is 3-of-3 at `n = 3`:
 //! losing any one member then makes the key unusable and un-resharable. That is why
@@ -91,6 +113,99 @@ pub struct FileConfig {
     /// node neither produces nor co-signs batches).
     #[serde(default)]
     pub batches: Option<BatchesSection>,
+    /// `[[keys]]`: the keys this node serves (absent: one key, `node.key_id`).
+    #[serde(default)]
+    pub keys: Vec<KeySection>,
+}
+
+/// `[[keys]]`: one key the node serves.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KeySection {
+    /// The key's id (the same on every node).
+    pub id: String,
+    /// Its L1 role: its address is `SequencerStaking.roleAddress(keccak256(role))`.
+    pub role: String,
+    /// The `BatchInbox` it appends to (deployed for its role); default `l1.inbox` for the
+    /// role `batches`, required for any other role.
+    #[serde(default)]
+    pub inbox: Option<String>,
+}
+
+/// The L1 role whose address `SequencerStaking.mpcAddress()` returns and the inbox of
+/// `[l1]` accepts.
+pub const BATCHES_ROLE: &str = "batches";
+
+/// One key a node serves: its id, its L1 role and the inbox it appends to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeySettings {
+    /// The key's id.
+    pub id: String,
+    /// Its L1 role's name.
+    pub role: String,
+    /// The `BatchInbox` of its role.
+    pub inbox: alloy::primitives::Address,
+}
+
+impl KeySettings {
+    /// Key `id` with role `role`, appending to `inbox`.
+    pub fn new(
+        id: impl Into<String>,
+        role: impl Into<String>,
+        inbox: alloy::primitives::Address,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            role: role.into(),
+            inbox,
+        }
+    }
+
+    /// The role's id on L1: `keccak256(role)`.
+    pub fn role_id(&self) -> alloy::primitives::B256 {
+        role_id(&self.role)
+    }
+}
+
+/// The id on L1 of the role named `role`: `keccak256(role)` (what
+/// `SequencerStaking.roleAddress` and `BatchInbox.role` take).
+pub fn role_id(role: &str) -> alloy::primitives::B256 {
+    alloy::primitives::keccak256(role.as_bytes())
+}
+
+/// Checks a list of keys: at least one, valid and distinct ids, distinct non-empty roles,
+/// distinct inboxes. `field` names the list in errors.
+pub fn check_keys(field: &str, keys: &[KeySettings]) -> Result<()> {
+    if keys.is_empty() {
+        return Err(invalid(field, "at least one key is needed"));
+    }
+    for (i, k) in keys.iter().enumerate() {
+        tss_core::KeyId::new(k.id.clone())
+            .map_err(|e| invalid(format!("{field}[{i}].id"), e.to_string()))?;
+        if k.role.trim().is_empty() {
+            return Err(invalid(format!("{field}[{i}].role"), "must not be empty"));
+        }
+        for (j, other) in keys[..i].iter().enumerate() {
+            let clash = if other.id == k.id {
+                Some(("id", format!("{:?}", k.id)))
+            } else if other.role == k.role {
+                Some(("role", format!("{:?}", k.role)))
+            } else if other.inbox == k.inbox {
+                Some(("inbox", k.inbox.to_string()))
+            } else {
+                None
+            };
+            if let Some((what, value)) = clash {
+                return Err(invalid(
+                    format!("{field}[{i}].{what}"),
+                    format!("{value} is already {field}[{j}]'s: every key needs its own {what}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `[batches]`: what the pool signs. Every node must use the same values (a follower
@@ -369,9 +484,10 @@ pub struct NodeSection {
     pub identity_file: PathBuf,
     /// Directory for the keystore and pool state.
     pub data_dir: PathBuf,
-    /// Name of the shared key.
-    #[serde(default = "default_key_id")]
-    pub key_id: String,
+    /// Name of the shared key (a shorthand for one `[[keys]]` entry with role `batches`;
+    /// default `"sequencer-key"` when there is no `[[keys]]`).
+    #[serde(default)]
+    pub key_id: Option<String>,
     /// Address of the HTTP JSON API (loopback only).
     #[serde(default = "default_rpc_listen")]
     pub rpc_listen: String,
@@ -550,8 +666,9 @@ impl std::fmt::Debug for UnlockConfig {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NodeSettings {
-    /// Name of the shared key.
-    pub key_id: String,
+    /// The keys this node serves (at least one; the first is the default key of the API's
+    /// `/key` and `/sign`). See [`check_keys`].
+    pub keys: Vec<KeySettings>,
     /// Keystore directory.
     pub keystore_dir: PathBuf,
     /// Keystore unlock.
@@ -599,7 +716,8 @@ pub struct NodeSettings {
 
 impl NodeSettings {
     /// Settings with what has no default given, and the defaults of a config file for the
-    /// rest: no `peers` (set them: only they, and this node, can take part), real Argon2
+    /// rest: one key, `key_id`, with role [`BATCHES_ROLE`] on `l1`'s inbox (add more with
+    /// [`NodeSettings::with_key`]), no `peers` (set them: only they, and this node, can take part), real Argon2
     /// parameters, 60 s epochs, a 120 s session idle timeout, generated Paillier primes,
     /// raw-digest signing off, and a fresh shutdown token.
     pub fn new(
@@ -611,7 +729,7 @@ impl NodeSettings {
         epoch_seed: [u8; 32],
     ) -> Self {
         Self {
-            key_id: key_id.into(),
+            keys: vec![KeySettings::new(key_id, BATCHES_ROLE, l1.deployment.inbox)],
             keystore_dir: keystore_dir.into(),
             unlock,
             insecure_fast_kdf: false,
@@ -630,6 +748,17 @@ impl NodeSettings {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// The same settings with one more key (checked when the node starts).
+    pub fn with_key(mut self, key: KeySettings) -> Self {
+        self.keys.push(key);
+        self
+    }
+
+    /// The default key's id (the first key's).
+    pub fn key_id(&self) -> &str {
+        self.keys.first().map_or("", |k| k.id.as_str())
     }
 
     /// Spawns `task` on the runtime; it is dropped (ends at its next `.await`) once
@@ -719,6 +848,7 @@ fn parse_l1(l1: &L1Section) -> Result<L1Settings> {
         deployment: crate::l1::contracts::Deployment {
             staking: parse_address("l1.staking", &l1.staking)?,
             inbox: parse_address("l1.inbox", &l1.inbox)?,
+            role: role_id(BATCHES_ROLE),
             deployment_block: l1.deployment_block,
         },
         confirmations: l1.confirmations,
@@ -726,6 +856,44 @@ fn parse_l1(l1: &L1Section) -> Result<L1Settings> {
         proposal_wait: Duration::from_secs(l1.proposal_wait_seconds),
         leader_timeout: Duration::from_secs(l1.leader_timeout_seconds),
     })
+}
+
+/// The keys of `[[keys]]`, or the one key of `node.key_id`.
+fn parse_keys(file: &FileConfig, l1: &L1Settings) -> Result<Vec<KeySettings>> {
+    if file.keys.is_empty() {
+        let id = file.node.key_id.clone().unwrap_or_else(default_key_id);
+        tss_core::KeyId::new(id.clone()).map_err(|e| invalid("node.key_id", e.to_string()))?;
+        return Ok(vec![KeySettings::new(
+            id,
+            BATCHES_ROLE,
+            l1.deployment.inbox,
+        )]);
+    }
+    if file.node.key_id.is_some() {
+        return Err(invalid(
+            "node.key_id",
+            "set either node.key_id (one key) or [[keys]], not both",
+        ));
+    }
+    let mut keys = Vec::with_capacity(file.keys.len());
+    for (i, k) in file.keys.iter().enumerate() {
+        let inbox = match (&k.inbox, k.role.as_str()) {
+            (Some(a), _) => parse_address(&format!("keys[{i}].inbox"), a)?,
+            (None, BATCHES_ROLE) => l1.deployment.inbox,
+            (None, _) => {
+                return Err(invalid(
+                    format!("keys[{i}].inbox"),
+                    format!(
+                        "required for the role {:?} (only the role {BATCHES_ROLE:?} defaults to l1.inbox)",
+                        k.role
+                    ),
+                ))
+            }
+        };
+        keys.push(KeySettings::new(k.id.clone(), k.role.clone(), inbox));
+    }
+    check_keys("keys", &keys)?;
+    Ok(keys)
 }
 
 /// Parses 32 bytes of hex (optional `0x`).
@@ -795,8 +963,6 @@ impl RunConfig {
             allowed_hosts: file.rpc.allowed_hosts.clone(),
             metrics_public: file.rpc.metrics_public,
         };
-        tss_core::KeyId::new(file.node.key_id.clone())
-            .map_err(|e| invalid("node.key_id", e.to_string()))?;
 
         let unlock = match &file.keystore.key_file {
             Some(kf) => UnlockConfig::KeyFile(resolve(kf)),
@@ -854,6 +1020,7 @@ impl RunConfig {
             ));
         }
         let l1 = parse_l1(&file.l1)?;
+        let keys = parse_keys(&file, &l1)?;
         if rules.min_members < crate::pool::DEFAULT_MIN_MEMBERS {
             let n = rules.min_members;
             tracing::warn!(
@@ -872,7 +1039,7 @@ impl RunConfig {
         let peers: Vec<NodeId> = peer_addrs.iter().map(|(id, _)| *id).collect();
         Ok(Self {
             settings: NodeSettings {
-                key_id: file.node.key_id,
+                keys,
                 keystore_dir: resolve(&file.node.data_dir).join("keystore"),
                 unlock,
                 insecure_fast_kdf: file.keystore.insecure_fast_kdf,
@@ -950,6 +1117,131 @@ deployment_block = 1
         (name == "NODE_SHELL_PASSPHRASE").then(|| "a long enough passphrase".to_string())
     }
 
+    const STATE_INBOX: &str = "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0";
+
+    fn with_keys(keys: &str) -> Result<RunConfig> {
+        RunConfig::from_toml(
+            &format!("{}\n{keys}", sample("127.0.0.1:8645", 4, A)),
+            Path::new("/etc/ns"),
+            env_ok,
+        )
+    }
+
+    fn field_of(e: &Error) -> &str {
+        match e {
+            Error::ConfigInvalid { field, .. } => field,
+            other => panic!("not a config error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_with_their_own_roles_and_inboxes_parse_the_batches_role_defaulting_to_l1_inbox() {
+        let cfg = with_keys(&format!(
+            r#"
+[[keys]]
+id = "batches-key"
+role = "batches"
+[[keys]]
+id = "state-key"
+role = "state"
+inbox = "{STATE_INBOX}"
+"#
+        ))
+        .unwrap();
+        let keys = &cfg.settings.keys;
+        assert_eq!(keys.len(), 2);
+        assert_eq!(cfg.settings.key_id(), "batches-key");
+        assert_eq!(keys[0].inbox, cfg.settings.l1.deployment.inbox);
+        assert_eq!(keys[0].role_id(), role_id("batches"));
+        assert_eq!(keys[1].role, "state");
+        assert_eq!(
+            keys[1].inbox,
+            STATE_INBOX.parse::<alloy::primitives::Address>().unwrap()
+        );
+        assert_eq!(
+            keys[1].role_id(),
+            alloy::primitives::keccak256(b"state"),
+            "the role id is keccak256 of its name, as on L1"
+        );
+        // Without [[keys]]: one key, node.key_id, role batches on l1.inbox.
+        let one = RunConfig::from_toml(
+            &sample("127.0.0.1:8645", 4, A).replace("[node]", "[node]\nkey_id = \"solo\""),
+            Path::new("/etc/ns"),
+            env_ok,
+        )
+        .unwrap();
+        assert_eq!(
+            one.settings.keys,
+            [KeySettings::new(
+                "solo",
+                BATCHES_ROLE,
+                one.settings.l1.deployment.inbox
+            )]
+        );
+    }
+
+    #[test]
+    fn keys_sharing_an_id_a_role_or_an_inbox_or_lacking_an_inbox_are_refused_naming_the_field() {
+        let key = |id: &str, role: &str, inbox: Option<&str>| {
+            format!(
+                "[[keys]]\nid = \"{id}\"\nrole = \"{role}\"\n{}",
+                inbox
+                    .map(|a| format!("inbox = \"{a}\"\n"))
+                    .unwrap_or_default()
+            )
+        };
+        let other_inbox = "0x0000000000000000000000000000000000000007";
+        for (keys, field, says) in [
+            (
+                key("k", "batches", None) + &key("k", "state", Some(STATE_INBOX)),
+                "keys[1].id",
+                "own id",
+            ),
+            (
+                key("a", "state", Some(STATE_INBOX)) + &key("b", "state", Some(other_inbox)),
+                "keys[1].role",
+                "own role",
+            ),
+            (
+                key("a", "batches", None)
+                    + &key(
+                        "b",
+                        "state",
+                        Some("0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"),
+                    ),
+                "keys[1].inbox",
+                "own inbox",
+            ),
+            (
+                key("a", "state", None),
+                "keys[0].inbox",
+                "required for the role",
+            ),
+            (
+                key("a", "", Some(STATE_INBOX)),
+                "keys[0].role",
+                "must not be empty",
+            ),
+            (key("no spaces allowed", "batches", None), "keys[0].id", ""),
+        ] {
+            let e = with_keys(&keys).unwrap_err();
+            assert_eq!(field_of(&e), field, "{keys}: {e}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        // node.key_id and [[keys]] together: ambiguous, refused.
+        let both = RunConfig::from_toml(
+            &format!(
+                "{}\n{}",
+                sample("127.0.0.1:8645", 4, A).replace("[node]", "[node]\nkey_id = \"solo\""),
+                key("a", "batches", None)
+            ),
+            Path::new("/etc/ns"),
+            env_ok,
+        )
+        .unwrap_err();
+        assert_eq!(field_of(&both), "node.key_id");
+    }
+
     #[test]
     fn valid_config_parses_with_documented_defaults() {
         let cfg = RunConfig::from_toml(
@@ -958,7 +1250,7 @@ deployment_block = 1
             env_ok,
         )
         .unwrap();
-        assert_eq!(cfg.settings.key_id, "sequencer-key");
+        assert_eq!(cfg.settings.key_id(), "sequencer-key");
         assert_eq!(cfg.settings.rules.min_members, 4);
         assert_eq!(cfg.settings.rules.max_members, 100);
         assert_eq!(cfg.settings.rules.whitelist, None);

@@ -53,11 +53,12 @@ use tss_core::{
     EthAddress, EthSignature, KeyId, KeyShare, PrimePool, ProtocolKind, PublicKeyInfo, TssError,
 };
 
-use crate::config::{NodeSettings, PrimeSourceConfig};
+use crate::config::{KeySettings, NodeSettings, PrimeSourceConfig};
 use crate::error::{Error, Result};
+use crate::l1::contracts::Deployment;
 use crate::l1::view::{L1Reader, L1View};
 use crate::l1::L1Error;
-use crate::metrics::{Metrics, Protocol};
+use crate::metrics::{KeyMetrics, Metrics, Protocol};
 use crate::pool::{stake_from_wei, Member, Pool, PoolRules};
 use crate::producer::BatchDuty;
 
@@ -413,6 +414,79 @@ impl ProposalValidator for SequencerRules {
     }
 }
 
+/// The validator of a node with several keys: each proposal goes to the
+/// [`SequencerRules`] of its key (each with the key's own L1 role, committed pool and
+/// batch duties); a proposal for a key this node does not serve is refused.
+pub struct KeyRules {
+    keys: std::collections::BTreeMap<KeyId, Arc<SequencerRules>>,
+}
+
+impl std::fmt::Debug for KeyRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRules")
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl KeyRules {
+    /// Routes to `rules`, one per key (a later one for the same key replaces an earlier).
+    pub fn new(rules: impl IntoIterator<Item = SequencerRules>) -> Self {
+        Self {
+            keys: rules
+                .into_iter()
+                .map(|r| (r.key_id.clone(), Arc::new(r)))
+                .collect(),
+        }
+    }
+
+    fn rules_for(&self, key_id: &KeyId) -> std::result::Result<&SequencerRules, Rejection> {
+        self.keys
+            .get(key_id)
+            .map(|r| &**r)
+            .ok_or_else(|| reject(format!("this node serves no key {key_id}")))
+    }
+}
+
+#[async_trait]
+impl ProposalValidator for KeyRules {
+    async fn check_keygen(
+        &self,
+        proposer: NodeId,
+        p: &KeygenProposal,
+    ) -> std::result::Result<Vec<u8>, Rejection> {
+        self.rules_for(&p.key_id)?.check_keygen(proposer, p).await
+    }
+
+    async fn check_sign(
+        &self,
+        proposer: NodeId,
+        p: &SignProposal,
+        key: &PublicKeyInfo,
+    ) -> std::result::Result<SigningInput, Rejection> {
+        self.rules_for(&p.key_id)?
+            .check_sign(proposer, p, key)
+            .await
+    }
+
+    async fn check_reshare(
+        &self,
+        proposer: NodeId,
+        p: &ReshareProposal,
+        current: Option<&PublicKeyInfo>,
+    ) -> std::result::Result<Vec<u8>, Rejection> {
+        self.rules_for(&p.old.key_id)?
+            .check_reshare(proposer, p, current)
+            .await
+    }
+
+    async fn committed(&self, key_id: &KeyId, state: &[u8]) {
+        if let Some(rules) = self.keys.get(key_id) {
+            rules.committed(key_id, state).await;
+        }
+    }
+}
+
 /// Paillier primes: generated in the background, or (feature `insecure-test-primes`) the
 /// public test fixture.
 fn prime_source(config: &PrimeSourceConfig) -> Result<Arc<dyn PrimeSource>> {
@@ -444,30 +518,43 @@ fn prime_source(config: &PrimeSourceConfig) -> Result<Arc<dyn PrimeSource>> {
     }
 }
 
+/// One key the node serves: its L1 role and reader, the pool state committed with it,
+/// and what its L1 follower does.
+struct KeyContext {
+    key_id: KeyId,
+    settings: KeySettings,
+    state: Arc<Mutex<Option<PoolState>>>,
+    /// This key's L1 reader (the staking contract and the key's own inbox and role).
+    l1: Arc<L1Reader>,
+    /// The latest L1 view read by the key's follower loop.
+    l1_latest: Mutex<Option<L1View>>,
+    /// What the key's follower loop is doing, for `GET /status`.
+    membership: Mutex<String>,
+    batches: Option<Arc<BatchDuty>>,
+    metrics: KeyMetrics,
+}
+
 struct Inner {
     id: NodeId,
-    key_id: KeyId,
     pool_node: PoolNode,
-    state: Arc<Mutex<Option<PoolState>>>,
+    /// The keys, the default key (of `/key` and `/sign`) first.
+    keys: Vec<Arc<KeyContext>>,
     rules: PoolRules,
-    l1: Arc<L1Reader>,
     l1_settings: crate::config::L1Settings,
-    /// The latest L1 view read by the follower loop.
-    l1_latest: Mutex<Option<L1View>>,
-    /// What the follower loop is doing, for `GET /status`.
-    membership: Mutex<String>,
     raw_digest_signing: bool,
-    /// Keygen and reshare runs this node takes part in now, and when one last started
-    /// or ended: the next member in line waits while the pool is busy with a change.
+    /// Keygen and reshare runs this node takes part in now (of any key), and when one
+    /// last started or ended: the next member in line waits while the pool is busy with
+    /// a change.
     membership_runs: Mutex<(usize, Option<Instant>)>,
     metrics: Arc<Metrics>,
-    batches: Option<Arc<BatchDuty>>,
     epoch_length: Duration,
     epoch_seed: [u8; 32],
     transport_kind: String,
 }
 
-/// A running sequencer node. Cheap to clone.
+/// A running sequencer node: one pool, one or more keys ([`KeyNode`]). The methods that
+/// name no key act on the default key (the first of [`NodeSettings::keys`]). Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct Node {
     inner: Arc<Inner>,
@@ -477,6 +564,24 @@ impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
             .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One key of a running node ([`Node::key_node`]): its share, committed pool, follower
+/// status, signing and deletion. Cheap to clone.
+#[derive(Clone)]
+pub struct KeyNode {
+    node: Node,
+    key: Arc<KeyContext>,
+}
+
+impl std::fmt::Debug for KeyNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyNode")
+            .field("node", &self.node.inner.id)
+            .field("key_id", &self.key.key_id)
+            .field("role", &self.key.settings.role)
             .finish_non_exhaustive()
     }
 }
@@ -564,6 +669,43 @@ pub struct StatusView {
     pub unresponsive_members: Vec<UnresponsiveView>,
     /// Presignatures of this node's own ready for its next requests (`pool.presignatures`).
     pub presignatures_ready: usize,
+    /// Every key this node serves (the fields above are the default key's).
+    pub keys: Vec<KeyStatusView>,
+}
+
+/// One key as `GET /keys/{id}` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyStatusView {
+    /// The key's id.
+    pub key_id: String,
+    /// Its L1 role's name.
+    pub role: String,
+    /// The inbox it appends to.
+    pub inbox: String,
+    /// The address registered on L1 for its role, at the latest confirmed height read.
+    pub registered_address: Option<String>,
+    /// Pool version (the key generation the committed pool belongs to).
+    pub pool_version: u64,
+    /// The L1 height the committed pool was read at.
+    pub pool_l1_height: Option<u64>,
+    /// The latest confirmed L1 height the key's follower read.
+    pub l1_confirmed_height: Option<u64>,
+    /// What the key's follower does about membership, e.g. why nothing happens.
+    pub membership: String,
+    /// Whether this node is a member of the key's committed pool and holds a share.
+    pub is_member: bool,
+    /// Signers needed (> 2/3 of the pool).
+    pub threshold: usize,
+    /// Members of the committed pool.
+    pub members: Vec<MemberView>,
+    /// The key, if held.
+    pub key: Option<KeyView>,
+    /// Presignatures of this node's own ready for its next requests with this key.
+    pub presignatures_ready: usize,
+    /// With `[batches]`: who may propose the key's inbox's next batch now.
+    pub batch_producer: Option<crate::producer::ProducerView>,
+    /// With `[batches]`: the last batch this node produced for the key's inbox.
+    pub last_batch: Option<crate::producer::SubmittedView>,
 }
 
 /// A member set aside by signing runs this node proposed.
@@ -621,6 +763,26 @@ struct PendingChange {
     since: Instant,
     /// This node's failed proposals of it.
     failures: u32,
+    /// After a failed proposal, when this node may propose it again.
+    retry_at: Option<Instant>,
+    /// A member that refused this node's keygen of the change because it already holds
+    /// the key: the pool has it, so this node waits to be given a share instead.
+    key_held_by: Option<NodeId>,
+}
+
+/// The longest pause between two failed proposals of the same change.
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(8);
+
+impl PendingChange {
+    /// The pause after the `failures`-th failed proposal: 0.5 s, doubling, at most
+    /// [`RETRY_PAUSE_MAX`]. A proposal the followers refuse (say a joiner waiting for
+    /// the key's address on L1) costs them a validation each time: the pause keeps a
+    /// change L1 does not allow yet from flooding the pool with refused runs.
+    fn retry_pause(failures: u32) -> Duration {
+        Duration::from_millis(500)
+            .saturating_mul(1 << failures.saturating_sub(1).min(5))
+            .min(RETRY_PAUSE_MAX)
+    }
 }
 
 /// What the follower loop would do next.
@@ -631,11 +793,13 @@ enum Pending {
 }
 
 impl Node {
-    /// Starts a node on `transport`: opens the keystore, loads the active key share and
-    /// the pool state committed with it, connects to L1, starts the pool layer, and
-    /// spawns the event listener, the epoch ticker, the L1 follower and (with
-    /// `[batches]`) the batch producer. `identity` is the key of the transport's identity
-    /// (it signs reshare confirmations; for libp2p, the node's `Libp2pIdentity`).
+    /// Starts a node on `transport`: opens the keystore, and for each key of
+    /// `settings.keys` loads its active share and the pool state committed with it and
+    /// connects its L1 reader (the staking contract and the key's inbox); starts the pool
+    /// layer with every key, and spawns the event listener, the epoch ticker and, per key,
+    /// the L1 follower, the presignature refill and (with `[batches]`) the batch producer.
+    /// `identity` is the key of the transport's identity (it signs reshare confirmations;
+    /// for libp2p, the node's `Libp2pIdentity`).
     pub async fn start(
         settings: NodeSettings,
         transport: Arc<dyn Transport>,
@@ -643,26 +807,76 @@ impl Node {
         transport_kind: &str,
     ) -> Result<Node> {
         let id = transport.local_node();
-        let key_id = KeyId::new(settings.key_id.clone())?;
+        crate::config::check_keys("keys", &settings.keys)?;
         let store = crate::keys::open_store(&settings).await?;
-        let state = match store
-            .load_state(&key_id)
-            .await
-            .map_err(|e| map_tss(TssError::Store(e)))?
-        {
-            Some(bytes) if !bytes.is_empty() => Some(PoolState::decode(&bytes).map_err(|e| {
-                Error::Conflict(format!("the pool state in the keystore is corrupt: {e}"))
-            })?),
-            _ => None,
-        };
-        let state = Arc::new(Mutex::new(state));
         let primes = prime_source(&settings.primes)?;
         let provider = crate::l1::connect(&settings.l1.rpc_url)?;
-        let l1 = Arc::new(L1Reader::new(
-            provider,
-            settings.l1.deployment,
-            settings.l1.confirmations,
-        ));
+        let metrics = Arc::new(Metrics::default());
+        let mut keys = Vec::with_capacity(settings.keys.len());
+        let mut rules = Vec::with_capacity(settings.keys.len());
+        for key in &settings.keys {
+            let key_id = KeyId::new(key.id.clone())?;
+            let state = match store
+                .load_state(&key_id)
+                .await
+                .map_err(|e| map_tss(TssError::Store(e)))?
+            {
+                Some(bytes) if !bytes.is_empty() => {
+                    Some(PoolState::decode(&bytes).map_err(|e| {
+                        Error::Conflict(format!(
+                            "the pool state of key {key_id} in the keystore is corrupt: {e}"
+                        ))
+                    })?)
+                }
+                _ => None,
+            };
+            let state = Arc::new(Mutex::new(state));
+            let l1 = Arc::new(L1Reader::new(
+                provider.clone(),
+                Deployment {
+                    inbox: key.inbox,
+                    role: key.role_id(),
+                    ..settings.l1.deployment
+                },
+                settings.l1.confirmations,
+            ));
+            let batches = match &settings.batches {
+                Some(b) => Some(Arc::new(
+                    BatchDuty::connect(
+                        id,
+                        key_id.clone(),
+                        b.clone(),
+                        settings.epoch_seed,
+                        l1.clone(),
+                        state.clone(),
+                        metrics.clone(),
+                    )
+                    .await?,
+                )),
+                None => None,
+            };
+            rules.push(SequencerRules {
+                me: id,
+                key_id: key_id.clone(),
+                rules: settings.rules.clone(),
+                state: state.clone(),
+                l1: l1.clone(),
+                proposal_wait: settings.l1.proposal_wait,
+                raw_digest_signing: settings.unsafe_raw_digest_signing,
+                batches: batches.clone(),
+            });
+            keys.push(Arc::new(KeyContext {
+                metrics: metrics.for_key(key_id.as_str()),
+                key_id,
+                settings: key.clone(),
+                state,
+                l1,
+                l1_latest: Mutex::new(None),
+                membership: Mutex::new("starting: L1 not read yet".into()),
+                batches,
+            }));
+        }
+        let key_ids: Vec<KeyId> = keys.iter().map(|k| k.key_id.clone()).collect();
 
         let mut participants: Vec<NodeId> = settings.peers.clone();
         participants.push(id);
@@ -670,61 +884,32 @@ impl Node {
             .with_session_idle_timeout(settings.session_idle_timeout)
             .with_signer_silence_timeout(settings.signer_silence)
             .with_sign_attempts(settings.sign_attempts);
-        let metrics = Arc::new(Metrics::default());
-        let batches = match &settings.batches {
-            Some(b) => Some(Arc::new(
-                BatchDuty::connect(
-                    id,
-                    key_id.clone(),
-                    b.clone(),
-                    settings.epoch_seed,
-                    l1.clone(),
-                    state.clone(),
-                    metrics.clone(),
-                )
-                .await?,
-            )),
-            None => None,
-        };
-        let rules = Arc::new(SequencerRules {
-            me: id,
-            key_id: key_id.clone(),
-            rules: settings.rules.clone(),
-            state: state.clone(),
-            l1: l1.clone(),
-            proposal_wait: settings.l1.proposal_wait,
-            raw_digest_signing: settings.unsafe_raw_digest_signing,
-            batches: batches.clone(),
-        });
         let pool_node = PoolNode::start(
             config,
             transport,
             identity,
-            rules,
+            Arc::new(KeyRules::new(rules)),
             store,
             primes,
-            std::slice::from_ref(&key_id),
+            &key_ids,
         )
         .await
         .map_err(map_tss)?;
-        if let Some(share) = pool_node.share(&key_id) {
-            tracing::info!(generation = share.generation().get(), address = %share.ethereum_address(), "loaded key share");
+        for key_id in &key_ids {
+            if let Some(share) = pool_node.share(key_id) {
+                tracing::info!(key = %key_id, generation = share.generation().get(), address = %share.ethereum_address(), "loaded key share");
+            }
         }
         let node = Node {
             inner: Arc::new(Inner {
                 id,
-                key_id,
                 pool_node,
-                state,
+                keys,
                 rules: settings.rules.clone(),
-                l1,
                 l1_settings: settings.l1.clone(),
-                l1_latest: Mutex::new(None),
-                membership: Mutex::new("starting: L1 not read yet".into()),
                 raw_digest_signing: settings.unsafe_raw_digest_signing,
                 membership_runs: Mutex::new((0, None)),
                 metrics,
-                batches: batches.clone(),
                 epoch_length: settings.epoch_length,
                 epoch_seed: settings.epoch_seed,
                 transport_kind: transport_kind.to_string(),
@@ -743,19 +928,23 @@ impl Node {
             node.inner.pool_node.subscribe(),
         ));
         settings.spawn_until_shutdown(epoch_ticker(node.clone()));
-        if settings.presignatures > 0 {
-            settings
-                .spawn_until_shutdown(refill_presignatures(node.clone(), settings.presignatures));
+        for key in node.keys() {
+            if settings.presignatures > 0 {
+                settings.spawn_until_shutdown(refill_presignatures(
+                    key.clone(),
+                    settings.presignatures,
+                ));
+            }
+            if let Some(duty) = key.key.batches.clone() {
+                settings.spawn_until_shutdown(crate::producer::produce(
+                    duty,
+                    node.inner.pool_node.clone(),
+                    settings.l1.poll_interval,
+                ));
+            }
+            settings.spawn_until_shutdown(follow_l1(key));
         }
-        settings.spawn_until_shutdown(follow_l1(node.clone()));
-        if let Some(duty) = batches {
-            settings.spawn_until_shutdown(crate::producer::produce(
-                duty,
-                node.inner.pool_node.clone(),
-                settings.l1.poll_interval,
-            ));
-        }
-        tracing::info!(node = %id, "node started");
+        tracing::info!(node = %id, keys = ?key_ids, "node started");
         Ok(node)
     }
 
@@ -764,9 +953,34 @@ impl Node {
         self.inner.id
     }
 
-    /// Name of the shared key.
+    /// The keys this node serves, the default key first.
+    pub fn keys(&self) -> Vec<KeyNode> {
+        self.inner
+            .keys
+            .iter()
+            .map(|key| KeyNode {
+                node: self.clone(),
+                key: key.clone(),
+            })
+            .collect()
+    }
+
+    /// The key `key_id`, if this node serves it.
+    pub fn key_node(&self, key_id: &str) -> Option<KeyNode> {
+        self.keys().into_iter().find(|k| k.key_id() == key_id)
+    }
+
+    /// The default key (the first of [`NodeSettings::keys`]).
+    pub fn default_key(&self) -> KeyNode {
+        KeyNode {
+            node: self.clone(),
+            key: self.inner.keys[0].clone(),
+        }
+    }
+
+    /// Name of the default key.
     pub fn key_id(&self) -> &str {
-        self.inner.key_id.as_str()
+        self.inner.keys[0].key_id.as_str()
     }
 
     /// The metrics.
@@ -774,10 +988,10 @@ impl Node {
         &self.inner.metrics
     }
 
-    /// With `[batches]`: this node's batch duties (the producer schedule and the check
-    /// it runs as a follower).
+    /// With `[batches]`: the default key's batch duties (the producer schedule and the
+    /// check it runs as a follower).
     pub fn batch_duty(&self) -> Option<&Arc<BatchDuty>> {
-        self.inner.batches.as_ref()
+        self.inner.keys[0].batches.as_ref()
     }
 
     /// The library's pool node underneath.
@@ -785,36 +999,25 @@ impl Node {
         &self.inner.pool_node
     }
 
-    /// This node's L1 reader.
+    /// The default key's L1 reader.
     pub fn l1(&self) -> &Arc<L1Reader> {
-        &self.inner.l1
+        &self.inner.keys[0].l1
     }
 
-    fn share(&self) -> Option<Arc<KeyShare>> {
-        self.inner.pool_node.share(&self.inner.key_id)
-    }
-
-    /// The pool state committed with the current key generation (`None` before keygen).
+    /// The pool state committed with the default key's current generation (`None`
+    /// before keygen).
     pub fn pool_state(&self) -> Option<PoolState> {
-        self.inner.state.lock().clone()
+        self.default_key().pool_state()
     }
 
-    /// The committed pool (`None` before keygen).
+    /// The pool committed with the default key (`None` before keygen).
     pub fn pool(&self) -> Option<Pool> {
-        self.pool_state().and_then(|s| s.pool())
+        self.default_key().pool()
     }
 
-    /// What the L1 follower is doing (shown in `GET /status`).
+    /// What the default key's L1 follower is doing (shown in `GET /status`).
     pub fn membership_status(&self) -> String {
-        self.inner.membership.lock().clone()
-    }
-
-    fn set_membership(&self, text: String) {
-        let mut m = self.inner.membership.lock();
-        if *m != text {
-            tracing::info!(status = %text, "membership");
-            *m = text;
-        }
+        self.default_key().membership_status()
     }
 
     /// The current epoch: wall-clock time divided by the epoch length.
@@ -826,43 +1029,34 @@ impl Node {
         (now / self.inner.epoch_length.as_millis().max(1)) as u64
     }
 
-    /// The block producer of `epoch`, drawn by stake from the committed pool.
+    /// The block producer of `epoch`, drawn by stake from the pool committed with the
+    /// default key.
     pub fn block_producer(&self, epoch: u64) -> Option<NodeId> {
-        self.pool()?.block_producer(&self.inner.epoch_seed, epoch)
+        self.default_key().block_producer(epoch)
     }
 
-    /// The key, if this node holds a share.
+    /// The default key, if this node holds a share.
     pub fn key(&self) -> Option<KeyView> {
-        self.share().as_deref().map(key_view)
+        self.default_key().key()
     }
 
-    /// Status for `GET /status`.
+    /// Status for `GET /status`: the node, its default key, and every key.
     pub fn status(&self) -> StatusView {
-        let state = self.pool_state();
-        let pool = state.as_ref().and_then(|s| s.pool());
-        let share = self.share();
-        let (batch_producer, last_batch) = self
-            .inner
-            .batches
-            .as_ref()
-            .map(|d| d.status())
-            .unwrap_or_default();
+        let default = self.default_key().status();
+        let keys: Vec<KeyStatusView> = self.keys().iter().map(KeyNode::status).collect();
         // With batches, the epoch is the inbox's next L2 block's and the producer the
         // schedule's (failover included); without, the wall-clock epoch's draw.
-        let (epoch, producer) = match &batch_producer {
+        let (epoch, producer) = match &default.batch_producer {
             Some(v) => (v.epoch, NodeId::from_hex(&v.producer).ok()),
             None => {
                 let epoch = self.epoch();
-                let producer = pool
-                    .as_ref()
-                    .and_then(|p| p.block_producer(&self.inner.epoch_seed, epoch));
-                (epoch, producer)
+                (epoch, self.block_producer(epoch))
             }
         };
         StatusView {
-            presignatures_ready: self.inner.pool_node.presignatures_ready(&self.inner.key_id),
-            batch_producer,
-            last_batch,
+            presignatures_ready: default.presignatures_ready,
+            batch_producer: default.batch_producer,
+            last_batch: default.last_batch,
             unresponsive_members: self
                 .inner
                 .pool_node
@@ -878,12 +1072,123 @@ impl Node {
             epoch,
             block_producer: producer.map(|p| p.to_hex()),
             is_block_producer: producer == Some(self.inner.id),
-            is_member: share.is_some()
-                && pool.as_ref().is_some_and(|p| p.is_member(&self.inner.id)),
+            is_member: default.is_member,
+            pool_version: default.pool_version,
+            pool_l1_height: default.pool_l1_height,
+            l1_confirmed_height: default.l1_confirmed_height,
+            membership: default.membership,
+            threshold: default.threshold,
+            members: default.members,
+            key: default.key,
+            signatures: self.inner.metrics.signatures(),
+            keys,
+        }
+    }
+
+    /// Proposes signing of a raw 32-byte digest with the default key: see
+    /// [`KeyNode::sign`].
+    pub async fn sign(&self, digest: [u8; 32]) -> Result<SignOutcome> {
+        self.default_key().sign(digest).await
+    }
+
+    /// Deletes this node's share of the default key: see [`KeyNode::delete_key`].
+    pub async fn delete_key(&self, force: bool) -> Result<()> {
+        self.default_key().delete_key(force).await
+    }
+}
+
+impl KeyNode {
+    /// The key's id.
+    pub fn key_id(&self) -> &str {
+        self.key.key_id.as_str()
+    }
+
+    /// The key's settings (id, L1 role, inbox).
+    pub fn settings(&self) -> &KeySettings {
+        &self.key.settings
+    }
+
+    /// The node serving it.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// With `[batches]`: the key's batch duties on its inbox.
+    pub fn batch_duty(&self) -> Option<&Arc<BatchDuty>> {
+        self.key.batches.as_ref()
+    }
+
+    /// The key's L1 reader (the staking contract, the key's inbox and role).
+    pub fn l1(&self) -> &Arc<L1Reader> {
+        &self.key.l1
+    }
+
+    fn share(&self) -> Option<Arc<KeyShare>> {
+        self.node.inner.pool_node.share(&self.key.key_id)
+    }
+
+    /// The pool state committed with the key's current generation (`None` before keygen).
+    pub fn pool_state(&self) -> Option<PoolState> {
+        self.key.state.lock().clone()
+    }
+
+    /// The committed pool (`None` before keygen).
+    pub fn pool(&self) -> Option<Pool> {
+        self.pool_state().and_then(|s| s.pool())
+    }
+
+    /// What the key's L1 follower is doing.
+    pub fn membership_status(&self) -> String {
+        self.key.membership.lock().clone()
+    }
+
+    fn set_membership(&self, text: String) {
+        let mut m = self.key.membership.lock();
+        if *m != text {
+            tracing::info!(key = %self.key.key_id, status = %text, "membership");
+            *m = text;
+        }
+    }
+
+    /// The block producer of `epoch`, drawn by stake from the key's committed pool.
+    pub fn block_producer(&self, epoch: u64) -> Option<NodeId> {
+        self.pool()?
+            .block_producer(&self.node.inner.epoch_seed, epoch)
+    }
+
+    /// The key, if this node holds a share.
+    pub fn key(&self) -> Option<KeyView> {
+        self.share().as_deref().map(key_view)
+    }
+
+    /// The key's status (`GET /keys/{id}`).
+    pub fn status(&self) -> KeyStatusView {
+        let state = self.pool_state();
+        let pool = state.as_ref().and_then(|s| s.pool());
+        let share = self.share();
+        let (batch_producer, last_batch) = self
+            .key
+            .batches
+            .as_ref()
+            .map(|d| d.status())
+            .unwrap_or_default();
+        let latest = self.key.l1_latest.lock().clone();
+        KeyStatusView {
+            key_id: self.key_id().to_string(),
+            role: self.key.settings.role.clone(),
+            inbox: self.key.settings.inbox.to_checksum(None),
+            registered_address: latest
+                .as_ref()
+                .and_then(|v| v.mpc_address)
+                .map(|a| a.to_checksum(None)),
             pool_version: state.as_ref().map_or(0, |s| s.version),
             pool_l1_height: state.as_ref().map(|s| s.l1_height),
-            l1_confirmed_height: self.inner.l1_latest.lock().as_ref().map(|v| v.height),
+            l1_confirmed_height: latest.as_ref().map(|v| v.height),
             membership: self.membership_status(),
+            is_member: share.is_some()
+                && pool
+                    .as_ref()
+                    .is_some_and(|p| p.is_member(&self.node.inner.id)),
             threshold: pool.as_ref().map_or(0, |p| p.threshold()),
             members: state
                 .as_ref()
@@ -898,17 +1203,23 @@ impl Node {
                 })
                 .unwrap_or_default(),
             key: share.as_deref().map(key_view),
-            signatures: self.inner.metrics.signatures(),
+            presignatures_ready: self
+                .node
+                .inner
+                .pool_node
+                .presignatures_ready(&self.key.key_id),
+            batch_producer,
+            last_batch,
         }
     }
 
-    /// Proposes signing of a raw 32-byte digest (only with
+    /// Proposes signing of a raw 32-byte digest with this key (only with
     /// `rpc.unsafe_raw_digest_signing`): this node and `t - 1` live members
     /// ([`PoolNode::propose_sign`] picks them and retries without a member that fails),
     /// each signing only if its own flag is on too. The signature is
     /// checked to recover to the key's address.
     pub async fn sign(&self, digest: [u8; 32]) -> Result<SignOutcome> {
-        if !self.inner.raw_digest_signing {
+        if !self.node.inner.raw_digest_signing {
             return Err(Error::Disabled(
                 "raw-digest signing is off (rpc.unsafe_raw_digest_signing = false)".into(),
             ));
@@ -916,9 +1227,10 @@ impl Node {
         let request = serde_json::to_vec(&SignRequest { digest })
             .map_err(|e| Error::Internal(e.to_string()))?;
         let out = self
+            .node
             .inner
             .pool_node
-            .propose_sign(&self.inner.key_id, request, None)
+            .propose_sign(&self.key.key_id, request, None)
             .await
             .map_err(map_tss)?;
         Ok(SignOutcome {
@@ -934,6 +1246,7 @@ impl Node {
     async fn propose_keygen(&self, desired: &Pool, l1_height: u64) -> Result<KeyView> {
         let committee = desired.committee()?;
         tracing::info!(
+            key = %self.key.key_id,
             n = committee.n(),
             t = committee.threshold(),
             l1_height,
@@ -944,13 +1257,14 @@ impl Node {
             members: desired.members().to_vec(),
         };
         let share = self
+            .node
             .inner
             .pool_node
-            .propose_keygen(self.inner.key_id.clone(), committee, context.encode())
+            .propose_keygen(self.key.key_id.clone(), committee, context.encode())
             .await
             .map_err(map_tss)?;
         let view = key_view(&share);
-        tracing::info!(address = %view.address, "keygen complete; share stored");
+        tracing::info!(key = %self.key.key_id, address = %view.address, "keygen complete; share stored");
         Ok(view)
     }
 
@@ -967,11 +1281,11 @@ impl Node {
     ) -> Result<()> {
         let share = self
             .share()
-            .ok_or_else(|| Error::NoKey(self.inner.key_id.to_string()))?;
+            .ok_or_else(|| Error::NoKey(self.key.key_id.to_string()))?;
         let new_committee = desired.committee()?;
         let old = share.committee();
+        let me = self.node.inner.id;
         let dealers = if leavers_deal {
-            let me = self.inner.id;
             let mut order: Vec<NodeId> = old.index_of(&me).map(|_| me).into_iter().collect();
             let (leaving, staying): (Vec<NodeId>, Vec<NodeId>) = old
                 .members()
@@ -986,21 +1300,23 @@ impl Node {
         } else {
             // This node first, then members that stay, then (only if needed to reach the
             // old threshold) members that leave.
-            tss_core::pool::default_dealers(old, self.inner.id, &new_committee)
+            tss_core::pool::default_dealers(old, me, &new_committee)
         };
         let context = MembershipProposal {
             l1_height,
             members: desired.members().to_vec(),
         };
         tracing::info!(
+            key = %self.key.key_id,
             l1_height,
             n = new_committee.n(),
             "proposing reshare to the L1 committee"
         );
-        self.inner
+        self.node
+            .inner
             .pool_node
             .propose_reshare(
-                &self.inner.key_id,
+                &self.key.key_id,
                 new_committee,
                 Some(dealers),
                 context.encode(),
@@ -1010,13 +1326,15 @@ impl Node {
         Ok(())
     }
 
-    /// Deletes this node's key share (every generation) from the keystore and memory.
-    /// A pool member must pass `force` (deleting a member's share weakens the pool).
+    /// Deletes this node's share of the key (every generation) from the keystore and
+    /// memory. A pool member must pass `force` (deleting a member's share weakens the
+    /// pool).
     pub async fn delete_key(&self, force: bool) -> Result<()> {
         let state = self.pool_state();
+        let me = self.node.inner.id;
         let member = state
             .as_ref()
-            .is_some_and(|s| s.members.iter().any(|m| m.node == self.inner.id));
+            .is_some_and(|s| s.members.iter().any(|m| m.node == me));
         if self.share().is_some() && member && !force {
             return Err(Error::Conflict(
                 "this node is a pool member: unlock its stake on L1 first, or pass force=true"
@@ -1024,26 +1342,28 @@ impl Node {
             ));
         }
         let existed = self
+            .node
             .inner
             .pool_node
             .delete_key(
-                &self.inner.key_id,
+                &self.key.key_id,
                 &state.map(|s| s.encode()).unwrap_or_default(),
             )
             .await
             .map_err(map_tss)?;
         if !existed {
-            return Err(Error::NoKey(self.inner.key_id.to_string()));
+            return Err(Error::NoKey(self.key.key_id.to_string()));
         }
-        tracing::info!("key share deleted");
+        tracing::info!(key = %self.key.key_id, "key share deleted");
         Ok(())
     }
 
-    /// One round of the L1 follower: reads the latest confirmed view and, if this node
-    /// is the one in line, proposes the keygen or reshare it calls for. `since` is when
-    /// the pending change was first seen (it picks who is in line).
+    /// One round of the key's L1 follower: reads the latest confirmed view and, if this
+    /// node is the one in line, proposes the keygen or reshare it calls for. `pending`
+    /// is the change seen and not made yet (when it was first seen picks who is in line).
     async fn follow_l1_once(&self, pending: &mut Option<PendingChange>) {
-        let view = match self.inner.l1.latest().await {
+        let inner = &self.node.inner;
+        let view = match self.key.l1.latest().await {
             Ok(v) => v,
             Err(e) => {
                 self.set_membership(format!("L1 not readable: {e}"));
@@ -1051,8 +1371,8 @@ impl Node {
             }
         };
         let h = view.height;
-        *self.inner.l1_latest.lock() = Some(view.clone());
-        let desired = match desired_pool(&self.inner.rules, &view) {
+        *self.key.l1_latest.lock() = Some(view.clone());
+        let desired = match desired_pool(&inner.rules, &view) {
             Ok(p) => p,
             Err(e) => {
                 *pending = None;
@@ -1078,7 +1398,7 @@ impl Node {
             (None, None) if view.mpc_address.is_none() => (Pending::Keygen, wanted.clone()),
             (None, _) => {
                 *pending = None;
-                let joining = wanted.contains(&self.inner.id);
+                let joining = wanted.contains(&inner.id);
                 self.set_membership(if joining {
                     format!("locked on L1 at height {h}; waiting to be given a share")
                 } else {
@@ -1093,12 +1413,25 @@ impl Node {
                 committee: wanted.clone(),
                 since: Instant::now(),
                 failures: 0,
+                retry_at: None,
+                key_held_by: None,
             }),
         };
+        if let (Pending::Keygen, Some(holder)) = (kind, change.key_held_by) {
+            // Keygen was only this node's guess (no share here, no address registered for
+            // the key's role): a member holds the key, so it is a reshare this node waits
+            // for, once L1 registers the key's address.
+            self.set_membership(format!(
+                "locked on L1 at height {h}; the pool already holds this key ({} said so): \
+                 waiting to be given a share",
+                holder.to_hex()
+            ));
+            return;
+        }
         let since = change.since;
         // While a keygen or reshare runs here, or shortly after one, the member in line
         // is not passed over.
-        let (active, last_run) = *self.inner.membership_runs.lock();
+        let (active, last_run) = *inner.membership_runs.lock();
         let since = if active > 0 {
             Instant::now()
         } else {
@@ -1106,15 +1439,17 @@ impl Node {
         };
         let mut in_line = in_line;
         in_line.sort();
-        let slot =
-            since.elapsed().as_secs() / self.inner.l1_settings.leader_timeout.as_secs().max(1);
+        let slot = since.elapsed().as_secs() / inner.l1_settings.leader_timeout.as_secs().max(1);
         let leader = in_line[(slot as usize) % in_line.len()];
-        if leader != self.inner.id {
+        if leader != inner.id {
             self.set_membership(format!(
                 "{kind:?} to the {} members locked at L1 height {h} pending; {} proposes",
                 wanted.len(),
                 leader.to_hex()
             ));
+            return;
+        }
+        if change.retry_at.is_some_and(|at| Instant::now() < at) {
             return;
         }
         self.set_membership(format!(
@@ -1129,30 +1464,37 @@ impl Node {
                     .await
             }
         };
+        if let Err(Error::Rejected { by, reason }) = &outcome {
+            if kind == Pending::Keygen && reason.contains(tss_core::pool::ALREADY_HOLDS_A_SHARE) {
+                change.key_held_by = Some(*by);
+            }
+        }
         if outcome.is_err() {
             change.failures += 1;
+            change.retry_at = Some(Instant::now() + PendingChange::retry_pause(change.failures));
         }
         match outcome {
             Ok(()) => tracing::info!(
+                key = %self.key.key_id,
                 ?kind,
                 l1_height = h,
                 secs = started.elapsed().as_secs(),
                 "membership change committed"
             ),
             Err(e) => {
-                tracing::warn!(?kind, l1_height = h, error = %e, "membership change failed; retrying");
+                tracing::warn!(key = %self.key.key_id, ?kind, l1_height = h, error = %e, "membership change failed; retrying");
                 self.set_membership(format!("{kind:?} at L1 height {h} failed: {e}; retrying"));
             }
         }
     }
 }
 
-/// Follows L1: see [`Node::follow_l1_once`].
-async fn follow_l1(node: Node) {
+/// Follows L1 for one key: see [`KeyNode::follow_l1_once`].
+async fn follow_l1(key: KeyNode) {
     let mut pending = None;
     loop {
-        node.follow_l1_once(&mut pending).await;
-        tokio::time::sleep(node.inner.l1_settings.poll_interval).await;
+        key.follow_l1_once(&mut pending).await;
+        tokio::time::sleep(key.node.inner.l1_settings.poll_interval).await;
     }
 }
 
@@ -1247,12 +1589,12 @@ async fn follow_events(node: Node, mut events: tokio::sync::broadcast::Receiver<
     }
 }
 
-/// Keeps `target` presignatures of this node's own ready while it holds a share: one
-/// presign run at a time, with this node and `t - 1` live members (the set it would sign
-/// with), so that a batch it proposes is signed in one round. Why this set: a request is
-/// proposed by the node that produces the batch, and a presignature can be spent only
-/// by its own proposer, so each node prepares for its own requests. They live in memory
-/// only; a reshare or a restart drops them and this loop makes new ones.
+/// Keeps `target` presignatures of this node's own of one key ready while it holds a
+/// share: one presign run at a time, with this node and `t - 1` live members (the set it
+/// would sign with), so that a batch it proposes is signed in one round. Why this set: a
+/// request is proposed by the node that produces the batch, and a presignature can be
+/// spent only by its own proposer, so each node prepares for its own requests. They live
+/// in memory only; a reshare or a restart drops them and this loop makes new ones.
 ///
 /// With batch duties, only a likely producer refills
 /// ([`crate::producer::BatchDuty::presignatures_wanted`]: the producer of the current
@@ -1262,19 +1604,20 @@ async fn follow_events(node: Node, mut events: tokio::sync::broadcast::Receiver<
 /// member that becomes the producer without presignatures (an unforeseen fallback) signs
 /// with full interactive signing. A member that stops being likely keeps what it made.
 /// Without batch duties any member may propose, so every member refills.
-async fn refill_presignatures(node: Node, target: usize) {
-    let pool_node = node.inner.pool_node.clone();
-    let key_id = node.inner.key_id.clone();
+async fn refill_presignatures(key: KeyNode, target: usize) {
+    let pool_node = key.node.inner.pool_node.clone();
+    let me = key.node.inner.id;
+    let key_id = key.key.key_id.clone();
     let mut was_wanted = None;
     loop {
         let mut pause = Duration::from_secs(2);
-        let wanted = node
-            .inner
+        let wanted = key
+            .key
             .batches
             .as_ref()
-            .is_none_or(|duty| duty.presignatures_wanted(node.inner.id));
+            .is_none_or(|duty| duty.presignatures_wanted(me));
         if was_wanted != Some(wanted) {
-            tracing::debug!(wanted, "presignature refill (only likely producers refill)");
+            tracing::debug!(key = %key_id, wanted, "presignature refill (only likely producers refill)");
             was_wanted = Some(wanted);
         }
         if wanted
@@ -1284,15 +1627,15 @@ async fn refill_presignatures(node: Node, target: usize) {
             match pool_node.propose_presign(&key_id).await {
                 Ok(id) => {
                     pause = Duration::ZERO;
-                    tracing::debug!(%id, ready = pool_node.presignatures_ready(&key_id), "presignature made");
+                    tracing::debug!(key = %key_id, %id, ready = pool_node.presignatures_ready(&key_id), "presignature made");
                 }
                 Err(e) => {
                     pause = Duration::from_secs(10);
-                    tracing::info!(error = %e, "presignature not made; trying again later");
+                    tracing::info!(key = %key_id, error = %e, "presignature not made; trying again later");
                 }
             }
         }
-        node.inner
+        key.key
             .metrics
             .set_presignatures_ready(pool_node.presignatures_ready(&key_id));
         tokio::time::sleep(pause).await;
@@ -1303,23 +1646,24 @@ async fn epoch_ticker(node: Node) {
     let mut last = None;
     loop {
         let epoch = node.epoch();
-        let pool = node.pool();
-        let share = node.share();
-        let producer = pool
-            .as_ref()
-            .and_then(|p| p.block_producer(&node.inner.epoch_seed, epoch));
-        node.inner.metrics.set_state(
-            pool.as_ref().map_or(0, |p| p.len()),
-            share.map(|s| s.generation().get()),
-            epoch,
-            producer == Some(node.inner.id),
-        );
-        if last != Some(epoch) {
-            if let Some(p) = producer {
-                tracing::debug!(epoch, producer = %p, me = producer == Some(node.inner.id), "epoch");
+        node.inner.metrics.set_epoch(epoch);
+        for key in node.keys() {
+            let pool = key.pool();
+            let producer = pool
+                .as_ref()
+                .and_then(|p| p.block_producer(&node.inner.epoch_seed, epoch));
+            key.key.metrics.set_state(
+                pool.as_ref().map_or(0, |p| p.len()),
+                key.share().map(|s| s.generation().get()),
+                producer == Some(node.inner.id),
+            );
+            if last != Some(epoch) {
+                if let Some(p) = producer {
+                    tracing::debug!(key = %key.key.key_id, epoch, producer = %p, me = producer == Some(node.inner.id), "epoch");
+                }
             }
-            last = Some(epoch);
         }
+        last = Some(epoch);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -1327,6 +1671,15 @@ async fn epoch_ticker(node: Node) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_proposed_in_vain_is_retried_after_a_growing_pause_of_at_most_eight_seconds() {
+        let pauses: Vec<u64> = (1..=7)
+            .map(|f| PendingChange::retry_pause(f).as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        assert_eq!(PendingChange::retry_pause(u32::MAX), RETRY_PAUSE_MAX);
+    }
 
     #[test]
     fn store_errors_of_the_keystore_keep_their_type() {

@@ -9,17 +9,20 @@
 //! | `node_shell_http_bad_requests_total` | counter | HTTP requests answered with a 4xx |
 //! | `node_shell_sessions_total{protocol}` | counter | protocol runs started (`keygen`, `sign`, `reshare`) |
 //! | `node_shell_session_failures_total{protocol}` | counter | protocol runs that failed |
-//! | `node_shell_pool_members` | gauge | members of the sequencer pool |
-//! | `node_shell_has_key` | gauge | 1 if this node holds a key share |
-//! | `node_shell_key_generation` | gauge | generation of the held key share |
+//! | `node_shell_pool_members{key}` | gauge | members of the sequencer pool committed with key `key` |
+//! | `node_shell_has_key{key}` | gauge | 1 if this node holds a share of `key` |
+//! | `node_shell_key_generation{key}` | gauge | generation of the held share of `key` |
 //! | `node_shell_epoch` | gauge | current epoch |
-//! | `node_shell_is_block_producer` | gauge | 1 if this node produces blocks this epoch |
+//! | `node_shell_is_block_producer{key}` | gauge | 1 if this node produces blocks this epoch (by `key`'s committed pool) |
 //! | `node_shell_sign_latency_seconds` | histogram | latency of signing runs |
-//! | `node_shell_batches_total{stage}` | counter | this node's batches as producer, by stage: `proposed`, `signed`, `submitted`, `included`, `reverted` |
-//! | `node_shell_producer_fallback_level` | gauge | failover level of the current batch's producer (0: the epoch's own producer) |
-//! | `node_shell_producer_stalls_total` | counter | times this node saw the producer schedule move to a fallback (a stall) |
-//! | `node_shell_presignatures_ready` | gauge | presignatures of this node's own ready for its next signing requests |
+//! | `node_shell_batches_total{key,stage}` | counter | this node's batches as producer for `key`'s inbox, by stage: `proposed`, `signed`, `submitted`, `included`, `reverted` |
+//! | `node_shell_producer_fallback_level{key}` | gauge | failover level of the current batch's producer on `key`'s inbox (0: the epoch's own producer) |
+//! | `node_shell_producer_stalls_total{key}` | counter | times this node saw `key`'s producer schedule move to a fallback (a stall) |
+//! | `node_shell_presignatures_ready{key}` | gauge | presignatures of `key` of this node's own ready for its next signing requests |
 //! | `node_shell_signers_skipped_total{member}` | counter | signing runs this node proposed that were abandoned because of `member` (silent, cut off, refusing or failing), so another set signed |
+//!
+//! `key` is the key id: a node serves one or more keys (`[[keys]]` in the config), and
+//! each has its own series, created when the node starts.
 //!
 //! With a libp2p transport ([`Metrics::watch_transport`]; `node-shell run` and the devnet
 //! set it), the transport's limits and faults too, read from [`Libp2pStats`] at each scrape:
@@ -139,7 +142,13 @@ impl EncodeLabelValue for BatchStage {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StageLabel {
+    key: String,
     stage: BatchStage,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KeyLabel {
+    key: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -323,18 +332,73 @@ pub struct Metrics {
     sessions_failed: Family<ProtocolLabel, Counter>,
     proposals_rejected: Counter,
     http_bad_requests: Counter,
+    pool_members: Family<KeyLabel, U64Gauge>,
+    key_generation: Family<KeyLabel, U64Gauge>,
+    has_key: Family<KeyLabel, U64Gauge>,
+    epoch: U64Gauge,
+    is_producer: Family<KeyLabel, U64Gauge>,
+    sign_latency: Histogram,
+    batches: Family<StageLabel, Counter>,
+    fallback_level: Family<KeyLabel, U64Gauge>,
+    stalls: Family<KeyLabel, Counter>,
+    signers_skipped: Family<MemberLabel, Counter>,
+    presignatures_ready: Family<KeyLabel, U64Gauge>,
+    transport: TransportMetrics,
+}
+
+/// The series of one key (see [`Metrics::for_key`]). Cheap to clone.
+#[derive(Clone)]
+pub struct KeyMetrics {
     pool_members: U64Gauge,
     key_generation: U64Gauge,
     has_key: U64Gauge,
-    epoch: U64Gauge,
     is_producer: U64Gauge,
-    sign_latency: Histogram,
-    batches: Family<StageLabel, Counter>,
+    batches: Vec<(BatchStage, Counter)>,
     fallback_level: U64Gauge,
     stalls: Counter,
-    signers_skipped: Family<MemberLabel, Counter>,
     presignatures_ready: U64Gauge,
-    transport: TransportMetrics,
+}
+
+impl std::fmt::Debug for KeyMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyMetrics")
+    }
+}
+
+impl KeyMetrics {
+    /// How many presignatures of this node's own are ready.
+    pub fn set_presignatures_ready(&self, n: usize) {
+        self.presignatures_ready.set(n as u64);
+    }
+    /// Updates the key's gauges: members of its committed pool, the generation of the
+    /// share held (`None`: none), and whether this node produces blocks this epoch.
+    pub fn set_state(&self, members: usize, generation: Option<u64>, producer: bool) {
+        self.pool_members.set(members as u64);
+        self.has_key.set(u64::from(generation.is_some()));
+        self.key_generation.set(generation.unwrap_or(0));
+        self.is_producer.set(u64::from(producer));
+    }
+    /// One of this node's batches reached `stage`.
+    pub fn batch(&self, stage: BatchStage) {
+        if let Some((_, c)) = self.batches.iter().find(|(s, _)| *s == stage) {
+            c.inc();
+        }
+    }
+    /// How many of this node's batches reached `stage`.
+    pub fn batches(&self, stage: BatchStage) -> u64 {
+        self.batches
+            .iter()
+            .find(|(s, _)| *s == stage)
+            .map_or(0, |(_, c)| c.get())
+    }
+    /// The producer schedule's failover level now; a rise from 0 counts as a stall.
+    pub fn set_fallback_level(&self, level: u64) {
+        let before = self.fallback_level.get();
+        if before == 0 && level > 0 {
+            self.stalls.inc();
+        }
+        self.fallback_level.set(level);
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -396,19 +460,28 @@ impl Metrics {
             "session_failures",
             "Protocol runs that failed",
         );
-        let pool_members = gauge(
+        let per_key = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<KeyLabel, U64Gauge>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let pool_members = per_key(
             &mut registry,
             "pool_members",
-            "Members of the sequencer pool",
+            "Members of the sequencer pool committed with the key",
         );
-        let has_key = gauge(&mut registry, "has_key", "1 if this node holds a key share");
-        let key_generation = gauge(
+        let has_key = per_key(
+            &mut registry,
+            "has_key",
+            "1 if this node holds a share of the key",
+        );
+        let key_generation = per_key(
             &mut registry,
             "key_generation",
-            "Generation of the held key share",
+            "Generation of the held share of the key",
         );
         let epoch = gauge(&mut registry, "epoch", "Current epoch");
-        let is_producer = gauge(
+        let is_producer = per_key(
             &mut registry,
             "is_block_producer",
             "1 if this node produces blocks this epoch",
@@ -421,23 +494,21 @@ impl Metrics {
             sign_latency.clone(),
         );
         let batches = Family::<StageLabel, Counter>::default();
-        for stage in BatchStage::ALL {
-            drop(batches.get_or_create(&StageLabel { stage }));
-        }
         registry.register(
             "batches",
             "This node's batches as producer, by stage",
             batches.clone(),
         );
-        let fallback_level = gauge(
+        let fallback_level = per_key(
             &mut registry,
             "producer_fallback_level",
             "Failover level of the current batch's producer (0: the epoch's own producer)",
         );
-        let stalls = counter(
-            &mut registry,
+        let stalls = Family::<KeyLabel, Counter>::default();
+        registry.register(
             "producer_stalls",
             "Times the producer schedule moved to a fallback",
+            stalls.clone(),
         );
         let signers_skipped = Family::<MemberLabel, Counter>::default();
         registry.register(
@@ -445,7 +516,7 @@ impl Metrics {
             "Signing runs proposed here abandoned because of a member (silent, cut off, refusing or failing)",
             signers_skipped.clone(),
         );
-        let presignatures_ready = gauge(
+        let presignatures_ready = per_key(
             &mut registry,
             "presignatures_ready",
             "Presignatures of this node's own ready for its next signing requests",
@@ -494,9 +565,34 @@ impl Metrics {
         self.signatures.inc();
         self.sign_latency.observe(elapsed.as_secs_f64());
     }
-    /// How many presignatures of this node's own are ready.
-    pub fn set_presignatures_ready(&self, n: usize) {
-        self.presignatures_ready.set(n as u64);
+    /// The series of key `key` (created at 0 on the first call; the node calls this for
+    /// each key it serves when it starts).
+    pub fn for_key(&self, key: &str) -> KeyMetrics {
+        let label = KeyLabel {
+            key: key.to_string(),
+        };
+        KeyMetrics {
+            pool_members: self.pool_members.get_or_create(&label).clone(),
+            key_generation: self.key_generation.get_or_create(&label).clone(),
+            has_key: self.has_key.get_or_create(&label).clone(),
+            is_producer: self.is_producer.get_or_create(&label).clone(),
+            batches: BatchStage::ALL
+                .iter()
+                .map(|&stage| {
+                    let c = self
+                        .batches
+                        .get_or_create(&StageLabel {
+                            key: key.to_string(),
+                            stage,
+                        })
+                        .clone();
+                    (stage, c)
+                })
+                .collect(),
+            fallback_level: self.fallback_level.get_or_create(&label).clone(),
+            stalls: self.stalls.get_or_create(&label).clone(),
+            presignatures_ready: self.presignatures_ready.get_or_create(&label).clone(),
+        }
     }
     /// A signing run this node proposed was abandoned because of `member`.
     pub fn signer_skipped(&self, member: &transport::NodeId) {
@@ -514,29 +610,9 @@ impl Metrics {
     pub fn bad_request(&self) {
         self.http_bad_requests.inc();
     }
-    /// Updates the gauges.
-    pub fn set_state(&self, members: usize, generation: Option<u64>, epoch: u64, producer: bool) {
-        self.pool_members.set(members as u64);
-        self.has_key.set(u64::from(generation.is_some()));
-        self.key_generation.set(generation.unwrap_or(0));
+    /// Sets the current epoch.
+    pub fn set_epoch(&self, epoch: u64) {
         self.epoch.set(epoch);
-        self.is_producer.set(u64::from(producer));
-    }
-    /// One of this node's batches reached `stage`.
-    pub fn batch(&self, stage: BatchStage) {
-        self.batches.get_or_create(&StageLabel { stage }).inc();
-    }
-    /// How many of this node's batches reached `stage`.
-    pub fn batches(&self, stage: BatchStage) -> u64 {
-        self.batches.get_or_create(&StageLabel { stage }).get()
-    }
-    /// The producer schedule's failover level now; a rise from 0 counts as a stall.
-    pub fn set_fallback_level(&self, level: u64) {
-        let before = self.fallback_level.get();
-        if before == 0 && level > 0 {
-            self.stalls.inc();
-        }
-        self.fallback_level.set(level);
     }
     /// Signatures produced so far.
     pub fn signatures(&self) -> u64 {
@@ -588,6 +664,10 @@ mod tests {
     fn every_family_is_typed_with_its_former_name() {
         let m = Metrics::default();
         // A labelled family shows up once it has a series.
+        let key = m.for_key("batches-key");
+        key.set_state(4, Some(2), true);
+        key.batch(BatchStage::Included);
+        key.set_fallback_level(1);
         m.signer_skipped(&transport::NodeId::from_bytes([7; 32]));
         let text = m.render();
         assert!(
@@ -620,6 +700,16 @@ mod tests {
                 text.lines().any(|l| l == format!("# TYPE {name} {kind}")),
                 "no {kind} {name} in\n{text}"
             );
+        }
+        for series in [
+            "node_shell_pool_members{key=\"batches-key\"} 4",
+            "node_shell_key_generation{key=\"batches-key\"} 2",
+            "node_shell_batches_total{key=\"batches-key\",stage=\"included\"} 1",
+            "node_shell_batches_total{key=\"batches-key\",stage=\"reverted\"} 0",
+            "node_shell_producer_stalls_total{key=\"batches-key\"} 1",
+            "node_shell_presignatures_ready{key=\"batches-key\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == series), "no {series} in\n{text}");
         }
         // Every protocol is there from the start.
         for p in ["keygen", "sign", "reshare"] {

@@ -26,7 +26,7 @@ use crate::coordinator::PoolState;
 use crate::error::{Error, Result};
 use crate::l1::contracts::BatchInbox;
 use crate::l1::view::{L1Reader, L1View};
-use crate::metrics::{BatchStage, Metrics};
+use crate::metrics::{BatchStage, KeyMetrics, Metrics};
 use crate::schedule::Schedule;
 
 /// The producer and its failover level for the inbox's next batch at one L1 height.
@@ -60,7 +60,7 @@ pub struct BatchDuty {
     l2: Arc<dyn L2Source>,
     l1: Arc<L1Reader>,
     state: Arc<Mutex<Option<PoolState>>>,
-    metrics: Arc<Metrics>,
+    metrics: KeyMetrics,
     last: Mutex<Option<ProducerView>>,
     /// The last L2 block of the last batch this node submitted successfully: it waits
     /// for its confirmed view to pass it before proposing again.
@@ -129,6 +129,7 @@ impl BatchDuty {
             stall_window: settings.stall_l1_blocks,
         };
         Ok(Self {
+            metrics: metrics.for_key(key_id.as_str()),
             me,
             key_id,
             policy,
@@ -137,7 +138,6 @@ impl BatchDuty {
             settings,
             l1,
             state,
-            metrics,
             last: Mutex::new(None),
             submitted_up_to: Mutex::new(None),
             last_submitted: Mutex::new(None),
@@ -299,6 +299,7 @@ impl BatchDuty {
             first = proposal.first_block,
             last = proposal.last_block,
             level = producer.fallback_level,
+            key = %self.key_id,
             "proposing batch"
         );
         let range = (proposal.first_block, proposal.last_block);
@@ -334,7 +335,7 @@ impl BatchDuty {
             range,
             included: submitted.status,
         };
-        tracing::info!(tx = %out.tx_hash, first = range.0, last = range.1, included = out.included, "batch sent to L1");
+        tracing::info!(tx = %out.tx_hash, first = range.0, last = range.1, included = out.included, key = %self.key_id, "batch sent to L1");
         *self.last_submitted.lock() = Some(out.clone());
         Ok(Some(out))
     }
@@ -344,7 +345,7 @@ impl BatchDuty {
 pub async fn produce(duty: Arc<BatchDuty>, pool_node: PoolNode, poll: Duration) {
     loop {
         if let Err(e) = duty.produce_once(&pool_node).await {
-            tracing::warn!(error = %e, "batch not produced; retrying");
+            tracing::warn!(key = %duty.key_id, error = %e, "batch not produced; retrying");
         }
         tokio::time::sleep(poll).await;
     }

@@ -13,9 +13,13 @@
 //! | method and path | body | answer |
 //! | --- | --- | --- |
 //! | `GET /status` | | node id, epoch, block producer, committed pool (members, L1 height), latest confirmed L1 height, what the node does about membership, key |
-//! | `GET /key` | | `{key_id, generation, public_key, address, committee, threshold}` or 404 |
-//! | `POST /sign` | `{"digest": "0x" + 64 hex}` | `{r, s, v, recovery_id, signature, signers, skipped, address, digest, generation}`; **403 unless `rpc.unsafe_raw_digest_signing = true`** (and peers sign only with their own flag on) |
-//! | `DELETE /key[?force=true]` | | deletes this node's key share |
+//! | `GET /key` | | the default key: `{key_id, generation, public_key, address, committee, threshold}` or 404 |
+//! | `POST /sign` | `{"digest": "0x" + 64 hex}` | with the default key: `{r, s, v, recovery_id, signature, signers, skipped, address, digest, generation}`; **403 unless `rpc.unsafe_raw_digest_signing = true`** (and peers sign only with their own flag on) |
+//! | `DELETE /key[?force=true]` | | deletes this node's share of the default key |
+//! | `GET /keys` | | every key this node serves: `[{key_id, role, inbox, registered_address, pool_version, membership, key, ...}]` |
+//! | `GET /keys/{id}` | | one key, as in `GET /keys`; 404 if this node serves no such key |
+//! | `POST /keys/{id}/sign` | as `POST /sign` | as `POST /sign`, with key `id` |
+//! | `DELETE /keys/{id}[?force=true]` | | as `DELETE /key`, for key `id` |
 //! | `GET /metrics` | | Prometheus text |
 //!
 //! There is no endpoint that changes membership: the pool is the set of sequencers with
@@ -32,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,7 +46,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::coordinator::Node;
+use crate::coordinator::{KeyNode, Node};
 use crate::error::{Error, Result};
 
 /// An API error: status code and message.
@@ -134,10 +138,39 @@ async fn key(State(node): State<Node>) -> ApiResult {
     }
 }
 
+/// The key `id`, or a 404 naming it.
+fn key_named(node: &Node, id: &str) -> std::result::Result<KeyNode, ApiError> {
+    node.key_node(id).ok_or_else(|| {
+        counted(
+            node,
+            Error::NoKey(format!("{id} (this node serves no such key)")),
+        )
+    })
+}
+
+async fn keys(State(node): State<Node>) -> Response {
+    let keys: Vec<_> = node.keys().iter().map(KeyNode::status).collect();
+    Json(keys).into_response()
+}
+
+async fn key_status(State(node): State<Node>, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(key_named(&node, &id)?.status()).into_response())
+}
+
 async fn sign(State(node): State<Node>, body: Bytes) -> ApiResult {
-    let req: SignRequest = parse_body(&node, &body)?;
+    sign_with(&node, &node.default_key(), &body).await
+}
+
+async fn sign_key(State(node): State<Node>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let key = key_named(&node, &id)?;
+    sign_with(&node, &key, &body).await
+}
+
+async fn sign_with(node: &Node, key: &KeyNode, body: &[u8]) -> ApiResult {
+    let node = node.clone();
+    let req: SignRequest = parse_body(&node, body)?;
     let digest = parse_digest(&req.digest).map_err(|e| counted(&node, e))?;
-    let out = node.sign(digest).await.map_err(|e| counted(&node, e))?;
+    let out = key.sign(digest).await.map_err(|e| counted(&node, e))?;
     let sig = out.signature;
     Ok(Json(json!({
         "r": format!("0x{}", hex::encode(sig.r)),
@@ -155,6 +188,20 @@ async fn sign(State(node): State<Node>, body: Bytes) -> ApiResult {
 }
 
 async fn delete_key(State(node): State<Node>, RawQuery(query): RawQuery) -> ApiResult {
+    delete_with(&node, &node.default_key(), query).await
+}
+
+async fn delete_key_named(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let key = key_named(&node, &id)?;
+    delete_with(&node, &key, query).await
+}
+
+async fn delete_with(node: &Node, key: &KeyNode, query: Option<String>) -> ApiResult {
+    let node = node.clone();
     let force = match query.as_deref() {
         None | Some("") => false,
         Some("force=true") => true,
@@ -166,9 +213,7 @@ async fn delete_key(State(node): State<Node>, RawQuery(query): RawQuery) -> ApiR
             ))
         }
     };
-    node.delete_key(force)
-        .await
-        .map_err(|e| counted(&node, e))?;
+    key.delete_key(force).await.map_err(|e| counted(&node, e))?;
     Ok(Json(json!({ "deleted": true })).into_response())
 }
 
@@ -190,6 +235,9 @@ pub fn router(node: Node, policy: auth::Policy) -> Router {
         .route("/status", get(status))
         .route("/key", get(key).delete(delete_key))
         .route("/sign", post(sign))
+        .route("/keys", get(keys))
+        .route("/keys/:id", get(key_status).delete(delete_key_named))
+        .route("/keys/:id/sign", post(sign_key))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(node)

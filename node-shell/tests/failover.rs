@@ -147,7 +147,12 @@ fn arranged_stakes(schedule: &Schedule) -> [u64; 4] {
     panic!("no stakes make the producer order a rotation of committee order");
 }
 
-/// The value of an unlabelled metric in `node`'s Prometheus page.
+/// The key's series of `node_shell_producer_stalls_total`.
+const STALLS: &str = "node_shell_producer_stalls_total{key=\"l1-test-key\"}";
+/// The key's series of `node_shell_producer_fallback_level`.
+const FALLBACK_LEVEL: &str = "node_shell_producer_fallback_level{key=\"l1-test-key\"}";
+
+/// The value of one series (name and labels as rendered) in `node`'s Prometheus page.
 fn metric(node: &node_shell::Node, name: &str) -> u64 {
     let page = node.metrics().render();
     page.lines()
@@ -419,12 +424,7 @@ impl Scenario {
         let (late, _) = self.proposal(&before).await;
         let stalls_before: Vec<(u8, u64)> = up
             .iter()
-            .map(|k| {
-                (
-                    *k,
-                    metric(self.node(*k), "node_shell_producer_stalls_total"),
-                )
-            })
+            .map(|k| (*k, metric(self.node(*k), STALLS)))
             .collect();
         let appended_before = self.inbox().await.len();
 
@@ -511,12 +511,8 @@ fn a_fallback_producer_appends_the_range_after_the_stall_window() {
         .await;
         for (k, before) in &f.stalls_before {
             let node = sc.node(*k);
-            assert_eq!(metric(node, "node_shell_producer_fallback_level"), 1);
-            assert_eq!(
-                metric(node, "node_shell_producer_stalls_total"),
-                before + 1,
-                "node {k}"
-            );
+            assert_eq!(metric(node, FALLBACK_LEVEL), 1);
+            assert_eq!(metric(node, STALLS), before + 1, "node {k}");
         }
 
         // Confirmed: the clock restarts at the append, the epoch's producer is back at
@@ -527,7 +523,7 @@ fn a_fallback_producer_appends_the_range_after_the_stall_window() {
         })
         .await;
         for k in &up {
-            assert_eq!(metric(sc.node(*k), "node_shell_producer_fallback_level"), 0);
+            assert_eq!(metric(sc.node(*k), FALLBACK_LEVEL), 0);
         }
         let view = sc.view().await;
         let last = view.last_batch.unwrap();
@@ -582,7 +578,7 @@ fn a_fallback_proposal_before_the_stall_window_is_refused_by_followers() {
             .collect();
         let stalls: Vec<u64> = followers
             .iter()
-            .map(|k| metric(sc.node(*k), "node_shell_producer_stalls_total"))
+            .map(|k| metric(sc.node(*k), STALLS))
             .collect();
         let (inbox, nonce) = (sc.inbox().await.len(), sc.pool_nonce().await);
 
@@ -650,10 +646,7 @@ fn a_fallback_proposal_before_the_stall_window_is_refused_by_followers() {
                 signatures[i],
                 "node {k}"
             );
-            assert_eq!(
-                metric(sc.node(*k), "node_shell_producer_stalls_total"),
-                stalls[i]
-            );
+            assert_eq!(metric(sc.node(*k), STALLS), stalls[i]);
         }
         assert_eq!(sc.pool_nonce().await, nonce);
         assert_eq!(sc.inbox().await.len(), inbox);

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use node_shell::config::{L1Settings, NodeSettings, PrimeSourceConfig, UnlockConfig};
+use node_shell::config::{KeySettings, L1Settings, NodeSettings, PrimeSourceConfig, UnlockConfig};
 use node_shell::coordinator::MembershipProposal;
 use node_shell::devnet::http;
 use node_shell::l1::contracts::Deployment;
@@ -27,6 +27,8 @@ use tss_core::wire::{decode_message, encode_message};
 use tss_core::{Committee, ExecutionId, KeyId, ProtocolKind};
 
 const KEY: &str = "test-key";
+/// The second key every test node serves (role `state`).
+const SECOND_KEY: &str = "state-key";
 
 /// Test node `k`'s id: the public key of the identity key with seed `[k; 32]`.
 fn id(k: u8) -> NodeId {
@@ -59,6 +61,7 @@ async fn pool() -> Net {
         Deployment {
             staking: [1u8; 20].into(),
             inbox: [2u8; 20].into(),
+            role: node_shell::config::role_id(node_shell::config::BATCHES_ROLE),
             deployment_block: 1,
         },
     );
@@ -77,7 +80,8 @@ async fn pool() -> Net {
             rules.clone(),
             l1.clone(),
             [9; 32],
-        );
+        )
+        .with_key(KeySettings::new(SECOND_KEY, "state", [3u8; 20].into()));
         settings.insecure_fast_kdf = true;
         settings.peers = (1..=4).map(id).collect();
         settings.epoch_length = Duration::from_secs(5);
@@ -216,6 +220,72 @@ async fn bad_requests_get_clear_json_errors() {
         .expect("bad request counter");
     // 3 malformed, 1 without a key, 2 on DELETE /key (the 403 was node 3's).
     assert!(bad >= 6, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_addressed_by_id_and_a_key_the_node_does_not_serve_is_404() {
+    let net = pool().await;
+    let a = net.rpc[0];
+    let digest = format!("0x{}", "11".repeat(32));
+
+    let (s, v) = call(&net, a, "GET", "/keys", None).await;
+    assert_eq!(s, 200);
+    let keys = v.as_array().unwrap_or_else(|| panic!("not a list: {v}"));
+    let listed: Vec<(&str, &str)> = keys
+        .iter()
+        .map(|k| (k["key_id"].as_str().unwrap(), k["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [(KEY, "batches"), (SECOND_KEY, "state")]);
+    assert!(keys.iter().all(|k| k["key"].is_null()), "{v}");
+
+    let (s, v) = call(&net, a, "GET", &format!("/keys/{SECOND_KEY}"), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["key_id"], SECOND_KEY);
+    assert_eq!(
+        v["inbox"].as_str().unwrap().to_lowercase(),
+        format!("0x{}", "03".repeat(20))
+    );
+    let (s, v) = call(&net, a, "GET", "/status", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["keys"].as_array().unwrap().len(), 2, "{v}");
+
+    // Every route of a key the node does not serve: 404 naming it, and nothing happens.
+    for (method, path, body) in [
+        ("GET", "/keys/other-key", None),
+        (
+            "POST",
+            "/keys/other-key/sign",
+            Some(json!({"digest": digest})),
+        ),
+        ("DELETE", "/keys/other-key?force=true", None),
+    ] {
+        let (s, v) = call(&net, a, method, path, body).await;
+        assert_eq!(s, 404, "{method} {path}: {v}");
+        assert!(error_of(&v).contains("other-key"), "{v}");
+    }
+
+    // A served key without a share: the same answers as the default key's routes.
+    let (s, v) = call(
+        &net,
+        a,
+        "POST",
+        &format!("/keys/{SECOND_KEY}/sign"),
+        Some(json!({"digest": digest})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert!(error_of(&v).contains(SECOND_KEY), "{v}");
+    // Raw-digest signing stays off per node for every key.
+    let (s, v) = call(
+        &net,
+        net.rpc[2],
+        "POST",
+        &format!("/keys/{SECOND_KEY}/sign"),
+        Some(json!({"digest": digest})),
+    )
+    .await;
+    assert_eq!(s, 403);
+    assert!(error_of(&v).contains("unsafe_raw_digest_signing"), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! The pool as L1 records it, derived from the contracts' events up to a confirmed height.
 //!
 //! Every node folds the same events (`Locked`, `StakeIncreased`, `Unlocked`,
-//! `MpcAddressSet` of the staking contract; `BatchAppended` of the inbox) from the
+//! `RoleAddressSet` of the staking contract for the inbox's role; `BatchAppended` of the
+//! inbox) from the
 //! deployment block to a height `h` that is at least `confirmations` blocks below the head,
 //! in (block, log index) order. Two nodes that read the same `h` derive the same
 //! [`L1View`]; a restarted node derives it again from L1 (nothing is trusted from its own
@@ -54,9 +55,10 @@ pub struct L1View {
     pub block_hash: B256,
     /// Locked sequencers, sorted by node id.
     pub members: Vec<L1Member>,
-    /// The pool's MPC address, once the admin registered it.
+    /// The pool's MPC address for the inbox's role ([`Deployment::role`]), once the admin
+    /// registered it: the only sender the inbox accepts.
     pub mpc_address: Option<Address>,
-    /// The L1 block of the last `MpcAddressSet`.
+    /// The L1 block of the last `RoleAddressSet` of that role.
     pub mpc_address_set_at: Option<u64>,
     /// The first L2 block of the next batch the inbox will accept.
     pub next_l2_block: u64,
@@ -223,6 +225,20 @@ impl L1Reader {
     /// The state before the deployment block's first event.
     async fn genesis(&self) -> Result<Folded, L1Error> {
         let inbox = BatchInbox::new(self.deployment.inbox, self.provider.clone());
+        let role = inbox
+            .role()
+            .call()
+            .await
+            .map_err(|e| L1Error::rpc("BatchInbox.role", e))?;
+        if role != self.deployment.role {
+            return Err(L1Error::Malformed {
+                what: "BatchInbox.role",
+                reason: format!(
+                    "the inbox at {} serves the role {role}, not {}",
+                    self.deployment.inbox, self.deployment.role
+                ),
+            });
+        }
         let genesis = inbox
             .genesisBlock()
             .call()
@@ -277,11 +293,13 @@ impl L1Reader {
             let e = SequencerStaking::Unlocked::decode_log_data(log.data())
                 .map_err(malformed("Unlocked"))?;
             state.by_account.remove(&e.account);
-        } else if from_staking && topic == SequencerStaking::MpcAddressSet::SIGNATURE_HASH {
-            let e = SequencerStaking::MpcAddressSet::decode_log_data(log.data())
-                .map_err(malformed("MpcAddressSet"))?;
-            state.mpc_address = Some(e.current);
-            state.mpc_address_set_at = log.block_number;
+        } else if from_staking && topic == SequencerStaking::RoleAddressSet::SIGNATURE_HASH {
+            let e = SequencerStaking::RoleAddressSet::decode_log_data(log.data())
+                .map_err(malformed("RoleAddressSet"))?;
+            if e.role == self.deployment.role {
+                state.mpc_address = Some(e.current);
+                state.mpc_address_set_at = log.block_number;
+            }
         } else if from_inbox && topic == BatchInbox::BatchAppended::SIGNATURE_HASH {
             let e = BatchInbox::BatchAppended::decode_log_data(log.data())
                 .map_err(malformed("BatchAppended"))?;

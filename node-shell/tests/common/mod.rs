@@ -9,7 +9,7 @@ use alloy::primitives::{Address, FixedBytes, B256, U256};
 use alloy::providers::{DynProvider, Provider};
 use async_trait::async_trait;
 use node_shell::config::{
-    BatchSettings, L1Settings, NodeSettings, PrimeSourceConfig, UnlockConfig,
+    role_id, BatchSettings, KeySettings, L1Settings, NodeSettings, PrimeSourceConfig, UnlockConfig,
 };
 use node_shell::coordinator::SequencerRules;
 use node_shell::devnet::{eth, lock_stake};
@@ -78,6 +78,8 @@ pub struct L1Pool {
     pub batches: Option<BatchSettings>,
     /// `pool.presignatures` of the nodes started from now on (0: none).
     pub presignatures: usize,
+    /// Keys the nodes started from now on serve besides [`KEY`] (role `batches`).
+    pub extra_keys: Vec<KeySettings>,
 }
 
 impl L1Pool {
@@ -114,6 +116,7 @@ impl L1Pool {
             l1,
             batches: None,
             presignatures: 0,
+            extra_keys: Vec::new(),
             anvil,
         }
     }
@@ -150,6 +153,26 @@ impl L1Pool {
             .unwrap();
     }
 
+    /// The admin registers `address` for the L1 role named `role`.
+    pub async fn set_role_address(&self, role: &str, address: Address) {
+        let tx = self
+            .staking
+            .setRoleAddress(role_id(role), address)
+            .from(self.admin)
+            .into_transaction_request();
+        send_and_confirm(&self.provider, "setRoleAddress", tx)
+            .await
+            .unwrap();
+    }
+
+    /// Gives `address` 100 ETH on L1 (for gas).
+    pub async fn fund(&self, address: Address) {
+        self.provider
+            .raw_request::<_, serde_json::Value>("anvil_setBalance".into(), (address, eth(100)))
+            .await
+            .unwrap();
+    }
+
     pub fn settings(&self, k: u8) -> NodeSettings {
         let mut s = NodeSettings::new(
             KEY,
@@ -169,6 +192,9 @@ impl L1Pool {
         s.unsafe_raw_digest_signing = true;
         s.batches = self.batches.clone();
         s.presignatures = self.presignatures;
+        for key in &self.extra_keys {
+            s = s.with_key(key.clone());
+        }
         s
     }
 
@@ -217,11 +243,28 @@ impl L1Pool {
     /// Waits until every node in `ks` holds generation `generation`; returns the common
     /// address.
     pub async fn wait_for_generation(&self, ks: &[u8], generation: u64, limit: Duration) -> String {
+        self.wait_for_key_generation(KEY, ks, generation, limit)
+            .await
+    }
+
+    /// Waits until every node in `ks` holds generation `generation` of key `key_id`;
+    /// returns the common address.
+    pub async fn wait_for_key_generation(
+        &self,
+        key_id: &str,
+        ks: &[u8],
+        generation: u64,
+        limit: Duration,
+    ) -> String {
         let started = Instant::now();
         let mut address: Option<String> = None;
         for &k in ks {
             loop {
-                if let Some(key) = self.node(k).key() {
+                let key_node = self
+                    .node(k)
+                    .key_node(key_id)
+                    .expect("a key the node serves");
+                if let Some(key) = key_node.key() {
                     if key.generation == generation {
                         match &address {
                             None => address = Some(key.address.clone()),
@@ -232,8 +275,8 @@ impl L1Pool {
                 }
                 assert!(
                     started.elapsed() < limit,
-                    "node {k} has no generation {generation} after {limit:?}: {:?}",
-                    self.node(k).status()
+                    "node {k} has no generation {generation} of {key_id} after {limit:?}: {:?}",
+                    key_node.status()
                 );
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
@@ -300,26 +343,39 @@ impl L1Pool {
     /// Starts node `k` as a [`Rogue`].
     pub async fn start_rogue(&self, k: u8) -> Rogue {
         let key_id = KeyId::new(KEY).unwrap();
+        let rules = self.rules_of(k, &key_id);
+        self.start_rogue_with(k, Arc::new(AcceptAnyReshare(rules)))
+            .await
+    }
+
+    /// The real rules of node `k` for `key_id` (raw-digest signing on).
+    pub fn rules_of(&self, k: u8, key_id: &KeyId) -> SequencerRules {
         let reader = Arc::new(L1Reader::new(
             self.provider.clone(),
             self.deployment,
             self.l1.confirmations,
         ));
-        let rules = SequencerRules::new(
+        SequencerRules::new(
             id(k),
             key_id.clone(),
             self.rules.clone(),
             reader,
             self.l1.proposal_wait,
             true,
-        );
+        )
+    }
+
+    /// Starts node `k` as a bare [`PoolNode`] of key [`KEY`] (in-memory share store)
+    /// whose own validator is `validator`.
+    pub async fn start_rogue_with(&self, k: u8, validator: Arc<dyn ProposalValidator>) -> Rogue {
+        let key_id = KeyId::new(KEY).unwrap();
         let mut participants = self.peers.clone();
         participants.push(id(k));
         let pool_node = PoolNode::start(
             PoolConfig::new(participants).with_session_idle_timeout(Duration::from_secs(60)),
             Arc::new(self.network.endpoint(id(k))),
             Arc::new(signer(k)),
-            Arc::new(AcceptAnyReshare(rules)),
+            validator,
             Arc::new(MemoryShareStore::new()),
             Arc::new(tss_core::InsecureTestPrimes::new(usize::from(k))),
             std::slice::from_ref(&key_id),

@@ -58,6 +58,12 @@ const EARLY_ABORTS_REMEMBERED: usize = 1024;
 /// embedder's rules, e.g. node-shell's check of the batch against the L1 record, then
 /// refuse a stale request). Each of those proposals costs its sender a run slot here.
 pub const EXECUTIONS_REMEMBERED: usize = 65_536;
+
+/// The words of the refusal a member sends to a keygen proposal of a key it already
+/// holds (`"<member> already holds a share of <key>"`, in [`TssError::Aborted`]'s reason
+/// at the proposer): a node that holds no share learns from it that the pool already has
+/// the key, and waits to be given a share instead of proposing the keygen again.
+pub const ALREADY_HOLDS_A_SHARE: &str = "already holds a share of";
 /// How the reason of a busy refusal starts: an abort a party at its run caps sends to the
 /// proposer alone (see [`PoolConfig::max_concurrent_runs`]), which the proposer passes on.
 const BUSY_REASON_PREFIX: &str = "busy:";
@@ -1281,7 +1287,7 @@ impl PoolNode {
             if self.share(&p.key_id).is_some() {
                 return Err(TssError::InvalidProposal {
                     from: proposer,
-                    reason: format!("{} already holds a share of {}", self.inner.me, p.key_id),
+                    reason: format!("{} {ALREADY_HOLDS_A_SHARE} {}", self.inner.me, p.key_id),
                 });
             }
             let state = self
