@@ -40,12 +40,14 @@ use transport::{Libp2pConfig, Libp2pIdentity, Libp2pTransport, NodeId, Transport
 
 use alloy::primitives::{Address, FixedBytes, B256, U256};
 
-use crate::config::{BatchSettings, L1Settings, NodeSettings, PrimeSourceConfig, UnlockConfig};
+use crate::config::{
+    role_id, BatchSettings, KeySettings, L1Settings, NodeSettings, PrimeSourceConfig, UnlockConfig,
+};
 use crate::coordinator::Node;
 use crate::error::{Error, Result};
 use crate::l1::anvil::{Anvil, AnvilOptions};
 use crate::l1::contracts::BatchInbox;
-use crate::l1::contracts::{deploy, send_and_confirm, SequencerStaking};
+use crate::l1::contracts::{deploy, deploy_inbox, send_and_confirm, SequencerStaking};
 use crate::l1::L1Error;
 use crate::pool::{threshold_for, PoolRules, DEFAULT_MIN_MEMBERS};
 use crate::rpc::auth::{Access, ApiToken};
@@ -77,6 +79,26 @@ pub struct DevnetOptions {
     pub timeout: Duration,
     /// Where the nodes' logs go (only printed: the caller sets up logging).
     pub log_file: Option<PathBuf>,
+    /// Also serve a second key, [`STATE_KEY`] with the L1 role [`STATE_ROLE`] and its own
+    /// inbox: its own keygen, address registration, batches and reshares beside the
+    /// batches key's.
+    pub state_key: bool,
+}
+
+/// The devnet's second key (with [`DevnetOptions::state_key`]).
+pub const STATE_KEY: &str = "devnet-state-key";
+/// Its L1 role.
+pub const STATE_ROLE: &str = "state";
+
+/// What the devnet showed of its second key.
+#[derive(Clone, Debug)]
+pub struct StateKeyReport {
+    /// Its own `BatchInbox` (deployed for the role [`STATE_ROLE`]).
+    pub inbox: String,
+    /// Its address after keygen, the join and the exit.
+    pub addresses: [String; 3],
+    /// Every batch its inbox appended (each checked: sent from its address).
+    pub batches: Vec<InboxBatch>,
 }
 
 impl Default for DevnetOptions {
@@ -88,6 +110,7 @@ impl Default for DevnetOptions {
             epoch_length: Duration::from_secs(10),
             timeout: Duration::from_secs(900),
             log_file: None,
+            state_key: false,
         }
     }
 }
@@ -151,6 +174,8 @@ pub struct DevnetReport {
     pub pool_sizes: [usize; 3],
     /// Every step with its duration, in order.
     pub steps: Vec<DevnetStep>,
+    /// The second key, with [`DevnetOptions::state_key`].
+    pub state_key: Option<StateKeyReport>,
     /// Wall-clock time.
     pub elapsed: Duration,
 }
@@ -163,6 +188,12 @@ impl DevnetReport {
             && !self.batches.is_empty()
             && self.batches.iter().all(|b| b.verified)
             && self.leaver_key_deleted
+            && self.state_key.as_ref().is_none_or(|k| {
+                k.addresses.iter().all(|a| *a == k.addresses[0])
+                    && k.addresses[0] != self.address_after_keygen
+                    && !k.batches.is_empty()
+                    && k.batches.iter().all(|b| b.verified)
+            })
     }
 }
 
@@ -244,11 +275,30 @@ impl Devnet {
     /// Polls `GET /key` on `nodes` until each holds the same generation, `generation` or
     /// later; returns the (common) address and that generation.
     async fn wait_for_key(&self, nodes: &[usize], generation: u64) -> Result<(String, u64)> {
+        self.wait_for_key_of(None, nodes, generation).await
+    }
+
+    /// [`Devnet::wait_for_key`] of the default key (`key_id` `None`: `GET /key`) or of
+    /// key `key_id` (`GET /keys/{key_id}`).
+    async fn wait_for_key_of(
+        &self,
+        key_id: Option<&str>,
+        nodes: &[usize],
+        generation: u64,
+    ) -> Result<(String, u64)> {
         let mut reached = None;
         for &i in nodes {
             loop {
                 self.remaining()?;
-                let (status, key) = http_json(&self.nodes[i], "GET", "/key", None).await?;
+                let (status, key) = match key_id {
+                    None => http_json(&self.nodes[i], "GET", "/key", None).await?,
+                    Some(id) => {
+                        let (status, view) =
+                            http_json(&self.nodes[i], "GET", &format!("/keys/{id}"), None).await?;
+                        let key = view["key"].clone();
+                        (if key.is_null() { 404 } else { status }, key)
+                    }
+                };
                 let held = key["generation"].as_u64().unwrap_or_default();
                 // The first node fixes the generation the others must reach (a retried
                 // reshare may skip generations a failed attempt left pending).
@@ -403,6 +453,15 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
     );
     let staking = SequencerStaking::new(deployment.staking, provider.clone());
     let mut l1_txs: Vec<(String, String)> = Vec::new();
+    let state_inbox = match opts.state_key {
+        true => {
+            let inbox =
+                deploy_inbox(&provider, admin, deployment.staking, role_id(STATE_ROLE), 1).await?;
+            println!("  L1:    BatchInbox of the role {STATE_ROLE:?} (key {STATE_KEY}): {inbox}");
+            Some(inbox)
+        }
+        false => None,
+    };
     for i in 0..total {
         let tx = staking
             .setWhitelisted(account_of(i), true)
@@ -474,6 +533,9 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             // One presignature of its own ready at each node: the producer signs a batch in
             // one round, and refills in the background.
             settings.presignatures = 1;
+            if let Some(inbox) = state_inbox {
+                settings = settings.with_key(KeySettings::new(STATE_KEY, STATE_ROLE, inbox));
+            }
             settings.shutdown = shutdown.clone();
             settings.tasks = tasks.clone();
             let token =
@@ -635,6 +697,57 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         )?;
         println!("  request without the operator token refused: {status} {err}");
 
+        let mut state_addresses = Vec::new();
+        let mut state_generation = 0;
+        if let Some(state_inbox) = state_inbox {
+            println!(
+                "\n[2b] the second key {STATE_KEY} (L1 role {STATE_ROLE:?}): its own keygen, address and inbox"
+            );
+            let t0 = Instant::now();
+            let (state_address, g) = net.wait_for_key_of(Some(STATE_KEY), &members, 0).await?;
+            state_generation = g;
+            check(
+                state_address != address,
+                "the second key has the first key's address",
+            )?;
+            let state_mpc: Address = state_address
+                .parse()
+                .map_err(|e| Error::Devnet(format!("address {state_address}: {e}")))?;
+            let tx = staking
+                .setRoleAddress(role_id(STATE_ROLE), state_mpc)
+                .from(admin)
+                .into_transaction_request();
+            let hash = send_and_confirm(&provider, "setRoleAddress", tx).await?;
+            l1_txs.push((
+                format!("admin registers {STATE_KEY}'s address for {STATE_ROLE:?}"),
+                hash.to_string(),
+            ));
+            let fund = alloy::rpc::types::TransactionRequest::default()
+                .from(admin)
+                .to(state_mpc)
+                .value(eth(100));
+            let hash = send_and_confirm(&provider, "fund the state address", fund).await?;
+            l1_txs.push((format!("admin funds {STATE_KEY}'s address"), hash.to_string()));
+            let inbox = BatchInbox::new(state_inbox, provider.clone());
+            let count = net.wait_for_batches(&inbox, 1).await?;
+            let appended = inbox_batches(&provider, state_inbox, state_mpc).await?;
+            println!(
+                "  address {state_address}; its inbox holds {count} ({})",
+                from_pool(&appended)
+            );
+            step(
+                &mut steps,
+                format!("second key {STATE_KEY}: keygen, registration, a batch on its inbox"),
+                t0,
+                format!("address {state_address}, {}", from_pool(&appended)),
+            );
+            check(
+                appended.iter().all(|b| b.verified),
+                "a batch was appended to the state inbox by another account than its key",
+            )?;
+            state_addresses.push(state_address);
+        }
+
         let outsider = accounts[total + 1];
         let refused = lock_stake(&staking, outsider, NodeId::from_bytes([0xee; 32]), eth(1)).await;
         check(
@@ -685,6 +798,18 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             unchanged(&address, &address_after_join).into(),
         );
         check(address == address_after_join, "address changed after join")?;
+        if !state_addresses.is_empty() {
+            let (a, g) = net
+                .wait_for_key_of(Some(STATE_KEY), &members_after_join, state_generation + 1)
+                .await?;
+            state_generation = g;
+            println!(
+                "  {STATE_KEY} reshared too: {}",
+                unchanged(&state_addresses[0], &a)
+            );
+            check(a == state_addresses[0], "the second key's address changed after join")?;
+            state_addresses.push(a);
+        }
         let t0 = Instant::now();
         let before = inbox_count(&inbox).await?;
         let count = net.wait_for_batches(&inbox, before + 1).await?;
@@ -720,6 +845,17 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             address_after_join == address_after_exit,
             "address changed after exit",
         )?;
+        if !state_addresses.is_empty() {
+            let (a, _) = net
+                .wait_for_key_of(Some(STATE_KEY), &remaining, state_generation + 1)
+                .await?;
+            println!(
+                "  {STATE_KEY} reshared too: {}",
+                unchanged(&state_addresses[0], &a)
+            );
+            check(a == state_addresses[0], "the second key's address changed after exit")?;
+            state_addresses.push(a);
+        }
         // The leaver dealt (leavers deal first) and retires its share once the new
         // committee confirmed; give it a moment.
         let mut status = 200;
@@ -756,6 +892,25 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             ),
         });
         check(leaver_key_deleted, "the leaver still holds a key share")?;
+        if !state_addresses.is_empty() {
+            // The leaver dealt in the second key's reshare too, and retired that share.
+            let mut held = true;
+            for _ in 0..120 {
+                let (_, view) =
+                    http_json(&net.nodes[leaver], "GET", &format!("/keys/{STATE_KEY}"), None)
+                        .await?;
+                held = !view["key"].is_null();
+                if !held {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            println!(
+                "  node {leaver} GET /keys/{STATE_KEY} -> key {}",
+                if held { "still present!" } else { "null (share deleted)" }
+            );
+            check(!held, "the leaver still holds a share of the second key")?;
+        }
         let t0 = Instant::now();
         let before = inbox_count(&inbox).await?;
         let count = net.wait_for_batches(&inbox, before + 1).await?;
@@ -772,10 +927,9 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         for (i, node) in net.nodes.iter().enumerate() {
             let (status, metrics) = http(node.rpc, None, "GET", "/metrics", None).await?;
             check(status == 200, "GET /metrics")?;
-            if let Some(line) = metrics
-                .lines()
-                .find(|l| l.starts_with("node_shell_batches_total{stage=\"included\"}"))
-            {
+            for line in metrics.lines().filter(|l| {
+                l.starts_with("node_shell_batches_total{") && l.contains("stage=\"included\"")
+            }) {
                 println!("  node {i} /metrics: {line}");
             }
             if opts.transport == DevnetTransport::Libp2p {
@@ -792,7 +946,24 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             }
         }
 
+        let state_key = match state_inbox {
+            Some(inbox) => {
+                let mpc: Address = state_addresses[0]
+                    .parse()
+                    .map_err(|e| Error::Devnet(format!("state address: {e}")))?;
+                Some(StateKeyReport {
+                    inbox: inbox.to_string(),
+                    addresses: state_addresses
+                        .clone()
+                        .try_into()
+                        .map_err(|_| Error::Devnet("the second key missed a reshare".into()))?,
+                    batches: inbox_batches(&provider, inbox, mpc).await?,
+                })
+            }
+            None => None,
+        };
         let report = DevnetReport {
+            state_key,
             transport: opts.transport,
             staking: deployment.staking.to_string(),
             inbox: deployment.inbox.to_string(),
@@ -996,6 +1167,19 @@ fn print_summary(r: &DevnetReport) {
             "(CHANGED)"
         }
     );
+    if let Some(k) = &r.state_key {
+        println!(
+            "second key {STATE_KEY} (role {STATE_ROLE:?}): address {} after keygen, join and exit: {}; inbox {}: {}",
+            k.addresses[0],
+            if k.addresses.iter().all(|a| *a == k.addresses[0]) {
+                "unchanged"
+            } else {
+                "CHANGED"
+            },
+            k.inbox,
+            from_pool(&k.batches)
+        );
+    }
     for b in &r.batches {
         println!(
             "batch epoch {} L2 [{}, {}] tx {} from {} -> {}",

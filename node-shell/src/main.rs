@@ -61,6 +61,10 @@ enum Command {
         /// shows only the demo's progress, warnings and errors.
         #[arg(long)]
         log_file: Option<PathBuf>,
+        /// Also serve a second key (L1 role "state", its own inbox): its own keygen,
+        /// registration, batches and reshares beside the batches key's.
+        #[arg(long)]
+        state_key: bool,
     },
     /// Generates an ed25519 identity key file and prints the node id.
     GenIdentity {
@@ -164,6 +168,7 @@ async fn main() -> ExitCode {
             epoch_seconds,
             timeout_secs,
             log_file,
+            state_key,
         } => {
             let log_file = log_file.unwrap_or_else(logging::default_devnet_log_path);
             if let Err(e) = logging::init_devnet(&log_file) {
@@ -183,6 +188,7 @@ async fn main() -> ExitCode {
             opts.epoch_length = Duration::from_secs(epoch_seconds.max(1));
             opts.timeout = Duration::from_secs(timeout_secs);
             opts.log_file = Some(log_file.clone());
+            opts.state_key = state_key;
             log_hint = Some(log_file);
             // `run` stops the nodes and waits for their tasks, the pool layers' included.
             node_shell::devnet::run(opts).await.map(|_| ())
