@@ -187,6 +187,19 @@ pub fn check_keys(field: &str, keys: &[KeySettings]) -> Result<()> {
         if k.role.trim().is_empty() {
             return Err(invalid(format!("{field}[{i}].role"), "must not be empty"));
         }
+        if k.role.trim() != k.role {
+            // keccak256 of the name is the role on L1: a stray space is another role.
+            return Err(invalid(
+                format!("{field}[{i}].role"),
+                format!("{:?} has leading or trailing whitespace", k.role),
+            ));
+        }
+        if k.inbox.is_zero() {
+            return Err(invalid(
+                format!("{field}[{i}].inbox"),
+                "must not be the zero address",
+            ));
+        }
         for (j, other) in keys[..i].iter().enumerate() {
             let clash = if other.id == k.id {
                 Some(("id", format!("{:?}", k.id)))
@@ -1221,6 +1234,20 @@ inbox = "{STATE_INBOX}"
                 key("a", "", Some(STATE_INBOX)),
                 "keys[0].role",
                 "must not be empty",
+            ),
+            (
+                key("a", "state ", Some(STATE_INBOX)),
+                "keys[0].role",
+                "whitespace",
+            ),
+            (
+                key(
+                    "a",
+                    "state",
+                    Some("0x0000000000000000000000000000000000000000"),
+                ),
+                "keys[0].inbox",
+                "zero address",
             ),
             (key("no spaces allowed", "batches", None), "keys[0].id", ""),
         ] {

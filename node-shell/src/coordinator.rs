@@ -22,8 +22,13 @@
 //!   is above the height of the state it committed last (no going back), the members
 //!   and the committee are exactly what it derives from L1 at `h`, the proposer holds the
 //!   key (reshare) or is a member at `h` (keygen), and, for a joiner that holds no share,
-//!   the old key's Ethereum address is the MPC address registered on L1 at `h`. So one
-//!   member cannot evict another, nor add anyone: the others refuse.
+//!   the old key's Ethereum address is the MPC address registered on L1 at `h` for the
+//!   key's role. So one member cannot evict another, nor add anyone: the others refuse.
+//! - **Several keys** (`[[keys]]`, [`crate::config::KeySettings`]): all of the above runs
+//!   per key ([`KeyNode`]), each with its own L1 role (its address is
+//!   `SequencerStaking.roleAddress(keccak256(role))`, and the role's `BatchInbox` accepts
+//!   only it), committed pool, follower, batch producer and presignatures; [`KeyRules`]
+//!   sends each proposal to its key's rules and refuses a key the node does not serve.
 //! - The pool state (L1 height, members with stakes, version) is committed by the share
 //!   store in the same atomic step as the key generation it belongs to, and restored from
 //!   there on start; the block producer of each epoch is drawn by stake from it. So the
@@ -669,7 +674,9 @@ pub struct StatusView {
     pub unresponsive_members: Vec<UnresponsiveView>,
     /// Presignatures of this node's own ready for its next requests (`pool.presignatures`).
     pub presignatures_ready: usize,
-    /// Every key this node serves (the fields above are the default key's).
+    /// Every key this node serves. The key, pool, membership, producer and presignature
+    /// fields above are the default key's; `signatures`, `unresponsive_members`,
+    /// `transport` and `node_id` are the node's.
     pub keys: Vec<KeyStatusView>,
 }
 
@@ -766,9 +773,16 @@ struct PendingChange {
     /// After a failed proposal, when this node may propose it again.
     retry_at: Option<Instant>,
     /// A member that refused this node's keygen of the change because it already holds
-    /// the key: the pool has it, so this node waits to be given a share instead.
-    key_held_by: Option<NodeId>,
+    /// the key, and when: the pool has it, so this node waits to be given a share
+    /// instead, for [`KEY_HELD_PAUSE`] (the claim is one member's word: a liar, or a
+    /// member whose stale share is deleted since, stops this node's keygen only for a
+    /// while).
+    key_held_by: Option<(NodeId, Instant)>,
 }
+
+/// How long a node without a share waits, after a member said it holds the key, before
+/// it proposes the keygen again.
+const KEY_HELD_PAUSE: Duration = Duration::from_secs(120);
 
 /// The longest pause between two failed proposals of the same change.
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(8);
@@ -1417,7 +1431,13 @@ impl KeyNode {
                 key_held_by: None,
             }),
         };
-        if let (Pending::Keygen, Some(holder)) = (kind, change.key_held_by) {
+        if change
+            .key_held_by
+            .is_some_and(|(_, at)| at.elapsed() >= KEY_HELD_PAUSE)
+        {
+            change.key_held_by = None;
+        }
+        if let (Pending::Keygen, Some((holder, _))) = (kind, change.key_held_by) {
             // Keygen was only this node's guess (no share here, no address registered for
             // the key's role): a member holds the key, so it is a reshare this node waits
             // for, once L1 registers the key's address.
@@ -1466,7 +1486,7 @@ impl KeyNode {
         };
         if let Err(Error::Rejected { by, reason }) = &outcome {
             if kind == Pending::Keygen && reason.contains(tss_core::pool::ALREADY_HOLDS_A_SHARE) {
-                change.key_held_by = Some(*by);
+                change.key_held_by = Some((*by, Instant::now()));
             }
         }
         if outcome.is_err() {

@@ -100,7 +100,8 @@ async fn two_keys_get_their_own_keygen_reshare_and_inbox_each_gated_by_its_own_l
         .push(KeySettings::new(STATE_KEY, STATE_ROLE, state_inbox));
     let mut batches = BatchSettings::demo("many keys");
     batches.max_batch_blocks = 5;
-    batches.interval_l1_blocks = 10;
+    // Few batches: each is a full signing, and they compete with the reshares for CPU.
+    batches.interval_l1_blocks = 30;
     pool.batches = Some(batches);
     for k in 1..=4 {
         pool.lock(k, u64::from(k)).await;

@@ -239,6 +239,20 @@ impl L1Reader {
                 ),
             });
         }
+        let staking = inbox
+            .staking()
+            .call()
+            .await
+            .map_err(|e| L1Error::rpc("BatchInbox.staking", e))?;
+        if staking != self.deployment.staking {
+            return Err(L1Error::Malformed {
+                what: "BatchInbox.staking",
+                reason: format!(
+                    "the inbox at {} reads its sender from the staking contract {staking}, not {}",
+                    self.deployment.inbox, self.deployment.staking
+                ),
+            });
+        }
         let genesis = inbox
             .genesisBlock()
             .call()
