@@ -1056,8 +1056,9 @@ impl Node {
 
     /// Status for `GET /status`: the node, its default key, and every key.
     pub fn status(&self) -> StatusView {
-        let default = self.default_key().status();
+        // The default key is the first: its status is computed once.
         let keys: Vec<KeyStatusView> = self.keys().iter().map(KeyNode::status).collect();
+        let default = keys[0].clone();
         // With batches, the epoch is the inbox's next L2 block's and the producer the
         // schedule's (failover included); without, the wall-clock epoch's draw.
         let (epoch, producer) = match &default.batch_producer {
