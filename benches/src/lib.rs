@@ -384,6 +384,48 @@ pub async fn sign_full(
     sigs[0]
 }
 
+/// DKLs23 keygen at every node; returns the shares in committee order.
+pub async fn dkls23_keygen(nodes: &Nodes, t: u16, key_id: &KeyId) -> Vec<tss_core::Dkls23Share> {
+    let committee = Committee::new(nodes.ids.clone(), t).expect("committee");
+    let eid = fresh_eid(ProtocolKind::Keygen, key_id, &nodes.ids);
+    let tasks = nodes
+        .nodes
+        .iter()
+        .map(|node| {
+            let (node, committee, key_id) = (node.clone(), committee.clone(), key_id.clone());
+            tokio::spawn(async move { node.dkls23_keygen(key_id, committee, eid).await })
+        })
+        .collect();
+    join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("DKLs23 keygen"))
+        .collect()
+}
+
+/// DKLs23 full signing (three rounds, no presignature) by the first `t` nodes.
+pub async fn dkls23_sign(
+    nodes: &Nodes,
+    shares: &Arc<Vec<tss_core::Dkls23Share>>,
+    t: u16,
+    digest: [u8; 32],
+) -> EthSignature {
+    let signers = nodes.signers(t);
+    let eid = fresh_eid(ProtocolKind::Sign, shares[0].key_id(), &signers);
+    let tasks = (0..usize::from(t))
+        .map(|i| {
+            let (node, shares, signers) = (nodes.nodes[i].clone(), shares.clone(), signers.clone());
+            tokio::spawn(async move { node.dkls23_sign(&shares[i], &signers, digest, eid).await })
+        })
+        .collect();
+    let sigs: Vec<EthSignature> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("DKLs23 signing"))
+        .collect();
+    sigs[0]
+}
+
 /// Our resharing of the key to the same `t`-of-`n` committee (a share refresh): the
 /// first `t` members deal, all `n` receive new shares (running aux-info generation) and
 /// confirm. The new shares are not stored. The old shares stay valid, so this can repeat.

@@ -40,6 +40,7 @@ use crate::ethereum::{keccak256, EthAddress, EthSignature};
 use crate::identity::IdentitySigner;
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
 use crate::primes::PaillierPrimes;
+use crate::protocol::Protocol;
 use crate::wire::{
     classify_error, decode_message, delivery_with_heartbeats, encode_message, Delivery, Liveness,
     Tracked,
@@ -75,6 +76,9 @@ impl std::fmt::Debug for KeyShare {
 #[derive(Serialize, Deserialize)]
 struct StoredKeyShare {
     version: u8,
+    /// Absent in shares sealed before protocols were recorded (they are CGGMP21's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    protocol: Option<Protocol>,
     key_id: KeyId,
     generation: Generation,
     committee: Committee,
@@ -85,6 +89,10 @@ struct StoredKeyShare {
 const STORED_VERSION: u8 = 1;
 
 impl KeyShare {
+    /// The protocol: [`Protocol::Cggmp21`].
+    pub fn protocol(&self) -> Protocol {
+        Protocol::Cggmp21
+    }
     /// The key's name.
     pub fn key_id(&self) -> &KeyId {
         &self.key_id
@@ -117,6 +125,7 @@ impl KeyShare {
     pub fn to_secret_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
         let stored = StoredKeyShare {
             version: STORED_VERSION,
+            protocol: Some(Protocol::Cggmp21),
             key_id: self.key_id.clone(),
             generation: self.generation,
             committee: self.committee.clone(),
@@ -131,8 +140,10 @@ impl KeyShare {
             })
     }
 
-    /// Restores a share from [`KeyShare::to_secret_bytes`] output; validates it.
+    /// Restores a share from [`KeyShare::to_secret_bytes`] output; validates it. A share
+    /// of another protocol is refused naming it ([`TssError::ProtocolMismatch`]).
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self> {
+        crate::protocol::expect_stored_protocol(bytes, Protocol::Cggmp21)?;
         let stored: StoredKeyShare =
             serde_json::from_slice(bytes).map_err(|e| TssError::Decode {
                 what: "key share",

@@ -126,6 +126,15 @@ pub enum TssError {
         /// cggmp21's explanation.
         reason: String,
     },
+    /// A sealed key share belongs to another threshold protocol than the one it was
+    /// decoded as (or to one this build does not implement).
+    #[error("a key share of protocol {found:?} cannot be used as a {expected} share")]
+    ProtocolMismatch {
+        /// The protocol asked for.
+        expected: crate::protocol::Protocol,
+        /// The protocol the share names.
+        found: String,
+    },
     /// Combined signature does not verify under the public key.
     #[error("combined signature does not verify")]
     InvalidSignature,

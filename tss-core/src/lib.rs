@@ -67,6 +67,7 @@
 pub mod alloy;
 mod cancel;
 mod compute;
+pub mod dkls23;
 pub mod ecdsa;
 mod error;
 pub mod ethereum;
@@ -76,9 +77,11 @@ pub mod identity;
 mod ids;
 pub mod pool;
 mod primes;
+pub mod protocol;
 pub mod reshare;
 pub mod wire;
 
+pub use dkls23::Dkls23Share;
 pub use ecdsa::{AuxInfo, KeyShare, Presignature, TssNode};
 pub use error::{ProtocolKind, Result, StoreError, TssError};
 pub use ethereum::{keccak256, EthAddress, EthSignature};
@@ -87,6 +90,7 @@ pub use ids::{Committee, ExecutionId, Generation, KeyId};
 #[cfg(feature = "insecure-test-primes")]
 pub use primes::{insecure_test_primes, InsecureTestPrimes};
 pub use primes::{PaillierPrimes, PrimePool};
+pub use protocol::{Protocol, UnknownProtocol};
 pub use reshare::{
     ConfirmFault, PublicKeyInfo, ReshareCertificate, ReshareOutcome, ReshareRequest, ReshareRole,
     ReshareStatement, StagedReshare,

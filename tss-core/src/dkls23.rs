@@ -1,0 +1,725 @@
+//! DKLs23 (Doerner, Kondi, Lee, shelat 2023; the `dkls23` crate, 0xCarbon): distributed
+//! keygen and full signing of threshold ECDSA over this crate's transport, the second
+//! protocol beside CGGMP21 ([`crate::Protocol`]).
+//!
+//! What this module adds on top of the crate, which leaves it to its caller:
+//! - **Senders from the transport.** Every message field naming a sender or receiver
+//!   (`parties.sender`, `ProofCommitment.index`, `sender_index`) must equal the
+//!   authenticated sender's and this party's indices, or the sender is blamed.
+//! - **Echo-checked broadcasts.** After each round with a broadcast, every party sends the
+//!   others a digest of every broadcast it received; a difference aborts the run
+//!   (blaming nobody: it shows only that views differ).
+//! - **Commit, then reveal.** The keygen's proof of knowledge of each party's constant
+//!   term is committed to (a hash) in round 2 and revealed in round 3, as the paper's
+//!   protocol 9.1 asks (the crate's own session hands both over at once).
+//! - **Execution ids.** The run's [`ExecutionId`] is DKLs23's session id (keygen) and
+//!   signing id, so messages of another run do not verify.
+//!
+//! Compared with CGGMP21: no Paillier keys, no aux-info and no presignatures (the
+//! message is bound from the first signing round on), signing needs exactly the
+//! threshold, and an abort names a culprit only for the OT checks
+//! ([`TssError::ProtocolAborted`]); a failed share consistency check blames nobody.
+//! The `dkls23` crate has no audit (see README).
+//!
+//! Transport confidentiality matters here: the keygen's first round and its zero-share
+//! seeds are secret point-to-point values, so run it over an encrypting transport (the
+//! libp2p transport's noise channels).
+
+use std::collections::BTreeMap;
+
+use dkls23::protocols::dkg::{
+    BroadcastDerivationPhase2to4, BroadcastDerivationPhase3to4, ProofCommitment,
+    TransmitInitMulPhase3to4, TransmitInitZeroSharePhase2to4, TransmitInitZeroSharePhase3to4,
+};
+use dkls23::protocols::signing::{Broadcast3to4, SignData, TransmitPhase1to2, TransmitPhase2to3};
+use dkls23::protocols::{Abort, AbortKind, Parameters, PartiesMessage, PartyIndex};
+use dkls23::{DkgSession, SignSession};
+use k256::ecdsa::VerifyingKey;
+use k256_dkls23::elliptic_curve::sec1::ToSec1Point;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use transport::{Destination, NodeId, SessionInbox, SessionOutbox};
+use zeroize::Zeroizing;
+
+use crate::ecdsa::TssNode;
+use crate::error::{ProtocolKind, Result, TssError};
+use crate::ethereum::{EthAddress, EthSignature};
+use crate::ids::{Committee, ExecutionId, Generation, KeyId};
+use crate::protocol::Protocol;
+
+type Curve014 = k256_dkls23::Secp256k1;
+type Party = dkls23::secp256k1::Party;
+
+/// One party's share of a DKLs23 key: its Shamir share of the secret and its pairwise
+/// state with every other member (oblivious-transfer seeds, zero-share seeds). Secret:
+/// Debug shows only public facts, not Clone.
+pub struct Dkls23Share {
+    key_id: KeyId,
+    generation: Generation,
+    committee: Committee,
+    local: NodeId,
+    party: Party,
+}
+
+impl std::fmt::Debug for Dkls23Share {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dkls23Share")
+            .field("key_id", &self.key_id)
+            .field("generation", &self.generation)
+            .field("local", &self.local)
+            .field("threshold", &self.committee.threshold())
+            .field("n", &self.committee.n())
+            .field("address", &self.ethereum_address())
+            .field("secret", &"[REDACTED]")
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredDkls23Share {
+    version: u8,
+    protocol: Protocol,
+    key_id: KeyId,
+    generation: Generation,
+    committee: Committee,
+    local: NodeId,
+    party: Party,
+}
+
+const STORED_VERSION: u8 = 2;
+
+impl Dkls23Share {
+    /// The protocol: [`Protocol::Dkls23`].
+    pub fn protocol(&self) -> Protocol {
+        Protocol::Dkls23
+    }
+    /// The key's name.
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+    /// Which generation of shares this is.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+    /// The committee holding the key.
+    pub fn committee(&self) -> &Committee {
+        &self.committee
+    }
+    /// The node holding this share.
+    pub fn local_node(&self) -> NodeId {
+        self.local
+    }
+    /// The shared public key.
+    pub fn public_key(&self) -> VerifyingKey {
+        let encoded = self.party.pk.to_sec1_point(false);
+        VerifyingKey::from_sec1_bytes(encoded.as_bytes())
+            .expect("DKLs23 keygen outputs a valid, non-zero public key")
+    }
+    /// The key's Ethereum address.
+    pub fn ethereum_address(&self) -> EthAddress {
+        EthAddress::from_public_key(&self.public_key())
+    }
+
+    /// Serializes the share (secret!) for an encrypted keystore, tagged with its
+    /// protocol. The buffer is wiped on drop.
+    pub fn to_secret_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            version: u8,
+            protocol: Protocol,
+            key_id: &'a KeyId,
+            generation: Generation,
+            committee: &'a Committee,
+            local: NodeId,
+            party: &'a Party,
+        }
+        serde_json::to_vec(&Borrowed {
+            version: STORED_VERSION,
+            protocol: Protocol::Dkls23,
+            key_id: &self.key_id,
+            generation: self.generation,
+            committee: &self.committee,
+            local: self.local,
+            party: &self.party,
+        })
+        .map(Zeroizing::new)
+        .map_err(|e| TssError::Decode {
+            what: "key share",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Restores a share from [`Dkls23Share::to_secret_bytes`] output and checks it
+    /// against its committee. A share of another protocol is refused naming it.
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self> {
+        crate::protocol::expect_stored_protocol(bytes, Protocol::Dkls23)?;
+        let stored: StoredDkls23Share =
+            serde_json::from_slice(bytes).map_err(|e| TssError::Decode {
+                what: "key share",
+                reason: e.to_string(),
+            })?;
+        if stored.version != STORED_VERSION {
+            return Err(TssError::Decode {
+                what: "key share",
+                reason: format!("unsupported version {}", stored.version),
+            });
+        }
+        let share = Self {
+            key_id: stored.key_id,
+            generation: stored.generation,
+            committee: stored.committee,
+            local: stored.local,
+            party: stored.party,
+        };
+        let i = share.committee.require_index(&share.local)?;
+        let params = &share.party.parameters;
+        if u16::from(share.party.party_index.as_u8()) != i + 1
+            || u16::from(params.share_count) != share.committee.n()
+            || u16::from(params.threshold) != share.committee.threshold()
+        {
+            return Err(TssError::InvalidKeyShare(
+                "share does not match its committee".into(),
+            ));
+        }
+        Ok(share)
+    }
+}
+
+/// DKLs23's party index of committee member `i` (0-based): `i + 1`.
+fn party_index(i: u16) -> Result<PartyIndex> {
+    u8::try_from(i + 1)
+        .ok()
+        .and_then(|v| PartyIndex::new(v).ok())
+        .ok_or_else(|| TssError::InvalidParticipants("DKLs23 takes at most 255 parties".into()))
+}
+
+fn parameters(committee: &Committee) -> Result<Parameters> {
+    let t = u8::try_from(committee.threshold()).ok();
+    let n = u8::try_from(committee.n()).ok();
+    match (t, n) {
+        (Some(t), Some(n)) => {
+            Parameters::new(t, n).map_err(|e| TssError::InvalidParticipants(format!("DKLs23: {e}")))
+        }
+        _ => Err(TssError::InvalidParticipants(
+            "DKLs23 takes at most 255 parties".into(),
+        )),
+    }
+}
+
+fn misbehaviour(protocol: ProtocolKind, culprit: NodeId, reason: impl Into<String>) -> TssError {
+    TssError::Misbehaviour {
+        protocol,
+        culprits: vec![culprit],
+        reason: reason.into(),
+        evidence: Vec::new(),
+    }
+}
+
+/// An abort of the `dkls23` crate: a party to ban (an OT check failed) is a culprit.
+fn aborted(protocol: ProtocolKind, abort: Abort, members: &[NodeId]) -> TssError {
+    let culprits = match abort.kind {
+        AbortKind::BanCounterparty(i) => members
+            .get(usize::from(i.as_u8()).wrapping_sub(1))
+            .copied()
+            .into_iter()
+            .collect(),
+        AbortKind::Recoverable => Vec::new(),
+    };
+    TssError::ProtocolAborted {
+        protocol,
+        culprits,
+        reason: format!("DKLs23: {}", abort.description()),
+    }
+}
+
+/// One frame on a DKLs23 session.
+#[derive(Serialize, Deserialize)]
+enum Frame {
+    /// Round `round`'s message of its sender to this receiver: what goes to this
+    /// receiver alone, and what the sender broadcasts (the same bytes to everyone).
+    Round {
+        round: u8,
+        direct: Vec<u8>,
+        broadcast: Vec<u8>,
+    },
+    /// The digest of every broadcast its sender received in `round`, its own included.
+    Echo { round: u8, digest: [u8; 32] },
+}
+
+/// The message exchange of one DKLs23 run among `members` (every round: one frame from
+/// each member to each other, then an echo round when it had broadcasts).
+struct Rounds {
+    eid: ExecutionId,
+    protocol: ProtocolKind,
+    me: NodeId,
+    members: Vec<NodeId>,
+    inbox: SessionInbox,
+    out: SessionOutbox,
+    /// Frames of the next round that arrived early.
+    early: Vec<(NodeId, Frame)>,
+}
+
+/// What one round brought: each other member's direct and broadcast bytes.
+struct Received {
+    direct: BTreeMap<NodeId, Vec<u8>>,
+    broadcast: BTreeMap<NodeId, Vec<u8>>,
+}
+
+impl Rounds {
+    fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members.iter().copied().filter(move |m| *m != self.me)
+    }
+
+    fn send(&self, to: NodeId, frame: &Frame) -> Result<()> {
+        let bytes = postcard::to_allocvec(frame).map_err(|e| TssError::Decode {
+            what: "DKLs23 frame",
+            reason: e.to_string(),
+        })?;
+        self.out.send(Destination::Direct(to), bytes)?;
+        Ok(())
+    }
+
+    /// The next frame of `round` or `round`'s echo from anyone; frames of the next
+    /// round are kept for later. Anything else blames its sender.
+    async fn next(&mut self, round: u8, echo: bool) -> Result<(NodeId, Frame)> {
+        let wanted = |f: &Frame| match f {
+            Frame::Round { round: r, .. } => !echo && *r == round,
+            Frame::Echo { round: r, .. } => echo && *r == round,
+        };
+        if let Some(pos) = self.early.iter().position(|(_, f)| wanted(f)) {
+            return Ok(self.early.swap_remove(pos));
+        }
+        loop {
+            let msg = self.inbox.recv().await?;
+            let from = msg.from;
+            let frame: Frame = postcard::from_bytes(&msg.payload).map_err(|e| {
+                misbehaviour(self.protocol, from, format!("undecodable frame: {e}"))
+            })?;
+            if wanted(&frame) {
+                return Ok((from, frame));
+            }
+            // A party may be one step ahead: its echo of this round, or the next round.
+            let ahead = match &frame {
+                Frame::Echo { round: r, .. } => *r == round,
+                Frame::Round { round: r, .. } => *r == round + 1,
+            };
+            let kept_from_it = self.early.iter().filter(|(f, _)| *f == from).count();
+            if !ahead || kept_from_it >= 2 {
+                return Err(misbehaviour(
+                    self.protocol,
+                    from,
+                    format!("a frame out of turn in round {round}"),
+                ));
+            }
+            self.early.push((from, frame));
+        }
+    }
+
+    /// Round `round`: sends `direct[to]` and `broadcast` to every other member, collects
+    /// theirs, and echo-checks the broadcasts (when there are any).
+    async fn exchange(
+        &mut self,
+        round: u8,
+        mut direct: BTreeMap<NodeId, Vec<u8>>,
+        broadcast: Vec<u8>,
+    ) -> Result<Received> {
+        let others: Vec<NodeId> = self.others().collect();
+        for to in &others {
+            let frame = Frame::Round {
+                round,
+                direct: direct.remove(to).unwrap_or_default(),
+                broadcast: broadcast.clone(),
+            };
+            self.send(*to, &frame)?;
+        }
+        let mut got = Received {
+            direct: BTreeMap::new(),
+            broadcast: BTreeMap::new(),
+        };
+        while got.direct.len() < others.len() {
+            let (from, frame) = self.next(round, false).await?;
+            let Frame::Round {
+                direct, broadcast, ..
+            } = frame
+            else {
+                unreachable!("next returns frames of the kind asked for")
+            };
+            if got.direct.insert(from, direct).is_some() {
+                return Err(misbehaviour(
+                    self.protocol,
+                    from,
+                    format!("two messages in round {round}"),
+                ));
+            }
+            got.broadcast.insert(from, broadcast);
+        }
+        if !broadcast.is_empty() {
+            let mut all = got.broadcast.clone();
+            all.insert(self.me, broadcast);
+            let digest = self.echo_digest(round, &all);
+            for to in &others {
+                self.send(*to, &Frame::Echo { round, digest })?;
+            }
+            let mut echoed = BTreeMap::new();
+            while echoed.len() < others.len() {
+                let (from, frame) = self.next(round, true).await?;
+                let Frame::Echo { digest: theirs, .. } = frame else {
+                    unreachable!("next returns frames of the kind asked for")
+                };
+                if echoed.insert(from, theirs).is_some() {
+                    return Err(misbehaviour(
+                        self.protocol,
+                        from,
+                        format!("two echoes in round {round}"),
+                    ));
+                }
+            }
+            if echoed.values().any(|d| *d != digest) {
+                return Err(TssError::ProtocolAborted {
+                    protocol: self.protocol,
+                    culprits: Vec::new(),
+                    reason: format!(
+                        "DKLs23: the broadcasts of round {round} differ between members (echo check)"
+                    ),
+                });
+            }
+        }
+        Ok(got)
+    }
+
+    fn echo_digest(&self, round: u8, all: &BTreeMap<NodeId, Vec<u8>>) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"tss-core/dkls23/echo/v1\0");
+        h.update(self.eid.as_bytes());
+        h.update([round]);
+        for (who, bytes) in all {
+            h.update(who.as_bytes());
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        }
+        h.finalize().into()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(|e| TssError::Decode {
+        what: "DKLs23 message",
+        reason: e.to_string(),
+    })
+}
+
+fn decode<T: DeserializeOwned>(protocol: ProtocolKind, from: NodeId, bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| misbehaviour(protocol, from, format!("undecodable DKLs23 message: {e}")))
+}
+
+/// Checks a message's self-reported sender and receiver against the transport's.
+fn check_parties(
+    protocol: ProtocolKind,
+    from: NodeId,
+    parties: &PartiesMessage,
+    sender: PartyIndex,
+    me: PartyIndex,
+) -> Result<()> {
+    if parties.sender != sender || parties.receiver != me {
+        return Err(misbehaviour(
+            protocol,
+            from,
+            format!(
+                "a message claiming to be from party {} to party {} (sent by party {sender} to party {me})",
+                parties.sender, parties.receiver
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn commitment_digest(eid: &ExecutionId, bytes: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"tss-core/dkls23/proof-commitment/v1\0");
+    h.update(eid.as_bytes());
+    h.update(bytes);
+    h.finalize().into()
+}
+
+impl TssNode {
+    fn dkls23_rounds(
+        &self,
+        eid: &ExecutionId,
+        protocol: ProtocolKind,
+        members: &[NodeId],
+    ) -> Result<Rounds> {
+        let (inbox, out) = self.open(eid, members)?.split();
+        Ok(Rounds {
+            eid: *eid,
+            protocol,
+            me: self.node_id(),
+            members: members.to_vec(),
+            inbox,
+            out,
+            early: Vec::new(),
+        })
+    }
+
+    /// DKLs23 distributed key generation: every member of `committee` runs this with the
+    /// same `key_id`, `committee` and `eid` (three rounds, two of them echo-checked).
+    pub async fn dkls23_keygen(
+        &self,
+        key_id: KeyId,
+        committee: Committee,
+        eid: ExecutionId,
+    ) -> Result<Dkls23Share> {
+        const KIND: ProtocolKind = ProtocolKind::Keygen;
+        let me = self.node_id();
+        let i = committee.require_index(&me)?;
+        let my_index = party_index(i)?;
+        let members = committee.members().to_vec();
+        let index_of =
+            |node: &NodeId| -> Result<PartyIndex> { party_index(committee.require_index(node)?) };
+        let mut session =
+            DkgSession::<Curve014>::new(parameters(&committee)?, my_index, eid.as_bytes().to_vec());
+        let mut rounds = self.dkls23_rounds(&eid, KIND, &members)?;
+
+        // Round 1: each member's polynomial evaluated at each other's index (secret, direct).
+        let fragments = Zeroizing::new(session.phase1());
+        let mut direct = BTreeMap::new();
+        for (j, node) in members.iter().enumerate() {
+            if *node != me {
+                direct.insert(*node, encode(&fragments[j])?);
+            }
+        }
+        let got = rounds.exchange(1, direct, Vec::new()).await?;
+        let mut received = Vec::with_capacity(members.len());
+        for node in &members {
+            if *node == me {
+                received.push(fragments[usize::from(i)]);
+            } else {
+                received.push(decode::<k256_dkls23::Scalar>(
+                    KIND,
+                    *node,
+                    &got.direct[node],
+                )?);
+            }
+        }
+        drop(fragments);
+
+        // Round 2: a commitment to the proof of the constant term, the chain-code
+        // commitment (broadcast), the zero-share seed commitments (direct).
+        let (proof, zero_2, cc_commit) = session
+            .phase2(&received)
+            .map_err(|a| aborted(KIND, a, &members))?;
+        let proof_bytes = encode(&proof)?;
+        let mut direct = BTreeMap::new();
+        for msg in zero_2 {
+            let to = members[usize::from(msg.parties.receiver.as_u8()) - 1];
+            direct.insert(to, encode(&msg)?);
+        }
+        let my_commitment = commitment_digest(&eid, &proof_bytes);
+        let got2 = rounds
+            .exchange(2, direct, encode(&(my_commitment, &cc_commit))?)
+            .await?;
+        let mut zero_received_2 = Vec::new();
+        let mut commitments = BTreeMap::new();
+        let mut cc_2 = BTreeMap::new();
+        cc_2.insert(my_index, cc_commit);
+        for (from, bytes) in &got2.direct {
+            let sender = index_of(from)?;
+            let msg: TransmitInitZeroSharePhase2to4 = decode(KIND, *from, bytes)?;
+            check_parties(KIND, *from, &msg.parties, sender, my_index)?;
+            zero_received_2.push(msg);
+            let (commitment, cc): ([u8; 32], BroadcastDerivationPhase2to4) =
+                decode(KIND, *from, &got2.broadcast[from])?;
+            if cc.sender_index != sender {
+                return Err(misbehaviour(
+                    KIND,
+                    *from,
+                    "a chain-code commitment naming another sender",
+                ));
+            }
+            commitments.insert(*from, commitment);
+            cc_2.insert(sender, cc);
+        }
+
+        // Round 3: the proof revealed and the chain-code part (broadcast), the zero-share
+        // seeds (secret) and the base OTs (direct).
+        let (zero_3, mul_3, cc_reveal) =
+            session.phase3().map_err(|a| aborted(KIND, a, &members))?;
+        let mut direct: BTreeMap<NodeId, Vec<u8>> = BTreeMap::new();
+        let mut per_receiver: BTreeMap<
+            NodeId,
+            (
+                Option<TransmitInitZeroSharePhase3to4>,
+                Option<TransmitInitMulPhase3to4<Curve014>>,
+            ),
+        > = BTreeMap::new();
+        for msg in zero_3 {
+            let to = members[usize::from(msg.parties.receiver.as_u8()) - 1];
+            per_receiver.entry(to).or_default().0 = Some(msg);
+        }
+        for msg in mul_3 {
+            let to = members[usize::from(msg.parties.receiver.as_u8()) - 1];
+            per_receiver.entry(to).or_default().1 = Some(msg);
+        }
+        for (to, pair) in &per_receiver {
+            direct.insert(*to, Zeroizing::new(encode(pair)?).to_vec());
+        }
+        drop(per_receiver);
+        let got3 = rounds
+            .exchange(3, direct, encode(&(&proof, &cc_reveal))?)
+            .await?;
+        let mut proofs = vec![proof];
+        let mut zero_received_3 = Vec::new();
+        let mut mul_received = Vec::new();
+        let mut cc_3 = BTreeMap::new();
+        cc_3.insert(my_index, cc_reveal);
+        for (from, bytes) in &got3.direct {
+            let sender = index_of(from)?;
+            type Pair = (
+                Option<TransmitInitZeroSharePhase3to4>,
+                Option<TransmitInitMulPhase3to4<Curve014>>,
+            );
+            let (zero, mul): Pair = decode(KIND, *from, bytes)?;
+            let (Some(zero), Some(mul)) = (zero, mul) else {
+                return Err(misbehaviour(
+                    KIND,
+                    *from,
+                    "a round-3 message without its seeds or base OTs",
+                ));
+            };
+            check_parties(KIND, *from, &zero.parties, sender, my_index)?;
+            check_parties(KIND, *from, &mul.parties, sender, my_index)?;
+            zero_received_3.push(zero);
+            mul_received.push(mul);
+            let broadcast = &got3.broadcast[from];
+            let (their_proof, cc): (ProofCommitment<Curve014>, BroadcastDerivationPhase3to4) =
+                decode(KIND, *from, broadcast)?;
+            if their_proof.index != sender || cc.sender_index != sender {
+                return Err(misbehaviour(
+                    KIND,
+                    *from,
+                    "a proof or chain code naming another sender",
+                ));
+            }
+            if commitment_digest(&eid, &encode(&their_proof)?) != commitments[from] {
+                return Err(misbehaviour(
+                    KIND,
+                    *from,
+                    "a revealed proof that does not match its round-2 commitment",
+                ));
+            }
+            proofs.push(their_proof);
+            cc_3.insert(sender, cc);
+        }
+        proofs.sort_by_key(|p| p.index);
+        let (party, _package) = session
+            .phase4(
+                &proofs,
+                &zero_received_2,
+                &zero_received_3,
+                &mul_received,
+                &cc_2,
+                &cc_3,
+                dkls23::secp256k1::compute_eth_address,
+            )
+            .map_err(|a| aborted(KIND, a, &members))?;
+        Ok(Dkls23Share {
+            key_id,
+            generation: Generation(0),
+            committee,
+            local: me,
+            party,
+        })
+    }
+
+    /// DKLs23 full signing of `digest` with `signers` (exactly the threshold; every signer
+    /// gives the same set): three rounds, the last echo-checked. The signature is checked
+    /// against the key before it is returned.
+    pub async fn dkls23_sign(
+        &self,
+        share: &Dkls23Share,
+        signers: &[NodeId],
+        digest: [u8; 32],
+        eid: ExecutionId,
+    ) -> Result<EthSignature> {
+        const KIND: ProtocolKind = ProtocolKind::Sign;
+        let me = self.node_id();
+        let committee = &share.committee;
+        let t = usize::from(committee.threshold());
+        if signers.len() != t {
+            return Err(TssError::WrongSignerCount {
+                expected: t,
+                got: signers.len(),
+            });
+        }
+        let mut sorted = signers.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != signers.len() {
+            return Err(TssError::InvalidParticipants(
+                "signers must be distinct".into(),
+            ));
+        }
+        if !sorted.contains(&me) {
+            return Err(TssError::NotACommitteeMember(me));
+        }
+        let my_index = party_index(committee.require_index(&me)?)?;
+        let mut indices = BTreeMap::new();
+        for s in &sorted {
+            indices.insert(*s, party_index(committee.require_index(s)?)?);
+        }
+        let data = SignData {
+            sign_id: eid.as_bytes().to_vec(),
+            counterparties: sorted
+                .iter()
+                .filter(|s| **s != me)
+                .map(|s| indices[s])
+                .collect(),
+            message_hash: digest,
+        };
+        let member_list = committee.members().to_vec();
+        let mut rounds = self.dkls23_rounds(&eid, KIND, &sorted)?;
+        let receiver_node = |i: PartyIndex| member_list[usize::from(i.as_u8()) - 1];
+
+        let (mut session, first) =
+            SignSession::new(&share.party, data).map_err(|a| aborted(KIND, a, &member_list))?;
+        let mut direct = BTreeMap::new();
+        for msg in first {
+            direct.insert(receiver_node(msg.parties.receiver), encode(&msg)?);
+        }
+        let got = rounds.exchange(1, direct, Vec::new()).await?;
+        let mut received1 = Vec::new();
+        for (from, bytes) in &got.direct {
+            let msg: TransmitPhase1to2 = decode(KIND, *from, bytes)?;
+            check_parties(KIND, *from, &msg.parties, indices[from], my_index)?;
+            received1.push(msg);
+        }
+
+        let second = session
+            .phase2(&received1)
+            .map_err(|a| aborted(KIND, a, &member_list))?;
+        let mut direct = BTreeMap::new();
+        for msg in second {
+            direct.insert(receiver_node(msg.parties.receiver), encode(&msg)?);
+        }
+        let got = rounds.exchange(2, direct, Vec::new()).await?;
+        let mut received2 = Vec::new();
+        for (from, bytes) in &got.direct {
+            let msg: TransmitPhase2to3<Curve014> = decode(KIND, *from, bytes)?;
+            check_parties(KIND, *from, &msg.parties, indices[from], my_index)?;
+            received2.push(msg);
+        }
+
+        let mine = session
+            .phase3(&received2)
+            .map_err(|a| aborted(KIND, a, &member_list))?;
+        let got = rounds.exchange(3, BTreeMap::new(), encode(&mine)?).await?;
+        let mut received3 = vec![mine];
+        for (from, bytes) in &got.broadcast {
+            received3.push(decode::<Broadcast3to4<Curve014>>(KIND, *from, bytes)?);
+        }
+        let sig = session
+            .phase4(&received3, true)
+            .map_err(|a| aborted(KIND, a, &member_list))?;
+        EthSignature::from_rs(sig.r, sig.s, &digest, &share.public_key())
+    }
+}
