@@ -14,6 +14,9 @@
 //!   protocol 9.1 asks (the crate's own session hands both over at once).
 //! - **Execution ids.** The run's [`ExecutionId`] is DKLs23's session id (keygen) and
 //!   signing id, so messages of another run do not verify.
+//! - **Silence, not CPU time.** Every party sends heartbeats while the run lasts, and
+//!   computes each phase off the async executor, so a run whose rounds take longer than
+//!   the idle timeout (many parties on few cores) is not cut.
 //!
 //! Compared with CGGMP21: no Paillier keys, no aux-info and no presignatures (the
 //! message is bound from the first signing round on), signing needs exactly the
@@ -244,6 +247,54 @@ enum Frame {
     },
     /// The digest of every broadcast its sender received in `round`, its own included.
     Echo { round: u8, digest: [u8; 32] },
+    /// Its sender is alive (sent while it computes or waits): the session's idle timeout
+    /// counts silence, not the others' CPU time.
+    Alive,
+}
+
+/// Runs one CPU-heavy DKLs23 phase without starving the async executor: on a
+/// multi-threaded tokio runtime the worker hands its other tasks (heartbeats, the
+/// transport) over and computes once the process's compute gate lets it (at most one
+/// computing thread per core); elsewhere it computes in place.
+fn compute<T>(phase: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(|| {
+            let _permit = crate::compute::ComputeGate::global().acquire_unless_cancelled(None);
+            phase()
+        })
+    } else {
+        phase()
+    }
+}
+
+/// Sends [`Frame::Alive`] to the others every `every` until dropped.
+struct Heartbeats(tokio::task::JoinHandle<()>);
+
+impl Heartbeats {
+    fn start(out: &SessionOutbox, others: Vec<NodeId>, every: std::time::Duration) -> Self {
+        let out = out.clone();
+        let alive = postcard::to_allocvec(&Frame::Alive).expect("a unit variant encodes");
+        Self(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                for to in &others {
+                    if out.send(Destination::Direct(*to), alive.clone()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The message exchange of one DKLs23 run among `members` (every round: one frame from
@@ -257,6 +308,7 @@ struct Rounds {
     out: SessionOutbox,
     /// Frames of the next round that arrived early.
     early: Vec<(NodeId, Frame)>,
+    _heartbeats: Heartbeats,
 }
 
 /// What one round brought: each other member's direct and broadcast bytes.
@@ -285,6 +337,7 @@ impl Rounds {
         let wanted = |f: &Frame| match f {
             Frame::Round { round: r, .. } => !echo && *r == round,
             Frame::Echo { round: r, .. } => echo && *r == round,
+            Frame::Alive => false,
         };
         if let Some(pos) = self.early.iter().position(|(_, f)| wanted(f)) {
             return Ok(self.early.swap_remove(pos));
@@ -298,10 +351,14 @@ impl Rounds {
             if wanted(&frame) {
                 return Ok((from, frame));
             }
+            if matches!(frame, Frame::Alive) {
+                continue;
+            }
             // A party may be one step ahead: its echo of this round, or the next round.
             let ahead = match &frame {
                 Frame::Echo { round: r, .. } => *r == round,
                 Frame::Round { round: r, .. } => *r == round + 1,
+                Frame::Alive => false,
             };
             let kept_from_it = self.early.iter().filter(|(f, _)| *f == from).count();
             if !ahead || kept_from_it >= 2 {
@@ -450,14 +507,22 @@ impl TssNode {
         members: &[NodeId],
     ) -> Result<Rounds> {
         let (inbox, out) = self.open(eid, members)?.split();
+        let me = self.node_id();
+        let others = members.iter().copied().filter(|m| *m != me).collect();
+        let heartbeats = Heartbeats::start(
+            &out,
+            others,
+            crate::ecdsa::protocol_heartbeat_interval(self.idle_timeout()),
+        );
         Ok(Rounds {
             eid: *eid,
             protocol,
-            me: self.node_id(),
+            me,
             members: members.to_vec(),
             inbox,
             out,
             early: Vec::new(),
+            _heartbeats: heartbeats,
         })
     }
 
@@ -481,7 +546,7 @@ impl TssNode {
         let mut rounds = self.dkls23_rounds(&eid, KIND, &members)?;
 
         // Round 1: each member's polynomial evaluated at each other's index (secret, direct).
-        let fragments = Zeroizing::new(session.phase1());
+        let fragments = Zeroizing::new(compute(|| session.phase1()));
         let mut direct = BTreeMap::new();
         for (j, node) in members.iter().enumerate() {
             if *node != me {
@@ -505,9 +570,8 @@ impl TssNode {
 
         // Round 2: a commitment to the proof of the constant term, the chain-code
         // commitment (broadcast), the zero-share seed commitments (direct).
-        let (proof, zero_2, cc_commit) = session
-            .phase2(&received)
-            .map_err(|a| aborted(KIND, a, &members))?;
+        let (proof, zero_2, cc_commit) =
+            compute(|| session.phase2(&received)).map_err(|a| aborted(KIND, a, &members))?;
         let proof_bytes = encode(&proof)?;
         let mut direct = BTreeMap::new();
         for msg in zero_2 {
@@ -543,7 +607,7 @@ impl TssNode {
         // Round 3: the proof revealed and the chain-code part (broadcast), the zero-share
         // seeds (secret) and the base OTs (direct).
         let (zero_3, mul_3, cc_reveal) =
-            session.phase3().map_err(|a| aborted(KIND, a, &members))?;
+            compute(|| session.phase3()).map_err(|a| aborted(KIND, a, &members))?;
         let mut direct: BTreeMap<NodeId, Vec<u8>> = BTreeMap::new();
         let mut per_receiver: BTreeMap<
             NodeId,
@@ -611,8 +675,8 @@ impl TssNode {
             cc_3.insert(sender, cc);
         }
         proofs.sort_by_key(|p| p.index);
-        let (party, _package) = session
-            .phase4(
+        let (party, _package) = compute(|| {
+            session.phase4(
                 &proofs,
                 &zero_received_2,
                 &zero_received_3,
@@ -621,7 +685,8 @@ impl TssNode {
                 &cc_3,
                 dkls23::secp256k1::compute_eth_address,
             )
-            .map_err(|a| aborted(KIND, a, &members))?;
+        })
+        .map_err(|a| aborted(KIND, a, &members))?;
         Ok(Dkls23Share {
             key_id,
             generation: Generation(0),
@@ -680,8 +745,8 @@ impl TssNode {
         let mut rounds = self.dkls23_rounds(&eid, KIND, &sorted)?;
         let receiver_node = |i: PartyIndex| member_list[usize::from(i.as_u8()) - 1];
 
-        let (mut session, first) =
-            SignSession::new(&share.party, data).map_err(|a| aborted(KIND, a, &member_list))?;
+        let (mut session, first) = compute(|| SignSession::new(&share.party, data))
+            .map_err(|a| aborted(KIND, a, &member_list))?;
         let mut direct = BTreeMap::new();
         for msg in first {
             direct.insert(receiver_node(msg.parties.receiver), encode(&msg)?);
@@ -694,9 +759,8 @@ impl TssNode {
             received1.push(msg);
         }
 
-        let second = session
-            .phase2(&received1)
-            .map_err(|a| aborted(KIND, a, &member_list))?;
+        let second =
+            compute(|| session.phase2(&received1)).map_err(|a| aborted(KIND, a, &member_list))?;
         let mut direct = BTreeMap::new();
         for msg in second {
             direct.insert(receiver_node(msg.parties.receiver), encode(&msg)?);
@@ -709,9 +773,8 @@ impl TssNode {
             received2.push(msg);
         }
 
-        let mine = session
-            .phase3(&received2)
-            .map_err(|a| aborted(KIND, a, &member_list))?;
+        let mine =
+            compute(|| session.phase3(&received2)).map_err(|a| aborted(KIND, a, &member_list))?;
         let got = rounds.exchange(3, BTreeMap::new(), encode(&mine)?).await?;
         let mut received3 = vec![mine];
         for (from, bytes) in &got.broadcast {

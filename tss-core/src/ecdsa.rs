@@ -709,7 +709,7 @@ impl TssNode {
 /// How often a computing party sends a heartbeat on a protocol session: a sixth of the
 /// idle timeout (so a few may be late or lost), at most every 10 ms and at least every
 /// 20 s (a party that has not opened the session yet holds them as early messages).
-fn protocol_heartbeat_interval(idle_timeout: Duration) -> Duration {
+pub(crate) fn protocol_heartbeat_interval(idle_timeout: Duration) -> Duration {
     (idle_timeout / 6).clamp(Duration::from_millis(10), Duration::from_secs(20))
 }
 

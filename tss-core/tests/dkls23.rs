@@ -322,3 +322,35 @@ async fn dkls23_signing_refuses_a_signer_set_that_is_not_the_threshold() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dkls23_keygen_whose_rounds_take_longer_than_the_idle_timeout_still_finishes() {
+    // The idle timeout counts silence: the parties send heartbeats while they compute,
+    // so a keygen whose rounds each take longer than the timeout (five parties' base OTs
+    // on this machine's cores) is not cut.
+    let network = InMemoryNetwork::new();
+    let ids = node_ids(5);
+    let idle = std::time::Duration::from_millis(1000);
+    let nodes: Vec<Arc<TssNode>> = nodes(&network, &ids)
+        .into_iter()
+        .map(|n| {
+            Arc::new(
+                TssNode::new(Arc::new(network.endpoint(n.node_id())))
+                    .with_identity(signer_for(&n.node_id()))
+                    .unwrap()
+                    .with_idle_timeout(idle),
+            )
+        })
+        .collect();
+    let committee = Committee::new(ids.clone(), 3).unwrap();
+    let started = std::time::Instant::now();
+    let shares = dkls23_keygen(&nodes, &committee, "slow-rounds").await;
+    assert!(
+        started.elapsed() > idle * 3,
+        "the keygen was too fast to show anything: {:?}",
+        started.elapsed()
+    );
+    assert!(shares
+        .iter()
+        .all(|s| s.ethereum_address() == shares[0].ethereum_address()));
+}

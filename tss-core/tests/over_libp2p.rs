@@ -101,3 +101,51 @@ async fn five_nodes_run_keygen_and_3_of_5_signing_over_libp2p() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_nodes_run_dkls23_keygen_and_3_of_5_signing_over_libp2p() {
+    let (_transports, nodes) = libp2p_pool(5).await;
+    let ids: Vec<NodeId> = nodes.iter().map(|n| n.node_id()).collect();
+    let committee = Committee::new(ids.clone(), 3).unwrap();
+    let key_id = KeyId::new("libp2p-dkls23-key").unwrap();
+    let eid = fresh_eid(ProtocolKind::Keygen, &key_id, &ids);
+    let runs: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let (node, committee, key_id) = (node.clone(), committee.clone(), key_id.clone());
+            tokio::spawn(async move { node.dkls23_keygen(key_id, committee, eid).await })
+        })
+        .collect();
+    let mut shares = Vec::new();
+    for run in runs {
+        shares.push(run.await.unwrap().expect("DKLs23 keygen over libp2p"));
+    }
+    let shares = Arc::new(shares);
+    let address = shares[0].ethereum_address();
+    assert!(shares.iter().all(|s| s.ethereum_address() == address));
+
+    // Two signings at once, by two different signer sets (sessions by execution id).
+    let mut batches = Vec::new();
+    for (k, signers) in [[0usize, 1, 2], [2, 3, 4]].into_iter().enumerate() {
+        let digest = keccak256(format!("dkls23 batch {k}").as_bytes());
+        let signer_ids: Vec<NodeId> = signers.iter().map(|&i| ids[i]).collect();
+        let eid = fresh_eid(ProtocolKind::Sign, &key_id, &signer_ids);
+        let runs: Vec<_> = signers
+            .iter()
+            .map(|&i| {
+                let (node, shares, signer_ids) =
+                    (nodes[i].clone(), shares.clone(), signer_ids.clone());
+                tokio::spawn(
+                    async move { node.dkls23_sign(&shares[i], &signer_ids, digest, eid).await },
+                )
+            })
+            .collect();
+        batches.push((digest, runs));
+    }
+    for (digest, runs) in batches {
+        for run in runs {
+            let sig = run.await.unwrap().expect("DKLs23 signing over libp2p");
+            assert_eq!(sig.recover_address(&digest).unwrap(), address);
+        }
+    }
+}
