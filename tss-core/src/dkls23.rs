@@ -190,8 +190,9 @@ impl Dkls23Share {
 
 /// DKLs23's party index of committee member `i` (0-based): `i + 1`.
 fn party_index(i: u16) -> Result<PartyIndex> {
-    u8::try_from(i + 1)
+    u8::try_from(i)
         .ok()
+        .and_then(|v| v.checked_add(1))
         .and_then(|v| PartyIndex::new(v).ok())
         .ok_or_else(|| TssError::InvalidParticipants("DKLs23 takes at most 255 parties".into()))
 }
