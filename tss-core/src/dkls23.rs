@@ -14,9 +14,13 @@
 //!   protocol 9.1 asks (the crate's own session hands both over at once).
 //! - **Execution ids.** The run's [`ExecutionId`] is DKLs23's session id (keygen) and
 //!   signing id, so messages of another run do not verify.
-//! - **Silence, not CPU time.** Every party sends heartbeats while the run lasts, and
-//!   computes each phase off the async executor, so a run whose rounds take longer than
-//!   the idle timeout (many parties on few cores) is not cut.
+//! - **Silence, not CPU time.** A party sends heartbeats while it computes a phase (off
+//!   the async executor), so a run whose phases take longer than the idle timeout (many
+//!   parties on few cores) is not cut; it sends none while it waits, so the parties
+//!   waiting for a silent one (crashed, or gone after an abort) still time out.
+//! - **Bans.** A failed oblivious-transfer check means the culprit learned something
+//!   about the pairwise state: [`TssError::MustExclude`] names it, and the caller must
+//!   never run this key with it again (the pool layer does not drive DKLs23 yet).
 //!
 //! Compared with CGGMP21: no Paillier keys, no aux-info and no presignatures (the
 //! message is bound from the first signing round on), signing needs exactly the
@@ -61,6 +65,7 @@ pub struct Dkls23Share {
     generation: Generation,
     committee: Committee,
     local: NodeId,
+    public_key: VerifyingKey,
     party: Party,
 }
 
@@ -114,9 +119,7 @@ impl Dkls23Share {
     }
     /// The shared public key.
     pub fn public_key(&self) -> VerifyingKey {
-        let encoded = self.party.pk.to_sec1_point(false);
-        VerifyingKey::from_sec1_bytes(encoded.as_bytes())
-            .expect("DKLs23 keygen outputs a valid, non-zero public key")
+        self.public_key
     }
     /// The key's Ethereum address.
     pub fn ethereum_address(&self) -> EthAddress {
@@ -172,6 +175,7 @@ impl Dkls23Share {
             generation: stored.generation,
             committee: stored.committee,
             local: stored.local,
+            public_key: public_key_of(&stored.party)?,
             party: stored.party,
         };
         let i = share.committee.require_index(&share.local)?;
@@ -186,6 +190,14 @@ impl Dkls23Share {
         }
         Ok(share)
     }
+}
+
+/// The party's public key in our k256's type; the identity point (which k256 0.14
+/// decodes) is refused.
+fn public_key_of(party: &Party) -> Result<VerifyingKey> {
+    let encoded = party.pk.to_sec1_point(false);
+    VerifyingKey::from_sec1_bytes(encoded.as_bytes())
+        .map_err(|_| TssError::InvalidKeyShare("the DKLs23 public key is not a valid key".into()))
 }
 
 /// DKLs23's party index of committee member `i` (0-based): `i + 1`.
@@ -219,20 +231,23 @@ fn misbehaviour(protocol: ProtocolKind, culprit: NodeId, reason: impl Into<Strin
     }
 }
 
-/// An abort of the `dkls23` crate: a party to ban (an OT check failed) is a culprit.
+/// An abort of the `dkls23` crate. A party to ban (an OT check failed) is
+/// [`TssError::MustExclude`]; anything else blames nobody.
 fn aborted(protocol: ProtocolKind, abort: Abort, members: &[NodeId]) -> TssError {
-    let culprits = match abort.kind {
-        AbortKind::BanCounterparty(i) => members
-            .get(usize::from(i.as_u8()).wrapping_sub(1))
-            .copied()
-            .into_iter()
-            .collect(),
-        AbortKind::Recoverable => Vec::new(),
-    };
+    let reason = format!("DKLs23: {}", abort.description());
+    if let AbortKind::BanCounterparty(i) = abort.kind {
+        if let Some(culprit) = members.get(usize::from(i.as_u8()).wrapping_sub(1)) {
+            return TssError::MustExclude {
+                protocol,
+                culprit: *culprit,
+                reason,
+            };
+        }
+    }
     TssError::ProtocolAborted {
         protocol,
-        culprits,
-        reason: format!("DKLs23: {}", abort.description()),
+        culprits: Vec::new(),
+        reason,
     }
 }
 
@@ -256,21 +271,30 @@ enum Frame {
 /// Runs one CPU-heavy DKLs23 phase without starving the async executor: on a
 /// multi-threaded tokio runtime the worker hands its other tasks (heartbeats, the
 /// transport) over and computes once the process's compute gate lets it (at most one
-/// computing thread per core); elsewhere it computes in place.
-fn compute<T>(phase: impl FnOnce() -> T) -> T {
+/// computing thread per core); elsewhere it computes in place. `delay` is a test hook's
+/// extra time (zero otherwise).
+fn compute<T>(delay: std::time::Duration, phase: impl FnOnce() -> T) -> T {
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let run = || {
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        phase()
+    };
     if multi_thread {
         tokio::task::block_in_place(|| {
             let _permit = crate::compute::ComputeGate::global().acquire_unless_cancelled(None);
-            phase()
+            run()
         })
     } else {
-        phase()
+        run()
     }
 }
 
-/// Sends [`Frame::Alive`] to the others every `every` until dropped.
+/// Sends [`Frame::Alive`] to the others at once and then every `every` until dropped:
+/// only while this party computes, so that parties waiting for a silent one (crashed, or
+/// gone after an abort) still time out.
 struct Heartbeats(tokio::task::JoinHandle<()>);
 
 impl Heartbeats {
@@ -309,7 +333,10 @@ struct Rounds {
     out: SessionOutbox,
     /// Frames of the next round that arrived early.
     early: Vec<(NodeId, Frame)>,
-    _heartbeats: Heartbeats,
+    /// How often to send heartbeats while computing.
+    heartbeat_every: std::time::Duration,
+    /// Test hook: extra time per computation phase.
+    phase_delay: std::time::Duration,
 }
 
 /// What one round brought: each other member's direct and broadcast bytes.
@@ -321,6 +348,12 @@ struct Received {
 impl Rounds {
     fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.members.iter().copied().filter(move |m| *m != self.me)
+    }
+
+    /// Computes one phase (see [`compute`]) with heartbeats to the others meanwhile.
+    fn compute<T>(&self, phase: impl FnOnce() -> T) -> T {
+        let _alive = Heartbeats::start(&self.out, self.others().collect(), self.heartbeat_every);
+        compute(self.phase_delay, phase)
     }
 
     fn send(&self, to: NodeId, frame: &Frame) -> Result<()> {
@@ -508,22 +541,16 @@ impl TssNode {
         members: &[NodeId],
     ) -> Result<Rounds> {
         let (inbox, out) = self.open(eid, members)?.split();
-        let me = self.node_id();
-        let others = members.iter().copied().filter(|m| *m != me).collect();
-        let heartbeats = Heartbeats::start(
-            &out,
-            others,
-            crate::ecdsa::protocol_heartbeat_interval(self.idle_timeout()),
-        );
         Ok(Rounds {
             eid: *eid,
             protocol,
-            me,
+            me: self.node_id(),
             members: members.to_vec(),
             inbox,
             out,
             early: Vec::new(),
-            _heartbeats: heartbeats,
+            heartbeat_every: crate::ecdsa::protocol_heartbeat_interval(self.idle_timeout()),
+            phase_delay: self.dkls23_phase_delay,
         })
     }
 
@@ -547,7 +574,7 @@ impl TssNode {
         let mut rounds = self.dkls23_rounds(&eid, KIND, &members)?;
 
         // Round 1: each member's polynomial evaluated at each other's index (secret, direct).
-        let fragments = Zeroizing::new(compute(|| session.phase1()));
+        let fragments = Zeroizing::new(rounds.compute(|| session.phase1()));
         let mut direct = BTreeMap::new();
         for (j, node) in members.iter().enumerate() {
             if *node != me {
@@ -571,8 +598,9 @@ impl TssNode {
 
         // Round 2: a commitment to the proof of the constant term, the chain-code
         // commitment (broadcast), the zero-share seed commitments (direct).
-        let (proof, zero_2, cc_commit) =
-            compute(|| session.phase2(&received)).map_err(|a| aborted(KIND, a, &members))?;
+        let (proof, zero_2, cc_commit) = rounds
+            .compute(|| session.phase2(&received))
+            .map_err(|a| aborted(KIND, a, &members))?;
         let proof_bytes = encode(&proof)?;
         let mut direct = BTreeMap::new();
         for msg in zero_2 {
@@ -607,8 +635,9 @@ impl TssNode {
 
         // Round 3: the proof revealed and the chain-code part (broadcast), the zero-share
         // seeds (secret) and the base OTs (direct).
-        let (zero_3, mul_3, cc_reveal) =
-            compute(|| session.phase3()).map_err(|a| aborted(KIND, a, &members))?;
+        let (zero_3, mul_3, cc_reveal) = rounds
+            .compute(|| session.phase3())
+            .map_err(|a| aborted(KIND, a, &members))?;
         let mut direct: BTreeMap<NodeId, Vec<u8>> = BTreeMap::new();
         let mut per_receiver: BTreeMap<
             NodeId,
@@ -626,7 +655,7 @@ impl TssNode {
             per_receiver.entry(to).or_default().1 = Some(msg);
         }
         for (to, pair) in &per_receiver {
-            direct.insert(*to, Zeroizing::new(encode(pair)?).to_vec());
+            direct.insert(*to, encode(pair)?);
         }
         drop(per_receiver);
         let got3 = rounds
@@ -676,23 +705,25 @@ impl TssNode {
             cc_3.insert(sender, cc);
         }
         proofs.sort_by_key(|p| p.index);
-        let (party, _package) = compute(|| {
-            session.phase4(
-                &proofs,
-                &zero_received_2,
-                &zero_received_3,
-                &mul_received,
-                &cc_2,
-                &cc_3,
-                dkls23::secp256k1::compute_eth_address,
-            )
-        })
-        .map_err(|a| aborted(KIND, a, &members))?;
+        let (party, _package) = rounds
+            .compute(|| {
+                session.phase4(
+                    &proofs,
+                    &zero_received_2,
+                    &zero_received_3,
+                    &mul_received,
+                    &cc_2,
+                    &cc_3,
+                    dkls23::secp256k1::compute_eth_address,
+                )
+            })
+            .map_err(|a| aborted(KIND, a, &members))?;
         Ok(Dkls23Share {
             key_id,
             generation: Generation(0),
             committee,
             local: me,
+            public_key: public_key_of(&party)?,
             party,
         })
     }
@@ -746,7 +777,8 @@ impl TssNode {
         let mut rounds = self.dkls23_rounds(&eid, KIND, &sorted)?;
         let receiver_node = |i: PartyIndex| member_list[usize::from(i.as_u8()) - 1];
 
-        let (mut session, first) = compute(|| SignSession::new(&share.party, data))
+        let (mut session, first) = rounds
+            .compute(|| SignSession::new(&share.party, data))
             .map_err(|a| aborted(KIND, a, &member_list))?;
         let mut direct = BTreeMap::new();
         for msg in first {
@@ -760,8 +792,9 @@ impl TssNode {
             received1.push(msg);
         }
 
-        let second =
-            compute(|| session.phase2(&received1)).map_err(|a| aborted(KIND, a, &member_list))?;
+        let second = rounds
+            .compute(|| session.phase2(&received1))
+            .map_err(|a| aborted(KIND, a, &member_list))?;
         let mut direct = BTreeMap::new();
         for msg in second {
             direct.insert(receiver_node(msg.parties.receiver), encode(&msg)?);
@@ -774,8 +807,9 @@ impl TssNode {
             received2.push(msg);
         }
 
-        let mine =
-            compute(|| session.phase3(&received2)).map_err(|a| aborted(KIND, a, &member_list))?;
+        let mine = rounds
+            .compute(|| session.phase3(&received2))
+            .map_err(|a| aborted(KIND, a, &member_list))?;
         let got = rounds.exchange(3, BTreeMap::new(), encode(&mine)?).await?;
         let mut received3 = vec![mine];
         for (from, bytes) in &got.broadcast {

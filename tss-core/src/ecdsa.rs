@@ -247,6 +247,7 @@ pub struct TssNode {
     presignatures: Mutex<PresignatureStore>,
     identity: Option<Arc<dyn IdentitySigner>>,
     aux_info_delay: Duration,
+    pub(crate) dkls23_phase_delay: Duration,
     /// Test hook: reshare runs (by execution id; `None`: every run) in which this node
     /// misbehaves.
     #[cfg(feature = "test-hooks")]
@@ -271,6 +272,7 @@ impl TssNode {
             presignatures: Mutex::default(),
             identity: None,
             aux_info_delay: Duration::ZERO,
+            dkls23_phase_delay: Duration::ZERO,
             #[cfg(feature = "test-hooks")]
             reshare_faults: Mutex::default(),
         }
@@ -299,6 +301,15 @@ impl TssNode {
     /// The idle timeout of this node's sessions.
     pub fn idle_timeout(&self) -> Duration {
         self.idle_timeout
+    }
+
+    /// Test hook (feature `test-hooks`): makes every DKLs23 computation phase of this
+    /// node take `delay` longer, as on a loaded machine.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn with_dkls23_phase_delay(mut self, delay: Duration) -> Self {
+        self.dkls23_phase_delay = delay;
+        self
     }
 
     /// Test hook (feature `test-hooks`): makes every aux-info run of this node take

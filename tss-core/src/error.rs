@@ -126,6 +126,19 @@ pub enum TssError {
         /// cggmp21's explanation.
         reason: String,
     },
+    /// DKLs23: `culprit` failed an oblivious-transfer check, which per the protocol leaks
+    /// information about the pairwise state it shares with this node. It must never take
+    /// part in a run of this key with this node again (keeping that exclusion is the
+    /// caller's job until the pool layer drives DKLs23).
+    #[error("{protocol}: {culprit} must be excluded from every later run of this key: {reason}")]
+    MustExclude {
+        /// The protocol.
+        protocol: ProtocolKind,
+        /// The party to exclude.
+        culprit: NodeId,
+        /// The crate's explanation.
+        reason: String,
+    },
     /// A sealed key share belongs to another threshold protocol than the one it was
     /// decoded as (or to one this build does not implement).
     #[error("a key share of protocol {found:?} cannot be used as a {expected} share")]

@@ -4,7 +4,9 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::*;
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
@@ -323,34 +325,193 @@ async fn dkls23_signing_refuses_a_signer_set_that_is_not_the_threshold() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_dkls23_keygen_whose_rounds_take_longer_than_the_idle_timeout_still_finishes() {
-    // The idle timeout counts silence: the parties send heartbeats while they compute,
-    // so a keygen whose rounds each take longer than the timeout (five parties' base OTs
-    // on this machine's cores) is not cut.
-    let network = InMemoryNetwork::new();
-    let ids = node_ids(5);
-    let idle = std::time::Duration::from_millis(1000);
-    let nodes: Vec<Arc<TssNode>> = nodes(&network, &ids)
-        .into_iter()
-        .map(|n| {
-            Arc::new(
-                TssNode::new(Arc::new(network.endpoint(n.node_id())))
-                    .with_identity(signer_for(&n.node_id()))
-                    .unwrap()
-                    .with_idle_timeout(idle),
-            )
+/// Nodes for `ids` with `idle` as their idle timeout; `slow` (a position) computes each
+/// DKLs23 phase `delay` longer, as on a loaded machine.
+fn nodes_with(
+    network: &InMemoryNetwork,
+    ids: &[NodeId],
+    idle: Duration,
+    slow: Option<(usize, Duration)>,
+) -> Vec<Arc<TssNode>> {
+    ids.iter()
+        .enumerate()
+        .map(|(k, id)| {
+            let mut node = TssNode::new(Arc::new(network.endpoint(*id)))
+                .with_identity(signer_for(id))
+                .unwrap()
+                .with_idle_timeout(idle);
+            if let Some((at, delay)) = slow {
+                if at == k {
+                    node = node.with_dkls23_phase_delay(delay);
+                }
+            }
+            Arc::new(node)
         })
-        .collect();
-    let committee = Committee::new(ids.clone(), 3).unwrap();
-    let started = std::time::Instant::now();
-    let shares = dkls23_keygen(&nodes, &committee, "slow-rounds").await;
-    assert!(
-        started.elapsed() > idle * 3,
-        "the keygen was too fast to show anything: {:?}",
-        started.elapsed()
-    );
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dkls23_keygen_whose_phases_take_longer_than_the_idle_timeout_still_finishes() {
+    // The idle timeout counts silence: a party sends heartbeats while it computes, so a
+    // member whose every phase takes twice the timeout does not make the others give up.
+    let network = InMemoryNetwork::new();
+    let ids = node_ids(3);
+    let idle = Duration::from_secs(1);
+    let nodes = nodes_with(&network, &ids, idle, Some((0, idle * 2)));
+    let committee = Committee::new(ids.clone(), 2).unwrap();
+    let shares = dkls23_keygen(&nodes, &committee, "slow-phases").await;
     assert!(shares
         .iter()
         .all(|s| s.ethereum_address() == shares[0].ethereum_address()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_members_waiting_for_a_silent_one_time_out_instead_of_keeping_each_other_alive() {
+    // Member 3 never starts (crashed). Members 1 and 2 wait for it; neither may keep the
+    // other's session alive with heartbeats while only waiting.
+    let network = InMemoryNetwork::new();
+    let ids = node_ids(3);
+    let nodes = nodes_with(&network, &ids, Duration::from_secs(1), None);
+    let committee = Committee::new(ids.clone(), 2).unwrap();
+    let key_id = KeyId::new("silent-member").unwrap();
+    let eid = fresh_eid(ProtocolKind::Keygen, &key_id, &ids);
+    let runs: Vec<_> = nodes[..2]
+        .iter()
+        .map(|node| {
+            let (node, committee, key_id) = (node.clone(), committee.clone(), key_id.clone());
+            tokio::spawn(async move { node.dkls23_keygen(key_id, committee, eid).await })
+        })
+        .collect();
+    for run in runs {
+        let result = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("a member waiting for a silent one must time out, not hang")
+            .unwrap();
+        match result {
+            Err(TssError::Transport(transport::TransportError::Timeout { silent, .. })) => {
+                assert!(silent.contains(&ids[2]), "{silent:?}");
+            }
+            other => panic!("expected a timeout naming member 3, got {other:?}"),
+        }
+    }
+}
+
+/// The test's copy of a DKLs23 session frame (postcard is structural: the same shape
+/// encodes the same bytes as tss-core's private one).
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Frame {
+    Round {
+        round: u8,
+        direct: Vec<u8>,
+        broadcast: Vec<u8>,
+    },
+    Echo {
+        round: u8,
+        digest: [u8; 32],
+    },
+    Alive,
+}
+
+/// tss-core's echo digest of one round's broadcasts (see `Rounds::echo_digest`).
+fn echo_digest(eid: &[u8; 32], round: u8, all: &BTreeMap<NodeId, Vec<u8>>) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"tss-core/dkls23/echo/v1\0");
+    h.update(eid);
+    h.update([round]);
+    for (who, bytes) in all {
+        h.update(who.as_bytes());
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    }
+    h.finalize().into()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_revealing_another_proof_than_it_committed_to_is_blamed_in_keygen() {
+    use dkls23::protocols::dkg::{BroadcastDerivationPhase3to4, ProofCommitment};
+    type Reveal = (
+        ProofCommitment<k256_dkls23::Secp256k1>,
+        BroadcastDerivationPhase3to4,
+    );
+    // Member 3 changes its round-3 reveal the same way for everyone, and echoes the
+    // digest of what the others received, so the echo check passes: what is left to catch
+    // it is that the reveal no longer matches the hash it committed to in round 2.
+    let network = InMemoryNetwork::new();
+    let ids = node_ids(3);
+    let cheat = ids[2];
+    // Every member's round-3 broadcast as sent (member 3's as changed).
+    let sent: Arc<Mutex<BTreeMap<NodeId, Vec<u8>>>> = Arc::default();
+    let record = |me: NodeId, changes: bool| -> transport::TamperRule {
+        let sent = sent.clone();
+        Arc::new(move |session: transport::SessionId, _, _, payload: &[u8]| {
+            match postcard::from_bytes::<Frame>(payload) {
+                Ok(Frame::Round {
+                    round: 3,
+                    direct,
+                    broadcast,
+                }) => {
+                    let broadcast = match changes {
+                        false => broadcast,
+                        true => {
+                            let (mut proof, cc): Reveal = postcard::from_bytes(&broadcast).unwrap();
+                            proof.commitment[0] ^= 1;
+                            postcard::to_allocvec(&(proof, cc)).unwrap()
+                        }
+                    };
+                    sent.lock().unwrap().insert(me, broadcast.clone());
+                    let frame = Frame::Round {
+                        round: 3,
+                        direct,
+                        broadcast,
+                    };
+                    Tamper::Replace(vec![postcard::to_allocvec(&frame).unwrap()])
+                }
+                Ok(Frame::Echo { round: 3, .. }) if changes => {
+                    let digest = echo_digest(session.as_bytes(), 3, &sent.lock().unwrap());
+                    let frame = Frame::Echo { round: 3, digest };
+                    Tamper::Replace(vec![postcard::to_allocvec(&frame).unwrap()])
+                }
+                _ => Tamper::Pass,
+            }
+        })
+    };
+    let nodes: Vec<Arc<TssNode>> = ids
+        .iter()
+        .map(|id| {
+            let rule = record(*id, *id == cheat);
+            Arc::new(
+                TssNode::new(Arc::new(TamperingTransport::new(
+                    network.endpoint(*id),
+                    rule,
+                )))
+                .with_identity(signer_for(id))
+                .unwrap()
+                .with_idle_timeout(Duration::from_secs(300)),
+            )
+        })
+        .collect();
+    let committee = Committee::new(ids.clone(), 2).unwrap();
+    let key_id = KeyId::new("committed").unwrap();
+    let eid = fresh_eid(ProtocolKind::Keygen, &key_id, &ids);
+    let runs: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let (node, committee, key_id) = (node.clone(), committee.clone(), key_id.clone());
+            tokio::spawn(async move { node.dkls23_keygen(key_id, committee, eid).await })
+        })
+        .collect();
+    let mut runs = runs.into_iter();
+    for run in runs.by_ref().take(2) {
+        match run.await.unwrap() {
+            Err(TssError::Misbehaviour {
+                culprits, reason, ..
+            }) => {
+                assert_eq!(culprits, vec![cheat], "{reason}");
+                assert!(reason.contains("round-2 commitment"), "{reason}");
+            }
+            other => panic!("an honest member accepted a changed reveal: {other:?}"),
+        }
+    }
+    runs.next().unwrap().abort();
 }
