@@ -385,7 +385,7 @@ pub async fn sign_full(
 }
 
 /// DKLs23 keygen at every node; returns the shares in committee order.
-pub async fn dkls23_keygen(nodes: &Nodes, t: u16, key_id: &KeyId) -> Vec<tss_core::Dkls23Share> {
+pub async fn dkls23_keygen(nodes: &Nodes, t: u16, key_id: &KeyId) -> Vec<tss_core::KeyShare> {
     let committee = Committee::new(nodes.ids.clone(), t).expect("committee");
     let eid = fresh_eid(ProtocolKind::Keygen, key_id, &nodes.ids);
     let tasks = nodes
@@ -406,7 +406,7 @@ pub async fn dkls23_keygen(nodes: &Nodes, t: u16, key_id: &KeyId) -> Vec<tss_cor
 /// DKLs23 full signing (three rounds, no presignature) by the first `t` nodes.
 pub async fn dkls23_sign(
     nodes: &Nodes,
-    shares: &Arc<Vec<tss_core::Dkls23Share>>,
+    shares: &Arc<Vec<tss_core::KeyShare>>,
     t: u16,
     digest: [u8; 32],
 ) -> EthSignature {
@@ -415,7 +415,7 @@ pub async fn dkls23_sign(
     let tasks = (0..usize::from(t))
         .map(|i| {
             let (node, shares, signers) = (nodes.nodes[i].clone(), shares.clone(), signers.clone());
-            tokio::spawn(async move { node.dkls23_sign(&shares[i], &signers, digest, eid).await })
+            tokio::spawn(async move { node.sign(&shares[i], &signers, digest, eid).await })
         })
         .collect();
     let sigs: Vec<EthSignature> = join_all(tasks)

@@ -322,6 +322,7 @@ pub fn control_samples() -> Vec<Vec<u8>> {
         committee: committee.clone(),
         public_key: point(11),
         public_shares: vec![point(1), point(2), point(3)],
+        protocol: Default::default(),
     };
     [
         ControlMsg::Propose(Proposal::Keygen(KeygenProposal {
@@ -329,6 +330,7 @@ pub fn control_samples() -> Vec<Vec<u8>> {
             key_id: key_id.clone(),
             committee: committee.clone(),
             context: b"l1 block 1234".to_vec(),
+            protocol: Default::default(),
         })),
         ControlMsg::Propose(Proposal::Sign(SignProposal {
             eid: ExecutionId::from_bytes([2; 32]),

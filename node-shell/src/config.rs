@@ -7,6 +7,7 @@
 //! | `node.key_id` | `"sequencer-key"` (the one key, with role `batches` on `l1.inbox`, unless `[[keys]]` lists the keys) |
 //! | `keys` | absent: one key, `node.key_id` (see **Keys** below) |
 //! | `keys[].inbox` | `l1.inbox` for the role `batches`; required for every other role |
+//! | `keys[].protocol` | `"cggmp21"`; or `"dkls23"` (every node must name the same; see README, "Choosing a protocol") |
 //! | `node.rpc_listen` | `"127.0.0.1:8645"` (must be a loopback address) |
 //! | `rpc.token_file` | `<node.data_dir>/rpc-token` (created with mode 0600 if missing; refused if group or others may read it) |
 //! | `rpc.allowed_hosts` | `["127.0.0.1:<port>", "localhost:<port>", "[::1]:<port>"]` of `node.rpc_listen` |
@@ -55,6 +56,7 @@
 //! id = "state-key"
 //! role = "state"
 //! inbox = "0x..."         # a BatchInbox deployed for the role keccak256("state")
+//! protocol = "dkls23"     # its threshold protocol (default "cggmp21")
 //! ```
 //!
 //! Each key has its own keygen (once enough sequencers are locked and no address is
@@ -131,13 +133,18 @@ pub struct KeySection {
     /// role `batches`, required for any other role.
     #[serde(default)]
     pub inbox: Option<String>,
+    /// Its threshold protocol: `"cggmp21"` (default) or `"dkls23"` (see README, "Choosing
+    /// a protocol"). Every node of the pool must name the same.
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 /// The L1 role whose address `SequencerStaking.mpcAddress()` returns and the inbox of
 /// `[l1]` accepts.
 pub const BATCHES_ROLE: &str = "batches";
 
-/// One key a node serves: its id, its L1 role and the inbox it appends to.
+/// One key a node serves: its id, its L1 role, the inbox it appends to and its threshold
+/// protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KeySettings {
@@ -147,10 +154,13 @@ pub struct KeySettings {
     pub role: String,
     /// The `BatchInbox` of its role.
     pub inbox: alloy::primitives::Address,
+    /// Its threshold protocol (default CGGMP21).
+    pub protocol: tss_core::Protocol,
 }
 
 impl KeySettings {
-    /// Key `id` with role `role`, appending to `inbox`.
+    /// Key `id` with role `role`, appending to `inbox`, with the default protocol
+    /// (CGGMP21; see [`KeySettings::with_protocol`]).
     pub fn new(
         id: impl Into<String>,
         role: impl Into<String>,
@@ -160,7 +170,14 @@ impl KeySettings {
             id: id.into(),
             role: role.into(),
             inbox,
+            protocol: tss_core::Protocol::default(),
         }
+    }
+
+    /// The same key with threshold protocol `protocol`.
+    pub fn with_protocol(mut self, protocol: tss_core::Protocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     /// The role's id on L1: `keccak256(role)`.
@@ -903,7 +920,13 @@ fn parse_keys(file: &FileConfig, l1: &L1Settings) -> Result<Vec<KeySettings>> {
                 ))
             }
         };
-        keys.push(KeySettings::new(k.id.clone(), k.role.clone(), inbox));
+        let protocol = match &k.protocol {
+            None => tss_core::Protocol::default(),
+            Some(name) => name.parse().map_err(|e: tss_core::UnknownProtocol| {
+                invalid(format!("keys[{i}].protocol"), e.to_string())
+            })?,
+        };
+        keys.push(KeySettings::new(k.id.clone(), k.role.clone(), inbox).with_protocol(protocol));
     }
     check_keys("keys", &keys)?;
     Ok(keys)
@@ -1158,11 +1181,14 @@ role = "batches"
 id = "state-key"
 role = "state"
 inbox = "{STATE_INBOX}"
+protocol = "dkls23"
 "#
         ))
         .unwrap();
         let keys = &cfg.settings.keys;
         assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].protocol, tss_core::Protocol::Cggmp21, "the default");
+        assert_eq!(keys[1].protocol, tss_core::Protocol::Dkls23);
         assert_eq!(cfg.settings.key_id(), "batches-key");
         assert_eq!(keys[0].inbox, cfg.settings.l1.deployment.inbox);
         assert_eq!(keys[0].role_id(), role_id("batches"));
@@ -1191,6 +1217,23 @@ inbox = "{STATE_INBOX}"
                 one.settings.l1.deployment.inbox
             )]
         );
+    }
+
+    #[test]
+    fn a_key_naming_a_protocol_this_build_does_not_implement_is_refused_naming_the_field_and_the_known_ones(
+    ) {
+        let err = with_keys("[[keys]]\nid = \"k\"\nrole = \"batches\"\nprotocol = \"gg18\"\n")
+            .unwrap_err();
+        match err {
+            Error::ConfigInvalid { field, reason } => {
+                assert_eq!(field, "keys[0].protocol");
+                assert!(
+                    reason.contains("gg18") && reason.contains("cggmp21, dkls23"),
+                    "{reason}"
+                );
+            }
+            other => panic!("unexpected error: {other}"),
+        }
     }
 
     #[test]

@@ -689,6 +689,8 @@ pub struct KeyStatusView {
     pub role: String,
     /// The inbox it appends to.
     pub inbox: String,
+    /// Its threshold protocol (`cggmp21` or `dkls23`).
+    pub protocol: tss_core::Protocol,
     /// The address registered on L1 for its role, at the latest confirmed height read.
     pub registered_address: Option<String>,
     /// Pool version (the key generation the committed pool belongs to).
@@ -894,10 +896,13 @@ impl Node {
 
         let mut participants: Vec<NodeId> = settings.peers.clone();
         participants.push(id);
-        let config = PoolConfig::new(participants)
+        let mut config = PoolConfig::new(participants)
             .with_session_idle_timeout(settings.session_idle_timeout)
             .with_signer_silence_timeout(settings.signer_silence)
             .with_sign_attempts(settings.sign_attempts);
+        for key in &keys {
+            config = config.with_protocol(key.key_id.clone(), key.settings.protocol);
+        }
         let pool_node = PoolNode::start(
             config,
             transport,
@@ -1192,6 +1197,7 @@ impl KeyNode {
             key_id: self.key_id().to_string(),
             role: self.key.settings.role.clone(),
             inbox: self.key.settings.inbox.to_checksum(None),
+            protocol: self.key.settings.protocol,
             registered_address: latest
                 .as_ref()
                 .and_then(|v| v.mpc_address)

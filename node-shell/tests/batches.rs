@@ -246,6 +246,7 @@ impl StandIn {
                 .to_sec1_bytes()
                 .to_vec(),
             public_shares: vec![],
+            protocol: Default::default(),
         }
     }
     /// Signs and submits `proposal`'s transaction as the pool would.

@@ -357,6 +357,7 @@ async fn keygen_proposal_not_backed_by_the_followers_l1_view_is_refused() {
             members,
         }
         .encode(),
+        protocol: Default::default(),
     }));
     control
         .send(

@@ -50,37 +50,22 @@ use zeroize::Zeroizing;
 
 use crate::ecdsa::TssNode;
 use crate::error::{ProtocolKind, Result, TssError};
-use crate::ethereum::{EthAddress, EthSignature};
+use crate::ethereum::EthSignature;
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
 use crate::protocol::Protocol;
+use crate::share::{KeyShare, ShareSecret};
 
 type Curve014 = k256_dkls23::Secp256k1;
 type Party = dkls23::secp256k1::Party;
 
-/// One party's share of a DKLs23 key: its Shamir share of the secret and its pairwise
-/// state with every other member (oblivious-transfer seeds, zero-share seeds). Secret:
-/// Debug shows only public facts, not Clone.
-pub struct Dkls23Share {
-    key_id: KeyId,
-    generation: Generation,
-    committee: Committee,
-    local: NodeId,
-    public_key: VerifyingKey,
-    party: Party,
-}
-
-impl std::fmt::Debug for Dkls23Share {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dkls23Share")
-            .field("key_id", &self.key_id)
-            .field("generation", &self.generation)
-            .field("local", &self.local)
-            .field("threshold", &self.committee.threshold())
-            .field("n", &self.committee.n())
-            .field("address", &self.ethereum_address())
-            .field("secret", &"[REDACTED]")
-            .finish()
-    }
+/// The DKLs23 part of a [`KeyShare`]: the party's Shamir share of the secret and its
+/// pairwise state with every other member (oblivious-transfer seeds, zero-share seeds),
+/// plus every member's public share (for resharing and [`KeyShare::public_info`]).
+pub(crate) struct Dkls23Secret {
+    pub(crate) party: Party,
+    pub(crate) public_key: VerifyingKey,
+    /// Compressed public share of each member, in committee order.
+    pub(crate) public_shares: Vec<Vec<u8>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -92,104 +77,113 @@ struct StoredDkls23Share {
     committee: Committee,
     local: NodeId,
     party: Party,
+    public_shares: Vec<Vec<u8>>,
 }
 
-const STORED_VERSION: u8 = 2;
+/// Version 3: with every member's public share (version 2, without, was never used by
+/// the pool layer).
+const STORED_VERSION: u8 = 3;
 
-impl Dkls23Share {
-    /// The protocol: [`Protocol::Dkls23`].
-    pub fn protocol(&self) -> Protocol {
-        Protocol::Dkls23
+/// A DKLs23 share's sealed bytes (see [`KeyShare::to_secret_bytes`]).
+pub(crate) fn seal_share(share: &KeyShare, secret: &Dkls23Secret) -> Result<Zeroizing<Vec<u8>>> {
+    #[derive(Serialize)]
+    struct Borrowed<'a> {
+        version: u8,
+        protocol: Protocol,
+        key_id: &'a KeyId,
+        generation: Generation,
+        committee: &'a Committee,
+        local: NodeId,
+        party: &'a Party,
+        public_shares: &'a [Vec<u8>],
     }
-    /// The key's name.
-    pub fn key_id(&self) -> &KeyId {
-        &self.key_id
-    }
-    /// Which generation of shares this is.
-    pub fn generation(&self) -> Generation {
-        self.generation
-    }
-    /// The committee holding the key.
-    pub fn committee(&self) -> &Committee {
-        &self.committee
-    }
-    /// The node holding this share.
-    pub fn local_node(&self) -> NodeId {
-        self.local
-    }
-    /// The shared public key.
-    pub fn public_key(&self) -> VerifyingKey {
-        self.public_key
-    }
-    /// The key's Ethereum address.
-    pub fn ethereum_address(&self) -> EthAddress {
-        EthAddress::from_public_key(&self.public_key())
-    }
+    serde_json::to_vec(&Borrowed {
+        version: STORED_VERSION,
+        protocol: Protocol::Dkls23,
+        key_id: &share.key_id,
+        generation: share.generation,
+        committee: &share.committee,
+        local: share.local,
+        party: &secret.party,
+        public_shares: &secret.public_shares,
+    })
+    .map(Zeroizing::new)
+    .map_err(|e| TssError::Decode {
+        what: "key share",
+        reason: e.to_string(),
+    })
+}
 
-    /// Serializes the share (secret!) for an encrypted keystore, tagged with its
-    /// protocol. The buffer is wiped on drop.
-    pub fn to_secret_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
-        #[derive(Serialize)]
-        struct Borrowed<'a> {
-            version: u8,
-            protocol: Protocol,
-            key_id: &'a KeyId,
-            generation: Generation,
-            committee: &'a Committee,
-            local: NodeId,
-            party: &'a Party,
-        }
-        serde_json::to_vec(&Borrowed {
-            version: STORED_VERSION,
-            protocol: Protocol::Dkls23,
-            key_id: &self.key_id,
-            generation: self.generation,
-            committee: &self.committee,
-            local: self.local,
-            party: &self.party,
-        })
-        .map(Zeroizing::new)
-        .map_err(|e| TssError::Decode {
+/// Restores a DKLs23 share from [`seal_share`] output and checks it against its
+/// committee.
+pub(crate) fn unseal_share(bytes: &[u8]) -> Result<KeyShare> {
+    crate::protocol::expect_stored_protocol(bytes, Protocol::Dkls23)?;
+    let stored: StoredDkls23Share =
+        serde_json::from_slice(bytes).map_err(|e| TssError::Decode {
             what: "key share",
             reason: e.to_string(),
-        })
+        })?;
+    if stored.version != STORED_VERSION {
+        return Err(TssError::Decode {
+            what: "key share",
+            reason: format!("unsupported version {}", stored.version),
+        });
     }
+    build_share(
+        stored.key_id,
+        stored.generation,
+        stored.committee,
+        stored.local,
+        stored.party,
+        stored.public_shares,
+    )
+}
 
-    /// Restores a share from [`Dkls23Share::to_secret_bytes`] output and checks it
-    /// against its committee. A share of another protocol is refused naming it.
-    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self> {
-        crate::protocol::expect_stored_protocol(bytes, Protocol::Dkls23)?;
-        let stored: StoredDkls23Share =
-            serde_json::from_slice(bytes).map_err(|e| TssError::Decode {
-                what: "key share",
-                reason: e.to_string(),
-            })?;
-        if stored.version != STORED_VERSION {
-            return Err(TssError::Decode {
-                what: "key share",
-                reason: format!("unsupported version {}", stored.version),
-            });
-        }
-        let share = Self {
-            key_id: stored.key_id,
-            generation: stored.generation,
-            committee: stored.committee,
-            local: stored.local,
-            public_key: public_key_of(&stored.party)?,
-            party: stored.party,
-        };
-        let i = share.committee.require_index(&share.local)?;
-        let params = &share.party.parameters;
-        if u16::from(share.party.party_index.as_u8()) != i + 1
-            || u16::from(params.share_count) != share.committee.n()
-            || u16::from(params.threshold) != share.committee.threshold()
-        {
-            return Err(TssError::InvalidKeyShare(
-                "share does not match its committee".into(),
-            ));
-        }
-        Ok(share)
+/// A [`KeyShare`] of `party`, checked: its index, threshold and count match the
+/// committee, the public key is a valid key, there is one valid public share per member
+/// and this party's is its secret's.
+fn build_share(
+    key_id: KeyId,
+    generation: Generation,
+    committee: Committee,
+    local: NodeId,
+    party: Party,
+    public_shares: Vec<Vec<u8>>,
+) -> Result<KeyShare> {
+    let i = committee.require_index(&local)?;
+    let params = &party.parameters;
+    if u16::from(party.party_index.as_u8()) != i + 1
+        || u16::from(params.share_count) != committee.n()
+        || u16::from(params.threshold) != committee.threshold()
+        || public_shares.len() != usize::from(committee.n())
+    {
+        return Err(TssError::InvalidKeyShare(
+            "share does not match its committee".into(),
+        ));
     }
+    for share in &public_shares {
+        VerifyingKey::from_sec1_bytes(share)
+            .map_err(|_| TssError::InvalidKeyShare("a public share is not a valid point".into()))?;
+    }
+    let own = (k256_dkls23::ProjectivePoint::GENERATOR * party.poly_point)
+        .to_affine()
+        .to_sec1_point(true);
+    if own.as_bytes() != public_shares[usize::from(i)].as_slice() {
+        return Err(TssError::InvalidKeyShare(
+            "the secret share does not match its public share".into(),
+        ));
+    }
+    Ok(KeyShare {
+        key_id,
+        generation,
+        committee,
+        local,
+        secret: ShareSecret::Dkls23(Box::new(Dkls23Secret {
+            public_key: public_key_of(&party)?,
+            party,
+            public_shares,
+        })),
+    })
 }
 
 /// The party's public key in our k256's type; the identity point (which k256 0.14
@@ -561,7 +555,7 @@ impl TssNode {
         key_id: KeyId,
         committee: Committee,
         eid: ExecutionId,
-    ) -> Result<Dkls23Share> {
+    ) -> Result<KeyShare> {
         const KIND: ProtocolKind = ProtocolKind::Keygen;
         let me = self.node_id();
         let i = committee.require_index(&me)?;
@@ -705,7 +699,7 @@ impl TssNode {
             cc_3.insert(sender, cc);
         }
         proofs.sort_by_key(|p| p.index);
-        let (party, _package) = rounds
+        let (party, package) = rounds
             .compute(|| {
                 session.phase4(
                     &proofs,
@@ -718,27 +712,28 @@ impl TssNode {
                 )
             })
             .map_err(|a| aborted(KIND, a, &members))?;
-        Ok(Dkls23Share {
-            key_id,
-            generation: Generation(0),
-            committee,
-            local: me,
-            public_key: public_key_of(&party)?,
-            party,
-        })
+        let mut public_shares = Vec::with_capacity(members.len());
+        for j in 0..committee.n() {
+            let point = package.verifying_share(party_index(j)?).ok_or_else(|| {
+                TssError::InvalidKeyShare("DKLs23 keygen gave no public share of a member".into())
+            })?;
+            public_shares.push(point.to_sec1_point(true).as_bytes().to_vec());
+        }
+        build_share(key_id, Generation(0), committee, me, party, public_shares)
     }
 
     /// DKLs23 full signing of `digest` with `signers` (exactly the threshold; every signer
     /// gives the same set): three rounds, the last echo-checked. The signature is checked
     /// against the key before it is returned.
-    pub async fn dkls23_sign(
+    pub(crate) async fn dkls23_sign(
         &self,
-        share: &Dkls23Share,
+        share: &KeyShare,
         signers: &[NodeId],
         digest: [u8; 32],
         eid: ExecutionId,
     ) -> Result<EthSignature> {
         const KIND: ProtocolKind = ProtocolKind::Sign;
+        let secret = share.dkls23()?;
         let me = self.node_id();
         let committee = &share.committee;
         let t = usize::from(committee.threshold());
@@ -778,7 +773,7 @@ impl TssNode {
         let receiver_node = |i: PartyIndex| member_list[usize::from(i.as_u8()) - 1];
 
         let (mut session, first) = rounds
-            .compute(|| SignSession::new(&share.party, data))
+            .compute(|| SignSession::new(&secret.party, data))
             .map_err(|a| aborted(KIND, a, &member_list))?;
         let mut direct = BTreeMap::new();
         for msg in first {

@@ -36,7 +36,7 @@ use transport::{Destination, NodeId, SessionChannel, SessionConfig, Transport};
 use zeroize::Zeroizing;
 
 use crate::error::{ProtocolKind, Result, TssError};
-use crate::ethereum::{keccak256, EthAddress, EthSignature};
+use crate::ethereum::{keccak256, EthSignature};
 use crate::identity::IdentitySigner;
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
 use crate::primes::PaillierPrimes;
@@ -49,29 +49,8 @@ use crate::wire::{
 /// The curve.
 pub type Curve = Secp256k1;
 
-/// One party's share of a threshold ECDSA key, complete with aux info (Paillier keys),
-/// ready to sign. Secret: Debug shows only public facts, not Clone.
-pub struct KeyShare {
-    pub(crate) key_id: KeyId,
-    pub(crate) generation: Generation,
-    pub(crate) committee: Committee,
-    pub(crate) local: NodeId,
-    pub(crate) inner: cggmp21::KeyShare<Curve>,
-}
-
-impl std::fmt::Debug for KeyShare {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyShare")
-            .field("key_id", &self.key_id)
-            .field("generation", &self.generation)
-            .field("local", &self.local)
-            .field("threshold", &self.committee.threshold())
-            .field("n", &self.committee.n())
-            .field("address", &self.ethereum_address())
-            .field("secret", &"[REDACTED]")
-            .finish()
-    }
-}
+pub use crate::share::KeyShare;
+use crate::share::ShareSecret;
 
 #[derive(Serialize, Deserialize)]
 struct StoredKeyShare {
@@ -88,96 +67,57 @@ struct StoredKeyShare {
 
 const STORED_VERSION: u8 = 1;
 
-impl KeyShare {
-    /// The protocol: [`Protocol::Cggmp21`].
-    pub fn protocol(&self) -> Protocol {
-        Protocol::Cggmp21
-    }
-    /// The key's name.
-    pub fn key_id(&self) -> &KeyId {
-        &self.key_id
-    }
-    /// Which generation of shares this is.
-    pub fn generation(&self) -> Generation {
-        self.generation
-    }
-    /// The committee holding the key.
-    pub fn committee(&self) -> &Committee {
-        &self.committee
-    }
-    /// The node holding this share.
-    pub fn local_node(&self) -> NodeId {
-        self.local
-    }
-    /// The shared public key.
-    pub fn public_key(&self) -> VerifyingKey {
-        let point = self.inner.shared_public_key();
-        VerifyingKey::from_sec1_bytes(point.to_bytes(false).as_ref())
-            .expect("a non-zero secp256k1 point is a valid public key")
-    }
-    /// The key's Ethereum address.
-    pub fn ethereum_address(&self) -> EthAddress {
-        EthAddress::from_public_key(&self.public_key())
-    }
+/// A CGGMP21 share's sealed bytes (see [`KeyShare::to_secret_bytes`]).
+pub(crate) fn seal_share(
+    share: &KeyShare,
+    inner: &cggmp21::KeyShare<Curve>,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let stored = StoredKeyShare {
+        version: STORED_VERSION,
+        protocol: Some(Protocol::Cggmp21),
+        key_id: share.key_id.clone(),
+        generation: share.generation,
+        committee: share.committee.clone(),
+        local: share.local,
+        share: inner.clone(),
+    };
+    serde_json::to_vec(&stored)
+        .map(Zeroizing::new)
+        .map_err(|e| TssError::Decode {
+            what: "key share",
+            reason: e.to_string(),
+        })
+}
 
-    /// Serializes the share (secret!) for an encrypted keystore. The buffer is wiped on
-    /// drop.
-    pub fn to_secret_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
-        let stored = StoredKeyShare {
-            version: STORED_VERSION,
-            protocol: Some(Protocol::Cggmp21),
-            key_id: self.key_id.clone(),
-            generation: self.generation,
-            committee: self.committee.clone(),
-            local: self.local,
-            share: self.inner.clone(),
-        };
-        serde_json::to_vec(&stored)
-            .map(Zeroizing::new)
-            .map_err(|e| TssError::Decode {
-                what: "key share",
-                reason: e.to_string(),
-            })
+/// Restores a CGGMP21 share from [`seal_share`] output; validates it.
+pub(crate) fn unseal_share(bytes: &[u8]) -> Result<KeyShare> {
+    crate::protocol::expect_stored_protocol(bytes, Protocol::Cggmp21)?;
+    let stored: StoredKeyShare = serde_json::from_slice(bytes).map_err(|e| TssError::Decode {
+        what: "key share",
+        reason: e.to_string(),
+    })?;
+    if stored.version != STORED_VERSION {
+        return Err(TssError::Decode {
+            what: "key share",
+            reason: format!("unsupported version {}", stored.version),
+        });
     }
-
-    /// Restores a share from [`KeyShare::to_secret_bytes`] output; validates it. A share
-    /// of another protocol is refused naming it ([`TssError::ProtocolMismatch`]).
-    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self> {
-        crate::protocol::expect_stored_protocol(bytes, Protocol::Cggmp21)?;
-        let stored: StoredKeyShare =
-            serde_json::from_slice(bytes).map_err(|e| TssError::Decode {
-                what: "key share",
-                reason: e.to_string(),
-            })?;
-        if stored.version != STORED_VERSION {
-            return Err(TssError::Decode {
-                what: "key share",
-                reason: format!("unsupported version {}", stored.version),
-            });
-        }
-        let share = Self {
-            key_id: stored.key_id,
-            generation: stored.generation,
-            committee: stored.committee,
-            local: stored.local,
-            inner: stored.share,
-        };
-        share.check_consistent()?;
-        Ok(share)
+    let i = stored.committee.require_index(&stored.local)?;
+    if stored.share.i != i
+        || stored.share.n() != stored.committee.n()
+        || stored.share.min_signers() != stored.committee.threshold()
+    {
+        return Err(TssError::InvalidKeyShare(
+            "share does not match its committee".into(),
+        ));
     }
-
-    fn check_consistent(&self) -> Result<()> {
-        let i = self.committee.require_index(&self.local)?;
-        if self.inner.i != i
-            || self.inner.n() != self.committee.n()
-            || self.inner.min_signers() != self.committee.threshold()
-        {
-            return Err(TssError::InvalidKeyShare(
-                "share does not match its committee".into(),
-            ));
-        }
-        Ok(())
-    }
+    Ok(KeyShare {
+        key_id: stored.key_id,
+        generation: stored.generation,
+        committee: stored.committee,
+        local: stored.local,
+        secret: ShareSecret::Cggmp21(Box::new(stored.share)),
+    })
 }
 
 /// Aux info of one party (its Paillier key and everyone's public parameters). Secret.
@@ -443,8 +383,26 @@ impl TssNode {
             generation: Generation(0),
             committee,
             local: self.node_id(),
-            inner,
+            secret: ShareSecret::Cggmp21(Box::new(inner)),
         })
+    }
+
+    /// Distributed key generation with `protocol`: every member of `committee` runs
+    /// this with the same arguments. `primes` are needed by protocols with Paillier keys
+    /// ([`ThresholdProtocol::needs_paillier_primes`](crate::protocol::ThresholdProtocol::needs_paillier_primes));
+    /// others ignore them.
+    pub async fn generate_key(
+        &self,
+        protocol: Protocol,
+        key_id: KeyId,
+        committee: Committee,
+        eid: ExecutionId,
+        primes: Option<PaillierPrimes>,
+    ) -> Result<KeyShare> {
+        protocol
+            .implementation()
+            .keygen(self, key_id, committee, eid, primes)
+            .await
     }
 
     /// Aux-info generation for `committee` (Paillier keys with their ZK proofs, all
@@ -517,6 +475,7 @@ impl TssNode {
         signers: &[NodeId],
         eid: ExecutionId,
     ) -> Result<ExecutionId> {
+        let inner_share = share.cggmp21("presignatures")?;
         let (indices, i) = Self::signer_indices(share, signers, self.node_id())?;
         let mut rng = self.run_rng(&eid);
         let (delivery, liveness) = self.delivery(&eid, signers)?;
@@ -527,7 +486,7 @@ impl TssNode {
                     cggmp21::ExecutionId::new(eid.as_bytes()),
                     i,
                     &indices,
-                    &share.inner,
+                    inner_share,
                 )
                 .generate_presignature(&mut rng, party),
             ),
@@ -679,8 +638,10 @@ impl TssNode {
         to_eth(sig, &digest, &presig.public_key)
     }
 
-    /// Full interactive signing (presign + online in one run) of a 32-byte `digest`:
-    /// every signer runs this with the same digest.
+    /// Full interactive signing of a 32-byte `digest` with the share's protocol
+    /// ([`KeyShare::protocol`]; for CGGMP21 presign + online in one run): every signer
+    /// runs this with the same digest, `signers` (exactly the threshold, the same list at
+    /// every signer) and `eid`.
     ///
     /// Taking a digest is safe here, unlike with a presignature (RUSTSEC-2025-0127, see
     /// the [module docs](self)): the digest is each signer's input before the protocol
@@ -695,6 +656,22 @@ impl TssNode {
         digest: [u8; 32],
         eid: ExecutionId,
     ) -> Result<EthSignature> {
+        share
+            .protocol()
+            .implementation()
+            .sign(self, share, signers, digest, eid)
+            .await
+    }
+
+    /// [`TssNode::sign`] of a CGGMP21 share.
+    pub(crate) async fn cggmp21_sign(
+        &self,
+        share: &KeyShare,
+        signers: &[NodeId],
+        digest: [u8; 32],
+        eid: ExecutionId,
+    ) -> Result<EthSignature> {
+        let inner_share = share.cggmp21("signing")?;
         let (indices, i) = Self::signer_indices(share, signers, self.node_id())?;
         let mut rng = self.run_rng(&eid);
         let (delivery, liveness) = self.delivery(&eid, signers)?;
@@ -706,7 +683,7 @@ impl TssNode {
                     cggmp21::ExecutionId::new(eid.as_bytes()),
                     i,
                     &indices,
-                    &share.inner,
+                    inner_share,
                 )
                 .sign(&mut rng, party, data),
             ),

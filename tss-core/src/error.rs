@@ -148,6 +148,15 @@ pub enum TssError {
         /// The protocol the share names.
         found: String,
     },
+    /// The key's protocol has no such operation (e.g. presignatures with DKLs23), or
+    /// this build does not implement it for that protocol yet.
+    #[error("{protocol} keys do not support {operation}")]
+    Unsupported {
+        /// The key's protocol.
+        protocol: crate::protocol::Protocol,
+        /// What was asked for.
+        operation: &'static str,
+    },
     /// Combined signature does not verify under the public key.
     #[error("combined signature does not verify")]
     InvalidSignature,

@@ -79,9 +79,9 @@ pub mod pool;
 mod primes;
 pub mod protocol;
 pub mod reshare;
+mod share;
 pub mod wire;
 
-pub use dkls23::Dkls23Share;
 pub use ecdsa::{AuxInfo, KeyShare, Presignature, TssNode};
 pub use error::{ProtocolKind, Result, StoreError, TssError};
 pub use ethereum::{keccak256, EthAddress, EthSignature};
@@ -90,7 +90,7 @@ pub use ids::{Committee, ExecutionId, Generation, KeyId};
 #[cfg(feature = "insecure-test-primes")]
 pub use primes::{insecure_test_primes, InsecureTestPrimes};
 pub use primes::{PaillierPrimes, PrimePool};
-pub use protocol::{Protocol, UnknownProtocol};
+pub use protocol::{Protocol, ThresholdProtocol, UnknownProtocol};
 pub use reshare::{
     ConfirmFault, PublicKeyInfo, ReshareCertificate, ReshareOutcome, ReshareRequest, ReshareRole,
     ReshareStatement, StagedReshare,

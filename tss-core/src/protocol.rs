@@ -5,10 +5,10 @@
 //! Decoding a share as one protocol's refuses another's with
 //! [`crate::TssError::ProtocolMismatch`], naming both.
 //!
-//! Two protocols: [`Protocol::Cggmp21`] (the pool layer's, `crate::ecdsa`) and
-//! [`Protocol::Dkls23`] (keygen and full signing in `crate::dkls23`; not yet driven by the
-//! pool layer). A name this build does not implement is refused with [`UnknownProtocol`],
-//! which names the ones it has.
+//! Two protocols: [`Protocol::Cggmp21`] (the default, `crate::ecdsa`) and
+//! [`Protocol::Dkls23`] (`crate::dkls23`), each behind the [`ThresholdProtocol`] trait.
+//! A name this build does not implement is refused with [`UnknownProtocol`], which names
+//! the ones it has.
 //!
 //! ```
 //! use tss_core::Protocol;
@@ -21,6 +21,11 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
+use transport::NodeId;
+
+use crate::ethereum::EthSignature;
+use crate::ids::{Committee, ExecutionId, KeyId};
+use crate::{KeyShare, PaillierPrimes, Result, TssError, TssNode};
 
 /// A threshold-ECDSA protocol on secp256k1.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -46,6 +51,145 @@ impl Protocol {
             Protocol::Cggmp21 => "cggmp21",
             Protocol::Dkls23 => "dkls23",
         }
+    }
+}
+
+impl Protocol {
+    /// This protocol's implementation, behind the [`ThresholdProtocol`] seam.
+    pub fn implementation(self) -> &'static dyn ThresholdProtocol {
+        match self {
+            Protocol::Cggmp21 => &Cggmp21,
+            Protocol::Dkls23 => &Dkls23,
+        }
+    }
+
+    /// Whether this is CGGMP21 (serde's test for leaving the default out).
+    pub(crate) fn is_cggmp21(&self) -> bool {
+        *self == Protocol::Cggmp21
+    }
+}
+
+/// What a threshold-ECDSA protocol gives the rest of the crate: the pool layer, the node
+/// and the benches call these (through [`Protocol::implementation`], or
+/// [`TssNode::generate_key`] and [`TssNode::sign`], which dispatch on the protocol or the
+/// share), and see only protocol-neutral types ([`KeyShare`], [`EthSignature`]).
+///
+/// Signing takes exactly the committee's threshold of signers with both protocols.
+/// Resharing deals Shamir shares of the same secret to the new committee with the
+/// crate's own Feldman rounds ([`TssNode::reshare`]); what a new member then runs to make
+/// its share usable is the protocol's (CGGMP21: aux-info).
+#[async_trait::async_trait]
+pub trait ThresholdProtocol: Send + Sync {
+    /// Which protocol this is.
+    fn protocol(&self) -> Protocol;
+    /// Whether keygen and resharing need Paillier primes (from a
+    /// [`PrimeSource`](crate::pool::PrimeSource)).
+    fn needs_paillier_primes(&self) -> bool;
+    /// Whether the protocol has presignatures ([`TssNode::presign`] and one-round
+    /// online signing).
+    fn has_presignatures(&self) -> bool;
+    /// Whether this build can reshare keys of this protocol to a new committee.
+    fn can_reshare(&self) -> bool;
+    /// Distributed key generation (see [`TssNode::generate_key`]).
+    async fn keygen(
+        &self,
+        node: &TssNode,
+        key_id: KeyId,
+        committee: Committee,
+        eid: ExecutionId,
+        primes: Option<PaillierPrimes>,
+    ) -> Result<KeyShare>;
+    /// Full interactive signing of `digest` (see [`TssNode::sign`]).
+    async fn sign(
+        &self,
+        node: &TssNode,
+        share: &KeyShare,
+        signers: &[NodeId],
+        digest: [u8; 32],
+        eid: ExecutionId,
+    ) -> Result<EthSignature>;
+}
+
+/// CGGMP21 behind [`ThresholdProtocol`] (`crate::ecdsa`).
+#[derive(Clone, Copy, Debug)]
+pub struct Cggmp21;
+
+/// DKLs23 behind [`ThresholdProtocol`] (`crate::dkls23`).
+#[derive(Clone, Copy, Debug)]
+pub struct Dkls23;
+
+#[async_trait::async_trait]
+impl ThresholdProtocol for Cggmp21 {
+    fn protocol(&self) -> Protocol {
+        Protocol::Cggmp21
+    }
+    fn needs_paillier_primes(&self) -> bool {
+        true
+    }
+    fn has_presignatures(&self) -> bool {
+        true
+    }
+    fn can_reshare(&self) -> bool {
+        true
+    }
+    async fn keygen(
+        &self,
+        node: &TssNode,
+        key_id: KeyId,
+        committee: Committee,
+        eid: ExecutionId,
+        primes: Option<PaillierPrimes>,
+    ) -> Result<KeyShare> {
+        let primes = primes.ok_or_else(|| {
+            TssError::InvalidKeyShare("a CGGMP21 keygen needs Paillier primes".into())
+        })?;
+        Box::pin(node.keygen(key_id, committee, eid, primes)).await
+    }
+    async fn sign(
+        &self,
+        node: &TssNode,
+        share: &KeyShare,
+        signers: &[NodeId],
+        digest: [u8; 32],
+        eid: ExecutionId,
+    ) -> Result<EthSignature> {
+        Box::pin(node.cggmp21_sign(share, signers, digest, eid)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ThresholdProtocol for Dkls23 {
+    fn protocol(&self) -> Protocol {
+        Protocol::Dkls23
+    }
+    fn needs_paillier_primes(&self) -> bool {
+        false
+    }
+    fn has_presignatures(&self) -> bool {
+        false
+    }
+    fn can_reshare(&self) -> bool {
+        false
+    }
+    async fn keygen(
+        &self,
+        node: &TssNode,
+        key_id: KeyId,
+        committee: Committee,
+        eid: ExecutionId,
+        _primes: Option<PaillierPrimes>,
+    ) -> Result<KeyShare> {
+        Box::pin(node.dkls23_keygen(key_id, committee, eid)).await
+    }
+    async fn sign(
+        &self,
+        node: &TssNode,
+        share: &KeyShare,
+        signers: &[NodeId],
+        digest: [u8; 32],
+        eid: ExecutionId,
+    ) -> Result<EthSignature> {
+        Box::pin(node.dkls23_sign(share, signers, digest, eid)).await
     }
 }
 
@@ -88,9 +232,9 @@ impl std::str::FromStr for Protocol {
     }
 }
 
-/// Checks the `protocol` field of a sealed share before it is decoded as `expected`'s.
-/// Shares sealed before protocols were recorded have none: they are CGGMP21's.
-pub(crate) fn expect_stored_protocol(bytes: &[u8], expected: Protocol) -> crate::Result<()> {
+/// The name in the `protocol` field of a sealed share. Shares sealed before protocols
+/// were recorded have none: they are CGGMP21's.
+fn stored_protocol_name(bytes: &[u8]) -> crate::Result<String> {
     #[derive(Deserialize)]
     struct Header {
         #[serde(default)]
@@ -100,14 +244,29 @@ pub(crate) fn expect_stored_protocol(bytes: &[u8], expected: Protocol) -> crate:
         what: "key share",
         reason: e.to_string(),
     })?;
-    let found = header
+    Ok(header
         .protocol
-        .unwrap_or_else(|| Protocol::Cggmp21.name().to_owned());
+        .map(|name| name.chars().take(64).collect())
+        .unwrap_or_else(|| Protocol::Cggmp21.name().to_owned()))
+}
+
+/// The protocol a sealed share names; one this build does not implement is refused
+/// (as a mismatch with the default protocol, naming what the share says).
+pub(crate) fn stored_protocol(bytes: &[u8]) -> crate::Result<Protocol> {
+    let found = stored_protocol_name(bytes)?;
+    found
+        .parse()
+        .map_err(|_| crate::TssError::ProtocolMismatch {
+            expected: Protocol::default(),
+            found,
+        })
+}
+
+/// Checks the `protocol` field of a sealed share before it is decoded as `expected`'s.
+pub(crate) fn expect_stored_protocol(bytes: &[u8], expected: Protocol) -> crate::Result<()> {
+    let found = stored_protocol_name(bytes)?;
     if found != expected.name() {
-        return Err(crate::TssError::ProtocolMismatch {
-            expected,
-            found: found.chars().take(64).collect(),
-        });
+        return Err(crate::TssError::ProtocolMismatch { expected, found });
     }
     Ok(())
 }

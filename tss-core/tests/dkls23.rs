@@ -12,15 +12,10 @@ use common::*;
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use transport::{DeliveryKind, InMemoryNetwork, NodeId, Tamper, TamperingTransport};
 use tss_core::{
-    keccak256, Committee, Dkls23Share, ExecutionId, KeyId, KeyShare, Protocol, ProtocolKind,
-    TssError, TssNode,
+    keccak256, Committee, ExecutionId, KeyId, KeyShare, Protocol, ProtocolKind, TssError, TssNode,
 };
 
-async fn dkls23_keygen(
-    nodes: &[Arc<TssNode>],
-    committee: &Committee,
-    key: &str,
-) -> Vec<Dkls23Share> {
+async fn dkls23_keygen(nodes: &[Arc<TssNode>], committee: &Committee, key: &str) -> Vec<KeyShare> {
     let key_id = KeyId::new(key).unwrap();
     let eid = fresh_eid(ProtocolKind::Keygen, &key_id, committee.members());
     let runs: Vec<_> = nodes
@@ -42,7 +37,7 @@ type Signing = tokio::task::JoinHandle<tss_core::Result<tss_core::EthSignature>>
 /// Every signer in `signers` (positions in `nodes`/`shares`) signs `digest`.
 async fn dkls23_sign(
     nodes: &[Arc<TssNode>],
-    shares: &Arc<Vec<Dkls23Share>>,
+    shares: &Arc<Vec<KeyShare>>,
     signers: &[usize],
     digest: [u8; 32],
 ) -> Vec<tss_core::Result<tss_core::EthSignature>> {
@@ -56,7 +51,7 @@ async fn dkls23_sign(
 /// Starts the signing of `digest` at every signer in `signers`.
 fn start_signing(
     nodes: &[Arc<TssNode>],
-    shares: &Arc<Vec<Dkls23Share>>,
+    shares: &Arc<Vec<KeyShare>>,
     signers: &[usize],
     digest: [u8; 32],
 ) -> Vec<Signing> {
@@ -71,14 +66,14 @@ fn start_signing(
         .iter()
         .map(|&k| {
             let (node, shares, ids) = (nodes[k].clone(), shares.clone(), ids.clone());
-            tokio::spawn(async move { node.dkls23_sign(&shares[k], &ids, digest, eid).await })
+            tokio::spawn(async move { node.sign(&shares[k], &ids, digest, eid).await })
         })
         .collect()
 }
 
 /// What an L1 contract does (recover the address) and what k256 does (verify (r, s)
 /// against the public key), both outside the `dkls23` crate.
-fn assert_valid_for(share: &Dkls23Share, digest: &[u8; 32], sig: &tss_core::EthSignature) {
+fn assert_valid_for(share: &KeyShare, digest: &[u8; 32], sig: &tss_core::EthSignature) {
     assert_eq!(
         sig.recover_address(digest).unwrap(),
         share.ethereum_address()
@@ -134,9 +129,11 @@ async fn a_dkls23_share_survives_its_sealed_bytes_and_is_refused_as_a_cggmp21_sh
     let nodes = nodes(&network, &ids);
     let committee = Committee::new(ids.clone(), 2).unwrap();
     let shares = dkls23_keygen(&nodes, &committee, "sealed").await;
-    let restored: Vec<Dkls23Share> = shares
+    let restored: Vec<KeyShare> = shares
         .iter()
-        .map(|s| Dkls23Share::from_secret_bytes(&s.to_secret_bytes().unwrap()).unwrap())
+        .map(|s| {
+            KeyShare::from_secret_bytes_of(&s.to_secret_bytes().unwrap(), Protocol::Dkls23).unwrap()
+        })
         .collect();
     assert_eq!(restored[1].ethereum_address(), shares[1].ethereum_address());
     assert_eq!(restored[1].local_node(), ids[1]);
@@ -155,18 +152,30 @@ async fn a_dkls23_share_survives_its_sealed_bytes_and_is_refused_as_a_cggmp21_sh
 
     // Decoded as the other protocol's share, either way round: refused, naming both.
     let bytes = shares[0].to_secret_bytes().unwrap();
-    match KeyShare::from_secret_bytes(&bytes) {
+    match KeyShare::from_secret_bytes_of(&bytes, Protocol::Cggmp21) {
         Err(TssError::ProtocolMismatch { expected, found }) => {
             assert_eq!(expected, Protocol::Cggmp21);
             assert_eq!(found, "dkls23");
         }
         other => panic!("a DKLs23 share decoded as CGGMP21: {other:?}"),
     }
+    // Decoded without an expectation, it is what its bytes name.
+    assert_eq!(
+        KeyShare::from_secret_bytes(&bytes).unwrap().protocol(),
+        Protocol::Dkls23
+    );
+    // A share whose own public share is not its secret's is refused.
+    let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    json["public_shares"][0] = json["public_shares"][1].clone();
+    assert!(matches!(
+        KeyShare::from_secret_bytes(&serde_json::to_vec(&json).unwrap()),
+        Err(TssError::InvalidKeyShare(_))
+    ));
     // A share that names another node's place is refused too.
     let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     json["local"] = serde_json::to_value(ids[2]).unwrap();
     assert!(matches!(
-        Dkls23Share::from_secret_bytes(&serde_json::to_vec(&json).unwrap()),
+        KeyShare::from_secret_bytes_of(&serde_json::to_vec(&json).unwrap(), Protocol::Dkls23),
         Err(TssError::InvalidKeyShare(_))
     ));
 }
@@ -175,7 +184,7 @@ async fn a_dkls23_share_survives_its_sealed_bytes_and_is_refused_as_a_cggmp21_sh
 async fn a_cggmp21_share_is_refused_as_a_dkls23_share() {
     let pool = shared_2_of_3().await;
     let bytes = pool.parties[0].share.to_secret_bytes().unwrap();
-    match Dkls23Share::from_secret_bytes(&bytes) {
+    match KeyShare::from_secret_bytes_of(&bytes, Protocol::Dkls23) {
         Err(TssError::ProtocolMismatch { expected, found }) => {
             assert_eq!(expected, Protocol::Dkls23);
             assert_eq!(found, "cggmp21");
@@ -191,7 +200,7 @@ async fn a_cggmp21_share_is_refused_as_a_dkls23_share() {
         Protocol::Cggmp21
     );
     assert!(matches!(
-        Dkls23Share::from_secret_bytes(&old),
+        KeyShare::from_secret_bytes_of(&old, Protocol::Dkls23),
         Err(TssError::ProtocolMismatch { .. })
     ));
 }
@@ -310,7 +319,7 @@ async fn dkls23_signing_refuses_a_signer_set_that_is_not_the_threshold() {
     let shares = dkls23_keygen(&nodes, &committee, "count").await;
     let eid = fresh_eid(ProtocolKind::Sign, shares[0].key_id(), &ids);
     let err = nodes[0]
-        .dkls23_sign(&shares[0], &ids, [7; 32], eid)
+        .sign(&shares[0], &ids, [7; 32], eid)
         .await
         .unwrap_err();
     assert!(

@@ -135,9 +135,7 @@ async fn five_nodes_run_dkls23_keygen_and_3_of_5_signing_over_libp2p() {
             .map(|&i| {
                 let (node, shares, signer_ids) =
                     (nodes[i].clone(), shares.clone(), signer_ids.clone());
-                tokio::spawn(
-                    async move { node.dkls23_sign(&shares[i], &signer_ids, digest, eid).await },
-                )
+                tokio::spawn(async move { node.sign(&shares[i], &signer_ids, digest, eid).await })
             })
             .collect();
         batches.push((digest, runs));

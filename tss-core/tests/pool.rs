@@ -362,6 +362,7 @@ async fn an_equivocating_proposer_cannot_make_parties_commit_different_states() 
             key_id: key.clone(),
             committee: committee.clone(),
             context: context.to_vec(),
+            protocol: Default::default(),
         })
     };
     let (to_2, to_3) = (proposal(b"stake 100"), proposal(b"stake 1000000"));
@@ -551,6 +552,7 @@ async fn a_proposal_flood_from_one_member_cannot_take_every_follow_slot() {
             key_id,
             committee: pair.clone(),
             context: b"flood".to_vec(),
+            protocol: Default::default(),
         });
         flooder
             .send(
@@ -613,6 +615,7 @@ fn send_keygen_proposal(
         key_id,
         committee: committee.clone(),
         context: b"flood".to_vec(),
+        protocol: Default::default(),
     });
     from.send(
         Destination::Direct(to),
@@ -670,6 +673,7 @@ async fn a_proposal_over_a_run_cap_is_refused_at_once_with_a_busy_abort_to_its_p
         key_id: KeyId::new("over-0").unwrap(),
         committee: pair.clone(),
         context: b"flood".to_vec(),
+        protocol: Default::default(),
     });
     flooder
         .send(
@@ -867,6 +871,7 @@ async fn a_proposal_replayed_after_a_restart_is_refused_from_the_execution_ids_i
             key_id: key.clone(),
             committee: Committee::new(ids.clone(), 2).unwrap(),
             context: b"pool v1".to_vec(),
+            protocol: Default::default(),
         });
         (eid, encode_message(&ControlMsg::Propose(p)).unwrap())
     };
@@ -977,6 +982,7 @@ async fn a_member_sending_another_members_execution_id_first_does_not_make_it_a_
         key_id: key.clone(),
         committee: Committee::new(ids.clone(), 2).unwrap(),
         context: b"pool v1".to_vec(),
+        protocol: Default::default(),
     })))
     .unwrap();
     let (first, second) = (

@@ -205,20 +205,27 @@ fn public_key_info() -> impl Strategy<Value = PublicKeyInfo> {
                 committee,
                 public_key,
                 public_shares,
+                protocol: Default::default(),
             },
         )
 }
 
 fn control_msg() -> impl Strategy<Value = ControlMsg> {
-    let keygen =
-        (eid(), key_id(), committee(), bytes(512)).prop_map(|(eid, key_id, committee, context)| {
+    let keygen = (eid(), key_id(), committee(), bytes(512), any::<bool>()).prop_map(
+        |(eid, key_id, committee, context, dkls23)| {
             Proposal::Keygen(KeygenProposal {
                 eid,
                 key_id,
                 committee,
                 context,
+                protocol: if dkls23 {
+                    tss_core::Protocol::Dkls23
+                } else {
+                    tss_core::Protocol::Cggmp21
+                },
             })
-        });
+        },
+    );
     let sign = (
         eid(),
         key_id(),

@@ -1,6 +1,6 @@
 //! [`PoolNode`]: proposes runs, follows the runs others propose, and commits their results.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -28,6 +28,7 @@ use crate::pool::store::ShareStore;
 use crate::pool::validator::ProposalValidator;
 use crate::pool::validator::SigningInput;
 use crate::primes::{PaillierPrimes, PrimePool};
+use crate::protocol::Protocol;
 use crate::reshare::{PublicKeyInfo, ReshareCertificate, ReshareRole, ReshareStatement};
 use crate::wire::{decode_message, encode_message};
 
@@ -156,6 +157,11 @@ pub struct PoolConfig {
     /// share is pending, or it dealt the key away) asks its peers again, up to 40 times
     /// (default [`DEFAULT_CERTIFICATE_RETRY_INTERVAL`]); a restart asks again too.
     pub certificate_retry_interval: Duration,
+    /// The threshold protocol of each key ([`PoolConfig::with_protocol`]); a key not
+    /// named here is [`Protocol::Cggmp21`]'s. The node creates a key only with its
+    /// protocol, refuses a keygen proposal of another, and refuses to start with a stored
+    /// share of another ([`TssError::ProtocolMismatch`]).
+    pub protocols: BTreeMap<KeyId, Protocol>,
 }
 
 impl PoolConfig {
@@ -172,7 +178,19 @@ impl PoolConfig {
             unresponsive_backoff: DEFAULT_UNRESPONSIVE_BACKOFF,
             max_presignatures: DEFAULT_MAX_PRESIGNATURES,
             certificate_retry_interval: DEFAULT_CERTIFICATE_RETRY_INTERVAL,
+            protocols: BTreeMap::new(),
         }
+    }
+
+    /// Sets the threshold protocol of `key_id` (see [`PoolConfig::protocols`]).
+    pub fn with_protocol(mut self, key_id: KeyId, protocol: Protocol) -> Self {
+        self.protocols.insert(key_id, protocol);
+        self
+    }
+
+    /// The threshold protocol of `key_id`: as set, or [`Protocol::Cggmp21`].
+    pub fn protocol_of(&self, key_id: &KeyId) -> Protocol {
+        self.protocols.get(key_id).copied().unwrap_or_default()
     }
 
     /// Sets [`PoolConfig::certificate_retry_interval`] (at least 100 ms).
@@ -481,6 +499,8 @@ struct Inner {
     validator: Arc<dyn ProposalValidator>,
     store: Arc<dyn ShareStore>,
     primes: Arc<dyn PrimeSource>,
+    /// See [`PoolConfig::protocols`].
+    protocols: BTreeMap<KeyId, Protocol>,
     shares: Mutex<HashMap<KeyId, Arc<KeyShare>>>,
     busy: Mutex<HashSet<KeyId>>,
     /// Notified whenever a key stops being busy.
@@ -650,6 +670,14 @@ impl PoolNode {
                         "the stored share of {key_id} belongs to another node or key"
                     )));
                 }
+                let expected = config.protocol_of(key_id);
+                if share.protocol() != expected {
+                    tracing::error!(%key_id, stored = %share.protocol(), configured = %expected, "the stored share is of another protocol than configured");
+                    return Err(TssError::ProtocolMismatch {
+                        expected,
+                        found: share.protocol().name().into(),
+                    });
+                }
                 shares.insert(key_id.clone(), Arc::new(share));
             }
         }
@@ -694,6 +722,7 @@ impl PoolNode {
                 validator,
                 store,
                 primes,
+                protocols: config.protocols.clone(),
                 shares: Mutex::new(shares),
                 busy: Mutex::default(),
                 busy_freed: tokio::sync::Notify::new(),
@@ -806,6 +835,15 @@ impl PoolNode {
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.me
+    }
+
+    /// The threshold protocol this node keeps `key_id` in ([`PoolConfig::protocols`]).
+    pub fn protocol_of(&self, key_id: &KeyId) -> Protocol {
+        self.inner
+            .protocols
+            .get(key_id)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The protocol layer underneath (presignatures, direct protocol calls).
@@ -1264,6 +1302,7 @@ impl PoolNode {
         );
         let proposal = KeygenProposal {
             eid,
+            protocol: self.protocol_of(&key_id),
             key_id,
             committee,
             context,
@@ -1290,6 +1329,16 @@ impl PoolNode {
                     reason: format!("{} {ALREADY_HOLDS_A_SHARE} {}", self.inner.me, p.key_id),
                 });
             }
+            let mine = self.protocol_of(&p.key_id);
+            if p.protocol != mine {
+                return Err(TssError::InvalidProposal {
+                    from: proposer,
+                    reason: format!(
+                        "{} keeps {} as a {mine} key, not {}",
+                        self.inner.me, p.key_id, p.protocol
+                    ),
+                });
+            }
             let state = self
                 .inner
                 .validator
@@ -1306,10 +1355,20 @@ impl PoolNode {
         let run_eid = proposal.run_eid();
         let share = self
             .execute(&proposal, proposer, propose, &[], async {
-                let primes = self.inner.primes.take().await?;
+                let protocol = p.protocol.implementation();
+                let primes = match protocol.needs_paillier_primes() {
+                    true => Some(self.inner.primes.take().await?),
+                    false => None,
+                };
                 self.inner
                     .tss
-                    .keygen(p.key_id.clone(), p.committee.clone(), run_eid, primes)
+                    .generate_key(
+                        p.protocol,
+                        p.key_id.clone(),
+                        p.committee.clone(),
+                        run_eid,
+                        primes,
+                    )
                     .await
             })
             .await?;
@@ -1712,7 +1771,17 @@ impl PoolNode {
     /// Presignatures live in memory only: a restart, or a reshare of the key, drops
     /// them. A member refuses to make more than [`PoolConfig::max_presignatures`] of one
     /// key.
+    ///
+    /// A key whose protocol has no presignatures (DKLs23) makes none: this returns 0
+    /// (signing is full signing, which for DKLs23 takes milliseconds).
     pub async fn fill_presignatures(&self, key_id: &KeyId, target: usize) -> Result<usize> {
+        if !self
+            .protocol_of(key_id)
+            .implementation()
+            .has_presignatures()
+        {
+            return Ok(0);
+        }
         let mut made = 0;
         while self.presignatures_ready(key_id) < target {
             self.propose_presign(key_id).await?;
@@ -1729,6 +1798,7 @@ impl PoolNode {
         let share = self
             .share(key_id)
             .ok_or_else(|| TssError::NoShare(key_id.clone()))?;
+        presignatures_supported(&share)?;
         let (signers, _) = self.pick_signers(key_id, share.committee(), &[])?;
         let eid = ExecutionId::random(
             ProtocolKind::Presign,
@@ -1806,6 +1876,7 @@ impl PoolNode {
                 reason,
             };
             let share = self.signer_set_share(proposer, &p.key_id, p.generation, &p.signers)?;
+            presignatures_supported(&share).map_err(|e| bad(e.to_string()))?;
             let held = self.inner.tss.presignatures_ready(&p.key_id);
             if held >= self.inner.max_presignatures {
                 return Err(bad(format!(
@@ -2032,6 +2103,13 @@ impl PoolNode {
         let share = self
             .share(key_id)
             .ok_or_else(|| TssError::NoShare(key_id.clone()))?;
+        let protocol = share.protocol();
+        if !protocol.implementation().can_reshare() {
+            return Err(TssError::Unsupported {
+                protocol,
+                operation: "resharing",
+            });
+        }
         let old = share.public_info();
         let dealers =
             dealers.unwrap_or_else(|| default_dealers(&old.committee, me, &new_committee));
@@ -2159,6 +2237,18 @@ impl PoolNode {
                     )))
                 }
                 _ => {}
+            }
+            // A joiner has no share to compare with: its configuration says what the
+            // key's protocol is.
+            let mine = self.protocol_of(&key_id);
+            if p.old.protocol != mine {
+                return Err(bad(format!(
+                    "{me} keeps {key_id} as a {mine} key, not {}",
+                    p.old.protocol
+                )));
+            }
+            if !mine.implementation().can_reshare() {
+                return Err(bad(format!("{mine} keys cannot be reshared yet")));
             }
             // A store never overwrites a generation: one held pending from a failed run
             // (its certificate may yet come) makes this node refuse to reuse it.
@@ -2689,6 +2779,18 @@ fn public_key_of(info: &PublicKeyInfo) -> Result<k256::ecdsa::VerifyingKey> {
         what: "public key",
         reason: "not a valid secp256k1 point".into(),
     })
+}
+
+/// [`TssError::Unsupported`] unless `share`'s protocol has presignatures.
+fn presignatures_supported(share: &KeyShare) -> Result<()> {
+    let protocol = share.protocol();
+    match protocol.implementation().has_presignatures() {
+        true => Ok(()),
+        false => Err(TssError::Unsupported {
+            protocol,
+            operation: "presignatures",
+        }),
+    }
 }
 
 /// Dealers of a reshare: exactly the old threshold of old members; the proposer first,

@@ -8,6 +8,7 @@ use transport::NodeId;
 
 use crate::error::{Result, TssError};
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
+use crate::protocol::Protocol;
 use crate::reshare::{PublicKeyInfo, ReshareCertificate, ReshareRequest};
 
 /// Run keygen for `committee`.
@@ -22,6 +23,10 @@ pub struct KeygenProposal {
     /// The embedder's facts the run is based on (e.g. the pool as read from L1); the
     /// [`crate::pool::ProposalValidator`] of every member checks them.
     pub context: Vec<u8>,
+    /// The threshold protocol of the key. Every member refuses a keygen of another
+    /// protocol than the one its [`crate::pool::PoolConfig`] names for the key.
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 /// Sign what `request` describes with `signers`.

@@ -126,10 +126,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use transport::NodeId;
 
-use crate::ecdsa::{Curve, KeyShare};
+use crate::ecdsa::Curve;
 use crate::error::{Result, TssError};
 use crate::ids::{Committee, ExecutionId, Generation, KeyId};
 use crate::primes::PaillierPrimes;
+use crate::protocol::Protocol;
+use crate::share::{KeyShare, ShareSecret};
 
 mod complaints;
 mod confirm;
@@ -161,6 +163,10 @@ pub struct PublicKeyInfo {
     pub public_key: Vec<u8>,
     /// Compressed public share of each member, in committee order.
     pub public_shares: Vec<Vec<u8>>,
+    /// The key's protocol (left out of the encoding for CGGMP21, so digests of CGGMP21
+    /// keys are what they were before protocols were recorded).
+    #[serde(default, skip_serializing_if = "Protocol::is_cggmp21")]
+    pub protocol: Protocol,
 }
 
 impl PublicKeyInfo {
@@ -198,22 +204,27 @@ impl PublicKeyInfo {
 impl KeyShare {
     /// The public facts of this share's generation (safe to send to joining nodes).
     pub fn public_info(&self) -> PublicKeyInfo {
+        let (public_key, public_shares) = match &self.secret {
+            ShareSecret::Cggmp21(inner) => (
+                inner.shared_public_key.to_bytes(true).as_ref().to_vec(),
+                inner
+                    .public_shares
+                    .iter()
+                    .map(|p| p.to_bytes(true).as_ref().to_vec())
+                    .collect(),
+            ),
+            ShareSecret::Dkls23(secret) => (
+                secret.public_key.to_encoded_point(true).as_bytes().to_vec(),
+                secret.public_shares.clone(),
+            ),
+        };
         PublicKeyInfo {
             key_id: self.key_id.clone(),
             generation: self.generation,
             committee: self.committee.clone(),
-            public_key: self
-                .inner
-                .shared_public_key
-                .to_bytes(true)
-                .as_ref()
-                .to_vec(),
-            public_shares: self
-                .inner
-                .public_shares
-                .iter()
-                .map(|p| p.to_bytes(true).as_ref().to_vec())
-                .collect(),
+            public_key,
+            public_shares,
+            protocol: self.protocol(),
         }
     }
 }

@@ -12,6 +12,7 @@ use transport::{Destination, NodeId};
 use crate::ecdsa::{Curve, KeyShare, TssNode};
 use crate::error::{Result, TssError};
 use crate::identity::{verify_identity_signature, IdentitySignature};
+use crate::share::ShareSecret;
 
 use super::{
     complaints::{
@@ -45,6 +46,13 @@ impl TssNode {
         role: ReshareRole<'_>,
     ) -> Result<StagedReshare<'_>> {
         request.validate()?;
+        let protocol = request.old.protocol;
+        if !protocol.implementation().can_reshare() {
+            return Err(TssError::Unsupported {
+                protocol,
+                operation: "resharing",
+            });
+        }
         let me = self.node_id();
         let dealers = request.dealers.clone();
         let new_members = request.new_committee.members().to_vec();
@@ -106,7 +114,7 @@ impl TssNode {
             })?;
             let j = dealers.iter().position(|d| *d == me).unwrap_or_default();
             let mut rng = ChaCha20Rng::from_entropy();
-            let x_j: &Scalar<Curve> = share.inner.x.as_ref();
+            let x_j: &Scalar<Curve> = share.cggmp21("resharing")?.x.as_ref();
             let mut w = lambdas[j] * x_j;
             let mut coefs: Vec<SecretScalar<Curve>> = vec![SecretScalar::new(&mut w)];
             coefs.extend((1..t_new).map(|_| SecretScalar::random(&mut rng)));
@@ -329,6 +337,7 @@ impl TssNode {
                 .iter()
                 .map(|p| p.to_bytes(true).as_ref().to_vec())
                 .collect(),
+            protocol: request.old.protocol,
         };
         let statement = ReshareStatement {
             eid: request.eid,
@@ -395,7 +404,7 @@ impl TssNode {
                 generation: new_info.generation,
                 committee: request.new_committee.clone(),
                 local: me,
-                inner,
+                secret: ShareSecret::Cggmp21(Box::new(inner)),
             });
             heartbeats = Some(beats);
         }

@@ -1,0 +1,261 @@
+//! The pool layer with either threshold protocol: a key is created and used with the
+//! protocol every member's [`PoolConfig`] names for it, and a member configured for
+//! another protocol (or holding a share of another) refuses.
+//!
+//! The behaviour tests that run against both protocols are generated per protocol by
+//! `for_each_protocol!` (one test function per protocol, named after it).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{keygen_and_wait, node_ids};
+use transport::{InMemoryNetwork, NodeId};
+use tss_core::pool::{
+    KeygenProposal, MemoryShareStore, PoolConfig, PoolNode, ProposalValidator, Rejection,
+    ReshareProposal, SignProposal, SigningInput,
+};
+use tss_core::{
+    keccak256, Committee, InsecureTestPrimes, KeyId, Protocol, PublicKeyInfo, TssError,
+};
+
+/// Accepts everything; the message to sign is the request itself, hashed by each signer.
+struct AcceptAll;
+
+#[async_trait]
+impl ProposalValidator for AcceptAll {
+    async fn check_keygen(&self, _: NodeId, p: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
+        Ok(p.context.clone())
+    }
+    async fn check_sign(
+        &self,
+        _: NodeId,
+        p: &SignProposal,
+        _: &PublicKeyInfo,
+    ) -> Result<SigningInput, Rejection> {
+        Ok(SigningInput::Message(p.request.clone()))
+    }
+    async fn check_reshare(
+        &self,
+        _: NodeId,
+        p: &ReshareProposal,
+        _: Option<&PublicKeyInfo>,
+    ) -> Result<Vec<u8>, Rejection> {
+        Ok(p.context.clone())
+    }
+}
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+async fn start_node(
+    network: &InMemoryNetwork,
+    all: &[NodeId],
+    me: NodeId,
+    store: Arc<MemoryShareStore>,
+    key: &KeyId,
+    protocol: Protocol,
+) -> Result<PoolNode, TssError> {
+    let index = all.iter().position(|n| *n == me).unwrap();
+    PoolNode::start(
+        PoolConfig::new(all.to_vec()).with_protocol(key.clone(), protocol),
+        Arc::new(network.endpoint(me)),
+        common::signer_for(&me),
+        Arc::new(AcceptAll),
+        store,
+        Arc::new(InsecureTestPrimes::new(index)),
+        std::slice::from_ref(key),
+    )
+    .await
+}
+
+/// Starts `protocols.len()` nodes, node `i` configured with `protocols[i]` for `key`.
+async fn start_nodes(
+    network: &InMemoryNetwork,
+    key: &KeyId,
+    protocols: &[Protocol],
+) -> (Vec<NodeId>, Vec<PoolNode>, Vec<Arc<MemoryShareStore>>) {
+    let ids = node_ids(protocols.len() as u8);
+    let mut nodes = Vec::new();
+    let mut stores = Vec::new();
+    for (id, protocol) in ids.iter().zip(protocols) {
+        let store = Arc::new(MemoryShareStore::new());
+        nodes.push(
+            start_node(network, &ids, *id, store.clone(), key, *protocol)
+                .await
+                .unwrap(),
+        );
+        stores.push(store);
+    }
+    (ids, nodes, stores)
+}
+
+/// One `#[test]` per protocol, each calling `$body(protocol)`.
+macro_rules! for_each_protocol {
+    ($body:ident: $($name:ident => $protocol:expr),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                common::run($body($protocol));
+            }
+        )+
+    };
+}
+
+/// A 2-of-3 pool creates the key through a keygen proposal, every member holds a share
+/// of the configured protocol, and a validated request signed through `propose_sign` by
+/// two different signer sets recovers (ecrecover, outside the protocol code) to the key's
+/// Ethereum address; a second request signs too.
+async fn keygen_then_validated_signing_recovers_the_pool_address(protocol: Protocol) {
+    let network = InMemoryNetwork::new();
+    let key = KeyId::new("pool-key").unwrap();
+    let (ids, nodes, _) = start_nodes(&network, &key, &[protocol; 3]).await;
+    let committee = Committee::new(ids.clone(), 2).unwrap();
+    let share = keygen_and_wait(
+        &nodes[0],
+        &nodes[1..],
+        &key,
+        committee,
+        b"l1".to_vec(),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(share.protocol(), protocol);
+    for node in &nodes {
+        let held = node.share(&key).expect("every member holds a share");
+        assert_eq!(held.protocol(), protocol);
+        assert_eq!(held.ethereum_address(), share.ethereum_address());
+    }
+    for (proposer, request) in [(0usize, &b"batch 1"[..]), (2, &b"batch 2"[..])] {
+        let out = nodes[proposer]
+            .propose_sign(&key, request.to_vec(), None)
+            .await
+            .expect("signing");
+        assert_eq!(out.digest, keccak256(request));
+        assert_eq!(
+            out.signature.recover_address(&keccak256(request)).unwrap(),
+            share.ethereum_address()
+        );
+        assert!(out.signers.contains(&ids[proposer]));
+    }
+}
+
+for_each_protocol!(keygen_then_validated_signing_recovers_the_pool_address:
+    cggmp21_pool_keygen_then_validated_signing_recovers_the_pool_address => Protocol::Cggmp21,
+    dkls23_pool_keygen_then_validated_signing_recovers_the_pool_address => Protocol::Dkls23,
+);
+
+/// A member configured for another protocol than the proposer's refuses its keygen
+/// proposal, naming both protocols; the key is created by nobody.
+async fn a_member_configured_for_another_protocol_refuses_the_keygen(protocol: Protocol) {
+    let other = match protocol {
+        Protocol::Cggmp21 => Protocol::Dkls23,
+        _ => Protocol::Cggmp21,
+    };
+    let network = InMemoryNetwork::new();
+    let key = KeyId::new("pool-key").unwrap();
+    let (ids, nodes, _) = start_nodes(&network, &key, &[protocol, protocol, other]).await;
+    let committee = Committee::new(ids.clone(), 2).unwrap();
+    let err = nodes[0]
+        .propose_keygen(key.clone(), committee, Vec::new())
+        .await
+        .expect_err("a member keeps the key in another protocol");
+    let text = err.to_string();
+    assert!(
+        text.contains(other.name()) && text.contains(protocol.name()),
+        "{text}"
+    );
+    for node in &nodes {
+        assert!(node.share(&key).is_none());
+    }
+}
+
+for_each_protocol!(a_member_configured_for_another_protocol_refuses_the_keygen:
+    a_dkls23_member_refuses_a_cggmp21_keygen => Protocol::Cggmp21,
+    a_cggmp21_member_refuses_a_dkls23_keygen => Protocol::Dkls23,
+);
+
+/// A DKLs23 key has no presignatures: filling makes none, a presign proposal is refused
+/// with a typed error, and signing is full signing; resharing it is refused with a typed
+/// error until DKLs23 resharing exists (no run starts).
+#[test]
+fn a_dkls23_key_makes_no_presignatures_and_refuses_a_reshare_it_cannot_do() {
+    common::run(async {
+        let network = InMemoryNetwork::new();
+        let key = KeyId::new("pool-key").unwrap();
+        let (ids, nodes, _) = start_nodes(&network, &key, &[Protocol::Dkls23; 3]).await;
+        let committee = Committee::new(ids.clone(), 2).unwrap();
+        keygen_and_wait(
+            &nodes[0],
+            &nodes[1..],
+            &key,
+            committee.clone(),
+            Vec::new(),
+            LIMIT,
+        )
+        .await;
+        assert_eq!(nodes[0].fill_presignatures(&key, 2).await.unwrap(), 0);
+        assert_eq!(nodes[0].presignatures_ready(&key), 0);
+        match nodes[0].propose_presign(&key).await {
+            Err(TssError::Unsupported {
+                protocol: Protocol::Dkls23,
+                operation,
+            }) => assert_eq!(operation, "presignatures"),
+            other => panic!("a DKLs23 presignature was proposed: {other:?}"),
+        }
+        let out = nodes[1]
+            .propose_sign(&key, b"after the refusals".to_vec(), None)
+            .await
+            .unwrap();
+        assert_eq!(out.presignature, None);
+        let smaller = Committee::new(ids[..2].to_vec(), 2).unwrap();
+        match nodes[0]
+            .propose_reshare(&key, smaller, None, Vec::new())
+            .await
+        {
+            Err(TssError::Unsupported {
+                protocol: Protocol::Dkls23,
+                operation,
+            }) => assert_eq!(operation, "resharing"),
+            other => panic!("a DKLs23 reshare was proposed: {other:?}"),
+        }
+        assert_eq!(nodes[2].share(&key).unwrap().committee().n(), 3);
+    });
+}
+
+/// A node whose stored share is of another protocol than its configuration names for
+/// the key refuses to start, with a typed error naming both (rather than serve the key
+/// with the wrong protocol or drop the share).
+async fn a_node_refuses_to_start_with_a_stored_share_of_another_protocol(protocol: Protocol) {
+    let other = match protocol {
+        Protocol::Cggmp21 => Protocol::Dkls23,
+        _ => Protocol::Cggmp21,
+    };
+    let network = InMemoryNetwork::new();
+    let key = KeyId::new("pool-key").unwrap();
+    let (ids, nodes, stores) = start_nodes(&network, &key, &[protocol; 3]).await;
+    let committee = Committee::new(ids.clone(), 2).unwrap();
+    keygen_and_wait(&nodes[0], &nodes[1..], &key, committee, Vec::new(), LIMIT).await;
+    nodes[2].shutdown();
+    nodes[2].stopped().await;
+    let restarted = InMemoryNetwork::new();
+    match start_node(&restarted, &ids, ids[2], stores[2].clone(), &key, other).await {
+        Err(TssError::ProtocolMismatch { expected, found }) => {
+            assert_eq!(expected, other);
+            assert_eq!(found, protocol.name());
+        }
+        Ok(_) => panic!("started with a {protocol} share configured as {other}"),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+    // The share is still there: configured right, the node starts and holds it.
+    let node = start_node(&restarted, &ids, ids[2], stores[2].clone(), &key, protocol)
+        .await
+        .unwrap();
+    assert_eq!(node.share(&key).unwrap().protocol(), protocol);
+}
+
+for_each_protocol!(a_node_refuses_to_start_with_a_stored_share_of_another_protocol:
+    a_node_refuses_to_start_with_a_stored_cggmp21_share_configured_as_dkls23 => Protocol::Cggmp21,
+    a_node_refuses_to_start_with_a_stored_dkls23_share_configured_as_cggmp21 => Protocol::Dkls23,
+);
