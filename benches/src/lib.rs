@@ -448,9 +448,11 @@ pub async fn reshare(nodes: &Nodes, shares: &Arc<Vec<KeyShare>>, t: u16) -> Vec<
                 let role = match dealer {
                     true => ReshareRole::DealerAndNewMember {
                         old_share: &shares[i],
-                        primes,
+                        primes: Some(primes),
                     },
-                    false => ReshareRole::NewMember { primes },
+                    false => ReshareRole::NewMember {
+                        primes: Some(primes),
+                    },
                 };
                 // The new share is not stored (a benchmark): confirm at once.
                 Box::pin(node.reshare(&request, role))

@@ -211,7 +211,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let party = TssNode::new(std::sync::Arc::new(d)).with_idle_timeout(IDLE);
     let role = ReshareRole::NewMember {
-        primes: s.primes.clone_fixture(),
+        primes: Some(s.primes.clone_fixture()),
     };
     let result = s.rt.block_on(async {
         // The new share (if any) is not stored: nothing here may confirm anyway.

@@ -83,6 +83,8 @@ pub struct DevnetOptions {
     /// inbox: its own keygen, address registration, batches and reshares beside the
     /// batches key's.
     pub state_key: bool,
+    /// The threshold protocol of every key (`--protocol`; default CGGMP21).
+    pub protocol: tss_core::Protocol,
 }
 
 /// The devnet's second key (with [`DevnetOptions::state_key`]).
@@ -111,6 +113,7 @@ impl Default for DevnetOptions {
             timeout: Duration::from_secs(900),
             log_file: None,
             state_key: false,
+            protocol: tss_core::Protocol::default(),
         }
     }
 }
@@ -150,6 +153,8 @@ pub struct DevnetStep {
 pub struct DevnetReport {
     /// Transport used.
     pub transport: DevnetTransport,
+    /// The keys' threshold protocol.
+    pub protocol: tss_core::Protocol,
     /// The `SequencerStaking` contract on the devnet's anvil.
     pub staking: String,
     /// The `BatchInbox` contract.
@@ -535,6 +540,9 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
             settings.presignatures = 1;
             if let Some(inbox) = state_inbox {
                 settings = settings.with_key(KeySettings::new(STATE_KEY, STATE_ROLE, inbox));
+            }
+            for key in &mut settings.keys {
+                key.protocol = opts.protocol;
             }
             settings.shutdown = shutdown.clone();
             settings.tasks = tasks.clone();
@@ -965,6 +973,7 @@ pub async fn run(opts: DevnetOptions) -> Result<DevnetReport> {
         let report = DevnetReport {
             state_key,
             transport: opts.transport,
+            protocol: opts.protocol,
             staking: deployment.staking.to_string(),
             inbox: deployment.inbox.to_string(),
             l1_txs,
@@ -1127,6 +1136,7 @@ fn print_summary(r: &DevnetReport) {
             DevnetTransport::InMemory => "in-memory",
         }
     );
+    println!("threshold protocol:   {}", r.protocol);
     println!("pool address:         {}", r.address_after_keygen);
     println!("SequencerStaking:     {}", r.staking);
     println!("BatchInbox:           {}", r.inbox);

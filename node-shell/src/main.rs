@@ -65,6 +65,9 @@ enum Command {
         /// registration, batches and reshares beside the batches key's.
         #[arg(long)]
         state_key: bool,
+        /// The keys' threshold protocol: cggmp21 (default) or dkls23.
+        #[arg(long, default_value = "cggmp21")]
+        protocol: tss_core::Protocol,
     },
     /// Generates an ed25519 identity key file and prints the node id.
     GenIdentity {
@@ -169,6 +172,7 @@ async fn main() -> ExitCode {
             timeout_secs,
             log_file,
             state_key,
+            protocol,
         } => {
             let log_file = log_file.unwrap_or_else(logging::default_devnet_log_path);
             if let Err(e) = logging::init_devnet(&log_file) {
@@ -189,6 +193,7 @@ async fn main() -> ExitCode {
             opts.timeout = Duration::from_secs(timeout_secs);
             opts.log_file = Some(log_file.clone());
             opts.state_key = state_key;
+            opts.protocol = protocol;
             log_hint = Some(log_file);
             // `run` stops the nodes and waits for their tasks, the pool layers' included.
             node_shell::devnet::run(opts).await.map(|_| ())

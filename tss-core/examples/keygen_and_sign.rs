@@ -106,9 +106,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let role = match k {
                 0 | 1 => ReshareRole::DealerAndNewMember {
                     old_share: &shares[k],
-                    primes,
+                    primes: Some(primes),
                 },
-                _ => ReshareRole::NewMember { primes },
+                _ => ReshareRole::NewMember {
+                    primes: Some(primes),
+                },
             };
             let staged = node.reshare(&request, role).await?;
             if let Some(_share) = staged.new_share() {

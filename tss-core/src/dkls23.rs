@@ -20,7 +20,12 @@
 //!   waiting for a silent one (crashed, or gone after an abort) still time out.
 //! - **Bans.** A failed oblivious-transfer check means the culprit learned something
 //!   about the pairwise state: [`TssError::MustExclude`] names it, and the caller must
-//!   never run this key with it again (the pool layer does not drive DKLs23 yet).
+//!   never run this key with it again (the pool layer does not keep such bans yet).
+//! - **Resharing.** The crate has no member change. A new committee gets Shamir shares of
+//!   the same secret from tss-core's Feldman resharing (shared with CGGMP21), then runs
+//!   the crate's complete refresh from a party holding only that share, which builds the
+//!   pairwise state; the refresh's re-randomization is dropped so that the share stays
+//!   the one the reshare certificate binds (its public share is checked).
 //!
 //! Compared with CGGMP21: no Paillier keys, no aux-info and no presignatures (the
 //! message is bound from the first signing round on), signing needs exactly the
@@ -42,6 +47,7 @@ use dkls23::protocols::signing::{Broadcast3to4, SignData, TransmitPhase1to2, Tra
 use dkls23::protocols::{Abort, AbortKind, Parameters, PartiesMessage, PartyIndex};
 use dkls23::{DkgSession, SignSession};
 use k256::ecdsa::VerifyingKey;
+use k256_dkls23::elliptic_curve::ff::PrimeField;
 use k256_dkls23::elliptic_curve::sec1::ToSec1Point;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -66,6 +72,18 @@ pub(crate) struct Dkls23Secret {
     pub(crate) public_key: VerifyingKey,
     /// Compressed public share of each member, in committee order.
     pub(crate) public_shares: Vec<Vec<u8>>,
+}
+
+impl Dkls23Secret {
+    /// The Shamir share in CGGMP21's scalar type (the reshare's dealing is shared code).
+    pub(crate) fn secret_scalar(
+        &self,
+    ) -> Result<Zeroizing<cggmp21::generic_ec::Scalar<crate::ecdsa::Curve>>> {
+        let bytes = Zeroizing::new(self.party.poly_point.to_repr());
+        cggmp21::generic_ec::Scalar::from_be_bytes(bytes.as_slice())
+            .map(Zeroizing::new)
+            .map_err(|_| TssError::InvalidKeyShare("the DKLs23 share is not a scalar".into()))
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -814,5 +832,193 @@ impl TssNode {
             .phase4(&received3, true)
             .map_err(|a| aborted(KIND, a, &member_list))?;
         EthSignature::from_rs(sig.r, sig.s, &digest, &share.public_key())
+    }
+    /// A reshare's last step for a new member of a DKLs23 key: its Shamir share `x` (32
+    /// bytes, big-endian) from the crate's Feldman rounds, already checked against the
+    /// dealers' commitments, becomes a DKLs23 share by the new committee's pairwise
+    /// setup: the `dkls23` crate's complete refresh (fresh oblivious-transfer and
+    /// zero-share state for every pair), run from a "hollow" party holding only the
+    /// share. The refresh's re-randomization of the share (a sharing of zero) is
+    /// discarded: the share stays the one the reshare statement and its certificate
+    /// bind (its public share is checked). Every new member runs this with the same
+    /// arguments but its own `x`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn dkls23_complete_reshare(
+        &self,
+        key_id: KeyId,
+        generation: Generation,
+        committee: Committee,
+        x: &[u8],
+        public_key: &[u8],
+        public_shares: Vec<Vec<u8>>,
+        eid: ExecutionId,
+    ) -> Result<KeyShare> {
+        const KIND: ProtocolKind = ProtocolKind::Reshare;
+        let me = self.node_id();
+        let i = committee.require_index(&me)?;
+        let my_index = party_index(i)?;
+        let members = committee.members().to_vec();
+        let index_of =
+            |node: &NodeId| -> Result<PartyIndex> { party_index(committee.require_index(node)?) };
+        let bad_share = || TssError::InvalidKeyShare("the reshared DKLs23 share is invalid".into());
+        let x_bytes = k256_dkls23::FieldBytes::try_from(x).map_err(|_| bad_share())?;
+        let x: k256_dkls23::Scalar =
+            Option::from(k256_dkls23::Scalar::from_repr(x_bytes)).ok_or_else(bad_share)?;
+        let pk = *k256_dkls23::PublicKey::from_sec1_bytes(public_key)
+            .map_err(|_| bad_share())?
+            .as_affine();
+        // Every new member starts from the same session id and chain code (no
+        // derivation is used; signing binds them, so they must agree).
+        let session_id = {
+            let mut h = Sha256::new();
+            h.update(b"tss-core/dkls23/reshare-session/v1\0");
+            h.update(eid.as_bytes());
+            h.finalize().to_vec()
+        };
+        let chain_code: [u8; 32] = {
+            let mut h = Sha256::new();
+            h.update(b"tss-core/dkls23/reshare-chain-code/v1\0");
+            h.update(pk.to_sec1_point(true).as_bytes());
+            h.finalize().into()
+        };
+        let hollow = Party {
+            parameters: parameters(&committee)?,
+            party_index: my_index,
+            session_id,
+            poly_point: x,
+            pk,
+            zero_share: dkls23::utilities::zero_shares::ZeroShare { seeds: Vec::new() },
+            mul_senders: BTreeMap::new(),
+            mul_receivers: BTreeMap::new(),
+            derivation_data: dkls23::protocols::derivation::DerivData {
+                depth: 0,
+                child_number: 0,
+                parent_fingerprint: [0; 4],
+                poly_point: x,
+                pk,
+                chain_code,
+            },
+            address: dkls23::secp256k1::compute_eth_address(&pk),
+        };
+        let refresh_sid = eid.as_bytes().to_vec();
+        let mut rounds = self.dkls23_rounds(&eid, KIND, &members)?;
+
+        // Round 1: fragments of a random polynomial with a zero constant term (direct).
+        let fragments = Zeroizing::new(rounds.compute(|| hollow.refresh_complete_phase1()));
+        let mut direct = BTreeMap::new();
+        for (j, node) in members.iter().enumerate() {
+            if *node != me {
+                direct.insert(*node, encode(&fragments[j])?);
+            }
+        }
+        let got = rounds.exchange(1, direct, Vec::new()).await?;
+        let mut received = Vec::with_capacity(members.len());
+        for node in &members {
+            if *node == me {
+                received.push(fragments[usize::from(i)]);
+            } else {
+                received.push(decode::<k256_dkls23::Scalar>(
+                    KIND,
+                    *node,
+                    &got.direct[node],
+                )?);
+            }
+        }
+        drop(fragments);
+
+        // Round 2: the proof of the (zero) constant term (broadcast, echo-checked) and
+        // the zero-share seed commitments (direct). No commit-then-reveal here, unlike
+        // keygen: the constant terms only have to sum to zero, and the correction they
+        // make is discarded, so a party choosing its term after seeing the others' can
+        // only make the run abort.
+        let (correction, proof, zero_keep_2, zero_2) =
+            rounds.compute(|| hollow.refresh_complete_phase2(&refresh_sid, &received));
+        drop(received);
+        let mut direct = BTreeMap::new();
+        for msg in zero_2 {
+            let to = members[usize::from(msg.parties.receiver.as_u8()) - 1];
+            direct.insert(to, encode(&msg)?);
+        }
+        let got2 = rounds.exchange(2, direct, encode(&proof)?).await?;
+        let mut proofs = vec![proof];
+        let mut zero_received_2 = Vec::new();
+        for (from, bytes) in &got2.direct {
+            let sender = index_of(from)?;
+            let msg: TransmitInitZeroSharePhase2to4 = decode(KIND, *from, bytes)?;
+            check_parties(KIND, *from, &msg.parties, sender, my_index)?;
+            zero_received_2.push(msg);
+            let their_proof: ProofCommitment<Curve014> =
+                decode(KIND, *from, &got2.broadcast[from])?;
+            if their_proof.index != sender {
+                return Err(misbehaviour(KIND, *from, "a proof naming another sender"));
+            }
+            proofs.push(their_proof);
+        }
+        proofs.sort_by_key(|p| p.index);
+
+        // Round 3: the zero-share seeds (secret) and the base OTs (direct).
+        let (zero_keep_3, zero_3, mul_keep, mul_3) =
+            rounds.compute(|| hollow.refresh_complete_phase3(&refresh_sid, &zero_keep_2));
+        drop(zero_keep_2);
+        let mut per_receiver: BTreeMap<
+            NodeId,
+            (
+                Option<TransmitInitZeroSharePhase3to4>,
+                Option<TransmitInitMulPhase3to4<Curve014>>,
+            ),
+        > = BTreeMap::new();
+        for msg in zero_3 {
+            let to = members[usize::from(msg.parties.receiver.as_u8()) - 1];
+            per_receiver.entry(to).or_default().0 = Some(msg);
+        }
+        for msg in mul_3 {
+            let to = members[usize::from(msg.parties.receiver.as_u8()) - 1];
+            per_receiver.entry(to).or_default().1 = Some(msg);
+        }
+        let mut direct = BTreeMap::new();
+        for (to, pair) in &per_receiver {
+            direct.insert(*to, encode(pair)?);
+        }
+        drop(per_receiver);
+        let got3 = rounds.exchange(3, direct, Vec::new()).await?;
+        let mut zero_received_3 = Vec::new();
+        let mut mul_received = Vec::new();
+        for (from, bytes) in &got3.direct {
+            let sender = index_of(from)?;
+            type Pair = (
+                Option<TransmitInitZeroSharePhase3to4>,
+                Option<TransmitInitMulPhase3to4<Curve014>>,
+            );
+            let (zero, mul): Pair = decode(KIND, *from, bytes)?;
+            let (Some(zero), Some(mul)) = (zero, mul) else {
+                return Err(misbehaviour(
+                    KIND,
+                    *from,
+                    "a round-3 message without its seeds or base OTs",
+                ));
+            };
+            check_parties(KIND, *from, &zero.parties, sender, my_index)?;
+            check_parties(KIND, *from, &mul.parties, sender, my_index)?;
+            zero_received_3.push(zero);
+            mul_received.push(mul);
+        }
+        let mut party = rounds
+            .compute(|| {
+                hollow.refresh_complete_phase4(
+                    &refresh_sid,
+                    &correction,
+                    &proofs,
+                    &zero_keep_3,
+                    &zero_received_2,
+                    &zero_received_3,
+                    &mul_keep,
+                    &mul_received,
+                )
+            })
+            .map_err(|a| aborted(KIND, a, &members))?;
+        // Keep the reshared share (see above): the refresh's correction is dropped.
+        party.poly_point = x;
+        party.derivation_data.poly_point = x;
+        build_share(key_id, generation, committee, me, party, public_shares)
     }
 }

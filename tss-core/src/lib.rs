@@ -2,9 +2,10 @@
 //!
 //! `tss-core` runs the MPC protocols a sequencer pool needs — distributed key
 //! generation, aux-info generation, presigning, one-round online signing, full signing and
-//! resharing to a new committee — over any [`transport::Transport`]. The ECDSA backend is
-//! [`cggmp21`] on secp256k1 and its output is Ethereum-ready: `(r, s, v)` with low `s`,
-//! and the key's Ethereum address.
+//! resharing to a new committee — over any [`transport::Transport`]. Two threshold-ECDSA
+//! protocols on secp256k1 sit behind one seam ([`ThresholdProtocol`], [`Protocol`]):
+//! [`cggmp21`] (the default) and DKLs23 ([`mod@dkls23`]). Their output is Ethereum-ready:
+//! `(r, s, v)` with low `s`, and the key's Ethereum address.
 //!
 //! Every run has an [`ExecutionId`] agreed by its parties and bound into the protocol; a
 //! node refuses to run the same execution id twice. Senders are identified by the

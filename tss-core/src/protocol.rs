@@ -62,11 +62,6 @@ impl Protocol {
             Protocol::Dkls23 => &Dkls23,
         }
     }
-
-    /// Whether this is CGGMP21 (serde's test for leaving the default out).
-    pub(crate) fn is_cggmp21(&self) -> bool {
-        *self == Protocol::Cggmp21
-    }
 }
 
 /// What a threshold-ECDSA protocol gives the rest of the crate: the pool layer, the node
@@ -169,7 +164,7 @@ impl ThresholdProtocol for Dkls23 {
         false
     }
     fn can_reshare(&self) -> bool {
-        false
+        true
     }
     async fn keygen(
         &self,

@@ -116,6 +116,15 @@ impl KeyShare {
         Self::from_secret_bytes(bytes)
     }
 
+    /// This party's Shamir share of the secret key (at the evaluation point of its
+    /// committee index + 1, in both protocols), for a reshare's dealing. Wiped on drop.
+    pub(crate) fn secret_scalar(&self) -> Result<Zeroizing<cggmp21::generic_ec::Scalar<Curve>>> {
+        match &self.secret {
+            ShareSecret::Cggmp21(inner) => Ok(Zeroizing::new(*inner.x.as_ref())),
+            ShareSecret::Dkls23(secret) => secret.secret_scalar(),
+        }
+    }
+
     /// The CGGMP21 share, or [`TssError::Unsupported`] naming `operation` for a share of
     /// another protocol.
     pub(crate) fn cggmp21(&self, operation: &'static str) -> Result<&cggmp21::KeyShare<Curve>> {

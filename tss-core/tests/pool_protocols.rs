@@ -177,24 +177,15 @@ for_each_protocol!(a_member_configured_for_another_protocol_refuses_the_keygen:
 );
 
 /// A DKLs23 key has no presignatures: filling makes none, a presign proposal is refused
-/// with a typed error, and signing is full signing; resharing it is refused with a typed
-/// error until DKLs23 resharing exists (no run starts).
+/// with a typed error, and signing is full signing.
 #[test]
-fn a_dkls23_key_makes_no_presignatures_and_refuses_a_reshare_it_cannot_do() {
+fn a_dkls23_key_makes_no_presignatures_and_signs_fully() {
     common::run(async {
         let network = InMemoryNetwork::new();
         let key = KeyId::new("pool-key").unwrap();
         let (ids, nodes, _) = start_nodes(&network, &key, &[Protocol::Dkls23; 3]).await;
         let committee = Committee::new(ids.clone(), 2).unwrap();
-        keygen_and_wait(
-            &nodes[0],
-            &nodes[1..],
-            &key,
-            committee.clone(),
-            Vec::new(),
-            LIMIT,
-        )
-        .await;
+        keygen_and_wait(&nodes[0], &nodes[1..], &key, committee, Vec::new(), LIMIT).await;
         assert_eq!(nodes[0].fill_presignatures(&key, 2).await.unwrap(), 0);
         assert_eq!(nodes[0].presignatures_ready(&key), 0);
         match nodes[0].propose_presign(&key).await {
@@ -205,22 +196,10 @@ fn a_dkls23_key_makes_no_presignatures_and_refuses_a_reshare_it_cannot_do() {
             other => panic!("a DKLs23 presignature was proposed: {other:?}"),
         }
         let out = nodes[1]
-            .propose_sign(&key, b"after the refusals".to_vec(), None)
+            .propose_sign(&key, b"after the refusal".to_vec(), None)
             .await
             .unwrap();
         assert_eq!(out.presignature, None);
-        let smaller = Committee::new(ids[..2].to_vec(), 2).unwrap();
-        match nodes[0]
-            .propose_reshare(&key, smaller, None, Vec::new())
-            .await
-        {
-            Err(TssError::Unsupported {
-                protocol: Protocol::Dkls23,
-                operation,
-            }) => assert_eq!(operation, "resharing"),
-            other => panic!("a DKLs23 reshare was proposed: {other:?}"),
-        }
-        assert_eq!(nodes[2].share(&key).unwrap().committee().n(), 3);
     });
 }
 
@@ -258,4 +237,132 @@ async fn a_node_refuses_to_start_with_a_stored_share_of_another_protocol(protoco
 for_each_protocol!(a_node_refuses_to_start_with_a_stored_share_of_another_protocol:
     a_node_refuses_to_start_with_a_stored_cggmp21_share_configured_as_dkls23 => Protocol::Cggmp21,
     a_node_refuses_to_start_with_a_stored_dkls23_share_configured_as_cggmp21 => Protocol::Dkls23,
+);
+
+/// A 2-of-3 key is reshared to a 3-of-4 committee with a joiner: the public key and so
+/// the Ethereum address stay the same, every member (the joiner too) holds generation 1
+/// of the configured protocol, and a request the joiner proposes, signed by a set that
+/// includes it, recovers to the address registered before the reshare.
+async fn a_reshare_to_a_joiner_keeps_the_address_and_the_joiner_signs(protocol: Protocol) {
+    let network = InMemoryNetwork::new();
+    let key = KeyId::new("pool-key").unwrap();
+    let (ids, nodes, _) = start_nodes(&network, &key, &[protocol; 4]).await;
+    let committee = Committee::new(ids[..3].to_vec(), 2).unwrap();
+    let share = keygen_and_wait(&nodes[0], &nodes[1..3], &key, committee, Vec::new(), LIMIT).await;
+    let address = share.ethereum_address();
+    assert!(nodes[3].share(&key).is_none());
+
+    let new_committee = Committee::new(ids.clone(), 3).unwrap();
+    let mut events: Vec<_> = nodes[1..].iter().map(|n| n.subscribe()).collect();
+    let commit = nodes[0]
+        .propose_reshare(&key, new_committee.clone(), None, b"joined".to_vec())
+        .await
+        .expect("reshare");
+    assert_eq!(commit.new_generation, Some(tss_core::Generation(1)));
+    assert_eq!(commit.address, address);
+    for events in &mut events {
+        tokio::time::timeout(LIMIT, async {
+            loop {
+                if let Ok(tss_core::pool::PoolEvent::KeyCommitted { generation, .. }) =
+                    events.recv().await
+                {
+                    if generation == tss_core::Generation(1) {
+                        return;
+                    }
+                }
+            }
+        })
+        .await
+        .expect("every member commits its new share");
+    }
+    for node in &nodes {
+        let held = node.share(&key).expect("a share of the new generation");
+        assert_eq!(held.protocol(), protocol);
+        assert_eq!(held.generation(), tss_core::Generation(1));
+        assert_eq!(held.committee(), &new_committee);
+        assert_eq!(held.ethereum_address(), address, "the address is kept");
+    }
+    let request = b"a batch after the join".to_vec();
+    let out = nodes[3]
+        .propose_sign(&key, request.clone(), None)
+        .await
+        .expect("the new committee signs");
+    assert!(out.signers.contains(&ids[3]));
+    assert_eq!(out.signers.len(), 3);
+    assert_eq!(
+        out.signature.recover_address(&keccak256(&request)).unwrap(),
+        address
+    );
+}
+
+for_each_protocol!(a_reshare_to_a_joiner_keeps_the_address_and_the_joiner_signs:
+    a_cggmp21_reshare_to_a_joiner_keeps_the_address_and_the_joiner_signs => Protocol::Cggmp21,
+    a_dkls23_reshare_to_a_joiner_keeps_the_address_and_the_joiner_signs => Protocol::Dkls23,
+);
+
+/// A dealer that sends the joiner a wrong share (validly signed, so the joiner can prove
+/// it) is convicted: the reshare fails naming that dealer, nobody activates the new
+/// generation, the old committee keeps generation 0 and still signs, and the joiner
+/// holds nothing.
+async fn a_dealer_sending_a_bad_share_is_convicted_and_the_old_generation_stays(
+    protocol: Protocol,
+) {
+    let network = InMemoryNetwork::new();
+    let key = KeyId::new("pool-key").unwrap();
+    let (ids, nodes, _) = start_nodes(&network, &key, &[protocol; 4]).await;
+    let committee = Committee::new(ids[..3].to_vec(), 2).unwrap();
+    let share = keygen_and_wait(&nodes[0], &nodes[1..3], &key, committee, Vec::new(), LIMIT).await;
+    // Dealers of a 2-of-3 key proposed by node 0: nodes 0 and 1.
+    let mut events: Vec<_> = [0, 2, 3].iter().map(|&k| nodes[k].subscribe()).collect();
+    nodes[1].tss().inject_reshare_fault_in_every_run(
+        tss_core::reshare::ReshareFault::BadSignedShareTo(ids[3]),
+    );
+    let err = nodes[0]
+        .propose_reshare(
+            &key,
+            Committee::new(ids.clone(), 3).unwrap(),
+            None,
+            Vec::new(),
+        )
+        .await
+        .expect_err("a bad dealer");
+    // The proposer either convicts the dealer itself or hears the abort of a party that
+    // did first; at least one honest party convicts it on the evidence, and none
+    // convicts anyone else.
+    assert!(
+        matches!(&err, TssError::Misbehaviour { culprits, .. } if culprits == &vec![ids[1]])
+            || matches!(&err, TssError::Aborted { .. }),
+        "expected the dealer convicted, got {err}"
+    );
+    let mut convictions = 0;
+    for events in &mut events {
+        while let Ok(event) = events.try_recv() {
+            if let tss_core::pool::PoolEvent::ReshareComplaints { culprits, .. } = event {
+                assert_eq!(culprits, vec![ids[1]], "only the bad dealer is convicted");
+                convictions += 1;
+            }
+        }
+    }
+    assert!(convictions >= 1, "an honest party convicts the bad dealer");
+    for node in &nodes[..3] {
+        assert_eq!(
+            node.share(&key).unwrap().generation(),
+            tss_core::Generation(0)
+        );
+    }
+    assert!(nodes[3].share(&key).is_none());
+    let request = b"still the old committee".to_vec();
+    let out = nodes[2]
+        .propose_sign(&key, request.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        out.signature.recover_address(&keccak256(&request)).unwrap(),
+        share.ethereum_address()
+    );
+}
+
+for_each_protocol!(a_dealer_sending_a_bad_share_is_convicted_and_the_old_generation_stays:
+    a_bad_cggmp21_dealer_is_convicted_and_the_old_generation_stays => Protocol::Cggmp21,
+    a_bad_dkls23_dealer_is_convicted_and_the_old_generation_stays => Protocol::Dkls23,
 );

@@ -617,7 +617,7 @@ async fn a_role_that_does_not_match_the_request_is_refused_naming_the_expected_r
         (
             ids[0],
             ReshareRole::NewMember {
-                primes: primes_for(&ids[0]),
+                primes: Some(primes_for(&ids[0])),
             },
             "is a dealer in",
         ),
@@ -625,7 +625,7 @@ async fn a_role_that_does_not_match_the_request_is_refused_naming_the_expected_r
             ids[0],
             ReshareRole::DealerAndNewMember {
                 old_share: share_of(0),
-                primes: primes_for(&ids[0]),
+                primes: Some(primes_for(&ids[0])),
             },
             "is a dealer in",
         ),
@@ -640,7 +640,7 @@ async fn a_role_that_does_not_match_the_request_is_refused_naming_the_expected_r
             ids[2],
             ReshareRole::DealerAndNewMember {
                 old_share: share_of(2),
-                primes: primes_for(&ids[2]),
+                primes: Some(primes_for(&ids[2])),
             },
             "is a new member in",
         ),

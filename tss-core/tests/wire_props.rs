@@ -197,15 +197,21 @@ fn public_key_info() -> impl Strategy<Value = PublicKeyInfo> {
         committee(),
         bytes(40),
         prop::collection::vec(bytes(40), 0..12),
+        any::<bool>(),
     )
         .prop_map(
-            |(key_id, g, committee, public_key, public_shares)| PublicKeyInfo {
+            |(key_id, g, committee, public_key, public_shares, dkls23)| PublicKeyInfo {
                 key_id,
                 generation: Generation(g),
                 committee,
                 public_key,
                 public_shares,
-                protocol: Default::default(),
+                // Both: a field a format leaves out for one protocol would not decode.
+                protocol: if dkls23 {
+                    tss_core::Protocol::Dkls23
+                } else {
+                    tss_core::Protocol::Cggmp21
+                },
             },
         )
 }

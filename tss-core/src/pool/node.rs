@@ -2298,7 +2298,8 @@ impl PoolNode {
                 // proposals under one eid never meet in one session.
                 let mut request = p.request();
                 request.eid = proposal.run_eid();
-                let primes = match is_new {
+                let needs_primes = p.old.protocol.implementation().needs_paillier_primes();
+                let primes = match is_new && needs_primes {
                     true => Some(self.inner.primes.take().await?),
                     false => None,
                 };

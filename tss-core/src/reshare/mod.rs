@@ -163,9 +163,10 @@ pub struct PublicKeyInfo {
     pub public_key: Vec<u8>,
     /// Compressed public share of each member, in committee order.
     pub public_shares: Vec<Vec<u8>>,
-    /// The key's protocol (left out of the encoding for CGGMP21, so digests of CGGMP21
-    /// keys are what they were before protocols were recorded).
-    #[serde(default, skip_serializing_if = "Protocol::is_cggmp21")]
+    /// The key's protocol (absent in JSON written before protocols were recorded:
+    /// CGGMP21; left out of [`PublicKeyInfo::digest`] for CGGMP21, so the digests of
+    /// CGGMP21 keys, bound into stored certificates, are what they were).
+    #[serde(default)]
     pub protocol: Protocol,
 }
 
@@ -194,9 +195,28 @@ impl PublicKeyInfo {
 
     /// A hash of these facts (bound into reshare confirmations).
     pub fn digest(&self) -> [u8; 32] {
+        /// The fields before protocols were recorded, in their order.
+        #[derive(Serialize)]
+        struct WithoutProtocol<'a> {
+            key_id: &'a KeyId,
+            generation: Generation,
+            committee: &'a Committee,
+            public_key: &'a Vec<u8>,
+            public_shares: &'a Vec<Vec<u8>>,
+        }
+        let encoded = match self.protocol {
+            Protocol::Cggmp21 => serde_json::to_vec(&WithoutProtocol {
+                key_id: &self.key_id,
+                generation: self.generation,
+                committee: &self.committee,
+                public_key: &self.public_key,
+                public_shares: &self.public_shares,
+            }),
+            _ => serde_json::to_vec(self),
+        };
         let mut h = Sha256::new();
         h.update(b"tss-core/public-key-info/v1");
-        h.update(serde_json::to_vec(self).unwrap_or_default());
+        h.update(encoded.unwrap_or_default());
         h.finalize().into()
     }
 }
@@ -230,7 +250,8 @@ impl KeyShare {
 }
 
 /// What a party brings to a reshare, by its place in the [`ReshareRequest`]: a dealer
-/// brings its old share, a new member the Paillier primes of its new share's aux-info.
+/// brings its old share, a new member of a CGGMP21 key the Paillier primes of its new
+/// share's aux-info (a DKLs23 key needs none: `None`).
 /// [`TssNode::reshare`](crate::TssNode::reshare) refuses a role that does not match the
 /// request ([`TssError::InvalidParticipants`]).
 pub enum ReshareRole<'a> {
@@ -243,21 +264,22 @@ pub enum ReshareRole<'a> {
     /// A member of the new committee that does not deal: a joiner, or an old member
     /// that is not among the dealers.
     NewMember {
-        /// Primes for the new committee's aux-info.
-        primes: PaillierPrimes,
+        /// Primes for the new committee's aux-info (CGGMP21 keys only).
+        primes: Option<PaillierPrimes>,
     },
     /// A dealer that stays in the new committee.
     DealerAndNewMember {
         /// Its share of the request's old generation.
         old_share: &'a KeyShare,
-        /// Primes for the new committee's aux-info.
-        primes: PaillierPrimes,
+        /// Primes for the new committee's aux-info (CGGMP21 keys only).
+        primes: Option<PaillierPrimes>,
     },
 }
 
 impl<'a> ReshareRole<'a> {
     /// The role of `node` in `request`, from what it holds: its old share (needed if it
-    /// is a dealer) and primes (needed if it is a new member; ignored otherwise). Fails
+    /// is a dealer) and primes (needed if it is a new member and the key's protocol has
+    /// Paillier keys; ignored otherwise). Fails
     /// if `node` takes no part in the request ([`TssError::NotACommitteeMember`]) or
     /// lacks what its place needs ([`TssError::InvalidKeyShare`]).
     pub fn for_party(
@@ -273,10 +295,17 @@ impl<'a> ReshareRole<'a> {
                 TssError::InvalidKeyShare("a dealer must provide its old share".into())
             })
         };
-        let primes = || {
-            primes.ok_or_else(|| {
-                TssError::InvalidKeyShare("a new member must provide Paillier primes".into())
-            })
+        let needs_primes = request
+            .old
+            .protocol
+            .implementation()
+            .needs_paillier_primes();
+        let primes = || match (primes, needs_primes) {
+            (None, true) => Err(TssError::InvalidKeyShare(
+                "a new member must provide Paillier primes".into(),
+            )),
+            (primes, true) => Ok(primes),
+            (_, false) => Ok(None),
         };
         Ok(match (dealer, new_member) {
             (true, true) => Self::DealerAndNewMember {
@@ -317,7 +346,7 @@ impl<'a> ReshareRole<'a> {
 
     fn into_primes(self) -> Option<PaillierPrimes> {
         match self {
-            Self::NewMember { primes } | Self::DealerAndNewMember { primes, .. } => Some(primes),
+            Self::NewMember { primes } | Self::DealerAndNewMember { primes, .. } => primes,
             Self::Dealer { .. } => None,
         }
     }
@@ -414,5 +443,43 @@ impl ReshareRequest {
         }
         self.old.points()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stored certificates bind `PublicKeyInfo::digest` of CGGMP21 keys as it was before
+    /// protocols were recorded: the digest of such a key is still that of its JSON
+    /// without the field, byte for byte; a DKLs23 key's digest covers its protocol.
+    #[test]
+    fn a_cggmp21_key_infos_digest_is_the_one_from_before_protocols_were_recorded() {
+        let members = vec![NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32])];
+        let mut info = PublicKeyInfo {
+            key_id: KeyId::new("k").unwrap(),
+            generation: Generation(3),
+            committee: Committee::new(members, 2).unwrap(),
+            public_key: vec![2, 1],
+            public_shares: vec![vec![3, 4], vec![5, 6]],
+            protocol: Protocol::Cggmp21,
+        };
+        // The JSON as it was written before: the same fields, without `protocol` (last).
+        let json = serde_json::to_string(&info).unwrap();
+        let old_json = json.replace(r#","protocol":"cggmp21"}"#, "}");
+        assert_ne!(old_json, json);
+        assert_eq!(
+            serde_json::from_str::<PublicKeyInfo>(&old_json).unwrap(),
+            info,
+            "old JSON reads as a CGGMP21 key's"
+        );
+        assert_eq!(info.protocol, Protocol::Cggmp21);
+        let mut h = Sha256::new();
+        h.update(b"tss-core/public-key-info/v1");
+        h.update(old_json.as_bytes());
+        let old_digest: [u8; 32] = h.finalize().into();
+        assert_eq!(info.digest(), old_digest);
+        info.protocol = Protocol::Dkls23;
+        assert_ne!(info.digest(), old_digest);
     }
 }

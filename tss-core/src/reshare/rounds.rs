@@ -12,7 +12,9 @@ use transport::{Destination, NodeId};
 use crate::ecdsa::{Curve, KeyShare, TssNode};
 use crate::error::{Result, TssError};
 use crate::identity::{verify_identity_signature, IdentitySignature};
+use crate::protocol::Protocol;
 use crate::share::ShareSecret;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::{
     complaints::{
@@ -114,8 +116,8 @@ impl TssNode {
             })?;
             let j = dealers.iter().position(|d| *d == me).unwrap_or_default();
             let mut rng = ChaCha20Rng::from_entropy();
-            let x_j: &Scalar<Curve> = share.cggmp21("resharing")?.x.as_ref();
-            let mut w = lambdas[j] * x_j;
+            let x_j = share.secret_scalar()?;
+            let mut w = lambdas[j] * &*x_j;
             let mut coefs: Vec<SecretScalar<Curve>> = vec![SecretScalar::new(&mut w)];
             coefs.extend((1..t_new).map(|_| SecretScalar::random(&mut rng)));
             let mut commitments: Vec<Point<Curve>> =
@@ -363,6 +365,36 @@ impl TssNode {
             })?);
             let mut x: Scalar<Curve> = dealers.iter().map(|d| inbox.shares[d].0).sum();
             inbox.shares.clear();
+            if protocol == Protocol::Dkls23 {
+                // The same Shamir share, then the new committee's pairwise setup.
+                let x_bytes = Zeroizing::new(x.to_be_bytes().as_bytes().to_vec());
+                x.zeroize();
+                let beats = Heartbeats::start(&inbox.out, heartbeat_interval(self.idle_timeout()));
+                let share = Box::pin(self.dkls23_complete_reshare(
+                    new_info.key_id.clone(),
+                    new_info.generation,
+                    request.new_committee.clone(),
+                    &x_bytes,
+                    &new_info.public_key,
+                    new_info.public_shares.clone(),
+                    request.eid.sub("dkls23-pairwise"),
+                ))
+                .await?;
+                new_share = Some(share);
+                heartbeats = Some(beats);
+                return Ok(StagedReshare {
+                    node: self,
+                    inbox,
+                    statement,
+                    new_members,
+                    participants,
+                    dealers,
+                    old_key: (request.old.key_id.clone(), request.old.generation),
+                    new_share,
+                    identity,
+                    heartbeats,
+                });
+            }
             let x = NonZero::from_secret_scalar(SecretScalar::new(&mut x))
                 .ok_or_else(|| TssError::InvalidKeyShare("new share is zero".into()))?;
             let public_shares = new_public_shares
