@@ -117,7 +117,7 @@ impl TssNode {
             let j = dealers.iter().position(|d| *d == me).unwrap_or_default();
             let mut rng = ChaCha20Rng::from_entropy();
             let x_j = share.secret_scalar()?;
-            let mut w = lambdas[j] * &*x_j;
+            let mut w = lambdas[j] * *x_j;
             let mut coefs: Vec<SecretScalar<Curve>> = vec![SecretScalar::new(&mut w)];
             coefs.extend((1..t_new).map(|_| SecretScalar::random(&mut rng)));
             let mut commitments: Vec<Point<Curve>> =
