@@ -1,7 +1,9 @@
-//! Criterion benchmarks of the second protocol, DKLs23: keygen and full signing (three
-//! rounds, no presignature) at 2-of-3, 3-of-5 and 7-of-10, over the in-memory transport
+//! Criterion benchmarks of the second protocol, DKLs23: keygen, full signing (three
+//! rounds, no presignature) and resharing to the same committee at 2-of-3, 3-of-5 and
+//! 7-of-10, over the in-memory transport
 //! (`inmem`) and over libp2p on 127.0.0.1 (`libp2p`). The CGGMP21 rows of the same
-//! operations are in `protocols.rs` (`keygen/...`, `sign/...`), same ids and sizes.
+//! operations are in `protocols.rs` (`keygen/...`, `sign/...`, `reshare/...`), same ids
+//! and sizes.
 //!
 //! Ids are `dkls23-<operation>/<t-of-n>/<transport>`, e.g.
 //! `cargo bench -p benches --bench dkls23 -- 'dkls23-sign/3-of-5'`. `BENCH_SIZES` and
@@ -107,6 +109,29 @@ fn all(c: &mut Criterion) {
         });
     }
     sign.finish();
+
+    // Resharing to the same committee (the first t deal, all n receive and run the
+    // pairwise setup, then confirm); the old shares stay valid, so it repeats.
+    let mut reshare = c.benchmark_group("dkls23-reshare");
+    reshare
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(1));
+    for (size, net, key_id, nodes) in &started {
+        let shares = Arc::new(rt.block_on(benches::dkls23_keygen(nodes, size.t, key_id)));
+        reshare.bench_function(format!("{}/{}", size.label(), net.label()), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        rt.block_on(timed(benches::reshare(nodes, &shares, size.t)))
+                            .0
+                    })
+                    .sum()
+            })
+        });
+    }
+    reshare.finish();
     for (_, _, _, nodes) in started {
         rt.block_on(nodes.shutdown());
     }

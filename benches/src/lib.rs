@@ -427,8 +427,8 @@ pub async fn dkls23_sign(
 }
 
 /// Our resharing of the key to the same `t`-of-`n` committee (a share refresh): the
-/// first `t` members deal, all `n` receive new shares (running aux-info generation) and
-/// confirm. The new shares are not stored. The old shares stay valid, so this can repeat.
+/// first `t` members deal, all `n` receive new shares (running the protocol's completion:
+/// CGGMP21's aux-info generation, DKLs23's pairwise setup) and confirm. The new shares are not stored. The old shares stay valid, so this can repeat.
 pub async fn reshare(nodes: &Nodes, shares: &Arc<Vec<KeyShare>>, t: u16) -> Vec<ReshareOutcome> {
     let new_committee = Committee::new(nodes.ids.clone(), t).expect("committee");
     let dealers = nodes.signers(t);
@@ -444,15 +444,14 @@ pub async fn reshare(nodes: &Nodes, shares: &Arc<Vec<KeyShare>>, t: u16) -> Vec<
             let (node, shares, request) = (nodes.nodes[i].clone(), shares.clone(), request.clone());
             let dealer = i < usize::from(t);
             tokio::spawn(async move {
-                let primes = primes_for(i);
+                let protocol = shares[i].protocol().implementation();
+                let primes = protocol.needs_paillier_primes().then(|| primes_for(i));
                 let role = match dealer {
                     true => ReshareRole::DealerAndNewMember {
                         old_share: &shares[i],
-                        primes: Some(primes),
+                        primes,
                     },
-                    false => ReshareRole::NewMember {
-                        primes: Some(primes),
-                    },
+                    false => ReshareRole::NewMember { primes },
                 };
                 // The new share is not stored (a benchmark): confirm at once.
                 Box::pin(node.reshare(&request, role))

@@ -3,8 +3,9 @@
 //! appended to the L1 inbox before and after each reshare, each by a transaction from the
 //! pool's MPC address, raw-digest signing is refused, every step is reported with its duration; and that the output is readable:
 //! no ANSI escapes (stdout is not a terminal), the nodes' logs in the log file, only
-//! warnings and errors on stderr. One devnet run (minutes on 2 cores): keep it the only
-//! one in this crate's tests.
+//! warnings and errors on stderr. Two devnet runs side by side, one per threshold protocol
+//! (minutes on 2 cores, mostly waiting for L1 blocks): keep them the only ones in this
+//! crate's tests.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -12,6 +13,16 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn devnet_keeps_the_address_across_reshares_and_every_batch_comes_from_the_pool() {
+    devnet_checks(None);
+}
+
+#[test]
+fn devnet_with_dkls23_keeps_the_address_across_reshares_and_every_batch_comes_from_the_pool() {
+    devnet_checks(Some("dkls23"));
+}
+
+/// One devnet run with `--protocol protocol` (none: the default, cggmp21), checked.
+fn devnet_checks(protocol: Option<&str>) {
     let deadline = Duration::from_secs(900);
     let logs = tempfile::tempdir().expect("temp dir");
     let log_file = logs.path().join("devnet.log");
@@ -27,6 +38,7 @@ fn devnet_keeps_the_address_across_reshares_and_every_batch_comes_from_the_pool(
             "--log-file",
         ])
         .arg(&log_file)
+        .args(protocol.map(|p| ["--protocol", p]).into_iter().flatten())
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -91,6 +103,7 @@ fn devnet_keeps_the_address_across_reshares_and_every_batch_comes_from_the_pool(
             })
             .unwrap_or_else(|| panic!("no {name:?} line in:\n{out}"))
     };
+    assert_eq!(field("threshold protocol:"), protocol.unwrap_or("cggmp21"));
     let pool_address = field("pool address:");
     let keygen = field("address after keygen:");
     assert_eq!(pool_address, keygen);
