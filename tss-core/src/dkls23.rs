@@ -418,6 +418,32 @@ impl Rounds {
         }
     }
 
+    /// Round 1 of keygen and of the pairwise setup: `fragments[j]` (the evaluation at
+    /// member `j`'s index) to each other member, directly; returns every member's
+    /// fragment for us, in committee order (our own from `fragments`).
+    async fn exchange_fragments(
+        &mut self,
+        fragments: &[k256_dkls23::Scalar],
+    ) -> Result<Vec<k256_dkls23::Scalar>> {
+        let members = self.members.clone();
+        let mut direct = BTreeMap::new();
+        for (node, fragment) in members.iter().zip(fragments) {
+            if *node != self.me {
+                direct.insert(*node, encode(fragment)?);
+            }
+        }
+        let got = self.exchange(1, direct, Vec::new()).await?;
+        let mut received = Vec::with_capacity(members.len());
+        for (node, fragment) in members.iter().zip(fragments) {
+            if *node == self.me {
+                received.push(*fragment);
+            } else {
+                received.push(decode(self.protocol, *node, &got.direct[node])?);
+            }
+        }
+        Ok(received)
+    }
+
     /// Round `round`: sends `direct[to]` and `broadcast` to every other member, collects
     /// theirs, and echo-checks the broadcasts (when there are any).
     async fn exchange(
@@ -504,6 +530,59 @@ impl Rounds {
     }
 }
 
+/// A round-3 message per receiver: its zero-share seeds and base OTs, together.
+type SeedsAndBaseOts = (
+    Option<TransmitInitZeroSharePhase3to4>,
+    Option<TransmitInitMulPhase3to4<Curve014>>,
+);
+
+/// Round 3 of keygen and of the pairwise setup: each receiver's seeds and base OTs,
+/// encoded together.
+fn pack_seeds_and_base_ots(
+    members: &[NodeId],
+    zero: Vec<TransmitInitZeroSharePhase3to4>,
+    mul: Vec<TransmitInitMulPhase3to4<Curve014>>,
+) -> Result<BTreeMap<NodeId, Vec<u8>>> {
+    let receiver = |i: PartyIndex| members[usize::from(i.as_u8()) - 1];
+    let mut per_receiver: BTreeMap<NodeId, SeedsAndBaseOts> = BTreeMap::new();
+    for msg in zero {
+        let to = receiver(msg.parties.receiver);
+        per_receiver.entry(to).or_default().0 = Some(msg);
+    }
+    for msg in mul {
+        let to = receiver(msg.parties.receiver);
+        per_receiver.entry(to).or_default().1 = Some(msg);
+    }
+    per_receiver
+        .iter()
+        .map(|(to, pair)| Ok((*to, encode(pair)?)))
+        .collect()
+}
+
+/// A received round-3 message: both parts present, both naming `from`'s index and ours.
+fn unpack_seeds_and_base_ots(
+    kind: ProtocolKind,
+    from: NodeId,
+    bytes: &[u8],
+    sender: PartyIndex,
+    me: PartyIndex,
+) -> Result<(
+    TransmitInitZeroSharePhase3to4,
+    TransmitInitMulPhase3to4<Curve014>,
+)> {
+    let (zero, mul): SeedsAndBaseOts = decode(kind, from, bytes)?;
+    let (Some(zero), Some(mul)) = (zero, mul) else {
+        return Err(misbehaviour(
+            kind,
+            from,
+            "a round-3 message without its seeds or base OTs",
+        ));
+    };
+    check_parties(kind, from, &zero.parties, sender, me)?;
+    check_parties(kind, from, &mul.parties, sender, me)?;
+    Ok((zero, mul))
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     postcard::to_allocvec(value).map_err(|e| TssError::Decode {
         what: "DKLs23 message",
@@ -587,25 +666,7 @@ impl TssNode {
 
         // Round 1: each member's polynomial evaluated at each other's index (secret, direct).
         let fragments = Zeroizing::new(rounds.compute(|| session.phase1()));
-        let mut direct = BTreeMap::new();
-        for (j, node) in members.iter().enumerate() {
-            if *node != me {
-                direct.insert(*node, encode(&fragments[j])?);
-            }
-        }
-        let got = rounds.exchange(1, direct, Vec::new()).await?;
-        let mut received = Vec::with_capacity(members.len());
-        for node in &members {
-            if *node == me {
-                received.push(fragments[usize::from(i)]);
-            } else {
-                received.push(decode::<k256_dkls23::Scalar>(
-                    KIND,
-                    *node,
-                    &got.direct[node],
-                )?);
-            }
-        }
+        let received = rounds.exchange_fragments(&fragments).await?;
         drop(fragments);
 
         // Round 2: a commitment to the proof of the constant term, the chain-code
@@ -650,26 +711,7 @@ impl TssNode {
         let (zero_3, mul_3, cc_reveal) = rounds
             .compute(|| session.phase3())
             .map_err(|a| aborted(KIND, a, &members))?;
-        let mut direct: BTreeMap<NodeId, Vec<u8>> = BTreeMap::new();
-        let mut per_receiver: BTreeMap<
-            NodeId,
-            (
-                Option<TransmitInitZeroSharePhase3to4>,
-                Option<TransmitInitMulPhase3to4<Curve014>>,
-            ),
-        > = BTreeMap::new();
-        for msg in zero_3 {
-            let to = members[usize::from(msg.parties.receiver.as_u8()) - 1];
-            per_receiver.entry(to).or_default().0 = Some(msg);
-        }
-        for msg in mul_3 {
-            let to = members[usize::from(msg.parties.receiver.as_u8()) - 1];
-            per_receiver.entry(to).or_default().1 = Some(msg);
-        }
-        for (to, pair) in &per_receiver {
-            direct.insert(*to, encode(pair)?);
-        }
-        drop(per_receiver);
+        let direct = pack_seeds_and_base_ots(&members, zero_3, mul_3)?;
         let got3 = rounds
             .exchange(3, direct, encode(&(&proof, &cc_reveal))?)
             .await?;
@@ -680,20 +722,7 @@ impl TssNode {
         cc_3.insert(my_index, cc_reveal);
         for (from, bytes) in &got3.direct {
             let sender = index_of(from)?;
-            type Pair = (
-                Option<TransmitInitZeroSharePhase3to4>,
-                Option<TransmitInitMulPhase3to4<Curve014>>,
-            );
-            let (zero, mul): Pair = decode(KIND, *from, bytes)?;
-            let (Some(zero), Some(mul)) = (zero, mul) else {
-                return Err(misbehaviour(
-                    KIND,
-                    *from,
-                    "a round-3 message without its seeds or base OTs",
-                ));
-            };
-            check_parties(KIND, *from, &zero.parties, sender, my_index)?;
-            check_parties(KIND, *from, &mul.parties, sender, my_index)?;
+            let (zero, mul) = unpack_seeds_and_base_ots(KIND, *from, bytes, sender, my_index)?;
             zero_received_3.push(zero);
             mul_received.push(mul);
             let broadcast = &got3.broadcast[from];
@@ -905,25 +934,7 @@ impl TssNode {
 
         // Round 1: fragments of a random polynomial with a zero constant term (direct).
         let fragments = Zeroizing::new(rounds.compute(|| hollow.refresh_complete_phase1()));
-        let mut direct = BTreeMap::new();
-        for (j, node) in members.iter().enumerate() {
-            if *node != me {
-                direct.insert(*node, encode(&fragments[j])?);
-            }
-        }
-        let got = rounds.exchange(1, direct, Vec::new()).await?;
-        let mut received = Vec::with_capacity(members.len());
-        for node in &members {
-            if *node == me {
-                received.push(fragments[usize::from(i)]);
-            } else {
-                received.push(decode::<k256_dkls23::Scalar>(
-                    KIND,
-                    *node,
-                    &got.direct[node],
-                )?);
-            }
-        }
+        let received = rounds.exchange_fragments(&fragments).await?;
         drop(fragments);
 
         // Round 2: the proof of the (zero) constant term (broadcast, echo-checked) and
@@ -960,45 +971,13 @@ impl TssNode {
         let (zero_keep_3, zero_3, mul_keep, mul_3) =
             rounds.compute(|| hollow.refresh_complete_phase3(&refresh_sid, &zero_keep_2));
         drop(zero_keep_2);
-        let mut per_receiver: BTreeMap<
-            NodeId,
-            (
-                Option<TransmitInitZeroSharePhase3to4>,
-                Option<TransmitInitMulPhase3to4<Curve014>>,
-            ),
-        > = BTreeMap::new();
-        for msg in zero_3 {
-            let to = members[usize::from(msg.parties.receiver.as_u8()) - 1];
-            per_receiver.entry(to).or_default().0 = Some(msg);
-        }
-        for msg in mul_3 {
-            let to = members[usize::from(msg.parties.receiver.as_u8()) - 1];
-            per_receiver.entry(to).or_default().1 = Some(msg);
-        }
-        let mut direct = BTreeMap::new();
-        for (to, pair) in &per_receiver {
-            direct.insert(*to, encode(pair)?);
-        }
-        drop(per_receiver);
+        let direct = pack_seeds_and_base_ots(&members, zero_3, mul_3)?;
         let got3 = rounds.exchange(3, direct, Vec::new()).await?;
         let mut zero_received_3 = Vec::new();
         let mut mul_received = Vec::new();
         for (from, bytes) in &got3.direct {
             let sender = index_of(from)?;
-            type Pair = (
-                Option<TransmitInitZeroSharePhase3to4>,
-                Option<TransmitInitMulPhase3to4<Curve014>>,
-            );
-            let (zero, mul): Pair = decode(KIND, *from, bytes)?;
-            let (Some(zero), Some(mul)) = (zero, mul) else {
-                return Err(misbehaviour(
-                    KIND,
-                    *from,
-                    "a round-3 message without its seeds or base OTs",
-                ));
-            };
-            check_parties(KIND, *from, &zero.parties, sender, my_index)?;
-            check_parties(KIND, *from, &mul.parties, sender, my_index)?;
+            let (zero, mul) = unpack_seeds_and_base_ots(KIND, *from, bytes, sender, my_index)?;
             zero_received_3.push(zero);
             mul_received.push(mul);
         }

@@ -10,42 +10,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::{keygen_and_wait, node_ids};
 use transport::{InMemoryNetwork, NodeId};
-use tss_core::pool::{
-    KeygenProposal, MemoryShareStore, PoolConfig, PoolNode, ProposalValidator, Rejection,
-    ReshareProposal, SignProposal, SigningInput,
-};
-use tss_core::{
-    keccak256, Committee, InsecureTestPrimes, KeyId, Protocol, PublicKeyInfo, TssError,
-};
-
-/// Accepts everything; the message to sign is the request itself, hashed by each signer.
-struct AcceptAll;
-
-#[async_trait]
-impl ProposalValidator for AcceptAll {
-    async fn check_keygen(&self, _: NodeId, p: &KeygenProposal) -> Result<Vec<u8>, Rejection> {
-        Ok(p.context.clone())
-    }
-    async fn check_sign(
-        &self,
-        _: NodeId,
-        p: &SignProposal,
-        _: &PublicKeyInfo,
-    ) -> Result<SigningInput, Rejection> {
-        Ok(SigningInput::Message(p.request.clone()))
-    }
-    async fn check_reshare(
-        &self,
-        _: NodeId,
-        p: &ReshareProposal,
-        _: Option<&PublicKeyInfo>,
-    ) -> Result<Vec<u8>, Rejection> {
-        Ok(p.context.clone())
-    }
-}
+use tss_core::pool::{AcceptEverything, MemoryShareStore, PoolConfig, PoolNode};
+use tss_core::{keccak256, Committee, InsecureTestPrimes, KeyId, Protocol, TssError};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -62,7 +30,7 @@ async fn start_node(
         PoolConfig::new(all.to_vec()).with_protocol(key.clone(), protocol),
         Arc::new(network.endpoint(me)),
         common::signer_for(&me),
-        Arc::new(AcceptAll),
+        Arc::new(AcceptEverything),
         store,
         Arc::new(InsecureTestPrimes::new(index)),
         std::slice::from_ref(key),
