@@ -80,6 +80,7 @@ fn setup() -> &'static Setup {
             public_shares: (0..3)
                 .map(|i| (g * f(&point_of(i))).to_bytes(true).as_ref().to_vec())
                 .collect(),
+            protocol: Default::default(),
         };
         let new_committee = Committee::new(vec![node(1), node(2), node(3), node(4)], 3).unwrap();
         let request = ReshareRequest {
