@@ -20,7 +20,8 @@
 //!   waiting for a silent one (crashed, or gone after an abort) still time out.
 //! - **Bans.** A failed oblivious-transfer check means the culprit learned something
 //!   about the pairwise state: [`TssError::MustExclude`] names it, and the caller must
-//!   never run this key with it again (the pool layer does not keep such bans yet).
+//!   never run this key with it again (the pool layer keeps such bans in memory:
+//!   `PoolEvent::MemberBanned`).
 //! - **Resharing.** The crate has no member change. A new committee gets Shamir shares of
 //!   the same secret from tss-core's Feldman resharing (shared with CGGMP21), then runs
 //!   the crate's complete refresh from a party holding only that share, which builds the
@@ -822,8 +823,16 @@ impl TssNode {
         let (mut session, first) = rounds
             .compute(|| SignSession::new(&secret.party, data))
             .map_err(|a| aborted(KIND, a, &member_list))?;
+        let tamper = self
+            .dkls23_tamper_ot
+            .load(std::sync::atomic::Ordering::SeqCst);
         let mut direct = BTreeMap::new();
-        for msg in first {
+        for mut msg in first {
+            if tamper {
+                if let Some(byte) = msg.mul_transmit.u.first_mut().and_then(|u| u.first_mut()) {
+                    *byte ^= 1;
+                }
+            }
             direct.insert(receiver_node(msg.parties.receiver), encode(&msg)?);
         }
         let got = rounds.exchange(1, direct, Vec::new()).await?;

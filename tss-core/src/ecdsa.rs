@@ -188,6 +188,8 @@ pub struct TssNode {
     identity: Option<Arc<dyn IdentitySigner>>,
     aux_info_delay: Duration,
     pub(crate) dkls23_phase_delay: Duration,
+    /// Test hook: corrupt this node's oblivious-transfer data in DKLs23 signing.
+    pub(crate) dkls23_tamper_ot: std::sync::atomic::AtomicBool,
     /// Test hook: reshare runs (by execution id; `None`: every run) in which this node
     /// misbehaves.
     #[cfg(feature = "test-hooks")]
@@ -213,6 +215,7 @@ impl TssNode {
             identity: None,
             aux_info_delay: Duration::ZERO,
             dkls23_phase_delay: Duration::ZERO,
+            dkls23_tamper_ot: std::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "test-hooks")]
             reshare_faults: Mutex::default(),
         }
@@ -259,6 +262,16 @@ impl TssNode {
     pub fn with_aux_info_delay(mut self, delay: Duration) -> Self {
         self.aux_info_delay = delay;
         self
+    }
+
+    /// Test hook (feature `test-hooks`): from now on this node corrupts the
+    /// oblivious-transfer data of its first DKLs23 signing message to every co-signer
+    /// (the attack whose detection requires banning it: [`TssError::MustExclude`]).
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn inject_dkls23_ot_tampering(&self) {
+        self.dkls23_tamper_ot
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Test hook (feature `test-hooks`): makes this node misbehave as `fault` says in the

@@ -334,3 +334,65 @@ for_each_protocol!(a_dealer_sending_a_bad_share_is_convicted_and_the_old_generat
     a_bad_cggmp21_dealer_is_convicted_and_the_old_generation_stays => Protocol::Cggmp21,
     a_bad_dkls23_dealer_is_convicted_and_the_old_generation_stays => Protocol::Dkls23,
 );
+
+/// DKLs23: a member that corrupts its oblivious-transfer data while signing (which, if
+/// repeated, leaks the pairwise state) is banned from the key by the co-signer whose
+/// check fails: that run ends with `MustExclude` naming it, the co-signer says so
+/// (`MemberBanned`), leaves it out of every set it picks afterwards (requests are still
+/// signed, by others), and refuses a sign proposal it proposes.
+#[test]
+fn a_dkls23_signer_failing_an_ot_check_is_banned_and_signing_goes_on_without_it() {
+    common::run(async {
+        let network = InMemoryNetwork::new();
+        let key = KeyId::new("pool-key").unwrap();
+        let (ids, nodes, _) = start_nodes(&network, &key, &[Protocol::Dkls23; 4]).await;
+        let committee = Committee::new(ids.clone(), 2).unwrap();
+        let share =
+            keygen_and_wait(&nodes[0], &nodes[1..], &key, committee, Vec::new(), LIMIT).await;
+        let mut events = nodes[0].subscribe();
+        nodes[1].tss().inject_dkls23_ot_tampering();
+
+        let err = nodes[0]
+            .propose_sign(&key, b"first".to_vec(), Some(vec![ids[0], ids[1]]))
+            .await
+            .expect_err("the OT check fails");
+        match &err {
+            TssError::MustExclude { culprit, .. } => assert_eq!(*culprit, ids[1]),
+            other => panic!("expected MustExclude naming node 1, got {other}"),
+        }
+        assert_eq!(
+            nodes[0].banned(&key),
+            std::collections::BTreeSet::from([ids[1]])
+        );
+        let mut said = false;
+        while let Ok(event) = events.try_recv() {
+            if let tss_core::pool::PoolEvent::MemberBanned { member, .. } = event {
+                assert_eq!(member, ids[1]);
+                said = true;
+            }
+        }
+        assert!(said, "the ban is reported");
+
+        for k in 0..4u8 {
+            let request = vec![b'r', k];
+            let out = nodes[0]
+                .propose_sign(&key, request.clone(), None)
+                .await
+                .expect("signed without the banned member");
+            assert!(!out.signers.contains(&ids[1]), "{:?}", out.signers);
+            assert_eq!(
+                out.signature.recover_address(&keccak256(&request)).unwrap(),
+                share.ethereum_address()
+            );
+        }
+        let refused = nodes[1]
+            .propose_sign(
+                &key,
+                b"from the banned".to_vec(),
+                Some(vec![ids[1], ids[0]]),
+            )
+            .await
+            .expect_err("refused");
+        assert!(refused.to_string().contains("banned"), "{refused}");
+    });
+}

@@ -371,6 +371,20 @@ pub enum PoolEvent {
         /// Why.
         reason: String,
     },
+    /// A run of `key_id` at this node failed a check that requires never running the
+    /// key with `member` again ([`TssError::MustExclude`]: a failed DKLs23
+    /// oblivious-transfer check). From now on this node leaves `member` out of the
+    /// signers it picks for the key and refuses every sign or presign proposal of the
+    /// key that `member` proposes or signs in. In memory only: a restart forgets it
+    /// (reshare the key to a committee without `member`).
+    MemberBanned {
+        /// The key.
+        key_id: KeyId,
+        /// The banned member.
+        member: NodeId,
+        /// The failed check.
+        reason: String,
+    },
     /// This node left a key's committee and deleted its share.
     KeyLeft {
         /// The key.
@@ -501,6 +515,8 @@ struct Inner {
     primes: Arc<dyn PrimeSource>,
     /// See [`PoolConfig::protocols`].
     protocols: BTreeMap<KeyId, Protocol>,
+    /// Per key, the members this node never runs it with again ([`PoolEvent::MemberBanned`]).
+    bans: Mutex<HashMap<KeyId, BTreeSet<NodeId>>>,
     shares: Mutex<HashMap<KeyId, Arc<KeyShare>>>,
     busy: Mutex<HashSet<KeyId>>,
     /// Notified whenever a key stops being busy.
@@ -723,6 +739,7 @@ impl PoolNode {
                 store,
                 primes,
                 protocols: config.protocols.clone(),
+                bans: Mutex::default(),
                 shares: Mutex::new(shares),
                 busy: Mutex::default(),
                 busy_freed: tokio::sync::Notify::new(),
@@ -769,6 +786,14 @@ impl PoolNode {
                     .await
                     .map_err(TssError::Store)?;
                 for p in pending {
+                    let expected = node.protocol_of(key_id);
+                    if p.share.protocol() != expected {
+                        tracing::error!(%key_id, stored = %p.share.protocol(), configured = %expected, "a pending share is of another protocol than configured");
+                        return Err(TssError::ProtocolMismatch {
+                            expected,
+                            found: p.share.protocol().name().into(),
+                        });
+                    }
                     if let Some(certificate) = p.certificate {
                         Box::pin(node.adopt_certificate(certificate)).await?;
                     } else {
@@ -835,6 +860,44 @@ impl PoolNode {
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.me
+    }
+
+    /// The members this node never runs `key_id` with again ([`PoolEvent::MemberBanned`]).
+    pub fn banned(&self, key_id: &KeyId) -> BTreeSet<NodeId> {
+        self.inner
+            .bans
+            .lock()
+            .get(key_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Bans the culprit of `error` from `key_id` if the error requires it.
+    fn ban_if_required(&self, key_id: &KeyId, error: &TssError) {
+        let TssError::MustExclude {
+            culprit, reason, ..
+        } = error
+        else {
+            return;
+        };
+        if *culprit == self.inner.me {
+            return;
+        }
+        let new = self
+            .inner
+            .bans
+            .lock()
+            .entry(key_id.clone())
+            .or_default()
+            .insert(*culprit);
+        if new {
+            tracing::error!(%key_id, member = %culprit, %reason, "member banned from the key: it failed an oblivious-transfer check; reshare the key without it");
+            self.emit(PoolEvent::MemberBanned {
+                key_id: key_id.clone(),
+                member: *culprit,
+                reason: reason.clone(),
+            });
+        }
     }
 
     /// The threshold protocol this node keeps `key_id` in ([`PoolConfig::protocols`]).
@@ -1538,6 +1601,19 @@ impl PoolNode {
                         skipped.push(by);
                     }
                 }
+                // The culprit is banned now (ban_if_required): the next set leaves it out.
+                Err(TssError::MustExclude {
+                    culprit, reason, ..
+                }) if culprit != self.inner.me && attempt < self.inner.sign_attempts => {
+                    self.emit(PoolEvent::SignerSkipped {
+                        eid,
+                        member: culprit,
+                        reason,
+                    });
+                    if !skipped.contains(&culprit) {
+                        skipped.push(culprit);
+                    }
+                }
                 Err(TssError::Aborted { by, reason, .. })
                     if presignature.is_some() && attempt < self.inner.sign_attempts =>
                 {
@@ -1642,6 +1718,9 @@ impl PoolNode {
         let transport = self.inner.tss.transport();
         let backoff = self.inner.unresponsive_backoff;
         let unresponsive = self.inner.unresponsive.lock().clone();
+        let banned = self.banned(key_id);
+        let skipped: Vec<NodeId> = skipped.iter().chain(&banned).copied().collect();
+        let skipped = skipped.as_slice();
         let mut down = Vec::new();
         let mut ranked: Vec<(bool, usize, NodeId)> = Vec::new();
         for k in 1..members.len() {
@@ -1848,6 +1927,17 @@ impl PoolNode {
         }
         if let Some(outsider) = signers.iter().find(|s| committee.index_of(s).is_none()) {
             return Err(bad(format!("signer {outsider} is not a committee member")));
+        }
+        let banned = self.banned(key_id);
+        if let Some(member) = signers
+            .iter()
+            .chain(std::iter::once(&proposer))
+            .find(|m| banned.contains(m))
+        {
+            return Err(bad(format!(
+                "{member} is banned from {key_id} at {} (it failed an oblivious-transfer check)",
+                self.inner.me
+            )));
         }
         Ok(share)
     }
@@ -2059,12 +2149,12 @@ impl PoolNode {
                         .sign_with_presignature(&p.key_id, id, message)
                         .await?
                 }
-                _ => {
-                    self.inner
-                        .tss
-                        .sign(&share, &p.signers, digest, proposal.run_eid())
-                        .await?
-                }
+                _ => self
+                    .inner
+                    .tss
+                    .sign(&share, &p.signers, digest, proposal.run_eid())
+                    .await
+                    .inspect_err(|e| self.ban_if_required(&p.key_id, e))?,
             };
             let address = share.ethereum_address();
             if signature.recover_address(&digest)? != address {
