@@ -47,15 +47,15 @@
 //! # The API: a role, then two steps
 //!
 //! Each party states what it brings as a [`ReshareRole`] (a dealer brings its old share, a
-//! new member its Paillier primes; a party may be both), checked against its place in the
-//! [`ReshareRequest`]. The run then ends in two steps, so that the store stays with the
-//! caller and no callback reaches back into it:
+//! new member of a CGGMP21 key its Paillier primes; a party may be both), checked against
+//! its place in the [`ReshareRequest`]. The run then ends in two steps, so that the store
+//! stays with the caller and no callback reaches back into it:
 //!
 //! ```no_run
 //! # use tss_core::{KeyShare, PaillierPrimes, ReshareRequest, ReshareRole, TssNode};
 //! # async fn run(node: &TssNode, request: &ReshareRequest, old: &KeyShare,
 //! #     primes: PaillierPrimes) -> tss_core::Result<()> {
-//! let role = ReshareRole::DealerAndNewMember { old_share: old, primes };
+//! let role = ReshareRole::DealerAndNewMember { old_share: old, primes: Some(primes) };
 //! let staged = node.reshare(request, role).await?; // rounds 1-3: deal, echo, aux-info
 //! if let Some(share) = staged.new_share() {
 //!     // Seal `share.to_secret_bytes()` in the store as a pending generation here.
