@@ -382,63 +382,52 @@ impl TssNode {
                 .await?;
                 new_share = Some(share);
                 heartbeats = Some(beats);
-                return Ok(StagedReshare {
-                    node: self,
-                    inbox,
-                    statement,
-                    new_members,
-                    participants,
-                    dealers,
-                    old_key: (request.old.key_id.clone(), request.old.generation),
-                    new_share,
-                    identity,
-                    heartbeats,
-                });
-            }
-            let x = NonZero::from_secret_scalar(SecretScalar::new(&mut x))
-                .ok_or_else(|| TssError::InvalidKeyShare("new share is zero".into()))?;
-            let public_shares = new_public_shares
-                .iter()
-                .map(|p| NonZero::from_point(*p))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| TssError::InvalidKeyShare("a public share is zero".into()))?;
-            let shared_public_key = NonZero::from_point(y)
-                .ok_or_else(|| TssError::InvalidKeyShare("public key is zero".into()))?;
-            let core = DirtyIncompleteKeyShare::<Curve> {
-                i: k,
-                key_info: DirtyKeyInfo {
-                    curve: Default::default(),
-                    shared_public_key,
-                    public_shares,
-                    vss_setup: Some(VssSetup {
-                        min_signers: request.new_committee.threshold(),
-                        I: (0..request.new_committee.n())
-                            .map(|i| NonZero::from_scalar(point_of(i)))
-                            .collect::<Option<Vec<_>>>()
-                            .ok_or_else(|| TssError::InvalidKeyShare("zero index".into()))?,
-                    }),
-                },
-                x,
-            }
-            .validate()
-            .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
-            let primes = primes.ok_or_else(|| {
-                TssError::InvalidKeyShare("a new member must provide Paillier primes".into())
-            })?;
-            let beats = Heartbeats::start(&inbox.out, heartbeat_interval(self.idle_timeout()));
-            let aux =
-                Box::pin(self.aux_info(&request.new_committee, request.eid.sub("aux"), primes))
-                    .await?;
-            let inner = cggmp21::KeyShare::from_parts((core, aux.0))
+            } else {
+                let x = NonZero::from_secret_scalar(SecretScalar::new(&mut x))
+                    .ok_or_else(|| TssError::InvalidKeyShare("new share is zero".into()))?;
+                let public_shares = new_public_shares
+                    .iter()
+                    .map(|p| NonZero::from_point(*p))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| TssError::InvalidKeyShare("a public share is zero".into()))?;
+                let shared_public_key = NonZero::from_point(y)
+                    .ok_or_else(|| TssError::InvalidKeyShare("public key is zero".into()))?;
+                let core = DirtyIncompleteKeyShare::<Curve> {
+                    i: k,
+                    key_info: DirtyKeyInfo {
+                        curve: Default::default(),
+                        shared_public_key,
+                        public_shares,
+                        vss_setup: Some(VssSetup {
+                            min_signers: request.new_committee.threshold(),
+                            I: (0..request.new_committee.n())
+                                .map(|i| NonZero::from_scalar(point_of(i)))
+                                .collect::<Option<Vec<_>>>()
+                                .ok_or_else(|| TssError::InvalidKeyShare("zero index".into()))?,
+                        }),
+                    },
+                    x,
+                }
+                .validate()
                 .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
-            new_share = Some(KeyShare {
-                key_id: new_info.key_id.clone(),
-                generation: new_info.generation,
-                committee: request.new_committee.clone(),
-                local: me,
-                secret: ShareSecret::Cggmp21(Box::new(inner)),
-            });
-            heartbeats = Some(beats);
+                let primes = primes.ok_or_else(|| {
+                    TssError::InvalidKeyShare("a new member must provide Paillier primes".into())
+                })?;
+                let beats = Heartbeats::start(&inbox.out, heartbeat_interval(self.idle_timeout()));
+                let aux =
+                    Box::pin(self.aux_info(&request.new_committee, request.eid.sub("aux"), primes))
+                        .await?;
+                let inner = cggmp21::KeyShare::from_parts((core, aux.0))
+                    .map_err(|e| TssError::InvalidKeyShare(e.to_string()))?;
+                new_share = Some(KeyShare {
+                    key_id: new_info.key_id.clone(),
+                    generation: new_info.generation,
+                    committee: request.new_committee.clone(),
+                    local: me,
+                    secret: ShareSecret::Cggmp21(Box::new(inner)),
+                });
+                heartbeats = Some(beats);
+            }
         }
         Ok(StagedReshare {
             node: self,
