@@ -1,5 +1,6 @@
 //! [`AsyncKeystore`]: the keystore for async code, and its [`ShareStore`] implementation.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::sync::{mpsc, Arc};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 use tss_core::pool::{PendingGeneration, ShareStore};
+use tss_core::transport::NodeId;
 use tss_core::{ExecutionId, KeyShare, ReshareCertificate, StoreError, TssError};
 
 use crate::error::{KeystoreError, Result};
@@ -132,6 +134,36 @@ fn decode_share(
 pub const PENDING_STATE_RECORD: &str = "pending_state";
 /// Name of the attachment holding a generation's reshare certificate.
 pub const CERTIFICATE_ATTACHMENT: &str = "reshare_certificate";
+
+/// Name of the attachment holding the members banned from a generation (their 32-byte
+/// node ids, concatenated, in order).
+pub const BANS_ATTACHMENT: &str = "banned_members";
+
+fn load_bans_in(
+    ks: &mut Keystore,
+    key_id: &KeyId,
+    generation: Generation,
+) -> Result<BTreeSet<NodeId>> {
+    let Some(bytes) = ks.load_attachment(key_id, generation, &RecordName::new(BANS_ATTACHMENT)?)?
+    else {
+        return Ok(BTreeSet::new());
+    };
+    let bytes = bytes.expose();
+    if bytes.len() % 32 != 0 {
+        return Err(invalid_share(
+            key_id,
+            generation,
+            format!(
+                "its bans are {} bytes, not a whole number of 32-byte node ids",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(32)
+        .map(|id| NodeId::from_bytes(id.try_into().expect("32 bytes")))
+        .collect())
+}
 
 fn load_certificate_in(
     ks: &mut Keystore,
@@ -410,6 +442,41 @@ impl AsyncKeystore {
         .await
     }
 
+    /// Stores `members` as the members banned from `generation` of `key_id` (an
+    /// attachment, [`BANS_ATTACHMENT`], replacing the one stored before; deleted with the
+    /// generation).
+    pub async fn put_bans(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+        members: &BTreeSet<NodeId>,
+    ) -> Result<()> {
+        let key_id = key_id.clone();
+        let bytes: Vec<u8> = members.iter().flat_map(|m| *m.as_bytes()).collect();
+        self.call(move |ks| {
+            ks.put_attachment(
+                &key_id,
+                generation,
+                &RecordName::new(BANS_ATTACHMENT)?,
+                &bytes,
+            )
+        })
+        .await
+    }
+
+    /// The members stored by [`put_bans`](Self::put_bans) for `generation` of `key_id`;
+    /// empty if none were. [`KeystoreError::InvalidKeyShare`] if the record is not a
+    /// list of node ids, [`KeystoreError::Tampered`] if it fails authentication.
+    pub async fn load_bans(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+    ) -> Result<BTreeSet<NodeId>> {
+        let key_id = key_id.clone();
+        self.call(move |ks| load_bans_in(ks, &key_id, generation))
+            .await
+    }
+
     /// The certificate stored with `generation` of `key_id`, if any.
     pub async fn load_certificate(
         &self,
@@ -557,6 +624,23 @@ impl ShareStore for AsyncKeystore {
 
     async fn save_state(&self, key_id: &KeyId, state: &[u8]) -> Result<(), StoreError> {
         Ok(AsyncKeystore::save_state(self, key_id, state).await?)
+    }
+
+    async fn save_bans(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+        members: &BTreeSet<NodeId>,
+    ) -> Result<(), StoreError> {
+        Ok(AsyncKeystore::put_bans(self, key_id, generation, members).await?)
+    }
+
+    async fn load_bans(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+    ) -> Result<BTreeSet<NodeId>, StoreError> {
+        Ok(AsyncKeystore::load_bans(self, key_id, generation).await?)
     }
 
     async fn stored_generations(&self, key_id: &KeyId) -> Result<Vec<Generation>, StoreError> {

@@ -494,3 +494,59 @@ async fn a_pending_generation_and_its_certificate_survive_a_reopen() {
     assert!(store.delete(&k, b"gone").await.unwrap());
     assert!(store.load_certificate(&k, g(1)).await.unwrap().is_none());
 }
+
+/// Bans stored with a generation (the pool layer's `MemberBanned`) survive closing and
+/// reopening the store, belong to that generation only, cannot be stored for a
+/// generation that does not exist, and are deleted with their generation.
+#[tokio::test]
+async fn bans_survive_a_reopen_and_go_with_their_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("banned-key");
+    let (a, b) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
+    {
+        let ks = open(dir.path()).await;
+        let store: &dyn ShareStore = &ks;
+        store.stage(&share("banned-key", 0), b"S0").await.unwrap();
+        store.activate(&k, g(0), b"S0", None).await.unwrap();
+        store.stage(&share("banned-key", 1), b"S1").await.unwrap();
+        assert!(store.load_bans(&k, g(0)).await.unwrap().is_empty());
+        store
+            .save_bans(&k, g(0), &[a].into_iter().collect())
+            .await
+            .unwrap();
+        // A second ban replaces the set with the larger one.
+        store
+            .save_bans(&k, g(0), &[a, b].into_iter().collect())
+            .await
+            .unwrap();
+        let missing = store
+            .save_bans(&k, g(7), &[a].into_iter().collect())
+            .await
+            .expect_err("no generation 7");
+        assert!(
+            matches!(
+                missing.downcast_ref::<KeystoreError>(),
+                Some(KeystoreError::UnknownGeneration { .. })
+            ),
+            "{missing}"
+        );
+        ks.close().await.unwrap();
+    }
+    let ks = open(dir.path()).await;
+    let store: &dyn ShareStore = &ks;
+    assert_eq!(
+        store.load_bans(&k, g(0)).await.unwrap(),
+        [a, b].into_iter().collect()
+    );
+    assert!(store.load_bans(&k, g(1)).await.unwrap().is_empty());
+    store.activate(&k, g(1), b"S1", None).await.unwrap();
+    store.retire(&k, g(0)).await.unwrap();
+    let gone = store.load_bans(&k, g(0)).await.expect_err("retired");
+    assert!(
+        matches!(
+            gone.downcast_ref::<KeystoreError>(),
+            Some(KeystoreError::UnknownGeneration { .. })
+        ),
+        "{gone}"
+    );
+}

@@ -1,4 +1,5 @@
-//! One pool, two keys, each with its own L1 role: against a real anvil started by the
+//! One pool, two keys, each with its own L1 role and its own threshold protocol (the
+//! batches key CGGMP21, the state key DKLs23): against a real anvil started by the
 //! test, with real nodes (in-memory transport, insecure test primes). Each key gets its
 //! own keygen, its own address, its own reshare gated by its own role's registration on
 //! L1, and appends batches to its own inbox only; a key the nodes do not serve gets no
@@ -18,7 +19,7 @@ use transport::NodeId;
 use tss_core::pool::{
     KeygenProposal, ProposalValidator, Rejection, ReshareProposal, SignProposal, SigningInput,
 };
-use tss_core::{Committee, KeyId, PublicKeyInfo};
+use tss_core::{Committee, KeyId, Protocol, PublicKeyInfo};
 
 const KEYGEN: Duration = Duration::from_secs(900);
 /// The second key and its role.
@@ -80,7 +81,8 @@ async fn wait_for_batches(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_keys_get_their_own_keygen_reshare_and_inbox_each_gated_by_its_own_l1_role() {
+async fn two_keys_of_two_protocols_get_their_own_keygen_reshare_and_inbox_each_gated_by_its_own_l1_role(
+) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -97,7 +99,7 @@ async fn two_keys_get_their_own_keygen_reshare_and_inbox_each_gated_by_its_own_l
     .await
     .unwrap();
     pool.extra_keys
-        .push(KeySettings::new(STATE_KEY, STATE_ROLE, state_inbox));
+        .push(KeySettings::new(STATE_KEY, STATE_ROLE, state_inbox).with_protocol(Protocol::Dkls23));
     let mut batches = BatchSettings::demo("many keys");
     batches.max_batch_blocks = 5;
     // Few batches: each is a full signing, and they compete with the reshares for CPU.
@@ -120,6 +122,19 @@ async fn two_keys_get_their_own_keygen_reshare_and_inbox_each_gated_by_its_own_l
     assert_ne!(batches_address, state_address);
     let status = pool.node(2).status();
     assert_eq!(status.keys.len(), 2);
+    assert_eq!(status.keys[0].protocol, Protocol::Cggmp21);
+    assert_eq!(status.keys[1].protocol, Protocol::Dkls23);
+    let state_key_id = KeyId::new(STATE_KEY).unwrap();
+    for k in 1..=4 {
+        let pool_node = pool.node(k).pool_node();
+        let held = |key: &KeyId| pool_node.share(key).map(|s| s.protocol());
+        assert_eq!(held(&state_key_id), Some(Protocol::Dkls23), "node {k}");
+        assert_eq!(
+            held(&KeyId::new(KEY).unwrap()),
+            Some(Protocol::Cggmp21),
+            "node {k}"
+        );
+    }
     assert_eq!(
         status.keys[1].key.as_ref().map(|k| k.address.clone()),
         Some(state_address.clone())
@@ -222,6 +237,14 @@ async fn two_keys_get_their_own_keygen_reshare_and_inbox_each_gated_by_its_own_l
         .wait_for_key_generation(STATE_KEY, &[1, 2, 3, 4, 5], 1, KEYGEN)
         .await;
     assert_eq!(after, state_address);
+    assert_eq!(
+        pool.node(5)
+            .pool_node()
+            .share(&state_key_id)
+            .map(|s| s.protocol()),
+        Some(Protocol::Dkls23),
+        "the joiner holds a DKLs23 share of the state key"
+    );
 
     step(t, "Each key appends batches to its own inbox");
     // Each key appends batches to its own inbox, every one sent from its own address.

@@ -20,8 +20,8 @@
 //!   waiting for a silent one (crashed, or gone after an abort) still time out.
 //! - **Bans.** A failed oblivious-transfer check means the culprit learned something
 //!   about the pairwise state: [`TssError::MustExclude`] names it, and the caller must
-//!   never run this key with it again (the pool layer keeps such bans in memory:
-//!   `PoolEvent::MemberBanned`).
+//!   never run this generation of the key with it again (the pool layer bans it and
+//!   stores the ban with the generation: `PoolEvent::MemberBanned`).
 //! - **Resharing.** The crate has no member change. A new committee gets Shamir shares of
 //!   the same secret from tss-core's Feldman resharing (shared with CGGMP21), then runs
 //!   the crate's complete refresh from a party holding only that share, which builds the

@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -360,10 +361,7 @@ fn a_dkls23_signer_failing_an_ot_check_is_banned_and_signing_goes_on_without_it(
             TssError::MustExclude { culprit, .. } => assert_eq!(*culprit, ids[1]),
             other => panic!("expected MustExclude naming node 1, got {other}"),
         }
-        assert_eq!(
-            nodes[0].banned(&key),
-            std::collections::BTreeSet::from([ids[1]])
-        );
+        assert_eq!(nodes[0].banned(&key), BTreeSet::from([ids[1]]));
         let mut said = false;
         while let Ok(event) = events.try_recv() {
             if let tss_core::pool::PoolEvent::MemberBanned { member, .. } = event {
@@ -395,4 +393,102 @@ fn a_dkls23_signer_failing_an_ot_check_is_banned_and_signing_goes_on_without_it(
             .expect_err("refused");
         assert!(refused.to_string().contains("banned"), "{refused}");
     });
+}
+
+/// A ban is stored with the generation it concerns: after every node restarts from its
+/// store, the co-signer still refuses the banned member's proposal and still signs
+/// without it. A reshare (every pair gets a fresh pairwise setup) ends the ban: the new
+/// generation signs with that member again.
+#[test]
+fn a_dkls23_ban_outlives_a_restart_and_ends_with_the_generation() {
+    common::run(async {
+        let network = InMemoryNetwork::new();
+        let key = KeyId::new("pool-key").unwrap();
+        let (ids, nodes, stores) = start_nodes(&network, &key, &[Protocol::Dkls23; 4]).await;
+        let committee = Committee::new(ids.clone(), 2).unwrap();
+        let share = keygen_and_wait(
+            &nodes[0],
+            &nodes[1..],
+            &key,
+            committee.clone(),
+            Vec::new(),
+            LIMIT,
+        )
+        .await;
+        nodes[1].tss().inject_dkls23_ot_tampering();
+        nodes[0]
+            .propose_sign(&key, b"first".to_vec(), Some(vec![ids[0], ids[1]]))
+            .await
+            .expect_err("the OT check fails");
+        assert_eq!(nodes[0].banned(&key), BTreeSet::from([ids[1]]));
+
+        for node in &nodes {
+            node.shutdown();
+            node.stopped().await;
+        }
+        let network = InMemoryNetwork::new();
+        let mut restarted = Vec::new();
+        for (id, store) in ids.iter().zip(&stores) {
+            restarted.push(
+                start_node(&network, &ids, *id, store.clone(), &key, Protocol::Dkls23)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let nodes = restarted;
+        assert_eq!(
+            nodes[0].banned(&key),
+            BTreeSet::from([ids[1]]),
+            "the ban is read back from the store"
+        );
+        let refused = nodes[1]
+            .propose_sign(&key, b"after restart".to_vec(), Some(vec![ids[1], ids[0]]))
+            .await
+            .expect_err("refused");
+        assert!(refused.to_string().contains("banned"), "{refused}");
+        let request = b"signed without it".to_vec();
+        let out = nodes[0]
+            .propose_sign(&key, request.clone(), None)
+            .await
+            .expect("signed without the banned member");
+        assert!(!out.signers.contains(&ids[1]), "{:?}", out.signers);
+        assert_eq!(
+            out.signature.recover_address(&keccak256(&request)).unwrap(),
+            share.ethereum_address()
+        );
+
+        // The L1 record keeps the member; the reshare gives every pair a fresh setup.
+        let commit = nodes[2]
+            .propose_reshare(&key, committee, None, b"same committee".to_vec())
+            .await
+            .expect("reshare");
+        assert_eq!(commit.new_generation, Some(tss_core::Generation(1)));
+        for node in &nodes {
+            wait_for_generation(node, &key, tss_core::Generation(1)).await;
+        }
+        assert!(
+            nodes[0].banned(&key).is_empty(),
+            "the ban ended with generation 0"
+        );
+        let request = b"the new generation".to_vec();
+        let out = nodes[1]
+            .propose_sign(&key, request.clone(), Some(vec![ids[1], ids[0]]))
+            .await
+            .expect("the former culprit signs in the new generation");
+        assert_eq!(
+            out.signature.recover_address(&keccak256(&request)).unwrap(),
+            share.ethereum_address()
+        );
+    });
+}
+
+/// Waits until `node` holds `generation` of `key`.
+async fn wait_for_generation(node: &PoolNode, key: &KeyId, generation: tss_core::Generation) {
+    tokio::time::timeout(LIMIT, async {
+        while node.share(key).map(|s| s.generation()) != Some(generation) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the node holds the new generation");
 }

@@ -116,6 +116,21 @@ impl ShareStore for Stopping {
     async fn save_state(&self, key_id: &KeyId, state: &[u8]) -> Result<(), StoreError> {
         ShareStore::save_state(&self.inner, key_id, state).await
     }
+    async fn save_bans(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+        members: &std::collections::BTreeSet<transport::NodeId>,
+    ) -> Result<(), StoreError> {
+        ShareStore::save_bans(&self.inner, key_id, generation, members).await
+    }
+    async fn load_bans(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+    ) -> Result<std::collections::BTreeSet<transport::NodeId>, StoreError> {
+        ShareStore::load_bans(&self.inner, key_id, generation).await
+    }
     async fn stored_generations(&self, key_id: &KeyId) -> Result<Vec<Generation>, StoreError> {
         ShareStore::stored_generations(&self.inner, key_id).await
     }

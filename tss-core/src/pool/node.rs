@@ -375,8 +375,11 @@ pub enum PoolEvent {
     /// key with `member` again ([`TssError::MustExclude`]: a failed DKLs23
     /// oblivious-transfer check). From now on this node leaves `member` out of the
     /// signers it picks for the key and refuses every sign or presign proposal of the
-    /// key that `member` proposes or signs in. In memory only: a restart forgets it
-    /// (reshare the key to a committee without `member`).
+    /// key that `member` proposes or signs in. The ban is stored with the generation
+    /// ([`ShareStore::save_bans`]), so it outlives a restart. It ends with that
+    /// generation: a reshare gives every pair of members a fresh pairwise setup, which
+    /// is what the failed check puts at risk. Removing `member` from the pool is an L1
+    /// decision.
     MemberBanned {
         /// The key.
         key_id: KeyId,
@@ -515,8 +518,9 @@ struct Inner {
     primes: Arc<dyn PrimeSource>,
     /// See [`PoolConfig::protocols`].
     protocols: BTreeMap<KeyId, Protocol>,
-    /// Per key, the members this node never runs it with again ([`PoolEvent::MemberBanned`]).
-    bans: Mutex<HashMap<KeyId, BTreeSet<NodeId>>>,
+    /// Per key, the generation and the members this node never runs that generation
+    /// with again ([`PoolEvent::MemberBanned`]); stored with the generation.
+    bans: Mutex<HashMap<KeyId, (Generation, BTreeSet<NodeId>)>>,
     shares: Mutex<HashMap<KeyId, Arc<KeyShare>>>,
     busy: Mutex<HashSet<KeyId>>,
     /// Notified whenever a key stops being busy.
@@ -679,6 +683,7 @@ impl PoolNode {
     ) -> Result<PoolNode> {
         let me = transport.local_node();
         let mut shares = HashMap::new();
+        let mut bans = HashMap::new();
         for key_id in keys {
             if let Some(share) = store.load_active(key_id).await.map_err(TssError::Store)? {
                 if share.local_node() != me || share.key_id() != key_id {
@@ -693,6 +698,16 @@ impl PoolNode {
                         expected,
                         found: share.protocol().name().into(),
                     });
+                }
+                // A store that cannot read the bans back must not start the node: it
+                // would run the generation with members it banned.
+                let banned = store
+                    .load_bans(key_id, share.generation())
+                    .await
+                    .map_err(TssError::Store)?;
+                if !banned.is_empty() {
+                    tracing::warn!(%key_id, generation = %share.generation(), members = ?banned, "members banned from this generation stay banned");
+                    bans.insert(key_id.clone(), (share.generation(), banned));
                 }
                 shares.insert(key_id.clone(), Arc::new(share));
             }
@@ -739,7 +754,7 @@ impl PoolNode {
                 store,
                 primes,
                 protocols: config.protocols.clone(),
-                bans: Mutex::default(),
+                bans: Mutex::new(bans),
                 shares: Mutex::new(shares),
                 busy: Mutex::default(),
                 busy_freed: tokio::sync::Notify::new(),
@@ -862,18 +877,22 @@ impl PoolNode {
         self.inner.me
     }
 
-    /// The members this node never runs `key_id` with again ([`PoolEvent::MemberBanned`]).
+    /// The members this node never runs the active generation of `key_id` with again
+    /// ([`PoolEvent::MemberBanned`]).
     pub fn banned(&self, key_id: &KeyId) -> BTreeSet<NodeId> {
-        self.inner
-            .bans
-            .lock()
-            .get(key_id)
-            .cloned()
-            .unwrap_or_default()
+        let Some(active) = self.share(key_id).map(|s| s.generation()) else {
+            return BTreeSet::new();
+        };
+        match self.inner.bans.lock().get(key_id) {
+            Some((generation, members)) if *generation == active => members.clone(),
+            _ => BTreeSet::new(),
+        }
     }
 
-    /// Bans the culprit of `error` from `key_id` if the error requires it.
-    fn ban_if_required(&self, key_id: &KeyId, error: &TssError) {
+    /// Bans the culprit of `error` from the generation of `share` if the error requires
+    /// it, and stores the ban with that generation. A store error is logged: the ban
+    /// holds in memory until the node stops.
+    async fn ban_if_required(&self, share: &KeyShare, error: &TssError) {
         let TssError::MustExclude {
             culprit, reason, ..
         } = error
@@ -883,21 +902,34 @@ impl PoolNode {
         if *culprit == self.inner.me {
             return;
         }
-        let new = self
+        let (key_id, generation) = (share.key_id(), share.generation());
+        let members = {
+            let mut bans = self.inner.bans.lock();
+            let entry = bans
+                .entry(key_id.clone())
+                .or_insert_with(|| (generation, BTreeSet::new()));
+            if entry.0 != generation {
+                *entry = (generation, BTreeSet::new());
+            }
+            if !entry.1.insert(*culprit) {
+                return;
+            }
+            entry.1.clone()
+        };
+        tracing::error!(%key_id, %generation, member = %culprit, %reason, "member banned from this generation of the key: it failed an oblivious-transfer check; remove it from the pool on L1");
+        if let Err(e) = self
             .inner
-            .bans
-            .lock()
-            .entry(key_id.clone())
-            .or_default()
-            .insert(*culprit);
-        if new {
-            tracing::error!(%key_id, member = %culprit, %reason, "member banned from the key: it failed an oblivious-transfer check; reshare the key without it");
-            self.emit(PoolEvent::MemberBanned {
-                key_id: key_id.clone(),
-                member: *culprit,
-                reason: reason.clone(),
-            });
+            .store
+            .save_bans(key_id, generation, &members)
+            .await
+        {
+            tracing::error!(%key_id, %generation, error = %e, "the ban cannot be stored: it holds until this node stops");
         }
+        self.emit(PoolEvent::MemberBanned {
+            key_id: key_id.clone(),
+            member: *culprit,
+            reason: reason.clone(),
+        });
     }
 
     /// The threshold protocol this node keeps `key_id` in ([`PoolConfig::protocols`]).
@@ -2149,12 +2181,18 @@ impl PoolNode {
                         .sign_with_presignature(&p.key_id, id, message)
                         .await?
                 }
-                _ => self
+                _ => match self
                     .inner
                     .tss
                     .sign(&share, &p.signers, digest, proposal.run_eid())
                     .await
-                    .inspect_err(|e| self.ban_if_required(&p.key_id, e))?,
+                {
+                    Ok(signature) => signature,
+                    Err(e) => {
+                        self.ban_if_required(&share, &e).await;
+                        return Err(e);
+                    }
+                },
             };
             let address = share.ethereum_address();
             if signature.recover_address(&digest)? != address {

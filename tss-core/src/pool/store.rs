@@ -14,9 +14,10 @@
 //! arrives (from any peer, also after a restart).
 
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use async_trait::async_trait;
+use transport::NodeId;
 
 use crate::ecdsa::KeyShare;
 use crate::error::StoreError;
@@ -89,7 +90,27 @@ pub trait ShareStore: Send + Sync + 'static {
     ) -> Result<Option<ReshareCertificate>, StoreError>;
 
     /// Deletes generation `generation` of `key_id`, which must not be the active one.
+    /// Its certificate and bans go with it.
     async fn retire(&self, key_id: &KeyId, generation: Generation) -> Result<(), StoreError>;
+
+    /// Durably stores `members` as the members banned from `generation` of `key_id`
+    /// (replacing the set stored before), so a restart keeps refusing to run that
+    /// generation with them (see [`crate::pool::PoolEvent::MemberBanned`]). The
+    /// generation must be stored; its bans are deleted with it.
+    async fn save_bans(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+        members: &BTreeSet<NodeId>,
+    ) -> Result<(), StoreError>;
+
+    /// The members stored by [`ShareStore::save_bans`] for `generation` of `key_id`;
+    /// empty if none were.
+    async fn load_bans(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+    ) -> Result<BTreeSet<NodeId>, StoreError>;
 
     /// Deletes every generation of `key_id` and stores `state` (what the node knows of the
     /// pool it left). Returns whether any generation existed.
@@ -151,6 +172,7 @@ struct MemoryKey {
     generations: BTreeMap<Generation, zeroize::Zeroizing<Vec<u8>>>,
     pending_states: BTreeMap<Generation, Vec<u8>>,
     certificates: BTreeMap<Generation, ReshareCertificate>,
+    bans: BTreeMap<Generation, BTreeSet<NodeId>>,
     active: Option<Generation>,
     state: Option<Vec<u8>>,
 }
@@ -312,6 +334,7 @@ impl ShareStore for MemoryShareStore {
         key.generations.remove(&generation);
         key.pending_states.remove(&generation);
         key.certificates.remove(&generation);
+        key.bans.remove(&generation);
         Ok(())
     }
 
@@ -322,9 +345,40 @@ impl ShareStore for MemoryShareStore {
         key.generations.clear();
         key.pending_states.clear();
         key.certificates.clear();
+        key.bans.clear();
         key.active = None;
         key.state = Some(state.to_vec());
         Ok(existed)
+    }
+
+    async fn save_bans(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+        members: &BTreeSet<NodeId>,
+    ) -> Result<(), StoreError> {
+        let mut keys = self.keys.lock();
+        let key = keys
+            .get_mut(key_id)
+            .filter(|k| k.generations.contains_key(&generation))
+            .ok_or_else(|| MemoryStoreError::NoSuchGeneration {
+                key_id: key_id.clone(),
+                generation,
+            })?;
+        key.bans.insert(generation, members.clone());
+        Ok(())
+    }
+
+    async fn load_bans(
+        &self,
+        key_id: &KeyId,
+        generation: Generation,
+    ) -> Result<BTreeSet<NodeId>, StoreError> {
+        let keys = self.keys.lock();
+        Ok(keys
+            .get(key_id)
+            .and_then(|k| k.bans.get(&generation).cloned())
+            .unwrap_or_default())
     }
 
     async fn save_state(&self, key_id: &KeyId, state: &[u8]) -> Result<(), StoreError> {
