@@ -12,9 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{keygen_and_wait, node_ids};
-use transport::{InMemoryNetwork, NodeId};
-use tss_core::pool::{AcceptEverything, MemoryShareStore, PoolConfig, PoolNode};
-use tss_core::{keccak256, Committee, InsecureTestPrimes, KeyId, Protocol, TssError};
+use transport::{Destination, InMemoryNetwork, NodeId, SessionConfig, Transport};
+use tss_core::pool::{
+    control_session_id, AcceptEverything, ControlMsg, MemoryShareStore, PoolConfig, PoolEvent,
+    PoolNode, PresignProposal, Proposal,
+};
+use tss_core::wire::encode_message;
+use tss_core::{keccak256, Committee, ExecutionId, InsecureTestPrimes, KeyId, Protocol, TssError};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -145,10 +149,11 @@ for_each_protocol!(a_member_configured_for_another_protocol_refuses_the_keygen:
     a_cggmp21_member_refuses_a_dkls23_keygen => Protocol::Dkls23,
 );
 
-/// A DKLs23 key has no presignatures: filling makes none, a presign proposal is refused
-/// with a typed error, and signing is full signing.
+/// A DKLs23 key has no presignatures: filling makes none, the node's own presign
+/// proposal is refused with a typed error, signing is full signing, and a member sending
+/// a presign proposal anyway (around its node's check) is refused by the follower.
 #[test]
-fn a_dkls23_key_makes_no_presignatures_and_signs_fully() {
+fn a_dkls23_key_makes_no_presignatures_refuses_a_members_presign_proposal_and_signs_fully() {
     common::run(async {
         let network = InMemoryNetwork::new();
         let key = KeyId::new("pool-key").unwrap();
@@ -169,6 +174,61 @@ fn a_dkls23_key_makes_no_presignatures_and_signs_fully() {
             .await
             .unwrap();
         assert_eq!(out.presignature, None);
+
+        // A member that bypasses its own node's check (a raw control session on its
+        // authenticated endpoint) proposes a presignature anyway: the follower refuses
+        // it, naming the protocol, and holds none.
+        let mut events = nodes[0].subscribe();
+        nodes[2].shutdown();
+        nodes[2].stopped().await;
+        let raw = network.endpoint(ids[2]);
+        let control = raw
+            .open_session(
+                control_session_id(&ids),
+                SessionConfig::new(ids.clone()).with_idle_timeout(LIMIT),
+            )
+            .unwrap();
+        let signers = vec![ids[2], ids[0]];
+        let eid = ExecutionId::random(
+            tss_core::ProtocolKind::Presign,
+            &key,
+            &signers,
+            &mut rand::thread_rng(),
+        );
+        let proposal = Proposal::Presign(PresignProposal {
+            eid,
+            key_id: key.clone(),
+            generation: tss_core::Generation(0),
+            signers,
+        });
+        control
+            .send(
+                Destination::Direct(ids[0]),
+                encode_message(&ControlMsg::Propose(proposal)).unwrap(),
+            )
+            .unwrap();
+        let reason = tokio::time::timeout(LIMIT, async {
+            loop {
+                if let Ok(PoolEvent::Refused {
+                    eid: refused,
+                    proposer,
+                    reason,
+                }) = events.recv().await
+                {
+                    if refused == eid {
+                        assert_eq!(proposer, ids[2]);
+                        return reason;
+                    }
+                }
+            }
+        })
+        .await
+        .expect("the follower refuses the presign proposal");
+        assert!(
+            reason.contains("dkls23") && reason.contains("presignatures"),
+            "{reason}"
+        );
+        assert_eq!(nodes[0].presignatures_ready(&key), 0);
     });
 }
 
