@@ -36,8 +36,8 @@ use tss_core::fuzzing::{set_deterministic_rng, RecordedMessage, Transcript};
 use tss_core::reshare::ReshareMsg;
 use tss_core::wire::decode_message;
 use tss_core::{
-    insecure_test_primes, Committee, ExecutionId, KeyId, KeyShare, ProtocolKind, ReshareRequest,
-    ReshareRole, TssNode,
+    insecure_test_primes, Committee, Ed25519Signer, ExecutionId, KeyId, KeyShare, ProtocolKind,
+    ReshareRequest, ReshareRole, TssNode,
 };
 
 type KeygenMsg = cggmp21::keygen::ThresholdMsg<Secp256k1, SecurityLevel128, Sha256>;
@@ -97,8 +97,14 @@ impl Transport for Recording {
     }
 }
 
+/// Node `k`'s identity key (dealers of a reshare sign with it): ed25519, seed `[k; 32]`.
+fn identity(k: u8) -> Ed25519Signer {
+    Ed25519Signer::from_seed([k; 32])
+}
+
+/// Node `k`'s id: the public key of its [`identity`].
 fn node(k: u8) -> NodeId {
-    NodeId::from_bytes([k; 32])
+    identity(k).node_id()
 }
 
 fn eid(protocol: ProtocolKind, key_id: &KeyId, parties: &[NodeId], nonce: u8) -> ExecutionId {
@@ -167,7 +173,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 inner: network.endpoint(node(k)),
                 log: log.clone(),
             }))
-            .with_idle_timeout(Duration::from_secs(600)),
+            .with_idle_timeout(Duration::from_secs(600))
+            .with_identity(Arc::new(identity(k)))
+            .expect("the identity of the transport's node"),
         )
     };
     let nodes: Vec<Arc<TssNode>> = (1..=3).map(recording_node).collect();
