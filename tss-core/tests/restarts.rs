@@ -28,8 +28,8 @@ use tss_core::pool::{
     AcceptEverything, PendingGeneration, PoolConfig, PoolEvent, PoolNode, ShareStore,
 };
 use tss_core::{
-    Committee, ExecutionId, Generation, InsecureTestPrimes, KeyId, KeyShare, ReshareCertificate,
-    StoreError,
+    Committee, ExecutionId, Generation, InsecureTestPrimes, KeyId, KeyShare, Protocol,
+    ReshareCertificate, StoreError,
 };
 
 /// Where a [`Stopping`] store stops.
@@ -162,6 +162,7 @@ const WAIT: Duration = Duration::from_secs(300);
 /// the reshare.
 struct Pool {
     network: InMemoryNetwork,
+    protocol: Protocol,
     ids: Vec<NodeId>,
     key: KeyId,
     _dirs: tempfile::TempDir,
@@ -172,12 +173,28 @@ struct Pool {
 }
 
 impl Pool {
-    /// Starts the pool, node `i` stopping at `stops[i]`.
+    /// Starts the pool (a CGGMP21 key: the build's cached one), node `i` stopping at
+    /// `stops[i]`.
     async fn start(stops: [Option<Step>; 4]) -> Pool {
+        Self::start_with(stops, Protocol::Cggmp21).await
+    }
+
+    /// Starts the pool with a key of `protocol` (DKLs23: made now).
+    async fn start_with(stops: [Option<Step>; 4], protocol: Protocol) -> Pool {
         let network = InMemoryNetwork::new();
         let ids = node_ids(4);
-        let (_, parties) = common::pool(3, 2).await;
-        let key = parties[0].share.key_id().clone();
+        let shares: Vec<KeyShare> = match protocol {
+            Protocol::Dkls23 => {
+                common::dkls23_shares(3, 2, &KeyId::new("dkls23-pool").unwrap()).await
+            }
+            _ => common::pool(3, 2)
+                .await
+                .1
+                .into_iter()
+                .map(|p| p.share)
+                .collect(),
+        };
+        let key = shares[0].key_id().clone();
         let root = tempfile::tempdir().unwrap();
         let dirs: Vec<PathBuf> = (1..=4)
             .map(|k| root.path().join(format!("node{k}")))
@@ -187,10 +204,8 @@ impl Pool {
         let mut nodes = Vec::new();
         for (i, stop) in stops.into_iter().enumerate() {
             let store = open(&dirs[i]).await;
-            if let Some(party) = parties.get(i) {
-                ShareStore::stage(&store, &party.share, b"pool v1")
-                    .await
-                    .unwrap();
+            if let Some(share) = shares.get(i) {
+                ShareStore::stage(&store, share, b"pool v1").await.unwrap();
                 ShareStore::activate(&store, &key, Generation(0), b"pool v1", None)
                     .await
                     .unwrap();
@@ -201,11 +216,12 @@ impl Pool {
                 reached: tell.clone(),
                 me: ids[i],
             };
-            nodes.push(start_node(&network, &ids, i, Arc::new(stopping), &key).await);
+            nodes.push(start_node(&network, &ids, i, Arc::new(stopping), &key, protocol).await);
             stores.push(store);
         }
         Pool {
             network,
+            protocol,
             ids,
             key,
             _dirs: root,
@@ -267,6 +283,7 @@ impl Pool {
             i,
             Arc::new(self.stores[i].clone()),
             &self.key,
+            self.protocol,
         )
         .await;
     }
@@ -303,9 +320,11 @@ async fn start_node(
     i: usize,
     store: Arc<dyn ShareStore>,
     key: &KeyId,
+    protocol: Protocol,
 ) -> PoolNode {
     PoolNode::start(
         PoolConfig::new(ids.to_vec())
+            .with_protocol(key.clone(), protocol)
             .with_session_idle_timeout(IDLE)
             .with_certificate_retry_interval(Duration::from_secs(1)),
         Arc::new(network.endpoint(ids[i])),
@@ -322,16 +341,31 @@ async fn start_node(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_killed_at_each_step_after_confirmation_restart_on_the_certified_generation_with_the_old_share_retired(
 ) {
+    killed_at_each_step_after_confirmation(Protocol::Cggmp21).await;
+}
+
+/// The same kills with a DKLs23 key: the commit order and the restarts are the pool
+/// layer's, whatever the protocol; the restarted members hold DKLs23 shares and sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkls23_members_killed_at_each_step_after_confirmation_restart_on_the_certified_generation_with_the_old_share_retired(
+) {
+    killed_at_each_step_after_confirmation(Protocol::Dkls23).await;
+}
+
+async fn killed_at_each_step_after_confirmation(protocol: Protocol) {
     // Node 4 joins: {1, 2, 3} 2-of-3 -> {1, 2, 3, 4} 3-of-4. Every new member confirms
     // (so a certificate exists), then node 1 (the proposer) stops after activating, before
     // retiring its old share; node 2 at activation before anything is written; node 3
     // between storing the certificate and switching. Node 4 completes.
-    let mut pool = Pool::start([
-        Some(Step::BeforeRetirement),
-        Some(Step::BeforeActivation),
-        Some(Step::BetweenCertificateAndSwitch),
-        None,
-    ])
+    let mut pool = Pool::start_with(
+        [
+            Some(Step::BeforeRetirement),
+            Some(Step::BeforeActivation),
+            Some(Step::BetweenCertificateAndSwitch),
+            None,
+        ],
+        protocol,
+    )
     .await;
     let address = pool.nodes[0].share(&pool.key).unwrap().ethereum_address();
     let mut joiner = pool.nodes[3].subscribe();
@@ -398,6 +432,17 @@ async fn members_killed_at_each_step_after_confirmation_restart_on_the_certified
             store.load_state(&pool.key).await.unwrap().as_deref(),
             Some(&b"pool v2"[..]),
             "node {}: committed with the state staged with it",
+            i + 1
+        );
+        assert_eq!(
+            store
+                .load_active(&pool.key)
+                .await
+                .unwrap()
+                .unwrap()
+                .protocol(),
+            protocol,
+            "node {}",
             i + 1
         );
     }

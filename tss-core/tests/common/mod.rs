@@ -117,6 +117,26 @@ pub async fn keygen(
     shares
 }
 
+/// A fresh `t`-of-`n` DKLs23 key named `key_id` for nodes `1..=n` (made now: it takes a
+/// moment, unlike a CGGMP21 keygen with aux-info), on a scratch network.
+pub async fn dkls23_shares(n: u8, t: u16, key_id: &KeyId) -> Vec<KeyShare> {
+    let network = InMemoryNetwork::new();
+    let committee = Committee::new(node_ids(n), t).unwrap();
+    let eid = fresh_eid(ProtocolKind::Keygen, key_id, committee.members());
+    let runs: Vec<_> = nodes(&network, committee.members())
+        .into_iter()
+        .map(|node| {
+            let (committee, key_id) = (committee.clone(), key_id.clone());
+            tokio::spawn(async move { node.dkls23_keygen(key_id, committee, eid).await })
+        })
+        .collect();
+    let mut shares = Vec::new();
+    for run in runs {
+        shares.push(run.await.expect("keygen task").expect("DKLs23 keygen"));
+    }
+    shares
+}
+
 /// A pool whose keygen ran once and is shared by every test of a test binary that asks
 /// for the same `(n, t)` (keygen with aux-info is the slowest step of every test).
 pub struct SharedPool {
