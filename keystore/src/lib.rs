@@ -155,7 +155,9 @@ mod store;
 mod types;
 mod versions;
 
-pub use async_store::{AsyncKeystore, CERTIFICATE_ATTACHMENT, PENDING_STATE_RECORD};
+pub use async_store::{
+    AsyncKeystore, BANS_ATTACHMENT, CERTIFICATE_ATTACHMENT, PENDING_STATE_RECORD,
+};
 pub use error::{KeystoreError, Result};
 pub use kdf::{generate_key_file, KdfParams, Unlock, UnlockMethod, SALT_LEN};
 pub use secret::{Passphrase, SecretBytes};
