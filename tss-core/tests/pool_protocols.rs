@@ -363,16 +363,27 @@ async fn a_dealer_sending_a_bad_share_is_convicted_and_the_old_generation_stays(
             || matches!(&err, TssError::Aborted { .. }),
         "expected the dealer convicted, got {err}"
     );
+    // The proposer's run may end (on another party's abort) before a convicting party
+    // has reported its judgement: wait for one.
     let mut convictions = 0;
-    for events in &mut events {
-        while let Ok(event) = events.try_recv() {
-            if let tss_core::pool::PoolEvent::ReshareComplaints { culprits, .. } = event {
-                assert_eq!(culprits, vec![ids[1]], "only the bad dealer is convicted");
-                convictions += 1;
+    let waited = tokio::time::timeout(LIMIT, async {
+        loop {
+            for events in &mut events {
+                while let Ok(event) = events.try_recv() {
+                    if let tss_core::pool::PoolEvent::ReshareComplaints { culprits, .. } = event {
+                        assert_eq!(culprits, vec![ids[1]], "only the bad dealer is convicted");
+                        convictions += 1;
+                    }
+                }
             }
+            if convictions >= 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-    assert!(convictions >= 1, "an honest party convicts the bad dealer");
+    })
+    .await;
+    assert!(waited.is_ok(), "an honest party convicts the bad dealer");
     for node in &nodes[..3] {
         assert_eq!(
             node.share(&key).unwrap().generation(),
