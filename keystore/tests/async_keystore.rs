@@ -549,4 +549,19 @@ async fn bans_survive_a_reopen_and_go_with_their_generation() {
         ),
         "{gone}"
     );
+    // Deleted with the key's generations: a generation stored again under the same
+    // number starts without bans.
+    store
+        .save_bans(&k, g(1), &[b].into_iter().collect())
+        .await
+        .unwrap();
+    assert!(store.delete(&k, b"gone").await.unwrap());
+    store
+        .stage(&share("banned-key", 1), b"again")
+        .await
+        .unwrap();
+    assert!(
+        store.load_bans(&k, g(1)).await.unwrap().is_empty(),
+        "the bans went with the deleted generation"
+    );
 }

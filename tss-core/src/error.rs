@@ -128,10 +128,11 @@ pub enum TssError {
     },
     /// DKLs23: `culprit` failed an oblivious-transfer check, which per the protocol leaks
     /// information about the pairwise state it shares with this node. It must never take
-    /// part in a run of this key with this node again. The pool layer keeps that
-    /// exclusion in memory ([`crate::pool::PoolEvent::MemberBanned`]); a caller of
-    /// [`crate::TssNode`] directly keeps it itself.
-    #[error("{protocol}: {culprit} must be excluded from every later run of this key: {reason}")]
+    /// part in a run of this key generation (whose pairwise setup it put at risk) with
+    /// this node again. The pool layer bans it and stores the ban with the generation
+    /// ([`crate::pool::PoolEvent::MemberBanned`]); a caller of [`crate::TssNode`]
+    /// directly keeps it itself.
+    #[error("{protocol}: {culprit} must be excluded from every later run of this key generation: {reason}")]
     MustExclude {
         /// The protocol.
         protocol: ProtocolKind,

@@ -550,6 +550,27 @@ fn a_dkls23_ban_outlives_a_restart_and_ends_with_the_generation() {
             out.signature.recover_address(&keccak256(&request)).unwrap(),
             share.ethereum_address()
         );
+        // Also after a restart: the stored ban belongs to generation 0 only.
+        nodes[0].shutdown();
+        nodes[0].stopped().await;
+        let node0 = start_node(
+            &network,
+            &ids,
+            ids[0],
+            stores[0].clone(),
+            &key,
+            Protocol::Dkls23,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            node0.share(&key).unwrap().generation(),
+            tss_core::Generation(1)
+        );
+        assert!(
+            node0.banned(&key).is_empty(),
+            "no ban of generation 1 after a restart"
+        );
     });
 }
 

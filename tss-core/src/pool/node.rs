@@ -383,6 +383,8 @@ pub enum PoolEvent {
     MemberBanned {
         /// The key.
         key_id: KeyId,
+        /// The generation the member is banned from.
+        generation: Generation,
         /// The banned member.
         member: NodeId,
         /// The failed check.
@@ -453,6 +455,9 @@ pub struct ReshareCommit {
 }
 
 struct Run {
+    /// The key and the kind of run (bans abort a banned member's sign and presign runs).
+    key_id: KeyId,
+    kind: ProtocolKind,
     participants: Vec<NodeId>,
     token: CancellationToken,
     aborted_by: Option<AbortNote>,
@@ -518,9 +523,12 @@ struct Inner {
     primes: Arc<dyn PrimeSource>,
     /// See [`PoolConfig::protocols`].
     protocols: BTreeMap<KeyId, Protocol>,
-    /// Per key, the generation and the members this node never runs that generation
-    /// with again ([`PoolEvent::MemberBanned`]); stored with the generation.
-    bans: Mutex<HashMap<KeyId, (Generation, BTreeSet<NodeId>)>>,
+    /// Per key generation, the members this node never runs it with again
+    /// ([`PoolEvent::MemberBanned`]); stored with the generation.
+    bans: Mutex<HashMap<(KeyId, Generation), BTreeSet<NodeId>>>,
+    /// Held while a ban is added and stored, so that concurrent bans reach the store in
+    /// order (each stores the whole set) and none is lost.
+    ban_store: tokio::sync::Mutex<()>,
     shares: Mutex<HashMap<KeyId, Arc<KeyShare>>>,
     busy: Mutex<HashSet<KeyId>>,
     /// Notified whenever a key stops being busy.
@@ -707,7 +715,7 @@ impl PoolNode {
                     .map_err(TssError::Store)?;
                 if !banned.is_empty() {
                     tracing::warn!(%key_id, generation = %share.generation(), members = ?banned, "members banned from this generation stay banned");
-                    bans.insert(key_id.clone(), (share.generation(), banned));
+                    bans.insert((key_id.clone(), share.generation()), banned);
                 }
                 shares.insert(key_id.clone(), Arc::new(share));
             }
@@ -755,6 +763,7 @@ impl PoolNode {
                 primes,
                 protocols: config.protocols.clone(),
                 bans: Mutex::new(bans),
+                ban_store: tokio::sync::Mutex::const_new(()),
                 shares: Mutex::new(shares),
                 busy: Mutex::default(),
                 busy_freed: tokio::sync::Notify::new(),
@@ -883,16 +892,23 @@ impl PoolNode {
         let Some(active) = self.share(key_id).map(|s| s.generation()) else {
             return BTreeSet::new();
         };
-        match self.inner.bans.lock().get(key_id) {
-            Some((generation, members)) if *generation == active => members.clone(),
-            _ => BTreeSet::new(),
-        }
+        self.inner
+            .bans
+            .lock()
+            .get(&(key_id.clone(), active))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Bans the culprit of `error` from the generation of `share` if the error requires
-    /// it, and stores the ban with that generation. A store error is logged: the ban
-    /// holds in memory until the node stops.
-    async fn ban_if_required(&self, share: &KeyShare, error: &TssError) {
+    /// it: aborts this node's other sign and presign runs of the key with the culprit
+    /// (a run already under way would otherwise go on using the pairwise setup the check
+    /// put at risk), and stores the ban with that generation. Bans are kept per
+    /// generation, so a late failure in a run of an older generation never touches the
+    /// bans of the active one. A store error is logged, and the store is tried again at
+    /// the next ban of the key: until then the ban holds in memory only. `run` is the run
+    /// that failed (it ends with `error` itself).
+    async fn ban_if_required(&self, share: &KeyShare, run: ExecutionId, error: &TssError) {
         let TssError::MustExclude {
             culprit, reason, ..
         } = error
@@ -903,33 +919,49 @@ impl PoolNode {
             return;
         }
         let (key_id, generation) = (share.key_id(), share.generation());
-        let members = {
+        let _in_order = self.inner.ban_store.lock().await;
+        let (new, members) = {
             let mut bans = self.inner.bans.lock();
-            let entry = bans
-                .entry(key_id.clone())
-                .or_insert_with(|| (generation, BTreeSet::new()));
-            if entry.0 != generation {
-                *entry = (generation, BTreeSet::new());
-            }
-            if !entry.1.insert(*culprit) {
-                return;
-            }
-            entry.1.clone()
+            let set = bans.entry((key_id.clone(), generation)).or_default();
+            (set.insert(*culprit), set.clone())
         };
-        tracing::error!(%key_id, %generation, member = %culprit, %reason, "member banned from this generation of the key: it failed an oblivious-transfer check; remove it from the pool on L1");
+        if new {
+            tracing::error!(%key_id, %generation, member = %culprit, %reason, "member banned from this generation of the key: it failed an oblivious-transfer check; remove it from the pool on L1");
+            let with_culprit: Vec<ExecutionId> = self
+                .inner
+                .runs
+                .lock()
+                .iter()
+                .filter(|(eid, r)| {
+                    **eid != run
+                        && r.key_id == *key_id
+                        && matches!(r.kind, ProtocolKind::Sign | ProtocolKind::Presign)
+                        && r.participants.contains(culprit)
+                })
+                .map(|(eid, _)| *eid)
+                .collect();
+            for eid in with_culprit {
+                self.abort(eid, &format!("{culprit} is banned from {key_id}"));
+            }
+        }
+        // Stored again also when the member was banned already: an earlier store error
+        // is retried.
         if let Err(e) = self
             .inner
             .store
             .save_bans(key_id, generation, &members)
             .await
         {
-            tracing::error!(%key_id, %generation, error = %e, "the ban cannot be stored: it holds until this node stops");
+            tracing::error!(%key_id, %generation, error = %e, "the ban cannot be stored: it holds in memory only until it is stored or this node stops");
         }
-        self.emit(PoolEvent::MemberBanned {
-            key_id: key_id.clone(),
-            member: *culprit,
-            reason: reason.clone(),
-        });
+        if new {
+            self.emit(PoolEvent::MemberBanned {
+                key_id: key_id.clone(),
+                generation,
+                member: *culprit,
+                reason: reason.clone(),
+            });
+        }
     }
 
     /// The threshold protocol this node keeps `key_id` in ([`PoolConfig::protocols`]).
@@ -1122,6 +1154,8 @@ impl PoolNode {
             runs.insert(
                 eid,
                 Run {
+                    key_id: proposal.key_id().clone(),
+                    kind: protocol,
                     participants: participants.clone(),
                     token: token.clone(),
                     aborted_by: None,
@@ -2189,7 +2223,7 @@ impl PoolNode {
                 {
                     Ok(signature) => signature,
                     Err(e) => {
-                        self.ban_if_required(&share, &e).await;
+                        self.ban_if_required(&share, proposal.eid(), &e).await;
                         return Err(e);
                     }
                 },
