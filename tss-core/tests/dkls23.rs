@@ -15,23 +15,6 @@ use tss_core::{
     keccak256, Committee, ExecutionId, KeyId, KeyShare, Protocol, ProtocolKind, TssError, TssNode,
 };
 
-async fn dkls23_keygen(nodes: &[Arc<TssNode>], committee: &Committee, key: &str) -> Vec<KeyShare> {
-    let key_id = KeyId::new(key).unwrap();
-    let eid = fresh_eid(ProtocolKind::Keygen, &key_id, committee.members());
-    let runs: Vec<_> = nodes
-        .iter()
-        .map(|node| {
-            let (node, committee, key_id) = (node.clone(), committee.clone(), key_id.clone());
-            tokio::spawn(async move { node.dkls23_keygen(key_id, committee, eid).await })
-        })
-        .collect();
-    let mut shares = Vec::new();
-    for run in runs {
-        shares.push(run.await.expect("keygen task").expect("keygen"));
-    }
-    shares
-}
-
 type Signing = tokio::task::JoinHandle<tss_core::Result<tss_core::EthSignature>>;
 
 /// Every signer in `signers` (positions in `nodes`/`shares`) signs `digest`.

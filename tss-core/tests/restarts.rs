@@ -184,9 +184,7 @@ impl Pool {
         let network = InMemoryNetwork::new();
         let ids = node_ids(4);
         let shares: Vec<KeyShare> = match protocol {
-            Protocol::Dkls23 => {
-                common::dkls23_shares(3, 2, &KeyId::new("dkls23-pool").unwrap()).await
-            }
+            Protocol::Dkls23 => common::dkls23_shares(3, 2, "dkls23-pool").await,
             _ => common::pool(3, 2)
                 .await
                 .1

@@ -117,16 +117,18 @@ pub async fn keygen(
     shares
 }
 
-/// A fresh `t`-of-`n` DKLs23 key named `key_id` for nodes `1..=n` (made now: it takes a
-/// moment, unlike a CGGMP21 keygen with aux-info), on a scratch network.
-pub async fn dkls23_shares(n: u8, t: u16, key_id: &KeyId) -> Vec<KeyShare> {
-    let network = InMemoryNetwork::new();
-    let committee = Committee::new(node_ids(n), t).unwrap();
-    let eid = fresh_eid(ProtocolKind::Keygen, key_id, committee.members());
-    let runs: Vec<_> = nodes(&network, committee.members())
-        .into_iter()
+/// Runs a DKLs23 keygen of key `key` for `committee` on the given nodes (same order).
+pub async fn dkls23_keygen(
+    nodes: &[Arc<TssNode>],
+    committee: &Committee,
+    key: &str,
+) -> Vec<KeyShare> {
+    let key_id = KeyId::new(key).unwrap();
+    let eid = fresh_eid(ProtocolKind::Keygen, &key_id, committee.members());
+    let runs: Vec<_> = nodes
+        .iter()
         .map(|node| {
-            let (committee, key_id) = (committee.clone(), key_id.clone());
+            let (node, committee, key_id) = (node.clone(), committee.clone(), key_id.clone());
             tokio::spawn(async move { node.dkls23_keygen(key_id, committee, eid).await })
         })
         .collect();
@@ -135,6 +137,14 @@ pub async fn dkls23_shares(n: u8, t: u16, key_id: &KeyId) -> Vec<KeyShare> {
         shares.push(run.await.expect("keygen task").expect("DKLs23 keygen"));
     }
     shares
+}
+
+/// A fresh `t`-of-`n` DKLs23 key named `key` for nodes `1..=n` (made now: it takes a
+/// moment, unlike a CGGMP21 keygen with aux-info), on a scratch network.
+pub async fn dkls23_shares(n: u8, t: u16, key: &str) -> Vec<KeyShare> {
+    let network = InMemoryNetwork::new();
+    let committee = Committee::new(node_ids(n), t).unwrap();
+    dkls23_keygen(&nodes(&network, committee.members()), &committee, key).await
 }
 
 /// A pool whose keygen ran once and is shared by every test of a test binary that asks
